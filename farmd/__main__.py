@@ -1,0 +1,3 @@
+from farmd.cli import main
+
+raise SystemExit(main())
