@@ -1,16 +1,514 @@
-"""The `farmd` command line."""
+"""The `farmd` command line: the daemons (`serve`, `worker`, `up`) and the admin commands,
+which are thin wrappers over `farmd.client`.
+
+Every refusal is one line on stderr (`farmd: error: ...`) and a non-zero exit: 1 for a
+refused request or unreachable supervisor, 2 for a bad command line. `farmd wait` exits
+0 when all jobs completed, 1 when any failed or was killed, 2 on timeout, 3 on error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import socket
 import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 from farmd import __version__
+from farmd.errors import FarmdError, UserError
+
+ERROR_EXIT = 1
+USAGE_EXIT = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="farmd", description=__doc__)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_EXIT, f"farmd: error: {message}\n")
+
+
+def _first_farmd_error(exc: BaseException) -> FarmdError | None:
+    if isinstance(exc, FarmdError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_farmd_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return USAGE_EXIT
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        error = _first_farmd_error(exc)
+        if error is None:
+            raise
+        print(f"farmd: error: {_one_line(str(error))}", file=sys.stderr)
+        return getattr(args, "error_exit", ERROR_EXIT)
+    return result
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="farmd", description="A Qube-style hierarchical render farm.")
     parser.add_argument("--version", action="version", version=f"farmd {__version__}")
-    parser.parse_args(argv)
-    parser.print_help(sys.stderr)
-    return 2
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], text: str, admin: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        if admin:
+            _add_connection_options(sub)
+        return sub
+
+    serve = command("serve", _serve, "run the supervisor daemon", admin=False)
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:7531)"
+    )
+    serve.add_argument(
+        "--state",
+        metavar="DIR",
+        help="state directory (default "
+        "$FARMD_STATE, else $XDG_STATE_HOME/farmd, else ~/.local/state/farmd)",
+    )
+    serve.add_argument("--config", metavar="FILE", help="YAML farm configuration")
+    _add_log_options(serve)
+
+    worker = command("worker", _worker, "run a worker agent on this host", admin=False)
+    worker.add_argument(
+        "--supervisor",
+        metavar="HOST:PORT",
+        help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
+    )
+    worker.add_argument("--token-file", metavar="FILE", help="file holding the farm token")
+    worker.add_argument(
+        "--name", default=socket.gethostname(), help="worker name (default: the host name)"
+    )
+    worker.add_argument("--cluster", default="/", help="cluster path (default /)")
+    worker.add_argument("--slots", type=_positive_int, default=1, help="frames run at once")
+    worker.add_argument(
+        "--restrictions",
+        default="",
+        metavar="EXPR",
+        help="job clusters this worker accepts, e.g. '/show1/+ || /comp'",
+    )
+    worker.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where frame logs are kept (default STATE/worker-logs/NAME)",
+    )
+    _add_log_options(worker)
+
+    up = command("up", _up, "run a supervisor and N local workers in one process", admin=False)
+    up.add_argument("--workers", type=_positive_int, default=2, help="local workers (default 2)")
+    up.add_argument("--slots", type=_positive_int, default=1, help="slots per worker")
+    up.add_argument("--listen", metavar="HOST:PORT")
+    up.add_argument("--state", metavar="DIR")
+    up.add_argument("--config", metavar="FILE")
+    _add_log_options(up)
+
+    submit = command("submit", _submit, "submit a job; prints its id")
+    submit.add_argument("--name", default="")
+    submit.add_argument("--cluster", help="cluster path (default: the farm's default)")
+    submit.add_argument("--priority", type=int, help="1 is the most urgent (default 9999)")
+    submit.add_argument(
+        "--restrictions",
+        default="",
+        metavar="EXPR",
+        help="worker clusters the job accepts, e.g. '/show1/*'",
+    )
+    submit.add_argument(
+        "--cross-cluster",
+        default="",
+        metavar="PATTERNS",
+        help="clusters where the job ranks as in its own, e.g. '/showA+'",
+    )
+    submit.add_argument(
+        "--frames",
+        default="",
+        metavar="RANGE",
+        help="frames as Qube writes them: 1-100, 1,3,5, 1-10x3",
+    )
+    submit.add_argument(
+        "--depends-on",
+        type=_job_id,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="wait until this job is complete (repeatable)",
+    )
+    submit.add_argument("--json", action="store_true")
+    submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
+
+    jobs = command("jobs", _jobs, "list jobs")
+    jobs.add_argument("--json", action="store_true")
+
+    job = command("job", _job, "show a job and each of its frames")
+    job.add_argument("job_id", type=_job_id, metavar="ID")
+    job.add_argument("--json", action="store_true")
+
+    workers = command("workers", _workers, "list connected workers")
+    workers.add_argument("--json", action="store_true")
+
+    clusters = command("clusters", _clusters, "show the cluster tree with counts")
+    clusters.add_argument("--json", action="store_true")
+
+    wait = command(
+        "wait",
+        _wait,
+        "wait for jobs to end (exit 0 complete, 1 failed or killed, 2 timeout, 3 error)",
+    )
+    wait.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
+    wait.add_argument("--timeout", type=float, metavar="S")
+    wait.add_argument("--json", action="store_true")
+    wait.set_defaults(error_exit=3)
+
+    kill = command("kill", _kill, "kill jobs")
+    kill.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
+    kill.add_argument("--json", action="store_true")
+
+    modify = command("modify", _modify, "change a job's rank (takes effect at the next pick)")
+    modify.add_argument("job_id", type=_job_id, metavar="ID")
+    modify.add_argument("--priority", type=int)
+    modify.add_argument("--cluster")
+    modify.add_argument("--restrictions", metavar="EXPR")
+    modify.add_argument("--cross-cluster", metavar="PATTERNS")
+    modify.add_argument("--json", action="store_true")
+
+    logs = command("logs", _logs, "print the log of a frame (ID or ID:FRAME)")
+    logs.add_argument("target", metavar="ID[:FRAME]")
+    logs.add_argument("--json", action="store_true")
+
+    order = command("order", _order, "the jobs a worker would run next, in rank order")
+    order.add_argument("worker", metavar="WORKER")
+    order.add_argument("--limit", type=_positive_int, default=50)
+    order.add_argument("--json", action="store_true")
+    return parser
+
+
+def _add_connection_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--supervisor",
+        metavar="HOST:PORT",
+        help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
+    )
+    sub.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the farm token (default $FARMD_TOKEN, else the local state dir's token)",
+    )
+
+
+def _add_log_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_argument("--log-json", action="store_true", help="one JSON object per line")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"{text!r} is not a whole number"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        msg = f"{text!r} must be at least 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _job_id(text: str) -> int:
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        msg = f"{text!r} is not a job id"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+# --------------------------------------------------------------------------- daemons
+
+
+def _supervisor_config(args: argparse.Namespace) -> Any:
+    import attrs
+
+    from farmd.config import SupervisorConfig, load_supervisor_config, parse_address
+
+    config = load_supervisor_config(args.config) if args.config else SupervisorConfig()
+    changes: dict[str, Any] = {}
+    if args.listen:
+        changes["listen"] = parse_address(args.listen)
+    if args.state:
+        changes["state_dir"] = Path(args.state).expanduser().resolve()
+    return attrs.evolve(config, **changes) if changes else config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from farmd import logs
+    from farmd.supervisor import serve
+
+    logs.configure(args.log_level, json_lines=args.log_json)
+    config = _supervisor_config(args)
+    trio.run(serve, config)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import trio
+
+    from farmd import logs
+    from farmd.agent import AgentConfig, run_agent
+    from farmd.client import resolve_address, resolve_token
+    from farmd.cluster import parse_cluster, parse_restrictions
+    from farmd.config import default_state_dir
+
+    logs.configure(args.log_level, json_lines=args.log_json)
+    parse_cluster(args.cluster)  # refuse bad input before connecting
+    parse_restrictions(args.restrictions)
+    log_dir = (
+        Path(args.log_dir) if args.log_dir else default_state_dir() / "worker-logs" / args.name
+    )
+    config = AgentConfig(
+        supervisor=resolve_address(args.supervisor),
+        token=resolve_token(None, args.token_file),
+        name=args.name,
+        cluster=args.cluster,
+        restrictions=args.restrictions,
+        slots=args.slots,
+        log_dir=log_dir,
+    )
+    trio.run(run_agent, config)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    import trio
+
+    from farmd import logs
+    from farmd.local import run_local_farm
+
+    logs.configure(args.log_level, json_lines=args.log_json)
+    config = _supervisor_config(args)
+    trio.run(run_local_farm, config, args.workers, args.slots)
+    return 0
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from farmd.client import Client
+
+    return Client(args.supervisor, token_file=args.token_file)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, float):
+        import time
+
+        return time.strftime("%H:%M:%S", time.localtime(value))
+    return str(value)
+
+
+def _frame_counts(job: dict[str, Any]) -> str:
+    counts = job["frames"]
+    return " ".join(f"{state}={n}" for state, n in counts.items() if n) or "-"
+
+
+def _submit(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        msg = "a command is required: farmd submit [OPTIONS] -- COMMAND ARG..."
+        raise UserError(msg)
+    with _client(args) as farm:
+        job = farm.submit_job(
+            command,
+            name=args.name,
+            cluster=args.cluster,
+            priority=args.priority,
+            restrictions=args.restrictions,
+            cross_cluster=args.cross_cluster,
+            frames=args.frames,
+            depends_on=args.depends_on,
+        )
+    if args.json:
+        _print_json(job)
+    else:
+        print(job["id"])
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        jobs = farm.jobs()
+    if args.json:
+        _print_json(jobs)
+        return 0
+    for job in jobs:
+        job["counts"] = _frame_counts(job)
+    _table(jobs, ["id", "name", "state", "cluster", "priority", "counts"])
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        job = farm.job(args.job_id)
+    if args.json:
+        _print_json(job)
+        return 0
+    print(f"job {job['id']} {job['name']!r}: {job['state']}")
+    for key in ("cluster", "priority", "restrictions", "cross_cluster", "depends_on", "waiting_on"):
+        print(f"  {key}: {_cell(job[key]) if job[key] != '' else '-'}")
+    print(f"  command: {' '.join(job['argv'])}")
+    print(f"  frames: {_frame_counts(job)}")
+    _table(
+        job["frame_list"],
+        ["frame", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"],
+    )
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        workers = farm.workers()
+    if args.json:
+        _print_json(workers)
+        return 0
+    for worker in workers:
+        worker["slots"] = f"{worker['used']}/{worker['slots']}"
+    _table(workers, ["name", "cluster", "state", "slots", "running", "restrictions"])
+    return 0
+
+
+def _clusters(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        nodes = farm.clusters()
+    if args.json:
+        _print_json(nodes)
+        return 0
+    rows = []
+    for node in nodes:
+        path = node["path"]
+        label = "/" if path == "/" else "  " * (path.count("/") - 1) + path.rsplit("/", 1)[1]
+        rows.append(
+            {
+                "cluster": label,
+                "workers": f"{node['workers_here']} ({node['workers_total']})",
+                "jobs": f"{node['jobs_here']} ({node['jobs_total']})",
+            }
+        )
+    _table(rows, ["cluster", "workers", "jobs"])
+    print("counts: at the cluster (at and below it)")
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        result = farm.wait(args.job_ids, args.timeout)
+    if args.json:
+        _print_json(result)
+    else:
+        for job_id, state in sorted(result["ended"].items(), key=lambda kv: int(kv[0])):
+            print(f"{job_id} {state}")
+        for job_id in result["pending"]:
+            print(f"{job_id} still going")
+    if result["pending"]:
+        return 2
+    return 0 if all(s == "complete" for s in result["ended"].values()) else 1
+
+
+def _kill(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        killed = farm.kill(args.job_ids)
+    if args.json:
+        _print_json({"killed": killed})
+    else:
+        print("killed " + " ".join(map(str, killed)))
+    return 0
+
+
+def _modify(args: argparse.Namespace) -> int:
+    if all(v is None for v in (args.priority, args.cluster, args.restrictions, args.cross_cluster)):
+        msg = "nothing to modify: give --priority, --cluster, --restrictions or --cross-cluster"
+        raise UserError(msg)
+    with _client(args) as farm:
+        job = farm.modify(
+            args.job_id,
+            priority=args.priority,
+            cluster=args.cluster,
+            restrictions=args.restrictions,
+            cross_cluster=args.cross_cluster,
+        )
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"job {job['id']}: cluster {job['cluster']}, priority {job['priority']}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    text = args.target
+    job_text, _, frame_text = text.partition(":")
+    try:
+        job_id = int(job_text)
+        frame = int(frame_text) if frame_text else None
+    except ValueError:
+        msg = f"bad log target {text!r}: expected ID or ID:FRAME"
+        raise UserError(msg) from None
+    with _client(args) as farm:
+        log = farm.logs(job_id, frame)
+    if args.json:
+        _print_json(log)
+    else:
+        sys.stdout.write(log["text"])
+    return 0
+
+
+def _order(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        ranked = farm.order(args.worker, args.limit)
+    if args.json:
+        _print_json(ranked)
+        return 0
+    _table(ranked, ["order", "priority", "id", "name", "cluster"])
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

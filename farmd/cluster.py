@@ -240,7 +240,7 @@ _RESTRICTION_TERM = re.compile(r"/[^\s,|]*")
 _RESTRICTION_SEP = re.compile(r"\|\||,|or(?=\s)")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Restrictions:
     """Alternatives of cluster terms; empty means unrestricted. Parse with
     `parse_restrictions`; `str()` gives the canonical text."""
@@ -288,7 +288,9 @@ def _parse_restrictions(text: str) -> Restrictions:
         match = _RESTRICTION_TERM.match(text, pos)
         if match is None:
             found = text[pos : pos + 10]
-            raise _restriction_error(text, pos, f"expected a cluster such as /A, /A/*, /A/+ or /+, found {found!r}")
+            raise _restriction_error(
+                text, pos, f"expected a cluster such as /A, /A/*, /A/+ or /+, found {found!r}"
+            )
         terms.append(_restriction_term(text, match.group(), pos))
         pos = _skip_space(text, match.end())
         if pos == len(text):
@@ -296,7 +298,9 @@ def _parse_restrictions(text: str) -> Restrictions:
         sep = _RESTRICTION_SEP.match(text, pos)
         if sep is None:
             found = text[pos : pos + 10]
-            raise _restriction_error(text, pos, f"expected '||', 'or' or ',' between clusters, found {found!r}")
+            raise _restriction_error(
+                text, pos, f"expected '||', 'or' or ',' between clusters, found {found!r}"
+            )
         pos = _skip_space(text, sep.end())
         if pos == len(text):
             raise _restriction_error(text, pos, f"a cluster must follow {sep.group()!r}")

@@ -12,40 +12,101 @@ from __future__ import annotations
 
 
 class FarmdError(Exception):
-    """Root of every error farmd raises on purpose."""
+    """Root of every error farmd raises on purpose.
+
+    `code` names the error on the wire, so a client can raise the same class again.
+    """
+
+    code = "error"
 
 
 class UserError(FarmdError):
     """Bad input from a person: refused with one clear line, nothing changed."""
 
+    code = "bad_request"
+
 
 class ClusterPathError(UserError):
     """A cluster path that is not `/` or `/seg/seg...`."""
+
+    code = "bad_cluster"
 
 
 class RestrictionError(UserError):
     """A malformed restriction expression (`/A || /B/*`)."""
 
+    code = "bad_restrictions"
+
 
 class PatternError(UserError):
     """A malformed cross-cluster priority pattern list (`/showA+,/showB`)."""
+
+    code = "bad_patterns"
 
 
 class JobSpecError(UserError):
     """A job or worker field with a bad value (priority, id, frame range...)."""
 
+    code = "bad_job"
+
 
 class UnknownJobError(UserError):
     """A job id that is not in the queue."""
+
+    code = "unknown_job"
 
 
 class ConfigError(UserError):
     """A configuration file that is unreadable, unknown keys, or bad values."""
 
+    code = "bad_config"
+
 
 class ProtocolError(FarmdError):
     """A peer broke the wire protocol: malformed or oversized frame, bad message."""
 
+    code = "protocol"
+
+    def __init__(self, message: str, code: str = "bad_message") -> None:
+        super().__init__(message)
+        self.code = code
+
 
 class InternalError(FarmdError):
     """farmd broke one of its own invariants: a bug."""
+
+    code = "internal"
+
+
+class UnknownWorkerError(UserError):
+    """A worker name that is not connected."""
+
+    code = "unknown_worker"
+
+
+class UnavailableError(FarmdError):
+    """The supervisor cannot answer now (a worker holding a log is away, a time-out)."""
+
+    code = "unavailable"
+
+
+class ConnectionLostError(FarmdError):
+    """The supervisor could not be reached, or the connection dropped."""
+
+    code = "connection"
+
+
+def error_for_code(code: str, message: str) -> FarmdError:
+    """The error a refusal with this wire code stands for (FarmdError if unknown)."""
+    for cls in _all_subclasses(FarmdError):
+        if cls.code == code:
+            return cls(message)
+    return FarmdError(message)
+
+
+def _all_subclasses(cls: type[FarmdError]) -> list[type[FarmdError]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out

@@ -1,0 +1,387 @@
+"""`farmd worker`: the agent on a render host.
+
+Frames outlive connections. The agent's nursery owns every running frame; a session
+with the supervisor is a child that may end (supervisor restart, network trouble) and
+be opened again with backoff, while the frames keep running. When a session opens, the
+agent registers with the frames it still holds: those running, and those finished whose
+result the supervisor has not acknowledged yet. It then sends those results again. The
+supervisor's attempt fencing makes a repeated result harmless, so a frame's result is
+delivered at least once and applied exactly once.
+
+Each frame runs as a child process in a session of its own (its own process group), with
+stdout and stderr in a per-attempt log file that the supervisor can fetch. A kill sends
+SIGTERM to the group, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import attrs
+import trio
+
+from farmd.config import Address
+from farmd.errors import ProtocolError, UserError
+from farmd.logs import log_event
+from farmd.protocol import (
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Codec,
+    Error,
+    FetchLog,
+    FrameFinished,
+    Heartbeat,
+    Hello,
+    KillFrame,
+    LogData,
+    Message,
+    Register,
+    Registered,
+    ResultAck,
+    Role,
+    RunFrame,
+    Welcome,
+)
+
+log = logging.getLogger("farmd.agent")
+
+KILL_GRACE = 5.0
+HANDSHAKE_TIMEOUT = 10.0
+SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor is presumed gone
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+FATAL_CODES = frozenset({"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job"})
+
+
+@attrs.frozen(kw_only=True)
+class AgentConfig:
+    supervisor: Address
+    token: str
+    name: str
+    cluster: str = "/"
+    restrictions: str = ""
+    slots: int = 1
+    log_dir: Path
+
+
+@attrs.define
+class _Attempt:
+    message: RunFrame
+    process: trio.Process | None = None
+    result: FrameFinished | None = None  # set when it ended; kept until acknowledged
+    kill_requested: bool = False
+
+
+class _SessionLost(Exception):
+    pass
+
+
+class Agent:
+    """Runs frames for one supervisor; reconnects when the connection is lost."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.registered = trio.Event()  # set at each successful registration
+        self._attempts: dict[tuple[int, int, int], _Attempt] = {}
+        self._outbox: trio.MemorySendChannel[Message] | None = None
+
+    @property
+    def running(self) -> list[tuple[int, int, int]]:
+        """(job, frame, attempt) of every frame not yet acknowledged as finished."""
+        return sorted(self._attempts)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as frames:
+            task_status.started()
+            try:
+                await self._connect_forever(frames)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(KILL_GRACE + 1):
+                    await self._stop_everything()
+
+    async def _connect_forever(self, frames: trio.Nursery) -> None:
+        delay = BACKOFF_FIRST
+        address = self.config.supervisor
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(address.host, address.port)
+            except OSError as exc:
+                log_event(
+                    log,
+                    "info",
+                    "supervisor unreachable",
+                    address=str(address),
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                )
+            else:
+                try:
+                    await self._session(stream, frames)
+                except _SessionLost as exc:
+                    log_event(
+                        log,
+                        "warning",
+                        "connection lost",
+                        address=str(address),
+                        reason=str(exc) or "closed",
+                    )
+                    delay = BACKOFF_FIRST if self.registered.is_set() else delay
+                finally:
+                    self._outbox = None
+                    self.registered = trio.Event()
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
+            await trio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    # ------------------------------------------------------------------ a session
+
+    async def _session(self, stream: trio.SocketStream, frames: trio.Nursery) -> None:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        codec = Codec()
+        config = self.config
+
+        async def receive() -> Message:
+            while True:
+                try:
+                    message = codec.next_message()
+                except ProtocolError as exc:
+                    raise _SessionLost(f"protocol error from the supervisor: {exc}") from None
+                if message is not NEED_DATA:
+                    assert isinstance(message, Message)
+                    if isinstance(message, Error):
+                        if message.code in FATAL_CODES:
+                            msg = f"the supervisor refused this worker: {message.message}"
+                            raise UserError(msg)
+                        raise _SessionLost(f"{message.code}: {message.message}")
+                    return message
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise _SessionLost(str(exc)) from None
+                if not data:
+                    raise _SessionLost("closed by the supervisor")
+                codec.receive_data(data)
+
+        async def send(*messages: Message) -> None:
+            try:
+                await stream.send_all(b"".join(codec.send(m) for m in messages))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _SessionLost(str(exc)) from None
+
+        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+            await send(
+                Hello(
+                    version=PROTOCOL_VERSION,
+                    role=Role.WORKER.value,
+                    token=config.token,
+                    name=config.name,
+                )
+            )
+            welcome = await receive()
+            if not isinstance(welcome, Welcome):
+                raise _SessionLost(f"expected 'welcome', got {welcome.TYPE!r}")
+            await send(
+                Register(
+                    name=config.name,
+                    cluster=config.cluster,
+                    restrictions=config.restrictions,
+                    slots=config.slots,
+                    running=self.running,
+                )
+            )
+            registered = await receive()
+            if not isinstance(registered, Registered):
+                raise _SessionLost(f"expected 'registered', got {registered.TYPE!r}")
+        if scope.cancelled_caught:
+            raise _SessionLost("no answer to the handshake in time")
+        assert isinstance(welcome, Welcome)
+        interval = welcome.heartbeat_interval
+        log_event(
+            log,
+            "info",
+            "registered",
+            supervisor=str(config.supervisor),
+            worker=config.name,
+            cluster=config.cluster,
+            slots=config.slots,
+            still_running=len(self._attempts),
+        )
+
+        outbox, inbox = trio.open_memory_channel[Message](float("inf"))
+        for attempt in self._attempts.values():
+            if attempt.result is not None:
+                outbox.send_nowait(attempt.result)
+        self._outbox = outbox
+        self.registered.set()
+
+        async def sender() -> None:
+            async for message in inbox:
+                batch = [message]
+                while True:
+                    try:
+                        batch.append(inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await send(*batch)
+
+        async def heartbeat() -> None:
+            while True:
+                await trio.sleep(interval)
+                outbox.send_nowait(Heartbeat())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            nursery.start_soon(heartbeat)
+            while True:
+                with trio.move_on_after(interval * SILENCE_FACTOR) as silence:
+                    message = await receive()
+                if silence.cancelled_caught:
+                    raise _SessionLost("the supervisor went silent")
+                self._on_message(message, frames, outbox)
+
+    def _on_message(
+        self, message: Message, frames: trio.Nursery, outbox: trio.MemorySendChannel[Message]
+    ) -> None:
+        match message:
+            case RunFrame():
+                key = (message.job_id, message.frame, message.attempt)
+                if key not in self._attempts:
+                    self._attempts[key] = _Attempt(message)
+                    frames.start_soon(self._run_frame, key)
+            case KillFrame():
+                key = (message.job_id, message.frame, message.attempt)
+                attempt = self._attempts.get(key)
+                if attempt is not None and attempt.result is None:
+                    attempt.kill_requested = True
+                    frames.start_soon(self._kill, attempt)
+            case ResultAck():
+                key = (message.job_id, message.frame, message.attempt)
+                attempt = self._attempts.get(key)
+                if attempt is not None and attempt.result is not None:
+                    del self._attempts[key]
+            case FetchLog():
+                outbox.send_nowait(self._read_log(message))
+            case Heartbeat():
+                pass
+            case _:
+                log_event(log, "warning", "unexpected message", type=message.TYPE)
+
+    # ------------------------------------------------------------------ frames
+
+    def _log_path(self, job_id: int, frame: int, attempt: int) -> Path:
+        return self.config.log_dir / str(job_id) / f"{frame}.{attempt}.log"
+
+    async def _run_frame(self, key: tuple[int, int, int]) -> None:
+        attempt = self._attempts[key]
+        message = attempt.message
+        path = self._log_path(*key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(message.env)
+        log_event(
+            log,
+            "info",
+            "frame started",
+            job=message.job_id,
+            frame=message.frame,
+            attempt=message.attempt,
+            argv=list(message.argv),
+        )
+        error = ""
+        with path.open("ab") as output:
+            try:
+                attempt.process = await trio.lowlevel.open_process(
+                    list(message.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its own process group, so a kill reaches all
+                )
+            except OSError as exc:
+                error = f"could not start {message.argv[0]!r}: {exc.strerror or exc}"
+                output.write(f"farmd: {error}\n".encode())
+                exit_code = 127 if isinstance(exc, FileNotFoundError) else 126
+            else:
+                if attempt.kill_requested:  # the kill came while it was starting
+                    await self._kill(attempt)
+                exit_code = await attempt.process.wait()
+        result = FrameFinished(
+            job_id=message.job_id,
+            frame=message.frame,
+            attempt=message.attempt,
+            exit_code=exit_code,
+            error=error,
+        )
+        attempt.result = result
+        log_event(
+            log,
+            "info",
+            "frame finished",
+            job=message.job_id,
+            frame=message.frame,
+            attempt=message.attempt,
+            exit_code=exit_code,
+            killed=attempt.kill_requested,
+        )
+        if self._outbox is not None:
+            self._outbox.send_nowait(result)
+
+    async def _kill(self, attempt: _Attempt) -> None:
+        process = attempt.process
+        if process is None or process.returncode is not None:
+            return
+        _signal_group(process, signal.SIGTERM)
+        with trio.move_on_after(KILL_GRACE):
+            await process.wait()
+            return
+        _signal_group(process, signal.SIGKILL)
+
+    async def _stop_everything(self) -> None:
+        """The agent is stopping: end its frames rather than leave orphans."""
+        async with trio.open_nursery() as nursery:
+            for attempt in self._attempts.values():
+                if attempt.result is None:
+                    nursery.start_soon(self._kill, attempt)
+
+    def _read_log(self, request: FetchLog) -> LogData:
+        path = self._log_path(request.job_id, request.frame, request.attempt)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                limit = 3 * 1024 * 1024  # stays well inside the frame limit
+                handle.seek(max(0, size - limit))
+                data = handle.read(limit)
+        except OSError:
+            return LogData(request_id=request.request_id, found=False)
+        text = data.decode("utf-8", errors="replace")
+        if size > limit:
+            text = f"[farmd: showing the last {limit} of {size} bytes]\n" + text
+        return LogData(request_id=request.request_id, found=True, text=text)
+
+
+def _signal_group(process: trio.Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
+        os.killpg(process.pid, signum)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    """Run the agent until SIGTERM or SIGINT; its frames are stopped on the way out."""
+    agent = Agent(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            async for signum in signals:
+                log_event(log, "info", "shutting down", signal=signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()

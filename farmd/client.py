@@ -1,0 +1,301 @@
+"""`farmd.client`: talk to a supervisor from plain synchronous Python.
+
+Pipelines submit from inside Maya, Nuke, Houdini and Blender, whose Python runs no event
+loop of ours, so this client is blocking sockets and the sans-IO codec, nothing more::
+
+    from farmd.client import Client
+
+    with Client() as farm:  # FARMD_SUPERVISOR / FARMD_TOKEN, or the local defaults
+        job_id = farm.submit(["blender", "-b", "shot.blend", "-f", "{frame}"],
+                             frames="1-100", cluster="/show1/lighting", priority=50)
+        farm.wait([job_id])
+
+Every method raises a `farmd.errors.FarmdError` subclass when the supervisor refuses
+(for example `UnknownJobError`), and `ConnectionLostError` when it cannot be reached.
+A `Client` is not thread-safe; use one per thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from farmd.config import DEFAULT_LISTEN, Address, default_state_dir, parse_address
+from farmd.errors import ConnectionLostError, FarmdError, ProtocolError, UserError, error_for_code
+from farmd.protocol import (
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Codec,
+    Error,
+    GetJob,
+    GetLog,
+    Hello,
+    Kill,
+    ListClusters,
+    ListJobs,
+    ListWorkers,
+    Message,
+    Modify,
+    Order,
+    Refused,
+    Reply,
+    Request,
+    Role,
+    Submit,
+    Wait,
+    Welcome,
+)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def resolve_address(supervisor: str | Address | None = None) -> Address:
+    """`supervisor`, else $FARMD_SUPERVISOR, else the address a supervisor using the local
+    default state dir wrote there, else 127.0.0.1:7531."""
+    if isinstance(supervisor, Address):
+        return supervisor
+    text = supervisor or os.environ.get("FARMD_SUPERVISOR")
+    if not text:
+        try:
+            text = (default_state_dir() / "address").read_text().strip()
+        except OSError:
+            return DEFAULT_LISTEN
+    return parse_address(text)
+
+
+def resolve_token(
+    token: str | None = None, token_file: str | os.PathLike[str] | None = None
+) -> str:
+    """`token`, else $FARMD_TOKEN, else `token_file`, else the local default state dir's."""
+    if token:
+        return token
+    if os.environ.get("FARMD_TOKEN"):
+        return os.environ["FARMD_TOKEN"].strip()
+    path = Path(token_file) if token_file else default_state_dir() / "token"
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        msg = f"no token: cannot read {path} ({exc.strerror}); set FARMD_TOKEN or pass --token-file"
+        raise UserError(msg) from None
+    if not text:
+        msg = f"no token: {path} is empty"
+        raise UserError(msg)
+    return text
+
+
+class Client:
+    """A blocking connection to a supervisor, as an admin (see module docs)."""
+
+    def __init__(
+        self,
+        supervisor: str | Address | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.address = resolve_address(supervisor)
+        self._token = resolve_token(token, token_file)
+        self.timeout = timeout
+        self._codec = Codec()
+        self._next_id = 1
+        self._socket: socket.socket | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def connect(self) -> None:
+        if self._socket is not None:
+            return
+        try:
+            self._socket = socket.create_connection(
+                (self.address.host, self.address.port), timeout=self.timeout
+            )
+        except OSError as exc:
+            msg = f"cannot reach the supervisor at {self.address}: {exc.strerror or exc}"
+            raise ConnectionLostError(msg) from None
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._codec = Codec()
+        self._send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=self._token))
+        welcome = self._receive()
+        if not isinstance(welcome, Welcome):
+            self.close()
+            msg = f"the supervisor answered the hello with {welcome.TYPE!r}"
+            raise ProtocolError(msg)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(self, message: Message) -> None:
+        assert self._socket is not None
+        try:
+            self._socket.sendall(self._codec.send(message))
+        except OSError as exc:
+            self.close()
+            msg = f"lost the connection to the supervisor at {self.address}: {exc}"
+            raise ConnectionLostError(msg) from None
+
+    def _receive(self, timeout: float | None = None) -> Message:
+        """The next message; waits `timeout` seconds (default: the client's; inf: forever)."""
+        sock = self._socket
+        assert sock is not None
+        if timeout is None:
+            timeout = self.timeout
+        sock.settimeout(None if math.isinf(timeout) else timeout)
+        while True:
+            try:
+                message = self._codec.next_message()
+            except ProtocolError:
+                self.close()
+                raise
+            if message is not NEED_DATA:
+                assert isinstance(message, Message)
+                if isinstance(message, Error):
+                    self.close()
+                    raise error_for_code(message.code, f"the supervisor refused: {message.message}")
+                return message
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                self.close()
+                msg = f"the supervisor at {self.address} did not answer in time"
+                raise ConnectionLostError(msg) from None
+            except OSError as exc:
+                self.close()
+                msg = f"lost the connection to the supervisor at {self.address}: {exc}"
+                raise ConnectionLostError(msg) from None
+            if not data:
+                self.close()
+                msg = f"the supervisor at {self.address} closed the connection"
+                raise ConnectionLostError(msg)
+            self._codec.receive_data(data)
+
+    def _call(self, build: type[Request], wait: float | None = None, **fields: Any) -> Any:
+        self.connect()
+        request_id = self._next_id
+        self._next_id += 1
+        self._send(build(request_id=request_id, **fields))  # type: ignore[call-arg]
+        while True:
+            answer = self._receive(wait)
+            if isinstance(answer, Reply | Refused) and answer.request_id == request_id:
+                break
+        if isinstance(answer, Refused):
+            raise error_for_code(answer.code, answer.message)
+        return answer.result
+
+    # ------------------------------------------------------------------ requests
+
+    def submit_job(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str = "",
+        cluster: str | None = None,
+        priority: int | None = None,
+        restrictions: str = "",
+        cross_cluster: str = "",
+        frames: str = "",
+        depends_on: Iterable[int] = (),
+    ) -> dict[str, Any]:
+        """Submit a job; returns its summary (`id`, `state`, frame counts...)."""
+        result: dict[str, Any] = self._call(
+            Submit,
+            argv=tuple(argv),
+            name=name,
+            cluster=cluster,
+            priority=priority,
+            restrictions=restrictions or "",
+            patterns=cross_cluster or "",
+            frames=frames or "",
+            depends_on=tuple(depends_on),
+        )
+        return result
+
+    def submit(self, argv: Sequence[str], **options: Any) -> int:
+        """Submit a job; returns its id. Options as for `submit_job`."""
+        return int(self.submit_job(argv, **options)["id"])
+
+    def jobs(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(ListJobs)
+        return result
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(GetJob, job_id=job_id)
+        return result
+
+    def workers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(ListWorkers)
+        return result
+
+    def clusters(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(ListClusters)
+        return result
+
+    def kill(self, job_ids: Iterable[int]) -> list[int]:
+        result: list[int] = self._call(Kill, job_ids=tuple(job_ids))
+        return result
+
+    def modify(
+        self,
+        job_id: int,
+        *,
+        priority: int | None = None,
+        cluster: str | None = None,
+        restrictions: str | None = None,
+        cross_cluster: str | None = None,
+    ) -> dict[str, Any]:
+        """Change what ranks a job; it takes effect at the next pick."""
+        result: dict[str, Any] = self._call(
+            Modify,
+            job_id=job_id,
+            priority=priority,
+            cluster=cluster,
+            restrictions=restrictions,
+            patterns=cross_cluster,
+        )
+        return result
+
+    def order(self, worker: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The runnable jobs `worker` would take, best first, with their rank keys."""
+        result: list[dict[str, Any]] = self._call(Order, worker=worker, limit=limit)
+        return result
+
+    def logs(self, job_id: int, frame: int | None = None) -> dict[str, Any]:
+        """The log of a frame's latest attempt (`text`, `worker`, `attempt`)."""
+        result: dict[str, Any] = self._call(
+            GetLog, wait=self.timeout + 15, job_id=job_id, frame=frame
+        )
+        return result
+
+    def wait(self, job_ids: Iterable[int], timeout: float | None = None) -> dict[str, Any]:
+        """Block until every job has ended or `timeout` seconds pass.
+
+        Returns `{"ended": {"ID": "complete"|"failed"|"killed"}, "pending": [ID...]}`.
+        """
+        # The socket must outwait the supervisor's own deadline.
+        wait = math.inf if timeout is None else timeout + self.timeout
+        result: dict[str, Any] = self._call(
+            Wait, wait=wait, job_ids=tuple(job_ids), timeout=timeout
+        )
+        return result
+
+
+__all__ = ["Client", "ConnectionLostError", "FarmdError", "resolve_address", "resolve_token"]

@@ -1,0 +1,589 @@
+"""The supervisor's state machine: events in, commands out.
+
+Theory of operation
+-------------------
+`Scheduler` holds the whole farm: jobs and their frames, connected workers, the ranking
+index of runnable jobs and the derived cluster tree. Its one door for change is
+`handle(event)`, which returns an `Outcome`: the event's result (a new job id...) and
+the commands the shell must carry out (start or stop a frame on a worker, tell waiters a
+job ended, log a line). Time arrives inside events; the core reads no clock, opens no
+socket and logs nothing itself. Queries (`jobs_view`, `order_view`...) only read.
+
+Invariants, restored at the end of every `handle`:
+
+- a job is in the ranking index exactly when `Job.runnable` (a pending frame, no unmet
+  dependency); `_sync` is the only place that adds or removes it;
+- every worker with a free slot has been offered the best job it admits, or sits in
+  `_starved` because it admits none. Anything that makes a job runnable or changes its
+  rank moves the starved workers it could serve back to `_hungry`, and `_dispatch`
+  drains `_hungry`. Dispatch is therefore event-driven and never polls;
+- a frame's `attempts` is its fencing token: a result for any other attempt, or from a
+  worker that no longer holds it, is ignored and logged, so a frame ends exactly once.
+
+A refused event raises a `UserError` before anything is changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from farmd.cluster import (
+    ClusterTree,
+    Member,
+    parse_cluster,
+    parse_patterns,
+    parse_restrictions,
+)
+from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError
+from farmd.model import Frame, FrameState, Job, JobState, Worker, parse_frame_range
+from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits
+
+# --------------------------------------------------------------------------- events
+
+
+@attrs.frozen(kw_only=True)
+class SubmitJob:
+    argv: tuple[str, ...]
+    now: float
+    name: str = ""
+    cluster: str | None = None
+    priority: int | None = None
+    restrictions: str = ""
+    patterns: str = ""
+    frames: str = ""
+    depends_on: tuple[int, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class KillJobs:
+    job_ids: tuple[int, ...]
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class ModifyJob:
+    job_id: int
+    now: float
+    priority: int | None = None
+    cluster: str | None = None
+    restrictions: str | None = None
+    patterns: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkerJoined:
+    name: str
+    cluster: str
+    slots: int
+    now: float
+    restrictions: str = ""
+    running: tuple[tuple[int, int, int], ...] = ()  # (job, frame, attempt) still running
+
+
+@attrs.frozen(kw_only=True)
+class WorkerLost:
+    name: str
+    now: float
+    reason: str = "disconnected"
+
+
+@attrs.frozen(kw_only=True)
+class FrameEnded:
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+    exit_code: int
+    now: float
+    error: str = ""
+
+
+Event = SubmitJob | KillJobs | ModifyJob | WorkerJoined | WorkerLost | FrameEnded
+
+# --------------------------------------------------------------------------- commands
+
+
+@attrs.frozen(kw_only=True)
+class StartFrame:
+    worker: str
+    job_id: int
+    job_name: str
+    frame: int
+    attempt: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    # why this job: its rank key for this worker, for the dispatch log
+    rank: tuple[int, int, int]
+
+
+@attrs.frozen(kw_only=True)
+class StopFrame:
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class JobEnded:
+    job_id: int
+    state: JobState
+
+
+@attrs.frozen(kw_only=True)
+class Note:
+    """A line for the shell's log: the core decides what is worth saying, not how."""
+
+    level: str
+    event: str
+    fields: dict[str, Any] = attrs.field(factory=dict)
+
+
+Command = StartFrame | StopFrame | JobEnded | Note
+
+
+@attrs.frozen
+class Outcome:
+    result: Any = None
+    commands: tuple[Command, ...] = ()
+
+
+# --------------------------------------------------------------------------- scheduler
+
+
+class Scheduler:
+    """The farm's state and the rules that change it (see module docs)."""
+
+    def __init__(
+        self, *, default_priority: int = DEFAULT_PRIORITY, default_cluster: str = "/"
+    ) -> None:
+        QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
+        self.default_priority = default_priority
+        self.default_cluster = parse_cluster(default_cluster)
+        self.jobs: dict[int, Job] = {}
+        self.workers: dict[str, Worker] = {}
+        self.index = RankingIndex()
+        self.tree = ClusterTree()
+        self._next_id = 1
+        self._dependents: dict[int, set[int]] = {}
+        self._hungry: dict[str, None] = {}  # ordered set: workers to offer work, FIFO
+        self._starved: set[str] = set()  # free slots, but nothing they admit is runnable
+        self._out: list[Command] = []
+
+    # ------------------------------------------------------------------ the door
+
+    def handle(self, event: Event) -> Outcome:
+        self._out = []
+        match event:
+            case SubmitJob():
+                result: Any = self._submit(event)
+            case KillJobs():
+                result = self._kill(event)
+            case ModifyJob():
+                result = self._modify(event)
+            case WorkerJoined():
+                result = self._worker_joined(event)
+            case WorkerLost():
+                result = self._worker_lost(event)
+            case FrameEnded():
+                self._frame_ended(event)
+                result = None
+            case _:
+                msg = f"unknown event {event!r}"
+                raise TypeError(msg)
+        self._dispatch(event.now)
+        commands, self._out = tuple(self._out), []
+        return Outcome(result, commands)
+
+    # ------------------------------------------------------------------ job events
+
+    def _submit(self, event: SubmitJob) -> int:
+        argv = tuple(event.argv)
+        if not argv or not argv[0]:
+            msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
+            raise JobSpecError(msg)
+        cluster = parse_cluster(event.cluster) if event.cluster else self.default_cluster
+        priority = self.default_priority if event.priority is None else event.priority
+        restrictions = parse_restrictions(event.restrictions)
+        patterns = parse_patterns(event.patterns)
+        numbers = parse_frame_range(event.frames) if event.frames else (1,)
+        for dep in event.depends_on:
+            if dep not in self.jobs:
+                msg = f"bad dependency: job {dep} does not exist"
+                raise UnknownJobError(msg)
+        job_id = self._next_id
+        QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
+        job = Job(
+            id=job_id,
+            name=event.name or f"job{job_id}",
+            cluster=cluster,
+            priority=priority,
+            restrictions=restrictions,
+            patterns=patterns,
+            argv=argv,
+            frames={n: Frame(n) for n in numbers},
+            depends_on=tuple(dict.fromkeys(event.depends_on)),
+            submitted_at=event.now,
+        )
+        self._next_id += 1
+        for dep in job.depends_on:
+            self._dependents.setdefault(dep, set()).add(job_id)
+            if self.jobs[dep].state is not JobState.COMPLETE:
+                job.waiting_on.add(dep)
+        self.jobs[job_id] = job
+        self.tree.add(cluster, Member.JOB)
+        self._sync(job, JobState.PENDING)
+        self._note("info", "job submitted", job=job_id, cluster=cluster, priority=priority)
+        return job_id
+
+    def _kill(self, event: KillJobs) -> list[int]:
+        jobs = [self.job(job_id) for job_id in event.job_ids]  # all known, or change nothing
+        for job in jobs:
+            before = job.state
+            for frame in job.frames.values():
+                if frame.state is FrameState.PENDING:
+                    job.move(frame, FrameState.KILLED)
+                elif frame.state is FrameState.RUNNING:
+                    assert frame.worker is not None
+                    self._out.append(
+                        StopFrame(
+                            worker=frame.worker,
+                            job_id=job.id,
+                            frame=frame.number,
+                            attempt=frame.attempts,
+                        )
+                    )
+                    job.move(frame, FrameState.KILLED)
+                    frame.finished_at = event.now
+            self._sync(job, before)
+        return [job.id for job in jobs]
+
+    def _modify(self, event: ModifyJob) -> dict[str, Any]:
+        job = self.job(event.job_id)
+        cluster = job.cluster if event.cluster is None else parse_cluster(event.cluster)
+        restrictions = (
+            job.restrictions
+            if event.restrictions is None
+            else parse_restrictions(event.restrictions)
+        )
+        patterns = job.patterns if event.patterns is None else parse_patterns(event.patterns)
+        priority = job.priority if event.priority is None else event.priority
+        QueuedJob(id=job.id, cluster=cluster, priority=priority)  # validates the priority
+        if job.state.ended:
+            msg = f"job {job.id} has ended ({job.state.value}): there is nothing to modify"
+            raise JobSpecError(msg)
+        before = job.state
+        if cluster != job.cluster:
+            self.tree.remove(job.cluster, Member.JOB)
+            self.tree.add(cluster, Member.JOB)
+        job.cluster, job.priority = cluster, priority
+        job.restrictions, job.patterns = restrictions, patterns
+        if job.id in self.index:
+            self.index.remove(job.id)
+        self._sync(job, before)
+        self._note("info", "job modified", job=job.id, cluster=cluster, priority=priority)
+        return job.summary()
+
+    # ------------------------------------------------------------------ worker events
+
+    def _worker_joined(self, event: WorkerJoined) -> dict[str, Any]:
+        if event.slots < 1:
+            msg = f"bad worker {event.name!r}: slots must be at least 1, got {event.slots}"
+            raise JobSpecError(msg)
+        cluster = parse_cluster(event.cluster)
+        restrictions = parse_restrictions(event.restrictions)
+        if event.name in self.workers:
+            self._worker_lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
+        worker = Worker(
+            name=event.name,
+            cluster=cluster,
+            restrictions=restrictions,
+            slots=event.slots,
+            connected_at=event.now,
+        )
+        self.workers[worker.name] = worker
+        self.tree.add(cluster, Member.WORKER)
+        for job_id, number, attempt in event.running:
+            self._reconcile(worker, job_id, number, attempt, event.now)
+        self._note("info", "worker joined", worker=worker.name, cluster=cluster)
+        if worker.free > 0:
+            self._hungry[worker.name] = None
+        return worker.summary()
+
+    def _reconcile(
+        self, worker: Worker, job_id: int, number: int, attempt: int, now: float
+    ) -> None:
+        """A returning worker still runs this attempt: keep it if it is still the frame's
+        latest attempt and no one else took the frame; otherwise stop it."""
+        job = self.jobs.get(job_id)
+        frame = job.frames.get(number) if job is not None else None
+        if job is not None and frame is not None and frame.attempts == attempt:
+            if frame.state is FrameState.RUNNING and frame.worker == worker.name:
+                worker.running[(job_id, number)] = attempt
+                return
+            if frame.state is FrameState.PENDING:
+                before = job.state
+                job.move(frame, FrameState.RUNNING)
+                frame.worker = worker.name
+                worker.running[(job_id, number)] = attempt
+                self._sync(job, before)
+                self._note(
+                    "info",
+                    "frame readopted",
+                    job=job_id,
+                    frame=number,
+                    attempt=attempt,
+                    worker=worker.name,
+                )
+                return
+        worker.running[(job_id, number)] = attempt  # holds a slot until it stops
+        self._out.append(
+            StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
+        )
+        self._note(
+            "warning",
+            "stale frame stopped",
+            job=job_id,
+            frame=number,
+            attempt=attempt,
+            worker=worker.name,
+        )
+
+    def _worker_lost(self, event: WorkerLost) -> list[str]:
+        worker = self.workers.pop(event.name, None)
+        if worker is None:
+            msg = f"worker {event.name!r} is not connected"
+            raise UnknownWorkerError(msg)
+        self.tree.remove(worker.cluster, Member.WORKER)
+        self._hungry.pop(worker.name, None)
+        self._starved.discard(worker.name)
+        requeued = []
+        for (job_id, number), attempt in worker.running.items():
+            job = self.jobs.get(job_id)
+            frame = job.frames.get(number) if job is not None else None
+            if job is None or frame is None:
+                continue
+            if (
+                frame.state is FrameState.RUNNING
+                and frame.worker == worker.name
+                and frame.attempts == attempt
+            ):
+                before = job.state
+                job.move(frame, FrameState.PENDING)  # a lost worker is not the job's fault
+                frame.started_at = None
+                self._sync(job, before)
+                requeued.append(f"{job_id}:{number}")
+        self._note(
+            "warning", "worker lost", worker=worker.name, reason=event.reason, requeued=requeued
+        )
+        return requeued
+
+    def _frame_ended(self, event: FrameEnded) -> None:
+        worker = self.workers.get(event.worker)
+        key = (event.job_id, event.frame)
+        if worker is None or worker.running.get(key) != event.attempt:
+            self._note(
+                "warning",
+                "stale result ignored",
+                worker=event.worker,
+                job=event.job_id,
+                frame=event.frame,
+                attempt=event.attempt,
+            )
+            return
+        del worker.running[key]
+        if worker.name not in self._hungry:
+            self._starved.discard(worker.name)
+            self._hungry[worker.name] = None
+        job = self.jobs.get(event.job_id)
+        frame = job.frames.get(event.frame) if job is not None else None
+        if (
+            job is None
+            or frame is None
+            or frame.attempts != event.attempt
+            or frame.worker != worker.name
+        ):
+            self._note(
+                "warning",
+                "stale result ignored",
+                worker=event.worker,
+                job=event.job_id,
+                frame=event.frame,
+                attempt=event.attempt,
+            )
+            return
+        if frame.state is not FrameState.RUNNING:
+            return  # killed while running: the slot is free, the frame stays killed
+        before = job.state
+        frame.exit_code = event.exit_code
+        frame.finished_at = event.now
+        ok = event.exit_code == 0 and not event.error
+        job.move(frame, FrameState.COMPLETE if ok else FrameState.FAILED)
+        self._note(
+            "info" if ok else "warning",
+            "frame finished",
+            job=job.id,
+            frame=frame.number,
+            attempt=event.attempt,
+            worker=worker.name,
+            exit_code=event.exit_code,
+            error=event.error,
+        )
+        self._sync(job, before)
+
+    # ------------------------------------------------------------------ invariants
+
+    def _sync(self, job: Job, before: JobState) -> None:
+        """Restore the index invariant for `job` and report what its change caused."""
+        runnable = job.runnable
+        indexed = job.id in self.index
+        if runnable and not indexed:
+            self.index.add(job.queued())
+            self._wake_for(job)
+        elif not runnable and indexed:
+            self.index.remove(job.id)
+        after = job.state
+        if after.ended and not before.ended:
+            self.tree.remove(job.cluster, Member.JOB)
+            self._out.append(JobEnded(job_id=job.id, state=after))
+            self._note("info", "job ended", job=job.id, state=after.value)
+            if after is JobState.COMPLETE:
+                for dependent_id in sorted(self._dependents.get(job.id, ())):
+                    dependent = self.jobs[dependent_id]
+                    dependent_before = dependent.state
+                    dependent.waiting_on.discard(job.id)
+                    self._sync(dependent, dependent_before)
+
+    def _wake_for(self, job: Job) -> None:
+        if not self._starved:
+            return
+        queued = self.index.get(job.id)
+        woken = [
+            name for name in self._starved if admits(queued, self.workers[name].view_for_ranking())
+        ]
+        for name in sorted(woken, key=lambda n: self.workers[n].connected_at):
+            self._starved.discard(name)
+            self._hungry[name] = None
+
+    def _dispatch(self, now: float) -> None:
+        while self._hungry:
+            name = next(iter(self._hungry))
+            worker = self.workers[name]
+            if worker.free <= 0:
+                del self._hungry[name]
+                continue
+            ranked = self.index.best(worker.view_for_ranking())
+            if ranked is None:
+                del self._hungry[name]
+                self._starved.add(name)
+                continue
+            self._start(worker, self.jobs[ranked.job.id], ranked.key, now)
+
+    def _start(self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float) -> None:
+        before = job.state
+        frame = job.frames[job.pending[-1]]
+        job.move(frame, FrameState.RUNNING)
+        frame.attempts += 1
+        frame.worker = worker.name
+        frame.started_at = now
+        frame.finished_at = None
+        frame.exit_code = None
+        worker.running[(job.id, frame.number)] = frame.attempts
+        self._sync(job, before)
+        number = str(frame.number)
+        self._out.append(
+            StartFrame(
+                worker=worker.name,
+                job_id=job.id,
+                job_name=job.name,
+                frame=frame.number,
+                attempt=frame.attempts,
+                argv=tuple(arg.replace("{frame}", number) for arg in job.argv),
+                env={
+                    "FARMD_JOB_ID": str(job.id),
+                    "FARMD_JOB_NAME": job.name,
+                    "FARMD_FRAME": number,
+                    "FARMD_ATTEMPT": str(frame.attempts),
+                    "FARMD_WORKER": worker.name,
+                    "FARMD_CLUSTER": job.cluster,
+                    "FARMD_WORKER_CLUSTER": worker.cluster,
+                },
+                rank=rank,
+            )
+        )
+
+    def _note(self, level: str, event: str, **fields: Any) -> None:
+        self._out.append(Note(level=level, event=event, fields=fields))
+
+    # ------------------------------------------------------------------ queries
+
+    def job(self, job_id: int) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            msg = f"job {job_id} does not exist"
+            raise UnknownJobError(msg)
+        return job
+
+    def worker(self, name: str) -> Worker:
+        worker = self.workers.get(name)
+        if worker is None:
+            msg = f"worker {name!r} is not connected"
+            raise UnknownWorkerError(msg)
+        return worker
+
+    def jobs_view(self) -> list[dict[str, Any]]:
+        return [job.summary() for job in self.jobs.values()]
+
+    def job_view(self, job_id: int) -> dict[str, Any]:
+        return self.job(job_id).detail()
+
+    def workers_view(self) -> list[dict[str, Any]]:
+        return [w.summary() for w in sorted(self.workers.values(), key=lambda w: w.name)]
+
+    def clusters_view(self) -> list[dict[str, Any]]:
+        return [attrs.asdict(node) for node in self.tree.nodes()]
+
+    def order_view(self, worker_name: str, limit: int) -> list[dict[str, Any]]:
+        worker = self.worker(worker_name)
+        return [
+            {
+                "id": ranked.job.id,
+                "name": self.jobs[ranked.job.id].name,
+                "cluster": ranked.job.cluster,
+                "order": ranked.order,
+                "priority": ranked.priority,
+            }
+            for ranked in self.index.page(worker.view_for_ranking(), limit)
+        ]
+
+    def ended(self, job_ids: Iterable[int]) -> dict[int, JobState]:
+        """The jobs among `job_ids` that have ended, with their end state."""
+        out = {}
+        for job_id in job_ids:
+            state = self.job(job_id).state
+            if state.ended:
+                out[job_id] = state
+        return out
+
+    def frame_holder(self, job_id: int, number: int | None) -> tuple[Frame, str]:
+        """The frame whose log `farmd logs` shows and the worker that ran it last."""
+        job = self.job(job_id)
+        if number is None:
+            started = [f for f in job.frames.values() if f.worker is not None]
+            if not started:
+                msg = f"job {job_id} has not started a frame yet: no log"
+                raise JobSpecError(msg)
+            frame = started[0]
+        else:
+            found = job.frames.get(number)
+            if found is None:
+                msg = f"job {job_id} has no frame {number}"
+                raise JobSpecError(msg)
+            frame = found
+        if frame.worker is None:
+            msg = f"frame {job_id}:{frame.number} has not run yet: no log"
+            raise JobSpecError(msg)
+        return frame, frame.worker

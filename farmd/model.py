@@ -1,0 +1,235 @@
+"""Jobs, frames and workers as the supervisor core holds them.
+
+Theory of operation
+-------------------
+A job is a command run once per frame. Frames carry their own state; the job's state is
+never stored, it is derived from its frames (and its unmet dependencies) by
+`Job.state`, so the two cannot disagree. A frame's `attempts` counts its dispatches and
+doubles as the fencing token: only a result for the latest attempt may change it.
+
+These are plain mutable records owned by `farmd.core.Scheduler`; nothing else mutates
+them. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import Counter
+from typing import Any
+
+import attrs
+
+from farmd.cluster import ClusterPath, CrossClusterPatterns, Restrictions
+from farmd.errors import JobSpecError
+from farmd.ranking import QueuedJob, WorkerView
+
+MAX_FRAMES_PER_JOB = 1_000_000
+
+
+class FrameState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    KILLED = "killed"
+
+
+class JobState(enum.Enum):
+    WAITING = "waiting"  # pending frames, but a dependency has not completed
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    KILLED = "killed"
+
+    @property
+    def ended(self) -> bool:
+        return self in _ENDED
+
+
+_ENDED = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.KILLED})
+
+_RANGE_ITEM = re.compile(r"(\d+)(?:-(\d+)(?:x(\d+))?)?")
+
+
+def parse_frame_range(text: str) -> tuple[int, ...]:
+    """Qube's frame ranges: `1-100`, `1,3,5`, `1-10x3` (every third), combined with
+    commas. Frames keep the order written; repeats are dropped."""
+    if not isinstance(text, str) or not text.strip():
+        msg = f"bad frame range {text!r}: expected something like '1-100', '1,3,5' or '1-10x3'"
+        raise JobSpecError(msg)
+    frames: dict[int, None] = {}
+    for item in text.split(","):
+        match = _RANGE_ITEM.fullmatch(item.strip())
+        if match is None:
+            msg = (
+                f"bad frame range {text!r}: {item.strip()!r} is not N, N-M or N-MxS "
+                "(frames are whole numbers >= 0)"
+            )
+            raise JobSpecError(msg)
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        step = int(match.group(3)) if match.group(3) is not None else 1
+        if last < first:
+            msg = f"bad frame range {text!r}: {item.strip()!r} ends before it starts"
+            raise JobSpecError(msg)
+        if step < 1:
+            msg = f"bad frame range {text!r}: step in {item.strip()!r} must be at least 1"
+            raise JobSpecError(msg)
+        if len(frames) + (last - first) // step + 1 > MAX_FRAMES_PER_JOB:
+            msg = f"bad frame range {text!r}: more than {MAX_FRAMES_PER_JOB} frames"
+            raise JobSpecError(msg)
+        frames.update(dict.fromkeys(range(first, last + 1, step)))
+    return tuple(frames)
+
+
+@attrs.define
+class Frame:
+    number: int
+    state: FrameState = FrameState.PENDING
+    worker: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "frame": self.number,
+            "state": self.state.value,
+            "worker": self.worker,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "exit_code": self.exit_code,
+        }
+
+
+@attrs.define
+class Job:
+    id: int
+    name: str
+    cluster: ClusterPath
+    priority: int
+    restrictions: Restrictions
+    patterns: CrossClusterPatterns
+    argv: tuple[str, ...]
+    frames: dict[int, Frame]
+    depends_on: tuple[int, ...]
+    submitted_at: float
+    waiting_on: set[int] = attrs.field(factory=set)  # dependencies not yet complete
+    counts: Counter[FrameState] = attrs.field(factory=Counter)
+    pending: list[int] = attrs.field(factory=list)  # frame numbers, next to run last
+    positions: dict[int, int] = attrs.field(factory=dict)  # frame number -> submission order
+
+    def __attrs_post_init__(self) -> None:
+        self.counts = Counter(f.state for f in self.frames.values())
+        self.positions = {n: i for i, n in enumerate(self.frames)}
+        self.pending = [
+            n for n in reversed(self.frames) if self.frames[n].state is FrameState.PENDING
+        ]
+
+    @property
+    def state(self) -> JobState:
+        counts = self.counts
+        if counts[FrameState.RUNNING]:
+            return JobState.RUNNING
+        if counts[FrameState.PENDING]:
+            return JobState.WAITING if self.waiting_on else JobState.PENDING
+        if counts[FrameState.COMPLETE] == len(self.frames):
+            return JobState.COMPLETE
+        if counts[FrameState.FAILED]:
+            return JobState.FAILED
+        return JobState.KILLED
+
+    @property
+    def runnable(self) -> bool:
+        """Belongs in the ranking index: has a frame to hand out and nothing to wait on."""
+        return bool(self.pending) and not self.waiting_on
+
+    def move(self, frame: Frame, state: FrameState) -> None:
+        """The one way a frame changes state, keeping counts and the pending stack true."""
+        if frame.state is state:
+            return
+        self.counts[frame.state] -= 1
+        self.counts[state] += 1
+        if frame.state is FrameState.PENDING:
+            if self.pending[-1] == frame.number:
+                self.pending.pop()
+            else:
+                self.pending.remove(frame.number)
+        frame.state = state
+        if state is FrameState.PENDING:
+            self._push_pending(frame.number)
+
+    def _push_pending(self, number: int) -> None:
+        # A frame back from a lost worker runs before later frames: keep the stack in
+        # submission order, lowest position last.
+        order = self.positions
+        position = order[number]
+        index = len(self.pending)
+        while index > 0 and order[self.pending[index - 1]] < position:
+            index -= 1
+        self.pending.insert(index, number)
+
+    def queued(self) -> QueuedJob:
+        return QueuedJob(
+            id=self.id,
+            cluster=self.cluster,
+            priority=self.priority,
+            patterns=self.patterns,
+            restrictions=self.restrictions,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "cluster": self.cluster,
+            "priority": self.priority,
+            "state": self.state.value,
+            "frames": {s.value: self.counts[s] for s in FrameState},
+            "submitted_at": self.submitted_at,
+            "depends_on": list(self.depends_on),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        out = self.summary()
+        out.update(
+            restrictions=str(self.restrictions),
+            cross_cluster=str(self.patterns),
+            argv=list(self.argv),
+            waiting_on=sorted(self.waiting_on),
+            frame_list=[f.view() for f in self.frames.values()],
+        )
+        return out
+
+
+@attrs.define
+class Worker:
+    name: str
+    cluster: ClusterPath
+    restrictions: Restrictions
+    slots: int
+    connected_at: float
+    running: dict[tuple[int, int], int] = attrs.field(factory=dict)  # (job, frame) -> attempt
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+    def view_for_ranking(self) -> WorkerView:
+        return WorkerView(cluster=self.cluster, restrictions=self.restrictions)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cluster": self.cluster,
+            "restrictions": str(self.restrictions),
+            "state": "busy" if self.running else "idle",
+            "slots": self.slots,
+            "used": len(self.running),
+            "running": [f"{job}:{frame}" for job, frame in sorted(self.running)],
+            "connected_at": self.connected_at,
+        }

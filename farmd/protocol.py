@@ -1,0 +1,496 @@
+"""The farmd wire protocol: typed messages and a sans-IO codec (see docs/protocol.md).
+
+Theory of operation
+-------------------
+On the wire a message is a *frame*: a 4-byte big-endian unsigned length, then that many
+bytes of msgpack holding one map whose `"type"` names the message and whose other keys
+are its fields. In memory a message is a frozen attrs class that validates every field
+in its constructor, so a message that exists is well formed; the codec turns the map
+into the class at the border and nothing deeper ever sees a raw dict.
+
+`Codec` never touches a socket (h11's shape): feed it bytes with `receive_data`, pull
+messages with `next_message` until it returns `NEED_DATA`; `send` returns the bytes of a
+message. Anything malformed, oversized or of an unknown type raises `ProtocolError`
+with a wire code, and the codec stays broken afterwards: a peer that broke the protocol
+once is not trusted to frame the next message.
+
+Only msgpack's own types cross the wire: nil, bool, int, float, str, array, map (no
+binary, no extension types), so a peer can be written in any language from the doc.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final, TypeVar
+
+import attrs
+import msgpack
+
+from farmd.errors import FarmdError, ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+HEADER_BYTES: Final = 4
+DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+
+
+class Role(enum.Enum):
+    WORKER = "worker"
+    ADMIN = "admin"
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def _fail(cls_name: str, field: str, why: str, value: object) -> ProtocolError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ProtocolError(f"bad field {field!r} of {cls_name!r}: {why} (got {shown})")
+
+
+def _check(predicate: Callable[[Any], bool], why: str) -> Callable[[Any, Any, Any], None]:
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not predicate(value):
+            raise _fail(type(instance).TYPE, attribute.name, why, value)
+
+    return validate
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
+
+
+def _is_str(v: object) -> bool:
+    return isinstance(v, str)
+
+
+def _is_number(v: object) -> bool:
+    return (isinstance(v, int | float)) and not isinstance(v, bool)
+
+
+def _tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _int_field() -> Any:
+    return attrs.field(validator=_check(_is_int, "must be an integer"))
+
+
+def _str_field(default: str | None = None) -> Any:
+    validator = _check(_is_str, "must be a string")
+    if default is None:
+        return attrs.field(validator=validator)
+    return attrs.field(default=default, validator=validator)
+
+
+def _opt(predicate: Callable[[Any], bool], why: str) -> Any:
+    return attrs.field(default=None, validator=_check(lambda v: v is None or predicate(v), why))
+
+
+def _str_tuple(default: tuple[str, ...] | None = None) -> Any:
+    check = _check(lambda v: isinstance(v, tuple) and all(map(_is_str, v)), "must be strings")
+    if default is None:
+        return attrs.field(converter=_tuple, validator=check)
+    return attrs.field(default=default, converter=_tuple, validator=check)
+
+
+def _int_tuple() -> Any:
+    check = _check(lambda v: isinstance(v, tuple) and all(map(_is_int, v)), "must be integers")
+    return attrs.field(default=(), converter=_tuple, validator=check)
+
+
+def _str_map() -> Any:
+    check = _check(
+        lambda v: isinstance(v, Mapping) and all(_is_str(k) and _is_str(x) for k, x in v.items()),
+        "must map strings to strings",
+    )
+    return attrs.field(factory=dict, validator=check)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class Message:
+    """Base of every wire message. `TYPE` is its name on the wire."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+
+
+MESSAGES: dict[str, type[Message]] = {}
+M = TypeVar("M", bound=type[Message])
+
+
+def _message(name: str) -> Callable[[M], M]:
+    def register(cls: M) -> M:
+        cls.TYPE = name
+        MESSAGES[name] = cls
+        return cls
+
+    return register
+
+
+# --------------------------------------------------------------------------- handshake
+
+
+@_message("hello")
+@attrs.frozen(kw_only=True)
+class Hello(Message):
+    """First message of every connection, from the connecting peer."""
+
+    version: int = _int_field()
+    role: str = attrs.field(
+        validator=_check(lambda v: v in {r.value for r in Role}, "must be 'worker' or 'admin'")
+    )
+    token: str = _str_field()
+    name: str = _str_field("")
+
+
+@_message("welcome")
+@attrs.frozen(kw_only=True)
+class Welcome(Message):
+    """The supervisor accepted the hello."""
+
+    version: int = _int_field()
+    supervisor: str = _str_field()
+    heartbeat_interval: float = attrs.field(
+        validator=_check(lambda v: _is_number(v) and v > 0, "must be a positive number")
+    )
+
+
+@_message("error")
+@attrs.frozen(kw_only=True)
+class Error(Message):
+    """A fatal error: the sender closes the connection after it."""
+
+    code: str = _str_field()
+    message: str = _str_field()
+
+
+@_message("heartbeat")
+@attrs.frozen(kw_only=True)
+class Heartbeat(Message):
+    """Sent by both sides of a worker connection every heartbeat interval."""
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _running_entries(value: object) -> object:
+    if isinstance(value, list | tuple):
+        return tuple(tuple(e) if isinstance(e, list | tuple) else e for e in value)
+    return value
+
+
+def _is_running_entry(v: object) -> bool:
+    return isinstance(v, list | tuple) and len(v) == 3 and all(map(_is_int, v))
+
+
+@_message("register")
+@attrs.frozen(kw_only=True)
+class Register(Message):
+    """A worker announces itself (after `welcome`), and what it is still running."""
+
+    name: str = attrs.field(validator=_check(lambda v: _is_str(v) and v != "", "must be a name"))
+    cluster: str = _str_field()
+    restrictions: str = _str_field("")
+    slots: int = attrs.field(validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1"))
+    # (job id, frame, attempt) of each frame the worker is still running
+    running: tuple[tuple[int, int, int], ...] = attrs.field(
+        default=(),
+        converter=_running_entries,
+        validator=_check(
+            lambda v: isinstance(v, tuple) and all(map(_is_running_entry, v)),
+            "must be a list of [job, frame, attempt]",
+        ),
+    )
+
+
+@_message("registered")
+@attrs.frozen(kw_only=True)
+class Registered(Message):
+    """The supervisor accepted a registration."""
+
+    name: str = _str_field()
+
+
+@_message("run_frame")
+@attrs.frozen(kw_only=True)
+class RunFrame(Message):
+    """Start one attempt of a frame (or chunk): `argv` is run without a shell."""
+
+    job_id: int = _int_field()
+    job_name: str = _str_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+    argv: tuple[str, ...] = _str_tuple()
+    env: dict[str, str] = _str_map()  # noqa: RUF009 (an attrs field with a factory, not a call)
+
+
+@_message("kill_frame")
+@attrs.frozen(kw_only=True)
+class KillFrame(Message):
+    """Kill the process group of one attempt of a frame."""
+
+    job_id: int = _int_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+
+
+@_message("frame_finished")
+@attrs.frozen(kw_only=True)
+class FrameFinished(Message):
+    """An attempt ended. `exit_code` is the process's; a negative value is the signal
+    that ended it; `error` says why a process could not be started at all."""
+
+    job_id: int = _int_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+    exit_code: int = _int_field()
+    error: str = _str_field("")
+
+
+@_message("result_ack")
+@attrs.frozen(kw_only=True)
+class ResultAck(Message):
+    """The supervisor has applied (or deliberately ignored) a `frame_finished`: the
+    worker may forget it. Until then the worker repeats it after every reconnect."""
+
+    job_id: int = _int_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+
+
+@_message("fetch_log")
+@attrs.frozen(kw_only=True)
+class FetchLog(Message):
+    """The supervisor asks a worker for the log of a frame's latest attempt it ran."""
+
+    request_id: int = _int_field()
+    job_id: int = _int_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+
+
+@_message("log_data")
+@attrs.frozen(kw_only=True)
+class LogData(Message):
+    """A worker's answer to `fetch_log`; `found` is false when it has no such log."""
+
+    request_id: int = _int_field()
+    found: bool = attrs.field(validator=_check(lambda v: isinstance(v, bool), "must be a bool"))
+    text: str = _str_field("")
+
+
+# --------------------------------------------------------------------------- admin side
+
+
+class Request(Message):
+    """An admin request; the supervisor answers with `reply` or `refused` of the same id."""
+
+    __slots__ = ()
+    request_id: int
+
+
+@_message("submit")
+@attrs.frozen(kw_only=True)
+class Submit(Request):
+    request_id: int = _int_field()
+    argv: tuple[str, ...] = _str_tuple()
+    name: str = _str_field("")
+    cluster: str | None = _opt(_is_str, "must be a string")
+    priority: int | None = _opt(_is_int, "must be an integer")
+    restrictions: str = _str_field("")
+    patterns: str = _str_field("")
+    frames: str = _str_field("")
+    depends_on: tuple[int, ...] = _int_tuple()
+
+
+@_message("list_jobs")
+@attrs.frozen(kw_only=True)
+class ListJobs(Request):
+    request_id: int = _int_field()
+
+
+@_message("get_job")
+@attrs.frozen(kw_only=True)
+class GetJob(Request):
+    request_id: int = _int_field()
+    job_id: int = _int_field()
+
+
+@_message("list_workers")
+@attrs.frozen(kw_only=True)
+class ListWorkers(Request):
+    request_id: int = _int_field()
+
+
+@_message("list_clusters")
+@attrs.frozen(kw_only=True)
+class ListClusters(Request):
+    request_id: int = _int_field()
+
+
+@_message("kill")
+@attrs.frozen(kw_only=True)
+class Kill(Request):
+    request_id: int = _int_field()
+    job_ids: tuple[int, ...] = _int_tuple()
+
+
+@_message("modify")
+@attrs.frozen(kw_only=True)
+class Modify(Request):
+    """Change a job's rank; a field left out (nil) is unchanged."""
+
+    request_id: int = _int_field()
+    job_id: int = _int_field()
+    priority: int | None = _opt(_is_int, "must be an integer")
+    cluster: str | None = _opt(_is_str, "must be a string")
+    restrictions: str | None = _opt(_is_str, "must be a string")
+    patterns: str | None = _opt(_is_str, "must be a string")
+
+
+@_message("order")
+@attrs.frozen(kw_only=True)
+class Order(Request):
+    """The pending jobs a worker would run, in rank order (Qube's qbjoborder)."""
+
+    request_id: int = _int_field()
+    worker: str = _str_field()
+    limit: int = attrs.field(
+        default=100, validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1")
+    )
+
+
+@_message("get_log")
+@attrs.frozen(kw_only=True)
+class GetLog(Request):
+    request_id: int = _int_field()
+    job_id: int = _int_field()
+    frame: int | None = _opt(_is_int, "must be an integer")
+
+
+@_message("wait")
+@attrs.frozen(kw_only=True)
+class Wait(Request):
+    """Answered when every job has ended, or with the ones still going at `timeout`."""
+
+    request_id: int = _int_field()
+    job_ids: tuple[int, ...] = _int_tuple()
+    timeout: float | None = _opt(lambda v: _is_number(v) and v >= 0, "must be >= 0")
+
+
+@_message("reply")
+@attrs.frozen(kw_only=True)
+class Reply(Message):
+    """A request's answer: plain data as described per request in docs/protocol.md."""
+
+    request_id: int = _int_field()
+    result: Any = None
+
+
+@_message("refused")
+@attrs.frozen(kw_only=True)
+class Refused(Message):
+    """A request was refused and changed nothing; the connection stays open."""
+
+    request_id: int = _int_field()
+    code: str = _str_field()
+    message: str = _str_field()
+
+
+# --------------------------------------------------------------------------- codec
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+
+def encode(message: Message) -> bytes:
+    """The frame (length prefix and msgpack body) of one message."""
+    body = {"type": message.TYPE}
+    body.update(attrs.asdict(message, recurse=False))  # type: ignore[arg-type]
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
+    return len(payload).to_bytes(HEADER_BYTES, "big") + payload
+
+
+def decode_body(payload: bytes) -> Message:
+    """The message in one frame's body; ProtocolError if it is not one."""
+    try:
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        msg = f"frame is not valid msgpack ({type(exc).__name__})"
+        raise ProtocolError(msg, code="bad_frame") from None
+    if not isinstance(body, dict):
+        msg = f"a message must be a map, got {type(body).__name__}"
+        raise ProtocolError(msg, code="bad_message")
+    kind = body.pop("type", None)
+    cls = MESSAGES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        msg = f"unknown message type {kind!r}"
+        raise ProtocolError(msg, code="bad_message")
+    names = {a.name for a in attrs.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in body if k not in names)
+    if unknown:
+        msg = f"unknown field(s) {', '.join(map(repr, unknown))} in {kind!r}"
+        raise ProtocolError(msg, code="bad_message")
+    try:
+        return cls(**body)
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError, FarmdError) as exc:
+        msg = f"bad {kind!r} message: {exc}"
+        raise ProtocolError(msg, code="bad_message") from None
+
+
+class Codec:
+    """Bytes in, messages out, and messages to bytes; never touches a socket."""
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._start = 0
+        self._broken: ProtocolError | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        if self._start and self._start * 2 > len(self._buffer):
+            del self._buffer[: self._start]
+            self._start = 0
+        self._buffer += data
+
+    def next_message(self) -> Message | _NeedData:
+        if self._broken is not None:
+            raise self._broken
+        available = len(self._buffer) - self._start
+        if available < HEADER_BYTES:
+            return NEED_DATA
+        start = self._start
+        size = int.from_bytes(self._buffer[start : start + HEADER_BYTES], "big")
+        if size == 0 or size > self.max_frame_bytes:
+            self._broken = ProtocolError(
+                f"frame of {size} bytes refused: frames hold 1 to {self.max_frame_bytes} bytes",
+                code="frame_too_large" if size else "bad_frame",
+            )
+            raise self._broken
+        if available < HEADER_BYTES + size:
+            return NEED_DATA
+        payload = bytes(self._buffer[start + HEADER_BYTES : start + HEADER_BYTES + size])
+        self._start += HEADER_BYTES + size
+        try:
+            return decode_body(payload)
+        except ProtocolError as exc:
+            self._broken = exc
+            raise
+
+    def send(self, message: Message) -> bytes:
+        data = encode(message)
+        if len(data) - HEADER_BYTES > self.max_frame_bytes:
+            msg = f"{message.TYPE!r} message of {len(data)} bytes exceeds the frame limit"
+            raise ProtocolError(msg, code="frame_too_large")
+        return data

@@ -1,0 +1,542 @@
+"""`farmd serve`: the trio shell around the scheduler core.
+
+The shell only moves bytes and keeps time. Every connection runs in the supervisor's
+nursery: it reads frames into a `Codec`, turns messages into core events stamped with
+the wall clock, and routes the core's commands to the workers' outgoing queues. One
+sender task per connection drains its queue, so a slow peer never blocks the scheduler.
+Heartbeats are timers here, not in the core: a worker silent for `heartbeat_timeout`
+is reported to the core as lost, which requeues its frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from farmd import __version__
+from farmd.config import Address, SupervisorConfig
+from farmd.core import (
+    Event,
+    FrameEnded,
+    JobEnded,
+    KillJobs,
+    ModifyJob,
+    Note,
+    Outcome,
+    Scheduler,
+    StartFrame,
+    StopFrame,
+    SubmitJob,
+    WorkerJoined,
+    WorkerLost,
+)
+from farmd.errors import FarmdError, ProtocolError, UnavailableError, UserError
+from farmd.logs import log_event
+from farmd.protocol import (
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Codec,
+    Error,
+    FetchLog,
+    FrameFinished,
+    GetJob,
+    GetLog,
+    Heartbeat,
+    Hello,
+    Kill,
+    KillFrame,
+    ListClusters,
+    ListJobs,
+    ListWorkers,
+    LogData,
+    Message,
+    Modify,
+    Order,
+    Refused,
+    Register,
+    Registered,
+    Reply,
+    Request,
+    ResultAck,
+    Role,
+    RunFrame,
+    Submit,
+    Wait,
+    Welcome,
+)
+
+log = logging.getLogger("farmd.supervisor")
+
+HANDSHAKE_TIMEOUT = 10.0
+LOG_FETCH_TIMEOUT = 10.0
+RECEIVE_BYTES = 65536
+TOKEN_FILE = "token"
+ADDRESS_FILE = "address"
+
+
+def ensure_token(state_dir: Path) -> str:
+    """The farm's token, written on first start as STATE/token with mode 0600."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if not token:
+            msg = f"token file {path} is empty: remove it to make a new token"
+            raise UserError(msg) from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+class _PeerGone(Exception):
+    """The connection ended (closed, reset, or timed out); the peer is gone."""
+
+
+@attrs.define
+class _Connection:
+    """One peer: its stream, its codec, and its queue of outgoing messages."""
+
+    stream: trio.SocketStream
+    codec: Codec
+    outbox: trio.MemorySendChannel[Message]
+    inbox: trio.MemoryReceiveChannel[Message]
+    last_heard: float = 0.0
+
+    @classmethod
+    def open(cls, stream: trio.SocketStream, max_frame_bytes: int) -> _Connection:
+        send, receive = trio.open_memory_channel[Message](math.inf)
+        return cls(stream, Codec(max_frame_bytes), send, receive, trio.current_time())
+
+    def send(self, message: Message) -> None:
+        # A closed outbox means the connection is closing; its peer is reported lost.
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self.outbox.send_nowait(message)
+
+    async def sender(self) -> None:
+        async with self.inbox:
+            async for message in self.inbox:
+                data = [self.codec.send(message)]
+                while True:  # batch what is already queued into one write
+                    try:
+                        data.append(self.codec.send(self.inbox.receive_nowait()))
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                try:
+                    await self.stream.send_all(b"".join(data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    async def receive(self) -> Message:
+        while True:
+            message = self.codec.next_message()
+            if message is not NEED_DATA:
+                assert isinstance(message, Message)
+                self.last_heard = trio.current_time()
+                return message
+            try:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _PeerGone from None
+            if not data:
+                raise _PeerGone
+            self.codec.receive_data(data)
+
+
+class Supervisor:
+    """The daemon: owns the scheduler core and every connection, in one nursery."""
+
+    def __init__(self, config: SupervisorConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.core = Scheduler(
+            default_priority=config.default_priority, default_cluster=config.default_cluster
+        )
+        self.token = ensure_token(config.state_dir)
+        self.address: Address | None = None
+        self._clock = clock
+        self._workers: dict[str, _Connection] = {}
+        self._log_requests: dict[int, trio.MemorySendChannel[LogData]] = {}
+        self._next_log_request = 1
+        self._job_ended = trio.Event()
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listen = self.config.listen
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+        sockname = listeners[0].socket.getsockname()
+        self.address = Address(listen.host, sockname[1])
+        # Local clients and scripts find a supervisor started on port 0 through this file.
+        address_file = self.config.state_dir / ADDRESS_FILE
+        address_file.write_text(f"{self.address}\n")
+        log_event(
+            log,
+            "info",
+            "supervisor listening",
+            address=str(self.address),
+            state_dir=str(self.config.state_dir),
+            version=__version__,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+            task_status.started(self.address)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Connection.open(stream, self.config.max_frame_bytes)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.sender)
+                try:
+                    await self._converse(conn, nursery)
+                except ProtocolError as exc:
+                    log_event(
+                        log,
+                        "warning",
+                        "protocol error",
+                        peer=_peer(stream),
+                        code=exc.code,
+                        error=str(exc),
+                    )
+                    await self._goodbye(conn, Error(code=exc.code, message=str(exc)))
+                except _PeerGone:
+                    pass
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _goodbye(self, conn: _Connection, error: Error) -> None:
+        conn.outbox.close()
+        with trio.move_on_after(1.0):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await conn.stream.send_all(conn.codec.send(error))
+
+    async def _converse(self, conn: _Connection, nursery: trio.Nursery) -> None:
+        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+            hello = await conn.receive()
+        if scope.cancelled_caught:
+            raise ProtocolError("no hello within the handshake time", code="timeout")
+        if not isinstance(hello, Hello):
+            msg = f"expected 'hello' first, got {hello.TYPE!r}"
+            raise ProtocolError(msg, code="bad_message")
+        if hello.version != PROTOCOL_VERSION:
+            msg = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
+            raise ProtocolError(msg, code="bad_version")
+        if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
+            raise ProtocolError("wrong token", code="bad_token")
+        conn.send(
+            Welcome(
+                version=PROTOCOL_VERSION,
+                supervisor=f"farmd {__version__}",
+                heartbeat_interval=self.config.heartbeat_interval,
+            )
+        )
+        if hello.role == Role.WORKER.value:
+            await self._worker_session(conn, nursery)
+        else:
+            await self._admin_session(conn, nursery)
+
+    # ------------------------------------------------------------------ workers
+
+    async def _worker_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
+        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+            register = await conn.receive()
+        if scope.cancelled_caught:
+            raise ProtocolError("no register within the handshake time", code="timeout")
+        if not isinstance(register, Register):
+            msg = f"expected 'register' after the hello, got {register.TYPE!r}"
+            raise ProtocolError(msg, code="bad_message")
+        name = register.name
+        old = self._workers.get(name)
+        self._workers[name] = conn
+        if old is not None:
+            # The old session of this name is a ghost (its host reconnected before its
+            # silence was noticed): end it; the core replaces the worker below.
+            old.outbox.close()
+            nursery.start_soon(old.stream.aclose)
+        try:
+            self._apply(
+                self._handle(
+                    WorkerJoined(
+                        name=name,
+                        cluster=register.cluster,
+                        slots=register.slots,
+                        restrictions=register.restrictions,
+                        running=register.running,
+                        now=self._clock(),
+                    )
+                ),
+                requester=conn,
+            )
+        except UserError as exc:
+            del self._workers[name]
+            raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
+        conn.send(Registered(name=name))
+        nursery.start_soon(self._heartbeats, conn, name)
+        try:
+            while True:
+                message = await conn.receive()
+                match message:
+                    case FrameFinished():
+                        self._apply(
+                            self._handle(
+                                FrameEnded(
+                                    worker=name,
+                                    job_id=message.job_id,
+                                    frame=message.frame,
+                                    attempt=message.attempt,
+                                    exit_code=message.exit_code,
+                                    error=message.error,
+                                    now=self._clock(),
+                                )
+                            )
+                        )
+                        conn.send(
+                            ResultAck(
+                                job_id=message.job_id, frame=message.frame, attempt=message.attempt
+                            )
+                        )
+                    case LogData():
+                        waiter = self._log_requests.pop(message.request_id, None)
+                        if waiter is not None:
+                            waiter.send_nowait(message)
+                    case Heartbeat():
+                        pass
+                    case _:
+                        msg = f"a worker may not send {message.TYPE!r}"
+                        raise ProtocolError(msg, code="bad_message")
+        finally:
+            if self._workers.get(name) is conn:
+                del self._workers[name]
+                self._apply(self._handle(WorkerLost(name=name, now=self._clock())))
+
+    async def _heartbeats(self, conn: _Connection, name: str) -> None:
+        interval = self.config.heartbeat_interval
+        timeout = self.config.heartbeat_timeout
+        while True:
+            await trio.sleep(interval)
+            if trio.current_time() - conn.last_heard > timeout:
+                log_event(log, "warning", "heartbeat timeout", worker=name, timeout=timeout)
+                await conn.stream.aclose()  # the session's receive ends: the worker is lost
+                return
+            conn.send(Heartbeat())
+
+    # ------------------------------------------------------------------ admin requests
+
+    async def _admin_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
+        while True:
+            message = await conn.receive()
+            if not isinstance(message, Request):
+                msg = f"an admin may not send {message.TYPE!r}"
+                raise ProtocolError(msg, code="bad_message")
+            if isinstance(message, Wait | GetLog):
+                nursery.start_soon(self._answer_slow, conn, message)
+            else:
+                conn.send(self._answer(conn, message))
+
+    def _answer(self, conn: _Connection, request: Request) -> Message:
+        try:
+            return Reply(request_id=request.request_id, result=self._serve(request))
+        except FarmdError as exc:
+            return Refused(request_id=request.request_id, code=exc.code, message=str(exc))
+
+    async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
+        try:
+            if isinstance(request, Wait):
+                result = await self._wait(request)
+            else:
+                result = await self._fetch_log(request)
+            conn.send(Reply(request_id=request.request_id, result=result))
+        except FarmdError as exc:
+            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+
+    def _serve(self, request: Request) -> Any:
+        core = self.core
+        now = self._clock()
+        match request:
+            case Submit():
+                outcome = self._handle(
+                    SubmitJob(
+                        argv=request.argv,
+                        name=request.name,
+                        cluster=request.cluster,
+                        priority=request.priority,
+                        restrictions=request.restrictions,
+                        patterns=request.patterns,
+                        frames=request.frames,
+                        depends_on=request.depends_on,
+                        now=now,
+                    )
+                )
+                self._apply(outcome)
+                return core.jobs[outcome.result].summary()
+            case ListJobs():
+                return core.jobs_view()
+            case GetJob():
+                return core.job_view(request.job_id)
+            case ListWorkers():
+                return core.workers_view()
+            case ListClusters():
+                return core.clusters_view()
+            case Kill():
+                outcome = self._handle(KillJobs(job_ids=request.job_ids, now=now))
+                self._apply(outcome)
+                return outcome.result
+            case Modify():
+                outcome = self._handle(
+                    ModifyJob(
+                        job_id=request.job_id,
+                        priority=request.priority,
+                        cluster=request.cluster,
+                        restrictions=request.restrictions,
+                        patterns=request.patterns,
+                        now=now,
+                    )
+                )
+                self._apply(outcome)
+                return outcome.result
+            case Order():
+                return core.order_view(request.worker, request.limit)
+        msg = f"request {request.TYPE!r} is not served here"
+        raise UserError(msg)
+
+    async def _wait(self, request: Wait) -> dict[str, Any]:
+        ids = tuple(dict.fromkeys(request.job_ids))
+        self.core.ended(ids)  # refuses unknown ids at once
+        timeout = math.inf if request.timeout is None else request.timeout
+        with trio.move_on_after(timeout):
+            while len(self.core.ended(ids)) < len(ids):
+                await self._job_ended.wait()
+        ended = self.core.ended(ids)
+        return {
+            "ended": {str(k): v.value for k, v in ended.items()},
+            "pending": [i for i in ids if i not in ended],
+        }
+
+    async def _fetch_log(self, request: GetLog) -> dict[str, Any]:
+        frame, worker_name = self.core.frame_holder(request.job_id, request.frame)
+        conn = self._workers.get(worker_name)
+        label = f"{request.job_id}:{frame.number}"
+        if conn is None:
+            msg = f"the log of frame {label} is on worker {worker_name!r}, which is not connected"
+            raise UnavailableError(msg)
+        request_id = self._next_log_request
+        self._next_log_request += 1
+        send, receive = trio.open_memory_channel[LogData](1)
+        self._log_requests[request_id] = send
+        conn.send(
+            FetchLog(
+                request_id=request_id,
+                job_id=request.job_id,
+                frame=frame.number,
+                attempt=frame.attempts,
+            )
+        )
+        try:
+            with trio.move_on_after(LOG_FETCH_TIMEOUT):
+                data = await receive.receive()
+                if not data.found:
+                    msg = f"worker {worker_name!r} has no log for frame {label}"
+                    raise UnavailableError(msg)
+                return {
+                    "job_id": request.job_id,
+                    "frame": frame.number,
+                    "attempt": frame.attempts,
+                    "worker": worker_name,
+                    "text": data.text,
+                }
+        finally:
+            self._log_requests.pop(request_id, None)
+        msg = f"worker {worker_name!r} did not send the log of frame {label} in time"
+        raise UnavailableError(msg)
+
+    # ------------------------------------------------------------------ core plumbing
+
+    def _handle(self, event: Event) -> Outcome:
+        return self.core.handle(event)
+
+    def _apply(self, outcome: Outcome, requester: _Connection | None = None) -> None:
+        for command in outcome.commands:
+            match command:
+                case StartFrame():
+                    log_event(
+                        log,
+                        "debug",
+                        "dispatch",
+                        worker=command.worker,
+                        job=command.job_id,
+                        frame=command.frame,
+                        attempt=command.attempt,
+                        rank=list(command.rank),
+                    )
+                    self._send_to_worker(
+                        command.worker,
+                        RunFrame(
+                            job_id=command.job_id,
+                            job_name=command.job_name,
+                            frame=command.frame,
+                            attempt=command.attempt,
+                            argv=command.argv,
+                            env=command.env,
+                        ),
+                    )
+                case StopFrame():
+                    self._send_to_worker(
+                        command.worker,
+                        KillFrame(
+                            job_id=command.job_id, frame=command.frame, attempt=command.attempt
+                        ),
+                    )
+                case JobEnded():
+                    self._job_ended.set()
+                    self._job_ended = trio.Event()
+                case Note():
+                    log_event(log, command.level, command.event, **command.fields)
+
+    def _send_to_worker(self, name: str, message: Message) -> None:
+        conn = self._workers.get(name)
+        if conn is not None:
+            conn.send(message)
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+async def serve(
+    config: SupervisorConfig, *, ready: Callable[[Address], None] | None = None
+) -> None:
+    """Run the supervisor until SIGTERM or SIGINT, then stop within the grace period."""
+    supervisor = Supervisor(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(supervisor.run)
+            if ready is not None:
+                ready(address)
+            async for signum in signals:
+                log_event(log, "info", "shutting down", signal=signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,41 @@
+"""Smoke test of the benchmarks: they run, agree with their oracle and print one JSON line.
+
+Speeds are not asserted: they depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ranking_benchmark_quick() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ranking.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Exit status 1 means the index disagreed with reference_order; stderr says where.
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    result = json.loads(lines[0])
+    assert result["benchmark"] == "ranking"
+    assert result["jobs"] == 5_000
+    assert result["verified_workers"] > 0
+    for key in (
+        "index_picks_per_s",
+        "oracle_picks_per_s",
+        "ratio",
+        "page50_per_s",
+        "updates_per_s",
+        "index_bytes_per_job",
+    ):
+        assert result[key] > 0, key
