@@ -91,6 +91,7 @@ class Agent:
         self.registered = trio.Event()  # set at each successful registration
         self._attempts: dict[tuple[int, int, int], _Attempt] = {}
         self._outbox: trio.MemorySendChannel[Message] | None = None
+        self._log_limit = 1024 * 1024
 
     @property
     def running(self) -> list[tuple[int, int, int]]:
@@ -125,13 +126,13 @@ class Agent:
             else:
                 try:
                     await self._session(stream, frames)
-                except _SessionLost as exc:
+                except* _SessionLost as group:
                     log_event(
                         log,
                         "warning",
                         "connection lost",
                         address=str(address),
-                        reason=str(exc) or "closed",
+                        reason="; ".join(str(e) for e in group.exceptions) or "closed",
                     )
                     delay = BACKOFF_FIRST if self.registered.is_set() else delay
                 finally:
@@ -205,6 +206,9 @@ class Agent:
             raise _SessionLost("no answer to the handshake in time")
         assert isinstance(welcome, Welcome)
         interval = welcome.heartbeat_interval
+        codec.max_frame_bytes = welcome.max_frame_bytes
+        # a log goes back in one frame; undecodable bytes may triple when replaced
+        self._log_limit = max(4096, welcome.max_frame_bytes // 4 - 4096)
         log_event(
             log,
             "info",
@@ -359,7 +363,7 @@ class Agent:
             with path.open("rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 size = handle.tell()
-                limit = 3 * 1024 * 1024  # stays well inside the frame limit
+                limit = self._log_limit
                 handle.seek(max(0, size - limit))
                 data = handle.read(limit)
         except OSError:

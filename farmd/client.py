@@ -71,10 +71,10 @@ def resolve_address(supervisor: str | Address | None = None) -> Address:
 def resolve_token(
     token: str | None = None, token_file: str | os.PathLike[str] | None = None
 ) -> str:
-    """`token`, else $FARMD_TOKEN, else `token_file`, else the local default state dir's."""
+    """`token`, else `token_file`, else $FARMD_TOKEN, else the local default state dir's."""
     if token:
         return token
-    if os.environ.get("FARMD_TOKEN"):
+    if not token_file and os.environ.get("FARMD_TOKEN", "").strip():
         return os.environ["FARMD_TOKEN"].strip()
     path = Path(token_file) if token_file else default_state_dir() / "token"
     try:
@@ -126,6 +126,7 @@ class Client:
             self.close()
             msg = f"the supervisor answered the hello with {welcome.TYPE!r}"
             raise ProtocolError(msg)
+        self._codec.max_frame_bytes = welcome.max_frame_bytes
 
     def close(self) -> None:
         if self._socket is not None:

@@ -41,6 +41,9 @@ from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError
 from farmd.model import Frame, FrameState, Job, JobState, Worker, parse_frame_range
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits
 
+MAX_COMMAND_BYTES = 256 * 1024
+MAX_NAME_CHARS = 256
+
 # --------------------------------------------------------------------------- events
 
 
@@ -158,16 +161,23 @@ class Scheduler:
     """The farm's state and the rules that change it (see module docs)."""
 
     def __init__(
-        self, *, default_priority: int = DEFAULT_PRIORITY, default_cluster: str = "/"
+        self,
+        *,
+        default_priority: int = DEFAULT_PRIORITY,
+        default_cluster: str = "/",
+        max_command_bytes: int = MAX_COMMAND_BYTES,
     ) -> None:
         QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
         self.default_priority = default_priority
+        # A job's command and name travel in every run_frame: bounded so one always fits.
+        self.max_command_bytes = max_command_bytes
         self.default_cluster = parse_cluster(default_cluster)
         self.jobs: dict[int, Job] = {}
         self.workers: dict[str, Worker] = {}
         self.index = RankingIndex()
         self.tree = ClusterTree()
         self._next_id = 1
+        self._joins = 0
         self._dependents: dict[int, set[int]] = {}
         self._hungry: dict[str, None] = {}  # ordered set: workers to offer work, FIFO
         self._starved: set[str] = set()  # free slots, but nothing they admit is runnable
@@ -205,6 +215,13 @@ class Scheduler:
         if not argv or not argv[0]:
             msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
             raise JobSpecError(msg)
+        size = sum(len(arg.encode()) + 1 for arg in argv)
+        if size > self.max_command_bytes:
+            msg = f"bad job: the command is {size} bytes, over the {self.max_command_bytes} limit"
+            raise JobSpecError(msg)
+        if len(event.name) > MAX_NAME_CHARS:
+            msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
+            raise JobSpecError(msg)
         cluster = parse_cluster(event.cluster) if event.cluster else self.default_cluster
         priority = self.default_priority if event.priority is None else event.priority
         restrictions = parse_restrictions(event.restrictions)
@@ -240,7 +257,7 @@ class Scheduler:
         return job_id
 
     def _kill(self, event: KillJobs) -> list[int]:
-        jobs = [self.job(job_id) for job_id in event.job_ids]  # all known, or change nothing
+        jobs = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
         for job in jobs:
             before = job.state
             for frame in job.frames.values():
@@ -303,7 +320,9 @@ class Scheduler:
             restrictions=restrictions,
             slots=event.slots,
             connected_at=event.now,
+            seq=self._joins,
         )
+        self._joins += 1
         self.workers[worker.name] = worker
         self.tree.add(cluster, Member.WORKER)
         for job_id, number, attempt in event.running:
@@ -322,13 +341,14 @@ class Scheduler:
         frame = job.frames.get(number) if job is not None else None
         if job is not None and frame is not None and frame.attempts == attempt:
             if frame.state is FrameState.RUNNING and frame.worker == worker.name:
-                worker.running[(job_id, number)] = attempt
+                worker.running[(job_id, number, attempt)] = None
                 return
             if frame.state is FrameState.PENDING:
                 before = job.state
                 job.move(frame, FrameState.RUNNING)
                 frame.worker = worker.name
-                worker.running[(job_id, number)] = attempt
+                frame.started_at = now  # when it was found running again
+                worker.running[(job_id, number, attempt)] = None
                 self._sync(job, before)
                 self._note(
                     "info",
@@ -339,7 +359,7 @@ class Scheduler:
                     worker=worker.name,
                 )
                 return
-        worker.running[(job_id, number)] = attempt  # holds a slot until it stops
+        worker.running[(job_id, number, attempt)] = None  # holds a slot until it stops
         self._out.append(
             StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
         )
@@ -361,7 +381,7 @@ class Scheduler:
         self._hungry.pop(worker.name, None)
         self._starved.discard(worker.name)
         requeued = []
-        for (job_id, number), attempt in worker.running.items():
+        for job_id, number, attempt in worker.running:
             job = self.jobs.get(job_id)
             frame = job.frames.get(number) if job is not None else None
             if job is None or frame is None:
@@ -383,8 +403,8 @@ class Scheduler:
 
     def _frame_ended(self, event: FrameEnded) -> None:
         worker = self.workers.get(event.worker)
-        key = (event.job_id, event.frame)
-        if worker is None or worker.running.get(key) != event.attempt:
+        key = (event.job_id, event.frame, event.attempt)
+        if worker is None or key not in worker.running:
             self._note(
                 "warning",
                 "stale result ignored",
@@ -464,7 +484,7 @@ class Scheduler:
         woken = [
             name for name in self._starved if admits(queued, self.workers[name].view_for_ranking())
         ]
-        for name in sorted(woken, key=lambda n: self.workers[n].connected_at):
+        for name in sorted(woken, key=lambda n: self.workers[n].seq):
             self._starved.discard(name)
             self._hungry[name] = None
 
@@ -491,7 +511,7 @@ class Scheduler:
         frame.started_at = now
         frame.finished_at = None
         frame.exit_code = None
-        worker.running[(job.id, frame.number)] = frame.attempts
+        worker.running[(job.id, frame.number, frame.attempts)] = None
         self._sync(job, before)
         number = str(frame.number)
         self._out.append(

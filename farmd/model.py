@@ -213,7 +213,9 @@ class Worker:
     restrictions: Restrictions
     slots: int
     connected_at: float
-    running: dict[tuple[int, int], int] = attrs.field(factory=dict)  # (job, frame) -> attempt
+    seq: int = 0  # join order: ties between workers resolve by it, the same in every run
+    # (job, frame, attempt) of each process the worker runs, a slot each; an ordered set
+    running: dict[tuple[int, int, int], None] = attrs.field(factory=dict)
 
     @property
     def free(self) -> int:
@@ -230,6 +232,6 @@ class Worker:
             "state": "busy" if self.running else "idle",
             "slots": self.slots,
             "used": len(self.running),
-            "running": [f"{job}:{frame}" for job, frame in sorted(self.running)],
+            "running": sorted({f"{job}:{frame}" for job, frame, _ in self.running}),
             "connected_at": self.connected_at,
         }

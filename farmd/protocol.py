@@ -21,6 +21,7 @@ binary, no extension types), so a peer can be written in any language from the d
 from __future__ import annotations
 
 import enum
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -32,6 +33,7 @@ from farmd.errors import FarmdError, ProtocolError
 PROTOCOL_VERSION: Final = 1
 HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+MIN_FRAME_BYTES: Final = 64 * 1024
 
 
 class Role(enum.Enum):
@@ -42,11 +44,31 @@ class Role(enum.Enum):
 # --------------------------------------------------------------------------- fields
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 3, 40, 40
+
+
 def _fail(cls_name: str, field: str, why: str, value: object) -> ProtocolError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
+    # reprlib bounds depth and length: a hostile value must not cost a deep recursion
+    shown = _SHOW.repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
     return ProtocolError(f"bad field {field!r} of {cls_name!r}: {why} (got {shown})")
+
+
+def is_plain(value: object, depth: int = 0) -> bool:
+    """Only msgpack's own types, nested at most 32 deep: what may cross the wire."""
+    if value is None or isinstance(value, bool | str | float):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    if depth >= 32:
+        return False
+    if isinstance(value, list | tuple):
+        return all(is_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _check(predicate: Callable[[Any], bool], why: str) -> Callable[[Any, Any, Any], None]:
@@ -141,7 +163,10 @@ class Hello(Message):
 
     version: int = _int_field()
     role: str = attrs.field(
-        validator=_check(lambda v: v in {r.value for r in Role}, "must be 'worker' or 'admin'")
+        validator=_check(
+            lambda v: isinstance(v, str) and v in {r.value for r in Role},
+            "must be 'worker' or 'admin'",
+        )
     )
     token: str = _str_field()
     name: str = _str_field("")
@@ -156,6 +181,13 @@ class Welcome(Message):
     supervisor: str = _str_field()
     heartbeat_interval: float = attrs.field(
         validator=_check(lambda v: _is_number(v) and v > 0, "must be a positive number")
+    )
+    # the largest frame body the supervisor accepts; peers size what they send to it
+    max_frame_bytes: int = attrs.field(
+        validator=_check(
+            lambda v: _is_int(v) and v >= MIN_FRAME_BYTES,
+            f"must be an integer >= {MIN_FRAME_BYTES}",
+        )
     )
 
 
@@ -388,7 +420,13 @@ class Reply(Message):
     """A request's answer: plain data as described per request in docs/protocol.md."""
 
     request_id: int = _int_field()
-    result: Any = None
+    result: Any = attrs.field(
+        default=None,
+        validator=_check(
+            is_plain,
+            "must be plain msgpack data (nil, bool, int, float, str, array, map with string keys)",
+        ),
+    )
 
 
 @_message("refused")
@@ -444,7 +482,7 @@ def decode_body(payload: bytes) -> Message:
         return cls(**body)
     except ProtocolError:
         raise
-    except (TypeError, ValueError, FarmdError) as exc:
+    except (TypeError, ValueError, RecursionError, FarmdError) as exc:
         msg = f"bad {kind!r} message: {exc}"
         raise ProtocolError(msg, code="bad_message") from None
 

@@ -29,6 +29,7 @@ import trio
 from farmd import __version__
 from farmd.config import Address, SupervisorConfig
 from farmd.core import (
+    MAX_COMMAND_BYTES,
     Event,
     FrameEnded,
     JobEnded,
@@ -111,31 +112,33 @@ class _PeerGone(Exception):
 
 @attrs.define
 class _Connection:
-    """One peer: its stream, its codec, and its queue of outgoing messages."""
+    """One peer: its stream, its codec, and its queue of outgoing frames."""
 
     stream: trio.SocketStream
     codec: Codec
-    outbox: trio.MemorySendChannel[Message]
-    inbox: trio.MemoryReceiveChannel[Message]
+    outbox: trio.MemorySendChannel[bytes]
+    inbox: trio.MemoryReceiveChannel[bytes]
     last_heard: float = 0.0
 
     @classmethod
     def open(cls, stream: trio.SocketStream, max_frame_bytes: int) -> _Connection:
-        send, receive = trio.open_memory_channel[Message](math.inf)
+        send, receive = trio.open_memory_channel[bytes](math.inf)
         return cls(stream, Codec(max_frame_bytes), send, receive, trio.current_time())
 
     def send(self, message: Message) -> None:
+        """Queue a message; raises ProtocolError (and queues nothing) if it is too large."""
+        data = self.codec.send(message)
         # A closed outbox means the connection is closing; its peer is reported lost.
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self.outbox.send_nowait(message)
+            self.outbox.send_nowait(data)
 
     async def sender(self) -> None:
         async with self.inbox:
-            async for message in self.inbox:
-                data = [self.codec.send(message)]
+            async for first in self.inbox:
+                data = [first]
                 while True:  # batch what is already queued into one write
                     try:
-                        data.append(self.codec.send(self.inbox.receive_nowait()))
+                        data.append(self.inbox.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 try:
@@ -165,7 +168,9 @@ class Supervisor:
     def __init__(self, config: SupervisorConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.core = Scheduler(
-            default_priority=config.default_priority, default_cluster=config.default_cluster
+            default_priority=config.default_priority,
+            default_cluster=config.default_cluster,
+            max_command_bytes=min(MAX_COMMAND_BYTES, config.max_frame_bytes // 4),
         )
         self.token = ensure_token(config.state_dir)
         self.address: Address | None = None
@@ -225,7 +230,7 @@ class Supervisor:
                 await stream.aclose()
 
     async def _goodbye(self, conn: _Connection, error: Error) -> None:
-        conn.outbox.close()
+        conn.outbox.close()  # nothing queued after the error
         with trio.move_on_after(1.0):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await conn.stream.send_all(conn.codec.send(error))
@@ -248,6 +253,7 @@ class Supervisor:
                 version=PROTOCOL_VERSION,
                 supervisor=f"farmd {__version__}",
                 heartbeat_interval=self.config.heartbeat_interval,
+                max_frame_bytes=self.config.max_frame_bytes,
             )
         )
         if hello.role == Role.WORKER.value:
@@ -266,31 +272,28 @@ class Supervisor:
             msg = f"expected 'register' after the hello, got {register.TYPE!r}"
             raise ProtocolError(msg, code="bad_message")
         name = register.name
+        try:
+            joined = self._handle(
+                WorkerJoined(
+                    name=name,
+                    cluster=register.cluster,
+                    slots=register.slots,
+                    restrictions=register.restrictions,
+                    running=register.running,
+                    now=self._clock(),
+                )
+            )
+        except UserError as exc:  # refused: nothing changed, a live namesake included
+            raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
         old = self._workers.get(name)
         self._workers[name] = conn
         if old is not None:
             # The old session of this name is a ghost (its host reconnected before its
-            # silence was noticed): end it; the core replaces the worker below.
+            # silence was noticed); the core has already replaced the worker.
             old.outbox.close()
             nursery.start_soon(old.stream.aclose)
-        try:
-            self._apply(
-                self._handle(
-                    WorkerJoined(
-                        name=name,
-                        cluster=register.cluster,
-                        slots=register.slots,
-                        restrictions=register.restrictions,
-                        running=register.running,
-                        now=self._clock(),
-                    )
-                ),
-                requester=conn,
-            )
-        except UserError as exc:
-            del self._workers[name]
-            raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
-        conn.send(Registered(name=name))
+        conn.send(Registered(name=name))  # before any run_frame the join dispatched
+        self._apply(joined)
         nursery.start_soon(self._heartbeats, conn, name)
         try:
             while True:
@@ -351,13 +354,13 @@ class Supervisor:
             if isinstance(message, Wait | GetLog):
                 nursery.start_soon(self._answer_slow, conn, message)
             else:
-                conn.send(self._answer(conn, message))
+                self._answer(conn, message)
 
-    def _answer(self, conn: _Connection, request: Request) -> Message:
+    def _answer(self, conn: _Connection, request: Request) -> None:
         try:
-            return Reply(request_id=request.request_id, result=self._serve(request))
+            self._reply(conn, request, self._serve(request))
         except FarmdError as exc:
-            return Refused(request_id=request.request_id, code=exc.code, message=str(exc))
+            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
         try:
@@ -365,9 +368,17 @@ class Supervisor:
                 result = await self._wait(request)
             else:
                 result = await self._fetch_log(request)
-            conn.send(Reply(request_id=request.request_id, result=result))
+            self._reply(conn, request, result)
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+
+    @staticmethod
+    def _reply(conn: _Connection, request: Request, result: Any) -> None:
+        try:
+            conn.send(Reply(request_id=request.request_id, result=result))
+        except ProtocolError as exc:
+            msg = f"the answer to {request.TYPE!r} does not fit in one frame: {exc}"
+            raise UnavailableError(msg) from None
 
     def _serve(self, request: Request) -> Any:
         core = self.core

@@ -1,0 +1,402 @@
+"""Dispatch throughput of a real `farmd serve`, printed as one JSON line.
+
+Three runs, all on 127.0.0.1:
+
+1. baseline: the simulated workers against a *null supervisor* in this process, which
+   answers every `frame_finished` with a `run_frame` at once and schedules nothing. It
+   measures what the harness and the wire alone can carry, so `sim_vs_baseline` says how
+   much of that the real scheduler keeps (a ratio that holds on a noisy machine).
+2. simulated: a real `farmd serve` subprocess and many protocol-level simulated workers
+   that finish every frame instantly. Frames/s completed at saturation, and how long a
+   freed slot waited for its next `run_frame` there (queueing, by Little's law about
+   slots / rate). Then one simulated worker with one slot, so nothing queues: the time
+   from sending a result to receiving the next `run_frame` is the pick-to-start latency
+   (the supervisor decodes the result, updates the core, picks, encodes, sends).
+3. real: `farmd worker` processes running `true`, so each frame is a real process.
+   Frames/s from the first frame's start to the last one's finish (process start-up of
+   the workers excluded); `real_wall_s` is the whole run with it.
+
+Usage: python benchmarks/dispatch.py [--quick] [--frames N] [--workers N] [--slots N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from farmd.client import Client  # noqa: E402
+from farmd.config import Address  # noqa: E402
+from farmd.protocol import (  # noqa: E402
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Codec,
+    FrameFinished,
+    Heartbeat,
+    Hello,
+    Register,
+    Registered,
+    RunFrame,
+    Welcome,
+)
+
+START_TIMEOUT = 30.0
+CLUSTERS = ["/show1/lighting", "/show1/comp", "/show2/fx", "/show2/lighting", "/"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --------------------------------------------------------------------------- sim workers
+
+
+class SimStats:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.completed = 0
+        self.latencies: list[float] = []
+        self.first_start: float | None = None
+        self.last_finish = 0.0
+        self.done = trio.Event()
+
+
+async def sim_worker(
+    address: Address, token: str, name: str, cluster: str, slots: int, stats: SimStats
+) -> None:
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    codec = Codec()
+    freed: deque[float] = deque()
+    async with stream:
+        await stream.send_all(
+            codec.send(Hello(version=PROTOCOL_VERSION, role="worker", token=token, name=name))
+            + codec.send(Register(name=name, cluster=cluster, slots=slots))
+        )
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            codec.receive_data(data)
+            out = []
+            finished = 0
+            now = time.perf_counter()
+            while True:
+                message = codec.next_message()
+                if message is NEED_DATA:
+                    break
+                if isinstance(message, RunFrame):
+                    if stats.first_start is None:
+                        stats.first_start = now
+                    if freed:  # it fills the slot that has waited longest
+                        stats.latencies.append(now - freed.popleft())
+                    out.append(
+                        codec.send(
+                            FrameFinished(
+                                job_id=message.job_id,
+                                frame=message.frame,
+                                attempt=message.attempt,
+                                exit_code=0,
+                            )
+                        )
+                    )
+                    finished += 1
+                elif isinstance(message, Heartbeat):
+                    out.append(codec.send(Heartbeat()))
+                # welcome, registered, result_ack need no answer
+            if out:
+                await stream.send_all(b"".join(out))
+                sent = time.perf_counter()
+                freed.extend([sent] * finished)  # the slots free once the results are out
+                stats.completed += finished
+                if stats.completed >= stats.total:
+                    stats.last_finish = sent
+                    stats.done.set()
+
+
+async def run_sim_workers(
+    address: Address, token: str, workers: int, slots: int, total: int
+) -> SimStats:
+    stats = SimStats(total)
+    async with trio.open_nursery() as nursery:
+        for number in range(workers):
+            nursery.start_soon(
+                sim_worker,
+                address,
+                token,
+                f"sim{number:03d}",
+                CLUSTERS[number % len(CLUSTERS)],
+                slots,
+                stats,
+            )
+        with trio.fail_after(600):
+            await stats.done.wait()
+        nursery.cancel_scope.cancel()
+    return stats
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+async def null_supervisor_run(workers: int, slots: int, total: int) -> SimStats:
+    """The same simulated workers against a server that only echoes work back."""
+    remaining = total
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal remaining
+        codec = Codec()
+        job = 0
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            codec.receive_data(data)
+            out = []
+            while True:
+                message = codec.next_message()
+                if message is NEED_DATA:
+                    break
+                grants = 0
+                if isinstance(message, Hello):
+                    out.append(
+                        codec.send(
+                            Welcome(
+                                version=1,
+                                supervisor="null",
+                                heartbeat_interval=60.0,
+                                max_frame_bytes=4 * 1024 * 1024,
+                            )
+                        )
+                    )
+                elif isinstance(message, Register):
+                    out.append(codec.send(Registered(name=message.name)))
+                    grants = message.slots
+                elif isinstance(message, FrameFinished):
+                    grants = 1
+                for _ in range(grants):
+                    if remaining > 0:
+                        remaining -= 1
+                        job += 1
+                        out.append(
+                            codec.send(
+                                RunFrame(
+                                    job_id=1,
+                                    job_name="null",
+                                    frame=job,
+                                    attempt=1,
+                                    argv=("true",),
+                                    env={"FARMD_FRAME": str(job)},
+                                )
+                            )
+                        )
+            if out:
+                await stream.send_all(b"".join(out))
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        stats = await run_sim_workers(Address("127.0.0.1", port), "x", workers, slots, total)
+        nursery.cancel_scope.cancel()
+    return stats
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def start_supervisor(state: Path) -> tuple[subprocess.Popen[bytes], Address, str]:
+    log = (state.parent / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "farmd",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            str(state),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    address_file = state / "address"
+    while not address_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            sys.exit(f"farmd serve did not start; see {state.parent / 'serve.log'}")
+        time.sleep(0.02)
+    host, port = address_file.read_text().strip().rsplit(":", 1)
+    return process, Address(host, int(port)), (state / "token").read_text().strip()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def submit_queue(client: Client, frames: int, per_job: int) -> list[int]:
+    ids = []
+    for number in range(0, frames, per_job):
+        count = min(per_job, frames - number)
+        ids.append(
+            client.submit(
+                ["true"],
+                frames=f"1-{count}",
+                cluster=CLUSTERS[len(ids) % len(CLUSTERS)],
+                priority=1 + (len(ids) * 37) % 100,
+            )
+        )
+    return ids
+
+
+def simulated_run(
+    workdir: Path, workers: int, slots: int, frames: int, latency_frames: int
+) -> dict[str, Any]:
+    process, address, token = start_supervisor(workdir / "sim-state")
+    try:
+        with Client(address, token=token) as client:
+            submit_queue(client, frames, 100)
+        loaded = trio.run(run_sim_workers, address, token, workers, slots, frames)
+        # One slot alone: every result is answered by the next pick, nothing queues, so
+        # this is the pick-to-start latency itself (result in -> pick -> run_frame out).
+        with Client(address, token=token) as client:
+            submit_queue(client, latency_frames, 100)
+        alone = trio.run(run_sim_workers, address, token, 1, 1, latency_frames)
+    finally:
+        stop(process)
+    assert loaded.first_start is not None
+    elapsed = loaded.last_finish - loaded.first_start
+    return {
+        "sim_frames_per_s": round(frames / elapsed),
+        "pick_to_start_p50_ms": round(percentile(alone.latencies, 0.5) * 1000, 3),
+        "pick_to_start_p99_ms": round(percentile(alone.latencies, 0.99) * 1000, 3),
+        "saturated_wait_p50_ms": round(percentile(loaded.latencies, 0.5) * 1000, 3),
+        "saturated_wait_p99_ms": round(percentile(loaded.latencies, 0.99) * 1000, 3),
+    }
+
+
+def real_run(workdir: Path, workers: int, slots: int, frames: int) -> dict[str, Any]:
+    state = workdir / "real-state"
+    process, address, token = start_supervisor(state)
+    agents = []
+    try:
+        with Client(address, token=token) as client:
+            ids = submit_queue(client, frames, 50)
+            started = time.perf_counter()
+            for number in range(workers):
+                log = (workdir / f"worker{number}.log").open("wb")
+                agents.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "farmd",
+                            "worker",
+                            "--supervisor",
+                            str(address),
+                            "--token-file",
+                            str(state / "token"),
+                            "--name",
+                            f"real{number}",
+                            "--slots",
+                            str(slots),
+                            "--log-dir",
+                            str(workdir / f"logs{number}"),
+                            "--log-level",
+                            "warning",
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            result = client.wait(ids, timeout=600)
+            elapsed = time.perf_counter() - started
+            if result["pending"] or set(result["ended"].values()) != {"complete"}:
+                sys.exit(f"real run did not complete: {result}")
+            gaps = []
+            for job_id in ids:
+                detail = client.job(job_id)
+                for frame in detail["frame_list"]:
+                    gaps.append((frame["worker"], frame["started_at"], frame["finished_at"]))
+    finally:
+        for agent in agents:
+            stop(agent)
+        stop(process)
+    first_start = min(start for _, start, _ in gaps)
+    last_finish = max(finish for _, _, finish in gaps)
+    return {
+        "real_frames_per_s": round(frames / (last_finish - first_start), 1),
+        "real_wall_s": round(elapsed, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=40_000)
+    parser.add_argument("--workers", type=int, default=100)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--latency-frames", type=int, default=3_000)
+    parser.add_argument("--real-frames", type=int, default=400)
+    parser.add_argument("--real-workers", type=int, default=2)
+    parser.add_argument("--real-slots", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="a small run for smoke tests")
+    args = parser.parse_args()
+    if args.quick:
+        args.frames, args.workers, args.real_frames, args.latency_frames = 2_000, 10, 20, 200
+    workdir = Path(tempfile.mkdtemp(prefix="farmd-bench-"))
+    try:
+        baseline = trio.run(null_supervisor_run, args.workers, args.slots, args.frames)
+        assert baseline.first_start is not None
+        base_rate = args.frames / (baseline.last_finish - baseline.first_start)
+        figures: dict[str, Any] = {
+            "benchmark": "dispatch",
+            "frames": args.frames,
+            "sim_workers": args.workers,
+            "sim_slots": args.slots,
+        }
+        figures.update(
+            simulated_run(workdir, args.workers, args.slots, args.frames, args.latency_frames)
+        )
+        figures["baseline_frames_per_s"] = round(base_rate)
+        figures["sim_vs_baseline"] = round(figures["sim_frames_per_s"] / base_rate, 3)
+        figures.update(real_run(workdir, args.real_workers, args.real_slots, args.real_frames))
+        figures.update(
+            real_frames=args.real_frames,
+            real_workers=args.real_workers,
+            real_slots=args.real_slots,
+            python=platform.python_version(),
+            machine=f"{os.cpu_count()} cores",
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
