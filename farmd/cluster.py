@@ -313,6 +313,8 @@ def _restriction_error(text: str, at: int, why: str) -> RestrictionError:
 
 
 def _restriction_term(text: str, word: str, at: int) -> RestrictionTerm:
+    if "//" in word:
+        raise _restriction_error(text, at, f"{word!r} has an empty segment ('//')")
     if word.endswith(("/+", "/*")):
         kind = TermKind.SUBTREE if word.endswith("+") else TermKind.CHILDREN
         base = word[:-2] or "/"

@@ -401,18 +401,22 @@ class Scheduler:
         )
         return requeued
 
+    def _stale_result(self, event: FrameEnded) -> None:
+        """A result that fencing refuses: logged, never applied."""
+        self._note(
+            "warning",
+            "stale result ignored",
+            worker=event.worker,
+            job=event.job_id,
+            frame=event.frame,
+            attempt=event.attempt,
+        )
+
     def _frame_ended(self, event: FrameEnded) -> None:
         worker = self.workers.get(event.worker)
         key = (event.job_id, event.frame, event.attempt)
         if worker is None or key not in worker.running:
-            self._note(
-                "warning",
-                "stale result ignored",
-                worker=event.worker,
-                job=event.job_id,
-                frame=event.frame,
-                attempt=event.attempt,
-            )
+            self._stale_result(event)
             return
         del worker.running[key]
         if worker.name not in self._hungry:
@@ -426,14 +430,7 @@ class Scheduler:
             or frame.attempts != event.attempt
             or frame.worker != worker.name
         ):
-            self._note(
-                "warning",
-                "stale result ignored",
-                worker=event.worker,
-                job=event.job_id,
-                frame=event.frame,
-                attempt=event.attempt,
-            )
+            self._stale_result(event)
             return
         if frame.state is not FrameState.RUNNING:
             return  # killed while running: the slot is free, the frame stays killed

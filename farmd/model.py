@@ -139,9 +139,10 @@ class Job:
             return JobState.WAITING if self.waiting_on else JobState.PENDING
         if counts[FrameState.COMPLETE] == len(self.frames):
             return JobState.COMPLETE
-        if counts[FrameState.FAILED]:
-            return JobState.FAILED
-        return JobState.KILLED
+        # an admin who killed a job sees it killed, even if a frame had failed before
+        if counts[FrameState.KILLED]:
+            return JobState.KILLED
+        return JobState.FAILED
 
     @property
     def runnable(self) -> bool:

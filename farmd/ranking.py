@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attrs
 from sortedcontainers import SortedList
@@ -92,6 +93,17 @@ def _check_job_id(_: object, __: object, value: int) -> None:
         raise JobSpecError(msg)
 
 
+def _parsed(kind: type, how: str) -> Callable[[Any, Any, Any], None]:
+    """A validator: the value must already be parsed (by `how`), not raw text."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, kind):
+            msg = f"bad {attribute.name} {value!r}: must be parsed with {how} first"
+            raise JobSpecError(msg)
+
+    return check
+
+
 @attrs.frozen
 class QueuedJob:
     """What the index needs to know of a queued job. Build it with validated parts."""
@@ -99,8 +111,13 @@ class QueuedJob:
     id: int = attrs.field(validator=_check_job_id)
     cluster: ClusterPath = attrs.field(converter=parse_cluster)
     priority: int = attrs.field(default=DEFAULT_PRIORITY, validator=_check_priority)
-    patterns: CrossClusterPatterns = NO_PATTERNS
-    restrictions: Restrictions = UNRESTRICTED  # which worker clusters the job accepts
+    patterns: CrossClusterPatterns = attrs.field(
+        default=NO_PATTERNS, validator=_parsed(CrossClusterPatterns, "parse_patterns")
+    )
+    # which worker clusters the job accepts
+    restrictions: Restrictions = attrs.field(
+        default=UNRESTRICTED, validator=_parsed(Restrictions, "parse_restrictions")
+    )
 
 
 @attrs.frozen
@@ -108,7 +125,10 @@ class WorkerView:
     """What the index needs to know of a worker asking for work."""
 
     cluster: ClusterPath = attrs.field(converter=parse_cluster)
-    restrictions: Restrictions = UNRESTRICTED  # which job clusters the worker accepts
+    # which job clusters the worker accepts
+    restrictions: Restrictions = attrs.field(
+        default=UNRESTRICTED, validator=_parsed(Restrictions, "parse_restrictions")
+    )
 
 
 @attrs.frozen

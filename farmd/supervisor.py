@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -80,6 +80,7 @@ from farmd.protocol import (
 )
 
 log = logging.getLogger("farmd.supervisor")
+E = TypeVar("E", SubmitJob, KillJobs, ModifyJob)
 
 HANDSHAKE_TIMEOUT = 10.0
 LOG_FETCH_TIMEOUT = 10.0
@@ -385,19 +386,7 @@ class Supervisor:
         now = self._clock()
         match request:
             case Submit():
-                outcome = self._handle(
-                    SubmitJob(
-                        argv=request.argv,
-                        name=request.name,
-                        cluster=request.cluster,
-                        priority=request.priority,
-                        restrictions=request.restrictions,
-                        patterns=request.patterns,
-                        frames=request.frames,
-                        depends_on=request.depends_on,
-                        now=now,
-                    )
-                )
+                outcome = self._handle(_event_from(SubmitJob, request, now))
                 self._apply(outcome)
                 return core.jobs[outcome.result].summary()
             case ListJobs():
@@ -409,20 +398,11 @@ class Supervisor:
             case ListClusters():
                 return core.clusters_view()
             case Kill():
-                outcome = self._handle(KillJobs(job_ids=request.job_ids, now=now))
+                outcome = self._handle(_event_from(KillJobs, request, now))
                 self._apply(outcome)
                 return outcome.result
             case Modify():
-                outcome = self._handle(
-                    ModifyJob(
-                        job_id=request.job_id,
-                        priority=request.priority,
-                        cluster=request.cluster,
-                        restrictions=request.restrictions,
-                        patterns=request.patterns,
-                        now=now,
-                    )
-                )
+                outcome = self._handle(_event_from(ModifyJob, request, now))
                 self._apply(outcome)
                 return outcome.result
             case Order():
@@ -527,6 +507,14 @@ class Supervisor:
         conn = self._workers.get(name)
         if conn is not None:
             conn.send(message)
+
+
+def _event_from(event: type[E], request: Request, now: float) -> E:
+    """The core event a request asks for: the request's fields (they share names) and
+    the time it arrived."""
+    fields = attrs.asdict(request, recurse=False)  # type: ignore[arg-type]
+    del fields["request_id"]
+    return event(now=now, **fields)
 
 
 def _peer(stream: trio.SocketStream) -> str:

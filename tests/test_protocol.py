@@ -82,12 +82,13 @@ def packed(body: object) -> bytes:
 def drain(codec: Codec) -> list[Message]:
     """Every complete message the codec holds; stops at NEED_DATA."""
     out: list[Message] = []
-    while True:
+    for _ in range(100_000):  # bounded: more messages than any test feeds
         message = codec.next_message()
         if message is NEED_DATA:
             return out
         assert isinstance(message, Message)
         out.append(message)
+    raise AssertionError("the codec never ran out of messages")
 
 
 def decode_one(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
@@ -452,7 +453,7 @@ stream_parts = st.one_of(
 def pull(codec: Codec) -> tuple[list[Message], ProtocolError | None]:
     """Every message the codec holds, and the ProtocolError that stopped it, if any."""
     out: list[Message] = []
-    while True:
+    for _ in range(100_000):  # bounded: more messages than any test feeds
         try:
             message = codec.next_message()
         except ProtocolError as exc:
@@ -461,6 +462,7 @@ def pull(codec: Codec) -> tuple[list[Message], ProtocolError | None]:
             return out, None
         assert isinstance(message, Message)
         out.append(message)
+    raise AssertionError("the codec never ran out of messages")
 
 
 def check_refusal(error: ProtocolError) -> None:
