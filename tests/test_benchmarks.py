@@ -39,3 +39,29 @@ def test_ranking_benchmark_quick() -> None:
         "index_bytes_per_job",
     ):
         assert result[key] > 0, key
+
+
+def test_dispatch_benchmark_quick() -> None:
+    # Starts a real `farmd serve` and `farmd worker` processes on 127.0.0.1 and stops them.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dispatch.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    result = json.loads(lines[0])
+    assert result["benchmark"] == "dispatch"
+    assert result["frames"] == 2_000
+    for key in (
+        "sim_frames_per_s",
+        "baseline_frames_per_s",
+        "pick_to_start_p50_ms",
+        "pick_to_start_p99_ms",
+        "real_frames_per_s",
+    ):
+        assert result[key] > 0, key
