@@ -81,6 +81,7 @@ from farmd.protocol import (
 
 log = logging.getLogger("farmd.supervisor")
 E = TypeVar("E", SubmitJob, KillJobs, ModifyJob)
+M = TypeVar("M", bound=Message)
 
 HANDSHAKE_TIMEOUT = 10.0
 LOG_FETCH_TIMEOUT = 10.0
@@ -237,13 +238,7 @@ class Supervisor:
                 await conn.stream.send_all(conn.codec.send(error))
 
     async def _converse(self, conn: _Connection, nursery: trio.Nursery) -> None:
-        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
-            hello = await conn.receive()
-        if scope.cancelled_caught:
-            raise ProtocolError("no hello within the handshake time", code="timeout")
-        if not isinstance(hello, Hello):
-            msg = f"expected 'hello' first, got {hello.TYPE!r}"
-            raise ProtocolError(msg, code="bad_message")
+        hello = await _expect(conn, Hello, "first")
         if hello.version != PROTOCOL_VERSION:
             msg = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
             raise ProtocolError(msg, code="bad_version")
@@ -265,13 +260,7 @@ class Supervisor:
     # ------------------------------------------------------------------ workers
 
     async def _worker_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
-        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
-            register = await conn.receive()
-        if scope.cancelled_caught:
-            raise ProtocolError("no register within the handshake time", code="timeout")
-        if not isinstance(register, Register):
-            msg = f"expected 'register' after the hello, got {register.TYPE!r}"
-            raise ProtocolError(msg, code="bad_message")
+        register = await _expect(conn, Register, "after the hello")
         name = register.name
         try:
             joined = self._handle(
@@ -507,6 +496,19 @@ class Supervisor:
         conn = self._workers.get(name)
         if conn is not None:
             conn.send(message)
+
+
+async def _expect(conn: _Connection, kind: type[M], when: str) -> M:
+    """The next message, which the handshake requires to be a `kind`, in time."""
+    with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+        message = await conn.receive()
+    if scope.cancelled_caught:
+        msg = f"no {kind.TYPE!r} within the handshake time ({HANDSHAKE_TIMEOUT:g} s)"
+        raise ProtocolError(msg, code="timeout")
+    if not isinstance(message, kind):
+        msg = f"expected {kind.TYPE!r} {when}, got {message.TYPE!r}"
+        raise ProtocolError(msg, code="bad_message")
+    return message
 
 
 def _event_from(event: type[E], request: Request, now: float) -> E:
