@@ -90,6 +90,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "$FARMD_STATE, else $XDG_STATE_HOME/farmd, else ~/.local/state/farmd)",
     )
     serve.add_argument("--config", metavar="FILE", help="YAML farm configuration")
+    serve.add_argument(
+        "--store",
+        choices=["sqlite", "memory"],
+        help="where the queue is "
+        "kept: sqlite (default, STATE/farmd.db, survives restarts) or memory",
+    )
     _add_log_options(serve)
 
     worker = command("worker", _worker, "run a worker agent on this host", admin=False)
@@ -123,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--listen", metavar="HOST:PORT")
     up.add_argument("--state", metavar="DIR")
     up.add_argument("--config", metavar="FILE")
+    up.add_argument("--store", choices=["sqlite", "memory"])
     _add_log_options(up)
 
     submit = command("submit", _submit, "submit a job; prints its id")
@@ -256,6 +263,8 @@ def _supervisor_config(args: argparse.Namespace) -> Any:
         changes["listen"] = parse_address(args.listen)
     if args.state:
         changes["state_dir"] = Path(args.state).expanduser().resolve()
+    if args.store:
+        changes["store"] = args.store
     return attrs.evolve(config, **changes) if changes else config
 
 

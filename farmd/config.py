@@ -336,6 +336,14 @@ def _check_frame_bytes(_: object, attribute: attrs.Attribute[Any], value: object
         _refuse(attribute, value, f"must be in {MIN_FRAME_BYTES}..{MAX_FRAME_BYTES} bytes")
 
 
+STORES: Final = ("sqlite", "memory")
+
+
+def _check_store(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in STORES:
+        _refuse(attribute, value, f"must be one of {', '.join(STORES)}")
+
+
 @attrs.frozen(kw_only=True)
 class SupervisorConfig:
     """The supervisor's settings; every value is checked on construction.
@@ -350,6 +358,8 @@ class SupervisorConfig:
     - `lost_worker_grace`: seconds after a supervisor restart that the worker of a
       running frame has to come back before the frame is requeued.
     - `max_frame_bytes`: the largest wire frame accepted, 64 KiB..256 MiB.
+    - `store`: `sqlite` (the default: STATE/farmd.db, every acknowledged change durable)
+      or `memory` (nothing survives a restart; for throwaway farms and benchmarks).
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -368,6 +378,7 @@ class SupervisorConfig:
         default=60.0, converter=_to_seconds, validator=_check_grace
     )
     max_frame_bytes: int = attrs.field(default=DEFAULT_FRAME_BYTES, validator=_check_frame_bytes)
+    store: str = attrs.field(default="sqlite", validator=_check_store)
 
 
 _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

@@ -38,7 +38,18 @@ from farmd.cluster import (
     parse_restrictions,
 )
 from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError
-from farmd.model import Frame, FrameState, Job, JobState, Worker, parse_frame_range
+from farmd.model import (
+    Changes,
+    Frame,
+    FrameRow,
+    FrameState,
+    Job,
+    JobRow,
+    JobState,
+    Snapshot,
+    Worker,
+    parse_frame_range,
+)
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits
 
 MAX_COMMAND_BYTES = 256 * 1024
@@ -94,6 +105,14 @@ class WorkerLost:
 
 
 @attrs.frozen(kw_only=True)
+class ReclaimOrphans:
+    """The grace period after a restart is over: frames whose worker has not come back
+    to claim them go back to pending."""
+
+    now: float
+
+
+@attrs.frozen(kw_only=True)
 class FrameEnded:
     worker: str
     job_id: int
@@ -104,7 +123,7 @@ class FrameEnded:
     error: str = ""
 
 
-Event = SubmitJob | KillJobs | ModifyJob | WorkerJoined | WorkerLost | FrameEnded
+Event = SubmitJob | KillJobs | ModifyJob | WorkerJoined | WorkerLost | FrameEnded | ReclaimOrphans
 
 # --------------------------------------------------------------------------- commands
 
@@ -152,6 +171,8 @@ Command = StartFrame | StopFrame | JobEnded | Note
 class Outcome:
     result: Any = None
     commands: tuple[Command, ...] = ()
+    # the rows the event changed: durable before any command is carried out
+    changes: Changes = attrs.field(factory=Changes)
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -182,6 +203,10 @@ class Scheduler:
         self._hungry: dict[str, None] = {}  # ordered set: workers to offer work, FIFO
         self._starved: set[str] = set()  # free slots, but nothing they admit is runnable
         self._out: list[Command] = []
+        self._changed_jobs: dict[int, None] = {}
+        self._changed_frames: dict[tuple[int, int], None] = {}
+        # (job, frame, attempt) found running after a restart, waiting for their worker
+        self._orphans: dict[tuple[int, int, int], None] = {}
 
     # ------------------------------------------------------------------ the door
 
@@ -201,12 +226,14 @@ class Scheduler:
             case FrameEnded():
                 self._frame_ended(event)
                 result = None
+            case ReclaimOrphans():
+                result = self._reclaim_orphans()
             case _:
                 msg = f"unknown event {event!r}"
                 raise TypeError(msg)
         self._dispatch(event.now)
         commands, self._out = tuple(self._out), []
-        return Outcome(result, commands)
+        return Outcome(result, commands, self._take_changes())
 
     # ------------------------------------------------------------------ job events
 
@@ -251,6 +278,8 @@ class Scheduler:
             if self.jobs[dep].state is not JobState.COMPLETE:
                 job.waiting_on.add(dep)
         self.jobs[job_id] = job
+        self._changed_jobs[job_id] = None
+        self._changed_frames.update(dict.fromkeys((job_id, n) for n in job.frames))
         self.tree.add(cluster, Member.JOB)
         self._sync(job, JobState.PENDING)
         self._note("info", "job submitted", job=job_id, cluster=cluster, priority=priority)
@@ -262,7 +291,7 @@ class Scheduler:
             before = job.state
             for frame in job.frames.values():
                 if frame.state is FrameState.PENDING:
-                    job.move(frame, FrameState.KILLED)
+                    self._move(job, frame, FrameState.KILLED)
                 elif frame.state is FrameState.RUNNING:
                     assert frame.worker is not None
                     self._out.append(
@@ -273,7 +302,7 @@ class Scheduler:
                             attempt=frame.attempts,
                         )
                     )
-                    job.move(frame, FrameState.KILLED)
+                    self._move(job, frame, FrameState.KILLED)
                     frame.finished_at = event.now
             self._sync(job, before)
         return [job.id for job in jobs]
@@ -298,6 +327,7 @@ class Scheduler:
             self.tree.add(cluster, Member.JOB)
         job.cluster, job.priority = cluster, priority
         job.restrictions, job.patterns = restrictions, patterns
+        self._changed_jobs[job.id] = None
         if job.id in self.index:
             self.index.remove(job.id)
         self._sync(job, before)
@@ -327,6 +357,9 @@ class Scheduler:
         self.tree.add(cluster, Member.WORKER)
         for job_id, number, attempt in event.running:
             self._reconcile(worker, job_id, number, attempt, event.now)
+        # frames it ran before a supervisor restart and no longer runs: back to pending
+        unclaimed = [key for key in self._orphans if self._orphan_worker(key) == worker.name]
+        self._requeue_orphans(unclaimed)
         self._note("info", "worker joined", worker=worker.name, cluster=cluster)
         if worker.free > 0:
             self._hungry[worker.name] = None
@@ -342,10 +375,11 @@ class Scheduler:
         if job is not None and frame is not None and frame.attempts == attempt:
             if frame.state is FrameState.RUNNING and frame.worker == worker.name:
                 worker.running[(job_id, number, attempt)] = None
+                self._orphans.pop((job_id, number, attempt), None)
                 return
             if frame.state is FrameState.PENDING:
                 before = job.state
-                job.move(frame, FrameState.RUNNING)
+                self._move(job, frame, FrameState.RUNNING)
                 frame.worker = worker.name
                 frame.started_at = now  # when it was found running again
                 worker.running[(job_id, number, attempt)] = None
@@ -392,13 +426,36 @@ class Scheduler:
                 and frame.attempts == attempt
             ):
                 before = job.state
-                job.move(frame, FrameState.PENDING)  # a lost worker is not the job's fault
+                self._move(job, frame, FrameState.PENDING)  # a lost worker is not the job's fault
                 frame.started_at = None
                 self._sync(job, before)
                 requeued.append(f"{job_id}:{number}")
         self._note(
             "warning", "worker lost", worker=worker.name, reason=event.reason, requeued=requeued
         )
+        return requeued
+
+    def _orphan_worker(self, key: tuple[int, int, int]) -> str | None:
+        frame = self.jobs[key[0]].frames[key[1]]
+        return frame.worker
+
+    def _reclaim_orphans(self) -> list[str]:
+        return self._requeue_orphans(list(self._orphans))
+
+    def _requeue_orphans(self, keys: list[tuple[int, int, int]]) -> list[str]:
+        requeued = []
+        for job_id, number, attempt in keys:
+            del self._orphans[(job_id, number, attempt)]
+            job = self.jobs[job_id]
+            frame = job.frames[number]
+            if frame.state is FrameState.RUNNING and frame.attempts == attempt:
+                before = job.state
+                self._move(job, frame, FrameState.PENDING)
+                frame.started_at = None
+                self._sync(job, before)
+                requeued.append(f"{job_id}:{number}")
+        if requeued:
+            self._note("warning", "unclaimed frames requeued", frames=requeued)
         return requeued
 
     def _stale_result(self, event: FrameEnded) -> None:
@@ -438,7 +495,7 @@ class Scheduler:
         frame.exit_code = event.exit_code
         frame.finished_at = event.now
         ok = event.exit_code == 0 and not event.error
-        job.move(frame, FrameState.COMPLETE if ok else FrameState.FAILED)
+        self._move(job, frame, FrameState.COMPLETE if ok else FrameState.FAILED)
         self._note(
             "info" if ok else "warning",
             "frame finished",
@@ -502,7 +559,7 @@ class Scheduler:
     def _start(self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float) -> None:
         before = job.state
         frame = job.frames[job.pending[-1]]
-        job.move(frame, FrameState.RUNNING)
+        self._move(job, frame, FrameState.RUNNING)
         frame.attempts += 1
         frame.worker = worker.name
         frame.started_at = now
@@ -531,6 +588,72 @@ class Scheduler:
                 rank=rank,
             )
         )
+
+    def _move(self, job: Job, frame: Frame, state: FrameState) -> None:
+        """Every frame change goes through here, so the store hears of it."""
+        job.move(frame, state)
+        self._changed_frames[(job.id, frame.number)] = None
+
+    def _take_changes(self) -> Changes:
+        if not (self._changed_jobs or self._changed_frames):
+            return Changes()
+        jobs = tuple(_job_row(self.jobs[i]) for i in self._changed_jobs)
+        frames = tuple(
+            _frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames
+        )
+        self._changed_jobs, self._changed_frames = {}, {}
+        return Changes(jobs, frames, self._next_id)
+
+    # ------------------------------------------------------------------ restart
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Rebuild the farm from the store, before any worker has connected. Frames that
+        were running stay running, as orphans, until their worker claims them or a
+        `ReclaimOrphans` event (after the grace period) sends them back to pending."""
+        if self.jobs or self.workers:
+            msg = "restore needs an empty scheduler"
+            raise RuntimeError(msg)
+        frames_of: dict[int, dict[int, Frame]] = {row.id: {} for row in snapshot.jobs}
+        for f in snapshot.frames:
+            frames_of[f.job_id][f.number] = Frame(
+                number=f.number,
+                state=FrameState(f.state),
+                worker=f.worker,
+                attempts=f.attempts,
+                started_at=f.started_at,
+                finished_at=f.finished_at,
+                exit_code=f.exit_code,
+            )
+            if f.state == FrameState.RUNNING.value:
+                self._orphans[(f.job_id, f.number, f.attempts)] = None
+        for row in snapshot.jobs:
+            self.jobs[row.id] = Job(
+                id=row.id,
+                name=row.name,
+                cluster=parse_cluster(row.cluster),
+                priority=row.priority,
+                restrictions=parse_restrictions(row.restrictions),
+                patterns=parse_patterns(row.patterns),
+                argv=row.argv,
+                frames=frames_of[row.id],
+                depends_on=row.depends_on,
+                submitted_at=row.submitted_at,
+            )
+        for job in self.jobs.values():
+            for dep in job.depends_on:
+                self._dependents.setdefault(dep, set()).add(job.id)
+                if self.jobs[dep].state is not JobState.COMPLETE:
+                    job.waiting_on.add(dep)
+        for job in self.jobs.values():
+            if not job.state.ended:
+                self.tree.add(job.cluster, Member.JOB)
+            if job.runnable:
+                self.index.add(job.queued())
+        self._next_id = max(snapshot.next_job_id, max(self.jobs, default=0) + 1)
+
+    @property
+    def orphans(self) -> int:
+        return len(self._orphans)
 
     def _note(self, level: str, event: str, **fields: Any) -> None:
         self._out.append(Note(level=level, event=event, fields=fields))
@@ -604,3 +727,31 @@ class Scheduler:
             msg = f"frame {job_id}:{frame.number} has not run yet: no log"
             raise JobSpecError(msg)
         return frame, frame.worker
+
+
+def _job_row(job: Job) -> JobRow:
+    return JobRow(
+        id=job.id,
+        name=job.name,
+        cluster=job.cluster,
+        priority=job.priority,
+        restrictions=str(job.restrictions),
+        patterns=str(job.patterns),
+        argv=job.argv,
+        depends_on=job.depends_on,
+        submitted_at=job.submitted_at,
+    )
+
+
+def _frame_row(job: Job, frame: Frame) -> FrameRow:
+    return FrameRow(
+        job_id=job.id,
+        number=frame.number,
+        position=job.positions[frame.number],
+        state=frame.state.value,
+        worker=frame.worker,
+        attempts=frame.attempts,
+        started_at=frame.started_at,
+        finished_at=frame.finished_at,
+        exit_code=frame.exit_code,
+    )

@@ -236,3 +236,68 @@ class Worker:
             "running": sorted({f"{job}:{frame}" for job, frame, _ in self.running}),
             "connected_at": self.connected_at,
         }
+
+
+# --------------------------------------------------------------------------- rows
+# What the store keeps: plain rows, built by the core from its jobs and frames.
+
+
+@attrs.frozen
+class JobRow:
+    id: int
+    name: str
+    cluster: str
+    priority: int
+    restrictions: str
+    patterns: str
+    argv: tuple[str, ...]
+    depends_on: tuple[int, ...]
+    submitted_at: float
+
+
+@attrs.frozen
+class FrameRow:
+    job_id: int
+    number: int
+    position: int  # order in the job's frame range
+    state: str
+    worker: str | None
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+
+
+@attrs.frozen
+class Changes:
+    """What one or more events changed: whole rows, last one wins."""
+
+    jobs: tuple[JobRow, ...] = ()
+    frames: tuple[FrameRow, ...] = ()
+    next_job_id: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.frames or self.next_job_id is not None)
+
+    @staticmethod
+    def merge(batches: list[Changes]) -> Changes:
+        if len(batches) == 1:
+            return batches[0]
+        jobs: dict[int, JobRow] = {}
+        frames: dict[tuple[int, int], FrameRow] = {}
+        next_job_id = None
+        for batch in batches:
+            for job in batch.jobs:
+                jobs[job.id] = job
+            for frame in batch.frames:
+                frames[(frame.job_id, frame.number)] = frame
+            if batch.next_job_id is not None:
+                next_job_id = batch.next_job_id
+        return Changes(tuple(jobs.values()), tuple(frames.values()), next_job_id)
+
+
+@attrs.frozen
+class Snapshot:
+    jobs: tuple[JobRow, ...] = ()
+    frames: tuple[FrameRow, ...] = ()
+    next_job_id: int = 1

@@ -11,6 +11,7 @@ is reported to the core as lost, which requeues its frames.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import logging
 import math
@@ -30,6 +31,7 @@ from farmd import __version__
 from farmd.config import Address, SupervisorConfig
 from farmd.core import (
     MAX_COMMAND_BYTES,
+    Command,
     Event,
     FrameEnded,
     JobEnded,
@@ -37,6 +39,7 @@ from farmd.core import (
     ModifyJob,
     Note,
     Outcome,
+    ReclaimOrphans,
     Scheduler,
     StartFrame,
     StopFrame,
@@ -46,6 +49,7 @@ from farmd.core import (
 )
 from farmd.errors import FarmdError, ProtocolError, UnavailableError, UserError
 from farmd.logs import log_event
+from farmd.model import Changes
 from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
@@ -78,6 +82,7 @@ from farmd.protocol import (
     Wait,
     Welcome,
 )
+from farmd.store import MemoryStore, SqliteStore, Store
 
 log = logging.getLogger("farmd.supervisor")
 E = TypeVar("E", SubmitJob, KillJobs, ModifyJob)
@@ -174,19 +179,55 @@ class Supervisor:
             default_cluster=config.default_cluster,
             max_command_bytes=min(MAX_COMMAND_BYTES, config.max_frame_bytes // 4),
         )
-        self.token = ensure_token(config.state_dir)
+        self.token = ""
+        self.store: Store | None = None
         self.address: Address | None = None
         self._clock = clock
         self._workers: dict[str, _Connection] = {}
         self._log_requests: dict[int, trio.MemorySendChannel[LogData]] = {}
         self._next_log_request = 1
         self._job_ended = trio.Event()
+        # outcomes waiting for their changes to be durable, with what to do after
+        self._uncommitted: list[tuple[Changes, list[Callable[[], None]]]] = []
+        self._commit_wanted = trio.Event()
 
     # ------------------------------------------------------------------ lifetime
+
+    def _open_store(self) -> Store:
+        """Lock and open the state dir's store (refusing a bad one before anything is
+        written), and restore the farm it holds."""
+        if self.config.store == "memory":
+            store: Store = MemoryStore()
+        else:
+            store = SqliteStore(self.config.state_dir)
+        try:
+            snapshot = store.load()
+            self.core.restore(snapshot)
+            self.token = ensure_token(self.config.state_dir)
+        except BaseException:
+            store.close()
+            raise
+        log_event(
+            log,
+            "info",
+            "state restored",
+            store=self.config.store,
+            jobs=len(snapshot.jobs),
+            frames=len(snapshot.frames),
+            orphans=self.core.orphans,
+        )
+        return store
 
     async def run(
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        self.store = self._open_store()
+        try:
+            await self._serve(task_status)
+        finally:
+            self.store.close()
+
+    async def _serve(self, task_status: trio.TaskStatus[Address]) -> None:
         listen = self.config.listen
         listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
         sockname = listeners[0].socket.getsockname()
@@ -203,8 +244,42 @@ class Supervisor:
             version=__version__,
         )
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._committer)
+            if self.core.orphans:
+                nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self.address)
+
+    async def _reclaim_after_grace(self) -> None:
+        await trio.sleep(self.config.lost_worker_grace)
+        self._apply(self._handle(ReclaimOrphans(now=self._clock())))
+
+    async def _committer(self) -> None:
+        """Group commit: everything that accumulated while the last commit ran goes into
+        the next one; then, in order, what each outcome was waiting to do."""
+        assert self.store is not None
+        store = self.store
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted = trio.Event()
+            while self._uncommitted:
+                batch, self._uncommitted = self._uncommitted, []
+                changes = Changes.merge([c for c, _ in batch if c])
+                if changes:
+                    started = trio.current_time()
+                    await trio.to_thread.run_sync(store.commit, changes)
+                    log_event(
+                        log,
+                        "debug",
+                        "commit",
+                        jobs=len(changes.jobs),
+                        frames=len(changes.frames),
+                        outcomes=len(batch),
+                        seconds=round(trio.current_time() - started, 6),
+                    )
+                for _, effects in batch:
+                    for effect in effects:
+                        effect()
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -290,24 +365,20 @@ class Supervisor:
                 message = await conn.receive()
                 match message:
                     case FrameFinished():
-                        self._apply(
-                            self._handle(
-                                FrameEnded(
-                                    worker=name,
-                                    job_id=message.job_id,
-                                    frame=message.frame,
-                                    attempt=message.attempt,
-                                    exit_code=message.exit_code,
-                                    error=message.error,
-                                    now=self._clock(),
-                                )
-                            )
+                        ended = FrameEnded(
+                            worker=name,
+                            job_id=message.job_id,
+                            frame=message.frame,
+                            attempt=message.attempt,
+                            exit_code=message.exit_code,
+                            error=message.error,
+                            now=self._clock(),
                         )
-                        conn.send(
-                            ResultAck(
-                                job_id=message.job_id, frame=message.frame, attempt=message.attempt
-                            )
+                        ack = ResultAck(
+                            job_id=message.job_id, frame=message.frame, attempt=message.attempt
                         )
+                        # the worker forgets a result once acknowledged: only when durable
+                        self._apply(self._handle(ended), after=functools.partial(conn.send, ack))
                     case LogData():
                         waiter = self._log_requests.pop(message.request_id, None)
                         if waiter is not None:
@@ -348,9 +419,15 @@ class Supervisor:
 
     def _answer(self, conn: _Connection, request: Request) -> None:
         try:
-            self._reply(conn, request, self._serve(request))
+            result, outcome = self._request(request)
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            return
+        respond = functools.partial(self._respond, conn, request, result)
+        if outcome is None:
+            respond()
+        else:  # acknowledged only once durable
+            self._apply(outcome, after=respond)
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
         try:
@@ -358,44 +435,45 @@ class Supervisor:
                 result = await self._wait(request)
             else:
                 result = await self._fetch_log(request)
-            self._reply(conn, request, result)
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+        else:
+            self._respond(conn, request, result)
 
     @staticmethod
-    def _reply(conn: _Connection, request: Request, result: Any) -> None:
+    def _respond(conn: _Connection, request: Request, result: Any) -> None:
         try:
             conn.send(Reply(request_id=request.request_id, result=result))
         except ProtocolError as exc:
             msg = f"the answer to {request.TYPE!r} does not fit in one frame: {exc}"
-            raise UnavailableError(msg) from None
+            conn.send(
+                Refused(request_id=request.request_id, code=UnavailableError.code, message=msg)
+            )
 
-    def _serve(self, request: Request) -> Any:
+    def _request(self, request: Request) -> tuple[Any, Outcome | None]:
+        """A request's answer, and the outcome it must wait for (None for a query)."""
         core = self.core
         now = self._clock()
         match request:
             case Submit():
                 outcome = self._handle(_event_from(SubmitJob, request, now))
-                self._apply(outcome)
-                return core.jobs[outcome.result].summary()
+                return core.jobs[outcome.result].summary(), outcome
             case ListJobs():
-                return core.jobs_view()
+                return core.jobs_view(), None
             case GetJob():
-                return core.job_view(request.job_id)
+                return core.job_view(request.job_id), None
             case ListWorkers():
-                return core.workers_view()
+                return core.workers_view(), None
             case ListClusters():
-                return core.clusters_view()
+                return core.clusters_view(), None
             case Kill():
                 outcome = self._handle(_event_from(KillJobs, request, now))
-                self._apply(outcome)
-                return outcome.result
+                return outcome.result, outcome
             case Modify():
                 outcome = self._handle(_event_from(ModifyJob, request, now))
-                self._apply(outcome)
-                return outcome.result
+                return outcome.result, outcome
             case Order():
-                return core.order_view(request.worker, request.limit)
+                return core.order_view(request.worker, request.limit), None
         msg = f"request {request.TYPE!r} is not served here"
         raise UserError(msg)
 
@@ -454,8 +532,21 @@ class Supervisor:
     def _handle(self, event: Event) -> Outcome:
         return self.core.handle(event)
 
-    def _apply(self, outcome: Outcome, requester: _Connection | None = None) -> None:
-        for command in outcome.commands:
+    def _apply(self, outcome: Outcome, after: Callable[[], None] | None = None) -> None:
+        """Carry out an outcome's commands, then `after`, once its changes are durable.
+        Outcomes take effect in the order they were handled."""
+        effects: list[Callable[[], None]] = [functools.partial(self._execute, outcome.commands)]
+        if after is not None:
+            effects.append(after)
+        if outcome.changes or self._uncommitted:
+            self._uncommitted.append((outcome.changes, effects))
+            self._commit_wanted.set()
+        else:
+            for effect in effects:
+                effect()
+
+    def _execute(self, commands: tuple[Command, ...]) -> None:
+        for command in commands:
             match command:
                 case StartFrame():
                     log_event(

@@ -30,6 +30,7 @@ ALL_KEYS = (
     "heartbeat_timeout",
     "lost_worker_grace",
     "max_frame_bytes",
+    "store",
 )
 
 
@@ -227,6 +228,7 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.heartbeat_timeout == 15.0
     assert config.lost_worker_grace == 60.0
     assert config.max_frame_bytes == 4 * 1024 * 1024
+    assert config.store == "sqlite"
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 
@@ -636,3 +638,12 @@ def test_long_values_are_shortened(tmp_path: Path, state_env: Path) -> None:
 def test_parse_names_the_given_filename(state_env: Path) -> None:
     with pytest.raises(ConfigError, match=r"^conf/farmd\.yaml:2:3: supervisor: unknown key"):
         parse_supervisor_config("supervisor:\n  bogus: 1\n", "conf/farmd.yaml")
+
+
+def test_store_is_sqlite_or_memory(tmp_path: Path) -> None:
+    path = tmp_path / "farm.yaml"
+    path.write_text("supervisor:\n  store: memory\n")
+    assert load_supervisor_config(path).store == "memory"
+    path.write_text("supervisor:\n  store: mysql\n")
+    with pytest.raises(ConfigError, match=r"farm.yaml:2:10: supervisor.store: must be one of"):
+        load_supervisor_config(path)

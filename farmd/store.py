@@ -1,0 +1,257 @@
+"""Durable supervisor state: the store interface, SQLite (the default) and memory.
+
+Theory of operation
+-------------------
+The scheduler core reports, with every event it handles, the rows that event changed
+(`Changes`: whole job rows and whole frame rows, plus the next job id). The supervisor
+hands them to a `Store` and lets nothing the event caused leave the process (a reply, a
+`run_frame`, a `result_ack`) until the store has made them durable. So anything a peer
+has seen acknowledged survives a crash, and a restart restores exactly that state.
+
+A store only needs three operations: `load` everything, `commit` a batch atomically and
+durably, `close`. Batches are idempotent upserts of whole rows, so merging several into
+one commit (group commit) is just "last row wins". That keeps the interface small enough
+for a PostgreSQL store later: same rows, `INSERT ... ON CONFLICT DO UPDATE`, and a
+standby supervisor that loads on takeover.
+
+`SqliteStore` keeps `STATE/farmd.db` in WAL mode with `synchronous=FULL` (a commit is on
+disk, not only in the OS cache, when it returns). The schema is versioned with
+`PRAGMA user_version` and migrated forward on open; a database from a newer farmd, a
+corrupt one, or a state dir locked by another running supervisor is refused with one
+line before anything is written. `commit` blocks: the supervisor calls it from a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import IO, Protocol
+
+import attrs
+
+from farmd.errors import UserError
+from farmd.model import Changes, FrameRow, JobRow, Snapshot
+
+DATABASE_FILE = "farmd.db"
+LOCK_FILE = "supervisor.lock"
+
+
+class StoreError(UserError):
+    """The state dir cannot be used: newer schema, corrupt database, locked, unreadable."""
+
+    code = "bad_state"
+
+
+class Store(Protocol):
+    def load(self) -> Snapshot: ...
+
+    def commit(self, changes: Changes) -> None:
+        """Make `changes` durable, atomically; returns only once they are."""
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Keeps nothing: a farm on it forgets everything when it stops. For throwaway farms
+    and as the in-memory baseline of the benchmarks."""
+
+    def load(self) -> Snapshot:
+        return Snapshot()
+
+    def commit(self, changes: Changes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- sqlite
+
+# Each entry migrates from version i to i + 1; the schema version is len(MIGRATIONS).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        cluster TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        restrictions TEXT NOT NULL,
+        patterns TEXT NOT NULL,
+        argv TEXT NOT NULL,          -- JSON array of strings
+        depends_on TEXT NOT NULL,    -- JSON array of job ids
+        submitted_at REAL NOT NULL
+    );
+    CREATE TABLE frames (
+        job_id INTEGER NOT NULL REFERENCES jobs (id),
+        number INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        worker TEXT,
+        attempts INTEGER NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        exit_code INTEGER,
+        PRIMARY KEY (job_id, number)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStore:
+    """The embedded default store: `STATE/farmd.db` (see module docs)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / DATABASE_FILE
+        self._lock = _lock_state_dir(state_dir)
+        try:
+            self._db = self._open()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        exists = self.path.exists()
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            msg = f"cannot open the farm database {self.path}: {exc}"
+            raise StoreError(msg) from None
+        try:
+            version = self._check(db) if exists else 0
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            for target in range(version, SCHEMA_VERSION):
+                db.executescript(
+                    f"BEGIN; {MIGRATIONS[target]} PRAGMA user_version={target + 1}; COMMIT;"
+                )
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            msg = (
+                f"the farm database {self.path} is corrupt or unreadable ({exc}); "
+                "nothing was changed"
+            )
+            raise StoreError(msg) from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check(self, db: sqlite3.Connection) -> int:
+        """The schema version of an existing database, refusing what cannot be used."""
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            db.close()
+            msg = (
+                f"the farm database {self.path} was written by a newer farmd (schema "
+                f"{version}; this farmd knows up to {SCHEMA_VERSION}); nothing was changed"
+            )
+            raise StoreError(msg)
+        result = db.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            db.close()
+            msg = f"the farm database {self.path} is corrupt ({result}); nothing was changed"
+            raise StoreError(msg)
+        return version
+
+    def load(self) -> Snapshot:
+        db = self._db
+        jobs = tuple(
+            JobRow(
+                id=row[0],
+                name=row[1],
+                cluster=row[2],
+                priority=row[3],
+                restrictions=row[4],
+                patterns=row[5],
+                argv=tuple(json.loads(row[6])),
+                depends_on=tuple(json.loads(row[7])),
+                submitted_at=row[8],
+            )
+            for row in db.execute(
+                "SELECT id, name, cluster, priority, restrictions, patterns, argv, depends_on,"
+                " submitted_at FROM jobs ORDER BY id"
+            )
+        )
+        frames = tuple(
+            FrameRow(*row)
+            for row in db.execute(
+                "SELECT job_id, number, position, state, worker, attempts, started_at,"
+                " finished_at, exit_code FROM frames ORDER BY job_id, position"
+            )
+        )
+        found = db.execute("SELECT value FROM meta WHERE key = 'next_job_id'").fetchone()
+        return Snapshot(jobs, frames, int(found[0]) if found else 1)
+
+    def commit(self, changes: Changes) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        j.id,
+                        j.name,
+                        j.cluster,
+                        j.priority,
+                        j.restrictions,
+                        j.patterns,
+                        json.dumps(j.argv),
+                        json.dumps(j.depends_on),
+                        j.submitted_at,
+                    )
+                    for j in changes.jobs
+                ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [attrs.astuple(f) for f in changes.frames],
+            )
+            if changes.next_job_id is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('next_job_id', ?)",
+                    (str(changes.next_job_id),),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._lock.close()
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on STATE/supervisor.lock for the supervisor's lifetime."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / LOCK_FILE
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        msg = f"cannot use the state dir {state_dir}: {exc.strerror}"
+        raise StoreError(msg) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        msg = (
+            f"the state dir {state_dir} is in use by another running farmd supervisor "
+            f"(pid {holder}); nothing was changed"
+        )
+        raise StoreError(msg) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
