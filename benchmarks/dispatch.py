@@ -1,18 +1,23 @@
 """Dispatch throughput of a real `farmd serve`, printed as one JSON line.
 
-Three runs, all on 127.0.0.1:
+Four runs, all on 127.0.0.1:
 
 1. baseline: the simulated workers against a *null supervisor* in this process, which
    answers every `frame_finished` with a `run_frame` at once and schedules nothing. It
    measures what the harness and the wire alone can carry, so `sim_vs_baseline` says how
    much of that the real scheduler keeps (a ratio that holds on a noisy machine).
 2. simulated: a real `farmd serve` subprocess and many protocol-level simulated workers
-   that finish every frame instantly. Frames/s completed at saturation, and how long a
-   freed slot waited for its next `run_frame` there (queueing, by Little's law about
-   slots / rate). Then one simulated worker with one slot, so nothing queues: the time
-   from sending a result to receiving the next `run_frame` is the pick-to-start latency
-   (the supervisor decodes the result, updates the core, picks, encodes, sends).
-3. real: `farmd worker` processes running `true`, so each frame is a real process.
+   that finish every frame instantly, once with the SQLite store (the default: every
+   change durable before it takes effect) and once with `--store memory`, so
+   `persist_vs_memory` is the share of the in-memory rate that persistence keeps.
+   Frames/s completed at saturation, and how long a freed slot waited for its next
+   `run_frame` there (queueing, by Little's law about slots / rate). Then one simulated
+   worker with one slot, so nothing queues: the time from sending a result to receiving
+   the next `run_frame` is the pick-to-start latency (the supervisor decodes the result,
+   updates the core, commits, picks, encodes, sends).
+3. submits: acknowledged (durable) submits per second, one job per request and in
+   batches (`submit_batch`).
+4. real: `farmd worker` processes running `true`, so each frame is a real process.
    Frames/s from the first frame's start to the last one's finish (process start-up of
    the workers excluded); `real_wall_s` is the whole run with it.
 
@@ -221,7 +226,9 @@ async def null_supervisor_run(workers: int, slots: int, total: int) -> SimStats:
 # --------------------------------------------------------------------------- processes
 
 
-def start_supervisor(state: Path) -> tuple[subprocess.Popen[bytes], Address, str]:
+def start_supervisor(
+    state: Path, store: str = "sqlite"
+) -> tuple[subprocess.Popen[bytes], Address, str]:
     log = (state.parent / "serve.log").open("wb")
     process = subprocess.Popen(
         [
@@ -233,6 +240,8 @@ def start_supervisor(state: Path) -> tuple[subprocess.Popen[bytes], Address, str
             "127.0.0.1:0",
             "--state",
             str(state),
+            "--store",
+            store,
             "--log-level",
             "warning",
         ],
@@ -276,9 +285,9 @@ def submit_queue(client: Client, frames: int, per_job: int) -> list[int]:
 
 
 def simulated_run(
-    workdir: Path, workers: int, slots: int, frames: int, latency_frames: int
+    workdir: Path, store: str, workers: int, slots: int, frames: int, latency_frames: int
 ) -> dict[str, Any]:
-    process, address, token = start_supervisor(workdir / "sim-state")
+    process, address, token = start_supervisor(workdir / f"sim-{store}", store)
     try:
         with Client(address, token=token) as client:
             submit_queue(client, frames, 100)
@@ -298,6 +307,34 @@ def simulated_run(
         "pick_to_start_p99_ms": round(percentile(alone.latencies, 0.99) * 1000, 3),
         "saturated_wait_p50_ms": round(percentile(loaded.latencies, 0.5) * 1000, 3),
         "saturated_wait_p99_ms": round(percentile(loaded.latencies, 0.99) * 1000, 3),
+    }
+
+
+def submit_rates(workdir: Path, single: int, batches: int, batch: int) -> dict[str, Any]:
+    """Acknowledged submits per second with the SQLite store: one job per request (each
+    waits for its commit), and `batch` jobs per request (one commit for the lot)."""
+    process, address, token = start_supervisor(workdir / "submit-state")
+    try:
+        with Client(address, token=token) as client:
+            started = time.perf_counter()
+            for number in range(single):
+                client.submit(["true"], name=f"single{number}", cluster="/show1/lighting")
+            single_rate = single / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for number in range(batches):
+                client.submit_many(
+                    {"argv": ["true"], "name": f"batch{number}-{i}", "cluster": "/show2/fx"}
+                    for i in range(batch)
+                )
+            batched_rate = batches * batch / (time.perf_counter() - started)
+            if len(client.jobs()) != single + batches * batch:
+                sys.exit("submit run lost jobs")
+    finally:
+        stop(process)
+    return {
+        "submits_per_s_single": round(single_rate),
+        "submits_per_s_batched": round(batched_rate),
+        "submit_batch_size": batch,
     }
 
 
@@ -365,10 +402,14 @@ def main() -> None:
     parser.add_argument("--real-frames", type=int, default=400)
     parser.add_argument("--real-workers", type=int, default=2)
     parser.add_argument("--real-slots", type=int, default=4)
+    parser.add_argument("--single-submits", type=int, default=500)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="a small run for smoke tests")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.workers, args.real_frames, args.latency_frames = 2_000, 10, 20, 200
+        args.single_submits, args.batches, args.batch = 50, 2, 50
     workdir = Path(tempfile.mkdtemp(prefix="farmd-bench-"))
     try:
         baseline = trio.run(null_supervisor_run, args.workers, args.slots, args.frames)
@@ -380,11 +421,17 @@ def main() -> None:
             "sim_workers": args.workers,
             "sim_slots": args.slots,
         }
-        figures.update(
-            simulated_run(workdir, args.workers, args.slots, args.frames, args.latency_frames)
+        sim = (args.workers, args.slots, args.frames, args.latency_frames)
+        figures.update(simulated_run(workdir, "sqlite", *sim))
+        memory = simulated_run(workdir, "memory", *sim)
+        figures["memory_frames_per_s"] = memory["sim_frames_per_s"]
+        figures["memory_pick_to_start_p50_ms"] = memory["pick_to_start_p50_ms"]
+        figures["persist_vs_memory"] = round(
+            figures["sim_frames_per_s"] / memory["sim_frames_per_s"], 3
         )
         figures["baseline_frames_per_s"] = round(base_rate)
         figures["sim_vs_baseline"] = round(figures["sim_frames_per_s"] / base_rate, 3)
+        figures.update(submit_rates(workdir, args.single_submits, args.batches, args.batch))
         figures.update(real_run(workdir, args.real_workers, args.real_slots, args.real_frames))
         figures.update(
             real_frames=args.real_frames,

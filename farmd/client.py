@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,6 +47,7 @@ from farmd.protocol import (
     Request,
     Role,
     Submit,
+    SubmitBatch,
     Wait,
     Welcome,
 )
@@ -233,6 +234,23 @@ class Client:
     def submit(self, argv: Sequence[str], **options: Any) -> int:
         """Submit a job; returns its id. Options as for `submit_job`."""
         return int(self.submit_job(argv, **options)["id"])
+
+    def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Submit several jobs in one request, all or none; returns their ids in order.
+
+        Each job is a mapping of `submit_job`'s arguments: `{"argv": [...], "frames":
+        "1-10", "cluster": "/show1", ...}`. A job may depend on an earlier one of the
+        same batch by its id (the first gets the next free id, and so on)."""
+        specs = []
+        for job in jobs:
+            options = dict(job)
+            argv = tuple(options.pop("argv"))
+            if "cross_cluster" in options:
+                options["patterns"] = options.pop("cross_cluster") or ""
+            options["depends_on"] = tuple(options.get("depends_on", ()))
+            specs.append(Submit(request_id=0, argv=argv, **options))
+        result: list[int] = self._call(SubmitBatch, jobs=tuple(specs))
+        return result
 
     def jobs(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(ListJobs)

@@ -37,7 +37,7 @@ from farmd.cluster import (
     parse_patterns,
     parse_restrictions,
 )
-from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError
+from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError, UserError
 from farmd.model import (
     Changes,
     Frame,
@@ -69,6 +69,14 @@ class SubmitJob:
     patterns: str = ""
     frames: str = ""
     depends_on: tuple[int, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class SubmitJobs:
+    """Several submissions at once, all or none."""
+
+    jobs: tuple[SubmitJob, ...]
+    now: float
 
 
 @attrs.frozen(kw_only=True)
@@ -123,7 +131,16 @@ class FrameEnded:
     error: str = ""
 
 
-Event = SubmitJob | KillJobs | ModifyJob | WorkerJoined | WorkerLost | FrameEnded | ReclaimOrphans
+Event = (
+    SubmitJob
+    | SubmitJobs
+    | KillJobs
+    | ModifyJob
+    | WorkerJoined
+    | WorkerLost
+    | FrameEnded
+    | ReclaimOrphans
+)
 
 # --------------------------------------------------------------------------- commands
 
@@ -215,6 +232,8 @@ class Scheduler:
         match event:
             case SubmitJob():
                 result: Any = self._submit(event)
+            case SubmitJobs():
+                result = self._submit_many(event)
             case KillJobs():
                 result = self._kill(event)
             case ModifyJob():
@@ -238,6 +257,26 @@ class Scheduler:
     # ------------------------------------------------------------------ job events
 
     def _submit(self, event: SubmitJob) -> int:
+        job = self._prepare(event, self._next_id, ())
+        self._insert(job)
+        return job.id
+
+    def _submit_many(self, event: SubmitJobs) -> list[int]:
+        """All the jobs, or (if any is refused) none of them."""
+        jobs: list[Job] = []
+        for number, spec in enumerate(event.jobs):
+            try:
+                jobs.append(self._prepare(spec, self._next_id + number, [j.id for j in jobs]))
+            except UserError as exc:
+                msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
+                raise type(exc)(msg) from None
+        for job in jobs:
+            self._insert(job)
+        return [job.id for job in jobs]
+
+    def _prepare(self, event: SubmitJob, job_id: int, batch: Iterable[int]) -> Job:
+        """Validate a submission into a new job, changing nothing. `batch`: the ids of
+        jobs submitted along with it, which it may depend on."""
         argv = tuple(event.argv)
         if not argv or not argv[0]:
             msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
@@ -254,13 +293,13 @@ class Scheduler:
         restrictions = parse_restrictions(event.restrictions)
         patterns = parse_patterns(event.patterns)
         numbers = parse_frame_range(event.frames) if event.frames else (1,)
+        earlier = set(batch)
         for dep in event.depends_on:
-            if dep not in self.jobs:
+            if dep not in self.jobs and dep not in earlier:
                 msg = f"bad dependency: job {dep} does not exist"
                 raise UnknownJobError(msg)
-        job_id = self._next_id
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
-        job = Job(
+        return Job(
             id=job_id,
             name=event.name or f"job{job_id}",
             cluster=cluster,
@@ -272,7 +311,10 @@ class Scheduler:
             depends_on=tuple(dict.fromkeys(event.depends_on)),
             submitted_at=event.now,
         )
-        self._next_id += 1
+
+    def _insert(self, job: Job) -> None:
+        job_id = job.id
+        self._next_id = job_id + 1
         for dep in job.depends_on:
             self._dependents.setdefault(dep, set()).add(job_id)
             if self.jobs[dep].state is not JobState.COMPLETE:
@@ -280,10 +322,9 @@ class Scheduler:
         self.jobs[job_id] = job
         self._changed_jobs[job_id] = None
         self._changed_frames.update(dict.fromkeys((job_id, n) for n in job.frames))
-        self.tree.add(cluster, Member.JOB)
+        self.tree.add(job.cluster, Member.JOB)
         self._sync(job, JobState.PENDING)
-        self._note("info", "job submitted", job=job_id, cluster=cluster, priority=priority)
-        return job_id
+        self._note("info", "job submitted", job=job_id, cluster=job.cluster, priority=job.priority)
 
     def _kill(self, event: KillJobs) -> list[int]:
         jobs = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none

@@ -34,6 +34,7 @@ PROTOCOL_VERSION: Final = 1
 HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024
+MAX_BATCH: Final = 10_000
 
 
 class Role(enum.Enum):
@@ -339,6 +340,40 @@ class Submit(Request):
     depends_on: tuple[int, ...] = _int_tuple()
 
 
+def _job_specs(value: object) -> object:
+    """The `jobs` of a submit_batch, each a map of submit's fields (no request_id)."""
+    if not isinstance(value, list | tuple):
+        return value
+    specs = []
+    for item in value:
+        if isinstance(item, Submit):
+            specs.append(item)
+        elif isinstance(item, dict) and "request_id" not in item:
+            specs.append(Submit(request_id=0, **item))
+        else:
+            return value  # refused by the validator
+    return tuple(specs)
+
+
+@_message("submit_batch")
+@attrs.frozen(kw_only=True)
+class SubmitBatch(Request):
+    """Several jobs in one request, submitted all or none; the reply is their ids."""
+
+    request_id: int = _int_field()
+    jobs: tuple[Submit, ...] = attrs.field(
+        converter=_job_specs,
+        validator=_check(
+            lambda v: (
+                isinstance(v, tuple)
+                and 1 <= len(v) <= MAX_BATCH
+                and all(isinstance(j, Submit) for j in v)
+            ),
+            f"must be 1 to {MAX_BATCH} maps of submit's fields (without request_id)",
+        ),
+    )
+
+
 @_message("list_jobs")
 @attrs.frozen(kw_only=True)
 class ListJobs(Request):
@@ -452,10 +487,18 @@ NEED_DATA: Final = _NeedData()
 
 def encode(message: Message) -> bytes:
     """The frame (length prefix and msgpack body) of one message."""
-    body = {"type": message.TYPE}
+    body: dict[str, Any] = {"type": message.TYPE}
     body.update(attrs.asdict(message, recurse=False))  # type: ignore[arg-type]
+    if isinstance(message, SubmitBatch):  # the one message that nests others
+        body["jobs"] = [_fields(job) for job in message.jobs]
     payload: bytes = msgpack.packb(body, use_bin_type=True)
     return len(payload).to_bytes(HEADER_BYTES, "big") + payload
+
+
+def _fields(job: Submit) -> dict[str, Any]:
+    fields = attrs.asdict(job, recurse=False)
+    del fields["request_id"]
+    return fields
 
 
 def decode_body(payload: bytes) -> Message:

@@ -44,6 +44,7 @@ from farmd.core import (
     StartFrame,
     StopFrame,
     SubmitJob,
+    SubmitJobs,
     WorkerJoined,
     WorkerLost,
 )
@@ -79,6 +80,7 @@ from farmd.protocol import (
     Role,
     RunFrame,
     Submit,
+    SubmitBatch,
     Wait,
     Welcome,
 )
@@ -458,6 +460,12 @@ class Supervisor:
             case Submit():
                 outcome = self._handle(_event_from(SubmitJob, request, now))
                 return core.jobs[outcome.result].summary(), outcome
+            case SubmitBatch():
+                batch = SubmitJobs(
+                    jobs=tuple(_event_from(SubmitJob, job, now) for job in request.jobs), now=now
+                )
+                outcome = self._handle(batch)
+                return outcome.result, outcome
             case ListJobs():
                 return core.jobs_view(), None
             case GetJob():

@@ -37,6 +37,7 @@ from farmd.core import (
     StartFrame,
     StopFrame,
     SubmitJob,
+    SubmitJobs,
     WorkerJoined,
     WorkerLost,
 )
@@ -1626,3 +1627,27 @@ def test_killing_a_job_with_a_failed_frame_ends_it_killed() -> None:
     out = core.handle(KillJobs(job_ids=(1,), now=3.0))
     assert JobEnded(job_id=1, state=JobState.KILLED) in actions(out)
     assert core.jobs_view()[0]["state"] == "killed"
+
+
+def test_a_batch_submits_every_job_or_none() -> None:
+    core = Scheduler()
+    good = SubmitJob(argv=("render",), frames="1-2", now=1.0)
+    bad = SubmitJob(argv=("render",), cluster="no-slash", now=1.0)
+    before = (core.jobs_view(), core.clusters_view())
+    with pytest.raises(ClusterPathError, match="job 2 of the batch: bad cluster path 'no-slash'"):
+        core.handle(SubmitJobs(jobs=(good, bad, good), now=1.0))
+    assert (core.jobs_view(), core.clusters_view()) == before
+    out = core.handle(SubmitJobs(jobs=(good, good), now=2.0))
+    assert out.result == [1, 2]
+    assert [row.id for row in out.changes.jobs] == [1, 2]
+    assert len(out.changes.frames) == 4
+
+
+def test_a_batch_job_may_depend_on_an_earlier_one_of_the_batch() -> None:
+    core = Scheduler()
+    first = SubmitJob(argv=("render",), now=1.0)
+    second = SubmitJob(argv=("comp",), depends_on=(1,), now=1.0)
+    assert core.handle(SubmitJobs(jobs=(first, second), now=1.0)).result == [1, 2]
+    assert core.job_view(2)["state"] == "waiting"
+    with pytest.raises(UnknownJobError):
+        core.handle(SubmitJobs(jobs=(SubmitJob(argv=("x",), depends_on=(9,), now=2.0),), now=2.0))

@@ -52,6 +52,7 @@ from farmd.protocol import (
     ResultAck,
     RunFrame,
     Submit,
+    SubmitBatch,
     Wait,
     Welcome,
     encode,
@@ -211,6 +212,26 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "frames": texts,
             "depends_on": int_lists,
         },
+    ),
+    "submit_batch": (
+        {
+            "request_id": ints,
+            "jobs": st.lists(
+                st.fixed_dictionaries(
+                    {"argv": st.lists(texts, max_size=3)},
+                    optional={
+                        "name": texts,
+                        "cluster": maybe(texts),
+                        "priority": maybe(ints),
+                        "frames": texts,
+                        "depends_on": int_lists,
+                    },
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+        },
+        {},
     ),
     "list_jobs": ({"request_id": ints}, {}),
     "get_job": ({"request_id": ints, "job_id": ints}, {}),
@@ -1194,3 +1215,18 @@ def test_doc_documents_every_message_and_field() -> None:
     for kind, cls in MESSAGES.items():
         for name in field_names(cls):
             assert f"| `{name}` |" in by_type[kind], (kind, name)
+
+
+def test_a_batch_nests_submits_and_refuses_what_a_submit_would() -> None:
+    batch = SubmitBatch(request_id=1, jobs=[{"argv": ["true"], "frames": "1-3"}])
+    assert batch.jobs == (Submit(request_id=0, argv=("true",), frames="1-3"),)
+    assert decode_one(Codec().send(batch)) == batch
+    for jobs in (
+        [],
+        [{"argv": ["x"], "request_id": 1}],
+        [{"argv": ["x"], "priority": "high"}],
+        [{"argv": ["x"], "colour": "red"}],
+        "not a list",
+    ):
+        with pytest.raises((ProtocolError, TypeError)):
+            SubmitBatch(request_id=1, jobs=jobs)  # type: ignore[arg-type]
