@@ -190,6 +190,15 @@ class SqliteStore:
         return Snapshot(jobs, frames, int(found[0]) if found else 1)
 
     def commit(self, changes: Changes) -> None:
+        try:
+            self._commit(changes)
+        except (sqlite3.Error, OSError) as exc:
+            # Nothing after this can be acknowledged: the supervisor stops, and a restart
+            # resumes from the last commit.
+            msg = f"cannot write the farm database {self.path}: {exc}"
+            raise StoreError(msg) from None
+
+    def _commit(self, changes: Changes) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:

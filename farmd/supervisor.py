@@ -192,6 +192,7 @@ class Supervisor:
         # outcomes waiting for their changes to be durable, with what to do after
         self._uncommitted: list[tuple[Changes, list[Callable[[], None]]]] = []
         self._commit_wanted = trio.Event()
+        self._committing = False  # a batch is being committed or carried out
 
     # ------------------------------------------------------------------ lifetime
 
@@ -265,6 +266,7 @@ class Supervisor:
             await self._commit_wanted.wait()
             self._commit_wanted = trio.Event()
             while self._uncommitted:
+                self._committing = True
                 batch, self._uncommitted = self._uncommitted, []
                 changes = Changes.merge([c for c, _ in batch if c])
                 if changes:
@@ -282,6 +284,7 @@ class Supervisor:
                 for _, effects in batch:
                     for effect in effects:
                         effect()
+            self._committing = False
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -546,7 +549,7 @@ class Supervisor:
         effects: list[Callable[[], None]] = [functools.partial(self._execute, outcome.commands)]
         if after is not None:
             effects.append(after)
-        if outcome.changes or self._uncommitted:
+        if outcome.changes or self._uncommitted or self._committing:
             self._uncommitted.append((outcome.changes, effects))
             self._commit_wanted.set()
         else:
