@@ -108,22 +108,24 @@ class SqliteStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DATABASE_FILE
-        self._lock = _lock_state_dir(state_dir)
+        self._lock = _StateLock(state_dir)
         try:
+            if self.path.exists():
+                self._check()
             self._db = self._open()
         except BaseException:
-            self._lock.close()
+            self._lock.release(keep=False)
             raise
+        self._lock.claim()
 
     def _open(self) -> sqlite3.Connection:
-        exists = self.path.exists()
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
             msg = f"cannot open the farm database {self.path}: {exc}"
             raise StoreError(msg) from None
         try:
-            version = self._check(db) if exists else 0
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
@@ -143,22 +145,46 @@ class SqliteStore:
             raise
         return db
 
-    def _check(self, db: sqlite3.Connection) -> int:
-        """The schema version of an existing database, refusing what cannot be used."""
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            db.close()
+    def _check(self) -> None:
+        """Refuse an existing database that cannot be used. Read-only, so a refused
+        database (and the WAL a crashed farmd left beside it) is left as it was; the
+        side files a reader needs are removed again if the check created them."""
+        side = [self.path.with_name(self.path.name + end) for end in ("-wal", "-shm")]
+        missing = [path for path in side if not path.exists()]
+        try:
+            self._check_read_only()
+        except StoreError:
+            for path in missing:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+
+    def _check_read_only(self) -> None:
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            msg = f"cannot open the farm database {self.path}: {exc}; nothing was changed"
+            raise StoreError(msg) from None
+        try:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                msg = (
+                    f"the farm database {self.path} was written by a newer farmd (schema "
+                    f"{version}; this farmd knows up to {SCHEMA_VERSION}); nothing was changed"
+                )
+                raise StoreError(msg)
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
             msg = (
-                f"the farm database {self.path} was written by a newer farmd (schema "
-                f"{version}; this farmd knows up to {SCHEMA_VERSION}); nothing was changed"
+                f"the farm database {self.path} is corrupt or unreadable ({exc}); "
+                "nothing was changed"
             )
-            raise StoreError(msg)
-        result = db.execute("PRAGMA quick_check").fetchone()[0]
-        if result != "ok":
+            raise StoreError(msg) from None
+        finally:
             db.close()
+        if result != "ok":
             msg = f"the farm database {self.path} is corrupt ({result}); nothing was changed"
             raise StoreError(msg)
-        return version
 
     def load(self) -> Snapshot:
         db = self._db
@@ -236,31 +262,43 @@ class SqliteStore:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        self._lock.close()
+        self._lock.release(keep=True)
 
 
-def _lock_state_dir(state_dir: Path) -> IO[str]:
-    """Hold an exclusive lock on STATE/supervisor.lock for the supervisor's lifetime."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / LOCK_FILE
-    try:
-        handle = path.open("a+")
-    except OSError as exc:
-        msg = f"cannot use the state dir {state_dir}: {exc.strerror}"
-        raise StoreError(msg) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        msg = (
-            f"the state dir {state_dir} is in use by another running farmd supervisor "
-            f"(pid {holder}); nothing was changed"
-        )
-        raise StoreError(msg) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+class _StateLock:
+    """An exclusive lock on STATE/supervisor.lock for the supervisor's lifetime. The pid
+    is written only once the state dir is accepted, and a lock file this supervisor
+    created for a state dir it then refused is removed: a refusal changes nothing."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self.created = not self.path.exists()
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._handle: IO[str] = self.path.open("a+")
+        except OSError as exc:
+            msg = f"cannot use the state dir {state_dir}: {exc.strerror}"
+            raise StoreError(msg) from None
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            msg = (
+                f"the state dir {state_dir} is in use by another running farmd supervisor "
+                f"(pid {holder}); nothing was changed"
+            )
+            raise StoreError(msg) from None
+
+    def claim(self) -> None:
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"{os.getpid()}\n")
+        self._handle.flush()
+
+    def release(self, *, keep: bool) -> None:
+        if not keep and self.created:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self._handle.close()

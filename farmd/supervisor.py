@@ -428,11 +428,11 @@ class Supervisor:
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
             return
-        respond = functools.partial(self._respond, conn, request, result)
-        if outcome is None:
-            respond()
-        else:  # acknowledged only once durable
-            self._apply(outcome, after=respond)
+        # Sent once everything handled so far is durable: a reply shows nothing that a
+        # crash could still take back (a query included: it may show an uncommitted change).
+        self._apply(
+            outcome or Outcome(), after=functools.partial(self._respond, conn, request, result)
+        )
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
         try:
@@ -443,7 +443,7 @@ class Supervisor:
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
         else:
-            self._respond(conn, request, result)
+            self._apply(Outcome(), after=functools.partial(self._respond, conn, request, result))
 
     @staticmethod
     def _respond(conn: _Connection, request: Request, result: Any) -> None:

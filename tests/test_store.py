@@ -1,0 +1,1020 @@
+"""The durable store and the core's restore, without a network or a process.
+
+`SqliteStore` is driven directly: rows committed, the directory opened again, rows loaded.
+Refusals (a newer schema, a file that is not a database, corrupt pages, a state dir
+another store holds) are checked for their one-line message and for leaving every file
+of the state dir as it was, byte for byte and mtime for mtime.
+
+`Scheduler.restore` is checked the way the supervisor uses it: every outcome's `changes`
+are committed (one by one, and merged in groups as the committer does), loaded into a
+fresh scheduler, and everything a user can see (job lists, job details, the ranking of
+each worker) must be equal. Frames that were running come back as orphans, which a
+`ReclaimOrphans` event or their worker's registration settles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from farmd.core import (
+    Event,
+    FrameEnded,
+    KillJobs,
+    ModifyJob,
+    Note,
+    Outcome,
+    ReclaimOrphans,
+    Scheduler,
+    StartFrame,
+    StopFrame,
+    SubmitJob,
+    WorkerJoined,
+    WorkerLost,
+)
+from farmd.errors import UserError
+from farmd.model import Changes, FrameRow, JobRow, Snapshot
+from farmd.ranking import WorkerView
+from farmd.store import (
+    DATABASE_FILE,
+    LOCK_FILE,
+    SCHEMA_VERSION,
+    MemoryStore,
+    SqliteStore,
+    StoreError,
+)
+from tests.strategies import PROPERTY_SETTINGS, cluster_paths, pattern_texts, restriction_texts
+
+# --------------------------------------------------------------------------- helpers
+
+
+def job_row(job_id: int, **fields: Any) -> JobRow:
+    values: dict[str, Any] = {
+        "id": job_id,
+        "name": f"job{job_id}",
+        "cluster": "/show1/comp",
+        "priority": 50,
+        "restrictions": "/show1/+",
+        "patterns": "/show2,/showA+",
+        "argv": ("render", "--frame", "{frame}", "ünïcode ☃"),
+        "depends_on": (),
+        "submitted_at": 1_700_000_000.123456,
+    }
+    values.update(fields)
+    return JobRow(**values)
+
+
+def frame_row(job_id: int, number: int, position: int, **fields: Any) -> FrameRow:
+    values: dict[str, Any] = {
+        "job_id": job_id,
+        "number": number,
+        "position": position,
+        "state": "pending",
+        "worker": None,
+        "attempts": 0,
+        "started_at": None,
+        "finished_at": None,
+        "exit_code": None,
+    }
+    values.update(fields)
+    return FrameRow(**values)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def store(state: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(state)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+FileState = dict[str, tuple[bytes, int]]
+
+
+def files(directory: Path) -> FileState:
+    """Every file under `directory`: its bytes and its mtime in nanoseconds."""
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            out[str(path.relative_to(directory))] = (path.read_bytes(), path.stat().st_mtime_ns)
+    return out
+
+
+def changed(before: FileState, after: FileState) -> list[str]:
+    """What differs, one entry per file: created, deleted, bytes or mtime changed."""
+    out = []
+    for name in sorted(set(before) | set(after)):
+        if name not in after:
+            out.append(f"{name}: deleted")
+        elif name not in before:
+            out.append(f"{name}: created")
+        elif before[name][0] != after[name][0]:
+            out.append(f"{name}: bytes changed")
+        elif before[name][1] != after[name][1]:
+            out.append(f"{name}: mtime changed")
+    return out
+
+
+def assert_unchanged(before: FileState, after: FileState) -> None:
+    """Nothing changed. The contents of `farmd.db-shm` are the one exception: it is
+    SQLite's WAL index, shared-memory scratch that any reader of a crashed database
+    rebuilds from the WAL and that holds no data; its creation or deletion still counts."""
+    everything = changed(before, after)
+    scratch = (f"{DATABASE_FILE}-shm: bytes changed", f"{DATABASE_FILE}-shm: mtime changed")
+    serious = [line for line in everything if line not in scratch]
+    assert not serious, f"the refusal changed the state dir: {serious}"
+
+
+def refuse(state: Path) -> str:
+    """Open `state`, which must be refused; the message, checked to be one line."""
+    with pytest.raises(StoreError) as caught:
+        SqliteStore(state)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert "nothing was changed" in message, message
+    return message
+
+
+def make_database(state: Path, jobs: int = 60, frames: int = 8) -> None:
+    """A state dir with a store of several pages, closed cleanly."""
+    store = SqliteStore(state)
+    try:
+        store.commit(
+            Changes(
+                tuple(job_row(j) for j in range(1, jobs + 1)),
+                tuple(
+                    frame_row(j, n, n - 1) for j in range(1, jobs + 1) for n in range(1, frames + 1)
+                ),
+                jobs + 1,
+            )
+        )
+    finally:
+        store.close()
+
+
+def pragma(path: Path, name: str) -> Any:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_rows_survive_commit_close_and_a_fresh_open(state: Path) -> None:
+    jobs = (
+        job_row(1),
+        job_row(2, name="", cluster="/", priority=1, restrictions="", patterns="", argv=("x",)),
+        job_row(3, depends_on=(1, 2), submitted_at=0.1 + 0.2),
+    )
+    frames = (
+        # positions follow the range as written: "5,1,3"
+        frame_row(1, 5, 0, state="complete", worker="w1", attempts=2, started_at=10.5,
+                  finished_at=11.25, exit_code=0),
+        frame_row(1, 1, 1, state="running", worker="w2", attempts=1, started_at=12.0),
+        frame_row(1, 3, 2, state="failed", worker="w1", attempts=1, started_at=1.0,
+                  finished_at=2.0, exit_code=-9),
+        frame_row(2, 1, 0, state="killed", worker="w3", attempts=1, finished_at=3.0),
+        frame_row(3, 1, 0),
+    )  # fmt: skip
+    store = SqliteStore(state)
+    store.commit(Changes(jobs, frames, 4))
+    store.close()
+
+    reopened = SqliteStore(state)
+    try:
+        assert reopened.load() == Snapshot(jobs, frames, 4)
+    finally:
+        reopened.close()
+
+
+def test_a_new_state_dir_loads_empty_with_next_job_id_1(store: SqliteStore) -> None:
+    assert store.load() == Snapshot((), (), 1)
+
+
+def test_frames_load_in_range_order_not_number_order(store: SqliteStore) -> None:
+    rows = tuple(frame_row(1, n, i) for i, n in enumerate((30, 10, 20)))
+    store.commit(Changes((job_row(1),), tuple(reversed(rows)), 2))
+    assert store.load().frames == rows
+
+
+def test_upserts_keep_the_last_row_and_the_last_next_job_id(store: SqliteStore) -> None:
+    store.commit(Changes((job_row(1), job_row(2)), (frame_row(1, 1, 0), frame_row(2, 1, 0)), 3))
+    running = frame_row(1, 1, 0, state="running", worker="w1", attempts=1, started_at=5.0)
+    store.commit(Changes((job_row(1, priority=7),), (running,), 3))
+    done = attrs.evolve(running, state="complete", finished_at=6.0, exit_code=0)
+    store.commit(Changes((), (done,), None))  # no next_job_id: it stays
+    store.commit(Changes((job_row(3),), (frame_row(3, 1, 0),), 4))
+
+    snapshot = store.load()
+    assert snapshot.jobs == (job_row(1, priority=7), job_row(2), job_row(3))
+    assert snapshot.frames == (done, frame_row(2, 1, 0), frame_row(3, 1, 0))
+    assert snapshot.next_job_id == 4
+
+
+def test_an_empty_commit_changes_nothing(store: SqliteStore) -> None:
+    store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
+    store.commit(Changes())
+    assert store.load() == Snapshot((job_row(1),), (frame_row(1, 1, 0),), 2)
+
+
+def test_a_commit_that_fails_leaves_nothing_behind(store: SqliteStore) -> None:
+    store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
+    orphan_frame = frame_row(99, 1, 0)  # no job 99: the foreign key refuses the batch
+    with pytest.raises((StoreError, sqlite3.IntegrityError)):
+        store.commit(Changes((job_row(2),), (frame_row(2, 1, 0), orphan_frame), 3))
+    assert store.load() == Snapshot((job_row(1),), (frame_row(1, 1, 0),), 2)
+    store.commit(Changes((job_row(2),), (frame_row(2, 1, 0),), 3))  # still usable
+    assert store.load().next_job_id == 3
+
+
+def test_the_memory_store_keeps_nothing() -> None:
+    store = MemoryStore()
+    store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
+    assert store.load() == Snapshot()
+    store.close()
+
+
+# --------------------------------------------------------------------------- Changes.merge
+
+
+def test_merge_keeps_the_last_row_of_each_key_and_the_last_next_job_id() -> None:
+    first = Changes((job_row(1), job_row(2)), (frame_row(1, 1, 0), frame_row(2, 1, 0)), 3)
+    running = frame_row(1, 1, 0, state="running", worker="w", attempts=1)
+    second = Changes((job_row(1, priority=1),), (running,), None)
+    third = Changes((), (frame_row(2, 2, 1),), 5)
+
+    merged = Changes.merge([first, second, third])
+    assert merged.jobs == (job_row(1, priority=1), job_row(2))
+    assert merged.frames == (running, frame_row(2, 1, 0), frame_row(2, 2, 1))
+    assert merged.next_job_id == 5
+    assert Changes.merge([third, second]).next_job_id == 5  # None never overrides
+
+
+def test_merge_of_one_batch_is_that_batch_and_of_none_is_empty() -> None:
+    only = Changes((job_row(1),), (), 2)
+    assert Changes.merge([only]) is only
+    assert Changes.merge([]) == Changes()
+    assert not Changes.merge([])
+    assert not Changes()
+    assert Changes(next_job_id=1)
+    assert Changes(frames=(frame_row(1, 1, 0),))
+
+
+def test_committing_merged_batches_equals_committing_them_in_turn(tmp_path: Path) -> None:
+    batches = [
+        Changes((job_row(1),), (frame_row(1, 1, 0), frame_row(1, 2, 1)), 2),
+        Changes((), (frame_row(1, 1, 0, state="running", worker="w", attempts=1),), 2),
+        Changes((job_row(2, depends_on=(1,)),), (frame_row(2, 1, 0),), 3),
+        Changes((job_row(1, priority=3),), (frame_row(1, 1, 0, state="complete", attempts=1),), 3),
+    ]
+    one_by_one = SqliteStore(tmp_path / "a")
+    merged = SqliteStore(tmp_path / "b")
+    try:
+        for batch in batches:
+            one_by_one.commit(batch)
+        merged.commit(Changes.merge(batches))
+        assert one_by_one.load() == merged.load()
+    finally:
+        one_by_one.close()
+        merged.close()
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_a_new_database_is_migrated_to_the_current_schema_in_wal_mode(
+    store: SqliteStore, state: Path
+) -> None:
+    path = state / DATABASE_FILE
+    assert store.path == path
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert pragma(path, "journal_mode") == "wal"
+    db = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        db.close()
+    assert {"meta", "jobs", "frames"} <= tables
+
+
+def test_an_existing_version_0_database_is_migrated(state: Path) -> None:
+    state.mkdir()
+    db = sqlite3.connect(state / DATABASE_FILE)
+    db.execute("CREATE TABLE unrelated (x)")  # a valid database at user_version 0
+    db.commit()
+    db.close()
+    assert pragma(state / DATABASE_FILE, "user_version") == 0
+
+    store = SqliteStore(state)
+    try:
+        assert store.load() == Snapshot()
+        store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
+    finally:
+        store.close()
+    assert pragma(state / DATABASE_FILE, "user_version") == SCHEMA_VERSION
+
+
+def test_a_current_database_opens_again_without_migrating(state: Path) -> None:
+    make_database(state, jobs=3, frames=2)
+    store = SqliteStore(state)
+    try:
+        assert len(store.load().jobs) == 3
+    finally:
+        store.close()
+    assert pragma(state / DATABASE_FILE, "user_version") == SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_database_from_a_newer_farmd_is_refused_and_left_alone(state: Path) -> None:
+    make_database(state)
+    db = sqlite3.connect(state / DATABASE_FILE)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    before = files(state)
+
+    message = refuse(state)
+    assert "newer farmd" in message
+    assert f"schema {SCHEMA_VERSION + 1}" in message
+    assert f"up to {SCHEMA_VERSION}" in message
+    assert_unchanged(before, files(state))
+
+
+def crash_image(tmp_path: Path, *, newer: bool = False) -> Path:
+    """A state dir as `kill -9` leaves it: the last commits only in `farmd.db-wal`.
+
+    Taken by copying the files while a store still holds them open (so nothing is
+    checkpointed). With `newer`, the last commit is a newer farmd's schema bump."""
+    live = tmp_path / "live"
+    make_database(live)
+    holder = SqliteStore(live)
+    try:
+        holder.commit(Changes((job_row(1000),), (frame_row(1000, 1, 0),), 1001))
+        if newer:
+            db = sqlite3.connect(live / DATABASE_FILE, isolation_level=None)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+            db.close()  # not the last connection: no checkpoint
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        for name in (DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm", LOCK_FILE):
+            shutil.copy2(live / name, crashed / name)
+    finally:
+        holder.close()
+    assert (crashed / f"{DATABASE_FILE}-wal").stat().st_size > 0
+    return crashed
+
+
+def test_a_newer_schema_in_the_wal_of_a_crashed_farmd_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    # A newer farmd bumped the schema and was killed: the bump is only in the WAL.
+    crashed = crash_image(tmp_path, newer=True)
+    before = files(crashed)
+
+    message = refuse(crashed)
+    assert "newer farmd" in message
+    assert_unchanged(before, files(crashed))
+
+
+def test_a_corrupt_database_with_a_wal_from_a_crash_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    # The supervisor was killed (its last commits are in the WAL), then a page of the
+    # database was damaged. The WAL is the newest good data there is: a refusal must
+    # neither delete it nor copy it into the damaged file.
+    crashed = crash_image(tmp_path)
+    clobber_middle_page(crashed / DATABASE_FILE)
+    before = files(crashed)
+
+    message = refuse(crashed)
+    assert "corrupt" in message
+    assert_unchanged(before, files(crashed))
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_alone(state: Path) -> None:
+    make_database(state)
+    path = state / DATABASE_FILE
+    path.write_bytes(random.Random(1).randbytes(path.stat().st_size))
+    before = files(state)
+
+    message = refuse(state)
+    assert "corrupt or unreadable" in message
+    assert "not a database" in message
+    assert_unchanged(before, files(state))
+
+
+def page_size(path: Path) -> int:
+    return int(pragma(path, "page_size"))
+
+
+def clobber_middle_page(path: Path) -> None:
+    """Overwrite a whole page in the middle of the database file with garbage.
+
+    quick_check verifies the structure of every b-tree page, not the bytes of the rows in
+    them: garbage inside a row's payload goes unnoticed (SQLite's design, not farmd's).
+    A whole page of garbage destroys the page's b-tree header, which it does detect."""
+    size = page_size(path)
+    pages = path.stat().st_size // size
+    assert pages >= 6, pages
+    with path.open("r+b") as handle:
+        handle.seek(pages // 2 * size)
+        handle.write(b"\xa5" * size)
+
+
+def test_a_corrupt_page_in_the_middle_is_refused_and_left_alone(state: Path) -> None:
+    make_database(state)
+    clobber_middle_page(state / DATABASE_FILE)
+    before = files(state)
+
+    message = refuse(state)
+    assert "corrupt" in message
+    assert_unchanged(before, files(state))
+
+
+def test_a_truncated_database_is_refused_and_left_alone(state: Path) -> None:
+    make_database(state)
+    path = state / DATABASE_FILE
+    size = page_size(path)
+    os.truncate(path, (path.stat().st_size // size // 2) * size)
+    before = files(state)
+
+    message = refuse(state)
+    assert "corrupt" in message
+    assert_unchanged(before, files(state))
+
+
+def test_a_state_dir_held_by_another_store_is_refused_naming_its_pid(state: Path) -> None:
+    first = SqliteStore(state)
+    try:
+        first.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
+        before = files(state)
+        message = refuse(state)
+        assert "in use by another running farmd supervisor" in message
+        assert f"(pid {os.getpid()})" in message
+        assert_unchanged(before, files(state))
+        # the holder is unaffected
+        first.commit(Changes((job_row(2),), (frame_row(2, 1, 0),), 3))
+        assert first.load().next_job_id == 3
+    finally:
+        first.close()
+    # once it let go, the dir opens again
+    second = SqliteStore(state)
+    try:
+        assert [j.id for j in second.load().jobs] == [1, 2]
+    finally:
+        second.close()
+
+
+def test_a_refused_state_dir_does_not_get_a_lock_file(state: Path) -> None:
+    # A state dir copied without its lock file, holding a newer farmd's database.
+    make_database(state)
+    db = sqlite3.connect(state / DATABASE_FILE)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    (state / LOCK_FILE).unlink()
+    before = files(state)
+
+    refuse(state)
+    assert_unchanged(before, files(state))
+
+
+# --------------------------------------------------------------------------- restore
+
+
+class Recorder:
+    """A scheduler whose every outcome's changes are kept, as the supervisor's are."""
+
+    def __init__(self) -> None:
+        self.core = Scheduler()
+        self.changes: list[Changes] = []
+        self.clock = 1_700_000_000.0
+
+    def now(self) -> float:
+        self.clock += 0.125
+        return self.clock
+
+    def __call__(self, event: Event) -> Outcome:
+        outcome = self.core.handle(event)
+        self.changes.append(outcome.changes)
+        return outcome
+
+
+def starts(outcome: Outcome) -> list[StartFrame]:
+    return [c for c in outcome.commands if isinstance(c, StartFrame)]
+
+
+def stops(outcome: Outcome) -> list[StopFrame]:
+    return [c for c in outcome.commands if isinstance(c, StopFrame)]
+
+
+def notes(outcome: Outcome) -> list[str]:
+    return [c.event for c in outcome.commands if isinstance(c, Note)]
+
+
+def result(start: StartFrame, now: float, exit_code: int = 0) -> FrameEnded:
+    return FrameEnded(
+        worker=start.worker,
+        job_id=start.job_id,
+        frame=start.frame,
+        attempt=start.attempt,
+        exit_code=exit_code,
+        now=now,
+    )
+
+
+PROBES = [
+    WorkerView("/"),
+    WorkerView("/show1/comp"),
+    WorkerView("/show1/light"),
+    WorkerView("/show2"),
+    WorkerView("/show2/fx/sim"),
+]
+
+
+def seen(core: Scheduler) -> dict[str, Any]:
+    """Everything a user or a worker sees of the queue."""
+    return {
+        "jobs": core.jobs_view(),
+        "details": {job["id"]: core.job_view(job["id"]) for job in core.jobs_view()},
+        "index": sorted(core.index, key=lambda queued: queued.id),
+        "ranking": {str(view): core.index.page(view, 1000) for view in PROBES},
+        "job clusters": [
+            (node["path"], node["jobs_here"], node["jobs_total"])
+            for node in core.clusters_view()
+            if node["jobs_total"]
+        ],
+    }
+
+
+def frame_of(core: Scheduler, job_id: int, number: int) -> dict[str, Any]:
+    (view,) = [f for f in core.job_view(job_id)["frame_list"] if f["frame"] == number]
+    return dict(view)
+
+
+def row_of(changes: Changes, job_id: int, number: int) -> FrameRow:
+    (row,) = [f for f in changes.frames if (f.job_id, f.number) == (job_id, number)]
+    return row
+
+
+def running_frames(core: Scheduler) -> set[tuple[int, int, int]]:
+    return {
+        (job.id, frame.number, frame.attempts)
+        for job in core.jobs.values()
+        for frame in job.frames.values()
+        if frame.state.value == "running"
+    }
+
+
+def restored(snapshot: Snapshot) -> Scheduler:
+    core = Scheduler()
+    core.restore(snapshot)
+    return core
+
+
+def through_store(directory: Path, batches: list[Changes], *, group: int = 1) -> Snapshot:
+    """Commit `batches` (merged `group` at a time, as the group committer may) to a new
+    store in `directory`, close it and load it from a fresh open."""
+    store = SqliteStore(directory)
+    try:
+        for i in range(0, len(batches), group):
+            store.commit(Changes.merge([c for c in batches[i : i + group] if c]))
+    finally:
+        store.close()
+    reopened = SqliteStore(directory)
+    try:
+        return reopened.load()
+    finally:
+        reopened.close()
+
+
+def busy_farm() -> tuple[Recorder, dict[str, int], list[StartFrame]]:
+    """A farm in every state at once: waiting, pending, running, complete, failed and
+    killed frames; dependencies met and unmet; restrictions, patterns, a modified
+    priority, and a frame requeued from a lost worker. Returns the recorder, job ids by
+    name, and the frames still running."""
+    farm = Recorder()
+    ids: dict[str, int] = {}
+
+    def submit(name: str, **fields: Any) -> None:
+        out = farm(SubmitJob(argv=("render", "{frame}"), name=name, now=farm.now(), **fields))
+        ids[name] = out.result
+
+    submit("base", cluster="/show1/comp", priority=20, frames="1-4")
+    submit("light", cluster="/show1/light", frames="5,1,3", depends_on=(ids["base"],))
+    submit("fx", cluster="/show2/fx", priority=5, patterns="/show1+,/show3", frames="1-10x3")
+    submit(
+        "final",
+        cluster="/show2",
+        restrictions="/show2/+ || /show1/*",
+        depends_on=(ids["fx"], ids["base"]),
+    )
+    submit("doomed", cluster="/show1/comp", priority=1, frames="1-2")
+    submit("solo", priority=3, restrictions="/show2/fx/*")
+    submit("later", cluster="/show3", frames="1-3")
+
+    running: dict[tuple[int, int], StartFrame] = {}
+
+    def track(out: Outcome) -> None:
+        for start in starts(out):
+            running[(start.job_id, start.frame)] = start
+
+    track(farm(WorkerJoined(name="w1", cluster="/show1/comp", slots=2, now=farm.now())))
+    track(farm(WorkerJoined(name="w2", cluster="/show2/fx/sim", slots=1, now=farm.now())))
+    track(
+        farm(
+            WorkerJoined(
+                name="w3", cluster="/show1/light", slots=1, restrictions="/show1/+", now=farm.now()
+            )
+        )
+    )
+    # doomed (priority 1) went to w1 and w3: kill it with both frames running
+    farm(KillJobs(job_ids=(ids["doomed"],), now=farm.now()))
+    for key in [k for k in running if k[0] == ids["doomed"]]:
+        track(farm(result(running.pop(key), farm.now(), exit_code=-15)))
+    # finish what runs, one failure among them, for a few rounds
+    for round_ in range(4):
+        for key in sorted(running)[:2]:
+            start = running.pop(key)
+            code = 1 if (start.job_id, start.frame) == (ids["fx"], 4) else 0
+            track(farm(result(start, farm.now(), exit_code=code)))
+        if round_ == 1:
+            farm(ModifyJob(job_id=ids["later"], priority=2, now=farm.now()))
+    # w3 is lost: its frame goes back to pending with its attempt counted
+    lost = [k for k, s in running.items() if s.worker == "w3"]
+    farm(WorkerLost(name="w3", now=farm.now()))
+    for key in lost:
+        del running[key]
+    return farm, ids, list(running.values())
+
+
+def test_busy_farm_has_every_kind_of_state() -> None:
+    farm, _, running = busy_farm()
+    states = {job["state"] for job in farm.core.jobs_view()}
+    frame_states = {
+        frame["state"]
+        for job in farm.core.jobs_view()
+        for frame in farm.core.job_view(job["id"])["frame_list"]
+    }
+    assert {"waiting", "running", "killed"} <= states, states
+    assert frame_states == {"pending", "running", "complete", "failed", "killed"}
+    assert running
+    requeued = [
+        frame
+        for job in farm.core.jobs_view()
+        for frame in farm.core.job_view(job["id"])["frame_list"]
+        if frame["state"] == "pending" and frame["attempts"] > 0
+    ]
+    assert requeued, "no frame was requeued from a lost worker"
+
+
+@pytest.mark.parametrize("group", [1, 3, 1000], ids=["one-by-one", "groups-of-3", "all-at-once"])
+def test_restore_shows_the_same_farm(tmp_path: Path, group: int) -> None:
+    farm, _, running = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes, group=group))
+
+    assert seen(core) == seen(farm.core)
+    assert core.orphans == len(running) == len(running_frames(farm.core))
+    # the next job gets the same id in both
+    submit = SubmitJob(argv=("x",), now=farm.now())
+    assert core.handle(submit).result == farm.core.handle(submit).result
+
+
+def test_a_worker_joining_a_restored_farm_gets_the_same_frames_and_order(tmp_path: Path) -> None:
+    farm, _, _ = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    offered = 0
+    for name, cluster, restrictions in [
+        ("p1", "/show1/comp", ""),
+        ("p2", "/show2/fx/sim", ""),
+        ("p3", "/", "/show3 || /"),
+    ]:
+        probe = WorkerJoined(
+            name=name, cluster=cluster, slots=1, restrictions=restrictions, now=farm.now()
+        )
+        assert starts(core.handle(probe)) == starts(farm.core.handle(probe))
+        assert core.order_view(name, 100) == farm.core.order_view(name, 100)
+        offered += len(core.order_view(name, 100))
+    assert offered, "the probes saw empty queues: the comparison proved nothing"
+    assert seen(core) == seen(farm.core)
+
+
+def requeued_by_hand(snapshot: Snapshot) -> Snapshot:
+    """`snapshot` with every running frame put back to pending, as a reclaim should."""
+    frames = tuple(
+        attrs.evolve(f, state="pending", started_at=None) if f.state == "running" else f
+        for f in snapshot.frames
+    )
+    return attrs.evolve(snapshot, frames=frames)
+
+
+def test_reclaiming_orphans_puts_exactly_the_running_frames_back(tmp_path: Path) -> None:
+    farm, _, running = busy_farm()
+    snapshot = through_store(tmp_path / "a", farm.changes)
+    core = restored(snapshot)
+
+    out = core.handle(ReclaimOrphans(now=farm.now()))
+    assert sorted(out.result) == sorted(f"{s.job_id}:{s.frame}" for s in running)
+    assert "unclaimed frames requeued" in notes(out)
+    assert {(f.job_id, f.number) for f in out.changes.frames} == {
+        (s.job_id, s.frame) for s in running
+    }
+    assert core.orphans == 0
+    assert running_frames(core) == set()
+    assert seen(core) == seen(restored(requeued_by_hand(snapshot)))
+
+    # and that is durable: the reclaim's changes, committed, load as pending
+    again = restored(through_store(tmp_path / "b", [*farm.changes, out.changes]))
+    assert seen(again) == seen(core)
+    assert again.orphans == 0
+
+
+def test_reclaim_with_no_orphans_changes_nothing(tmp_path: Path) -> None:
+    farm, _, _ = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    core.handle(ReclaimOrphans(now=farm.now()))
+    out = core.handle(ReclaimOrphans(now=farm.now()))
+    assert out.result == []
+    assert not out.changes
+
+
+def test_a_worker_returning_with_its_frame_keeps_it_and_completes_it(tmp_path: Path) -> None:
+    farm, _, running = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    mine = [s for s in running if s.worker == "w1"]
+    assert mine
+    held = tuple((s.job_id, s.frame, s.attempt) for s in mine)
+
+    out = core.handle(
+        WorkerJoined(name="w1", cluster="/show1/comp", slots=2, running=held, now=farm.now())
+    )
+    assert stops(out) == []
+    assert starts(out) == []  # both slots are taken by the frames it kept
+    assert "unclaimed frames requeued" not in notes(out)
+    assert core.orphans == len(running) - len(mine)
+    for start in mine:
+        view = frame_of(core, start.job_id, start.frame)
+        assert (view["state"], view["worker"], view["attempts"]) == (
+            "running",
+            "w1",
+            start.attempt,
+        )
+    # the grace period's end leaves them alone
+    reclaimed = core.handle(ReclaimOrphans(now=farm.now())).result
+    assert not {f"{s.job_id}:{s.frame}" for s in mine} & set(reclaimed)
+    # its results complete the frames, on that worker, with that attempt
+    for start in mine:
+        out = core.handle(result(start, farm.now()))
+        row = row_of(out.changes, start.job_id, start.frame)
+        assert (row.state, row.worker, row.attempts) == ("complete", "w1", start.attempt)
+
+
+def test_a_worker_returning_without_its_frame_gets_it_requeued_at_once(tmp_path: Path) -> None:
+    farm, _, running = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    mine = [s for s in running if s.worker == "w1"]
+    assert mine
+    # It comes back with nothing running (its host rebooted), admitting nothing, so the
+    # requeued frames stay pending where a test can see them.
+    out = core.handle(
+        WorkerJoined(
+            name="w1", cluster="/show1/comp", slots=2, restrictions="/nowhere", now=farm.now()
+        )
+    )
+    assert "unclaimed frames requeued" in notes(out)
+    assert core.orphans == len(running) - len(mine)
+    for start in mine:
+        view = frame_of(core, start.job_id, start.frame)
+        assert (view["state"], view["attempts"], view["started_at"]) == (
+            "pending",
+            start.attempt,
+            None,
+        )
+        assert (start.job_id, start.frame) in {(f.job_id, f.number) for f in out.changes.frames}
+
+
+def test_a_worker_returning_without_its_frame_runs_the_next_attempt(tmp_path: Path) -> None:
+    farm, _, running = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    mine = sorted((s for s in running if s.worker == "w1"), key=lambda s: (s.job_id, s.frame))
+    out = core.handle(WorkerJoined(name="w1", cluster="/show1/comp", slots=2, now=farm.now()))
+    again = {(s.job_id, s.frame): s.attempt for s in starts(out)}
+    rerun = [s for s in mine if (s.job_id, s.frame) in again]
+    assert rerun, "w1 took none of its requeued frames"
+    for start in rerun:
+        assert again[(start.job_id, start.frame)] == start.attempt + 1
+
+
+def test_a_stale_result_after_restart_is_ignored_and_logged(tmp_path: Path) -> None:
+    # w1's frame is reclaimed after the grace period and runs again on w4 (attempt + 1).
+    # w1 then returns still holding the old attempt: it is told to stop it, and its
+    # result is ignored; the frame completes once, with w4's result.
+    farm, _, running = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    (old, *_) = sorted((s for s in running if s.worker == "w1"), key=lambda s: s.job_id)
+    core.handle(ReclaimOrphans(now=farm.now()))
+    out = core.handle(WorkerJoined(name="w4", cluster="/show1/comp", slots=8, now=farm.now()))
+    (new,) = [s for s in starts(out) if (s.job_id, s.frame) == (old.job_id, old.frame)]
+    assert new.attempt == old.attempt + 1
+
+    held = ((old.job_id, old.frame, old.attempt),)
+    out = core.handle(
+        WorkerJoined(
+            name="w1", cluster="/show1/comp", slots=1, restrictions="/nowhere", running=held,
+            now=farm.now(),
+        )
+    )  # fmt: skip
+    assert stops(out) == [
+        StopFrame(worker="w1", job_id=old.job_id, frame=old.frame, attempt=old.attempt)
+    ]
+    out = core.handle(result(old, farm.now()))
+    assert "stale result ignored" in notes(out)
+    assert not out.changes
+    out = core.handle(result(new, farm.now()))
+    row = row_of(out.changes, old.job_id, old.frame)
+    assert (row.state, row.worker, row.attempts) == ("complete", "w4", new.attempt)
+    out = core.handle(result(new, farm.now()))  # repeated until acknowledged: harmless
+    assert "stale result ignored" in notes(out)
+    assert not out.changes
+
+
+def test_a_worker_returning_after_the_grace_period_readopts_a_pending_frame(
+    tmp_path: Path,
+) -> None:
+    # The frame went back to pending, but no one took it before w1 returned with it.
+    farm, _, running = busy_farm()
+    core = restored(through_store(tmp_path / "state", farm.changes))
+    mine = [s for s in running if s.worker == "w1"]
+    core.handle(ReclaimOrphans(now=farm.now()))
+    held = tuple((s.job_id, s.frame, s.attempt) for s in mine)
+    out = core.handle(
+        WorkerJoined(name="w1", cluster="/show1/comp", slots=2, running=held, now=farm.now())
+    )
+    assert stops(out) == []
+    assert notes(out).count("frame readopted") == len(mine)
+    for start in mine:
+        view = frame_of(core, start.job_id, start.frame)
+        assert (view["state"], view["worker"], view["attempts"]) == ("running", "w1", start.attempt)
+
+
+# --------------------------------------------------------------------------- random farms
+
+
+class RandomFarm:
+    """Random events against a recorder, with a model of what each worker host runs."""
+
+    CLUSTERS = ("/", "/a", "/a/b", "/a/c", "/b", "/b/x/y")
+    RESTRICTIONS = ("", "", "", "/a/+", "/b || /a/*", "/+", "/a/b")
+    PATTERNS = ("", "", "", "/a+", "/b,/a/c", "/b/x+")
+    FRAMES = ("", "1", "1-3", "2,9,4", "1-10x4")
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.farm = Recorder()
+        self.hosts: dict[str, set[tuple[int, int, int]]] = {}  # connected worker -> attempts
+
+    def track(self, out: Outcome) -> None:
+        for start in starts(out):
+            self.hosts[start.worker].add((start.job_id, start.frame, start.attempt))
+
+    def step(self) -> None:
+        rng, farm, core = self.rng, self.farm, self.farm.core
+        roll = rng.random()
+        job_ids = list(core.jobs)
+        event: Event
+        if roll < 0.25 or not job_ids:
+            deps = rng.sample(job_ids, k=min(len(job_ids), rng.choice((0, 0, 1, 2))))
+            event = SubmitJob(
+                argv=("cmd", "{frame}"),
+                name=rng.choice(("", "shot", "ä")),
+                cluster=rng.choice(self.CLUSTERS),
+                priority=rng.choice((None, 1, 5, 5, 100)),
+                restrictions=rng.choice(self.RESTRICTIONS),
+                patterns=rng.choice(self.PATTERNS),
+                frames=rng.choice(self.FRAMES),
+                depends_on=tuple(deps),
+                now=farm.now(),
+            )
+        elif roll < 0.35:
+            name = rng.choice(("w1", "w2", "w3", "w4"))
+            held = tuple(sorted(self.hosts.get(name, ()))) if name in self.hosts else ()
+            event = WorkerJoined(
+                name=name,
+                cluster=rng.choice(self.CLUSTERS),
+                slots=rng.choice((1, 2)),
+                restrictions=rng.choice(self.RESTRICTIONS),
+                running=held,
+                now=farm.now(),
+            )
+            self.hosts.setdefault(name, set())
+        elif roll < 0.42 and self.hosts:
+            name = rng.choice(sorted(self.hosts))
+            event = WorkerLost(name=name, now=farm.now())
+            del self.hosts[name]  # the host is gone, and its frames with it
+        elif roll < 0.85 and any(self.hosts.values()):
+            name = rng.choice(sorted(n for n, held in self.hosts.items() if held))
+            job_id, frame, attempt = rng.choice(sorted(self.hosts[name]))
+            self.hosts[name].discard((job_id, frame, attempt))
+            event = FrameEnded(
+                worker=name,
+                job_id=job_id,
+                frame=frame,
+                attempt=attempt,
+                exit_code=rng.choice((0, 0, 0, 0, 1)),
+                now=farm.now(),
+            )
+        elif roll < 0.92:
+            event = ModifyJob(
+                job_id=rng.choice(job_ids),
+                priority=rng.choice((None, 1, 7)),
+                cluster=rng.choice((None, *self.CLUSTERS)),
+                patterns=rng.choice((None, *self.PATTERNS)),
+                now=farm.now(),
+            )
+        else:
+            event = KillJobs(job_ids=(rng.choice(job_ids),), now=farm.now())
+        with contextlib.suppress(UserError):  # a refused event changes nothing
+            self.track(farm(event))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_farms_restore_to_what_they_showed(tmp_path: Path, seed: int) -> None:
+    model = RandomFarm(seed)
+    farm = model.farm
+    store = SqliteStore(tmp_path / "state")
+    committed = 0
+    try:
+        for checkpoint in range(8):
+            for _ in range(40):
+                model.step()
+            store.commit(Changes.merge([c for c in farm.changes[committed:] if c]))
+            committed = len(farm.changes)
+            core = restored(store.load())
+            assert seen(core) == seen(farm.core), f"checkpoint {checkpoint}"
+            assert core.orphans == len(running_frames(farm.core))
+    finally:
+        store.close()
+    snapshot = load_fresh(tmp_path / "state")
+    core = restored(snapshot)
+    assert seen(core) == seen(farm.core)
+    core.handle(ReclaimOrphans(now=farm.now()))
+    assert seen(core) == seen(restored(requeued_by_hand(snapshot)))
+
+
+def load_fresh(directory: Path) -> Snapshot:
+    store = SqliteStore(directory)
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- rank fields
+
+
+@PROPERTY_SETTINGS
+@given(
+    cluster=cluster_paths(),
+    restrictions=restriction_texts(),
+    patterns=pattern_texts(),
+    priority=st.integers(1, 99_999),
+)
+def test_rank_fields_survive_the_store_exactly(
+    cluster: str, restrictions: str, patterns: str, priority: int
+) -> None:
+    farm = Recorder()
+    job_id = farm(
+        SubmitJob(
+            argv=("x",),
+            cluster=cluster,
+            restrictions=restrictions,
+            patterns=patterns,
+            priority=priority,
+            now=farm.now(),
+        )
+    ).result
+    with tempfile.TemporaryDirectory() as directory:
+        core = restored(through_store(Path(directory) / "state", farm.changes))
+    assert core.index.get(job_id) == farm.core.index.get(job_id)
+    assert core.job_view(job_id) == farm.core.job_view(job_id)
