@@ -48,6 +48,7 @@ from tests.e2e_support import (
     open_farm,
     wait_for,
 )
+from tests.state_files import changed, files
 
 pytestmark = pytest.mark.e2e
 
@@ -146,32 +147,6 @@ def lines(path: Path) -> list[str]:
         return path.read_text().splitlines()
     except FileNotFoundError:
         return []
-
-
-FileState = dict[str, tuple[bytes, int]]
-
-
-def files(directory: Path) -> FileState:
-    """Every file under `directory`: its bytes and its mtime in nanoseconds."""
-    return {
-        str(path.relative_to(directory)): (path.read_bytes(), path.stat().st_mtime_ns)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-
-
-def changed(before: FileState, after: FileState) -> list[str]:
-    out = []
-    for name in sorted(set(before) | set(after)):
-        if name not in after:
-            out.append(f"{name}: deleted")
-        elif name not in before:
-            out.append(f"{name}: created")
-        elif before[name][0] != after[name][0]:
-            out.append(f"{name}: bytes changed")
-        elif before[name][1] != after[name][1]:
-            out.append(f"{name}: mtime changed")
-    return out
 
 
 # --------------------------------------------------------------------------- restart

@@ -55,6 +55,7 @@ from farmd.store import (
     SqliteStore,
     StoreError,
 )
+from tests.state_files import FileState, changed, files
 from tests.strategies import PROPERTY_SETTINGS, cluster_paths, pattern_texts, restriction_texts
 
 # --------------------------------------------------------------------------- helpers
@@ -104,33 +105,6 @@ def store(state: Path) -> Iterator[SqliteStore]:
         yield opened
     finally:
         opened.close()
-
-
-FileState = dict[str, tuple[bytes, int]]
-
-
-def files(directory: Path) -> FileState:
-    """Every file under `directory`: its bytes and its mtime in nanoseconds."""
-    out = {}
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            out[str(path.relative_to(directory))] = (path.read_bytes(), path.stat().st_mtime_ns)
-    return out
-
-
-def changed(before: FileState, after: FileState) -> list[str]:
-    """What differs, one entry per file: created, deleted, bytes or mtime changed."""
-    out = []
-    for name in sorted(set(before) | set(after)):
-        if name not in after:
-            out.append(f"{name}: deleted")
-        elif name not in before:
-            out.append(f"{name}: created")
-        elif before[name][0] != after[name][0]:
-            out.append(f"{name}: bytes changed")
-        elif before[name][1] != after[name][1]:
-            out.append(f"{name}: mtime changed")
-    return out
 
 
 def assert_unchanged(before: FileState, after: FileState) -> None:
