@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -318,7 +319,14 @@ class Agent:
             else:
                 if attempt.kill_requested:  # the kill came while it was starting
                     await self._kill(attempt)
-                exit_code = await attempt.process.wait()
+                limit = message.time_limit or math.inf
+                with trio.move_on_after(limit) as timer:
+                    exit_code = await attempt.process.wait()
+                if timer.cancelled_caught:
+                    error = f"time limit of {message.time_limit:g} s exceeded"
+                    output.write(f"farmd: {error}: killed\n".encode())
+                    await self._kill(attempt)
+                    exit_code = await attempt.process.wait()
         result = FrameFinished(
             job_id=message.job_id,
             frame=message.frame,

@@ -162,6 +162,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="wait until this job is complete (repeatable)",
     )
+    _add_job_options(submit)
     submit.add_argument("--json", action="store_true")
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
 
@@ -198,6 +199,7 @@ def _build_parser() -> argparse.ArgumentParser:
     modify.add_argument("--cluster")
     modify.add_argument("--restrictions", metavar="EXPR")
     modify.add_argument("--cross-cluster", metavar="PATTERNS")
+    _add_job_options(modify, defaults=False)
     modify.add_argument("--json", action="store_true")
 
     logs = command("logs", _logs, "print the log of a frame (ID or ID:FRAME)")
@@ -209,6 +211,65 @@ def _build_parser() -> argparse.ArgumentParser:
     order.add_argument("--limit", type=_positive_int, default=50)
     order.add_argument("--json", action="store_true")
     return parser
+
+
+def _add_job_options(sub: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    def default(value: float) -> float | None:
+        return value if defaults else None
+
+    sub.add_argument(
+        "--instances",
+        type=_count,
+        default=default(0),
+        metavar="N",
+        help="frames of the job running at once at most (default: no cap)",
+    )
+    sub.add_argument(
+        "--retries",
+        type=_count,
+        default=default(0),
+        metavar="N",
+        help="times a failed frame runs again (default 0)",
+    )
+    sub.add_argument(
+        "--retry-delay",
+        type=_seconds,
+        default=default(0.0),
+        metavar="S",
+        help="seconds before a failed frame runs again (default 0)",
+    )
+    sub.add_argument(
+        "--frame-timelimit",
+        type=_seconds,
+        default=default(0.0),
+        metavar="S",
+        dest="time_limit",
+        help="kill and fail an attempt after S seconds",
+    )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"{text!r} is not a whole number"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0:
+        msg = f"{text!r} must be 0 or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number of seconds"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value < float("inf"):
+        msg = f"{text!r} must be 0 or more seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _add_connection_options(sub: argparse.ArgumentParser) -> None:
@@ -375,6 +436,10 @@ def _submit(args: argparse.Namespace) -> int:
             cross_cluster=args.cross_cluster,
             frames=args.frames,
             depends_on=args.depends_on,
+            instances=args.instances,
+            retries=args.retries,
+            retry_delay=args.retry_delay,
+            time_limit=args.time_limit,
         )
     if args.json:
         _print_json(job)
@@ -473,8 +538,21 @@ def _kill(args: argparse.Namespace) -> int:
 
 
 def _modify(args: argparse.Namespace) -> int:
-    if all(v is None for v in (args.priority, args.cluster, args.restrictions, args.cross_cluster)):
-        msg = "nothing to modify: give --priority, --cluster, --restrictions or --cross-cluster"
+    options = (
+        args.priority,
+        args.cluster,
+        args.restrictions,
+        args.cross_cluster,
+        args.instances,
+        args.retries,
+        args.retry_delay,
+        args.time_limit,
+    )
+    if all(v is None for v in options):
+        msg = (
+            "nothing to modify: give --priority, --cluster, --restrictions, --cross-cluster, "
+            "--instances, --retries, --retry-delay or --frame-timelimit"
+        )
         raise UserError(msg)
     with _client(args) as farm:
         job = farm.modify(
@@ -483,6 +561,10 @@ def _modify(args: argparse.Namespace) -> int:
             cluster=args.cluster,
             restrictions=args.restrictions,
             cross_cluster=args.cross_cluster,
+            instances=args.instances,
+            retries=args.retries,
+            retry_delay=args.retry_delay,
+            time_limit=args.time_limit,
         )
     if args.json:
         _print_json(job)

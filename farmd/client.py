@@ -216,8 +216,16 @@ class Client:
         cross_cluster: str = "",
         frames: str = "",
         depends_on: Iterable[int] = (),
+        instances: int = 0,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        time_limit: float = 0.0,
     ) -> dict[str, Any]:
-        """Submit a job; returns its summary (`id`, `state`, frame counts...)."""
+        """Submit a job; returns its summary (`id`, `state`, frame counts...).
+
+        `instances` caps the frames running at once (0: no cap); a failed frame runs
+        again up to `retries` times, `retry_delay` seconds later, preferably elsewhere;
+        an attempt running longer than `time_limit` seconds is killed and fails."""
         result: dict[str, Any] = self._call(
             Submit,
             argv=tuple(argv),
@@ -228,6 +236,10 @@ class Client:
             patterns=cross_cluster or "",
             frames=frames or "",
             depends_on=tuple(depends_on),
+            instances=instances,
+            retries=retries,
+            retry_delay=retry_delay,
+            time_limit=time_limit,
         )
         return result
 
@@ -280,8 +292,13 @@ class Client:
         cluster: str | None = None,
         restrictions: str | None = None,
         cross_cluster: str | None = None,
+        instances: int | None = None,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+        time_limit: float | None = None,
     ) -> dict[str, Any]:
-        """Change what ranks a job; it takes effect at the next pick."""
+        """Change a job's rank and options; they take effect at the next pick (a time
+        limit, from the next attempt)."""
         result: dict[str, Any] = self._call(
             Modify,
             job_id=job_id,
@@ -289,6 +306,10 @@ class Client:
             cluster=cluster,
             restrictions=restrictions,
             patterns=cross_cluster,
+            instances=instances,
+            retries=retries,
+            retry_delay=retry_delay,
+            time_limit=time_limit,
         )
         return result
 

@@ -25,6 +25,7 @@ A refused event raises a `UserError` before anything is changed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,6 +70,10 @@ class SubmitJob:
     patterns: str = ""
     frames: str = ""
     depends_on: tuple[int, ...] = ()
+    instances: int = 0
+    retries: int = 0
+    retry_delay: float = 0.0
+    time_limit: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +98,10 @@ class ModifyJob:
     cluster: str | None = None
     restrictions: str | None = None
     patterns: str | None = None
+    instances: int | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+    time_limit: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -121,6 +130,13 @@ class ReclaimOrphans:
 
 
 @attrs.frozen(kw_only=True)
+class Tick:
+    """The time the core asked to be woken at (`WakeAt`) has come."""
+
+    now: float
+
+
+@attrs.frozen(kw_only=True)
 class FrameEnded:
     worker: str
     job_id: int
@@ -140,6 +156,7 @@ Event = (
     | WorkerLost
     | FrameEnded
     | ReclaimOrphans
+    | Tick
 )
 
 # --------------------------------------------------------------------------- commands
@@ -154,6 +171,7 @@ class StartFrame:
     attempt: int
     argv: tuple[str, ...]
     env: dict[str, str]
+    time_limit: float = 0.0
     # why this job: its rank key for this worker, for the dispatch log
     rank: tuple[int, int, int]
 
@@ -164,6 +182,13 @@ class StopFrame:
     job_id: int
     frame: int
     attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class WakeAt:
+    """Send a `Tick` at this time (seconds since the epoch, as events carry)."""
+
+    at: float
 
 
 @attrs.frozen(kw_only=True)
@@ -181,7 +206,7 @@ class Note:
     fields: dict[str, Any] = attrs.field(factory=dict)
 
 
-Command = StartFrame | StopFrame | JobEnded | Note
+Command = StartFrame | StopFrame | JobEnded | Note | WakeAt
 
 
 @attrs.frozen
@@ -224,6 +249,9 @@ class Scheduler:
         self._changed_frames: dict[tuple[int, int], None] = {}
         # (job, frame, attempt) found running after a restart, waiting for their worker
         self._orphans: dict[tuple[int, int, int], None] = {}
+        self._held: dict[tuple[int, int], float] = {}  # frames waiting out a retry delay
+        self._capped: set[int] = set()  # jobs with an instances cap
+        self._below_cap: set[int] = set()  # capped jobs whose running count just fell
 
     # ------------------------------------------------------------------ the door
 
@@ -247,9 +275,15 @@ class Scheduler:
                 result = None
             case ReclaimOrphans():
                 result = self._reclaim_orphans()
+            case Tick():
+                result = self._release_due(event.now)
             case _:
                 msg = f"unknown event {event!r}"
                 raise TypeError(msg)
+        for job_id in self._below_cap:
+            if job_id in self.index:
+                self._wake_for(self.jobs[job_id])
+        self._below_cap.clear()
         self._dispatch(event.now)
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
@@ -299,6 +333,7 @@ class Scheduler:
                 msg = f"bad dependency: job {dep} does not exist"
                 raise UnknownJobError(msg)
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
+        _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
         return Job(
             id=job_id,
             name=event.name or f"job{job_id}",
@@ -310,6 +345,10 @@ class Scheduler:
             frames={n: Frame(n) for n in numbers},
             depends_on=tuple(dict.fromkeys(event.depends_on)),
             submitted_at=event.now,
+            instances=event.instances,
+            retries=event.retries,
+            retry_delay=float(event.retry_delay),
+            time_limit=float(event.time_limit),
         )
 
     def _insert(self, job: Job) -> None:
@@ -320,6 +359,8 @@ class Scheduler:
             if self.jobs[dep].state is not JobState.COMPLETE:
                 job.waiting_on.add(dep)
         self.jobs[job_id] = job
+        if job.instances:
+            self._capped.add(job_id)
         self._changed_jobs[job_id] = None
         self._changed_frames.update(dict.fromkeys((job_id, n) for n in job.frames))
         self.tree.add(job.cluster, Member.JOB)
@@ -333,6 +374,9 @@ class Scheduler:
             for frame in job.frames.values():
                 if frame.state is FrameState.PENDING:
                     self._move(job, frame, FrameState.KILLED)
+                    if frame.retry_at is not None:
+                        frame.retry_at = None
+                        del self._held[(job.id, frame.number)]
                 elif frame.state is FrameState.RUNNING:
                     assert frame.worker is not None
                     self._out.append(
@@ -359,6 +403,13 @@ class Scheduler:
         patterns = job.patterns if event.patterns is None else parse_patterns(event.patterns)
         priority = job.priority if event.priority is None else event.priority
         QueuedJob(id=job.id, cluster=cluster, priority=priority)  # validates the priority
+        options = (
+            job.instances if event.instances is None else event.instances,
+            job.retries if event.retries is None else event.retries,
+            job.retry_delay if event.retry_delay is None else event.retry_delay,
+            job.time_limit if event.time_limit is None else event.time_limit,
+        )
+        _check_options(*options)
         if job.state.ended:
             msg = f"job {job.id} has ended ({job.state.value}): there is nothing to modify"
             raise JobSpecError(msg)
@@ -368,6 +419,9 @@ class Scheduler:
             self.tree.add(cluster, Member.JOB)
         job.cluster, job.priority = cluster, priority
         job.restrictions, job.patterns = restrictions, patterns
+        job.instances, job.retries = options[0], options[1]
+        job.retry_delay, job.time_limit = float(options[2]), float(options[3])
+        (self._capped.add if job.instances else self._capped.discard)(job.id)
         self._changed_jobs[job.id] = None
         if job.id in self.index:
             self.index.remove(job.id)
@@ -536,7 +590,6 @@ class Scheduler:
         frame.exit_code = event.exit_code
         frame.finished_at = event.now
         ok = event.exit_code == 0 and not event.error
-        self._move(job, frame, FrameState.COMPLETE if ok else FrameState.FAILED)
         self._note(
             "info" if ok else "warning",
             "frame finished",
@@ -547,7 +600,47 @@ class Scheduler:
             exit_code=event.exit_code,
             error=event.error,
         )
+        if ok:
+            self._move(job, frame, FrameState.COMPLETE)
+        else:
+            frame.failures += 1
+            frame.failed_on = worker.name
+            if frame.failures <= job.retries:
+                if job.retry_delay > 0:
+                    frame.retry_at = event.now + job.retry_delay
+                    self._held[(job.id, frame.number)] = frame.retry_at
+                    self._out.append(WakeAt(at=frame.retry_at))
+                self._move(job, frame, FrameState.PENDING)
+                self._note(
+                    "info",
+                    "frame retried",
+                    job=job.id,
+                    frame=frame.number,
+                    failures=frame.failures,
+                    retries=job.retries,
+                    at=frame.retry_at,
+                )
+            else:
+                self._move(job, frame, FrameState.FAILED)
         self._sync(job, before)
+
+    def _release_due(self, now: float) -> list[str]:
+        """Frames whose retry delay is over may run again."""
+        due = [key for key, at in self._held.items() if at <= now]
+        for job_id, number in due:
+            del self._held[(job_id, number)]
+            job = self.jobs[job_id]
+            before = job.state
+            job.release(job.frames[number])
+            self._changed_frames[(job_id, number)] = None
+            self._sync(job, before)
+        if self._held:
+            self._out.append(WakeAt(at=min(self._held.values())))
+        return [f"{j}:{n}" for j, n in due]
+
+    def next_wake(self) -> float | None:
+        """When the next retry delay ends, if any frame waits for one."""
+        return min(self._held.values(), default=None)
 
     # ------------------------------------------------------------------ invariants
 
@@ -590,16 +683,20 @@ class Scheduler:
             if worker.free <= 0:
                 del self._hungry[name]
                 continue
-            ranked = self.index.best(worker.view_for_ranking())
+            eligible = self._under_cap if self._capped else None
+            ranked = self.index.best(worker.view_for_ranking(), eligible)
             if ranked is None:
                 del self._hungry[name]
                 self._starved.add(name)
                 continue
             self._start(worker, self.jobs[ranked.job.id], ranked.key, now)
 
+    def _under_cap(self, queued: QueuedJob) -> bool:
+        return not self.jobs[queued.id].at_cap
+
     def _start(self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float) -> None:
         before = job.state
-        frame = job.frames[job.pending[-1]]
+        frame = job.next_frame(worker.name)
         self._move(job, frame, FrameState.RUNNING)
         frame.attempts += 1
         frame.worker = worker.name
@@ -626,12 +723,15 @@ class Scheduler:
                     "FARMD_CLUSTER": job.cluster,
                     "FARMD_WORKER_CLUSTER": worker.cluster,
                 },
+                time_limit=job.time_limit,
                 rank=rank,
             )
         )
 
     def _move(self, job: Job, frame: Frame, state: FrameState) -> None:
         """Every frame change goes through here, so the store hears of it."""
+        if frame.state is FrameState.RUNNING and job.instances:
+            self._below_cap.add(job.id)
         job.move(frame, state)
         self._changed_frames[(job.id, frame.number)] = None
 
@@ -664,7 +764,12 @@ class Scheduler:
                 started_at=f.started_at,
                 finished_at=f.finished_at,
                 exit_code=f.exit_code,
+                failures=f.failures,
+                failed_on=f.failed_on,
+                retry_at=f.retry_at,
             )
+            if f.retry_at is not None:
+                self._held[(f.job_id, f.number)] = f.retry_at
             if f.state == FrameState.RUNNING.value:
                 self._orphans[(f.job_id, f.number, f.attempts)] = None
         for row in snapshot.jobs:
@@ -679,7 +784,13 @@ class Scheduler:
                 frames=frames_of[row.id],
                 depends_on=row.depends_on,
                 submitted_at=row.submitted_at,
+                instances=row.instances,
+                retries=row.retries,
+                retry_delay=row.retry_delay,
+                time_limit=row.time_limit,
             )
+            if row.instances:
+                self._capped.add(row.id)
         for job in self.jobs.values():
             for dep in job.depends_on:
                 self._dependents.setdefault(dep, set()).add(job.id)
@@ -781,6 +892,10 @@ def _job_row(job: Job) -> JobRow:
         argv=job.argv,
         depends_on=job.depends_on,
         submitted_at=job.submitted_at,
+        instances=job.instances,
+        retries=job.retries,
+        retry_delay=job.retry_delay,
+        time_limit=job.time_limit,
     )
 
 
@@ -795,4 +910,30 @@ def _frame_row(job: Job, frame: Frame) -> FrameRow:
         started_at=frame.started_at,
         finished_at=frame.finished_at,
         exit_code=frame.exit_code,
+        failures=frame.failures,
+        failed_on=frame.failed_on,
+        retry_at=frame.retry_at,
     )
+
+
+MAX_RETRIES = 1000
+
+
+def _check_options(instances: int, retries: int, retry_delay: float, time_limit: float) -> None:
+    """Refuse bad job options, naming the value."""
+    fields: tuple[tuple[str, float, bool], ...] = (
+        ("instances", instances, True),
+        ("retries", retries, True),
+        ("retry delay", retry_delay, False),
+        ("frame time limit", time_limit, False),
+    )
+    for name, value, whole in fields:
+        kinds = (int,) if whole else (int, float)
+        bad = isinstance(value, bool) or not isinstance(value, kinds)
+        if bad or not math.isfinite(value) or value < 0:
+            unit = "a whole number" if whole else "a number of seconds"
+            msg = f"bad {name} {value!r}: must be {unit}, 0 or more"
+            raise JobSpecError(msg)
+    if retries > MAX_RETRIES:
+        msg = f"bad retries {retries}: at most {MAX_RETRIES}"
+        raise JobSpecError(msg)

@@ -93,6 +93,9 @@ class Frame:
     started_at: float | None = None
     finished_at: float | None = None
     exit_code: int | None = None
+    failures: int = 0  # failed attempts: a lost worker or a preemption is not one
+    failed_on: str | None = None  # the worker of the last failure: a retry avoids it
+    retry_at: float | None = None  # a failed frame waiting out the retry delay
 
     def view(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,8 @@ class Frame:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "exit_code": self.exit_code,
+            "failures": self.failures,
+            "retry_at": self.retry_at,
         }
 
 
@@ -118,6 +123,10 @@ class Job:
     frames: dict[int, Frame]
     depends_on: tuple[int, ...]
     submitted_at: float
+    instances: int = 0  # frames running at once at most; 0: as many as slots take it
+    retries: int = 0  # failed attempts retried per frame
+    retry_delay: float = 0.0  # seconds before a failed frame runs again
+    time_limit: float = 0.0  # seconds an attempt may run; 0: no limit
     waiting_on: set[int] = attrs.field(factory=set)  # dependencies not yet complete
     counts: Counter[FrameState] = attrs.field(factory=Counter)
     pending: list[int] = attrs.field(factory=list)  # frame numbers, next to run last
@@ -127,7 +136,9 @@ class Job:
         self.counts = Counter(f.state for f in self.frames.values())
         self.positions = {n: i for i, n in enumerate(self.frames)}
         self.pending = [
-            n for n in reversed(self.frames) if self.frames[n].state is FrameState.PENDING
+            n
+            for n in reversed(self.frames)
+            if self.frames[n].state is FrameState.PENDING and self.frames[n].retry_at is None
         ]
 
     @property
@@ -149,20 +160,44 @@ class Job:
         """Belongs in the ranking index: has a frame to hand out and nothing to wait on."""
         return bool(self.pending) and not self.waiting_on
 
+    @property
+    def at_cap(self) -> bool:
+        """Runs as many frames as its `instances` allow."""
+        return 0 < self.instances <= self.counts[FrameState.RUNNING]
+
     def move(self, frame: Frame, state: FrameState) -> None:
         """The one way a frame changes state, keeping counts and the pending stack true."""
         if frame.state is state:
             return
         self.counts[frame.state] -= 1
         self.counts[state] += 1
-        if frame.state is FrameState.PENDING:
+        if frame.state is FrameState.PENDING and frame.retry_at is None:
             if self.pending[-1] == frame.number:
                 self.pending.pop()
             else:
                 self.pending.remove(frame.number)
         frame.state = state
-        if state is FrameState.PENDING:
+        if state is FrameState.PENDING and frame.retry_at is None:
             self._push_pending(frame.number)
+
+    def release(self, frame: Frame) -> None:
+        """A frame held for its retry delay may run again."""
+        if frame.retry_at is not None:
+            frame.retry_at = None
+            if frame.state is FrameState.PENDING:
+                self._push_pending(frame.number)
+
+    def next_frame(self, worker: str) -> Frame:
+        """The pending frame to give `worker`: the next in order, unless that one last
+        failed on this worker and another near the top did not (a retry prefers a
+        different worker)."""
+        top = self.frames[self.pending[-1]]
+        if top.failed_on != worker:
+            return top
+        for number in reversed(self.pending[-32:]):
+            if self.frames[number].failed_on != worker:
+                return self.frames[number]
+        return top
 
     def _push_pending(self, number: int) -> None:
         # A frame back from a lost worker runs before later frames: keep the stack in
@@ -193,6 +228,10 @@ class Job:
             "frames": {s.value: self.counts[s] for s in FrameState},
             "submitted_at": self.submitted_at,
             "depends_on": list(self.depends_on),
+            "instances": self.instances,
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "time_limit": self.time_limit,
         }
 
     def detail(self) -> dict[str, Any]:
@@ -253,6 +292,10 @@ class JobRow:
     argv: tuple[str, ...]
     depends_on: tuple[int, ...]
     submitted_at: float
+    instances: int = 0
+    retries: int = 0
+    retry_delay: float = 0.0
+    time_limit: float = 0.0
 
 
 @attrs.frozen
@@ -266,6 +309,9 @@ class FrameRow:
     started_at: float | None
     finished_at: float | None
     exit_code: int | None
+    failures: int = 0
+    failed_on: str | None = None
+    retry_at: float | None = None
 
 
 @attrs.frozen

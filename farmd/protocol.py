@@ -21,6 +21,7 @@ binary, no extension types), so a peer can be written in any language from the d
 from __future__ import annotations
 
 import enum
+import math
 import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeVar
@@ -90,6 +91,14 @@ def _is_str(v: object) -> bool:
 
 def _is_number(v: object) -> bool:
     return (isinstance(v, int | float)) and not isinstance(v, bool)
+
+
+def _is_count(v: object) -> bool:
+    return _is_int(v) and v >= 0  # type: ignore[operator]
+
+
+def _is_seconds(v: object) -> bool:
+    return _is_number(v) and math.isfinite(v) and v >= 0  # type: ignore[arg-type, operator]
 
 
 def _tuple(value: object) -> object:
@@ -259,6 +268,8 @@ class RunFrame(Message):
     attempt: int = _int_field()
     argv: tuple[str, ...] = _str_tuple()
     env: dict[str, str] = _str_map()  # noqa: RUF009 (an attrs field with a factory, not a call)
+    # seconds the attempt may run before the worker kills it; 0: no limit
+    time_limit: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
 
 
 @_message("kill_frame")
@@ -338,6 +349,10 @@ class Submit(Request):
     patterns: str = _str_field("")
     frames: str = _str_field("")
     depends_on: tuple[int, ...] = _int_tuple()
+    instances: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
+    retries: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
+    retry_delay: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
+    time_limit: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
 
 
 def _job_specs(value: object) -> object:
@@ -417,6 +432,10 @@ class Modify(Request):
     cluster: str | None = _opt(_is_str, "must be a string")
     restrictions: str | None = _opt(_is_str, "must be a string")
     patterns: str | None = _opt(_is_str, "must be a string")
+    instances: int | None = _opt(_is_count, "must be an integer >= 0")
+    retries: int | None = _opt(_is_count, "must be an integer >= 0")
+    retry_delay: float | None = _opt(_is_seconds, "must be a number >= 0")
+    time_limit: float | None = _opt(_is_seconds, "must be a number >= 0")
 
 
 @_message("order")

@@ -99,6 +99,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, number)
     ) WITHOUT ROWID;
     """,
+    # 2: retries, retry delay, instances and time limits (farmd 0.2)
+    """
+    ALTER TABLE jobs ADD COLUMN instances INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retry_delay REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN time_limit REAL NOT NULL DEFAULT 0;
+    ALTER TABLE frames ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE frames ADD COLUMN failed_on TEXT;
+    ALTER TABLE frames ADD COLUMN retry_at REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -199,17 +209,22 @@ class SqliteStore:
                 argv=tuple(json.loads(row[6])),
                 depends_on=tuple(json.loads(row[7])),
                 submitted_at=row[8],
+                instances=row[9],
+                retries=row[10],
+                retry_delay=row[11],
+                time_limit=row[12],
             )
             for row in db.execute(
                 "SELECT id, name, cluster, priority, restrictions, patterns, argv, depends_on,"
-                " submitted_at FROM jobs ORDER BY id"
+                " submitted_at, instances, retries, retry_delay, time_limit FROM jobs ORDER BY id"
             )
         )
         frames = tuple(
             FrameRow(*row)
             for row in db.execute(
                 "SELECT job_id, number, position, state, worker, attempts, started_at,"
-                " finished_at, exit_code FROM frames ORDER BY job_id, position"
+                " finished_at, exit_code, failures, failed_on, retry_at FROM frames"
+                " ORDER BY job_id, position"
             )
         )
         found = db.execute("SELECT value FROM meta WHERE key = 'next_job_id'").fetchone()
@@ -229,7 +244,9 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
+                " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
+                " time_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         j.id,
@@ -241,12 +258,18 @@ class SqliteStore:
                         json.dumps(j.argv),
                         json.dumps(j.depends_on),
                         j.submitted_at,
+                        j.instances,
+                        j.retries,
+                        j.retry_delay,
+                        j.time_limit,
                     )
                     for j in changes.jobs
                 ],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO frames (job_id, number, position, state, worker,"
+                " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [attrs.astuple(f) for f in changes.frames],
             )
             if changes.next_job_id is not None:

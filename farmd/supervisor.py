@@ -45,6 +45,8 @@ from farmd.core import (
     StopFrame,
     SubmitJob,
     SubmitJobs,
+    Tick,
+    WakeAt,
     WorkerJoined,
     WorkerLost,
 )
@@ -193,6 +195,7 @@ class Supervisor:
         self._uncommitted: list[tuple[Changes, list[Callable[[], None]]]] = []
         self._commit_wanted = trio.Event()
         self._committing = False  # a batch is being committed or carried out
+        self._wake_changed = trio.Event()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -248,10 +251,24 @@ class Supervisor:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._committer)
+            nursery.start_soon(self._timer)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self.address)
+
+    async def _timer(self) -> None:
+        """Wake the core when it asked to be (retry delays): one timer for all of them."""
+        while True:
+            self._wake_changed = trio.Event()
+            at = self.core.next_wake()
+            if at is None:
+                await self._wake_changed.wait()
+                continue
+            with trio.move_on_after(max(0.0, at - self._clock())) as scope:
+                await self._wake_changed.wait()
+            if scope.cancelled_caught:
+                self._apply(self._handle(Tick(now=self._clock())))
 
     async def _reclaim_after_grace(self) -> None:
         await trio.sleep(self.config.lost_worker_grace)
@@ -579,6 +596,7 @@ class Supervisor:
                             attempt=command.attempt,
                             argv=command.argv,
                             env=command.env,
+                            time_limit=command.time_limit,
                         ),
                     )
                 case StopFrame():
@@ -588,6 +606,8 @@ class Supervisor:
                             job_id=command.job_id, frame=command.frame, attempt=command.attempt
                         ),
                     )
+                case WakeAt():
+                    self._wake_changed.set()
                 case JobEnded():
                     self._job_ended.set()
                     self._job_ended = trio.Event()

@@ -232,6 +232,8 @@ def test_a_submitted_frame_starts_at_once_on_a_free_worker() -> None:
         "started_at": 2.0,
         "finished_at": None,
         "exit_code": None,
+        "failures": 0,
+        "retry_at": None,
     }
     assert worker_view(core, "w1")["running"] == ["1:7"]
 
@@ -469,6 +471,8 @@ def test_exit_zero_completes_frames_and_the_job_ends_once() -> None:
         "started_at": None,
         "finished_at": 5.0,
         "exit_code": 0,
+        "failures": 0,
+        "retry_at": None,
     }
     assert state(core, 1) == "running"
     assert core.ended([1]) == {}
@@ -676,6 +680,8 @@ def test_a_rejoining_worker_readopts_a_frame_still_pending() -> None:
         "started_at": None,
         "finished_at": None,
         "exit_code": None,
+        "failures": 0,
+        "retry_at": None,
     }
     assert worker_view(core, "w1")["running"] == ["1:1"]
     out = core.handle(ended(start))  # the result of the first attempt counts

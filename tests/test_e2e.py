@@ -36,7 +36,17 @@ from tests.e2e_support import (
 
 pytestmark = pytest.mark.e2e
 
-FRAME_FIELDS = {"frame", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"}
+FRAME_FIELDS = {
+    "frame",
+    "state",
+    "worker",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "failures",
+    "retry_at",
+}
 
 
 @pytest.fixture

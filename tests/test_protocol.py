@@ -135,6 +135,10 @@ seconds = st.one_of(
 )
 timeouts = st.one_of(st.none(), st.floats(min_value=0, allow_nan=False), st.integers(0, 2**63 - 1))
 int_lists = st.lists(ints, max_size=6)
+counts = st.integers(0, 2**64 - 1)
+seconds_or_zero = st.one_of(
+    st.floats(min_value=0, allow_nan=False, allow_infinity=False), st.integers(0, 2**63 - 1)
+)
 # what a Reply may carry and read back equal: nil, bool, int, float (not NaN, which is
 # not equal to itself), str, arrays (as lists: a tuple comes back as a list) and maps
 # with str keys
@@ -191,7 +195,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "attempt": ints,
             "argv": st.lists(texts, max_size=6),
         },
-        {"env": st.dictionaries(texts, texts, max_size=8)},
+        {"env": st.dictionaries(texts, texts, max_size=8), "time_limit": seconds_or_zero},
     ),
     "kill_frame": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
     "frame_finished": (
@@ -211,6 +215,10 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "patterns": texts,
             "frames": texts,
             "depends_on": int_lists,
+            "instances": counts,
+            "retries": counts,
+            "retry_delay": seconds_or_zero,
+            "time_limit": seconds_or_zero,
         },
     ),
     "submit_batch": (
@@ -245,6 +253,10 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "cluster": maybe(texts),
             "restrictions": maybe(texts),
             "patterns": maybe(texts),
+            "instances": maybe(counts),
+            "retries": maybe(counts),
+            "retry_delay": maybe(seconds_or_zero),
+            "time_limit": maybe(seconds_or_zero),
         },
     ),
     "order": ({"request_id": ints, "worker": texts}, {"limit": st.integers(1, 2**64 - 1)}),

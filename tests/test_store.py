@@ -992,3 +992,37 @@ def test_rank_fields_survive_the_store_exactly(
         core = restored(through_store(Path(directory) / "state", farm.changes))
     assert core.index.get(job_id) == farm.core.index.get(job_id)
     assert core.job_view(job_id) == farm.core.job_view(job_id)
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from farmd.store import MIGRATIONS
+
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "farmd.db")
+    db.executescript(MIGRATIONS[0] + "PRAGMA user_version=1;")
+    db.execute("INSERT INTO jobs VALUES (1, 'old', '/show1', 5, '', '', '[\"true\"]', '[]', 1.5)")
+    db.execute("INSERT INTO frames VALUES (1, 1, 0, 'pending', NULL, 0, NULL, NULL, NULL)")
+    db.execute("INSERT INTO meta VALUES ('next_job_id', '2')")
+    db.commit()
+    db.close()
+    store = SqliteStore(state)
+    try:
+        snapshot = store.load()
+    finally:
+        store.close()
+    (job,) = snapshot.jobs
+    (frame,) = snapshot.frames
+    assert (job.name, job.cluster, job.priority, job.retries, job.instances) == (
+        "old",
+        "/show1",
+        5,
+        0,
+        0,
+    )
+    assert (frame.state, frame.failures, frame.retry_at) == ("pending", 0, None)
+    check = sqlite3.connect(state / "farmd.db")
+    assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    check.close()

@@ -1,0 +1,81 @@
+"""End-to-end: retries, instances and frame time limits on real `farmd` processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_support import Farm, open_farm
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def farm(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Farm]:
+    for name in [k for k in os.environ if k.startswith("FARMD_")]:
+        monkeypatch.delenv(name)
+    with open_farm(tmp_path, request.node) as started:
+        started.serve()
+        yield started
+
+
+def test_a_frame_that_fails_once_is_retried_and_completes(farm: Farm) -> None:
+    farm.worker("w1")
+    farm.worker("w2")
+    # fails on its first attempt, succeeds on any later one
+    job_id = farm.submit_cli(
+        "--retries",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        'echo "attempt $FARMD_ATTEMPT"; test "$FARMD_ATTEMPT" -ge 2',
+    )
+    assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
+    frame = farm.frames(job_id)[1]
+    assert (frame["attempts"], frame["failures"], frame["exit_code"]) == (2, 1, 0)
+    assert "attempt 2" in farm.cli_ok("logs", f"{job_id}:1")
+
+
+def test_a_frame_without_retries_left_fails(farm: Farm) -> None:
+    farm.worker("w1")
+    job_id = farm.submit_cli("--retries", "1", "--", "sh", "-c", "exit 3")
+    assert farm.wait_jobs([job_id]) == {str(job_id): "failed"}
+    frame = farm.frames(job_id)[1]
+    assert (frame["attempts"], frame["failures"], frame["exit_code"]) == (2, 2, 3)
+
+
+def test_the_time_limit_kills_the_attempt_and_fails_it(farm: Farm) -> None:
+    farm.worker("w1")
+    job_id = farm.submit_cli("--frame-timelimit", "0.5", "--", "sleep", "30")
+    assert farm.wait_jobs([job_id], timeout=20) == {str(job_id): "failed"}
+    frame = farm.frames(job_id)[1]
+    assert frame["exit_code"] < 0  # ended by a signal
+    assert "time limit of 0.5 s exceeded" in farm.cli_ok("logs", str(job_id))
+
+
+def test_instances_keep_a_job_to_one_frame_at_a_time(farm: Farm, tmp_path: Path) -> None:
+    farm.worker("w1", slots=2)
+    farm.worker("w2", slots=2)
+    spans = tmp_path / "spans"
+    script = (
+        "import os, sys, time\n"
+        "start = time.time(); time.sleep(0.15)\n"
+        "with open(sys.argv[1], 'a') as out:\n"
+        "    out.write(f'{start} {time.time()}\\n')\n"
+    )
+    job_id = farm.submit_cli(
+        "--frames", "1-4", "--instances", "1", "--", sys.executable, "-c", script, str(spans)
+    )
+    assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
+    runs = sorted(tuple(map(float, line.split())) for line in spans.read_text().splitlines())
+    assert len(runs) == 4
+    for (_, end), (start, _) in itertools.pairwise(runs):
+        assert start >= end, f"two frames of a 1-instance job overlapped: {runs}"
