@@ -189,9 +189,20 @@ def _build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--json", action="store_true")
     wait.set_defaults(error_exit=3)
 
-    kill = command("kill", _kill, "kill jobs")
-    kill.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
-    kill.add_argument("--json", action="store_true")
+    for name, text in (
+        ("kill", "kill jobs or frames (their running processes are killed)"),
+        ("block", "stop and hold jobs or frames until unblocked"),
+        ("unblock", "release blocked jobs or frames"),
+        ("retry", "run failed or killed frames again"),
+    ):
+        control = command(name, _control, f"{text}: ID, ID:FRAME or ID:RANGE (12:1-10)")
+        control.add_argument("targets", nargs="+", metavar="TARGET")
+        control.add_argument("--json", action="store_true")
+        control.set_defaults(action=name)
+
+    remove = command("remove", _remove, "forget jobs that have ended (kill them first)")
+    remove.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
+    remove.add_argument("--json", action="store_true")
 
     modify = command("modify", _modify, "change a job's rank (takes effect at the next pick)")
     modify.add_argument("job_id", type=_job_id, metavar="ID")
@@ -527,13 +538,28 @@ def _wait(args: argparse.Namespace) -> int:
     return 0 if all(s == "complete" for s in result["ended"].values()) else 1
 
 
-def _kill(args: argparse.Namespace) -> int:
+def _control(args: argparse.Namespace) -> int:
     with _client(args) as farm:
-        killed = farm.kill(args.job_ids)
+        if args.action == "kill" and all(t.strip().isdigit() for t in args.targets):
+            # whole jobs: a job that has ended already is left as it is, not refused
+            changed = [str(i) for i in farm.kill(int(t) for t in args.targets)]
+        else:
+            changed = farm.control(args.action, args.targets)
+    done = {"kill": "killed", "block": "blocked", "unblock": "unblocked", "retry": "retried"}
     if args.json:
-        _print_json({"killed": killed})
+        _print_json({done[args.action]: changed})
     else:
-        print("killed " + " ".join(map(str, killed)))
+        print(f"{done[args.action]} " + " ".join(changed))
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        removed = farm.remove(args.job_ids)
+    if args.json:
+        _print_json({"removed": removed})
+    else:
+        print("removed " + " ".join(map(str, removed)))
     return 0
 
 

@@ -31,6 +31,7 @@ from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
     Codec,
+    ControlRequest,
     Error,
     GetJob,
     GetLog,
@@ -43,6 +44,7 @@ from farmd.protocol import (
     Modify,
     Order,
     Refused,
+    Remove,
     Reply,
     Request,
     Role,
@@ -282,6 +284,30 @@ class Client:
 
     def kill(self, job_ids: Iterable[int]) -> list[int]:
         result: list[int] = self._call(Kill, job_ids=tuple(job_ids))
+        return result
+
+    def control(self, action: str, targets: Iterable[str | int]) -> list[str]:
+        """`kill`, `block`, `unblock` or `retry` frames, all or none. Targets are job ids
+        or `"ID:FRAMES"` (`"12:7"`, `"12:1-10x2"`); returns the frames changed."""
+        result: list[str] = self._call(
+            ControlRequest, action=action, targets=tuple(str(t) for t in targets)
+        )
+        return result
+
+    def block(self, targets: Iterable[str | int]) -> list[str]:
+        """Stop (if running) and hold frames until `unblock`."""
+        return self.control("block", targets)
+
+    def unblock(self, targets: Iterable[str | int]) -> list[str]:
+        return self.control("unblock", targets)
+
+    def retry(self, targets: Iterable[str | int]) -> list[str]:
+        """Failed or killed frames run again, with their retries counted afresh."""
+        return self.control("retry", targets)
+
+    def remove(self, job_ids: Iterable[int]) -> list[int]:
+        """Forget jobs that have ended (kill a job first to remove it)."""
+        result: list[int] = self._call(Remove, job_ids=tuple(job_ids))
         return result
 
     def modify(

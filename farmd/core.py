@@ -40,7 +40,10 @@ from farmd.cluster import (
 )
 from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError, UserError
 from farmd.model import (
+    CONTROLS,
+    DONE,
     Changes,
+    Control,
     Frame,
     FrameRow,
     FrameState,
@@ -50,6 +53,8 @@ from farmd.model import (
     Snapshot,
     Worker,
     parse_frame_range,
+    parse_target,
+    refusal,
 )
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits
 
@@ -86,6 +91,23 @@ class SubmitJobs:
 
 @attrs.frozen(kw_only=True)
 class KillJobs:
+    job_ids: tuple[int, ...]
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class ControlFrames:
+    """An admin's `kill|block|unblock|retry` of targets `ID` or `ID:FRAMES`, all or none."""
+
+    control: Control
+    targets: tuple[str, ...]
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class RemoveJobs:
+    """Forget ended jobs (an admin kills a job first to remove it)."""
+
     job_ids: tuple[int, ...]
     now: float
 
@@ -151,6 +173,8 @@ Event = (
     SubmitJob
     | SubmitJobs
     | KillJobs
+    | ControlFrames
+    | RemoveJobs
     | ModifyJob
     | WorkerJoined
     | WorkerLost
@@ -252,6 +276,7 @@ class Scheduler:
         self._held: dict[tuple[int, int], float] = {}  # frames waiting out a retry delay
         self._capped: set[int] = set()  # jobs with an instances cap
         self._below_cap: set[int] = set()  # capped jobs whose running count just fell
+        self._removed: list[int] = []
 
     # ------------------------------------------------------------------ the door
 
@@ -264,6 +289,10 @@ class Scheduler:
                 result = self._submit_many(event)
             case KillJobs():
                 result = self._kill(event)
+            case ControlFrames():
+                result = self._control(event)
+            case RemoveJobs():
+                result = self._remove(event)
             case ModifyJob():
                 result = self._modify(event)
             case WorkerJoined():
@@ -372,7 +401,7 @@ class Scheduler:
         for job in jobs:
             before = job.state
             for frame in job.frames.values():
-                if frame.state is FrameState.PENDING:
+                if frame.state in (FrameState.PENDING, FrameState.BLOCKED):
                     self._move(job, frame, FrameState.KILLED)
                     if frame.retry_at is not None:
                         frame.retry_at = None
@@ -391,6 +420,89 @@ class Scheduler:
                     frame.finished_at = event.now
             self._sync(job, before)
         return [job.id for job in jobs]
+
+    def _control(self, event: ControlFrames) -> list[str]:
+        control = event.control
+        plan: dict[tuple[int, int], tuple[Job, Frame, FrameState]] = {}
+        for text in event.targets:  # decide everything before changing anything
+            job_id, numbers = parse_target(text)
+            job = self.job(job_id)
+            if numbers is None:
+                chosen = [
+                    (frame, CONTROLS[(frame.state, control)])
+                    for frame in job.frames.values()
+                    if (frame.state, control) in CONTROLS
+                ]
+                if not chosen:
+                    done = DONE[control]
+                    msg = f"job {job_id} is {job.state.value}: no frame of it can be {done}"
+                    raise JobSpecError(msg)
+            else:
+                chosen = []
+                for number in numbers:
+                    frame = job.frames.get(number)
+                    if frame is None:
+                        msg = f"job {job_id} has no frame {number}"
+                        raise JobSpecError(msg)
+                    target = CONTROLS.get((frame.state, control))
+                    if target is None:
+                        raise JobSpecError(refusal(f"{job_id}:{number}", frame.state, control))
+                    chosen.append((frame, target))
+            for frame, target in chosen:
+                plan[(job.id, frame.number)] = (job, frame, target)
+        before = {job.id: job.state for job, _, _ in plan.values()}
+        for job, frame, target in plan.values():
+            if frame.state is FrameState.RUNNING:
+                assert frame.worker is not None
+                self._out.append(
+                    StopFrame(
+                        worker=frame.worker,
+                        job_id=job.id,
+                        frame=frame.number,
+                        attempt=frame.attempts,
+                    )
+                )
+                frame.finished_at = event.now
+            self._move(job, frame, target)
+            if frame.retry_at is not None:  # a held retry is dropped by any control
+                frame.retry_at = None
+                self._held.pop((job.id, frame.number), None)
+                if target is FrameState.PENDING:
+                    job.release(frame)
+            if control is Control.RETRY:
+                frame.failures, frame.exit_code, frame.failed_on = 0, None, None
+        for job_id, state in before.items():
+            self._sync(self.jobs[job_id], state)
+        labels = [f"{job_id}:{number}" for job_id, number in plan]
+        self._note("info", f"frames {DONE[control]}", frames=labels)
+        return labels
+
+    def _remove(self, event: RemoveJobs) -> list[int]:
+        ids = list(dict.fromkeys(event.job_ids))
+        jobs = [self.job(job_id) for job_id in ids]
+        for job in jobs:
+            if not job.state.ended:
+                msg = f"job {job.id} is {job.state.value}: kill it before removing it"
+                raise JobSpecError(msg)
+            for dependent in sorted(self._dependents.get(job.id, ())):
+                if dependent not in ids and not self.jobs[dependent].state.ended:
+                    msg = (
+                        f"job {job.id} is a dependency of job {dependent}, which has not "
+                        "ended: remove or kill that one first"
+                    )
+                    raise JobSpecError(msg)
+        for job in jobs:
+            del self.jobs[job.id]
+            self._capped.discard(job.id)
+            self._dependents.pop(job.id, None)
+            for dep in job.depends_on:
+                self._dependents.get(dep, set()).discard(job.id)
+            self._changed_jobs.pop(job.id, None)
+            for number in job.frames:
+                self._changed_frames.pop((job.id, number), None)
+            self._removed.append(job.id)
+        self._note("info", "jobs removed", jobs=ids)
+        return ids
 
     def _modify(self, event: ModifyJob) -> dict[str, Any]:
         job = self.job(event.job_id)
@@ -654,6 +766,8 @@ class Scheduler:
         elif not runnable and indexed:
             self.index.remove(job.id)
         after = job.state
+        if before.ended and not after.ended:  # retried: back in its cluster
+            self.tree.add(job.cluster, Member.JOB)
         if after.ended and not before.ended:
             self.tree.remove(job.cluster, Member.JOB)
             self._out.append(JobEnded(job_id=job.id, state=after))
@@ -736,14 +850,15 @@ class Scheduler:
         self._changed_frames[(job.id, frame.number)] = None
 
     def _take_changes(self) -> Changes:
-        if not (self._changed_jobs or self._changed_frames):
+        if not (self._changed_jobs or self._changed_frames or self._removed):
             return Changes()
         jobs = tuple(_job_row(self.jobs[i]) for i in self._changed_jobs)
         frames = tuple(
             _frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames
         )
+        removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
-        return Changes(jobs, frames, self._next_id)
+        return Changes(jobs, frames, self._next_id, removed)
 
     # ------------------------------------------------------------------ restart
 

@@ -33,12 +33,14 @@ class FrameState(enum.Enum):
     COMPLETE = "complete"
     FAILED = "failed"
     KILLED = "killed"
+    BLOCKED = "blocked"  # held by an admin until unblocked
 
 
 class JobState(enum.Enum):
     WAITING = "waiting"  # pending frames, but a dependency has not completed
     PENDING = "pending"
     RUNNING = "running"
+    BLOCKED = "blocked"  # nothing to run but frames an admin holds
     COMPLETE = "complete"
     FAILED = "failed"
     KILLED = "killed"
@@ -49,6 +51,61 @@ class JobState(enum.Enum):
 
 
 _ENDED = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.KILLED})
+
+
+class Control(enum.Enum):
+    """What an admin does to frames: `farmd kill|block|unblock|retry`."""
+
+    KILL = "kill"
+    BLOCK = "block"  # stop (if running) and hold
+    UNBLOCK = "unblock"
+    RETRY = "retry"  # failed or killed frames run again
+
+
+# Where each control takes a frame. A pair that is missing is a refused transition: for a
+# whole job the frame is left as it is, for a frame named by the admin it refuses the
+# request (`refusal` says why, in one line).
+CONTROLS: dict[tuple[FrameState, Control], FrameState] = {
+    (FrameState.PENDING, Control.KILL): FrameState.KILLED,
+    (FrameState.RUNNING, Control.KILL): FrameState.KILLED,
+    (FrameState.BLOCKED, Control.KILL): FrameState.KILLED,
+    (FrameState.PENDING, Control.BLOCK): FrameState.BLOCKED,
+    (FrameState.RUNNING, Control.BLOCK): FrameState.BLOCKED,
+    (FrameState.BLOCKED, Control.UNBLOCK): FrameState.PENDING,
+    (FrameState.FAILED, Control.RETRY): FrameState.PENDING,
+    (FrameState.KILLED, Control.RETRY): FrameState.PENDING,
+}
+
+
+def refusal(label: str, state: FrameState, control: Control) -> str:
+    """Why `control` does not apply to a frame in `state`, in one line."""
+    return f"frame {label} is {state.value}: it cannot be {_PAST[control]}"
+
+
+DONE = {
+    Control.KILL: "killed",
+    Control.BLOCK: "blocked",
+    Control.UNBLOCK: "unblocked",
+    Control.RETRY: "retried",
+}
+_PAST = {
+    **DONE,
+    Control.UNBLOCK: "unblocked (it is not blocked)",
+    Control.RETRY: "retried (only failed or killed frames are)",
+}
+
+_TARGET = re.compile(r"(\d+)(?::(.+))?")
+
+
+def parse_target(text: str) -> tuple[int, tuple[int, ...] | None]:
+    """`ID` (the whole job) or `ID:FRAMES` with a Qube frame range (`3:7`, `3:1-10x2`)."""
+    match = _TARGET.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        msg = f"bad target {text!r}: expected ID, ID:FRAME or ID:RANGE such as 12:1-10"
+        raise JobSpecError(msg)
+    frames = parse_frame_range(match.group(2)) if match.group(2) is not None else None
+    return int(match.group(1)), frames
+
 
 _RANGE_ITEM = re.compile(r"(\d+)(?:-(\d+)(?:x(\d+))?)?")
 
@@ -148,6 +205,8 @@ class Job:
             return JobState.RUNNING
         if counts[FrameState.PENDING]:
             return JobState.WAITING if self.waiting_on else JobState.PENDING
+        if counts[FrameState.BLOCKED]:
+            return JobState.BLOCKED
         if counts[FrameState.COMPLETE] == len(self.frames):
             return JobState.COMPLETE
         # an admin who killed a job sees it killed, even if a frame had failed before
@@ -316,14 +375,15 @@ class FrameRow:
 
 @attrs.frozen
 class Changes:
-    """What one or more events changed: whole rows, last one wins."""
+    """What one or more events changed: whole rows (last one wins) and removed jobs."""
 
     jobs: tuple[JobRow, ...] = ()
     frames: tuple[FrameRow, ...] = ()
     next_job_id: int | None = None
+    removed: tuple[int, ...] = ()  # job ids whose rows (job and frames) go
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.frames or self.next_job_id is not None)
+        return bool(self.jobs or self.frames or self.next_job_id is not None or self.removed)
 
     @staticmethod
     def merge(batches: list[Changes]) -> Changes:
@@ -331,15 +391,21 @@ class Changes:
             return batches[0]
         jobs: dict[int, JobRow] = {}
         frames: dict[tuple[int, int], FrameRow] = {}
+        removed: dict[int, None] = {}
         next_job_id = None
         for batch in batches:
             for job in batch.jobs:
                 jobs[job.id] = job
             for frame in batch.frames:
                 frames[(frame.job_id, frame.number)] = frame
+            for job_id in batch.removed:  # ids are never reused: no row follows a removal
+                removed[job_id] = None
+                jobs.pop(job_id, None)
             if batch.next_job_id is not None:
                 next_job_id = batch.next_job_id
-        return Changes(tuple(jobs.values()), tuple(frames.values()), next_job_id)
+        if removed:
+            frames = {key: row for key, row in frames.items() if key[0] not in removed}
+        return Changes(tuple(jobs.values()), tuple(frames.values()), next_job_id, tuple(removed))
 
 
 @attrs.frozen

@@ -421,6 +421,33 @@ class Kill(Request):
     job_ids: tuple[int, ...] = _int_tuple()
 
 
+CONTROL_ACTIONS: Final = ("kill", "block", "unblock", "retry")
+
+
+@_message("control")
+@attrs.frozen(kw_only=True)
+class ControlRequest(Request):
+    """Kill, block, unblock or retry frames: targets are `ID` (the whole job) or
+    `ID:FRAMES` (a frame or a Qube frame range). All or none."""
+
+    request_id: int = _int_field()
+    action: str = attrs.field(
+        validator=_check(
+            lambda v: v in CONTROL_ACTIONS, f"must be one of {', '.join(CONTROL_ACTIONS)}"
+        )
+    )
+    targets: tuple[str, ...] = _str_tuple()
+
+
+@_message("remove")
+@attrs.frozen(kw_only=True)
+class Remove(Request):
+    """Forget jobs that have ended. All or none."""
+
+    request_id: int = _int_field()
+    job_ids: tuple[int, ...] = _int_tuple()
+
+
 @_message("modify")
 @attrs.frozen(kw_only=True)
 class Modify(Request):

@@ -272,6 +272,9 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [attrs.astuple(f) for f in changes.frames],
             )
+            for job_id in changes.removed:
+                db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             if changes.next_job_id is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('next_job_id', ?)",

@@ -32,6 +32,7 @@ from farmd.config import Address, SupervisorConfig
 from farmd.core import (
     MAX_COMMAND_BYTES,
     Command,
+    ControlFrames,
     Event,
     FrameEnded,
     JobEnded,
@@ -40,6 +41,7 @@ from farmd.core import (
     Note,
     Outcome,
     ReclaimOrphans,
+    RemoveJobs,
     Scheduler,
     StartFrame,
     StopFrame,
@@ -52,11 +54,12 @@ from farmd.core import (
 )
 from farmd.errors import FarmdError, ProtocolError, UnavailableError, UserError
 from farmd.logs import log_event
-from farmd.model import Changes
+from farmd.model import Changes, Control
 from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
     Codec,
+    ControlRequest,
     Error,
     FetchLog,
     FrameFinished,
@@ -76,6 +79,7 @@ from farmd.protocol import (
     Refused,
     Register,
     Registered,
+    Remove,
     Reply,
     Request,
     ResultAck,
@@ -89,7 +93,7 @@ from farmd.protocol import (
 from farmd.store import MemoryStore, SqliteStore, Store
 
 log = logging.getLogger("farmd.supervisor")
-E = TypeVar("E", SubmitJob, KillJobs, ModifyJob)
+E = TypeVar("E", SubmitJob, KillJobs, ModifyJob, RemoveJobs)
 M = TypeVar("M", bound=Message)
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -496,6 +500,15 @@ class Supervisor:
                 return core.clusters_view(), None
             case Kill():
                 outcome = self._handle(_event_from(KillJobs, request, now))
+                return outcome.result, outcome
+            case ControlRequest():
+                control = ControlFrames(
+                    control=Control(request.action), targets=request.targets, now=now
+                )
+                outcome = self._handle(control)
+                return outcome.result, outcome
+            case Remove():
+                outcome = self._handle(_event_from(RemoveJobs, request, now))
                 return outcome.result, outcome
             case Modify():
                 outcome = self._handle(_event_from(ModifyJob, request, now))

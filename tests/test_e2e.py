@@ -336,7 +336,14 @@ def test_sigkill_of_a_worker_requeues_its_frame_on_another(farm: Farm) -> None:
     farm.release("frames")
     assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
     job = farm.cli_json("job", str(job_id))
-    assert job["frames"] == {"pending": 0, "running": 0, "complete": 3, "failed": 0, "killed": 0}
+    assert job["frames"] == {
+        "pending": 0,
+        "running": 0,
+        "complete": 3,
+        "failed": 0,
+        "killed": 0,
+        "blocked": 0,
+    }
     frames = {f["frame"]: f for f in job["frame_list"]}
     assert sorted(frames) == [1, 2, 3]
     for number, frame in frames.items():
@@ -618,7 +625,14 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
     assert set(jobs) == {running, parked}
     for job in jobs.values():
         assert {"id", "name", "cluster", "priority", "state", "frames"} <= set(job)
-        assert set(job["frames"]) == {"pending", "running", "complete", "failed", "killed"}
+        assert set(job["frames"]) == {
+            "pending",
+            "running",
+            "complete",
+            "failed",
+            "killed",
+            "blocked",
+        }
     assert (jobs[running]["state"], jobs[running]["frames"]["running"]) == ("running", 1)
     assert (jobs[parked]["state"], jobs[parked]["priority"]) == ("pending", 9999)
     table = farm.cli_ok("jobs").splitlines()

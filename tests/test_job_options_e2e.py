@@ -79,3 +79,28 @@ def test_instances_keep_a_job_to_one_frame_at_a_time(farm: Farm, tmp_path: Path)
     assert len(runs) == 4
     for (_, end), (start, _) in itertools.pairwise(runs):
         assert start >= end, f"two frames of a 1-instance job overlapped: {runs}"
+
+
+def test_block_unblock_retry_and_remove_from_the_command_line(farm: Farm) -> None:
+    farm.worker("w1")
+    # the first frame blocks until released, so the job is still going when blocked
+    gate = str(farm.release_path("gate"))
+    wait = f"for i in $(seq 1500); do [ -e {gate} ] && break; sleep 0.02; done"  # <= 30 s
+    command = f'{wait}; test "$FARMD_FRAME" != 2'
+    job_id = farm.submit_cli("--frames", "1-3", "--", "sh", "-c", command)
+    farm.cli_ok("block", str(job_id))
+    blocked = farm.cli_json("job", str(job_id))
+    assert (blocked["state"], blocked["frames"]["blocked"]) == ("blocked", 3)
+    farm.release("gate")
+    farm.cli_ok("unblock", f"{job_id}:1-3")
+    assert farm.wait_jobs([job_id]) == {str(job_id): "failed"}  # frame 2 exits 1
+    refused = farm.cli("unblock", f"{job_id}:1")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"farmd: error: frame {job_id}:1 is complete: it cannot be unblocked (it is not blocked)"
+    ]
+    assert farm.cli_json("retry", str(job_id)) == {"retried": [f"{job_id}:2"]}
+    assert farm.wait_jobs([job_id]) == {str(job_id): "failed"}
+    assert farm.frames(job_id)[2]["attempts"] == 2
+    assert farm.cli_json("remove", str(job_id)) == {"removed": [job_id]}
+    assert all(job["id"] != job_id for job in farm.api.jobs())

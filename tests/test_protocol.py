@@ -241,6 +241,15 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         },
         {},
     ),
+    "control": (
+        {
+            "request_id": ints,
+            "action": st.sampled_from(["kill", "block", "unblock", "retry"]),
+            "targets": st.lists(texts, max_size=4),
+        },
+        {},
+    ),
+    "remove": ({"request_id": ints}, {"job_ids": int_lists}),
     "list_jobs": ({"request_id": ints}, {}),
     "get_job": ({"request_id": ints, "job_id": ints}, {}),
     "list_workers": ({"request_id": ints}, {}),

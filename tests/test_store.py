@@ -1026,3 +1026,28 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     check = sqlite3.connect(state / "farmd.db")
     assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     check.close()
+
+
+def test_removed_jobs_are_deleted_for_good(tmp_path: Path) -> None:
+    from farmd.core import KillJobs, RemoveJobs, Scheduler, SubmitJob
+
+    core = Scheduler()
+    store = SqliteStore(tmp_path)
+    try:
+        for event in (
+            SubmitJob(argv=("a",), frames="1-3", now=1.0),
+            SubmitJob(argv=("b",), now=1.0),
+            KillJobs(job_ids=(1,), now=2.0),
+            RemoveJobs(job_ids=(1,), now=3.0),
+        ):
+            store.commit(core.handle(event).changes)
+    finally:
+        store.close()
+    reopened = SqliteStore(tmp_path)
+    try:
+        snapshot = reopened.load()
+    finally:
+        reopened.close()
+    assert [job.id for job in snapshot.jobs] == [2]
+    assert {frame.job_id for frame in snapshot.frames} == {2}
+    assert snapshot.next_job_id == 3
