@@ -471,6 +471,12 @@ class Farm:
         assert not errors, errors
 
 
+def forget_farmd_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test's farm is its own: no FARMD_* setting of the shell running the tests."""
+    for name in [k for k in os.environ if k.startswith("FARMD_")]:
+        monkeypatch.delenv(name)
+
+
 @contextlib.contextmanager
 def open_farm(root: Path, item: pytest.Item) -> Iterator[Farm]:
     processes: list[Proc] = []

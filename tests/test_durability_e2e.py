@@ -45,6 +45,7 @@ from tests.e2e_support import (
     Proc,
     assert_refused,
     describe,
+    forget_farmd_env,
     open_farm,
     wait_for,
 )
@@ -60,8 +61,7 @@ def farm(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Farm]:
     """A farm directory, nothing started yet."""
-    for name in [k for k in os.environ if k.startswith("FARMD_")]:
-        monkeypatch.delenv(name)
+    forget_farmd_env(monkeypatch)
     with open_farm(tmp_path, request.node) as started:
         yield started
 

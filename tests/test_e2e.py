@@ -9,7 +9,6 @@ the files the frames wrote. Every process is ended by the fixture, also when a t
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from tests.e2e_support import (
     Proc,
     assert_refused,
     describe,
+    forget_farmd_env,
     open_farm,
     wait_for,
 )
@@ -54,8 +54,7 @@ def bare_farm(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Farm]:
     """A farm directory with nothing started yet."""
-    for name in [k for k in os.environ if k.startswith("FARMD_")]:
-        monkeypatch.delenv(name)
+    forget_farmd_env(monkeypatch)
     with open_farm(tmp_path, request.node) as farm:
         yield farm
 

@@ -7,7 +7,6 @@ worker` that must end up running that frame.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from farmd.protocol import (
     RunFrame,
     Welcome,
 )
-from tests.e2e_support import LOCALHOST, Farm, open_farm, wait_for
+from tests.e2e_support import LOCALHOST, Farm, forget_farmd_env, open_farm, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +33,7 @@ pytestmark = pytest.mark.e2e
 def farm(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Farm]:
-    for name in [k for k in os.environ if k.startswith("FARMD_")]:
-        monkeypatch.delenv(name)
+    forget_farmd_env(monkeypatch)
     config = tmp_path / "farm.yaml"
     config.write_text("supervisor:\n  heartbeat_interval: 0.2\n  heartbeat_timeout: 1\n")
     with open_farm(tmp_path, request.node) as started:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import Farm, open_farm
+from tests.e2e_support import Farm, forget_farmd_env, open_farm
 
 pytestmark = pytest.mark.e2e
 
@@ -19,8 +18,7 @@ pytestmark = pytest.mark.e2e
 def farm(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Farm]:
-    for name in [k for k in os.environ if k.startswith("FARMD_")]:
-        monkeypatch.delenv(name)
+    forget_farmd_env(monkeypatch)
     with open_farm(tmp_path, request.node) as started:
         started.serve()
         yield started
