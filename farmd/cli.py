@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from farmd import __version__
 from farmd.errors import FarmdError, UserError
+from farmd.model import DONE, Control
 
 ERROR_EXIT = 1
 USAGE_EXIT = 2
@@ -545,11 +546,11 @@ def _control(args: argparse.Namespace) -> int:
             changed = [str(i) for i in farm.kill(int(t) for t in args.targets)]
         else:
             changed = farm.control(args.action, args.targets)
-    done = {"kill": "killed", "block": "blocked", "unblock": "unblocked", "retry": "retried"}
+    done = DONE[Control(args.action)]
     if args.json:
-        _print_json({done[args.action]: changed})
+        _print_json({done: changed})
     else:
-        print(f"{done[args.action]} " + " ".join(changed))
+        print(f"{done} " + " ".join(changed))
     return 0
 
 

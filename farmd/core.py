@@ -783,9 +783,7 @@ class Scheduler:
         if not self._starved:
             return
         queued = self.index.get(job.id)
-        woken = [
-            name for name in self._starved if admits(queued, self.workers[name].view_for_ranking())
-        ]
+        woken = [name for name in self._starved if admits(queued, self.workers[name].view)]
         for name in sorted(woken, key=lambda n: self.workers[n].seq):
             self._starved.discard(name)
             self._hungry[name] = None
@@ -798,7 +796,7 @@ class Scheduler:
                 del self._hungry[name]
                 continue
             eligible = self._under_cap if self._capped else None
-            ranked = self.index.best(worker.view_for_ranking(), eligible)
+            ranked = self.index.best(worker.view, eligible)
             if ranked is None:
                 del self._hungry[name]
                 self._starved.add(name)
@@ -963,7 +961,7 @@ class Scheduler:
                 "order": ranked.order,
                 "priority": ranked.priority,
             }
-            for ranked in self.index.page(worker.view_for_ranking(), limit)
+            for ranked in self.index.page(worker.view, limit)
         ]
 
     def ended(self, job_ids: Iterable[int]) -> dict[int, JobState]:

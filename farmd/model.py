@@ -14,6 +14,7 @@ them. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import Counter
 from typing import Any
@@ -320,7 +321,10 @@ class Worker:
     def free(self) -> int:
         return self.slots - len(self.running)
 
-    def view_for_ranking(self) -> WorkerView:
+    @functools.cached_property
+    def view(self) -> WorkerView:
+        """What the ranking index needs of it; cluster and restrictions never change
+        while it is connected, so this is built once, not at every pick."""
         return WorkerView(cluster=self.cluster, restrictions=self.restrictions)
 
     def summary(self) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from farmd.core import (
     MAX_COMMAND_BYTES,
     Command,
     ControlFrames,
-    Event,
     FrameEnded,
     JobEnded,
     KillJobs,
@@ -272,11 +271,11 @@ class Supervisor:
             with trio.move_on_after(max(0.0, at - self._clock())) as scope:
                 await self._wake_changed.wait()
             if scope.cancelled_caught:
-                self._apply(self._handle(Tick(now=self._clock())))
+                self._apply(self.core.handle(Tick(now=self._clock())))
 
     async def _reclaim_after_grace(self) -> None:
         await trio.sleep(self.config.lost_worker_grace)
-        self._apply(self._handle(ReclaimOrphans(now=self._clock())))
+        self._apply(self.core.handle(ReclaimOrphans(now=self._clock())))
 
     async def _committer(self) -> None:
         """Group commit: everything that accumulated while the last commit ran goes into
@@ -364,7 +363,7 @@ class Supervisor:
         register = await _expect(conn, Register, "after the hello")
         name = register.name
         try:
-            joined = self._handle(
+            joined = self.core.handle(
                 WorkerJoined(
                     name=name,
                     cluster=register.cluster,
@@ -404,7 +403,9 @@ class Supervisor:
                             job_id=message.job_id, frame=message.frame, attempt=message.attempt
                         )
                         # the worker forgets a result once acknowledged: only when durable
-                        self._apply(self._handle(ended), after=functools.partial(conn.send, ack))
+                        self._apply(
+                            self.core.handle(ended), after=functools.partial(conn.send, ack)
+                        )
                     case LogData():
                         waiter = self._log_requests.pop(message.request_id, None)
                         if waiter is not None:
@@ -417,7 +418,7 @@ class Supervisor:
         finally:
             if self._workers.get(name) is conn:
                 del self._workers[name]
-                self._apply(self._handle(WorkerLost(name=name, now=self._clock())))
+                self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
 
     async def _heartbeats(self, conn: _Connection, name: str) -> None:
         interval = self.config.heartbeat_interval
@@ -482,13 +483,13 @@ class Supervisor:
         now = self._clock()
         match request:
             case Submit():
-                outcome = self._handle(_event_from(SubmitJob, request, now))
+                outcome = self.core.handle(_event_from(SubmitJob, request, now))
                 return core.jobs[outcome.result].summary(), outcome
             case SubmitBatch():
                 batch = SubmitJobs(
                     jobs=tuple(_event_from(SubmitJob, job, now) for job in request.jobs), now=now
                 )
-                outcome = self._handle(batch)
+                outcome = self.core.handle(batch)
                 return outcome.result, outcome
             case ListJobs():
                 return core.jobs_view(), None
@@ -499,19 +500,19 @@ class Supervisor:
             case ListClusters():
                 return core.clusters_view(), None
             case Kill():
-                outcome = self._handle(_event_from(KillJobs, request, now))
+                outcome = self.core.handle(_event_from(KillJobs, request, now))
                 return outcome.result, outcome
             case ControlRequest():
                 control = ControlFrames(
                     control=Control(request.action), targets=request.targets, now=now
                 )
-                outcome = self._handle(control)
+                outcome = self.core.handle(control)
                 return outcome.result, outcome
             case Remove():
-                outcome = self._handle(_event_from(RemoveJobs, request, now))
+                outcome = self.core.handle(_event_from(RemoveJobs, request, now))
                 return outcome.result, outcome
             case Modify():
-                outcome = self._handle(_event_from(ModifyJob, request, now))
+                outcome = self.core.handle(_event_from(ModifyJob, request, now))
                 return outcome.result, outcome
             case Order():
                 return core.order_view(request.worker, request.limit), None
@@ -569,9 +570,6 @@ class Supervisor:
         raise UnavailableError(msg)
 
     # ------------------------------------------------------------------ core plumbing
-
-    def _handle(self, event: Event) -> Outcome:
-        return self.core.handle(event)
 
     def _apply(self, outcome: Outcome, after: Callable[[], None] | None = None) -> None:
         """Carry out an outcome's commands, then `after`, once its changes are durable.

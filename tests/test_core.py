@@ -1234,7 +1234,7 @@ class FarmMachine(RuleBasedStateMachine):
                     assert command.env["FARMD_ATTEMPT"] == str(attempt)
                     assert command.env["FARMD_FRAME"] == str(number)
                     job = self.core.jobs[job_id]
-                    view = self.core.workers[name].view_for_ranking()
+                    view = self.core.workers[name].view
                     assert admits(job.queued(), view), command
                     assert command.rank == rank_key(job.queued(), view)
                     host.held.add((job_id, number, attempt))
@@ -1577,7 +1577,7 @@ class FarmMachine(RuleBasedStateMachine):
     def no_free_slot_idles_beside_work_it_admits(self) -> None:
         for worker in self.core.workers.values():
             if worker.free > 0:
-                best = self.core.index.best(worker.view_for_ranking())
+                best = self.core.index.best(worker.view)
                 assert best is None, (worker.name, best)
 
     @invariant()
