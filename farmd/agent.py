@@ -10,7 +10,13 @@ delivered at least once and applied exactly once.
 
 Each frame runs as a child process in a session of its own (its own process group), with
 stdout and stderr in a per-attempt log file that the supervisor can fetch. A kill sends
-SIGTERM to the group, then SIGKILL after a grace period.
+SIGTERM to the group (and SIGCONT, so a suspended frame can act on it), then SIGKILL
+after a grace period. A suspend sends SIGSTOP and pauses the attempt's time limit; a
+resume sends SIGCONT and lets the rest of the limit run.
+
+A frame's environment says how to reach the supervisor (FARMD_SUPERVISOR, the address
+this agent uses) with the job token the supervisor put in FARMD_TOKEN, so a frame can
+submit sub-jobs with `farmd submit` or `farmd.client`.
 """
 
 from __future__ import annotations
@@ -46,8 +52,10 @@ from farmd.protocol import (
     Register,
     Registered,
     ResultAck,
+    ResumeFrame,
     Role,
     RunFrame,
+    SuspendFrame,
     Welcome,
 )
 
@@ -78,6 +86,9 @@ class _Attempt:
     process: trio.Process | None = None
     result: FrameFinished | None = None  # set when it ended; kept until acknowledged
     kill_requested: bool = False
+    # the time limit: its deadline moves to infinity while the process is stopped
+    limit: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    left: float | None = None  # seconds of the limit left, while suspended
 
 
 class _SessionLost(Exception):
@@ -268,6 +279,11 @@ class Agent:
                 if attempt is not None and attempt.result is None:
                     attempt.kill_requested = True
                     frames.start_soon(self._kill, attempt)
+            case SuspendFrame() | ResumeFrame():
+                key = (message.job_id, message.frame, message.attempt)
+                attempt = self._attempts.get(key)
+                if attempt is not None and attempt.result is None:
+                    self._pause(attempt, isinstance(message, SuspendFrame))
             case ResultAck():
                 key = (message.job_id, message.frame, message.attempt)
                 attempt = self._attempts.get(key)
@@ -291,6 +307,7 @@ class Agent:
         path = self._log_path(*key)
         path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        env["FARMD_SUPERVISOR"] = str(self.config.supervisor)
         env.update(message.env)
         log_event(
             log,
@@ -319,8 +336,13 @@ class Agent:
             else:
                 if attempt.kill_requested:  # the kill came while it was starting
                     await self._kill(attempt)
-                limit = message.time_limit or math.inf
-                with trio.move_on_after(limit) as timer:
+                timer = attempt.limit
+                if attempt.left is None:
+                    timer.deadline = trio.current_time() + (message.time_limit or math.inf)
+                else:  # suspended while it was starting: stop it now
+                    attempt.left = message.time_limit or math.inf
+                    _signal_group(attempt.process, signal.SIGSTOP)
+                with timer:
                     exit_code = await attempt.process.wait()
                 if timer.cancelled_caught:
                     error = f"time limit of {message.time_limit:g} s exceeded"
@@ -348,11 +370,34 @@ class Agent:
         if self._outbox is not None:
             self._outbox.send_nowait(result)
 
+    def _pause(self, attempt: _Attempt, stop: bool) -> None:
+        """SIGSTOP (and pause the time limit) or SIGCONT (and let it run again)."""
+        now = trio.current_time()
+        if stop and attempt.left is None:
+            attempt.left = attempt.limit.deadline - now
+            attempt.limit.deadline = math.inf
+            if attempt.process is not None:
+                _signal_group(attempt.process, signal.SIGSTOP)
+        elif not stop and attempt.left is not None:
+            if attempt.process is not None:
+                _signal_group(attempt.process, signal.SIGCONT)
+            attempt.limit.deadline = now + attempt.left
+            attempt.left = None
+        log_event(
+            log,
+            "info",
+            "frame suspended" if stop else "frame resumed",
+            job=attempt.message.job_id,
+            frame=attempt.message.frame,
+            attempt=attempt.message.attempt,
+        )
+
     async def _kill(self, attempt: _Attempt) -> None:
         process = attempt.process
         if process is None or process.returncode is not None:
             return
         _signal_group(process, signal.SIGTERM)
+        _signal_group(process, signal.SIGCONT)  # a stopped process must run to hear it
         with trio.move_on_after(KILL_GRACE):
             await process.wait()
             return

@@ -97,6 +97,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where the queue is "
         "kept: sqlite (default, STATE/farmd.db, survives restarts) or memory",
     )
+    serve.add_argument(
+        "--preempt-policy",
+        choices=["passive", "aggressive", "disabled"],
+        help="when a better job waits for a busy slot: let the frame finish (passive, "
+        "default), stop it at once (aggressive) or keep the slot with its job (disabled)",
+    )
     _add_log_options(serve)
 
     worker = command("worker", _worker, "run a worker agent on this host", admin=False)
@@ -157,11 +163,31 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument(
         "--depends-on",
-        type=_job_id,
-        action="append",
+        type=_dependencies,
+        action="extend",
         default=[],
+        metavar="ID[:MODE]",
+        help="wait for job ID: until it is complete (the default), done (ended, however), "
+        "failed, or frames (frame N waits for frame N of ID); repeatable, or comma-separated",
+    )
+    submit.add_argument(
+        "--chunk",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N frames per dispatch: {start} and {end} in the command, "
+        "FARMD_FRAME_START and FARMD_FRAME_END in its environment",
+    )
+    submit.add_argument(
+        "--parent",
+        type=_job_id,
         metavar="ID",
-        help="wait until this job is complete (repeatable)",
+        help="submit as a sub-job of job ID (inside a frame, its own job is the parent)",
+    )
+    submit.add_argument(
+        "--uninterruptible",
+        action="store_true",
+        help="never preempt this job's frames",
     )
     _add_job_options(submit)
     submit.add_argument("--json", action="store_true")
@@ -195,6 +221,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("block", "stop and hold jobs or frames until unblocked"),
         ("unblock", "release blocked jobs or frames"),
         ("retry", "run failed or killed frames again"),
+        ("suspend", "stop (SIGSTOP) running frames, keeping their slots, and hold the rest"),
+        ("resume", "continue (SIGCONT) suspended frames and release the rest"),
     ):
         control = command(name, _control, f"{text}: ID, ID:FRAME or ID:RANGE (12:1-10)")
         control.add_argument("targets", nargs="+", metavar="TARGET")
@@ -314,6 +342,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dependencies(text: str) -> list[str]:
+    from farmd.model import parse_dependency
+
+    items = [item.strip() for item in text.split(",")]
+    try:
+        return [str(parse_dependency(item)) for item in items]
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _job_id(text: str) -> int:
     try:
         return _positive_int(text)
@@ -338,6 +376,8 @@ def _supervisor_config(args: argparse.Namespace) -> Any:
         changes["state_dir"] = Path(args.state).expanduser().resolve()
     if args.store:
         changes["store"] = args.store
+    if getattr(args, "preempt_policy", None):
+        changes["preempt_policy"] = args.preempt_policy
     return attrs.evolve(config, **changes) if changes else config
 
 
@@ -452,6 +492,9 @@ def _submit(args: argparse.Namespace) -> int:
             retries=args.retries,
             retry_delay=args.retry_delay,
             time_limit=args.time_limit,
+            chunk=args.chunk,
+            parent=args.parent,
+            uninterruptible=args.uninterruptible,
         )
     if args.json:
         _print_json(job)
@@ -466,9 +509,26 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(jobs)
         return 0
+    # sub-jobs are listed under their parent, indented; one whose parent was removed
+    # is listed at the top
+    ids = {job["id"] for job in jobs}
+    children: dict[int | None, list[dict[str, Any]]] = {}
     for job in jobs:
-        job["counts"] = _frame_counts(job)
-    _table(jobs, ["id", "name", "state", "cluster", "priority", "counts"])
+        children.setdefault(job["parent"] if job["parent"] in ids else None, []).append(job)
+    rows: list[dict[str, Any]] = []
+    stack = [(job, 0) for job in reversed(children.get(None, []))]
+    while stack:
+        job, depth = stack.pop()
+        stack.extend((child, depth + 1) for child in reversed(children.get(job["id"], [])))
+        rows.append(
+            {
+                **job,
+                "id": "  " * depth + str(job["id"]),
+                "counts": _frame_counts(job),
+                "reason": job["reason"] or None,
+            }
+        )
+    _table(rows, ["id", "name", "state", "cluster", "priority", "counts", "reason"])
     return 0
 
 
@@ -479,13 +539,17 @@ def _job(args: argparse.Namespace) -> int:
         _print_json(job)
         return 0
     print(f"job {job['id']} {job['name']!r}: {job['state']}")
-    for key in ("cluster", "priority", "restrictions", "cross_cluster", "depends_on", "waiting_on"):
+    if job["reason"]:
+        print(f"  reason: {job['reason']}")
+    keys = ["cluster", "priority", "restrictions", "cross_cluster", "depends_on", "waiting_on"]
+    keys += ["parent", "subjob_ids", "chunk"]
+    for key in keys:
         print(f"  {key}: {_cell(job[key]) if job[key] != '' else '-'}")
     print(f"  command: {' '.join(job['argv'])}")
     print(f"  frames: {_frame_counts(job)}")
     _table(
         job["frame_list"],
-        ["frame", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"],
+        ["frames", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"],
     )
     return 0
 

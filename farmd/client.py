@@ -217,17 +217,25 @@ class Client:
         restrictions: str = "",
         cross_cluster: str = "",
         frames: str = "",
-        depends_on: Iterable[int] = (),
+        depends_on: Iterable[int | str] = (),
         instances: int = 0,
         retries: int = 0,
         retry_delay: float = 0.0,
         time_limit: float = 0.0,
+        chunk: int = 1,
+        parent: int | None = None,
+        uninterruptible: bool = False,
     ) -> dict[str, Any]:
         """Submit a job; returns its summary (`id`, `state`, frame counts...).
 
+        `depends_on` takes job ids (wait until complete) or `"ID:MODE"` strings, MODE
+        one of `complete`, `done`, `failed`, `frames` (frame N waits for frame N).
         `instances` caps the frames running at once (0: no cap); a failed frame runs
         again up to `retries` times, `retry_delay` seconds later, preferably elsewhere;
-        an attempt running longer than `time_limit` seconds is killed and fails."""
+        an attempt running longer than `time_limit` seconds is killed and fails.
+        `chunk` frames run per dispatch (`{start}`/`{end}` in argv). Inside a frame
+        (FARMD_TOKEN is its job token) the job becomes a sub-job of the frame's job;
+        `parent` names another parent. An `uninterruptible` job is never preempted."""
         result: dict[str, Any] = self._call(
             Submit,
             argv=tuple(argv),
@@ -242,6 +250,9 @@ class Client:
             retries=retries,
             retry_delay=retry_delay,
             time_limit=time_limit,
+            chunk=chunk,
+            parent=parent,
+            uninterruptible=uninterruptible,
         )
         return result
 
@@ -287,12 +298,21 @@ class Client:
         return result
 
     def control(self, action: str, targets: Iterable[str | int]) -> list[str]:
-        """`kill`, `block`, `unblock` or `retry` frames, all or none. Targets are job ids
-        or `"ID:FRAMES"` (`"12:7"`, `"12:1-10x2"`); returns the frames changed."""
+        """`kill`, `block`, `unblock`, `retry`, `suspend` or `resume` frames, all or
+        none. Targets are job ids or `"ID:FRAMES"` (`"12:7"`, `"12:1-10x2"`); returns
+        the frames changed."""
         result: list[str] = self._call(
             ControlRequest, action=action, targets=tuple(str(t) for t in targets)
         )
         return result
+
+    def suspend(self, targets: Iterable[str | int]) -> list[str]:
+        """SIGSTOP running frames (they keep their slots) and hold the others."""
+        return self.control("suspend", targets)
+
+    def resume(self, targets: Iterable[str | int]) -> list[str]:
+        """SIGCONT suspended frames and release the held ones."""
+        return self.control("resume", targets)
 
     def block(self, targets: Iterable[str | int]) -> list[str]:
         """Stop (if running) and hold frames until `unblock`."""

@@ -17,6 +17,8 @@ defaults::
       heartbeat_timeout: 15.0       # seconds; must exceed heartbeat_interval
       lost_worker_grace: 60.0       # seconds a running frame's worker has to come back
       max_frame_bytes: 4194304      # 64 KiB .. 256 MiB
+      store: sqlite                 # or memory
+      preempt_policy: passive       # or aggressive, disabled
 
 The file is strict (STYLE.md, "Config is strict"): an unknown key, a duplicate key, a
 value of the wrong type, a value out of range, a non-standard tag, a YAML syntax error or
@@ -344,6 +346,14 @@ def _check_store(_: object, attribute: attrs.Attribute[Any], value: object) -> N
         _refuse(attribute, value, f"must be one of {', '.join(STORES)}")
 
 
+PREEMPT_POLICIES: Final = ("passive", "aggressive", "disabled")
+
+
+def _check_preempt_policy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in PREEMPT_POLICIES:
+        _refuse(attribute, value, f"must be one of {', '.join(PREEMPT_POLICIES)}")
+
+
 @attrs.frozen(kw_only=True)
 class SupervisorConfig:
     """The supervisor's settings; every value is checked on construction.
@@ -360,6 +370,10 @@ class SupervisorConfig:
     - `max_frame_bytes`: the largest wire frame accepted, 64 KiB..256 MiB.
     - `store`: `sqlite` (the default: STATE/farmd.db, every acknowledged change durable)
       or `memory` (nothing survives a restart; for throwaway farms and benchmarks).
+    - `preempt_policy`: Qube's supervisor_preempt_policy. `passive` (the default): a
+      better job takes a busy slot when its frame ends; `aggressive`: the running frame
+      is stopped and requeued (no retry used) at once; `disabled`: a slot stays with
+      its job while the job has frames left.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -379,6 +393,7 @@ class SupervisorConfig:
     )
     max_frame_bytes: int = attrs.field(default=DEFAULT_FRAME_BYTES, validator=_check_frame_bytes)
     store: str = attrs.field(default="sqlite", validator=_check_store)
+    preempt_policy: str = attrs.field(default="passive", validator=_check_preempt_policy)
 
 
 _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

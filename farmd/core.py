@@ -11,8 +11,11 @@ socket and logs nothing itself. Queries (`jobs_view`, `order_view`...) only read
 
 Invariants, restored at the end of every `handle`:
 
-- a job is in the ranking index exactly when `Job.runnable` (a pending frame, no unmet
-  dependency); `_sync` is the only place that adds or removes it;
+- a job is in the ranking index exactly when `Job.runnable` (a ready frame, no unmet
+  whole-job dependency); `_sync` is the only place that adds or removes it, and the only
+  place that acts on a job's state changing (`Job.synced` is the state it last acted
+  on): an end is announced once, dependents and the parent hear of it, a retried job
+  returns to the cluster tree;
 - every worker with a free slot has been offered the best job it admits, or sits in
   `_starved` because it admits none. Anything that makes a job runnable or changes its
   rank moves the starved workers it could serve back to `_hungry`, and `_dispatch`
@@ -20,11 +23,28 @@ Invariants, restored at the end of every `handle`:
 - a frame's `attempts` is its fencing token: a result for any other attempt, or from a
   worker that no longer holds it, is ignored and logged, so a frame ends exactly once.
 
+Dependencies: a whole-job dependency (`complete`, `done`, `failed`) keeps the dependent
+out of the index until it holds, and once met stays met. One that can no longer hold
+(the job ended otherwise) blocks the dependent with a reason, until the job is retried.
+A frame-by-frame dependency gates single frames (`Frame.waits`): frame N is released
+when frame N of the other job completes, which is final.
+
+Sub-jobs: a job submitted with a `parent` is counted in its parent's `open_children`
+until it ends; the parent ends only once its frames and its sub-jobs have. Killing or
+removing a job takes its sub-jobs with it.
+
+Preemption (`PreemptPolicy`): `passive` is dispatch itself, a slot that frees goes to
+the best job; `disabled` keeps a slot with the job it ran while that job has frames left;
+`aggressive` stops the worst running frame of a full worker as soon as a runnable job
+strictly outranks it there by (cluster order, priority), never by id alone. A preempted
+frame goes back to pending without using a retry.
+
 A refused event raises a `UserError` before anything is changed.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -42,8 +62,10 @@ from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError, User
 from farmd.model import (
     CONTROLS,
     DONE,
+    MAX_FRAMES_PER_JOB,
     Changes,
     Control,
+    DependencyMode,
     Frame,
     FrameRow,
     FrameState,
@@ -52,14 +74,26 @@ from farmd.model import (
     JobState,
     Snapshot,
     Worker,
+    chunked,
+    format_frame_range,
+    parse_dependency,
     parse_frame_range,
     parse_target,
     refusal,
 )
-from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits
+from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits, rank_key
 
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_NAME_CHARS = 256
+
+
+class PreemptPolicy(enum.Enum):
+    """Qube's `supervisor_preempt_policy` (see the module docs)."""
+
+    PASSIVE = "passive"
+    AGGRESSIVE = "aggressive"
+    DISABLED = "disabled"
+
 
 # --------------------------------------------------------------------------- events
 
@@ -74,11 +108,14 @@ class SubmitJob:
     restrictions: str = ""
     patterns: str = ""
     frames: str = ""
-    depends_on: tuple[int, ...] = ()
+    depends_on: tuple[int | str, ...] = ()  # ID or "ID:MODE"
     instances: int = 0
     retries: int = 0
     retry_delay: float = 0.0
     time_limit: float = 0.0
+    chunk: int = 1
+    parent: int | None = None
+    uninterruptible: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -97,7 +134,8 @@ class KillJobs:
 
 @attrs.frozen(kw_only=True)
 class ControlFrames:
-    """An admin's `kill|block|unblock|retry` of targets `ID` or `ID:FRAMES`, all or none."""
+    """An admin's `kill|block|unblock|retry|suspend|resume` of targets `ID` or
+    `ID:FRAMES`, all or none."""
 
     control: Control
     targets: tuple[str, ...]
@@ -209,6 +247,26 @@ class StopFrame:
 
 
 @attrs.frozen(kw_only=True)
+class SuspendFrame:
+    """SIGSTOP the process group of a running attempt; it keeps its slot."""
+
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class ResumeFrame:
+    """SIGCONT the process group of a suspended attempt."""
+
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
 class WakeAt:
     """Send a `Tick` at this time (seconds since the epoch, as events carry)."""
 
@@ -230,7 +288,7 @@ class Note:
     fields: dict[str, Any] = attrs.field(factory=dict)
 
 
-Command = StartFrame | StopFrame | JobEnded | Note | WakeAt
+Command = StartFrame | StopFrame | SuspendFrame | ResumeFrame | JobEnded | Note | WakeAt
 
 
 @attrs.frozen
@@ -253,12 +311,14 @@ class Scheduler:
         default_priority: int = DEFAULT_PRIORITY,
         default_cluster: str = "/",
         max_command_bytes: int = MAX_COMMAND_BYTES,
+        preempt_policy: PreemptPolicy | str = PreemptPolicy.PASSIVE,
     ) -> None:
         QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
         self.default_priority = default_priority
         # A job's command and name travel in every run_frame: bounded so one always fits.
         self.max_command_bytes = max_command_bytes
         self.default_cluster = parse_cluster(default_cluster)
+        self.preempt_policy = PreemptPolicy(preempt_policy)
         self.jobs: dict[int, Job] = {}
         self.workers: dict[str, Worker] = {}
         self.index = RankingIndex()
@@ -277,6 +337,9 @@ class Scheduler:
         self._capped: set[int] = set()  # jobs with an instances cap
         self._below_cap: set[int] = set()  # capped jobs whose running count just fell
         self._removed: list[int] = []
+        # frame-by-frame dependencies: job -> its frame -> the (job, frame) that wait for it
+        self._gates: dict[int, dict[int, list[tuple[int, int]]]] = {}
+        self._rising: set[int] = set()  # jobs made runnable or re-ranked by this event
 
     # ------------------------------------------------------------------ the door
 
@@ -313,6 +376,10 @@ class Scheduler:
             if job_id in self.index:
                 self._wake_for(self.jobs[job_id])
         self._below_cap.clear()
+        if self._rising:
+            if self.preempt_policy is PreemptPolicy.AGGRESSIVE:
+                self._preempt(event.now)
+            self._rising.clear()
         self._dispatch(event.now)
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
@@ -320,7 +387,7 @@ class Scheduler:
     # ------------------------------------------------------------------ job events
 
     def _submit(self, event: SubmitJob) -> int:
-        job = self._prepare(event, self._next_id, ())
+        job = self._prepare(event, self._next_id, [])
         self._insert(job)
         return job.id
 
@@ -329,7 +396,7 @@ class Scheduler:
         jobs: list[Job] = []
         for number, spec in enumerate(event.jobs):
             try:
-                jobs.append(self._prepare(spec, self._next_id + number, [j.id for j in jobs]))
+                jobs.append(self._prepare(spec, self._next_id + number, jobs))
             except UserError as exc:
                 msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
                 raise type(exc)(msg) from None
@@ -337,9 +404,9 @@ class Scheduler:
             self._insert(job)
         return [job.id for job in jobs]
 
-    def _prepare(self, event: SubmitJob, job_id: int, batch: Iterable[int]) -> Job:
-        """Validate a submission into a new job, changing nothing. `batch`: the ids of
-        jobs submitted along with it, which it may depend on."""
+    def _prepare(self, event: SubmitJob, job_id: int, batch: list[Job]) -> Job:
+        """Validate a submission into a new job, changing nothing. `batch`: the jobs
+        submitted before it in the same request, which it may depend on or be under."""
         argv = tuple(event.argv)
         if not argv or not argv[0]:
             msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
@@ -351,18 +418,50 @@ class Scheduler:
         if len(event.name) > MAX_NAME_CHARS:
             msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
             raise JobSpecError(msg)
-        cluster = parse_cluster(event.cluster) if event.cluster else self.default_cluster
-        priority = self.default_priority if event.priority is None else event.priority
+        known = {job.id: job for job in batch}
+        parent = None
+        if event.parent is not None:
+            parent = self.jobs.get(event.parent) or known.get(event.parent)
+            if parent is None:
+                msg = f"bad parent: job {event.parent} does not exist"
+                raise UnknownJobError(msg)
+            if parent.state.ended:
+                state = parent.state.value
+                msg = f"bad parent: job {parent.id} has ended ({state}): it takes no sub-jobs"
+                raise JobSpecError(msg)
+        if event.cluster:
+            cluster = parse_cluster(event.cluster)
+        else:  # a sub-job runs where its parent does, unless it says otherwise
+            cluster = parent.cluster if parent is not None else self.default_cluster
+        if event.priority is not None:
+            priority = event.priority
+        else:
+            priority = parent.priority if parent is not None else self.default_priority
         restrictions = parse_restrictions(event.restrictions)
         patterns = parse_patterns(event.patterns)
         numbers = parse_frame_range(event.frames) if event.frames else (1,)
-        earlier = set(batch)
-        for dep in event.depends_on:
-            if dep not in self.jobs and dep not in earlier:
-                msg = f"bad dependency: job {dep} does not exist"
+        depends_on = tuple(dict.fromkeys(parse_dependency(d) for d in event.depends_on))
+        whole_job: set[int] = set()
+        for dep in depends_on:
+            if dep.job_id not in self.jobs and dep.job_id not in known:
+                msg = f"bad dependency: job {dep.job_id} does not exist"
                 raise UnknownJobError(msg)
+            if dep.mode is not DependencyMode.FRAMES:
+                if dep.job_id in whole_job:
+                    msg = f"bad dependency: job {dep.job_id} is named twice with different modes"
+                    raise JobSpecError(msg)
+                whole_job.add(dep.job_id)
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
         _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
+        chunk = event.chunk
+        whole = isinstance(chunk, int) and not isinstance(chunk, bool)
+        if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
+            msg = f"bad chunk {chunk!r}: must be a whole number of frames, at least 1"
+            raise JobSpecError(msg)
+        if chunk == 1:
+            frames = {n: Frame(n) for n in numbers}
+        else:
+            frames = {unit[0]: Frame(unit[0], members=unit) for unit in chunked(numbers, chunk)}
         return Job(
             id=job_id,
             name=event.name or f"job{job_id}",
@@ -371,55 +470,123 @@ class Scheduler:
             restrictions=restrictions,
             patterns=patterns,
             argv=argv,
-            frames={n: Frame(n) for n in numbers},
-            depends_on=tuple(dict.fromkeys(event.depends_on)),
+            frames=frames,
+            depends_on=depends_on,
             submitted_at=event.now,
             instances=event.instances,
             retries=event.retries,
             retry_delay=float(event.retry_delay),
             time_limit=float(event.time_limit),
+            chunk=chunk,
+            parent=parent.id if parent is not None else None,
+            uninterruptible=bool(event.uninterruptible),
         )
 
     def _insert(self, job: Job) -> None:
         job_id = job.id
         self._next_id = job_id + 1
-        for dep in job.depends_on:
-            self._dependents.setdefault(dep, set()).add(job_id)
-            if self.jobs[dep].state is not JobState.COMPLETE:
-                job.waiting_on.add(dep)
         self.jobs[job_id] = job
+        self._link_dependencies(job, None)
         if job.instances:
             self._capped.add(job_id)
         self._changed_jobs[job_id] = None
         self._changed_frames.update(dict.fromkeys((job_id, n) for n in job.frames))
         self.tree.add(job.cluster, Member.JOB)
-        self._sync(job, JobState.PENDING)
-        self._note("info", "job submitted", job=job_id, cluster=job.cluster, priority=job.priority)
+        if job.parent is not None:
+            parent = self.jobs[job.parent]
+            parent.children[job_id] = None
+            parent.open_children.add(job_id)
+            self._sync(parent)
+        self._sync(job)
+        sub_job = {"parent": job.parent} if job.parent is not None else {}
+        self._note(
+            "info",
+            "job submitted",
+            job=job_id,
+            cluster=job.cluster,
+            priority=job.priority,
+            **sub_job,
+        )
+
+    def _link_dependencies(self, job: Job, waiting_on: tuple[int, ...] | None) -> None:
+        """Wire `job` to the jobs it depends on: `waiting_on` as stored, or (None) as
+        their states say now; frame gates always from their frames' states."""
+        for dep in job.depends_on:
+            self._dependents.setdefault(dep.job_id, set()).add(job.id)
+            target = self.jobs.get(dep.job_id)
+            if target is None:  # removed once this job had ended: long met
+                continue
+            if dep.mode is DependencyMode.FRAMES:
+                self._gate(job, target)
+            elif waiting_on is None and not dep.holds(target.state):
+                job.waiting_on.add(dep.job_id)
+        if waiting_on is not None:
+            job.waiting_on = set(waiting_on) & {d.job_id for d in job.depends_on}
+        if job.gates:
+            job.reindex()
+        self._refresh_block(job)
+
+    def _gate(self, job: Job, target: Job) -> None:
+        """Frame N of `job` waits for the frame (or chunk) of `target` that runs frame N,
+        unless that one has completed or there is none."""
+        gates = self._gates.setdefault(target.id, {})
+        for frame in job.frames.values():
+            keys = dict.fromkeys(target.unit_of.get(m, m) for m in frame.numbers)
+            for key in keys:
+                other = target.frames.get(key)
+                if other is None or other.state is FrameState.COMPLETE:
+                    continue
+                frame.waits += 1
+                job.gates[target.id] += 1
+                gates.setdefault(key, []).append((job.id, frame.number))
+
+    def _ungate(self, job: Job, frame: Frame) -> None:
+        """`frame` of `job` completed: frames waiting for it may be ready."""
+        waiting = self._gates.get(job.id, {}).pop(frame.number, ())
+        for dependent_id, number in waiting:
+            dependent = self.jobs.get(dependent_id)
+            if dependent is not None:
+                dependent.ungate(dependent.frames[number], job.id)
+                self._sync(dependent)
+
+    def _refresh_block(self, job: Job) -> None:
+        """Keep `dependency_block` true: the first dependency that can no longer hold."""
+        reason = None
+        for dep in job.depends_on:
+            target = self.jobs.get(dep.job_id)
+            if target is None:
+                continue
+            if dep.mode is DependencyMode.FRAMES:
+                open_ = job.gates[dep.job_id] > 0
+            else:
+                open_ = dep.job_id in job.waiting_on
+            if open_ and dep.broken(target.state):
+                reason = dep.why_broken(target.state)
+                break
+        job.dependency_block = reason
 
     def _kill(self, event: KillJobs) -> list[int]:
+        """Whole jobs and their sub-jobs; a job that has ended already is left alone."""
         jobs = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
-        for job in jobs:
-            before = job.state
-            for frame in job.frames.values():
-                if frame.state in (FrameState.PENDING, FrameState.BLOCKED):
-                    self._move(job, frame, FrameState.KILLED)
-                    if frame.retry_at is not None:
-                        frame.retry_at = None
-                        del self._held[(job.id, frame.number)]
-                elif frame.state is FrameState.RUNNING:
-                    assert frame.worker is not None
-                    self._out.append(
-                        StopFrame(
-                            worker=frame.worker,
-                            job_id=job.id,
-                            frame=frame.number,
-                            attempt=frame.attempts,
-                        )
-                    )
-                    self._move(job, frame, FrameState.KILLED)
-                    frame.finished_at = event.now
-            self._sync(job, before)
+        plan = {
+            (job.id, frame.number): (job, frame, CONTROLS[(frame.state, Control.KILL)])
+            for job in self._with_subjobs(jobs)
+            for frame in job.frames.values()
+            if (frame.state, Control.KILL) in CONTROLS
+        }
+        self._carry_out(Control.KILL, plan, event.now)
         return [job.id for job in jobs]
+
+    def _with_subjobs(self, jobs: list[Job]) -> list[Job]:
+        """`jobs` and, after them, every sub-job under them (depth first), once each."""
+        seen: dict[int, Job] = {}
+        stack = list(reversed(jobs))
+        while stack:
+            job = stack.pop()
+            if job.id not in seen:
+                seen[job.id] = job
+                stack.extend(self.jobs[c] for c in reversed(job.children) if c in self.jobs)
+        return list(seen.values())
 
     def _control(self, event: ControlFrames) -> list[str]:
         control = event.control
@@ -433,6 +600,17 @@ class Scheduler:
                     for frame in job.frames.values()
                     if (frame.state, control) in CONTROLS
                 ]
+                if control is Control.KILL:  # a killed job takes its sub-jobs with it
+                    chosen_sub = [
+                        (sub, sub_frame, CONTROLS[(sub_frame.state, control)])
+                        for sub in self._with_subjobs([job])[1:]
+                        for sub_frame in sub.frames.values()
+                        if (sub_frame.state, control) in CONTROLS
+                    ]
+                    for entry in chosen_sub:
+                        plan[(entry[0].id, entry[1].number)] = entry
+                    if chosen_sub and not chosen:
+                        continue
                 if not chosen:
                     done = DONE[control]
                     msg = f"job {job_id} is {job.state.value}: no frame of it can be {done}"
@@ -440,7 +618,7 @@ class Scheduler:
             else:
                 chosen = []
                 for number in numbers:
-                    frame = job.frames.get(number)
+                    frame = job.unit(number)
                     if frame is None:
                         msg = f"job {job_id} has no frame {number}"
                         raise JobSpecError(msg)
@@ -450,19 +628,37 @@ class Scheduler:
                     chosen.append((frame, target))
             for frame, target in chosen:
                 plan[(job.id, frame.number)] = (job, frame, target)
-        before = {job.id: job.state for job, _, _ in plan.values()}
+        self._carry_out(control, plan, event.now)
+        labels = [f"{job_id}:{number}" for job_id, number in plan]
+        self._note("info", f"frames {DONE[control]}", frames=labels)
+        return labels
+
+    def _carry_out(
+        self,
+        control: Control,
+        plan: dict[tuple[int, int], tuple[Job, Frame, FrameState]],
+        now: float,
+    ) -> None:
+        """Move each frame of `plan` to its target: a frame whose process is alive is
+        stopped, SIGSTOPped (suspend) or SIGCONTed (resume) on its worker."""
         for job, frame, target in plan.values():
-            if frame.state is FrameState.RUNNING:
+            if frame.holds_process:
                 assert frame.worker is not None
+                command: type[SuspendFrame | ResumeFrame | StopFrame] = StopFrame
+                if control is Control.SUSPEND:
+                    command, frame.stopped = SuspendFrame, True
+                elif control is Control.RESUME:
+                    command, frame.stopped, target = ResumeFrame, False, FrameState.RUNNING
+                else:
+                    frame.stopped, frame.finished_at = False, now
                 self._out.append(
-                    StopFrame(
+                    command(
                         worker=frame.worker,
                         job_id=job.id,
                         frame=frame.number,
                         attempt=frame.attempts,
                     )
                 )
-                frame.finished_at = event.now
             self._move(job, frame, target)
             if frame.retry_at is not None:  # a held retry is dropped by any control
                 frame.retry_at = None
@@ -471,18 +667,22 @@ class Scheduler:
                     job.release(frame)
             if control is Control.RETRY:
                 frame.failures, frame.exit_code, frame.failed_on = 0, None, None
-        for job_id, state in before.items():
-            self._sync(self.jobs[job_id], state)
-        labels = [f"{job_id}:{number}" for job_id, number in plan]
-        self._note("info", f"frames {DONE[control]}", frames=labels)
-        return labels
+        for job_id in dict.fromkeys(job_id for job_id, _ in plan):
+            self._sync(self.jobs[job_id])
 
     def _remove(self, event: RemoveJobs) -> list[int]:
-        ids = list(dict.fromkeys(event.job_ids))
-        jobs = [self.job(job_id) for job_id in ids]
+        named = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]
+        jobs = self._with_subjobs(named)
+        ids = [job.id for job in jobs]
         for job in jobs:
             if not job.state.ended:
                 msg = f"job {job.id} is {job.state.value}: kill it before removing it"
+                raise JobSpecError(msg)
+            if job.parent is not None and job.parent in self.jobs and job.parent not in ids:
+                msg = (
+                    f"job {job.id} is a sub-job of job {job.parent}: remove job "
+                    f"{job.parent} (its sub-jobs go with it)"
+                )
                 raise JobSpecError(msg)
             for dependent in sorted(self._dependents.get(job.id, ())):
                 if dependent not in ids and not self.jobs[dependent].state.ended:
@@ -495,8 +695,9 @@ class Scheduler:
             del self.jobs[job.id]
             self._capped.discard(job.id)
             self._dependents.pop(job.id, None)
+            self._gates.pop(job.id, None)
             for dep in job.depends_on:
-                self._dependents.get(dep, set()).discard(job.id)
+                self._dependents.get(dep.job_id, set()).discard(job.id)
             self._changed_jobs.pop(job.id, None)
             for number in job.frames:
                 self._changed_frames.pop((job.id, number), None)
@@ -525,7 +726,6 @@ class Scheduler:
         if job.state.ended:
             msg = f"job {job.id} has ended ({job.state.value}): there is nothing to modify"
             raise JobSpecError(msg)
-        before = job.state
         if cluster != job.cluster:
             self.tree.remove(job.cluster, Member.JOB)
             self.tree.add(cluster, Member.JOB)
@@ -537,7 +737,7 @@ class Scheduler:
         self._changed_jobs[job.id] = None
         if job.id in self.index:
             self.index.remove(job.id)
-        self._sync(job, before)
+        self._sync(job)
         self._note("info", "job modified", job=job.id, cluster=cluster, priority=priority)
         return job.summary()
 
@@ -580,17 +780,16 @@ class Scheduler:
         job = self.jobs.get(job_id)
         frame = job.frames.get(number) if job is not None else None
         if job is not None and frame is not None and frame.attempts == attempt:
-            if frame.state is FrameState.RUNNING and frame.worker == worker.name:
+            if frame.holds_process and frame.worker == worker.name:
                 worker.running[(job_id, number, attempt)] = None
                 self._orphans.pop((job_id, number, attempt), None)
                 return
-            if frame.state is FrameState.PENDING:
-                before = job.state
+            if frame.state is FrameState.PENDING and not frame.waits:
                 self._move(job, frame, FrameState.RUNNING)
                 frame.worker = worker.name
                 frame.started_at = now  # when it was found running again
                 worker.running[(job_id, number, attempt)] = None
-                self._sync(job, before)
+                self._sync(job)
                 self._note(
                     "info",
                     "frame readopted",
@@ -627,15 +826,8 @@ class Scheduler:
             frame = job.frames.get(number) if job is not None else None
             if job is None or frame is None:
                 continue
-            if (
-                frame.state is FrameState.RUNNING
-                and frame.worker == worker.name
-                and frame.attempts == attempt
-            ):
-                before = job.state
-                self._move(job, frame, FrameState.PENDING)  # a lost worker is not the job's fault
-                frame.started_at = None
-                self._sync(job, before)
+            if frame.holds_process and frame.worker == worker.name and frame.attempts == attempt:
+                self._lose_process(job, frame)
                 requeued.append(f"{job_id}:{number}")
         self._note(
             "warning", "worker lost", worker=worker.name, reason=event.reason, requeued=requeued
@@ -655,15 +847,23 @@ class Scheduler:
             del self._orphans[(job_id, number, attempt)]
             job = self.jobs[job_id]
             frame = job.frames[number]
-            if frame.state is FrameState.RUNNING and frame.attempts == attempt:
-                before = job.state
-                self._move(job, frame, FrameState.PENDING)
-                frame.started_at = None
-                self._sync(job, before)
+            if frame.holds_process and frame.attempts == attempt:
+                self._lose_process(job, frame)
                 requeued.append(f"{job_id}:{number}")
         if requeued:
             self._note("warning", "unclaimed frames requeued", frames=requeued)
         return requeued
+
+    def _lose_process(self, job: Job, frame: Frame) -> None:
+        """A frame's process is gone without a result (its worker was lost): it runs
+        again, without using a retry; a suspended one stays held."""
+        if frame.stopped:
+            frame.stopped = False
+            self._changed_frames[(job.id, frame.number)] = None
+        else:
+            self._move(job, frame, FrameState.PENDING)
+        frame.started_at = None
+        self._sync(job)
 
     def _stale_result(self, event: FrameEnded) -> None:
         """A result that fencing refuses: logged, never applied."""
@@ -696,9 +896,12 @@ class Scheduler:
         ):
             self._stale_result(event)
             return
-        if frame.state is not FrameState.RUNNING:
-            return  # killed while running: the slot is free, the frame stays killed
-        before = job.state
+        if not frame.holds_process:
+            return  # killed or preempted while running: the slot is free, that is all
+        if self.preempt_policy is PreemptPolicy.DISABLED:
+            worker.sticky.append(job.id)  # the slot stays with this job while it has work
+        suspended = frame.stopped  # ended while stopped: a retry stays held
+        frame.stopped = False
         frame.exit_code = event.exit_code
         frame.finished_at = event.now
         ok = event.exit_code == 0 and not event.error
@@ -718,11 +921,11 @@ class Scheduler:
             frame.failures += 1
             frame.failed_on = worker.name
             if frame.failures <= job.retries:
-                if job.retry_delay > 0:
+                if job.retry_delay > 0 and not suspended:
                     frame.retry_at = event.now + job.retry_delay
                     self._held[(job.id, frame.number)] = frame.retry_at
                     self._out.append(WakeAt(at=frame.retry_at))
-                self._move(job, frame, FrameState.PENDING)
+                self._move(job, frame, FrameState.SUSPENDED if suspended else FrameState.PENDING)
                 self._note(
                     "info",
                     "frame retried",
@@ -734,7 +937,7 @@ class Scheduler:
                 )
             else:
                 self._move(job, frame, FrameState.FAILED)
-        self._sync(job, before)
+        self._sync(job)
 
     def _release_due(self, now: float) -> list[str]:
         """Frames whose retry delay is over may run again."""
@@ -742,10 +945,9 @@ class Scheduler:
         for job_id, number in due:
             del self._held[(job_id, number)]
             job = self.jobs[job_id]
-            before = job.state
             job.release(job.frames[number])
             self._changed_frames[(job_id, number)] = None
-            self._sync(job, before)
+            self._sync(job)
         if self._held:
             self._out.append(WakeAt(at=min(self._held.values())))
         return [f"{j}:{n}" for j, n in due]
@@ -756,28 +958,49 @@ class Scheduler:
 
     # ------------------------------------------------------------------ invariants
 
-    def _sync(self, job: Job, before: JobState) -> None:
-        """Restore the index invariant for `job` and report what its change caused."""
+    def _sync(self, job: Job) -> None:
+        """Restore the index invariant for `job` and act on its state changing since
+        the last call: announce an end, tell dependents and the parent."""
         runnable = job.runnable
         indexed = job.id in self.index
         if runnable and not indexed:
             self.index.add(job.queued())
+            self._rising.add(job.id)
             self._wake_for(job)
         elif not runnable and indexed:
             self.index.remove(job.id)
-        after = job.state
-        if before.ended and not after.ended:  # retried: back in its cluster
+        before, after = job.synced, job.state
+        if before is after:
+            return
+        job.synced = after
+        if before.ended == after.ended:
+            return
+        if before.ended:  # retried: back in its cluster
             self.tree.add(job.cluster, Member.JOB)
-        if after.ended and not before.ended:
+        else:
             self.tree.remove(job.cluster, Member.JOB)
             self._out.append(JobEnded(job_id=job.id, state=after))
             self._note("info", "job ended", job=job.id, state=after.value)
-            if after is JobState.COMPLETE:
-                for dependent_id in sorted(self._dependents.get(job.id, ())):
-                    dependent = self.jobs[dependent_id]
-                    dependent_before = dependent.state
+        for dependent_id in sorted(self._dependents.get(job.id, ())):
+            dependent = self.jobs.get(dependent_id)
+            if dependent is None:
+                continue
+            for dep in dependent.depends_on:
+                if dep.job_id == job.id and dep.job_id in dependent.waiting_on and dep.holds(after):
                     dependent.waiting_on.discard(job.id)
-                    self._sync(dependent, dependent_before)
+                    self._changed_jobs[dependent.id] = None
+            self._refresh_block(dependent)
+            self._sync(dependent)
+        parent = self.jobs.get(job.parent) if job.parent is not None else None
+        if parent is not None:
+            if after.ended:
+                parent.open_children.discard(job.id)
+                if after is not JobState.COMPLETE:
+                    parent.failed_children.add(job.id)
+            else:
+                parent.open_children.add(job.id)
+                parent.failed_children.discard(job.id)
+            self._sync(parent)
 
     def _wake_for(self, job: Job) -> None:
         if not self._starved:
@@ -795,6 +1018,11 @@ class Scheduler:
             if worker.free <= 0:
                 del self._hungry[name]
                 continue
+            if worker.sticky:
+                kept = self._sticky_job(worker)
+                if kept is not None:
+                    self._start(worker, kept, rank_key(kept.queued(), worker.view), now)
+                    continue
             eligible = self._under_cap if self._capped else None
             ranked = self.index.best(worker.view, eligible)
             if ranked is None:
@@ -806,8 +1034,73 @@ class Scheduler:
     def _under_cap(self, queued: QueuedJob) -> bool:
         return not self.jobs[queued.id].at_cap
 
+    def _sticky_job(self, worker: Worker) -> Job | None:
+        """Preemption disabled: the job a slot of `worker` just ran, if it still has a
+        frame for it."""
+        while worker.sticky:
+            job = self.jobs.get(worker.sticky.pop(0))
+            if (
+                job is not None
+                and job.id in self.index
+                and not job.at_cap
+                and admits(self.index.get(job.id), worker.view)
+            ):
+                return job
+        return None
+
+    def _preempt(self, now: float) -> None:
+        """Aggressive preemption: on each full worker that a job made runnable (or
+        re-ranked) by this event admits, stop the worst running frame if the best
+        runnable job strictly outranks it by (cluster order, priority). One frame per
+        worker at a time: a worker already stopping one waits for that slot."""
+        rising = [self.index.get(i) for i in sorted(self._rising) if i in self.index]
+        eligible = self._under_cap if self._capped else None
+        for worker in sorted(self.workers.values(), key=lambda w: w.seq):
+            if worker.free > 0 or not any(admits(q, worker.view) for q in rising):
+                continue
+            victims = []
+            for job_id, number, attempt in worker.running:
+                job = self.jobs.get(job_id)
+                frame = job.frames.get(number) if job is not None else None
+                if (
+                    job is None
+                    or frame is None
+                    or frame.attempts != attempt
+                    or frame.worker != worker.name
+                    or not frame.holds_process
+                ):
+                    break  # a slot is already on its way back: no second victim
+                if frame.state is FrameState.RUNNING and not job.uninterruptible:
+                    victims.append((rank_key(job.queued(), worker.view), job, frame))
+            else:
+                best = self.index.best(worker.view, eligible) if victims else None
+                if best is None:
+                    continue
+                key, job, frame = max(victims, key=lambda v: v[0])
+                if best.key[:2] < key[:2]:
+                    self._preempt_frame(worker, job, frame, best.key, now)
+
+    def _preempt_frame(
+        self, worker: Worker, job: Job, frame: Frame, by: tuple[int, int, int], now: float
+    ) -> None:
+        self._out.append(
+            StopFrame(worker=worker.name, job_id=job.id, frame=frame.number, attempt=frame.attempts)
+        )
+        self._move(job, frame, FrameState.PENDING)  # uses no retry: not the frame's fault
+        frame.started_at = None
+        self._sync(job)
+        self._note(
+            "info",
+            "frame preempted",
+            job=job.id,
+            frame=frame.number,
+            attempt=frame.attempts,
+            worker=worker.name,
+            by_job=by[2],
+            by_rank=list(by),
+        )
+
     def _start(self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float) -> None:
-        before = job.state
         frame = job.next_frame(worker.name)
         self._move(job, frame, FrameState.RUNNING)
         frame.attempts += 1
@@ -816,8 +1109,9 @@ class Scheduler:
         frame.finished_at = None
         frame.exit_code = None
         worker.running[(job.id, frame.number, frame.attempts)] = None
-        self._sync(job, before)
+        self._sync(job)
         number = str(frame.number)
+        first, last = number, str(frame.numbers[-1])
         self._out.append(
             StartFrame(
                 worker=worker.name,
@@ -825,11 +1119,14 @@ class Scheduler:
                 job_name=job.name,
                 frame=frame.number,
                 attempt=frame.attempts,
-                argv=tuple(arg.replace("{frame}", number) for arg in job.argv),
+                argv=tuple(_fill(arg, number, first, last) for arg in job.argv),
                 env={
                     "FARMD_JOB_ID": str(job.id),
                     "FARMD_JOB_NAME": job.name,
                     "FARMD_FRAME": number,
+                    "FARMD_FRAME_START": first,
+                    "FARMD_FRAME_END": last,
+                    "FARMD_FRAMES": frame.label,
                     "FARMD_ATTEMPT": str(frame.attempts),
                     "FARMD_WORKER": worker.name,
                     "FARMD_CLUSTER": job.cluster,
@@ -846,6 +1143,8 @@ class Scheduler:
             self._below_cap.add(job.id)
         job.move(frame, state)
         self._changed_frames[(job.id, frame.number)] = None
+        if state is FrameState.COMPLETE and job.id in self._gates:
+            self._ungate(job, frame)
 
     def _take_changes(self) -> Changes:
         if not (self._changed_jobs or self._changed_frames or self._removed):
@@ -862,14 +1161,14 @@ class Scheduler:
 
     def restore(self, snapshot: Snapshot) -> None:
         """Rebuild the farm from the store, before any worker has connected. Frames that
-        were running stay running, as orphans, until their worker claims them or a
-        `ReclaimOrphans` event (after the grace period) sends them back to pending."""
+        were running (or stopped) stay so, as orphans, until their worker claims them or
+        a `ReclaimOrphans` event (after the grace period) sends them back to pending."""
         if self.jobs or self.workers:
             msg = "restore needs an empty scheduler"
             raise RuntimeError(msg)
         frames_of: dict[int, dict[int, Frame]] = {row.id: {} for row in snapshot.jobs}
         for f in snapshot.frames:
-            frames_of[f.job_id][f.number] = Frame(
+            frame = Frame(
                 number=f.number,
                 state=FrameState(f.state),
                 worker=f.worker,
@@ -880,10 +1179,13 @@ class Scheduler:
                 failures=f.failures,
                 failed_on=f.failed_on,
                 retry_at=f.retry_at,
+                members=parse_frame_range(f.members) if f.members else (),
+                stopped=f.stopped,
             )
+            frames_of[f.job_id][f.number] = frame
             if f.retry_at is not None:
                 self._held[(f.job_id, f.number)] = f.retry_at
-            if f.state == FrameState.RUNNING.value:
+            if frame.holds_process:
                 self._orphans[(f.job_id, f.number, f.attempts)] = None
         for row in snapshot.jobs:
             self.jobs[row.id] = Job(
@@ -895,26 +1197,44 @@ class Scheduler:
                 patterns=parse_patterns(row.patterns),
                 argv=row.argv,
                 frames=frames_of[row.id],
-                depends_on=row.depends_on,
+                depends_on=tuple(parse_dependency(d) for d in row.depends_on),
                 submitted_at=row.submitted_at,
                 instances=row.instances,
                 retries=row.retries,
                 retry_delay=row.retry_delay,
                 time_limit=row.time_limit,
+                chunk=row.chunk,
+                parent=row.parent,
+                uninterruptible=row.uninterruptible,
             )
             if row.instances:
                 self._capped.add(row.id)
+        # A sub-job's id is above its parent's: from the highest id down, every job's
+        # sub-jobs have their final state before the job's own is read.
         for job in self.jobs.values():
-            for dep in job.depends_on:
-                self._dependents.setdefault(dep, set()).add(job.id)
-                if self.jobs[dep].state is not JobState.COMPLETE:
-                    job.waiting_on.add(dep)
+            if job.parent in self.jobs:
+                self.jobs[job.parent].children[job.id] = None
+        for row in snapshot.jobs:  # as stored: a dependency met once stays met
+            self._link_dependencies(self.jobs[row.id], row.waiting_on)
+        for job_id in sorted(self.jobs, reverse=True):
+            job = self.jobs[job_id]
+            state = job.state
+            if job.parent in self.jobs and not state.ended:
+                self.jobs[job.parent].open_children.add(job_id)
+            elif job.parent in self.jobs and state is not JobState.COMPLETE:
+                self.jobs[job.parent].failed_children.add(job_id)
         for job in self.jobs.values():
-            if not job.state.ended:
+            job.synced = job.state
+            if not job.synced.ended:
                 self.tree.add(job.cluster, Member.JOB)
             if job.runnable:
                 self.index.add(job.queued())
         self._next_id = max(snapshot.next_job_id, max(self.jobs, default=0) + 1)
+
+    @property
+    def next_job_id(self) -> int:
+        """The id the next submitted job gets (ids are never reused)."""
+        return self._next_id
 
     @property
     def orphans(self) -> int:
@@ -994,6 +1314,13 @@ class Scheduler:
         return frame, frame.worker
 
 
+def _fill(arg: str, frame: str, first: str, last: str) -> str:
+    """An argument with `{frame}`, `{start}` and `{end}` filled in."""
+    if "{" not in arg:
+        return arg
+    return arg.replace("{frame}", frame).replace("{start}", first).replace("{end}", last)
+
+
 def _job_row(job: Job) -> JobRow:
     return JobRow(
         id=job.id,
@@ -1003,12 +1330,16 @@ def _job_row(job: Job) -> JobRow:
         restrictions=str(job.restrictions),
         patterns=str(job.patterns),
         argv=job.argv,
-        depends_on=job.depends_on,
+        depends_on=tuple(str(dep) for dep in job.depends_on),
         submitted_at=job.submitted_at,
         instances=job.instances,
         retries=job.retries,
         retry_delay=job.retry_delay,
         time_limit=job.time_limit,
+        chunk=job.chunk,
+        parent=job.parent,
+        uninterruptible=job.uninterruptible,
+        waiting_on=tuple(sorted(job.waiting_on)),
     )
 
 
@@ -1026,6 +1357,8 @@ def _frame_row(job: Job, frame: Frame) -> FrameRow:
         failures=frame.failures,
         failed_on=frame.failed_on,
         retry_at=frame.retry_at,
+        members=format_frame_range(frame.members) if frame.members else None,
+        stopped=frame.stopped,
     )
 
 

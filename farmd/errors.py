@@ -84,6 +84,13 @@ class UnknownWorkerError(UserError):
     code = "unknown_worker"
 
 
+class ForbiddenError(UserError):
+    """The session's token does not allow the request (a frame's job token only
+    submits sub-jobs and reads)."""
+
+    code = "forbidden"
+
+
 class UnavailableError(FarmdError):
     """The supervisor cannot answer now (a worker holding a log is away, a time-out)."""
 

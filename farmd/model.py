@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-A job is a command run once per frame. Frames carry their own state; the job's state is
-never stored, it is derived from its frames (and its unmet dependencies) by
-`Job.state`, so the two cannot disagree. A frame's `attempts` counts its dispatches and
-doubles as the fencing token: only a result for the latest attempt may change it.
+A job is a command run once per frame, or once per chunk of frames (`--chunk N`): the
+unit of dispatch is a `Frame` keyed by its first frame number, whose `members` are the
+frames it covers. Frames carry their own state; the job's state is never stored, it is
+derived from its frames, its unmet dependencies and its open sub-jobs by `Job.state`,
+so they cannot disagree. A frame's `attempts` counts its dispatches and doubles as the
+fencing token: only a result for the latest attempt may change it.
+
+A pending frame is *ready* (on the job's `pending` stack, the next to run last) unless
+it waits out a retry delay (`retry_at`) or for frames of another job (`waits`, the
+frame-by-frame dependencies). `Job.move` is the one way a frame changes state.
 
 These are plain mutable records owned by `farmd.core.Scheduler`; nothing else mutates
 them. Pure: no I/O, no clock.
@@ -17,6 +23,7 @@ import enum
 import functools
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -35,13 +42,15 @@ class FrameState(enum.Enum):
     FAILED = "failed"
     KILLED = "killed"
     BLOCKED = "blocked"  # held by an admin until unblocked
+    SUSPENDED = "suspended"  # held by an admin; its process, if it had one, is stopped
 
 
 class JobState(enum.Enum):
-    WAITING = "waiting"  # pending frames, but a dependency has not completed
+    WAITING = "waiting"  # for a dependency, or (its frames done) for its sub-jobs
     PENDING = "pending"
     RUNNING = "running"
-    BLOCKED = "blocked"  # nothing to run but frames an admin holds
+    BLOCKED = "blocked"  # held by an admin, or a dependency that can no longer hold
+    SUSPENDED = "suspended"  # nothing running or ready but suspended frames
     COMPLETE = "complete"
     FAILED = "failed"
     KILLED = "killed"
@@ -61,6 +70,8 @@ class Control(enum.Enum):
     BLOCK = "block"  # stop (if running) and hold
     UNBLOCK = "unblock"
     RETRY = "retry"  # failed or killed frames run again
+    SUSPEND = "suspend"  # SIGSTOP the running ones, hold the rest
+    RESUME = "resume"  # SIGCONT the stopped ones, release the rest
 
 
 # Where each control takes a frame. A pair that is missing is a refused transition: for a
@@ -75,6 +86,12 @@ CONTROLS: dict[tuple[FrameState, Control], FrameState] = {
     (FrameState.BLOCKED, Control.UNBLOCK): FrameState.PENDING,
     (FrameState.FAILED, Control.RETRY): FrameState.PENDING,
     (FrameState.KILLED, Control.RETRY): FrameState.PENDING,
+    (FrameState.PENDING, Control.SUSPEND): FrameState.SUSPENDED,
+    (FrameState.RUNNING, Control.SUSPEND): FrameState.SUSPENDED,
+    (FrameState.SUSPENDED, Control.KILL): FrameState.KILLED,
+    (FrameState.SUSPENDED, Control.BLOCK): FrameState.BLOCKED,
+    # a frame whose process was stopped goes back to RUNNING instead (`Frame.stopped`)
+    (FrameState.SUSPENDED, Control.RESUME): FrameState.PENDING,
 }
 
 
@@ -88,12 +105,75 @@ DONE = {
     Control.BLOCK: "blocked",
     Control.UNBLOCK: "unblocked",
     Control.RETRY: "retried",
+    Control.SUSPEND: "suspended",
+    Control.RESUME: "resumed",
 }
 _PAST = {
     **DONE,
     Control.UNBLOCK: "unblocked (it is not blocked)",
     Control.RETRY: "retried (only failed or killed frames are)",
+    Control.RESUME: "resumed (it is not suspended)",
 }
+
+
+class DependencyMode(enum.Enum):
+    """What a dependent waits for (Qube's link-complete / link-done / link-failed)."""
+
+    COMPLETE = "complete"  # the job completed
+    DONE = "done"  # the job ended, whatever the end
+    FAILED = "failed"  # the job failed (a clean-up or a notification)
+    FRAMES = "frames"  # frame N waits for frame N of the job to complete
+
+
+@attrs.frozen
+class Dependency:
+    job_id: int
+    mode: DependencyMode = DependencyMode.COMPLETE
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.mode.value}"
+
+    def holds(self, state: JobState) -> bool:
+        """The whole-job condition is met by a job in `state`."""
+        if self.mode is DependencyMode.DONE:
+            return state.ended
+        if self.mode is DependencyMode.FAILED:
+            return state is JobState.FAILED
+        return state is JobState.COMPLETE
+
+    def broken(self, state: JobState) -> bool:
+        """The job has ended so that this can never hold (unless it is retried)."""
+        if self.mode is DependencyMode.DONE:
+            return False
+        return state.ended and not self.holds(state)
+
+    def why_broken(self, state: JobState) -> str:
+        wanted = "complete" if self.mode is DependencyMode.FRAMES else self.mode.value
+        return (
+            f"job {self.job_id} is {state.value} but must be {wanted} "
+            "(retry it to release this job)"
+        )
+
+
+_DEPENDENCY = re.compile(r"(\d+)(?::([a-z]+))?")
+
+
+def parse_dependency(value: int | str) -> Dependency:
+    """`12`, `12:complete`, `12:done`, `12:failed` or `12:frames`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Dependency(value)
+    match = _DEPENDENCY.fullmatch(value.strip()) if isinstance(value, str) else None
+    modes = ", ".join(m.value for m in DependencyMode)
+    if match is None:
+        msg = f"bad dependency {value!r}: expected ID or ID:MODE, MODE one of {modes}"
+        raise JobSpecError(msg)
+    try:
+        mode = DependencyMode(match.group(2) or "complete")
+    except ValueError:
+        msg = f"bad dependency {value!r}: unknown mode {match.group(2)!r} (one of {modes})"
+        raise JobSpecError(msg) from None
+    return Dependency(int(match.group(1)), mode)
+
 
 _TARGET = re.compile(r"(\d+)(?::(.+))?")
 
@@ -142,6 +222,31 @@ def parse_frame_range(text: str) -> tuple[int, ...]:
     return tuple(frames)
 
 
+def format_frame_range(numbers: Iterable[int]) -> str:
+    """The inverse of `parse_frame_range` for frames in order: runs as `N-M`."""
+    parts: list[str] = []
+    run: list[int] = []
+    for number in numbers:
+        if run and number == run[-1] + 1:
+            run.append(number)
+            continue
+        if run:
+            parts.append(_run_text(run))
+        run = [number]
+    if run:
+        parts.append(_run_text(run))
+    return ",".join(parts)
+
+
+def _run_text(run: list[int]) -> str:
+    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+
+def chunked(numbers: tuple[int, ...], size: int) -> list[tuple[int, ...]]:
+    """The frames in order, `size` at a time (the last chunk may be shorter)."""
+    return [numbers[i : i + size] for i in range(0, len(numbers), size)]
+
+
 @attrs.define
 class Frame:
     number: int
@@ -154,10 +259,27 @@ class Frame:
     failures: int = 0  # failed attempts: a lost worker or a preemption is not one
     failed_on: str | None = None  # the worker of the last failure: a retry avoids it
     retry_at: float | None = None  # a failed frame waiting out the retry delay
+    members: tuple[int, ...] = ()  # a chunk's frames, in order; () for a lone frame
+    stopped: bool = False  # suspended while running: its process is SIGSTOPped, holding a slot
+    waits: int = 0  # frames of other jobs it still waits for (frame-by-frame dependencies)
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        return self.members or (self.number,)
+
+    @property
+    def label(self) -> str:
+        return format_frame_range(self.members) if self.members else str(self.number)
+
+    @property
+    def holds_process(self) -> bool:
+        """Its latest attempt's process is alive on `worker` (running or stopped)."""
+        return self.state is FrameState.RUNNING or self.stopped
 
     def view(self) -> dict[str, Any]:
         return {
             "frame": self.number,
+            "frames": self.label,
             "state": self.state.value,
             "worker": self.worker,
             "attempts": self.attempts,
@@ -166,6 +288,8 @@ class Frame:
             "exit_code": self.exit_code,
             "failures": self.failures,
             "retry_at": self.retry_at,
+            "stopped": self.stopped,
+            "waits": self.waits,
         }
 
 
@@ -179,25 +303,46 @@ class Job:
     patterns: CrossClusterPatterns
     argv: tuple[str, ...]
     frames: dict[int, Frame]
-    depends_on: tuple[int, ...]
+    depends_on: tuple[Dependency, ...]
     submitted_at: float
     instances: int = 0  # frames running at once at most; 0: as many as slots take it
     retries: int = 0  # failed attempts retried per frame
     retry_delay: float = 0.0  # seconds before a failed frame runs again
     time_limit: float = 0.0  # seconds an attempt may run; 0: no limit
-    waiting_on: set[int] = attrs.field(factory=set)  # dependencies not yet complete
-    counts: Counter[FrameState] = attrs.field(factory=Counter)
-    pending: list[int] = attrs.field(factory=list)  # frame numbers, next to run last
+    chunk: int = 1  # frames per dispatch
+    parent: int | None = None  # the job whose frame submitted this one (a sub-job)
+    uninterruptible: bool = False  # never preempted
+    # whole-job dependencies not yet met: once met, a dependency stays met
+    waiting_on: set[int] = attrs.field(factory=set)
+    # why a dependency can no longer hold (the scheduler keeps it true), or None
+    dependency_block: str | None = None
+    gates: Counter[int] = attrs.field(factory=Counter)  # dependency -> frames it still gates
+    children: dict[int, None] = attrs.field(factory=dict)  # sub-jobs, in submission order
+    open_children: set[int] = attrs.field(factory=set)  # sub-jobs that have not ended
+    failed_children: set[int] = attrs.field(factory=set)  # sub-jobs that ended incomplete
+    counts: Counter[FrameState] = attrs.field(factory=Counter)  # dispatch units per state
+    frame_counts: Counter[FrameState] = attrs.field(factory=Counter)  # frames per state
+    gated: int = 0  # pending frames waiting for frames of another job
+    pending: list[int] = attrs.field(factory=list)  # ready frames, next to run last
     positions: dict[int, int] = attrs.field(factory=dict)  # frame number -> submission order
+    unit_of: dict[int, int] = attrs.field(factory=dict)  # a chunk's frame -> the chunk's key
+    synced: JobState = JobState.PENDING  # the state the scheduler last acted on
 
     def __attrs_post_init__(self) -> None:
-        self.counts = Counter(f.state for f in self.frames.values())
+        frames = self.frames.values()
+        self.counts = Counter(f.state for f in frames)
+        self.frame_counts = Counter()
+        for frame in frames:
+            self.frame_counts[frame.state] += len(frame.numbers)
         self.positions = {n: i for i, n in enumerate(self.frames)}
-        self.pending = [
-            n
-            for n in reversed(self.frames)
-            if self.frames[n].state is FrameState.PENDING and self.frames[n].retry_at is None
-        ]
+        self.unit_of = {m: f.number for f in frames if f.members for m in f.members}
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the ready stack and the gated count from the frames."""
+        frames = self.frames.values()
+        self.gated = sum(1 for f in frames if f.waits and f.state is FrameState.PENDING)
+        self.pending = [f.number for f in reversed(frames) if _ready(f)]
 
     @property
     def state(self) -> JobState:
@@ -205,15 +350,25 @@ class Job:
         if counts[FrameState.RUNNING]:
             return JobState.RUNNING
         if counts[FrameState.PENDING]:
-            return JobState.WAITING if self.waiting_on else JobState.PENDING
+            if self.waiting_on or counts[FrameState.PENDING] == self.gated:
+                return JobState.BLOCKED if self.dependency_block else JobState.WAITING
+            return JobState.PENDING
+        if counts[FrameState.SUSPENDED]:
+            return JobState.SUSPENDED
         if counts[FrameState.BLOCKED]:
             return JobState.BLOCKED
-        if counts[FrameState.COMPLETE] == len(self.frames):
-            return JobState.COMPLETE
+        if self.open_children:
+            return JobState.WAITING
         # an admin who killed a job sees it killed, even if a frame had failed before
         if counts[FrameState.KILLED]:
             return JobState.KILLED
+        if counts[FrameState.COMPLETE] == len(self.frames) and not self.failed_children:
+            return JobState.COMPLETE
         return JobState.FAILED
+
+    def unit(self, number: int) -> Frame | None:
+        """The frame, or the chunk, that runs frame `number`."""
+        return self.frames.get(self.unit_of.get(number, number))
 
     @property
     def runnable(self) -> bool:
@@ -229,22 +384,40 @@ class Job:
         """The one way a frame changes state, keeping counts and the pending stack true."""
         if frame.state is state:
             return
+        size = len(frame.numbers)
         self.counts[frame.state] -= 1
         self.counts[state] += 1
-        if frame.state is FrameState.PENDING and frame.retry_at is None:
-            if self.pending[-1] == frame.number:
-                self.pending.pop()
-            else:
-                self.pending.remove(frame.number)
+        self.frame_counts[frame.state] -= size
+        self.frame_counts[state] += size
+        if frame.state is FrameState.PENDING:
+            if frame.waits:
+                self.gated -= 1
+            elif frame.retry_at is None:
+                if self.pending[-1] == frame.number:
+                    self.pending.pop()
+                else:
+                    self.pending.remove(frame.number)
         frame.state = state
-        if state is FrameState.PENDING and frame.retry_at is None:
-            self._push_pending(frame.number)
+        if state is FrameState.PENDING:
+            if frame.waits:
+                self.gated += 1
+            elif frame.retry_at is None:
+                self._push_pending(frame.number)
 
     def release(self, frame: Frame) -> None:
         """A frame held for its retry delay may run again."""
         if frame.retry_at is not None:
             frame.retry_at = None
-            if frame.state is FrameState.PENDING:
+            if _ready(frame):
+                self._push_pending(frame.number)
+
+    def ungate(self, frame: Frame, dependency: int) -> None:
+        """A frame this one waited for (of job `dependency`) has completed."""
+        frame.waits -= 1
+        self.gates[dependency] -= 1
+        if frame.waits == 0 and frame.state is FrameState.PENDING:
+            self.gated -= 1
+            if frame.retry_at is None:
                 self._push_pending(frame.number)
 
     def next_frame(self, worker: str) -> Frame:
@@ -279,20 +452,46 @@ class Job:
         )
 
     def summary(self) -> dict[str, Any]:
+        state = self.state
         return {
             "id": self.id,
             "name": self.name,
             "cluster": self.cluster,
             "priority": self.priority,
-            "state": self.state.value,
-            "frames": {s.value: self.counts[s] for s in FrameState},
+            "state": state.value,
+            "frames": {s.value: self.frame_counts[s] for s in FrameState},
             "submitted_at": self.submitted_at,
-            "depends_on": list(self.depends_on),
+            "depends_on": [str(d) for d in self.depends_on],
             "instances": self.instances,
             "retries": self.retries,
             "retry_delay": self.retry_delay,
             "time_limit": self.time_limit,
+            "chunk": self.chunk,
+            "parent": self.parent,
+            "subjobs": len(self.children),
+            "uninterruptible": self.uninterruptible,
+            "reason": self.reason(state),
         }
+
+    def reason(self, state: JobState) -> str:
+        """Why a job that is not running is not, in one line ("" when it needs none)."""
+        if state is JobState.BLOCKED:
+            if self.dependency_block and (self.waiting_on or self.gated):
+                return self.dependency_block
+            return "frames blocked by an admin (farmd unblock)"
+        if state is JobState.WAITING:
+            if self.counts[FrameState.PENDING]:
+                waits = [
+                    str(d.job_id) if d.mode is not DependencyMode.FRAMES else str(d)
+                    for d in self.depends_on
+                    if (d.job_id in self.waiting_on and d.mode is not DependencyMode.FRAMES)
+                    or (self.gates[d.job_id] > 0 and d.mode is DependencyMode.FRAMES)
+                ]
+                return "waiting for job " + ", ".join(waits)
+            return "waiting for sub-jobs " + ", ".join(map(str, sorted(self.open_children)))
+        if state is JobState.SUSPENDED:
+            return "suspended by an admin (farmd resume)"
+        return ""
 
     def detail(self) -> dict[str, Any]:
         out = self.summary()
@@ -301,9 +500,14 @@ class Job:
             cross_cluster=str(self.patterns),
             argv=list(self.argv),
             waiting_on=sorted(self.waiting_on),
+            subjob_ids=list(self.children),
             frame_list=[f.view() for f in self.frames.values()],
         )
         return out
+
+
+def _ready(frame: Frame) -> bool:
+    return frame.state is FrameState.PENDING and frame.retry_at is None and not frame.waits
 
 
 @attrs.define
@@ -316,6 +520,8 @@ class Worker:
     seq: int = 0  # join order: ties between workers resolve by it, the same in every run
     # (job, frame, attempt) of each process the worker runs, a slot each; an ordered set
     running: dict[tuple[int, int, int], None] = attrs.field(factory=dict)
+    # preemption disabled: jobs whose frame just ended here, to keep the freed slots
+    sticky: list[int] = attrs.field(factory=list)
 
     @property
     def free(self) -> int:
@@ -353,12 +559,16 @@ class JobRow:
     restrictions: str
     patterns: str
     argv: tuple[str, ...]
-    depends_on: tuple[int, ...]
+    depends_on: tuple[str, ...]  # "ID:MODE" (a bare id, from schema 1 and 2: complete)
     submitted_at: float
     instances: int = 0
     retries: int = 0
     retry_delay: float = 0.0
     time_limit: float = 0.0
+    chunk: int = 1
+    parent: int | None = None
+    uninterruptible: bool = False
+    waiting_on: tuple[int, ...] | None = None  # None (rows before schema 3): recompute
 
 
 @attrs.frozen
@@ -375,6 +585,8 @@ class FrameRow:
     failures: int = 0
     failed_on: str | None = None
     retry_at: float | None = None
+    members: str | None = None  # a chunk's frames as a frame range; None for a lone frame
+    stopped: bool = False
 
 
 @attrs.frozen

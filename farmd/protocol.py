@@ -132,6 +132,13 @@ def _int_tuple() -> Any:
     return attrs.field(default=(), converter=_tuple, validator=check)
 
 
+def _dependencies(value: object) -> object:
+    """`depends_on` entries are "ID" or "ID:MODE" strings; a bare integer id is "ID"."""
+    if not isinstance(value, list | tuple):
+        return value
+    return tuple(str(v) if _is_int(v) else v for v in value)
+
+
 def _str_map() -> Any:
     check = _check(
         lambda v: isinstance(v, Mapping) and all(_is_str(k) and _is_str(x) for k, x in v.items()),
@@ -282,6 +289,26 @@ class KillFrame(Message):
     attempt: int = _int_field()
 
 
+@_message("suspend_frame")
+@attrs.frozen(kw_only=True)
+class SuspendFrame(Message):
+    """Stop (SIGSTOP) the process group of one attempt; its time limit pauses too."""
+
+    job_id: int = _int_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+
+
+@_message("resume_frame")
+@attrs.frozen(kw_only=True)
+class ResumeFrame(Message):
+    """Continue (SIGCONT) the process group of a suspended attempt."""
+
+    job_id: int = _int_field()
+    frame: int = _int_field()
+    attempt: int = _int_field()
+
+
 @_message("frame_finished")
 @attrs.frozen(kw_only=True)
 class FrameFinished(Message):
@@ -348,11 +375,27 @@ class Submit(Request):
     restrictions: str = _str_field("")
     patterns: str = _str_field("")
     frames: str = _str_field("")
-    depends_on: tuple[int, ...] = _int_tuple()
+    # "ID" or "ID:MODE" (complete, done, failed, frames); integers are taken as "ID"
+    depends_on: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_dependencies,
+        validator=_check(
+            lambda v: isinstance(v, tuple) and all(map(_is_str, v)),
+            'must be job ids or "ID:MODE" strings',
+        ),
+    )
     instances: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
     retries: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
     retry_delay: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
     time_limit: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
+    chunk: int = attrs.field(
+        default=1, validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1")
+    )
+    # the job this one is a sub-job of; a frame's own token always sets its job here
+    parent: int | None = _opt(_is_int, "must be an integer")
+    uninterruptible: bool = attrs.field(
+        default=False, validator=_check(lambda v: isinstance(v, bool), "must be a bool")
+    )
 
 
 def _job_specs(value: object) -> object:
@@ -421,14 +464,14 @@ class Kill(Request):
     job_ids: tuple[int, ...] = _int_tuple()
 
 
-CONTROL_ACTIONS: Final = ("kill", "block", "unblock", "retry")
+CONTROL_ACTIONS: Final = ("kill", "block", "unblock", "retry", "suspend", "resume")
 
 
 @_message("control")
 @attrs.frozen(kw_only=True)
 class ControlRequest(Request):
-    """Kill, block, unblock or retry frames: targets are `ID` (the whole job) or
-    `ID:FRAMES` (a frame or a Qube frame range). All or none."""
+    """Kill, block, unblock, retry, suspend or resume frames: targets are `ID` (the
+    whole job) or `ID:FRAMES` (a frame or a Qube frame range). All or none."""
 
     request_id: int = _int_field()
     action: str = attrs.field(

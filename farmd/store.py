@@ -109,8 +109,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE frames ADD COLUMN failed_on TEXT;
     ALTER TABLE frames ADD COLUMN retry_at REAL;
     """,
+    # 3: chunks, dependency modes, sub-jobs, suspend, uninterruptible jobs (farmd 0.3).
+    # depends_on now holds "ID:MODE" strings; a bare id (from before) means complete.
+    """
+    ALTER TABLE jobs ADD COLUMN chunk INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN parent INTEGER;
+    ALTER TABLE jobs ADD COLUMN uninterruptible INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN waiting_on TEXT;  -- JSON array of ids; NULL: recompute
+    ALTER TABLE frames ADD COLUMN members TEXT;   -- a chunk's frames; NULL: one frame
+    ALTER TABLE frames ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
 
 
 class SqliteStore:
@@ -207,24 +218,29 @@ class SqliteStore:
                 restrictions=row[4],
                 patterns=row[5],
                 argv=tuple(json.loads(row[6])),
-                depends_on=tuple(json.loads(row[7])),
+                depends_on=tuple(str(dep) for dep in json.loads(row[7])),
                 submitted_at=row[8],
                 instances=row[9],
                 retries=row[10],
                 retry_delay=row[11],
                 time_limit=row[12],
+                chunk=row[13],
+                parent=row[14],
+                uninterruptible=bool(row[15]),
+                waiting_on=None if row[16] is None else tuple(json.loads(row[16])),
             )
             for row in db.execute(
                 "SELECT id, name, cluster, priority, restrictions, patterns, argv, depends_on,"
-                " submitted_at, instances, retries, retry_delay, time_limit FROM jobs ORDER BY id"
+                " submitted_at, instances, retries, retry_delay, time_limit, chunk, parent,"
+                " uninterruptible, waiting_on FROM jobs ORDER BY id"
             )
         )
         frames = tuple(
-            FrameRow(*row)
+            FrameRow(**{**dict(zip(_FRAME_COLUMNS, row, strict=True)), "stopped": bool(row[-1])})
             for row in db.execute(
                 "SELECT job_id, number, position, state, worker, attempts, started_at,"
-                " finished_at, exit_code, failures, failed_on, retry_at FROM frames"
-                " ORDER BY job_id, position"
+                " finished_at, exit_code, failures, failed_on, retry_at, members, stopped"
+                " FROM frames ORDER BY job_id, position"
             )
         )
         found = db.execute("SELECT value FROM meta WHERE key = 'next_job_id'").fetchone()
@@ -246,7 +262,8 @@ class SqliteStore:
             db.executemany(
                 "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
                 " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
-                " time_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " time_limit, chunk, parent, uninterruptible, waiting_on)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         j.id,
@@ -262,15 +279,19 @@ class SqliteStore:
                         j.retries,
                         j.retry_delay,
                         j.time_limit,
+                        j.chunk,
+                        j.parent,
+                        int(j.uninterruptible),
+                        None if j.waiting_on is None else json.dumps(j.waiting_on),
                     )
                     for j in changes.jobs
                 ],
             )
             db.executemany(
                 "INSERT OR REPLACE INTO frames (job_id, number, position, state, worker,"
-                " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [attrs.astuple(f) for f in changes.frames],
+                " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at,"
+                " members, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*attrs.astuple(f)[:-1], int(f.stopped)) for f in changes.frames],
             )
             for job_id in changes.removed:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))

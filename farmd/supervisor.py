@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import hmac
 import logging
 import math
@@ -41,17 +42,19 @@ from farmd.core import (
     Outcome,
     ReclaimOrphans,
     RemoveJobs,
+    ResumeFrame,
     Scheduler,
     StartFrame,
     StopFrame,
     SubmitJob,
     SubmitJobs,
+    SuspendFrame,
     Tick,
     WakeAt,
     WorkerJoined,
     WorkerLost,
 )
-from farmd.errors import FarmdError, ProtocolError, UnavailableError, UserError
+from farmd.errors import FarmdError, ForbiddenError, ProtocolError, UnavailableError, UserError
 from farmd.logs import log_event
 from farmd.model import Changes, Control
 from farmd.protocol import (
@@ -89,6 +92,12 @@ from farmd.protocol import (
     Wait,
     Welcome,
 )
+from farmd.protocol import (
+    ResumeFrame as ResumeFrameMessage,
+)
+from farmd.protocol import (
+    SuspendFrame as SuspendFrameMessage,
+)
 from farmd.store import MemoryStore, SqliteStore, Store
 
 log = logging.getLogger("farmd.supervisor")
@@ -120,6 +129,40 @@ def ensure_token(state_dir: Path) -> str:
     return token
 
 
+def job_token(farm_token: str, job_id: int) -> str:
+    """The token a frame of `job_id` gets (FARMD_TOKEN): it opens a session that may
+    submit sub-jobs of that job and read the queue, nothing else. Derived from the farm
+    token, so it needs no storage and survives restarts."""
+    mac = hmac.new(farm_token.encode(), f"farmd-job:{job_id}".encode(), hashlib.sha256)
+    return f"job.{job_id}.{mac.hexdigest()}"
+
+
+def _token_scope(farm_token: str, presented: str) -> int | None:
+    """None for the farm token, the job id for a valid job token; else refused."""
+    if hmac.compare_digest(presented.encode(), farm_token.encode()):
+        return None
+    parts = presented.split(".")
+    if len(parts) == 3 and parts[0] == "job" and parts[1].isdigit() and len(parts[1]) < 20:
+        job_id = int(parts[1])
+        if hmac.compare_digest(presented.encode(), job_token(farm_token, job_id).encode()):
+            return job_id
+    raise ProtocolError("wrong token", code="bad_token")
+
+
+# What a session opened with a frame's job token may ask.
+_JOB_TOKEN_REQUESTS = (
+    Submit,
+    SubmitBatch,
+    ListJobs,
+    GetJob,
+    ListWorkers,
+    ListClusters,
+    Order,
+    GetLog,
+    Wait,
+)
+
+
 class _PeerGone(Exception):
     """The connection ended (closed, reset, or timed out); the peer is gone."""
 
@@ -133,6 +176,7 @@ class _Connection:
     outbox: trio.MemorySendChannel[bytes]
     inbox: trio.MemoryReceiveChannel[bytes]
     last_heard: float = 0.0
+    scope: int | None = None  # the job whose frame's token opened the session, if any
 
     @classmethod
     def open(cls, stream: trio.SocketStream, max_frame_bytes: int) -> _Connection:
@@ -185,6 +229,7 @@ class Supervisor:
             default_priority=config.default_priority,
             default_cluster=config.default_cluster,
             max_command_bytes=min(MAX_COMMAND_BYTES, config.max_frame_bytes // 4),
+            preempt_policy=config.preempt_policy,
         )
         self.token = ""
         self.store: Store | None = None
@@ -342,8 +387,9 @@ class Supervisor:
         if hello.version != PROTOCOL_VERSION:
             msg = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
             raise ProtocolError(msg, code="bad_version")
-        if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
-            raise ProtocolError("wrong token", code="bad_token")
+        conn.scope = _token_scope(self.token, hello.token)
+        if conn.scope is not None and hello.role == Role.WORKER.value:
+            raise ProtocolError("a frame's job token cannot run a worker", code="bad_token")
         conn.send(
             Welcome(
                 version=PROTOCOL_VERSION,
@@ -446,6 +492,8 @@ class Supervisor:
 
     def _answer(self, conn: _Connection, request: Request) -> None:
         try:
+            if conn.scope is not None:
+                request = self._within_scope(conn.scope, request)
             result, outcome = self._request(request)
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
@@ -455,6 +503,45 @@ class Supervisor:
         self._apply(
             outcome or Outcome(), after=functools.partial(self._respond, conn, request, result)
         )
+
+    def _within_scope(self, scope: int, request: Request) -> Request:
+        """A job token's request: refused unless it reads or submits; a submitted job
+        becomes a sub-job of the token's job (or of a sub-job of it that it names)."""
+        if not isinstance(request, _JOB_TOKEN_REQUESTS):
+            msg = f"a frame's job token may only submit sub-jobs and read, not {request.TYPE!r}"
+            raise ForbiddenError(msg)
+        if isinstance(request, Submit):
+            return attrs.evolve(request, parent=self._sub_job_parent(scope, request.parent))
+        if isinstance(request, SubmitBatch):
+            # a job of the batch may be under an earlier one: ids are given in order
+            earlier: dict[int, int] = {}
+            jobs = []
+            for number, job in enumerate(request.jobs):
+                parent = self._sub_job_parent(scope, job.parent, earlier)
+                earlier[self.core.next_job_id + number] = parent
+                jobs.append(attrs.evolve(job, parent=parent))
+            return attrs.evolve(request, jobs=tuple(jobs))
+        return request
+
+    def _sub_job_parent(
+        self, scope: int, parent: int | None, earlier: dict[int, int] | None = None
+    ) -> int:
+        if parent is None:
+            return scope
+        earlier = earlier or {}
+        job_id: int | None = parent
+        for _ in range(len(self.core.jobs) + len(earlier) + 1):  # up from `parent` to `scope`
+            if job_id == scope:
+                return parent
+            if job_id in earlier:
+                job_id = earlier[job_id]
+                continue
+            job = self.core.jobs.get(job_id) if job_id is not None else None
+            if job is None:
+                break
+            job_id = job.parent
+        msg = f"bad parent {parent}: a frame of job {scope} may only add sub-jobs under job {scope}"
+        raise ForbiddenError(msg)
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
         try:
@@ -606,7 +693,11 @@ class Supervisor:
                             frame=command.frame,
                             attempt=command.attempt,
                             argv=command.argv,
-                            env=command.env,
+                            # what a frame needs to submit sub-jobs of its job
+                            env={
+                                **command.env,
+                                "FARMD_TOKEN": job_token(self.token, command.job_id),
+                            },
                             time_limit=command.time_limit,
                         ),
                     )
@@ -614,6 +705,20 @@ class Supervisor:
                     self._send_to_worker(
                         command.worker,
                         KillFrame(
+                            job_id=command.job_id, frame=command.frame, attempt=command.attempt
+                        ),
+                    )
+                case SuspendFrame():
+                    self._send_to_worker(
+                        command.worker,
+                        SuspendFrameMessage(
+                            job_id=command.job_id, frame=command.frame, attempt=command.attempt
+                        ),
+                    )
+                case ResumeFrame():
+                    self._send_to_worker(
+                        command.worker,
+                        ResumeFrameMessage(
                             job_id=command.job_id, frame=command.frame, attempt=command.attempt
                         ),
                     )

@@ -31,6 +31,7 @@ ALL_KEYS = (
     "lost_worker_grace",
     "max_frame_bytes",
     "store",
+    "preempt_policy",
 )
 
 
@@ -229,6 +230,7 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.lost_worker_grace == 60.0
     assert config.max_frame_bytes == 4 * 1024 * 1024
     assert config.store == "sqlite"
+    assert config.preempt_policy == "passive"
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 

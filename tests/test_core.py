@@ -213,6 +213,9 @@ def test_a_submitted_frame_starts_at_once_on_a_free_worker() -> None:
                 "FARMD_JOB_ID": "1",
                 "FARMD_JOB_NAME": "shot010",
                 "FARMD_FRAME": "7",
+                "FARMD_FRAME_START": "7",
+                "FARMD_FRAME_END": "7",
+                "FARMD_FRAMES": "7",
                 "FARMD_ATTEMPT": "1",
                 "FARMD_WORKER": "w1",
                 "FARMD_CLUSTER": "/A/B",
@@ -234,6 +237,9 @@ def test_a_submitted_frame_starts_at_once_on_a_free_worker() -> None:
         "exit_code": None,
         "failures": 0,
         "retry_at": None,
+        "frames": "7",
+        "stopped": False,
+        "waits": 0,
     }
     assert worker_view(core, "w1")["running"] == ["1:7"]
 
@@ -473,6 +479,9 @@ def test_exit_zero_completes_frames_and_the_job_ends_once() -> None:
         "exit_code": 0,
         "failures": 0,
         "retry_at": None,
+        "frames": "1",
+        "stopped": False,
+        "waits": 0,
     }
     assert state(core, 1) == "running"
     assert core.ended([1]) == {}
@@ -552,7 +561,7 @@ def test_a_dependent_waits_until_all_its_dependencies_complete_across_clusters()
     assert starts(out) == []
     assert state(core, 3) == "waiting"
     assert core.job_view(3)["waiting_on"] == [1, 2]
-    assert core.jobs_view()[2]["depends_on"] == [1, 2]
+    assert core.jobs_view()[2]["depends_on"] == ["1:complete", "2:complete"]
     assert order_ids(core, "wc") == []
     assert worker_view(core, "wc")["state"] == "idle"
 
@@ -586,7 +595,7 @@ def test_an_already_complete_dependency_counts() -> None:
     out = core.handle(submit(depends_on=(1, 1)))
     assert where(out) == [("w1", 2, 1, 1)]
     assert core.job_view(2)["waiting_on"] == []
-    assert core.job_view(2)["depends_on"] == [1]  # repeats dropped
+    assert core.job_view(2)["depends_on"] == ["1:complete"]  # repeats dropped
 
 
 def test_an_unknown_dependency_is_refused_and_no_job_id_is_used() -> None:
@@ -682,6 +691,9 @@ def test_a_rejoining_worker_readopts_a_frame_still_pending() -> None:
         "exit_code": None,
         "failures": 0,
         "retry_at": None,
+        "frames": "1",
+        "stopped": False,
+        "waits": 0,
     }
     assert worker_view(core, "w1")["running"] == ["1:1"]
     out = core.handle(ended(start))  # the result of the first attempt counts
@@ -1512,12 +1524,20 @@ class FarmMachine(RuleBasedStateMachine):
         jobs = self.core.jobs
         for job in jobs.values():
             counts = Counter(f.state for f in job.frames.values())
-            unmet = {d for d in job.depends_on if jobs[d].state is not JobState.COMPLETE}
+            unmet = {
+                d.job_id
+                for d in job.depends_on
+                if jobs[d.job_id].state is not JobState.COMPLETE
+            }
             assert job.waiting_on == unmet, job.id
+            # a dependency that ended otherwise can no longer complete: blocked
+            broken = any(jobs[d].state.ended for d in unmet)
             if counts[FrameState.RUNNING]:
                 expected = JobState.RUNNING
+            elif counts[FrameState.PENDING] and unmet:
+                expected = JobState.BLOCKED if broken else JobState.WAITING
             elif counts[FrameState.PENDING]:
-                expected = JobState.WAITING if unmet else JobState.PENDING
+                expected = JobState.PENDING
             elif counts[FrameState.COMPLETE] == len(job.frames):
                 expected = JobState.COMPLETE
             elif counts[FrameState.KILLED]:
@@ -1540,7 +1560,7 @@ class FarmMachine(RuleBasedStateMachine):
             job.id
             for job in jobs.values()
             if any(f.state is FrameState.PENDING for f in job.frames.values())
-            and all(jobs[d].state is JobState.COMPLETE for d in job.depends_on)
+            and all(jobs[d.job_id].state is JobState.COMPLETE for d in job.depends_on)
         }
         assert {queued.id for queued in self.core.index} == runnable
         for queued in self.core.index:

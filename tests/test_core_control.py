@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from farmd.core import ControlFrames, KillJobs, RemoveJobs, Scheduler, StopFrame
+from farmd.core import (
+    ControlFrames,
+    KillJobs,
+    RemoveJobs,
+    ResumeFrame,
+    Scheduler,
+    StopFrame,
+    SuspendFrame,
+)
 from farmd.errors import JobSpecError, UnknownJobError
 from farmd.model import CONTROLS, Control, FrameState
 from tests.test_core import actions, ended, frame_view, joined, starts, state, submit
@@ -31,6 +39,8 @@ def farm_with_frame_in(frame_state: FrameState) -> Scheduler:
         core.handle(ControlFrames(control=Control.KILL, targets=("1:1",), now=1.0))
     elif frame_state is FrameState.BLOCKED:
         core.handle(ControlFrames(control=Control.BLOCK, targets=("1:1",), now=1.0))
+    elif frame_state is FrameState.SUSPENDED:  # suspended while running: its process stopped
+        core.handle(ControlFrames(control=Control.SUSPEND, targets=("1:1",), now=1.0))
     assert frame_view(core, 1, 1)["state"] == frame_state.value
     return core
 
@@ -54,10 +64,12 @@ def test_every_state_and_control_moves_as_the_table_says_or_is_refused(
     out = core.handle(event)
     assert out.result == ["1:1"]
     after = frame_view(core, 1, 1)["state"]
-    # a frame sent back to pending may have been dispatched again at once
+    # a frame sent back to pending may have been dispatched again at once, and a
+    # stopped process resumes running
     assert after == target.value or (target is FrameState.PENDING and after == "running")
-    stops = [c for c in actions(out) if isinstance(c, StopFrame)]
-    assert bool(stops) == (frame_state is FrameState.RUNNING)
+    signals = [c for c in actions(out) if isinstance(c, StopFrame | SuspendFrame | ResumeFrame)]
+    # only a frame with a live process (running, or suspended while running) is signalled
+    assert bool(signals) == (frame_state in (FrameState.RUNNING, FrameState.SUSPENDED))
     counts = core.job_view(1)["frames"]
     frames = core.job_view(1)["frame_list"]
     assert counts == {s.value: sum(f["state"] == s.value for f in frames) for s in FrameState}

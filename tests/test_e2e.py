@@ -46,6 +46,9 @@ FRAME_FIELDS = {
     "exit_code",
     "failures",
     "retry_at",
+    "frames",
+    "stopped",
+    "waits",
 }
 
 
@@ -267,7 +270,7 @@ def test_dependency_across_clusters_waits_for_completion(farm: Farm) -> None:
     )
     b = b_summary["id"]
     assert b_summary["state"] == "waiting"
-    assert b_summary["depends_on"] == [a]
+    assert b_summary["depends_on"] == [f"{a}:complete"]
     wait_for(
         lambda: all(f["state"] == "running" for f in farm.frames(a).values()),
         "both frames of A to run",
@@ -342,6 +345,7 @@ def test_sigkill_of_a_worker_requeues_its_frame_on_another(farm: Farm) -> None:
         "failed": 0,
         "killed": 0,
         "blocked": 0,
+        "suspended": 0,
     }
     frames = {f["frame"]: f for f in job["frame_list"]}
     assert sorted(frames) == [1, 2, 3]
@@ -631,11 +635,12 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
             "failed",
             "killed",
             "blocked",
+            "suspended",
         }
     assert (jobs[running]["state"], jobs[running]["frames"]["running"]) == ("running", 1)
     assert (jobs[parked]["state"], jobs[parked]["priority"]) == ("pending", 9999)
     table = farm.cli_ok("jobs").splitlines()
-    assert table[0].split() == ["ID", "NAME", "STATE", "CLUSTER", "PRIORITY", "COUNTS"]
+    assert table[0].split() == ["ID", "NAME", "STATE", "CLUSTER", "PRIORITY", "COUNTS", "REASON"]
 
     detail = farm.cli_json("job", str(running))
     (frame,) = detail["frame_list"]

@@ -65,9 +65,9 @@ def test_instances_keep_a_job_to_one_frame_at_a_time(farm: Farm, tmp_path: Path)
     spans = tmp_path / "spans"
     script = (
         "import os, sys, time\n"
-        "start = time.time(); time.sleep(0.15)\n"
+        "began = time.time(); time.sleep(0.15)\n"
         "with open(sys.argv[1], 'a') as out:\n"
-        "    out.write(f'{start} {time.time()}\\n')\n"
+        "    out.write(f'{began} {time.time()}\\n')\n"
     )
     job_id = farm.submit_cli(
         "--frames", "1-4", "--instances", "1", "--", sys.executable, "-c", script, str(spans)

@@ -22,6 +22,8 @@ test module needs them they belong in tests/strategies.py.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -35,11 +37,13 @@ from hypothesis import strategies as st
 
 from farmd.errors import ProtocolError
 from farmd.protocol import (
+    CONTROL_ACTIONS,
     DEFAULT_MAX_FRAME_BYTES,
     HEADER_BYTES,
     MESSAGES,
     NEED_DATA,
     Codec,
+    ControlRequest,
     Error,
     FrameFinished,
     Heartbeat,
@@ -50,9 +54,11 @@ from farmd.protocol import (
     Registered,
     Reply,
     ResultAck,
+    ResumeFrame,
     RunFrame,
     Submit,
     SubmitBatch,
+    SuspendFrame,
     Wait,
     Welcome,
     encode,
@@ -61,7 +67,7 @@ from farmd.protocol import (
 
 # Derandomized, as in tests/strategies.py: a failure replays from the test name alone.
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, report_multiple_bugs=False)
-# The round trip of each type on its own: 24 types, so fewer examples each (the mixed
+# The round trip of each type on its own: 29 types, so fewer examples each (the mixed
 # stream test draws 200 more batches of every type).
 PER_TYPE_SETTINGS = settings(SETTINGS, max_examples=50)
 WIRE_CODES = frozenset({"bad_frame", "frame_too_large", "bad_message"})
@@ -155,6 +161,19 @@ frame_limits = st.one_of(
 running_entries = st.lists(
     st.one_of(st.tuples(ints, ints, ints), st.lists(ints, min_size=3, max_size=3)), max_size=5
 )
+DEPENDENCY_MODES = ("complete", "done", "failed", "frames")
+# submit.depends_on: "ID:MODE" and "ID" strings, bare ints (the codec makes them "ID"), and
+# any other text (the codec only checks for strings; the scheduler parses them)
+dependencies = st.lists(
+    st.one_of(
+        st.builds("{}:{}".format, st.integers(0, 2**63 - 1), st.sampled_from(DEPENDENCY_MODES)),
+        st.integers(0, 2**63 - 1).map(str),
+        ints,
+        texts,
+    ),
+    max_size=6,
+)
+chunks = st.one_of(st.integers(1, 2**64 - 1), st.sampled_from([1, 2, 10, 1_000_000]))
 
 
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -198,6 +217,8 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"env": st.dictionaries(texts, texts, max_size=8), "time_limit": seconds_or_zero},
     ),
     "kill_frame": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
+    "suspend_frame": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
+    "resume_frame": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
     "frame_finished": (
         {"job_id": ints, "frame": ints, "attempt": ints, "exit_code": ints},
         {"error": texts},
@@ -214,11 +235,14 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "restrictions": texts,
             "patterns": texts,
             "frames": texts,
-            "depends_on": int_lists,
+            "depends_on": dependencies,
             "instances": counts,
             "retries": counts,
             "retry_delay": seconds_or_zero,
             "time_limit": seconds_or_zero,
+            "chunk": chunks,
+            "parent": maybe(ints),
+            "uninterruptible": st.booleans(),
         },
     ),
     "submit_batch": (
@@ -232,7 +256,10 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
                         "cluster": maybe(texts),
                         "priority": maybe(ints),
                         "frames": texts,
-                        "depends_on": int_lists,
+                        "depends_on": dependencies,
+                        "chunk": chunks,
+                        "parent": maybe(ints),
+                        "uninterruptible": st.booleans(),
                     },
                 ),
                 min_size=1,
@@ -244,7 +271,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "control": (
         {
             "request_id": ints,
-            "action": st.sampled_from(["kill", "block", "unblock", "retry"]),
+            "action": st.sampled_from(["kill", "block", "unblock", "retry", "suspend", "resume"]),
             "targets": st.lists(texts, max_size=4),
         },
         {},
@@ -374,6 +401,9 @@ def test_wire_field_types_are_plain_msgpack() -> None:
     assert submit["cluster"] is None
     assert submit["priority"] is None
     assert submit["depends_on"] == []
+    assert submit["chunk"] == 1
+    assert submit["parent"] is None
+    assert submit["uninterruptible"] is False
 
 
 def test_optional_fields_may_be_left_out_on_the_wire() -> None:
@@ -793,6 +823,46 @@ BAD_BODIES: list[tuple[str, object, list[str]]] = [
         ["timeout", "wait"],
     ),
     (
+        "dependency a float",
+        {"type": "submit", "request_id": 1, "argv": ["x"], "depends_on": [1.5]},
+        ["depends_on", "submit"],
+    ),
+    (
+        "dependencies a string",
+        {"type": "submit", "request_id": 1, "argv": ["x"], "depends_on": "3:done"},
+        ["depends_on", "submit"],
+    ),
+    (
+        "chunk zero",
+        {"type": "submit", "request_id": 1, "argv": ["x"], "chunk": 0},
+        ["chunk", "submit", ">= 1"],
+    ),
+    (
+        "parent a string",
+        {"type": "submit", "request_id": 1, "argv": ["x"], "parent": "3"},
+        ["parent", "submit", "integer"],
+    ),
+    (
+        "uninterruptible an int",
+        {"type": "submit", "request_id": 1, "argv": ["x"], "uninterruptible": 1},
+        ["uninterruptible", "submit", "bool"],
+    ),
+    (
+        "unknown control action",
+        {"type": "control", "request_id": 1, "action": "pause", "targets": ["3"]},
+        ["action", "control", "suspend", "resume"],
+    ),
+    (
+        "suspend_frame without an attempt",
+        {"type": "suspend_frame", "job_id": 1, "frame": 1},
+        ["attempt", "suspend_frame"],
+    ),
+    (
+        "resume_frame with a float frame",
+        {"type": "resume_frame", "job_id": 1, "frame": 1.0, "attempt": 1},
+        ["frame", "resume_frame", "integer"],
+    ),
+    (
         "order limit zero",
         {"type": "order", "request_id": 1, "worker": "w", "limit": 0},
         ["limit", "order"],
@@ -844,6 +914,178 @@ def test_error_message_escapes_newlines() -> None:
         {"type": "hello", "version": 1, "role": "x\ny", "token": "t"},
     ]:
         assert one_line(str(refusal(packed(body)))), body
+
+
+# ------------------------------------------------------------------- submit, control, signals
+
+
+def submit_body(**fields: object) -> dict[str, object]:
+    """A `submit` map as another peer sends it: `argv` and the given fields."""
+    return {"type": "submit", "request_id": 1, "argv": ["x"], **fields}
+
+
+def test_integer_dependencies_become_id_strings() -> None:
+    """`depends_on` holds "ID" or "ID:MODE" strings; a msgpack int is taken as "ID", so a
+    peer of the old shape still works. Modes are the scheduler's to check, not the codec's."""
+    submit = Submit(request_id=1, argv=("x",), depends_on=[3, "4:frames", 2**64 - 1, "5"])
+    assert submit.depends_on == ("3", "4:frames", "18446744073709551615", "5")
+    decoded = decode_one(packed(submit_body(depends_on=[3, "4:done", -1])))
+    assert isinstance(decoded, Submit)
+    assert decoded.depends_on == ("3", "4:done", "-1")
+    body = msgpack.unpackb(encode(decoded)[HEADER_BYTES:])
+    assert body["depends_on"] == ["3", "4:done", "-1"]  # always strings on the wire
+    assert Submit(request_id=1, argv=("x",), depends_on=(7,)) == Submit(
+        request_id=1, argv=("x",), depends_on=("7",)
+    )
+
+
+def test_integer_dependencies_in_a_batch_become_id_strings() -> None:
+    batch = decode_one(
+        packed(
+            {
+                "type": "submit_batch",
+                "request_id": 1,
+                "jobs": [{"argv": ["a"]}, {"argv": ["b"], "depends_on": [1, "1:frames"]}],
+            }
+        )
+    )
+    assert isinstance(batch, SubmitBatch)
+    assert batch.jobs[1].depends_on == ("1", "1:frames")
+
+
+BAD_DEPENDENCIES = [
+    pytest.param([1.5], id="float"),
+    pytest.param([True], id="bool"),
+    pytest.param([None], id="nil"),
+    pytest.param([["3"]], id="list"),
+    pytest.param([{"id": 3}], id="map"),
+    pytest.param([2**64], id="int-too-large"),
+    pytest.param(["3", 4.0], id="float-after-a-good-one"),
+    pytest.param("3:done", id="a-string-not-a-list"),
+    pytest.param(3, id="an-int-not-a-list"),
+    pytest.param(None, id="nil-not-a-list"),
+]
+
+
+@pytest.mark.parametrize("depends_on", BAD_DEPENDENCIES)
+def test_a_bad_dependency_is_refused_naming_the_field(depends_on: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Submit(request_id=1, argv=("x",), depends_on=depends_on)  # type: ignore[arg-type]
+    text = str(info.value)
+    assert info.value.code == "bad_message"
+    assert "'depends_on'" in text
+    assert "'submit'" in text
+    assert one_line(text), text
+    with pytest.raises(ProtocolError, match="'depends_on'"):
+        SubmitBatch(request_id=1, jobs=[{"argv": ["x"], "depends_on": depends_on}])
+
+
+@pytest.mark.parametrize(
+    "depends_on",
+    [
+        pytest.param([b"3"], id="bin"),
+        pytest.param([1.5], id="float"),
+        pytest.param([True], id="bool"),
+        pytest.param([msgpack.ExtType(1, b"3")], id="ext"),
+    ],
+)
+def test_a_bad_dependency_on_the_wire_is_bad_message(depends_on: object) -> None:
+    for body in (
+        submit_body(depends_on=depends_on),
+        {
+            "type": "submit_batch",
+            "request_id": 1,
+            "jobs": [{"argv": ["x"]}, {"argv": ["y"], "depends_on": depends_on}],
+        },
+    ):
+        error = refusal(packed(body))
+        assert error.code == "bad_message"
+        assert "'depends_on'" in str(error)
+        assert one_line(str(error))
+
+
+@pytest.mark.parametrize("chunk", [0, -1, -(2**63), 2**64, True, 1.0, 2.5, None, "2"])
+def test_a_chunk_below_1_or_not_an_int_is_refused(chunk: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Submit(request_id=1, argv=("x",), chunk=chunk)  # type: ignore[arg-type]
+    assert "'chunk'" in str(info.value)
+    assert "'submit'" in str(info.value)
+    if chunk == 2**64:
+        return  # msgpack cannot carry it: no peer can send it
+    error = refusal(packed(submit_body(chunk=chunk)))
+    assert error.code == "bad_message"
+    assert "'chunk'" in str(error)
+
+
+def test_chunk_parent_and_uninterruptible_defaults_and_values() -> None:
+    plain = decode_one(packed(submit_body()))
+    assert isinstance(plain, Submit)
+    assert (plain.chunk, plain.parent, plain.uninterruptible) == (1, None, False)
+    sub = decode_one(packed(submit_body(chunk=10, parent=3, uninterruptible=True)))
+    assert isinstance(sub, Submit)
+    assert (sub.chunk, sub.parent, sub.uninterruptible) == (10, 3, True)
+    assert decode_one(packed(submit_body(chunk=2**64 - 1, parent=None))) == Submit(
+        request_id=1, argv=("x",), chunk=2**64 - 1
+    )
+
+
+@pytest.mark.parametrize("action", ["kill", "block", "unblock", "retry", "suspend", "resume"])
+def test_every_control_action_is_accepted(action: str) -> None:
+    assert action in CONTROL_ACTIONS
+    control = ControlRequest(request_id=1, action=action, targets=("3", "4:1-10x2"))
+    assert decode_one(Codec().send(control)) == control
+    body = {"type": "control", "request_id": 2, "action": action, "targets": ["3"]}
+    assert decode_one(packed(body)) == ControlRequest(request_id=2, action=action, targets=("3",))
+
+
+@pytest.mark.parametrize(
+    "action", ["pause", "stop", "continue", "Suspend", "RESUME", " resume", "", None, 1, ["kill"]]
+)
+def test_an_unknown_control_action_is_refused(action: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        ControlRequest(request_id=1, action=action, targets=("3",))  # type: ignore[arg-type]
+    text = str(info.value)
+    assert "'action'" in text
+    assert "'control'" in text
+    assert "suspend" in text
+    assert "resume" in text  # the message lists the actions there are
+    assert one_line(text), text
+    error = refusal(packed({"type": "control", "request_id": 1, "action": action, "targets": []}))
+    assert error.code == "bad_message"
+    assert "'action'" in str(error)
+
+
+@pytest.mark.parametrize("cls", [SuspendFrame, ResumeFrame])
+def test_suspend_and_resume_frame_round_trip(cls: type[SuspendFrame | ResumeFrame]) -> None:
+    for job_id, number, attempt in [(3, 12, 1), (0, 0, 0), (2**64 - 1, -(2**63), 2**63)]:
+        message = cls(job_id=job_id, frame=number, attempt=attempt)
+        wire = Codec().send(message)
+        assert msgpack.unpackb(wire[HEADER_BYTES:]) == {
+            "type": cls.TYPE,
+            "job_id": job_id,
+            "frame": number,
+            "attempt": attempt,
+        }
+        decoded = decode_one(wire)
+        assert type(decoded) is cls
+        assert decoded == message
+    assert (SuspendFrame.TYPE, ResumeFrame.TYPE) == ("suspend_frame", "resume_frame")
+    # the same fields do not make the two the same message
+    assert SuspendFrame(job_id=1, frame=1, attempt=1) != ResumeFrame(job_id=1, frame=1, attempt=1)
+    suspend, resume = (
+        decode_one(packed({"type": kind, "attempt": 2, "frame": 5, "job_id": 9}))
+        for kind in ("suspend_frame", "resume_frame")
+    )
+    assert suspend == SuspendFrame(job_id=9, frame=5, attempt=2)
+    assert resume == ResumeFrame(job_id=9, frame=5, attempt=2)
+
+
+@pytest.mark.parametrize("kind", ["suspend_frame", "resume_frame"])
+def test_suspend_and_resume_frame_refuse_extra_fields(kind: str) -> None:
+    body = {"type": kind, "job_id": 1, "frame": 1, "attempt": 1, "signal": 19}
+    error = refusal(packed(body))
+    assert error.code == "bad_message"
+    assert "'signal'" in str(error)
 
 
 # --------------------------------------------------------------------------- regressions
@@ -1167,6 +1409,13 @@ def test_welcome_refuses_a_frame_limit_below_64k_or_not_an_int(limit: object) ->
 
 # --------------------------------------------------------------------------- the document
 
+
+def documented_job_token(farm_token: str, job_id: int) -> str:
+    """A frame's job token as docs/protocol.md (6.3) defines it."""
+    mac = hmac.new(farm_token.encode(), f"farmd-job:{job_id}".encode(), hashlib.sha256)
+    return f"job.{job_id}.{mac.hexdigest()}"
+
+
 # The worker session of docs/protocol.md's worked example, frame by frame.
 EXAMPLE: list[tuple[str, Message]] = [
     ("W→S", Hello(version=1, role="worker", token="s3cret", name="node07")),
@@ -1193,10 +1442,14 @@ EXAMPLE: list[tuple[str, Message]] = [
                 "FARMD_JOB_ID": "3",
                 "FARMD_JOB_NAME": "comp",
                 "FARMD_FRAME": "12",
+                "FARMD_FRAME_START": "12",
+                "FARMD_FRAME_END": "12",
+                "FARMD_FRAMES": "12",
                 "FARMD_ATTEMPT": "1",
                 "FARMD_WORKER": "node07",
                 "FARMD_CLUSTER": "/show1",
                 "FARMD_WORKER_CLUSTER": "/show1",
+                "FARMD_TOKEN": documented_job_token("s3cret", 3),
             },
         ),
     ),
@@ -1236,6 +1489,33 @@ def test_doc_documents_every_message_and_field() -> None:
     for kind, cls in MESSAGES.items():
         for name in field_names(cls):
             assert f"| `{name}` |" in by_type[kind], (kind, name)
+
+
+def test_doc_lists_every_message_in_the_reference_table() -> None:
+    """Section 7's table of message types names each one."""
+    doc = doc_text()
+    table = doc[doc.index("| type | direction | when |") :]
+    table = table[: table.index("\n\n")]
+    for kind in MESSAGES:
+        assert f"`{kind}`" in table, kind
+
+
+def test_doc_control_table_has_a_column_per_action() -> None:
+    doc = doc_text()
+    section = re.split(r"^### ", doc, flags=re.MULTILINE)
+    [control] = [s for s in section if s.startswith("`control`")]
+    header = next(line for line in control.splitlines() if line.startswith("| frame state |"))
+    assert [c.strip(" `") for c in header.strip("|").split("|")][1:] == list(CONTROL_ACTIONS)
+
+
+def test_doc_job_token_is_the_supervisors() -> None:
+    """The job token the doc defines (and its worked example carries) is the one the
+    supervisor puts in FARMD_TOKEN and accepts in `hello`."""
+    from farmd.supervisor import job_token
+
+    assert job_token("s3cret", 3) == documented_job_token("s3cret", 3)
+    assert job_token("x" * 43, 12345) == documented_job_token("x" * 43, 12345)
+    assert documented_job_token("s3cret", 3) in doc_text()
 
 
 def test_a_batch_nests_submits_and_refuses_what_a_submit_would() -> None:

@@ -159,7 +159,9 @@ def test_rows_survive_commit_close_and_a_fresh_open(state: Path) -> None:
     jobs = (
         job_row(1),
         job_row(2, name="", cluster="/", priority=1, restrictions="", patterns="", argv=("x",)),
-        job_row(3, depends_on=(1, 2), submitted_at=0.1 + 0.2),
+        job_row(3, depends_on=("1:complete", "2:frames"), submitted_at=0.1 + 0.2,
+                waiting_on=(1,)),
+        job_row(4, chunk=10, parent=3, uninterruptible=True, waiting_on=()),
     )
     frames = (
         # positions follow the range as written: "5,1,3"
@@ -170,6 +172,9 @@ def test_rows_survive_commit_close_and_a_fresh_open(state: Path) -> None:
                   finished_at=2.0, exit_code=-9),
         frame_row(2, 1, 0, state="killed", worker="w3", attempts=1, finished_at=3.0),
         frame_row(3, 1, 0),
+        frame_row(4, 1, 0, members="1-10", state="suspended", worker="w1", attempts=1,
+                  stopped=True),
+        frame_row(4, 11, 1, members="11-13,15"),
     )  # fmt: skip
     store = SqliteStore(state)
     store.commit(Changes(jobs, frames, 4))
