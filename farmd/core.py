@@ -26,7 +26,7 @@ Invariants, restored at the end of every `handle`:
 Dependencies: a whole-job dependency (`complete`, `done`, `failed`) keeps the dependent
 out of the index until it holds, and once met stays met. One that can no longer hold
 (the job ended otherwise) blocks the dependent with a reason, until the job is retried.
-A frame-by-frame dependency gates single frames (`Frame.waits`): frame N is released
+A frame-by-frame dependency gates single frames (`Frame.waits_on`): frame N is released
 when frame N of the other job completes, which is final.
 
 Sub-jobs: a job submitted with a `parent` is counted in its parent's `open_children`
@@ -85,6 +85,11 @@ from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits, ran
 
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_NAME_CHARS = 256
+
+
+# Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
+# and a retried one (failed, perhaps, because one of them did) retries them.
+_CASCADING = frozenset({Control.KILL, Control.RETRY})
 
 
 class PreemptPolicy(enum.Enum):
@@ -376,11 +381,11 @@ class Scheduler:
             if job_id in self.index:
                 self._wake_for(self.jobs[job_id])
         self._below_cap.clear()
-        if self._rising:
+        self._dispatch(event.now)
+        if self._rising:  # free slots have taken what they could: preempt for the rest
             if self.preempt_policy is PreemptPolicy.AGGRESSIVE:
                 self._preempt(event.now)
             self._rising.clear()
-        self._dispatch(event.now)
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
 
@@ -522,7 +527,7 @@ class Scheduler:
                 job.waiting_on.add(dep.job_id)
         if waiting_on is not None:
             job.waiting_on = set(waiting_on) & {d.job_id for d in job.depends_on}
-        if job.gates:
+        if any(frame.waits_on for frame in job.frames.values()):
             job.reindex()
         self._refresh_block(job)
 
@@ -536,8 +541,9 @@ class Scheduler:
                 other = target.frames.get(key)
                 if other is None or other.state is FrameState.COMPLETE:
                     continue
-                frame.waits += 1
-                job.gates[target.id] += 1
+                if frame.waits_on is None:
+                    frame.waits_on = {}
+                frame.waits_on[target.id] = frame.waits_on.get(target.id, 0) + 1
                 gates.setdefault(key, []).append((job.id, frame.number))
 
     def _ungate(self, job: Job, frame: Frame) -> None:
@@ -550,20 +556,13 @@ class Scheduler:
                 self._sync(dependent)
 
     def _refresh_block(self, job: Job) -> None:
-        """Keep `dependency_block` true: the first dependency that can no longer hold."""
-        reason = None
+        """Keep `Job.broken` true: the dependencies that ended so that they can no
+        longer hold (the job's state decides whether they still block it)."""
+        job.broken = {}
         for dep in job.depends_on:
             target = self.jobs.get(dep.job_id)
-            if target is None:
-                continue
-            if dep.mode is DependencyMode.FRAMES:
-                open_ = job.gates[dep.job_id] > 0
-            else:
-                open_ = dep.job_id in job.waiting_on
-            if open_ and dep.broken(target.state):
-                reason = dep.why_broken(target.state)
-                break
-        job.dependency_block = reason
+            if target is not None and dep.broken(target.state):
+                job.broken.setdefault(dep.job_id, dep.why_broken(target.state))
 
     def _kill(self, event: KillJobs) -> list[int]:
         """Whole jobs and their sub-jobs; a job that has ended already is left alone."""
@@ -600,7 +599,7 @@ class Scheduler:
                     for frame in job.frames.values()
                     if (frame.state, control) in CONTROLS
                 ]
-                if control is Control.KILL:  # a killed job takes its sub-jobs with it
+                if control in _CASCADING:  # to its sub-jobs too
                     chosen_sub = [
                         (sub, sub_frame, CONTROLS[(sub_frame.state, control)])
                         for sub in self._with_subjobs([job])[1:]
@@ -694,8 +693,7 @@ class Scheduler:
         for job in jobs:
             del self.jobs[job.id]
             self._capped.discard(job.id)
-            self._dependents.pop(job.id, None)
-            self._gates.pop(job.id, None)
+            self._forget_dependency(job.id)
             for dep in job.depends_on:
                 self._dependents.get(dep.job_id, set()).discard(job.id)
             self._changed_jobs.pop(job.id, None)
@@ -704,6 +702,22 @@ class Scheduler:
             self._removed.append(job.id)
         self._note("info", "jobs removed", jobs=ids)
         return ids
+
+    def _forget_dependency(self, job_id: int) -> None:
+        """Job `job_id` is removed: whatever still waits for it (an ended dependent an
+        admin may retry later) waits no more."""
+        for waiting in self._gates.pop(job_id, {}).values():
+            for dependent_id, number in waiting:
+                dependent = self.jobs.get(dependent_id)
+                if dependent is not None:
+                    dependent.ungate(dependent.frames[number], job_id)
+        for dependent_id in self._dependents.pop(job_id, ()):
+            dependent = self.jobs.get(dependent_id)
+            if dependent is not None:
+                if job_id in dependent.waiting_on:
+                    dependent.waiting_on.discard(job_id)
+                    self._changed_jobs[dependent_id] = None
+                self._refresh_block(dependent)
 
     def _modify(self, event: ModifyJob) -> dict[str, Any]:
         job = self.job(event.job_id)
@@ -784,7 +798,7 @@ class Scheduler:
                 worker.running[(job_id, number, attempt)] = None
                 self._orphans.pop((job_id, number, attempt), None)
                 return
-            if frame.state is FrameState.PENDING and not frame.waits:
+            if frame.state is FrameState.PENDING and not frame.waits_on:
                 self._move(job, frame, FrameState.RUNNING)
                 frame.worker = worker.name
                 frame.started_at = now  # when it was found running again
@@ -996,10 +1010,10 @@ class Scheduler:
             if after.ended:
                 parent.open_children.discard(job.id)
                 if after is not JobState.COMPLETE:
-                    parent.failed_children.add(job.id)
+                    parent.failed_children[job.id] = after
             else:
                 parent.open_children.add(job.id)
-                parent.failed_children.discard(job.id)
+                parent.failed_children.pop(job.id, None)
             self._sync(parent)
 
     def _wake_for(self, job: Job) -> None:
@@ -1049,16 +1063,22 @@ class Scheduler:
         return None
 
     def _preempt(self, now: float) -> None:
-        """Aggressive preemption: on each full worker that a job made runnable (or
-        re-ranked) by this event admits, stop the worst running frame if the best
-        runnable job strictly outranks it by (cluster order, priority). One frame per
-        worker at a time: a worker already stopping one waits for that slot."""
+        """Aggressive preemption, after dispatch has filled the free slots. On each full
+        worker that a job made runnable (or re-ranked) by this event could use, stop the
+        worst running frame if the best runnable job there strictly outranks it by
+        (cluster order, priority), while that job still has ready frames that no slot
+        on its way back will take. A worker already stopping a frame is skipped: that
+        slot comes back first."""
         rising = [self.index.get(i) for i in sorted(self._rising) if i in self.index]
+        if not rising:
+            return
         eligible = self._under_cap if self._capped else None
+        victims: dict[str, list[tuple[tuple[int, int, int], Job, Frame]]] = {}
+        returning: dict[str, int] = {}  # slots on their way back, by worker
         for worker in sorted(self.workers.values(), key=lambda w: w.seq):
-            if worker.free > 0 or not any(admits(q, worker.view) for q in rising):
+            if worker.free > 0:
                 continue
-            victims = []
+            victims[worker.name] = []
             for job_id, number, attempt in worker.running:
                 job = self.jobs.get(job_id)
                 frame = job.frames.get(number) if job is not None else None
@@ -1066,19 +1086,37 @@ class Scheduler:
                     job is None
                     or frame is None
                     or frame.attempts != attempt
-                    or frame.worker != worker.name
                     or not frame.holds_process
                 ):
-                    break  # a slot is already on its way back: no second victim
-                if frame.state is FrameState.RUNNING and not job.uninterruptible:
-                    victims.append((rank_key(job.queued(), worker.view), job, frame))
-            else:
-                best = self.index.best(worker.view, eligible) if victims else None
-                if best is None:
-                    continue
-                key, job, frame = max(victims, key=lambda v: v[0])
-                if best.key[:2] < key[:2]:
-                    self._preempt_frame(worker, job, frame, best.key, now)
+                    returning[worker.name] = returning.get(worker.name, 0) + 1
+                elif frame.state is FrameState.RUNNING and not job.uninterruptible:
+                    key = rank_key(job.queued(), worker.view)
+                    victims[worker.name].append((key, job, frame))
+        claimed: dict[int, int] = {}  # slots this pass freed, by the job they are for
+        for name, candidates in victims.items():
+            worker = self.workers[name]
+            if not candidates or name in returning:
+                continue
+            if not any(admits(q, worker.view) for q in rising):
+                continue
+            best = self.index.best(worker.view, eligible)
+            if best is None:
+                continue
+            key, job, frame = max(candidates, key=lambda v: v[0])
+            if best.key[:2] >= key[:2]:
+                continue
+            wanted = self.jobs[best.job.id]
+            needs = len(wanted.pending)
+            if wanted.instances:
+                needs = min(needs, wanted.instances - wanted.counts[FrameState.RUNNING])
+            underway = claimed.get(wanted.id, 0) + sum(
+                count
+                for other, count in returning.items()
+                if admits(best.job, self.workers[other].view)
+            )
+            if needs > underway:
+                claimed[wanted.id] = claimed.get(wanted.id, 0) + 1
+                self._preempt_frame(worker, job, frame, best.key, now)
 
     def _preempt_frame(
         self, worker: Worker, job: Job, frame: Frame, by: tuple[int, int, int], now: float
@@ -1214,15 +1252,17 @@ class Scheduler:
         for job in self.jobs.values():
             if job.parent in self.jobs:
                 self.jobs[job.parent].children[job.id] = None
-        for row in snapshot.jobs:  # as stored: a dependency met once stays met
-            self._link_dependencies(self.jobs[row.id], row.waiting_on)
         for job_id in sorted(self.jobs, reverse=True):
             job = self.jobs[job_id]
             state = job.state
             if job.parent in self.jobs and not state.ended:
                 self.jobs[job.parent].open_children.add(job_id)
             elif job.parent in self.jobs and state is not JobState.COMPLETE:
-                self.jobs[job.parent].failed_children.add(job_id)
+                self.jobs[job.parent].failed_children[job_id] = state
+        # whether a job has ended depends on its frames and sub-jobs only, so the
+        # dependencies are linked once those are known
+        for row in snapshot.jobs:  # as stored: a dependency met once stays met
+            self._link_dependencies(self.jobs[row.id], row.waiting_on)
         for job in self.jobs.values():
             job.synced = job.state
             if not job.synced.ended:

@@ -149,10 +149,10 @@ class Dependency:
 
     def why_broken(self, state: JobState) -> str:
         wanted = "complete" if self.mode is DependencyMode.FRAMES else self.mode.value
-        return (
-            f"job {self.job_id} is {state.value} but must be {wanted} "
-            "(retry it to release this job)"
-        )
+        why = f"job {self.job_id} is {state.value} but must be {wanted}"
+        if wanted == "complete":  # `farmd retry` of the job (and its sub-jobs) can mend it
+            why += " (retry it to release this job)"
+        return why
 
 
 _DEPENDENCY = re.compile(r"(\d+)(?::([a-z]+))?")
@@ -261,7 +261,12 @@ class Frame:
     retry_at: float | None = None  # a failed frame waiting out the retry delay
     members: tuple[int, ...] = ()  # a chunk's frames, in order; () for a lone frame
     stopped: bool = False  # suspended while running: its process is SIGSTOPped, holding a slot
-    waits: int = 0  # frames of other jobs it still waits for (frame-by-frame dependencies)
+    # frame-by-frame dependencies: job -> its frames (or chunks) this one still waits for
+    waits_on: dict[int, int] | None = None
+
+    @property
+    def waits(self) -> int:
+        return sum(self.waits_on.values()) if self.waits_on else 0
 
     @property
     def numbers(self) -> tuple[int, ...]:
@@ -314,12 +319,14 @@ class Job:
     uninterruptible: bool = False  # never preempted
     # whole-job dependencies not yet met: once met, a dependency stays met
     waiting_on: set[int] = attrs.field(factory=set)
-    # why a dependency can no longer hold (the scheduler keeps it true), or None
-    dependency_block: str | None = None
-    gates: Counter[int] = attrs.field(factory=Counter)  # dependency -> frames it still gates
+    # dependencies that can no longer hold (they ended otherwise), with why; the
+    # scheduler keeps it true. They block the job while it still waits for them.
+    broken: dict[int, str] = attrs.field(factory=dict)
+    gates: Counter[int] = attrs.field(factory=Counter)  # dependency -> pending frames it gates
     children: dict[int, None] = attrs.field(factory=dict)  # sub-jobs, in submission order
     open_children: set[int] = attrs.field(factory=set)  # sub-jobs that have not ended
-    failed_children: set[int] = attrs.field(factory=set)  # sub-jobs that ended incomplete
+    # sub-jobs that ended incomplete, with their end (failed or killed)
+    failed_children: dict[int, JobState] = attrs.field(factory=dict)
     counts: Counter[FrameState] = attrs.field(factory=Counter)  # dispatch units per state
     frame_counts: Counter[FrameState] = attrs.field(factory=Counter)  # frames per state
     gated: int = 0  # pending frames waiting for frames of another job
@@ -339,9 +346,14 @@ class Job:
         self.reindex()
 
     def reindex(self) -> None:
-        """Rebuild the ready stack and the gated count from the frames."""
+        """Rebuild the ready stack and the gate counts from the frames."""
         frames = self.frames.values()
-        self.gated = sum(1 for f in frames if f.waits and f.state is FrameState.PENDING)
+        self.gated = 0
+        self.gates = Counter()
+        for frame in frames:
+            if frame.waits_on and frame.state is FrameState.PENDING:
+                self.gated += 1
+                self.gates.update(frame.waits_on.keys())
         self.pending = [f.number for f in reversed(frames) if _ready(f)]
 
     @property
@@ -351,7 +363,7 @@ class Job:
             return JobState.RUNNING
         if counts[FrameState.PENDING]:
             if self.waiting_on or counts[FrameState.PENDING] == self.gated:
-                return JobState.BLOCKED if self.dependency_block else JobState.WAITING
+                return JobState.BLOCKED if self.blocker() else JobState.WAITING
             return JobState.PENDING
         if counts[FrameState.SUSPENDED]:
             return JobState.SUSPENDED
@@ -359,12 +371,21 @@ class Job:
             return JobState.BLOCKED
         if self.open_children:
             return JobState.WAITING
-        # an admin who killed a job sees it killed, even if a frame had failed before
-        if counts[FrameState.KILLED]:
+        # an admin who killed a job (or a sub-job of it) sees it killed, even if a
+        # frame had failed before
+        if counts[FrameState.KILLED] or JobState.KILLED in self.failed_children.values():
             return JobState.KILLED
         if counts[FrameState.COMPLETE] == len(self.frames) and not self.failed_children:
             return JobState.COMPLETE
         return JobState.FAILED
+
+    def blocker(self) -> str | None:
+        """Why a dependency that can no longer hold blocks the job, if one does: one it
+        still waits for as a whole, or one that gates a pending frame."""
+        for job_id, why in self.broken.items():
+            if job_id in self.waiting_on or self.gates[job_id] > 0:
+                return why
+        return None
 
     def unit(self, number: int) -> Frame | None:
         """The frame, or the chunk, that runs frame `number`."""
@@ -390,8 +411,9 @@ class Job:
         self.frame_counts[frame.state] -= size
         self.frame_counts[state] += size
         if frame.state is FrameState.PENDING:
-            if frame.waits:
+            if frame.waits_on:
                 self.gated -= 1
+                self.gates.subtract(frame.waits_on.keys())
             elif frame.retry_at is None:
                 if self.pending[-1] == frame.number:
                     self.pending.pop()
@@ -399,8 +421,9 @@ class Job:
                     self.pending.remove(frame.number)
         frame.state = state
         if state is FrameState.PENDING:
-            if frame.waits:
+            if frame.waits_on:
                 self.gated += 1
+                self.gates.update(frame.waits_on.keys())
             elif frame.retry_at is None:
                 self._push_pending(frame.number)
 
@@ -413,9 +436,15 @@ class Job:
 
     def ungate(self, frame: Frame, dependency: int) -> None:
         """A frame this one waited for (of job `dependency`) has completed."""
-        frame.waits -= 1
+        assert frame.waits_on is not None
+        frame.waits_on[dependency] -= 1
+        if frame.waits_on[dependency]:
+            return
+        del frame.waits_on[dependency]
+        if frame.state is not FrameState.PENDING:
+            return
         self.gates[dependency] -= 1
-        if frame.waits == 0 and frame.state is FrameState.PENDING:
+        if not frame.waits_on:
             self.gated -= 1
             if frame.retry_at is None:
                 self._push_pending(frame.number)
@@ -476,8 +505,9 @@ class Job:
     def reason(self, state: JobState) -> str:
         """Why a job that is not running is not, in one line ("" when it needs none)."""
         if state is JobState.BLOCKED:
-            if self.dependency_block and (self.waiting_on or self.gated):
-                return self.dependency_block
+            blocker = self.blocker()
+            if blocker:
+                return blocker
             return "frames blocked by an admin (farmd unblock)"
         if state is JobState.WAITING:
             if self.counts[FrameState.PENDING]:
@@ -507,7 +537,7 @@ class Job:
 
 
 def _ready(frame: Frame) -> bool:
-    return frame.state is FrameState.PENDING and frame.retry_at is None and not frame.waits
+    return frame.state is FrameState.PENDING and frame.retry_at is None and not frame.waits_on
 
 
 @attrs.define

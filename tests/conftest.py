@@ -1,4 +1,4 @@
-"""Shared pytest hooks.
+"""Shared pytest hooks and the end-to-end farm fixtures.
 
 The end-to-end tests start real `farmd` processes; when one fails, the stderr of each of
 those processes is added to its report (see `tests.e2e_support.attach_process_logs`).
@@ -6,11 +6,12 @@ those processes is added to its report (see `tests.e2e_support.attach_process_lo
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import attach_process_logs
+from tests.e2e_support import Farm, attach_process_logs, forget_farmd_env, open_farm
 
 
 @pytest.hookimpl(wrapper=True)
@@ -20,3 +21,21 @@ def pytest_runtest_makereport(
     report = yield
     attach_process_logs(item, report)
     return report
+
+
+@pytest.fixture
+def bare_farm(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Farm]:
+    """A farm directory with nothing started yet; every process a test starts in it is
+    stopped at the end, by pid."""
+    forget_farmd_env(monkeypatch)
+    with open_farm(tmp_path, request.node) as farm:
+        yield farm
+
+
+@pytest.fixture
+def farm(bare_farm: Farm) -> Farm:
+    """A farm whose supervisor (`farmd serve`) is listening; no workers yet."""
+    bare_farm.serve()
+    return bare_farm

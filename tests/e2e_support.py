@@ -471,6 +471,14 @@ class Farm:
         assert not errors, errors
 
 
+def lines(path: Path) -> list[str]:
+    """The lines frames appended to `path` (none if no frame wrote it yet)."""
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
 def forget_farmd_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test's farm is its own: no FARMD_* setting of the shell running the tests."""
     for name in [k for k in os.environ if k.startswith("FARMD_")]:

@@ -1525,9 +1525,7 @@ class FarmMachine(RuleBasedStateMachine):
         for job in jobs.values():
             counts = Counter(f.state for f in job.frames.values())
             unmet = {
-                d.job_id
-                for d in job.depends_on
-                if jobs[d.job_id].state is not JobState.COMPLETE
+                d.job_id for d in job.depends_on if jobs[d.job_id].state is not JobState.COMPLETE
             }
             assert job.waiting_on == unmet, job.id
             # a dependency that ended otherwise can no longer complete: blocked

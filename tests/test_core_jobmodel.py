@@ -297,6 +297,20 @@ def test_killing_a_parent_kills_its_sub_jobs_and_removing_it_removes_them() -> N
     assert core.jobs == {}
 
 
+def test_a_killed_sub_job_ends_its_parent_killed_and_retry_reaches_sub_jobs() -> None:
+    core = Scheduler()
+    core.handle(joined("w1", slots=2))
+    (frame,) = starts(core.handle(submit()))
+    (sub_frame,) = starts(core.handle(submit(parent=1)))
+    core.handle(ended(frame))
+    core.handle(control(Control.KILL, "2"))
+    assert (state(core, 2), state(core, 1)) == ("killed", "killed")
+    core.handle(ended(sub_frame, -15))
+    out = core.handle(control(Control.RETRY, "1"))  # the parent's frames are all complete
+    assert out.result == ["2:1"]
+    assert (state(core, 2), state(core, 1)) == ("running", "waiting")
+
+
 def test_a_sub_job_of_an_ended_job_is_refused() -> None:
     core = Scheduler()
     core.handle(submit())
@@ -425,6 +439,27 @@ def test_aggressive_stops_one_frame_per_worker_at_a_time() -> None:
     assert len([c for c in actions(out) if isinstance(c, StopFrame)]) == 1
     out = core.handle(ModifyJob(job_id=2, priority=5, now=1.0))
     assert [c for c in actions(out) if isinstance(c, StopFrame)] == []
+
+
+def test_aggressive_leaves_running_frames_alone_while_a_free_slot_takes_the_job() -> None:
+    core, _ = busy_farm(PreemptPolicy.AGGRESSIVE)
+    core.handle(joined("w2"))  # takes frame 2 of job 1
+    core.handle(joined("w3"))  # idle
+    out = core.handle(submit(priority=10))
+    assert where(out) == [("w3", 2, 1, 1)]
+    assert [c for c in actions(out) if isinstance(c, StopFrame)] == []
+
+
+def test_aggressive_stops_only_as_many_frames_as_the_better_job_can_use() -> None:
+    core = Scheduler(preempt_policy=PreemptPolicy.AGGRESSIVE)
+    for name in ("w1", "w2", "w3"):
+        core.handle(joined(name))
+    starts(core.handle(submit(priority=100, frames="1-3")))
+    out = core.handle(submit(priority=10, frames="1-2"))
+    stops = [c for c in actions(out) if isinstance(c, StopFrame)]
+    assert [c.worker for c in stops] == ["w1", "w2"]
+    # a later event does not stop a third frame for the two already on their way back
+    assert [c for c in actions(core.handle(submit(priority=100))) if isinstance(c, StopFrame)] == []
 
 
 def test_passive_lets_the_frame_finish_and_gives_the_slot_to_the_better_job() -> None:

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,7 @@ from tests.e2e_support import (
     Proc,
     assert_refused,
     describe,
-    forget_farmd_env,
-    open_farm,
+    lines,
     wait_for,
 )
 from tests.state_files import changed, files
@@ -57,13 +55,9 @@ FAST = "supervisor:\n  heartbeat_interval: 0.2\n  heartbeat_timeout: 1\n"
 
 
 @pytest.fixture
-def farm(
-    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Farm]:
-    """A farm directory, nothing started yet."""
-    forget_farmd_env(monkeypatch)
-    with open_farm(tmp_path, request.node) as started:
-        yield started
+def farm(bare_farm: Farm) -> Farm:
+    """A farm directory with nothing started yet: each test starts its supervisor."""
+    return bare_farm
 
 
 # --------------------------------------------------------------------------- helpers
@@ -140,13 +134,6 @@ def registered(farm: Farm, name: str) -> bool:
         return name in farm.worker_names()
     except ConnectionLostError:
         return False
-
-
-def lines(path: Path) -> list[str]:
-    try:
-        return path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 # --------------------------------------------------------------------------- restart

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ from tests.e2e_support import (
     Proc,
     assert_refused,
     describe,
-    forget_farmd_env,
-    open_farm,
+    lines,
     wait_for,
 )
 
@@ -50,31 +48,6 @@ FRAME_FIELDS = {
     "stopped",
     "waits",
 }
-
-
-@pytest.fixture
-def bare_farm(
-    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Farm]:
-    """A farm directory with nothing started yet."""
-    forget_farmd_env(monkeypatch)
-    with open_farm(tmp_path, request.node) as farm:
-        yield farm
-
-
-@pytest.fixture
-def farm(bare_farm: Farm) -> Farm:
-    """A farm whose supervisor (`farmd serve`) is listening; no workers yet."""
-    bare_farm.serve()
-    return bare_farm
-
-
-def lines(path: Path) -> list[str]:
-    """The lines a frame appended to `path` (none if no frame wrote it yet)."""
-    try:
-        return path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def frame_running(farm: Farm, job_id: int, frame: int = 1) -> bool:

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import Farm, forget_farmd_env, open_farm
+from tests.e2e_support import Farm
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def farm(
-    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Farm]:
-    forget_farmd_env(monkeypatch)
-    with open_farm(tmp_path, request.node) as started:
-        started.serve()
-        yield started
 
 
 def test_a_frame_that_fails_once_is_retried_and_completes(farm: Farm) -> None:

@@ -159,8 +159,7 @@ def test_rows_survive_commit_close_and_a_fresh_open(state: Path) -> None:
     jobs = (
         job_row(1),
         job_row(2, name="", cluster="/", priority=1, restrictions="", patterns="", argv=("x",)),
-        job_row(3, depends_on=("1:complete", "2:frames"), submitted_at=0.1 + 0.2,
-                waiting_on=(1,)),
+        job_row(3, depends_on=("1:complete", "2:frames"), submitted_at=0.1 + 0.2, waiting_on=(1,)),
         job_row(4, chunk=10, parent=3, uninterruptible=True, waiting_on=()),
     )
     frames = (
