@@ -392,25 +392,26 @@ class Scheduler:
     # ------------------------------------------------------------------ job events
 
     def _submit(self, event: SubmitJob) -> int:
-        job = self._prepare(event, self._next_id, [])
+        job = self._prepare(event, self._next_id, {})
         self._insert(job)
         return job.id
 
     def _submit_many(self, event: SubmitJobs) -> list[int]:
         """All the jobs, or (if any is refused) none of them."""
-        jobs: list[Job] = []
+        jobs: dict[int, Job] = {}
         for number, spec in enumerate(event.jobs):
             try:
-                jobs.append(self._prepare(spec, self._next_id + number, jobs))
+                job = self._prepare(spec, self._next_id + number, jobs)
+                jobs[job.id] = job
             except UserError as exc:
                 msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
                 raise type(exc)(msg) from None
-        for job in jobs:
+        for job in jobs.values():
             self._insert(job)
-        return [job.id for job in jobs]
+        return list(jobs)
 
-    def _prepare(self, event: SubmitJob, job_id: int, batch: list[Job]) -> Job:
-        """Validate a submission into a new job, changing nothing. `batch`: the jobs
+    def _prepare(self, event: SubmitJob, job_id: int, known: dict[int, Job]) -> Job:
+        """Validate a submission into a new job, changing nothing. `known`: the jobs
         submitted before it in the same request, which it may depend on or be under."""
         argv = tuple(event.argv)
         if not argv or not argv[0]:
@@ -423,7 +424,6 @@ class Scheduler:
         if len(event.name) > MAX_NAME_CHARS:
             msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
             raise JobSpecError(msg)
-        known = {job.id: job for job in batch}
         parent = None
         if event.parent is not None:
             parent = self.jobs.get(event.parent) or known.get(event.parent)

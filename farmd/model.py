@@ -44,6 +44,10 @@ class FrameState(enum.Enum):
     BLOCKED = "blocked"  # held by an admin until unblocked
     SUSPENDED = "suspended"  # held by an admin; its process, if it had one, is stopped
 
+    # Members are singletons: hash them by identity, in C. Enum's own hash is a Python
+    # call, and frame states are counted at every dispatch and result.
+    __hash__ = object.__hash__
+
 
 class JobState(enum.Enum):
     WAITING = "waiting"  # for a dependency, or (its frames done) for its sub-jobs
@@ -51,6 +55,8 @@ class JobState(enum.Enum):
     RUNNING = "running"
     BLOCKED = "blocked"  # held by an admin, or a dependency that can no longer hold
     SUSPENDED = "suspended"  # nothing running or ready but suspended frames
+
+    __hash__ = object.__hash__  # as FrameState's
     COMPLETE = "complete"
     FAILED = "failed"
     KILLED = "killed"
@@ -322,13 +328,14 @@ class Job:
     # dependencies that can no longer hold (they ended otherwise), with why; the
     # scheduler keeps it true. They block the job while it still waits for them.
     broken: dict[int, str] = attrs.field(factory=dict)
-    gates: Counter[int] = attrs.field(factory=Counter)  # dependency -> pending frames it gates
+    gates: dict[int, int] = attrs.field(factory=dict)  # dependency -> pending frames it gates
     children: dict[int, None] = attrs.field(factory=dict)  # sub-jobs, in submission order
     open_children: set[int] = attrs.field(factory=set)  # sub-jobs that have not ended
     # sub-jobs that ended incomplete, with their end (failed or killed)
     failed_children: dict[int, JobState] = attrs.field(factory=dict)
-    counts: Counter[FrameState] = attrs.field(factory=Counter)  # dispatch units per state
-    frame_counts: Counter[FrameState] = attrs.field(factory=Counter)  # frames per state
+    # dispatch units per state, and frames per state (the same object unless chunked)
+    counts: Counter[FrameState] = attrs.field(init=False)
+    frame_counts: Counter[FrameState] = attrs.field(init=False)
     gated: int = 0  # pending frames waiting for frames of another job
     pending: list[int] = attrs.field(factory=list)  # ready frames, next to run last
     positions: dict[int, int] = attrs.field(factory=dict)  # frame number -> submission order
@@ -338,9 +345,11 @@ class Job:
     def __attrs_post_init__(self) -> None:
         frames = self.frames.values()
         self.counts = Counter(f.state for f in frames)
-        self.frame_counts = Counter()
-        for frame in frames:
-            self.frame_counts[frame.state] += len(frame.numbers)
+        self.frame_counts = self.counts
+        if self.chunk > 1:
+            self.frame_counts = Counter()
+            for frame in frames:
+                self.frame_counts[frame.state] += len(frame.numbers)
         self.positions = {n: i for i, n in enumerate(self.frames)}
         self.unit_of = {m: f.number for f in frames if f.members for m in f.members}
         self.reindex()
@@ -349,11 +358,11 @@ class Job:
         """Rebuild the ready stack and the gate counts from the frames."""
         frames = self.frames.values()
         self.gated = 0
-        self.gates = Counter()
+        self.gates = {}
         for frame in frames:
             if frame.waits_on and frame.state is FrameState.PENDING:
                 self.gated += 1
-                self.gates.update(frame.waits_on.keys())
+                self._count_gates(frame.waits_on, 1)
         self.pending = [f.number for f in reversed(frames) if _ready(f)]
 
     @property
@@ -383,7 +392,7 @@ class Job:
         """Why a dependency that can no longer hold blocks the job, if one does: one it
         still waits for as a whole, or one that gates a pending frame."""
         for job_id, why in self.broken.items():
-            if job_id in self.waiting_on or self.gates[job_id] > 0:
+            if job_id in self.waiting_on or self.gates.get(job_id, 0) > 0:
                 return why
         return None
 
@@ -405,15 +414,15 @@ class Job:
         """The one way a frame changes state, keeping counts and the pending stack true."""
         if frame.state is state:
             return
-        size = len(frame.numbers)
         self.counts[frame.state] -= 1
         self.counts[state] += 1
-        self.frame_counts[frame.state] -= size
-        self.frame_counts[state] += size
+        if frame.members:
+            self.frame_counts[frame.state] -= len(frame.members)
+            self.frame_counts[state] += len(frame.members)
         if frame.state is FrameState.PENDING:
             if frame.waits_on:
                 self.gated -= 1
-                self.gates.subtract(frame.waits_on.keys())
+                self._count_gates(frame.waits_on, -1)
             elif frame.retry_at is None:
                 if self.pending[-1] == frame.number:
                     self.pending.pop()
@@ -423,7 +432,7 @@ class Job:
         if state is FrameState.PENDING:
             if frame.waits_on:
                 self.gated += 1
-                self.gates.update(frame.waits_on.keys())
+                self._count_gates(frame.waits_on, 1)
             elif frame.retry_at is None:
                 self._push_pending(frame.number)
 
@@ -433,6 +442,10 @@ class Job:
             frame.retry_at = None
             if _ready(frame):
                 self._push_pending(frame.number)
+
+    def _count_gates(self, waits_on: dict[int, int], change: int) -> None:
+        for dependency in waits_on:
+            self.gates[dependency] = self.gates.get(dependency, 0) + change
 
     def ungate(self, frame: Frame, dependency: int) -> None:
         """A frame this one waited for (of job `dependency`) has completed."""
@@ -515,7 +528,7 @@ class Job:
                     str(d.job_id) if d.mode is not DependencyMode.FRAMES else str(d)
                     for d in self.depends_on
                     if (d.job_id in self.waiting_on and d.mode is not DependencyMode.FRAMES)
-                    or (self.gates[d.job_id] > 0 and d.mode is DependencyMode.FRAMES)
+                    or (self.gates.get(d.job_id, 0) > 0 and d.mode is DependencyMode.FRAMES)
                 ]
                 return "waiting for job " + ", ".join(waits)
             return "waiting for sub-jobs " + ", ".join(map(str, sorted(self.open_children)))

@@ -129,6 +129,7 @@ def ensure_token(state_dir: Path) -> str:
     return token
 
 
+@functools.lru_cache(maxsize=4096)  # one per dispatch otherwise: frames of a job share it
 def job_token(farm_token: str, job_id: int) -> str:
     """The token a frame of `job_id` gets (FARMD_TOKEN): it opens a session that may
     submit sub-jobs of that job and read the queue, nothing else. Derived from the farm
