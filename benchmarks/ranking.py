@@ -12,6 +12,16 @@ cross-cluster patterns (`/+`, `/showNN+`, `/show0+`, exact clusters) and 5% with
 restrictions, and `--workers` workers, mostly in department clusters, 10% of them with
 worker restrictions (`/showNN/+`, `/showNN/lighting/*`, exact clusters, other shows).
 
+For the filtered run each job also gets what the scheduler checks beyond clusters, from
+a random stream of its own (so the farm above is the same with or without it): a job
+type, one of four or 10% of the time none (any worker), and 10% of the jobs reserve a
+GPU; each worker runs two of the four types and 30% of them have a GPU. So for every
+worker 45% of the jobs fail the type check, and for a worker without a GPU another ~5%
+fail the resource check: about half the queue is ineligible for each worker, spread
+evenly over the rank order. The predicate is a closure built per pick, as the scheduler
+builds `_fits_on`: it looks the job's record up by id in a dict and tests its type
+against the worker's set, then its reservation against the worker's resources.
+
 What is measured, in this order:
 
 1. Memory, with tracemalloc (the only phase traced; tracing stops before any timing):
@@ -30,6 +40,13 @@ What is measured, in this order:
    workers in a random order, and `--picks // 10` cycling through the restricted
    workers only. Plans are warm (step 1 asked once per worker): this is the steady
    state of a long-running supervisor. The garbage collector stays enabled.
+   Then the filtered run: `best(worker, eligible)` with the predicate above, `--picks`
+   of them over the same workers in the same order, closure construction included.
+   `filtered_vs_plain` is its picks/s over the plain run's (the target is at least
+   0.5); `ineligible_share` is the share of (worker, job) pairs the predicate rejects,
+   measured on a sample. Beforehand, `best` and two pages with the predicate are
+   checked against `reference_order(jobs, worker, eligible)` for a few workers (some
+   of the oracle's, some awkward ones).
 4. Pages, `page(worker, 50)`, `--pages` of them, same cycle.
 5. Churn: `--updates` priority changes (`update(job_id, priority=...)`), then as many
    `remove` + `add` pairs of the same job; both counted as operations per second. A few
@@ -75,6 +92,7 @@ from farmd.cluster import (
 )
 from farmd.ranking import (
     DEFAULT_PRIORITY,
+    Eligible,
     QueuedJob,
     Ranked,
     RankingIndex,
@@ -106,6 +124,15 @@ PATTERN_SHARE = 0.02
 JOB_RESTRICTION_SHARE = 0.05
 WORKER_RESTRICTION_SHARE = 0.10
 PAGE_SIZE = 50
+# The filtered run: what the scheduler checks besides clusters (job type, reservation).
+JOB_TYPES = ("render", "sim", "comp", "cache")
+UNTYPED_JOB_SHARE = 0.10  # jobs of no type: any worker runs them
+TYPES_PER_WORKER = 2  # of JOB_TYPES: half of the typed jobs fail the type check
+GPU_JOB_SHARE = 0.10  # jobs reserving gpu=1
+GPU_WORKER_SHARE = 0.30  # workers with a GPU
+SHARE_SAMPLE_WORKERS = 200  # pairs sampled to measure ineligible_share
+SHARE_SAMPLE_JOBS = 1_000
+FILTERED_VERIFY = (3, 5)  # workers checked with the predicate: oracle's, awkward ones
 
 
 @dataclass(frozen=True)
@@ -297,6 +324,50 @@ def make_farm(
     return clusters, specs, workers
 
 
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """The scheduler's view of a job beyond the index's: what `_fits` checks."""
+
+    type: str | None
+    gpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    types: frozenset[str]
+    gpus: int
+
+
+def make_capabilities(
+    rng: random.Random, job_ids: Sequence[int], worker_count: int
+) -> tuple[dict[int, JobRecord], list[WorkerRecord]]:
+    """Job types and GPU reservations, worker type sets and GPUs (see module docs)."""
+    records = {}
+    for job_id in job_ids:
+        job_type = None if rng.random() < UNTYPED_JOB_SHARE else rng.choice(JOB_TYPES)
+        records[job_id] = JobRecord(job_type, 1 if rng.random() < GPU_JOB_SHARE else 0)
+    workers = [
+        WorkerRecord(
+            frozenset(rng.sample(JOB_TYPES, TYPES_PER_WORKER)),
+            rng.choice((1, 2)) if rng.random() < GPU_WORKER_SHARE else 0,
+        )
+        for _ in range(worker_count)
+    ]
+    return records, workers
+
+
+def fits_on(records: dict[int, JobRecord], worker: WorkerRecord) -> Eligible:
+    """The predicate `best` asks of each job on `worker`, shaped like the scheduler's."""
+
+    def eligible(queued: QueuedJob) -> bool:
+        job = records[queued.id]
+        if job.type is not None and job.type not in worker.types:
+            return False
+        return job.gpus <= worker.gpus
+
+    return eligible
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -310,10 +381,17 @@ def describe(ranked: Ranked | None) -> str:
     return f"job {ranked.job.id} key {ranked.key}"
 
 
-def check_worker(index: RankingIndex, worker: WorkerView, reference: list[Ranked]) -> None:
+def check_worker(
+    index: RankingIndex,
+    worker: WorkerView,
+    reference: list[Ranked],
+    eligible: Eligible | None = None,
+) -> None:
     """The index must give the oracle's answers: best, the first page, the next page."""
     where = f"worker cluster={worker.cluster!r} restrictions={str(worker.restrictions)!r}"
-    got = index.best(worker)
+    if eligible is not None:
+        where += " with the eligible predicate"
+    got = index.best(worker, eligible)
     want = reference[0] if reference else None
     if got != want:
         msg = f"best() differs for {where}: index {describe(got)}, oracle {describe(want)}"
@@ -322,7 +400,7 @@ def check_worker(index: RankingIndex, worker: WorkerView, reference: list[Ranked
     if len(reference) > PAGE_SIZE:
         pages.append((reference[PAGE_SIZE - 1].key, reference[PAGE_SIZE : 2 * PAGE_SIZE]))
     for after, want_page in pages:
-        got_page = index.page(worker, PAGE_SIZE, after=after)
+        got_page = index.page(worker, PAGE_SIZE, after=after, eligible=eligible)
         if got_page != want_page:
             at = next(
                 (i for i, (a, b) in enumerate(zip(got_page, want_page, strict=False)) if a != b),
@@ -373,6 +451,20 @@ def timed_calls(
     t0 = time.perf_counter()
     for worker in stream:
         call(worker, *args)
+    return time.perf_counter() - t0
+
+
+def timed_filtered_picks(
+    best: Callable[[WorkerView, Eligible], object],
+    pairs: Sequence[tuple[WorkerView, WorkerRecord]],
+    count: int,
+    records: dict[int, JobRecord],
+) -> float:
+    """Seconds for `count` filtered picks, the predicate built per pick as in dispatch."""
+    stream = itertools.islice(itertools.cycle(pairs), count)
+    t0 = time.perf_counter()
+    for view, worker in stream:
+        best(view, fits_on(records, worker))
     return time.perf_counter() - t0
 
 
@@ -429,6 +521,11 @@ def run(config: Config) -> dict[str, object]:
         f"index {(with_index - with_jobs) / n:.1f} B/job, warm caches {warm - with_index} B"
     )
 
+    # The filtered run's job and worker records, from a stream of their own.
+    caps_rng = random.Random(f"{config.seed}/capabilities")
+    records, worker_records = make_capabilities(caps_rng, [job.id for job in jobs], len(workers))
+    record_of = {id(view): record for view, record in zip(workers, worker_records, strict=True)}
+
     order = list(workers)
     rng.shuffle(order)
 
@@ -456,6 +553,48 @@ def run(config: Config) -> dict[str, object]:
     # 3. index picks, 4. pages: the fastest of `repeat` rounds (others only slow a round)
     index_s = fastest(config.repeat, lambda: timed_calls(index.best, order, config.picks))
     log(f"index: {config.picks} picks in {index_s:.2f} s (fastest of {config.repeat})")
+
+    # 3b. the filtered run: about half the queue is ineligible for each worker
+    sample_workers = caps_rng.sample(worker_records, min(SHARE_SAMPLE_WORKERS, len(workers)))
+    sample_jobs = caps_rng.sample(jobs, min(SHARE_SAMPLE_JOBS, n))
+    rejected = [
+        sum(not eligible(job) for job in sample_jobs)
+        for eligible in (fits_on(records, worker) for worker in sample_workers)
+    ]
+    ineligible_share = sum(rejected) / (len(sample_workers) * len(sample_jobs))
+    log(
+        f"filtered: the predicate rejects {ineligible_share:.1%} of sampled pairs "
+        f"({min(rejected) / len(sample_jobs):.1%} to {max(rejected) / len(sample_jobs):.1%} "
+        "per worker)"
+    )
+    n_oracle, n_awkward = FILTERED_VERIFY
+    filtered_checks = oracle_workers[:n_oracle] + extra[:n_awkward]
+    for worker in filtered_checks:
+        eligible = fits_on(records, record_of[id(worker)])
+        check_worker(index, worker, reference_order(jobs, worker, eligible), eligible)
+    log(f"verified best/page with the predicate for {len(filtered_checks)} workers")
+    pairs = [(view, record_of[id(view)]) for view in order]
+    calls = 0
+    filtered_tier1 = 0
+    counted = pairs[: min(len(pairs), 10_000)]
+    for view, worker in counted:
+        check = fits_on(records, worker)
+
+        def counting(job: QueuedJob, check: Eligible = check) -> bool:
+            nonlocal calls
+            calls += 1
+            return check(job)
+
+        answer = index.best(view, counting)
+        filtered_tier1 += answer is not None and answer.order == 1
+    filtered_s = fastest(
+        config.repeat, lambda: timed_filtered_picks(index.best, pairs, config.picks, records)
+    )
+    log(
+        f"filtered: {config.picks} picks in {filtered_s:.2f} s (fastest of {config.repeat}), "
+        f"{filtered_s / index_s:.2f}x the plain run's time; {calls / len(counted):.2f} "
+        f"predicate calls per pick, tier-1 answers {filtered_tier1 / len(counted):.1%}"
+    )
     restricted = [worker for worker in order if worker.restrictions]
     restricted_picks = max(1, config.picks // 10)
     restricted_s = (
@@ -496,6 +635,7 @@ def run(config: Config) -> dict[str, object]:
     log(f"verified {len(after_churn)} workers again after churn")
 
     index_rate = config.picks / index_s
+    filtered_rate = config.picks / filtered_s
     oracle_rate = len(oracle_workers) / oracle_s if oracle_workers else 0.0
     return {
         "benchmark": "ranking",
@@ -512,6 +652,9 @@ def run(config: Config) -> dict[str, object]:
             rounded(restricted_picks / restricted_s) if restricted_s else None
         ),
         "tier1_answer_share": round(tier1 / len(workers), 3),
+        "ineligible_share": round(ineligible_share, 3),
+        "filtered_picks_per_s": rounded(filtered_rate),
+        "filtered_vs_plain": round(filtered_rate / index_rate, 2),
         "page50_per_s": rounded(config.pages / page_s),
         "updates_per_s": rounded(config.updates / update_s),
         "remove_add_per_s": rounded(config.updates / remove_add_s),
@@ -520,6 +663,7 @@ def run(config: Config) -> dict[str, object]:
         "total_bytes_per_job": round((with_index - before) / n, 1),
         "warm_cache_bytes": warm - with_index,
         "verified_workers": len(checks),
+        "filtered_verified_workers": len(filtered_checks),
         "picks": config.picks,
         "oracle_picks": len(oracle_workers),
         "repeat": config.repeat,

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import os
+import platform
 import random
 import signal
 import socket
@@ -78,6 +79,28 @@ class AgentConfig:
     restrictions: str = ""
     slots: int = 1
     log_dir: Path
+    types: tuple[str, ...] = ()  # job types it runs (`--type blender`)
+    properties: dict[str, object] = attrs.field(factory=dict)  # `--property key=value`
+    resources: dict[str, float] = attrs.field(factory=dict)  # `--resource gpu=2`
+
+
+def host_memory() -> int:
+    """The host's physical memory in bytes (0 if the system will not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def host_facts() -> dict[str, object]:
+    """What every worker reports of its host, for requirements: os, cpus, memory."""
+    return {
+        "os": platform.system().lower(),
+        "arch": platform.machine().lower(),
+        "cpus": os.cpu_count() or 1,
+        "memory": host_memory(),
+        "hostname": socket.gethostname(),
+    }
 
 
 @attrs.define
@@ -208,6 +231,10 @@ class Agent:
                     cluster=config.cluster,
                     restrictions=config.restrictions,
                     slots=config.slots,
+                    types=config.types,
+                    # its own --property values override what it found
+                    properties={**host_facts(), **config.properties},
+                    resources={"memory": host_memory(), **config.resources},
                     running=self.running,
                 )
             )

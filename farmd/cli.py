@@ -124,6 +124,31 @@ def _build_parser() -> argparse.ArgumentParser:
         help="job clusters this worker accepts, e.g. '/show1/+ || /comp'",
     )
     worker.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a job type this worker runs (repeatable); jobs of a type run only where it is",
+    )
+    worker.add_argument(
+        "--property",
+        dest="properties",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a host fact for job requirements (host.KEY); os, arch, cpus, memory and "
+        "hostname are found",
+    )
+    worker.add_argument(
+        "--resource",
+        dest="resources",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="a counter jobs reserve here, e.g. gpu=2 (memory defaults to the host's)",
+    )
+    worker.add_argument(
         "--log-dir",
         metavar="DIR",
         help="where frame logs are kept (default STATE/worker-logs/NAME)",
@@ -189,6 +214,22 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never preempt this job's frames",
     )
+    submit.add_argument(
+        "--type", metavar="TYPE", help="run only on workers that advertise this job type"
+    )
+    submit.add_argument(
+        "--requires",
+        default="",
+        metavar="EXPR",
+        help="what a host must satisfy, e.g. 'host.os == linux and host.memory >= 16G'",
+    )
+    submit.add_argument(
+        "--reserve",
+        default="",
+        metavar="NAME=AMOUNT,...",
+        help="what a frame holds while it runs: slots=N (N+ at least, N* an idle host), "
+        "memory=8G, gpu=1, license.nuke=1 (default slots=1)",
+    )
     _add_job_options(submit)
     submit.add_argument("--json", action="store_true")
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
@@ -241,6 +282,37 @@ def _build_parser() -> argparse.ArgumentParser:
     modify.add_argument("--cross-cluster", metavar="PATTERNS")
     _add_job_options(modify, defaults=False)
     modify.add_argument("--json", action="store_true")
+
+    lock = command("lock", _lock, "stop a worker taking new work (qblock)")
+    lock.add_argument("worker", metavar="WORKER")
+    mode = lock.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--drain", dest="mode", action="store_const", const="drain", help="running frames finish"
+    )
+    mode.add_argument(
+        "--purge",
+        dest="mode",
+        action="store_const",
+        const="purge",
+        help="running frames are stopped and requeued (no retry used)",
+    )
+    lock.add_argument("--json", action="store_true")
+    lock.set_defaults(mode="drain")
+
+    unlock = command("unlock", _unlock, "let a locked worker take work again")
+    unlock.add_argument("worker", metavar="WORKER")
+    unlock.add_argument("--json", action="store_true")
+
+    explain = command("explain", _explain, "why a job does or does not run on each worker")
+    explain.add_argument("job_id", type=_job_id, metavar="ID")
+    explain.add_argument("--worker", metavar="NAME", help="only this worker")
+    explain.add_argument("--json", action="store_true")
+
+    resources = command("resources", _resources, "farm-wide counters (licenses): used and free")
+    resources.add_argument(
+        "set", nargs="*", metavar="NAME=TOTAL", help="change totals until the next restart"
+    )
+    resources.add_argument("--json", action="store_true")
 
     logs = command("logs", _logs, "print the log of a frame (ID or ID:FRAME)")
     logs.add_argument("target", metavar="ID[:FRAME]")
@@ -403,8 +475,19 @@ def _worker(args: argparse.Namespace) -> int:
     from farmd.config import default_state_dir
 
     logs.configure(args.log_level, json_lines=args.log_json)
+    from farmd.resources import check_name, parse_resources
+
     parse_cluster(args.cluster)  # refuse bad input before connecting
     parse_restrictions(args.restrictions)
+    types = tuple(check_name(t, "job type") for t in args.types)
+    resources = parse_resources(",".join(args.resources), "--resource")
+    properties: dict[str, object] = {}
+    for item in args.properties:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            msg = f"bad --property {item!r}: expected KEY=VALUE"
+            raise UserError(msg)
+        properties[key.strip()] = _fact_value(value.strip())
     log_dir = (
         Path(args.log_dir) if args.log_dir else default_state_dir() / "worker-logs" / args.name
     )
@@ -416,9 +499,24 @@ def _worker(args: argparse.Namespace) -> int:
         restrictions=args.restrictions,
         slots=args.slots,
         log_dir=log_dir,
+        types=types,
+        properties=properties,
+        resources=resources,
     )
     trio.run(run_agent, config)
     return 0
+
+
+def _fact_value(text: str) -> object:
+    """A --property value: a number if it reads as one (`8`, `2.5`), else the text."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -447,22 +545,24 @@ def _print_json(value: Any) -> None:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_cell(row.get(c), c) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "-"
-    if isinstance(value, float):
+    if isinstance(value, float) and column.endswith("_at"):  # a time: started_at...
         import time
 
         return time.strftime("%H:%M:%S", time.localtime(value))
+    if isinstance(value, float):
+        return f"{value:g}"
     return str(value)
 
 
@@ -495,6 +595,9 @@ def _submit(args: argparse.Namespace) -> int:
             chunk=args.chunk,
             parent=args.parent,
             uninterruptible=args.uninterruptible,
+            job_type=args.type,
+            requires=args.requires,
+            reserve=args.reserve,
         )
     if args.json:
         _print_json(job)
@@ -554,6 +657,69 @@ def _job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lock(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        requeued = farm.lock(args.worker, purge=args.mode == "purge")
+    if args.json:
+        _print_json({"locked": args.worker, "mode": args.mode, "requeued": requeued})
+    else:
+        print(
+            f"locked {args.worker} ({args.mode})"
+            + (f"; requeued {' '.join(requeued)}" if requeued else "")
+        )
+    return 0
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        farm.unlock(args.worker)
+    if args.json:
+        _print_json({"unlocked": args.worker})
+    else:
+        print(f"unlocked {args.worker}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        report = farm.explain(args.job_id, worker=args.worker)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(
+        f"job {report['job']} {report['name']!r} ({report['state']}), cluster "
+        f"{report['cluster']}, priority {report['priority']}"
+    )
+    if not report["workers"]:
+        print("  no worker is connected")
+    for entry in report["workers"]:
+        where = f"  {entry['worker']} ({entry['cluster']})"
+        rank = entry["rank"]
+        ranked = f" [order {rank['order']}, priority {rank['priority']}]" if rank else ""
+        if entry["runs"]:
+            print(f"{where}{ranked}: runs {', '.join(entry['running'])}")
+        elif not entry["reasons"]:
+            print(f"{where}{ranked}: would run next")
+        for reason in entry["reasons"]:
+            print(f"{where}{ranked}: {reason}")
+    return 0
+
+
+def _resources(args: argparse.Namespace) -> int:
+    from farmd.resources import parse_resources
+
+    with _client(args) as farm:
+        for name, total in parse_resources(",".join(args.set), "totals").items():
+            farm.set_resource(name, total)
+        totals = farm.resources()
+    if args.json:
+        _print_json(totals)
+        return 0
+    rows = [{"resource": name, **values} for name, values in totals.items()]
+    _table(rows, ["resource", "used", "free", "total"])
+    return 0
+
+
 def _workers(args: argparse.Namespace) -> int:
     with _client(args) as farm:
         workers = farm.workers()
@@ -561,8 +727,8 @@ def _workers(args: argparse.Namespace) -> int:
         _print_json(workers)
         return 0
     for worker in workers:
-        worker["slots"] = f"{worker['used']}/{worker['slots']}"
-    _table(workers, ["name", "cluster", "state", "slots", "running", "restrictions"])
+        worker["slots"] = f"{worker['used']:g}/{worker['slots']}"
+    _table(workers, ["name", "cluster", "state", "slots", "types", "running", "restrictions"])
     return 0
 
 

@@ -33,13 +33,16 @@ from farmd.protocol import (
     Codec,
     ControlRequest,
     Error,
+    Explain,
     GetJob,
     GetLog,
     Hello,
     Kill,
     ListClusters,
     ListJobs,
+    ListResources,
     ListWorkers,
+    Lock,
     Message,
     Modify,
     Order,
@@ -48,8 +51,10 @@ from farmd.protocol import (
     Reply,
     Request,
     Role,
+    SetResource,
     Submit,
     SubmitBatch,
+    Unlock,
     Wait,
     Welcome,
 )
@@ -225,6 +230,9 @@ class Client:
         chunk: int = 1,
         parent: int | None = None,
         uninterruptible: bool = False,
+        job_type: str | None = None,
+        requires: str = "",
+        reserve: str = "",
     ) -> dict[str, Any]:
         """Submit a job; returns its summary (`id`, `state`, frame counts...).
 
@@ -235,7 +243,10 @@ class Client:
         an attempt running longer than `time_limit` seconds is killed and fails.
         `chunk` frames run per dispatch (`{start}`/`{end}` in argv). Inside a frame
         (FARMD_TOKEN is its job token) the job becomes a sub-job of the frame's job;
-        `parent` names another parent. An `uninterruptible` job is never preempted."""
+        `parent` names another parent. An `uninterruptible` job is never preempted.
+        A job of a `job_type` runs only on workers that advertise it; `requires` is an
+        expression hosts must satisfy (`"host.os == linux and host.memory >= 16G"`);
+        `reserve` is what a frame holds while it runs (`"slots=2,gpu=1,license.nuke=1"`)."""
         result: dict[str, Any] = self._call(
             Submit,
             argv=tuple(argv),
@@ -253,6 +264,9 @@ class Client:
             chunk=chunk,
             parent=parent,
             uninterruptible=uninterruptible,
+            job_type=job_type,
+            requires=requires,
+            reserve=reserve,
         )
         return result
 
@@ -304,6 +318,29 @@ class Client:
         result: list[str] = self._call(
             ControlRequest, action=action, targets=tuple(str(t) for t in targets)
         )
+        return result
+
+    def lock(self, worker: str, *, purge: bool = False) -> list[str]:
+        """No new work for `worker`; with `purge` its frames are stopped and requeued.
+        Returns the frames requeued."""
+        result: list[str] = self._call(Lock, worker=worker, mode="purge" if purge else "drain")
+        return result
+
+    def unlock(self, worker: str) -> None:
+        self._call(Unlock, worker=worker)
+
+    def explain(self, job_id: int, worker: str | None = None) -> dict[str, Any]:
+        """Why job `job_id` does or does not run on each worker (or on `worker`)."""
+        result: dict[str, Any] = self._call(Explain, job_id=job_id, worker=worker)
+        return result
+
+    def resources(self) -> dict[str, dict[str, float]]:
+        """The farm-wide counters: {name: {"total", "used", "free"}}."""
+        result: dict[str, dict[str, float]] = self._call(ListResources)
+        return result
+
+    def set_resource(self, name: str, total: float) -> dict[str, float]:
+        result: dict[str, float] = self._call(SetResource, name=name, total=total)
         return result
 
     def suspend(self, targets: Iterable[str | int]) -> list[str]:

@@ -19,6 +19,8 @@ defaults::
       max_frame_bytes: 4194304      # 64 KiB .. 256 MiB
       store: sqlite                 # or memory
       preempt_policy: passive       # or aggressive, disabled
+      resources:                    # farm-wide counters; names need a dot
+        license.nuke: 10
 
 The file is strict (STYLE.md, "Config is strict"): an unknown key, a duplicate key, a
 value of the wrong type, a value out of range, a non-standard tag, a YAML syntax error or
@@ -54,8 +56,9 @@ import attrs
 import yaml
 
 from farmd.cluster import ROOT, ClusterPath, parse_cluster
-from farmd.errors import ClusterPathError, ConfigError
+from farmd.errors import ClusterPathError, ConfigError, UserError
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
+from farmd.resources import check_name, is_global
 
 # --------------------------------------------------------------------------- addresses
 
@@ -374,6 +377,8 @@ class SupervisorConfig:
       better job takes a busy slot when its frame ends; `aggressive`: the running frame
       is stopped and requeued (no retry used) at once; `disabled`: a slot stays with
       its job while the job has frames left.
+    - `resources`: farm-wide counters such as licenses, `{license.nuke: 10}`: a frame
+      reserving one holds it while it runs, and no more frames hold one than its total.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -394,6 +399,7 @@ class SupervisorConfig:
     max_frame_bytes: int = attrs.field(default=DEFAULT_FRAME_BYTES, validator=_check_frame_bytes)
     store: str = attrs.field(default="sqlite", validator=_check_store)
     preempt_policy: str = attrs.field(default="passive", validator=_check_preempt_policy)
+    resources: dict[str, float] = attrs.field(factory=dict)
 
 
 _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))
@@ -429,10 +435,10 @@ class _Source:
         return ConfigError(f"{where}: {key}: {what} (got {_show(node)})")
 
     def mapping(
-        self, node: yaml.Node, key: str, allowed: tuple[str, ...], what: str
+        self, node: yaml.Node, key: str, allowed: tuple[str, ...] | None, what: str
     ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """The items of a mapping node by key; refuses a non-mapping (a null is empty),
-        keys that are not strings, duplicates and keys outside `allowed`."""
+        keys that are not strings, duplicates and keys outside `allowed` (None: any)."""
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG:
             return {}
         if not isinstance(node, yaml.MappingNode) or node.tag != _MAP_TAG:
@@ -444,7 +450,7 @@ class _Source:
                     raise self.error(key_node, key, "merge keys ('<<') are not supported")
                 raise self.error(key_node, key, f"{what} must be named by plain strings")
             name = key_node.value
-            if name not in allowed:
+            if allowed is not None and name not in allowed:
                 raise self.error(key_node, key, f"unknown key; allowed: {', '.join(allowed)}")
             if name in items:
                 first = items[name][0].start_mark
@@ -500,6 +506,9 @@ def _supervisor_section(source: _Source, node: yaml.Node, doc: _Document) -> Non
     values: dict[str, Any] = {}
     for name, (_, value_node) in items.items():
         key = f"supervisor.{name}"
+        if name == "resources":
+            values[name] = _resources_value(source, value_node, key)
+            continue
         value = source.scalar(value_node, key)
         if name == "listen":
             value = _address_value(source, value_node, key, value)
@@ -519,6 +528,24 @@ def _supervisor_section(source: _Source, node: yaml.Node, doc: _Document) -> Non
         raise source.error(node, "supervisor", exc.problem) from None  # defaults clash
     except ConfigError as exc:  # default_state_dir() found no home directory
         raise source.error(node, "supervisor", str(exc)) from None
+
+
+def _resources_value(source: _Source, node: yaml.Node, key: str) -> dict[str, float]:
+    """Farm-wide counters: `license.nuke: 10`; names need a dot, totals are >= 0."""
+    totals = {}
+    for name, (key_node, value_node) in source.mapping(node, key, None, "counters").items():
+        try:
+            check_name(name)
+        except UserError as exc:
+            raise source.error(key_node, f"{key}.{name}", str(exc)) from None
+        if not is_global(name):
+            what = f"a farm-wide counter's name needs a dot (license.{name})"
+            raise source.error(key_node, f"{key}.{name}", what)
+        value = source.scalar(value_node, f"{key}.{name}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**62:
+            raise source.error(value_node, f"{key}.{name}", "must be a number, 0 or more")
+        totals[name] = value
+    return totals
 
 
 def _address_value(source: _Source, node: yaml.Node, key: str, value: object) -> Address:

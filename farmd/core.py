@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -81,7 +81,17 @@ from farmd.model import (
     parse_target,
     refusal,
 )
-from farmd.ranking import DEFAULT_PRIORITY, QueuedJob, RankingIndex, admits, rank_key
+from farmd.ranking import DEFAULT_PRIORITY, Eligible, QueuedJob, RankingIndex, admits, rank_key
+from farmd.requirements import parse_requirement
+from farmd.resources import (
+    Pool,
+    Taken,
+    check_name,
+    is_global,
+    parse_reservation,
+    parse_taken,
+    taken_text,
+)
 
 MAX_COMMAND_BYTES = 256 * 1024
 MAX_NAME_CHARS = 256
@@ -121,6 +131,9 @@ class SubmitJob:
     chunk: int = 1
     parent: int | None = None
     uninterruptible: bool = False
+    job_type: str | None = None
+    requires: str = ""
+    reserve: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +190,34 @@ class WorkerJoined:
     now: float
     restrictions: str = ""
     running: tuple[tuple[int, int, int], ...] = ()  # (job, frame, attempt) still running
+    types: tuple[str, ...] = ()
+    properties: dict[str, Any] = attrs.field(factory=dict)
+    resources: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class LockWorker:
+    """`farmd lock`: no new work; `drain` lets running frames finish, `purge` stops and
+    requeues them (no retry used). Locks are kept by name, across reconnects."""
+
+    name: str
+    now: float
+    mode: str = "drain"
+
+
+@attrs.frozen(kw_only=True)
+class UnlockWorker:
+    name: str
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class SetResource:
+    """An admin changes the total of a global counter (`license.nuke`) at run time."""
+
+    name: str
+    total: float
+    now: float
 
 
 @attrs.frozen(kw_only=True)
@@ -224,6 +265,9 @@ Event = (
     | FrameEnded
     | ReclaimOrphans
     | Tick
+    | LockWorker
+    | UnlockWorker
+    | SetResource
 )
 
 # --------------------------------------------------------------------------- commands
@@ -317,6 +361,7 @@ class Scheduler:
         default_cluster: str = "/",
         max_command_bytes: int = MAX_COMMAND_BYTES,
         preempt_policy: PreemptPolicy | str = PreemptPolicy.PASSIVE,
+        resources: dict[str, float] | None = None,
     ) -> None:
         QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
         self.default_priority = default_priority
@@ -324,6 +369,14 @@ class Scheduler:
         self.max_command_bytes = max_command_bytes
         self.default_cluster = parse_cluster(default_cluster)
         self.preempt_policy = PreemptPolicy(preempt_policy)
+        for name in resources or {}:
+            if not is_global(check_name(name)):
+                msg = f"bad global resource {name!r}: its name needs a dot (license.{name})"
+                raise JobSpecError(msg)
+        self.pool = Pool(totals=dict(resources or {}))
+        self.locks: dict[str, str] = {}  # locked workers by name, connected or not
+        self._locks_changed = False
+        self._demanding: set[int] = set()  # jobs that need more of a worker than a slot
         self.jobs: dict[int, Job] = {}
         self.workers: dict[str, Worker] = {}
         self.index = RankingIndex()
@@ -374,6 +427,12 @@ class Scheduler:
                 result = self._reclaim_orphans()
             case Tick():
                 result = self._release_due(event.now)
+            case LockWorker():
+                result = self._lock(event)
+            case UnlockWorker():
+                result = self._unlock(event)
+            case SetResource():
+                result = self._set_resource(event)
             case _:
                 msg = f"unknown event {event!r}"
                 raise TypeError(msg)
@@ -458,6 +517,14 @@ class Scheduler:
                 whole_job.add(dep.job_id)
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
         _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
+        job_type = check_name(event.job_type, "job type") if event.job_type else None
+        requires = parse_requirement(event.requires)
+        reserve = parse_reservation(event.reserve)
+        for name, _ in reserve.global_amounts:
+            if name not in self.pool.totals:
+                declared = ", ".join(sorted(self.pool.totals)) or "none"
+                msg = f"bad reservation: no global resource {name!r} (the farm has: {declared})"
+                raise JobSpecError(msg)
         chunk = event.chunk
         whole = isinstance(chunk, int) and not isinstance(chunk, bool)
         if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
@@ -485,6 +552,9 @@ class Scheduler:
             chunk=chunk,
             parent=parent.id if parent is not None else None,
             uninterruptible=bool(event.uninterruptible),
+            type=job_type,
+            requires=requires,
+            reserve=reserve,
         )
 
     def _insert(self, job: Job) -> None:
@@ -494,6 +564,8 @@ class Scheduler:
         self._link_dependencies(job, None)
         if job.instances:
             self._capped.add(job_id)
+        if job.demanding:
+            self._demanding.add(job_id)
         self._changed_jobs[job_id] = None
         self._changed_frames.update(dict.fromkeys((job_id, n) for n in job.frames))
         self.tree.add(job.cluster, Member.JOB)
@@ -693,6 +765,7 @@ class Scheduler:
         for job in jobs:
             del self.jobs[job.id]
             self._capped.discard(job.id)
+            self._demanding.discard(job.id)
             self._forget_dependency(job.id)
             for dep in job.depends_on:
                 self._dependents.get(dep.job_id, set()).discard(job.id)
@@ -748,6 +821,7 @@ class Scheduler:
         job.instances, job.retries = options[0], options[1]
         job.retry_delay, job.time_limit = float(options[2]), float(options[3])
         (self._capped.add if job.instances else self._capped.discard)(job.id)
+        (self._demanding.add if job.demanding else self._demanding.discard)(job.id)
         self._changed_jobs[job.id] = None
         if job.id in self.index:
             self.index.remove(job.id)
@@ -763,6 +837,14 @@ class Scheduler:
             raise JobSpecError(msg)
         cluster = parse_cluster(event.cluster)
         restrictions = parse_restrictions(event.restrictions)
+        types = frozenset(check_name(t, "job type") for t in event.types)
+        resources = {check_name(n): float(a) for n, a in event.resources.items()}
+        if any(is_global(n) or n == "slots" for n in resources):
+            msg = (
+                f"bad worker {event.name!r}: its resources are its own (gpu=2), "
+                "not slots or farm-wide ones"
+            )
+            raise JobSpecError(msg)
         if event.name in self.workers:
             self._worker_lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
         worker = Worker(
@@ -772,6 +854,10 @@ class Scheduler:
             slots=event.slots,
             connected_at=event.now,
             seq=self._joins,
+            types=types,
+            properties=dict(event.properties),
+            resources=resources,
+            locked=self.locks.get(event.name),
         )
         self._joins += 1
         self.workers[worker.name] = worker
@@ -794,15 +880,17 @@ class Scheduler:
         job = self.jobs.get(job_id)
         frame = job.frames.get(number) if job is not None else None
         if job is not None and frame is not None and frame.attempts == attempt:
+            taken = parse_taken(None) if frame.taken is None else frame.taken
             if frame.holds_process and frame.worker == worker.name:
-                worker.running[(job_id, number, attempt)] = None
+                worker.hold((job_id, number, attempt), taken)  # the farm's part is held
                 self._orphans.pop((job_id, number, attempt), None)
                 return
             if frame.state is FrameState.PENDING and not frame.waits_on:
                 self._move(job, frame, FrameState.RUNNING)
                 frame.worker = worker.name
                 frame.started_at = now  # when it was found running again
-                worker.running[(job_id, number, attempt)] = None
+                worker.hold((job_id, number, attempt), taken)
+                self.pool.hold(taken)
                 self._sync(job)
                 self._note(
                     "info",
@@ -813,7 +901,7 @@ class Scheduler:
                     worker=worker.name,
                 )
                 return
-        worker.running[(job_id, number, attempt)] = None  # holds a slot until it stops
+        worker.hold((job_id, number, attempt), {"slots": 1})  # holds a slot until it stops
         self._out.append(
             StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
         )
@@ -835,7 +923,9 @@ class Scheduler:
         self._hungry.pop(worker.name, None)
         self._starved.discard(worker.name)
         requeued = []
-        for job_id, number, attempt in worker.running:
+        for key, taken in worker.running.items():
+            self._release_pool(taken)
+            job_id, number, attempt = key
             job = self.jobs.get(job_id)
             frame = job.frames.get(number) if job is not None else None
             if job is None or frame is None:
@@ -862,6 +952,7 @@ class Scheduler:
             job = self.jobs[job_id]
             frame = job.frames[number]
             if frame.holds_process and frame.attempts == attempt:
+                self._release_pool(parse_taken(None) if frame.taken is None else frame.taken)
                 self._lose_process(job, frame)
                 requeued.append(f"{job_id}:{number}")
         if requeued:
@@ -878,6 +969,69 @@ class Scheduler:
             self._move(job, frame, FrameState.PENDING)
         frame.started_at = None
         self._sync(job)
+
+    def _lock(self, event: LockWorker) -> list[str]:
+        """Lock a connected worker: it takes no new work. `purge` also stops what it
+        runs; those frames go back to pending without using a retry."""
+        if event.mode not in ("drain", "purge"):
+            msg = f"bad lock mode {event.mode!r}: drain (let frames finish) or purge (stop them)"
+            raise JobSpecError(msg)
+        worker = self.worker(event.name)
+        worker.locked = self.locks[worker.name] = event.mode
+        self._locks_changed = True
+        self._hungry.pop(worker.name, None)
+        self._starved.discard(worker.name)
+        stopped = []
+        if event.mode == "purge":
+            for job_id, number, attempt in list(worker.running):
+                job = self.jobs.get(job_id)
+                frame = job.frames.get(number) if job is not None else None
+                if job is None or frame is None or frame.attempts != attempt:
+                    continue
+                if frame.holds_process and frame.worker == worker.name:
+                    self._out.append(
+                        StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
+                    )
+                    if frame.stopped:  # a suspended frame stays held (not requeued)
+                        frame.stopped = False
+                        self._changed_frames[(job_id, number)] = None
+                    else:
+                        self._move(job, frame, FrameState.PENDING)
+                        stopped.append(f"{job_id}:{number}")
+                    frame.started_at = None
+                    self._sync(job)
+        self._note("info", "worker locked", worker=worker.name, mode=event.mode, requeued=stopped)
+        return stopped
+
+    def _unlock(self, event: UnlockWorker) -> str:
+        if event.name not in self.locks:
+            msg = f"worker {event.name!r} is not locked"
+            raise UnknownWorkerError(msg)
+        del self.locks[event.name]
+        self._locks_changed = True
+        worker = self.workers.get(event.name)
+        if worker is not None:
+            worker.locked = None
+            self._hungry[worker.name] = None
+        self._note("info", "worker unlocked", worker=event.name)
+        return event.name
+
+    def _set_resource(self, event: SetResource) -> dict[str, float]:
+        name = check_name(event.name)
+        if name not in self.pool.totals:
+            known = ", ".join(sorted(self.pool.totals)) or "none"
+            msg = f"no global resource {name!r} (the farm has: {known}); declare it in the config"
+            raise JobSpecError(msg)
+        total = event.total
+        if isinstance(total, bool) or not isinstance(total, int | float) or not 0 <= total < 2**62:
+            msg = f"bad total {total!r} for {name}: must be a number, 0 or more"
+            raise JobSpecError(msg)
+        self.pool.totals[name] = total
+        for worker_name in sorted(self._starved, key=lambda n: self.workers[n].seq):
+            self._hungry[worker_name] = None
+        self._starved.clear()
+        self._note("info", "resource total changed", resource=name, total=total)
+        return self.resources_view()[name]
 
     def _stale_result(self, event: FrameEnded) -> None:
         """A result that fencing refuses: logged, never applied."""
@@ -896,7 +1050,7 @@ class Scheduler:
         if worker is None or key not in worker.running:
             self._stale_result(event)
             return
-        del worker.running[key]
+        self._release_pool(worker.release(key))
         if worker.name not in self._hungry:
             self._starved.discard(worker.name)
             self._hungry[worker.name] = None
@@ -1029,24 +1183,74 @@ class Scheduler:
         while self._hungry:
             name = next(iter(self._hungry))
             worker = self.workers[name]
-            if worker.free <= 0:
+            if worker.free <= 0 or worker.locked:
                 del self._hungry[name]
                 continue
             if worker.sticky:
                 kept = self._sticky_job(worker)
-                if kept is not None:
-                    self._start(worker, kept, rank_key(kept.queued(), worker.view), now)
+                taken = self._fits(kept, worker) if kept is not None else None
+                if kept is not None and taken is not None:
+                    self._start(worker, kept, rank_key(kept.queued(), worker.view), now, taken)
                     continue
-            eligible = self._under_cap if self._capped else None
-            ranked = self.index.best(worker.view, eligible)
+            fits: list[Taken] = []
+            ranked = self.index.best(worker.view, self._fits_on(worker, fits))
             if ranked is None:
                 del self._hungry[name]
                 self._starved.add(name)
                 continue
-            self._start(worker, self.jobs[ranked.job.id], ranked.key, now)
+            taken = fits[-1] if fits else {"slots": 1}
+            self._start(worker, self.jobs[ranked.job.id], ranked.key, now, taken)
+
+    def _fits_on(self, worker: Worker, fits: list[Taken], *, idle: bool = False) -> Eligible | None:
+        """The predicate `index.best` asks of each job in rank order on `worker`: may it
+        run there now (`idle`: once its slots are free)? What the one it accepts would
+        hold goes to `fits`. None (no predicate: any admitted job fits a free slot)
+        while no job needs more."""
+        if not self._demanding:
+            return None
+        jobs = self.jobs
+
+        def eligible(queued: QueuedJob) -> bool:
+            job = jobs[queued.id]
+            if not job.demanding:
+                fits.append({"slots": 1})
+                return True
+            taken = self._fits(job, worker, idle=idle)
+            if taken is None:
+                return False
+            fits.append(taken)
+            return True
+
+        return eligible
+
+    def _fits(self, job: Job, worker: Worker, *, idle: bool = False) -> Taken | None:
+        """What a frame of `job` would hold on `worker` now (`idle`: with all its slots
+        free), or None: a type it lacks, a requirement it fails, the job's instances
+        cap, or a resource short."""
+        if job.type is not None and job.type not in worker.types:
+            return None
+        if job.at_cap:
+            return None
+        if job.requires.source and not job.requires.matches(worker.facts, job.facts()):
+            return None
+        return job.reserve.take(worker.slots, self._free_on(worker, idle), self.pool.free)
+
+    @staticmethod
+    def _free_on(worker: Worker, idle: bool) -> Callable[[str], float]:
+        if not idle:
+            return worker.available
+        return lambda name: worker.slots if name == "slots" else worker.available(name)
 
     def _under_cap(self, queued: QueuedJob) -> bool:
         return not self.jobs[queued.id].at_cap
+
+    def _release_pool(self, taken: Taken) -> None:
+        """A process is gone: the farm-wide counters it held are free; workers starved
+        for want of them may find work."""
+        if self.pool.release(taken) and self._starved:
+            for name in sorted(self._starved, key=lambda n: self.workers[n].seq):
+                self._hungry[name] = None
+            self._starved.clear()
 
     def _sticky_job(self, worker: Worker) -> Job | None:
         """Preemption disabled: the job a slot of `worker` just ran, if it still has a
@@ -1076,7 +1280,7 @@ class Scheduler:
         victims: dict[str, list[tuple[tuple[int, int, int], Job, Frame]]] = {}
         returning: dict[str, int] = {}  # slots on their way back, by worker
         for worker in sorted(self.workers.values(), key=lambda w: w.seq):
-            if worker.free > 0:
+            if worker.free > 0 or worker.locked:
                 continue
             victims[worker.name] = []
             for job_id, number, attempt in worker.running:
@@ -1138,7 +1342,9 @@ class Scheduler:
             by_rank=list(by),
         )
 
-    def _start(self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float) -> None:
+    def _start(
+        self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float, taken: Taken
+    ) -> None:
         frame = job.next_frame(worker.name)
         self._move(job, frame, FrameState.RUNNING)
         frame.attempts += 1
@@ -1146,7 +1352,9 @@ class Scheduler:
         frame.started_at = now
         frame.finished_at = None
         frame.exit_code = None
-        worker.running[(job.id, frame.number, frame.attempts)] = None
+        worker.hold((job.id, frame.number, frame.attempts), taken)
+        self.pool.hold(taken)
+        frame.taken = None if taken == {"slots": 1} else taken
         self._sync(job)
         number = str(frame.number)
         first, last = number, str(frame.numbers[-1])
@@ -1166,6 +1374,7 @@ class Scheduler:
                     "FARMD_FRAME_END": last,
                     "FARMD_FRAMES": frame.label,
                     "FARMD_ATTEMPT": str(frame.attempts),
+                    "FARMD_SLOTS": str(int(taken["slots"])),
                     "FARMD_WORKER": worker.name,
                     "FARMD_CLUSTER": job.cluster,
                     "FARMD_WORKER_CLUSTER": worker.cluster,
@@ -1185,7 +1394,10 @@ class Scheduler:
             self._ungate(job, frame)
 
     def _take_changes(self) -> Changes:
-        if not (self._changed_jobs or self._changed_frames or self._removed):
+        locks = None
+        if self._locks_changed:
+            locks, self._locks_changed = dict(self.locks), False
+        if not (self._changed_jobs or self._changed_frames or self._removed or locks is not None):
             return Changes()
         jobs = tuple(_job_row(self.jobs[i]) for i in self._changed_jobs)
         frames = tuple(
@@ -1193,7 +1405,7 @@ class Scheduler:
         )
         removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
-        return Changes(jobs, frames, self._next_id, removed)
+        return Changes(jobs, frames, self._next_id, removed, locks)
 
     # ------------------------------------------------------------------ restart
 
@@ -1219,12 +1431,16 @@ class Scheduler:
                 retry_at=f.retry_at,
                 members=parse_frame_range(f.members) if f.members else (),
                 stopped=f.stopped,
+                taken=parse_taken(f.taken) if f.taken else None,
             )
             frames_of[f.job_id][f.number] = frame
             if f.retry_at is not None:
                 self._held[(f.job_id, f.number)] = f.retry_at
             if frame.holds_process:
+                # it may still run: the farm's counters stay held until it is claimed
+                # or requeued
                 self._orphans[(f.job_id, f.number, f.attempts)] = None
+                self.pool.hold(parse_taken(f.taken))
         for row in snapshot.jobs:
             self.jobs[row.id] = Job(
                 id=row.id,
@@ -1244,9 +1460,14 @@ class Scheduler:
                 chunk=row.chunk,
                 parent=row.parent,
                 uninterruptible=row.uninterruptible,
+                type=row.type,
+                requires=parse_requirement(row.requires),
+                reserve=parse_reservation(row.reserve),
             )
             if row.instances:
                 self._capped.add(row.id)
+            if self.jobs[row.id].demanding:
+                self._demanding.add(row.id)
         # A sub-job's id is above its parent's: from the highest id down, every job's
         # sub-jobs have their final state before the job's own is read.
         for job in self.jobs.values():
@@ -1270,6 +1491,7 @@ class Scheduler:
             if job.runnable:
                 self.index.add(job.queued())
         self._next_id = max(snapshot.next_job_id, max(self.jobs, default=0) + 1)
+        self.locks = dict(snapshot.locks)
 
     @property
     def next_job_id(self) -> int:
@@ -1321,8 +1543,112 @@ class Scheduler:
                 "order": ranked.order,
                 "priority": ranked.priority,
             }
-            for ranked in self.index.page(worker.view, limit)
+            # jobs that could never fit it (type, requirement, resources) are left out
+            for ranked in self.index.page(
+                worker.view, limit, eligible=self._fits_on(worker, [], idle=True)
+            )
         ]
+
+    def resources_view(self) -> dict[str, dict[str, float]]:
+        pool = self.pool
+        return {
+            name: {"total": total, "used": pool.used.get(name, 0), "free": pool.free(name)}
+            for name, total in sorted(pool.totals.items())
+        }
+
+    def explain(self, job_id: int, worker_name: str | None = None) -> dict[str, Any]:
+        """Why `job_id` does or does not run on each connected worker (or the named
+        one): every reason that applies, in the order an admin would fix them."""
+        job = self.job(job_id)
+        names = [self.worker(worker_name).name] if worker_name else sorted(self.workers)
+        state = job.state
+        everywhere = []  # what holds the job back on every worker
+        if state.ended:
+            everywhere.append(f"the job has ended ({state.value})")
+        elif state in (JobState.WAITING, JobState.BLOCKED, JobState.SUSPENDED):
+            everywhere.append(job.reason(state))
+        elif job.id not in self.index:
+            everywhere.append(
+                "no frame of it is ready (all running, held or waiting out a retry delay)"
+            )
+        return {
+            "job": job.id,
+            "name": job.name,
+            "state": state.value,
+            "cluster": job.cluster,
+            "priority": job.priority,
+            "everywhere": everywhere,
+            "workers": [self._explain_on(job, self.workers[name], everywhere) for name in names],
+        }
+
+    def _explain_on(self, job: Job, worker: Worker, everywhere: list[str]) -> dict[str, Any]:
+        queued = job.queued()
+        view = worker.view
+        running = sorted(f"{j}:{n}" for j, n, _ in worker.running if j == job.id)
+        reasons = list(everywhere)
+        if worker.locked:
+            reasons.append(f"the worker is locked ({worker.locked}): it takes no new work")
+        if not view.restrictions.accepts(job.cluster):
+            reasons.append(
+                f"cluster restriction on the worker's side: it accepts jobs in "
+                f"'{view.restrictions}' only, and the job is in {job.cluster}"
+            )
+        if not job.restrictions.accepts(worker.cluster):
+            reasons.append(
+                f"cluster restriction on the job's side: it accepts workers in "
+                f"'{job.restrictions}' only, and the worker is in {worker.cluster}"
+            )
+        if job.type is not None and job.type not in worker.types:
+            runs = ", ".join(sorted(worker.types)) or "no typed jobs"
+            reasons.append(f"type missing: the job is a {job.type!r} job; the worker runs {runs}")
+        if job.requires.source:
+            clause = job.requires.first_false(worker.facts, job.facts())
+            if clause is not None:
+                reasons.append(f"requirement not met: {clause}")
+        # slots held by running frames make a job wait its turn, not unfit
+        short = job.reserve.shortfall(worker.slots, self._free_on(worker, True), self.pool.free)
+        if short is not None and not reasons:
+            reasons.append(f"resources short: {short}")
+        if job.at_cap and not reasons:
+            reasons.append(f"the job runs {job.instances} frames, its instances cap")
+        rank = None
+        if admits(queued, view):
+            order, priority, _ = rank_key(queued, view)
+            rank = {"order": order, "priority": priority}
+            if not reasons and job.id in self.index:
+                ahead, first = self._ahead_of(job, worker)
+                rank["ahead"] = ahead
+                if first is not None:
+                    reasons.append(
+                        f"outranked by {ahead} job{'s' if ahead != 1 else ''} that fit here; "
+                        f"the first is job {first.job.id} (cluster order {first.order}, "
+                        f"priority {first.priority})"
+                    )
+                elif self._fits(job, worker) is None:  # its turn, once slots free up
+                    now_short = job.reserve.shortfall(
+                        worker.slots, worker.available, self.pool.free
+                    )
+                    reasons.append(f"it is next here, once slots are free ({now_short})")
+        return {
+            "worker": worker.name,
+            "cluster": worker.cluster,
+            "runs": bool(running),
+            "running": running,
+            "rank": rank,
+            "reasons": reasons,
+        }
+
+    def _ahead_of(self, job: Job, worker: Worker, limit: int = 10_000) -> tuple[int, Any]:
+        """How many runnable jobs that fit `worker` rank before `job` there (counted up
+        to `limit`), and the first of them."""
+        fits: list[Taken] = []
+        ahead, first = 0, None
+        for ranked in self.index.ranked(worker.view, self._fits_on(worker, fits, idle=True)):
+            if ranked.job.id == job.id or ahead >= limit:
+                break
+            ahead += 1
+            first = first or ranked
+        return ahead, first
 
     def ended(self, job_ids: Iterable[int]) -> dict[int, JobState]:
         """The jobs among `job_ids` that have ended, with their end state."""
@@ -1380,6 +1706,9 @@ def _job_row(job: Job) -> JobRow:
         parent=job.parent,
         uninterruptible=job.uninterruptible,
         waiting_on=tuple(sorted(job.waiting_on)),
+        type=job.type,
+        requires=str(job.requires),
+        reserve="" if job.reserve.plain else str(job.reserve),
     )
 
 
@@ -1399,6 +1728,7 @@ def _frame_row(job: Job, frame: Frame) -> FrameRow:
         retry_at=frame.retry_at,
         members=format_frame_range(frame.members) if frame.members else None,
         stopped=frame.stopped,
+        taken=taken_text(frame.taken) if frame.taken is not None else None,
     )
 
 

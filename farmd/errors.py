@@ -50,6 +50,12 @@ class JobSpecError(UserError):
     code = "bad_job"
 
 
+class RequirementError(UserError):
+    """A job requirement expression that does not parse."""
+
+    code = "bad_requirement"
+
+
 class UnknownJobError(UserError):
     """A job id that is not in the queue."""
 

@@ -31,6 +31,8 @@ import attrs
 from farmd.cluster import ClusterPath, CrossClusterPatterns, Restrictions
 from farmd.errors import JobSpecError
 from farmd.ranking import QueuedJob, WorkerView
+from farmd.requirements import NO_REQUIREMENT, Requirement
+from farmd.resources import ONE_SLOT, Reservation, Taken
 
 MAX_FRAMES_PER_JOB = 1_000_000
 
@@ -267,6 +269,7 @@ class Frame:
     retry_at: float | None = None  # a failed frame waiting out the retry delay
     members: tuple[int, ...] = ()  # a chunk's frames, in order; () for a lone frame
     stopped: bool = False  # suspended while running: its process is SIGSTOPped, holding a slot
+    taken: Taken | None = None  # what its latest attempt holds while it runs (None: one slot)
     # frame-by-frame dependencies: job -> its frames (or chunks) this one still waits for
     waits_on: dict[int, int] | None = None
 
@@ -323,6 +326,9 @@ class Job:
     chunk: int = 1  # frames per dispatch
     parent: int | None = None  # the job whose frame submitted this one (a sub-job)
     uninterruptible: bool = False  # never preempted
+    type: str | None = None  # runs only on workers that advertise this job type
+    requires: Requirement = NO_REQUIREMENT  # what a host must satisfy
+    reserve: Reservation = ONE_SLOT  # what a frame holds while it runs
     # whole-job dependencies not yet met: once met, a dependency stays met
     waiting_on: set[int] = attrs.field(factory=set)
     # dependencies that can no longer hold (they ended otherwise), with why; the
@@ -387,6 +393,27 @@ class Job:
         if counts[FrameState.COMPLETE] == len(self.frames) and not self.failed_children:
             return JobState.COMPLETE
         return JobState.FAILED
+
+    @property
+    def demanding(self) -> bool:
+        """Needs more of a worker than a free slot (so dispatch must check it)."""
+        return (
+            self.type is not None
+            or self.requires is not NO_REQUIREMENT
+            or not self.reserve.plain
+            or self.instances > 0
+        )
+
+    def facts(self) -> dict[str, Any]:
+        """What a requirement reads as `job.*`."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "cluster": self.cluster,
+            "priority": self.priority,
+            "type": self.type,
+            "frames": len(self.positions),
+        }
 
     def blocker(self) -> str | None:
         """Why a dependency that can no longer hold blocks the job, if one does: one it
@@ -512,6 +539,9 @@ class Job:
             "parent": self.parent,
             "subjobs": len(self.children),
             "uninterruptible": self.uninterruptible,
+            "type": self.type,
+            "requires": str(self.requires),
+            "reserve": str(self.reserve),
             "reason": self.reason(state),
         }
 
@@ -561,14 +591,48 @@ class Worker:
     slots: int
     connected_at: float
     seq: int = 0  # join order: ties between workers resolve by it, the same in every run
-    # (job, frame, attempt) of each process the worker runs, a slot each; an ordered set
-    running: dict[tuple[int, int, int], None] = attrs.field(factory=dict)
+    types: frozenset[str] = frozenset()  # the job types it runs
+    properties: dict[str, Any] = attrs.field(factory=dict)  # host facts: os, cpus, memory...
+    resources: dict[str, float] = attrs.field(factory=dict)  # totals, besides slots
+    used: dict[str, float] = attrs.field(factory=dict)  # what running frames hold, slots too
+    locked: str | None = None  # "drain" or "purge": takes no new work
+    # (job, frame, attempt) of each process the worker runs, and what it holds
+    running: dict[tuple[int, int, int], Taken] = attrs.field(factory=dict)
     # preemption disabled: jobs whose frame just ended here, to keep the freed slots
     sticky: list[int] = attrs.field(factory=list)
 
     @property
-    def free(self) -> int:
-        return self.slots - len(self.running)
+    def free(self) -> float:
+        """Free slots."""
+        return self.slots - self.used.get("slots", 0)
+
+    def available(self, name: str) -> float:
+        total = self.slots if name == "slots" else self.resources.get(name, 0)
+        return total - self.used.get(name, 0)
+
+    def hold(self, key: tuple[int, int, int], taken: Taken) -> None:
+        self.running[key] = taken
+        for name, amount in taken.items():
+            self.used[name] = self.used.get(name, 0) + amount
+
+    def release(self, key: tuple[int, int, int]) -> Taken:
+        taken = self.running.pop(key)
+        for name, amount in taken.items():
+            self.used[name] -= amount
+        return taken
+
+    @functools.cached_property
+    def facts(self) -> dict[str, Any]:
+        """What a requirement reads as `host.*`: its properties, then what farmd knows."""
+        return {
+            **self.properties,
+            "name": self.name,
+            "cluster": self.cluster,
+            "slots": self.slots,
+            "types": sorted(self.types),
+            **{name: amount for name, amount in self.resources.items() if name != "memory"},
+            "memory": self.resources.get("memory", self.properties.get("memory", 0)),
+        }
 
     @functools.cached_property
     def view(self) -> WorkerView:
@@ -581,9 +645,13 @@ class Worker:
             "name": self.name,
             "cluster": self.cluster,
             "restrictions": str(self.restrictions),
-            "state": "busy" if self.running else "idle",
+            "state": ("locked" if self.locked else "busy" if self.running else "idle"),
+            "locked": self.locked,
             "slots": self.slots,
-            "used": len(self.running),
+            "used": self.used.get("slots", 0),
+            "types": sorted(self.types),
+            "properties": dict(self.properties),
+            "resources": {n: [self.used.get(n, 0), t] for n, t in sorted(self.resources.items())},
             "running": sorted({f"{job}:{frame}" for job, frame, _ in self.running}),
             "connected_at": self.connected_at,
         }
@@ -612,6 +680,9 @@ class JobRow:
     parent: int | None = None
     uninterruptible: bool = False
     waiting_on: tuple[int, ...] | None = None  # None (rows before schema 3): recompute
+    type: str | None = None
+    requires: str = ""
+    reserve: str = ""
 
 
 @attrs.frozen
@@ -630,6 +701,7 @@ class FrameRow:
     retry_at: float | None = None
     members: str | None = None  # a chunk's frames as a frame range; None for a lone frame
     stopped: bool = False
+    taken: str | None = None  # what a running attempt holds ("slots=2,gpu=1"); None: 1 slot
 
 
 @attrs.frozen
@@ -640,9 +712,16 @@ class Changes:
     frames: tuple[FrameRow, ...] = ()
     next_job_id: int | None = None
     removed: tuple[int, ...] = ()  # job ids whose rows (job and frames) go
+    locks: dict[str, str] | None = None  # every locked worker's mode, when that changed
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.frames or self.next_job_id is not None or self.removed)
+        return bool(
+            self.jobs
+            or self.frames
+            or self.next_job_id is not None
+            or self.removed
+            or self.locks is not None
+        )
 
     @staticmethod
     def merge(batches: list[Changes]) -> Changes:
@@ -652,7 +731,10 @@ class Changes:
         frames: dict[tuple[int, int], FrameRow] = {}
         removed: dict[int, None] = {}
         next_job_id = None
+        locks = None
         for batch in batches:
+            if batch.locks is not None:
+                locks = batch.locks
             for job in batch.jobs:
                 jobs[job.id] = job
             for frame in batch.frames:
@@ -664,7 +746,9 @@ class Changes:
                 next_job_id = batch.next_job_id
         if removed:
             frames = {key: row for key, row in frames.items() if key[0] not in removed}
-        return Changes(tuple(jobs.values()), tuple(frames.values()), next_job_id, tuple(removed))
+        return Changes(
+            tuple(jobs.values()), tuple(frames.values()), next_job_id, tuple(removed), locks
+        )
 
 
 @attrs.frozen
@@ -672,3 +756,4 @@ class Snapshot:
     jobs: tuple[JobRow, ...] = ()
     frames: tuple[FrameRow, ...] = ()
     next_job_id: int = 1
+    locks: dict[str, str] = attrs.field(factory=dict)  # locked workers, by name

@@ -31,7 +31,7 @@ import msgpack
 
 from farmd.errors import FarmdError, ProtocolError
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024
@@ -90,7 +90,8 @@ def _is_str(v: object) -> bool:
 
 
 def _is_number(v: object) -> bool:
-    return (isinstance(v, int | float)) and not isinstance(v, bool)
+    """A float, or an int msgpack can carry."""
+    return isinstance(v, float) or _is_int(v)
 
 
 def _is_count(v: object) -> bool:
@@ -143,6 +144,38 @@ def _str_map() -> Any:
     check = _check(
         lambda v: isinstance(v, Mapping) and all(_is_str(k) and _is_str(x) for k, x in v.items()),
         "must map strings to strings",
+    )
+    return attrs.field(factory=dict, validator=check)
+
+
+def _is_fact(v: object) -> bool:
+    """A host property: a string, number or bool, or a list of strings."""
+    if isinstance(v, list | tuple):
+        return len(v) <= 256 and all(map(_is_str, v))
+    return _is_str(v) or _is_number(v) or isinstance(v, bool)
+
+
+def _facts() -> Any:
+    check = _check(
+        lambda v: (
+            isinstance(v, Mapping)
+            and len(v) <= 256
+            and all(_is_str(k) and _is_fact(x) for k, x in v.items())
+        ),
+        "must map names to strings, numbers, bools or lists of strings",
+    )
+    return attrs.field(factory=dict, validator=check)
+
+
+def _amounts() -> Any:
+    check = _check(
+        lambda v: (
+            isinstance(v, Mapping)
+            and all(
+                _is_str(k) and _is_number(x) and math.isfinite(x) and x >= 0 for k, x in v.items()
+            )
+        ),
+        "must map names to numbers >= 0",
     )
     return attrs.field(factory=dict, validator=check)
 
@@ -245,6 +278,9 @@ class Register(Message):
     cluster: str = _str_field()
     restrictions: str = _str_field("")
     slots: int = attrs.field(validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1"))
+    types: tuple[str, ...] = _str_tuple(())  # the job types it runs
+    properties: dict[str, Any] = _facts()  # noqa: RUF009 (an attrs field, not a call)
+    resources: dict[str, float] = _amounts()  # noqa: RUF009 (its own counters, not slots)
     # (job id, frame, attempt) of each frame the worker is still running
     running: tuple[tuple[int, int, int], ...] = attrs.field(
         default=(),
@@ -396,6 +432,9 @@ class Submit(Request):
     uninterruptible: bool = attrs.field(
         default=False, validator=_check(lambda v: isinstance(v, bool), "must be a bool")
     )
+    job_type: str | None = _opt(_is_str, "must be a string")  # runs on workers of this type
+    requires: str = _str_field("")  # a requirement expression over host.* and job.*
+    reserve: str = _str_field("")  # "slots=2,memory=8G,license.nuke=1"
 
 
 def _job_specs(value: object) -> object:
@@ -506,6 +545,52 @@ class Modify(Request):
     retries: int | None = _opt(_is_count, "must be an integer >= 0")
     retry_delay: float | None = _opt(_is_seconds, "must be a number >= 0")
     time_limit: float | None = _opt(_is_seconds, "must be a number >= 0")
+
+
+@_message("lock")
+@attrs.frozen(kw_only=True)
+class Lock(Request):
+    """No new work for a worker: `drain` lets its frames finish, `purge` stops them."""
+
+    request_id: int = _int_field()
+    worker: str = _str_field()
+    mode: str = attrs.field(
+        default="drain",
+        validator=_check(lambda v: v in ("drain", "purge"), "must be drain or purge"),
+    )
+
+
+@_message("unlock")
+@attrs.frozen(kw_only=True)
+class Unlock(Request):
+    request_id: int = _int_field()
+    worker: str = _str_field()
+
+
+@_message("explain")
+@attrs.frozen(kw_only=True)
+class Explain(Request):
+    """Why a job does or does not run on each worker (or on the named one)."""
+
+    request_id: int = _int_field()
+    job_id: int = _int_field()
+    worker: str | None = _opt(_is_str, "must be a string")
+
+
+@_message("list_resources")
+@attrs.frozen(kw_only=True)
+class ListResources(Request):
+    request_id: int = _int_field()
+
+
+@_message("set_resource")
+@attrs.frozen(kw_only=True)
+class SetResource(Request):
+    """Change the total of a global counter (`license.nuke`) until the next restart."""
+
+    request_id: int = _int_field()
+    name: str = _str_field()
+    total: float = attrs.field(validator=_check(_is_seconds, "must be a number >= 0"))
 
 
 @_message("order")

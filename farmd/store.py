@@ -119,6 +119,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE frames ADD COLUMN members TEXT;   -- a chunk's frames; NULL: one frame
     ALTER TABLE frames ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: job types, requirements and reservations; what a running frame holds (0.4)
+    """
+    ALTER TABLE jobs ADD COLUMN type TEXT;
+    ALTER TABLE jobs ADD COLUMN requires TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN reserve TEXT NOT NULL DEFAULT '';
+    ALTER TABLE frames ADD COLUMN taken TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
@@ -228,23 +235,31 @@ class SqliteStore:
                 parent=row[14],
                 uninterruptible=bool(row[15]),
                 waiting_on=None if row[16] is None else tuple(json.loads(row[16])),
+                type=row[17],
+                requires=row[18],
+                reserve=row[19],
             )
             for row in db.execute(
                 "SELECT id, name, cluster, priority, restrictions, patterns, argv, depends_on,"
                 " submitted_at, instances, retries, retry_delay, time_limit, chunk, parent,"
-                " uninterruptible, waiting_on FROM jobs ORDER BY id"
+                " uninterruptible, waiting_on, type, requires, reserve FROM jobs ORDER BY id"
             )
         )
         frames = tuple(
-            FrameRow(**{**dict(zip(_FRAME_COLUMNS, row, strict=True)), "stopped": bool(row[-1])})
+            FrameRow(**{**dict(zip(_FRAME_COLUMNS, row, strict=True)), "stopped": bool(row[13])})
             for row in db.execute(
                 "SELECT job_id, number, position, state, worker, attempts, started_at,"
-                " finished_at, exit_code, failures, failed_on, retry_at, members, stopped"
+                " finished_at, exit_code, failures, failed_on, retry_at, members, stopped, taken"
                 " FROM frames ORDER BY job_id, position"
             )
         )
-        found = db.execute("SELECT value FROM meta WHERE key = 'next_job_id'").fetchone()
-        return Snapshot(jobs, frames, int(found[0]) if found else 1)
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        return Snapshot(
+            jobs,
+            frames,
+            int(meta.get("next_job_id", 1)),
+            locks=json.loads(meta.get("locks", "{}")),
+        )
 
     def commit(self, changes: Changes) -> None:
         try:
@@ -262,8 +277,8 @@ class SqliteStore:
             db.executemany(
                 "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
                 " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
-                " time_limit, chunk, parent, uninterruptible, waiting_on)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " time_limit, chunk, parent, uninterruptible, waiting_on, type, requires, reserve)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         j.id,
@@ -283,6 +298,9 @@ class SqliteStore:
                         j.parent,
                         int(j.uninterruptible),
                         None if j.waiting_on is None else json.dumps(j.waiting_on),
+                        j.type,
+                        j.requires,
+                        j.reserve,
                     )
                     for j in changes.jobs
                 ],
@@ -290,12 +308,17 @@ class SqliteStore:
             db.executemany(
                 "INSERT OR REPLACE INTO frames (job_id, number, position, state, worker,"
                 " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at,"
-                " members, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*attrs.astuple(f)[:-1], int(f.stopped)) for f in changes.frames],
+                " members, stopped, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*attrs.astuple(f)[:-2], int(f.stopped), f.taken) for f in changes.frames],
             )
             for job_id in changes.removed:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
                 db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if changes.locks is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('locks', ?)",
+                    (json.dumps(changes.locks, sort_keys=True),),
+                )
             if changes.next_job_id is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('next_job_id', ?)",

@@ -37,6 +37,7 @@ from farmd.core import (
     FrameEnded,
     JobEnded,
     KillJobs,
+    LockWorker,
     ModifyJob,
     Note,
     Outcome,
@@ -44,12 +45,14 @@ from farmd.core import (
     RemoveJobs,
     ResumeFrame,
     Scheduler,
+    SetResource,
     StartFrame,
     StopFrame,
     SubmitJob,
     SubmitJobs,
     SuspendFrame,
     Tick,
+    UnlockWorker,
     WakeAt,
     WorkerJoined,
     WorkerLost,
@@ -63,6 +66,7 @@ from farmd.protocol import (
     Codec,
     ControlRequest,
     Error,
+    Explain,
     FetchLog,
     FrameFinished,
     GetJob,
@@ -73,7 +77,9 @@ from farmd.protocol import (
     KillFrame,
     ListClusters,
     ListJobs,
+    ListResources,
     ListWorkers,
+    Lock,
     LogData,
     Message,
     Modify,
@@ -89,11 +95,15 @@ from farmd.protocol import (
     RunFrame,
     Submit,
     SubmitBatch,
+    Unlock,
     Wait,
     Welcome,
 )
 from farmd.protocol import (
     ResumeFrame as ResumeFrameMessage,
+)
+from farmd.protocol import (
+    SetResource as SetResourceRequest,
 )
 from farmd.protocol import (
     SuspendFrame as SuspendFrameMessage,
@@ -161,6 +171,8 @@ _JOB_TOKEN_REQUESTS = (
     Order,
     GetLog,
     Wait,
+    Explain,
+    ListResources,
 )
 
 
@@ -231,6 +243,7 @@ class Supervisor:
             default_cluster=config.default_cluster,
             max_command_bytes=min(MAX_COMMAND_BYTES, config.max_frame_bytes // 4),
             preempt_policy=config.preempt_policy,
+            resources=dict(config.resources),
         )
         self.token = ""
         self.store: Store | None = None
@@ -417,6 +430,9 @@ class Supervisor:
                     slots=register.slots,
                     restrictions=register.restrictions,
                     running=register.running,
+                    types=register.types,
+                    properties=register.properties,
+                    resources=register.resources,
                     now=self._clock(),
                 )
             )
@@ -604,6 +620,21 @@ class Supervisor:
                 return outcome.result, outcome
             case Order():
                 return core.order_view(request.worker, request.limit), None
+            case Explain():
+                return core.explain(request.job_id, request.worker), None
+            case ListResources():
+                return core.resources_view(), None
+            case Lock():
+                lock = LockWorker(name=request.worker, mode=request.mode, now=now)
+                outcome = core.handle(lock)
+                return outcome.result, outcome
+            case Unlock():
+                outcome = core.handle(UnlockWorker(name=request.worker, now=now))
+                return outcome.result, outcome
+            case SetResourceRequest():
+                change = SetResource(name=request.name, total=request.total, now=now)
+                outcome = core.handle(change)
+                return outcome.result, outcome
         msg = f"request {request.TYPE!r} is not served here"
         raise UserError(msg)
 

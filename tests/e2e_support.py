@@ -235,6 +235,7 @@ class Farm:
         self.processes = processes
         self.supervisor: Proc | None = None
         self.address = ""
+        self.restarts = 0
         self._client: Client | None = None
         for directory in (self.logs, self.pids):
             directory.mkdir(parents=True, exist_ok=True)
@@ -266,6 +267,24 @@ class Farm:
         )
         self._await_address(proc)
         self.supervisor = proc
+        return proc
+
+    def restart(self, *extra: str) -> Proc:
+        """Stop `farmd serve` (SIGTERM) and start it again on the same state dir and
+        port, so its workers find it again on their own."""
+        assert self.supervisor is not None
+        port = self.address.rpartition(":")[2]
+        assert self.supervisor.stop() == 0, self.supervisor.stderr()
+        (self.state / "address").unlink(missing_ok=True)
+        self.restarts += 1
+        proc = self.spawn(
+            f"supervisor-{self.restarts + 1}",
+            ["serve", "--listen", f"{LOCALHOST}:{port}", "--state", str(self.state), *extra],
+        )
+        self._await_address(proc)
+        assert self.address.endswith(f":{port}"), self.address
+        self.supervisor = proc
+        self.api.close()  # the next request connects to the new supervisor
         return proc
 
     def up(self, workers: int, slots: int = 1) -> Proc:
@@ -318,12 +337,17 @@ class Farm:
         *,
         slots: int = 1,
         restrictions: str = "",
+        extra: Sequence[str] = (),
+        label: str = "",
         wait: bool = True,
     ) -> Proc:
-        """Start `farmd worker`; return once the supervisor lists it as connected (unless
-        `wait` is false)."""
+        """Start `farmd worker` (with `extra` arguments: `--type`, `--property`...);
+        return once the supervisor lists it as connected (unless `wait` is false).
+        `label` names its log files (a worker started again under the same name gets
+        files of its own)."""
+        label = label or name
         proc = self.spawn(
-            f"worker-{name}",
+            f"worker-{label}",
             [
                 "worker",
                 "--supervisor",
@@ -339,19 +363,25 @@ class Farm:
                 "--restrictions",
                 restrictions,
                 "--log-dir",
-                str(self.root / "worker-logs" / name),
+                str(self.root / "worker-logs" / label),
+                *extra,
             ],
         )
+        if wait:
+            self.await_workers({name: proc})
+        return proc
+
+    def await_workers(self, procs: dict[str, Proc]) -> None:
+        """Wait until the supervisor lists every worker of `procs` (name -> process)."""
 
         def registered() -> bool:
-            if not proc.running():
-                msg = f"worker {name} exited with {proc.popen.returncode}:\n{proc.stderr()}"
-                raise AssertionError(msg)
-            return name in self.worker_names()
+            for name, proc in procs.items():
+                if not proc.running():
+                    msg = f"worker {name} exited with {proc.popen.returncode}:\n{proc.stderr()}"
+                    raise AssertionError(msg)
+            return set(procs) <= self.worker_names()
 
-        if wait:
-            wait_for(registered, f"worker {name!r} to register", timeout=START_TIMEOUT)
-        return proc
+        wait_for(registered, f"workers {sorted(procs)} to register", timeout=START_TIMEOUT)
 
     # ------------------------------------------------------------------ talking to it
 
@@ -477,6 +507,30 @@ def lines(path: Path) -> list[str]:
         return path.read_text().splitlines()
     except FileNotFoundError:
         return []
+
+
+def gated(farm: Farm, label: str, gate: str) -> list[str]:
+    """A frame that writes its pid, appends `LABEL<frame> start` to the farm's trace,
+    waits for `farm.release(GATE)` (`{frame}` in GATE is the frame number), then appends
+    `LABEL<frame> end`."""
+    trace_file = str(farm.root / "trace.txt")
+    return farm.frame(
+        "--pid-dir",
+        str(farm.pids),
+        "--append",
+        trace_file,
+        f"{label}{{frame}} start",
+        "--block",
+        str(farm.release_path(gate)),
+        "--append",
+        trace_file,
+        f"{label}{{frame}} end",
+    )
+
+
+def trace(farm: Farm) -> list[str]:
+    """What `gated` frames appended, in order."""
+    return lines(farm.root / "trace.txt")
 
 
 def forget_farmd_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,10 +30,15 @@ def test_ranking_benchmark_quick() -> None:
     assert result["benchmark"] == "ranking"
     assert result["jobs"] == 5_000
     assert result["verified_workers"] > 0
+    assert result["filtered_verified_workers"] > 0
+    # The filtered run: about half the queue ineligible for each worker (seeded, so exact).
+    assert 0.4 <= result["ineligible_share"] <= 0.6
     for key in (
         "index_picks_per_s",
         "oracle_picks_per_s",
         "ratio",
+        "filtered_picks_per_s",
+        "filtered_vs_plain",
         "page50_per_s",
         "updates_per_s",
         "index_bytes_per_job",

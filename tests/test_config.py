@@ -32,6 +32,7 @@ ALL_KEYS = (
     "max_frame_bytes",
     "store",
     "preempt_policy",
+    "resources",
 )
 
 
@@ -231,6 +232,7 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.max_frame_bytes == 4 * 1024 * 1024
     assert config.store == "sqlite"
     assert config.preempt_policy == "passive"
+    assert config.resources == {}
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 
@@ -649,3 +651,40 @@ def test_store_is_sqlite_or_memory(tmp_path: Path) -> None:
     path.write_text("supervisor:\n  store: mysql\n")
     with pytest.raises(ConfigError, match=r"farm.yaml:2:10: supervisor.store: must be one of"):
         load_supervisor_config(path)
+
+
+def test_global_resources_are_counters_with_dotted_names(tmp_path: Path) -> None:
+    path = tmp_path / "farm.yaml"
+    path.write_text("supervisor:\n  resources:\n    license.nuke: 10\n    license.maya: 0\n")
+    assert load_supervisor_config(path).resources == {"license.nuke": 10, "license.maya": 0}
+    for text, where in [
+        (
+            "supervisor:\n  resources:\n    nuke: 10\n",
+            r"farm.yaml:3:5: supervisor.resources.nuke: .*needs a dot",
+        ),
+        (
+            "supervisor:\n  resources:\n    license.nuke: -1\n",
+            r"farm.yaml:3:19: supervisor.resources.license.nuke: must be a number",
+        ),
+        (
+            "supervisor:\n  resources:\n    license.nuke: yes\n",
+            r"farm.yaml:3:19: supervisor.resources.license.nuke: must be a number",
+        ),
+        (
+            "supervisor:\n  resources: 10\n",
+            r"farm.yaml:2:14: supervisor.resources: must be a mapping",
+        ),
+        (
+            "supervisor:\n  resources:\n    License.Nuke: 1\n",
+            r"farm.yaml:3:5: supervisor.resources.License.Nuke: bad resource name",
+        ),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=where):
+            load_supervisor_config(path)
+
+
+def test_the_shipped_farm_config_loads() -> None:
+    config = load_supervisor_config(Path(__file__).resolve().parents[1] / "conf" / "farm.yaml")
+    assert config.resources == {"license.nuke": 10}
+    assert config.preempt_policy == "passive"

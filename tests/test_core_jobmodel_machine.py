@@ -1,13 +1,15 @@
 """A stateful property test of the job model: random submissions with every option
-(chunks, dependency modes, sub-jobs, retries, instances), every admin control on whole
-jobs and on single frames, results, lost and returning workers, retry timers and
+(chunks, dependency modes, sub-jobs, retries, instances, job types, reservations of
+slots, host resources and a farm-wide license), every admin control on whole jobs and
+on single frames, results, lost, returning and locked workers, retry timers and
 removals, under each preemption policy.
 
 After every step the core must agree with a model computed from scratch: each job's
 state follows from its frames, its dependencies and its sub-jobs by the rules in the
 issue; the ranking index holds exactly the jobs with a ready frame; the workers hold
 exactly the processes their hosts run. Every control either moves each frame it names
-as `CONTROLS` says or is refused in one line with nothing changed.
+as `CONTROLS` says or is refused in one line with nothing changed. No worker and no
+license is ever held beyond its total, and no free slot idles beside a job that fits it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from farmd.core import (
     Event,
     FrameEnded,
     JobEnded,
+    LockWorker,
     Outcome,
     PreemptPolicy,
     RemoveJobs,
@@ -41,6 +44,7 @@ from farmd.core import (
     SubmitJob,
     SuspendFrame,
     Tick,
+    UnlockWorker,
     WorkerJoined,
     WorkerLost,
 )
@@ -57,7 +61,10 @@ from farmd.model import (
 from farmd.ranking import admits
 from tests.test_core import snapshot
 
-HOSTS = {"h1": 1, "h2": 2}
+HOSTS = {"h1": 1, "h2": 2, "h3": 3}
+HOST_TYPES = {"h1": ("a",), "h2": (), "h3": ("a", "b")}
+HOST_GPUS = {"h1": 1, "h2": 0, "h3": 2}
+LICENSES = {"license.x": 2}
 CLUSTERS = st.sampled_from(["/", "/a", "/a/b", "/b"])
 RANGES = st.sampled_from(["1", "1-2", "1-3", "2-4", "1-5x2"])
 MODES = st.sampled_from(list(DependencyMode))
@@ -94,7 +101,7 @@ class JobModelMachine(RuleBasedStateMachine):
 
     @initialize(policy=st.sampled_from(list(PreemptPolicy)))
     def choose_policy(self, policy: PreemptPolicy) -> None:
-        self.core = Scheduler(preempt_policy=policy)
+        self.core = Scheduler(preempt_policy=policy, resources=dict(LICENSES))
 
     # ------------------------------------------------------------------ driving
 
@@ -159,6 +166,10 @@ class JobModelMachine(RuleBasedStateMachine):
         instances=st.sampled_from([0, 0, 1]),
         priority=st.sampled_from([1, 5, 9999]),
         uninterruptible=st.booleans(),
+        job_type=st.sampled_from([None, None, "a", "b"]),
+        reserve=st.sampled_from(
+            ["", "", "gpu=1", "slots=2", "slots=1+", "slots=1*", "license.x=1"]
+        ),
     )
     def submit(
         self,
@@ -171,6 +182,8 @@ class JobModelMachine(RuleBasedStateMachine):
         instances: int,
         priority: int,
         uninterruptible: bool,
+        job_type: str | None,
+        reserve: str,
     ) -> None:
         ids = sorted(self.core.jobs)
         deps: dict[int, str] = {}
@@ -194,6 +207,8 @@ class JobModelMachine(RuleBasedStateMachine):
             uninterruptible=uninterruptible,
             depends_on=tuple(deps.values()),
             parent=parent,
+            job_type=job_type,
+            reserve=reserve,
         )
         out = self.handle(event)
         assert self.core.jobs[out.result].parent == parent
@@ -273,6 +288,8 @@ class JobModelMachine(RuleBasedStateMachine):
                 cluster=cluster,
                 slots=host.slots,
                 running=tuple(sorted(host.held)),
+                types=HOST_TYPES[name],
+                resources={"gpu": HOST_GPUS[name]},
                 now=self.tick(),
             )
         )
@@ -310,6 +327,19 @@ class JobModelMachine(RuleBasedStateMachine):
         host.held.discard(key)
         host.stopping.discard(key)
         host.stopped.discard(key)
+
+    @precondition(lambda self: self.connected())
+    @rule(data=st.data(), purge=st.booleans())
+    def lock(self, data: st.DataObject, purge: bool) -> None:
+        name = data.draw(st.sampled_from(self.connected()))
+        self.handle(LockWorker(name=name, mode="purge" if purge else "drain", now=self.tick()))
+        assert self.core.workers[name].locked
+
+    @precondition(lambda self: self.core.locks)
+    @rule(data=st.data())
+    def unlock(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.core.locks)))
+        self.handle(UnlockWorker(name=name, now=self.tick()))
 
     @rule()
     def time_passes(self) -> None:
@@ -401,7 +431,10 @@ class JobModelMachine(RuleBasedStateMachine):
         for name, worker in self.core.workers.items():
             host = self.hosts[name]
             assert set(worker.running) == host.held
-            assert len(worker.running) <= worker.slots
+            for resource, used in worker.used.items():
+                assert used == sum(t.get(resource, 0) for t in worker.running.values())
+            assert worker.used.get("slots", 0) <= worker.slots
+            assert worker.used.get("gpu", 0) <= HOST_GPUS[name]
         for job in self.core.jobs.values():
             for f in job.frames.values():
                 key = (job.id, f.number, f.attempts)
@@ -411,11 +444,24 @@ class JobModelMachine(RuleBasedStateMachine):
                     assert (key in host.stopped) == f.stopped, (key, f)
 
     @invariant()
+    def no_license_is_held_beyond_its_total(self) -> None:
+        pool = self.core.pool
+        for name, total in LICENSES.items():
+            held = sum(
+                t.get(name, 0) for w in self.core.workers.values() for t in w.running.values()
+            )
+            assert pool.used.get(name, 0) >= held
+            if not self.core.orphans:
+                assert pool.used.get(name, 0) == held
+            assert pool.used.get(name, 0) <= total
+
+    @invariant()
     def no_free_slot_idles_beside_work_it_may_take(self) -> None:
         for worker in self.core.workers.values():
-            if worker.free > 0:
+            if worker.free > 0 and not worker.locked:
                 for ranked in self.core.index.ranked(worker.view):
-                    assert self.core.jobs[ranked.job.id].at_cap, (worker.name, ranked)
+                    job = self.core.jobs[ranked.job.id]
+                    assert self.core._fits(job, worker) is None, (worker.name, ranked)
 
 
 TestJobModelMachine = JobModelMachine.TestCase

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_support import (
-    LOCALHOST,
     Farm,
     assert_refused,
     describe,
@@ -481,33 +480,6 @@ def test_killing_a_parent_kills_its_sub_jobs_and_removing_it_removes_them(farm: 
     assert farm.cli_json("jobs") == []
 
 
-def restart_supervisor(farm: Farm) -> None:
-    """Stop `farmd serve` (SIGTERM) and start it again on the same state dir and port."""
-    assert farm.supervisor is not None
-    port = farm.address.rpartition(":")[2]
-    assert farm.supervisor.stop() == 0, farm.supervisor.stderr()
-    address_file = farm.state / "address"
-    address_file.unlink(missing_ok=True)
-    proc = farm.spawn(
-        "supervisor-2",
-        ["serve", "--listen", f"{LOCALHOST}:{port}", "--state", str(farm.state)],
-    )
-
-    def written() -> str:
-        if not proc.running():
-            msg = f"the restarted supervisor exited with {proc.popen.returncode}"
-            raise AssertionError(msg)
-        try:
-            text = address_file.read_text()
-        except OSError:
-            return ""
-        return text.strip() if text.endswith("\n") else ""
-
-    assert wait_for(written, "the restarted supervisor's address") == farm.address
-    farm.supervisor = proc
-    farm.api.close()  # the next request connects to the new supervisor
-
-
 def test_dependents_of_parents_keep_their_state_through_a_restart(farm: Farm) -> None:
     farm.worker("w", slots=2)
 
@@ -543,7 +515,7 @@ def test_dependents_of_parents_keep_their_state_through_a_restart(farm: Farm) ->
         after_failure: ("waiting", f"waiting for job {going}"),
     }
     assert seen() == expected
-    restart_supervisor(farm)
+    farm.restart()
     assert seen() == expected
     farm.release("child")
     assert farm.wait_jobs([going]) == {str(going): "complete"}

@@ -579,8 +579,9 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
     )
     assert worker["running"] == [f"{running}:1"]
     table = farm.cli_ok("workers").splitlines()
-    assert table[0].split() == ["NAME", "CLUSTER", "STATE", "SLOTS", "RUNNING", "RESTRICTIONS"]
-    assert table[1].split()[:5] == ["light1", "/show/light", "busy", "1/2", f"{running}:1"]
+    header = ["NAME", "CLUSTER", "STATE", "SLOTS", "TYPES", "RUNNING", "RESTRICTIONS"]
+    assert table[0].split() == header
+    assert table[1].split()[:6] == ["light1", "/show/light", "busy", "1/2", "-", f"{running}:1"]
 
     clusters = {c["path"]: c for c in farm.cli_json("clusters")}
     assert set(clusters) == {"/", "/show", "/show/light", "/show/comp"}

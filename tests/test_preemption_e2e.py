@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e_support import Farm, wait_for
+from tests.e2e_support import Farm, gated, trace, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,31 +29,6 @@ pytestmark = pytest.mark.e2e
 def farm(bare_farm: Farm) -> Farm:
     """A farm directory with nothing started yet: each test starts its supervisor."""
     return bare_farm
-
-
-def gated(farm: Farm, label: str, gate: str) -> list[str]:
-    """A frame that writes its pid, appends `LABEL<frame> start` to the trace, waits for
-    `farm.release(gate)`, then appends `LABEL<frame> end`."""
-    trace = str(farm.root / "trace.txt")
-    return farm.frame(
-        "--pid-dir",
-        str(farm.pids),
-        "--append",
-        trace,
-        f"{label}{{frame}} start",
-        "--block",
-        str(farm.release_path(gate)),
-        "--append",
-        trace,
-        f"{label}{{frame}} end",
-    )
-
-
-def trace(farm: Farm) -> list[str]:
-    try:
-        return (farm.root / "trace.txt").read_text().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def frames(farm: Farm, job_id: int) -> dict[int, tuple[Any, ...]]:

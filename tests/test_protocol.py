@@ -42,12 +42,16 @@ from farmd.protocol import (
     HEADER_BYTES,
     MESSAGES,
     NEED_DATA,
+    PROTOCOL_VERSION,
     Codec,
     ControlRequest,
     Error,
+    Explain,
     FrameFinished,
     Heartbeat,
     Hello,
+    ListResources,
+    Lock,
     LogData,
     Message,
     Register,
@@ -56,9 +60,11 @@ from farmd.protocol import (
     ResultAck,
     ResumeFrame,
     RunFrame,
+    SetResource,
     Submit,
     SubmitBatch,
     SuspendFrame,
+    Unlock,
     Wait,
     Welcome,
     encode,
@@ -67,7 +73,7 @@ from farmd.protocol import (
 
 # Derandomized, as in tests/strategies.py: a failure replays from the test name alone.
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, report_multiple_bugs=False)
-# The round trip of each type on its own: 29 types, so fewer examples each (the mixed
+# The round trip of each type on its own: 34 types, so fewer examples each (the mixed
 # stream test draws 200 more batches of every type).
 PER_TYPE_SETTINGS = settings(SETTINGS, max_examples=50)
 WIRE_CODES = frozenset({"bad_frame", "frame_too_large", "bad_message"})
@@ -174,6 +180,34 @@ dependencies = st.lists(
     max_size=6,
 )
 chunks = st.one_of(st.integers(1, 2**64 - 1), st.sampled_from([1, 2, 10, 1_000_000]))
+# register.properties: host facts, each a str, a number, a bool or a list of str (NaN
+# left out: it is a fact, but not equal to itself)
+facts = st.dictionaries(
+    texts,
+    st.one_of(
+        texts,
+        ints,
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.lists(texts, max_size=4),
+    ),
+    max_size=6,
+)
+# register.resources: finite amounts >= 0, ints or floats
+amounts = st.dictionaries(
+    texts,
+    st.one_of(st.integers(0, 2**64 - 1), st.floats(0, allow_nan=False, allow_infinity=False)),
+    max_size=6,
+)
+# submit.reserve: the forms the scheduler reads, and any other text (the codec only
+# checks for a string; the scheduler parses it)
+reservations = st.one_of(
+    st.sampled_from(["", "slots=2", "slots=2+", "slots=4*", "slots=2,memory=8G,gpu=1"]),
+    texts,
+)
+requirements = st.one_of(
+    st.sampled_from(["", "host.os == linux", "host.memory >= 32G and not host.gpu"]), texts
+)
 
 
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -203,7 +237,13 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "heartbeat": ({}, {}),
     "register": (
         {"name": names, "cluster": texts, "slots": st.integers(1, 2**64 - 1)},
-        {"restrictions": texts, "running": running_entries},
+        {
+            "restrictions": texts,
+            "types": st.lists(texts, max_size=4),
+            "properties": facts,
+            "resources": amounts,
+            "running": running_entries,
+        },
     ),
     "registered": ({"name": texts}, {}),
     "run_frame": (
@@ -243,6 +283,9 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "chunk": chunks,
             "parent": maybe(ints),
             "uninterruptible": st.booleans(),
+            "job_type": maybe(texts),
+            "requires": requirements,
+            "reserve": reservations,
         },
     ),
     "submit_batch": (
@@ -260,6 +303,9 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
                         "chunk": chunks,
                         "parent": maybe(ints),
                         "uninterruptible": st.booleans(),
+                        "job_type": maybe(texts),
+                        "requires": requirements,
+                        "reserve": reservations,
                     },
                 ),
                 min_size=1,
@@ -295,6 +341,11 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "time_limit": maybe(seconds_or_zero),
         },
     ),
+    "lock": ({"request_id": ints, "worker": texts}, {"mode": st.sampled_from(["drain", "purge"])}),
+    "unlock": ({"request_id": ints, "worker": texts}, {}),
+    "explain": ({"request_id": ints, "job_id": ints}, {"worker": maybe(texts)}),
+    "list_resources": ({"request_id": ints}, {}),
+    "set_resource": ({"request_id": ints, "name": texts, "total": seconds_or_zero}, {}),
     "order": ({"request_id": ints, "worker": texts}, {"limit": st.integers(1, 2**64 - 1)}),
     "get_log": ({"request_id": ints, "job_id": ints}, {"frame": maybe(ints)}),
     "wait": ({"request_id": ints}, {"job_ids": int_lists, "timeout": timeouts}),
@@ -394,6 +445,9 @@ def test_wire_field_types_are_plain_msgpack() -> None:
         "cluster": "/",
         "restrictions": "",
         "slots": 2,
+        "types": [],
+        "properties": {},
+        "resources": {},
         "running": [[1, 2, 3]],
     }
     assert next(iter(body)) == "type"
@@ -404,6 +458,9 @@ def test_wire_field_types_are_plain_msgpack() -> None:
     assert submit["chunk"] == 1
     assert submit["parent"] is None
     assert submit["uninterruptible"] is False
+    assert submit["job_type"] is None
+    assert submit["requires"] == ""
+    assert submit["reserve"] == ""
 
 
 def test_optional_fields_may_be_left_out_on_the_wire() -> None:
@@ -1088,6 +1145,316 @@ def test_suspend_and_resume_frame_refuse_extra_fields(kind: str) -> None:
     assert "'signal'" in str(error)
 
 
+# ------------------------------------------- worker offers, job needs, locks, resources
+
+
+def register_body(**fields: object) -> dict[str, object]:
+    """A `register` map as another worker sends it: the required fields and the given."""
+    return {"type": "register", "name": "node07", "cluster": "/show1", "slots": 4, **fields}
+
+
+HOST_FACTS = {
+    "os": "linux",
+    "arch": "x86_64",
+    "cpus": 16,
+    "memory": 68719476736,
+    "hostname": "node07",
+    "load": 0.25,
+    "gpu": True,
+    "gpu_model": ["a100", "h100"],
+    "empty": [],
+}
+
+
+def test_register_with_types_properties_and_resources_round_trips() -> None:
+    register = Register(
+        name="node07",
+        cluster="/show1",
+        slots=4,
+        types=["nuke", "blender"],
+        properties=HOST_FACTS,
+        resources={"gpu": 2, "memory": 68719476736, "scratch": 1.5, "none": 0},
+    )
+    assert register.types == ("nuke", "blender")  # a list becomes a tuple, as argv does
+    wire = Codec().send(register)
+    decoded = decode_one(wire)
+    assert decoded == register
+    assert encode(decoded) == wire  # no int became a float, no bool an int
+    body = msgpack.unpackb(wire[HEADER_BYTES:])
+    assert body["types"] == ["nuke", "blender"]
+    assert body["properties"] == HOST_FACTS
+    assert body["resources"] == {"gpu": 2, "memory": 68719476736, "scratch": 1.5, "none": 0}
+    assert list(body) == [
+        "type",
+        "name",
+        "cluster",
+        "restrictions",
+        "slots",
+        "types",
+        "properties",
+        "resources",
+        "running",
+    ]
+    # and as another implementation sends it, without the fields it leaves out
+    peer = decode_one(packed(register_body(types=["nuke"], properties={"os": "linux"})))
+    assert isinstance(peer, Register)
+    assert (peer.types, peer.properties, peer.resources) == (("nuke",), {"os": "linux"}, {})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({"vendor": "nvidia"}, id="map"),
+        pytest.param(None, id="nil"),
+        pytest.param([1, 2], id="list-of-ints"),
+        pytest.param([["a"]], id="list-of-lists"),
+        pytest.param(["a", None], id="nil-in-a-list"),
+        pytest.param(["x"] * 257, id="list-of-257"),
+        pytest.param(b"linux", id="bin"),
+        pytest.param(msgpack.ExtType(1, b"x"), id="ext"),
+    ],
+)
+def test_a_property_that_is_not_a_fact_is_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Register(name="w", cluster="/", slots=1, properties={"gpu": value})
+    text = str(info.value)
+    assert info.value.code == "bad_message"
+    assert "'properties'" in text
+    assert "'register'" in text
+    assert one_line(text), text
+    error = refusal(packed(register_body(properties={"os": "linux", "gpu": value})))
+    assert error.code == "bad_message"
+    assert "'properties'" in str(error)
+    assert one_line(str(error))
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        pytest.param(["os", "linux"], id="a-list"),
+        pytest.param("os=linux", id="a-string"),
+        pytest.param({f"p{i}": i for i in range(257)}, id="257-entries"),
+    ],
+)
+def test_properties_that_are_not_a_map_of_facts_are_refused(properties: object) -> None:
+    error = refusal(packed(register_body(properties=properties)))
+    assert error.code == "bad_message"
+    assert "'properties'" in str(error)
+    assert len(str(error)) < 200
+
+
+def test_256_properties_with_256_strings_each_are_accepted() -> None:
+    properties = {f"p{i}": ["x"] * 256 for i in range(256)}
+    register = decode_one(packed(register_body(properties=properties)))
+    assert isinstance(register, Register)
+    assert register.properties == properties
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        pytest.param(-1, id="negative-int"),
+        pytest.param(-0.5, id="negative-float"),
+        pytest.param(-(2**63), id="most-negative"),
+        pytest.param(float("inf"), id="infinite"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(True, id="bool"),
+        pytest.param("2", id="string"),
+        pytest.param(None, id="nil"),
+        pytest.param([2], id="list"),
+    ],
+)
+def test_a_resource_that_is_not_a_number_at_least_0_is_refused(amount: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Register(name="w", cluster="/", slots=1, resources={"gpu": amount})
+    text = str(info.value)
+    assert info.value.code == "bad_message"
+    assert "'resources'" in text
+    assert "'register'" in text
+    assert ">= 0" in text
+    assert one_line(text), text
+    error = refusal(packed(register_body(resources={"memory": 8, "gpu": amount})))
+    assert error.code == "bad_message"
+    assert "'resources'" in str(error)
+
+
+def test_the_codec_leaves_resource_names_to_the_supervisor() -> None:
+    """`slots` and dotted names are refused at registration (`bad_job`), not by the
+    codec: the message is well formed."""
+    register = Register(name="w", cluster="/", slots=1, resources={"slots": 2, "license.x": 1})
+    assert decode_one(Codec().send(register)) == register
+
+
+@pytest.mark.parametrize("types", [["nuke", 1], "nuke", [None], [b"nuke"]])
+def test_types_that_are_not_strings_are_refused(types: object) -> None:
+    error = refusal(packed(register_body(types=types)))
+    assert error.code == "bad_message"
+    assert "'types'" in str(error)
+
+
+def test_submit_with_job_type_requires_and_reserve_round_trips() -> None:
+    submit = Submit(
+        request_id=4,
+        argv=("nuke", "-x", "big.nk", "{frame}"),
+        job_type="nuke",
+        requires="host.os == linux and host.memory >= 32G",
+        reserve="slots=2+,memory=8G,gpu=1,license.nuke=1",
+    )
+    wire = Codec().send(submit)
+    assert decode_one(wire) == submit
+    body = msgpack.unpackb(wire[HEADER_BYTES:])
+    assert body["type"] == "submit"  # the message's own key...
+    assert body["job_type"] == "nuke"  # ...so the job's type is `job_type`
+    assert body["requires"] == "host.os == linux and host.memory >= 32G"
+    assert body["reserve"] == "slots=2+,memory=8G,gpu=1,license.nuke=1"
+    peer = decode_one(packed(submit_body(job_type="blender", reserve="slots=4*")))
+    assert isinstance(peer, Submit)
+    assert (peer.job_type, peer.requires, peer.reserve) == ("blender", "", "slots=4*")
+    batch = SubmitBatch(request_id=5, jobs=[{"argv": ["a"], "job_type": "nuke"}, {"argv": ["b"]}])
+    decoded = decode_one(Codec().send(batch))
+    assert decoded == batch
+    assert isinstance(decoded, SubmitBatch)
+    assert [job.job_type for job in decoded.jobs] == ["nuke", None]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("job_type", 1),
+        ("job_type", ["nuke"]),
+        ("requires", None),
+        ("requires", 1),
+        ("reserve", {"slots": 2}),
+        ("reserve", None),
+    ],
+)
+def test_submit_refuses_a_job_type_requirement_or_reservation_of_the_wrong_type(
+    field: str, value: object
+) -> None:
+    error = refusal(packed(submit_body(**{field: value})))
+    assert error.code == "bad_message"
+    assert f"'{field}'" in str(error)
+    assert "'submit'" in str(error)
+
+
+def test_a_job_type_sent_as_a_second_type_key_is_refused() -> None:
+    """`type` names the message, which is why the job's type is `job_type`: a peer that
+    writes it as a second `type` key (msgpack maps may repeat a key; the last one wins)
+    turns the map into a message of an unknown type."""
+    body = (
+        b"\x84"
+        + msgpack.packb("type")
+        + msgpack.packb("submit")
+        + msgpack.packb("request_id")
+        + b"\x01"
+        + msgpack.packb("argv")
+        + msgpack.packb(["x"])
+        + msgpack.packb("type")
+        + msgpack.packb("nuke")
+    )
+    error = refusal(frame(body))
+    assert error.code == "bad_message"
+    assert "'nuke'" in str(error)
+    error = refusal(packed(submit_body(job_type="nuke", kind="nuke")))
+    assert error.code == "bad_message"
+    assert "'kind'" in str(error)
+
+
+@pytest.mark.parametrize("mode", ["drain", "purge"])
+def test_lock_modes_round_trip(mode: str) -> None:
+    lock = Lock(request_id=1, worker="node07", mode=mode)
+    assert decode_one(Codec().send(lock)) == lock
+    assert decode_one(packed({"type": "lock", "request_id": 1, "worker": "node07"})) == Lock(
+        request_id=1, worker="node07", mode="drain"
+    )
+    unlock = Unlock(request_id=2, worker="node07")
+    assert decode_one(Codec().send(unlock)) == unlock
+
+
+@pytest.mark.parametrize("mode", ["maybe", "", "Drain", "PURGE", " drain", None, 1, ["purge"]])
+def test_an_unknown_lock_mode_is_refused(mode: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Lock(request_id=1, worker="node07", mode=mode)  # type: ignore[arg-type]
+    text = str(info.value)
+    assert info.value.code == "bad_message"
+    assert "'mode'" in text
+    assert "'lock'" in text
+    assert "drain" in text
+    assert "purge" in text  # the message says what there is
+    assert one_line(text), text
+    error = refusal(packed({"type": "lock", "request_id": 1, "worker": "w", "mode": mode}))
+    assert error.code == "bad_message"
+    assert "'mode'" in str(error)
+
+
+def test_explain_and_list_resources_round_trip() -> None:
+    for message in (
+        Explain(request_id=1, job_id=4),
+        Explain(request_id=2, job_id=4, worker="node07"),
+        ListResources(request_id=3),
+        SetResource(request_id=4, name="license.nuke", total=12),
+        SetResource(request_id=5, name="license.nuke", total=0.5),
+        SetResource(request_id=6, name="license.nuke", total=0),
+    ):
+        assert decode_one(Codec().send(message)) == message
+    assert decode_one(packed({"type": "explain", "request_id": 1, "job_id": 4})) == Explain(
+        request_id=1, job_id=4, worker=None
+    )
+
+
+@pytest.mark.parametrize(
+    "total",
+    [
+        pytest.param(-1, id="negative-int"),
+        pytest.param(-0.5, id="negative-float"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="infinite"),
+        pytest.param(True, id="bool"),
+        pytest.param("12", id="string"),
+        pytest.param(None, id="nil"),
+    ],
+)
+def test_set_resource_refuses_a_total_that_is_not_a_number_at_least_0(total: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        SetResource(request_id=1, name="license.nuke", total=total)  # type: ignore[arg-type]
+    text = str(info.value)
+    assert info.value.code == "bad_message"
+    assert "'total'" in text
+    assert "'set_resource'" in text
+    assert one_line(text), text
+    body = {"type": "set_resource", "request_id": 1, "name": "license.nuke", "total": total}
+    error = refusal(packed(body))
+    assert error.code == "bad_message"
+    assert "'total'" in str(error)
+
+
+def test_set_resource_needs_a_total() -> None:
+    error = refusal(packed({"type": "set_resource", "request_id": 1, "name": "license.nuke"}))
+    assert error.code == "bad_message"
+    assert "total" in str(error)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(
+            lambda: Register(name="w", cluster="/", slots=1, properties={"n": 2**64}),
+            id="property",
+        ),
+        pytest.param(
+            lambda: Register(name="w", cluster="/", slots=1, resources={"gpu": 2**64}),
+            id="resource",
+        ),
+        pytest.param(lambda: SetResource(request_id=1, name="x", total=2**64), id="total"),
+    ],
+)
+def test_a_number_msgpack_cannot_carry_is_refused_when_the_message_is_built(
+    build: Any,
+) -> None:
+    with pytest.raises(ProtocolError):
+        build()
+
+
 # --------------------------------------------------------------------------- regressions
 
 # Each test below was an xfail(strict=True) for a reported bug; it now pins the fix.
@@ -1418,11 +1785,11 @@ def documented_job_token(farm_token: str, job_id: int) -> str:
 
 # The worker session of docs/protocol.md's worked example, frame by frame.
 EXAMPLE: list[tuple[str, Message]] = [
-    ("W→S", Hello(version=1, role="worker", token="s3cret", name="node07")),
+    ("W→S", Hello(version=PROTOCOL_VERSION, role="worker", token="s3cret", name="node07")),
     (
         "S→W",
         Welcome(
-            version=1,
+            version=PROTOCOL_VERSION,
             supervisor="farmd 0.1.0",
             heartbeat_interval=5.0,
             max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
@@ -1446,6 +1813,7 @@ EXAMPLE: list[tuple[str, Message]] = [
                 "FARMD_FRAME_END": "12",
                 "FARMD_FRAMES": "12",
                 "FARMD_ATTEMPT": "1",
+                "FARMD_SLOTS": "1",
                 "FARMD_WORKER": "node07",
                 "FARMD_CLUSTER": "/show1",
                 "FARMD_WORKER_CLUSTER": "/show1",
