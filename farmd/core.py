@@ -84,6 +84,7 @@ from farmd.model import (
 from farmd.ranking import DEFAULT_PRIORITY, Eligible, QueuedJob, RankingIndex, admits, rank_key
 from farmd.requirements import parse_requirement
 from farmd.resources import (
+    ONE_SLOT_TAKEN,
     Pool,
     Taken,
     check_name,
@@ -880,7 +881,7 @@ class Scheduler:
         job = self.jobs.get(job_id)
         frame = job.frames.get(number) if job is not None else None
         if job is not None and frame is not None and frame.attempts == attempt:
-            taken = parse_taken(None) if frame.taken is None else frame.taken
+            taken = frame.taken or ONE_SLOT_TAKEN
             if frame.holds_process and frame.worker == worker.name:
                 worker.hold((job_id, number, attempt), taken)  # the farm's part is held
                 self._orphans.pop((job_id, number, attempt), None)
@@ -901,7 +902,7 @@ class Scheduler:
                     worker=worker.name,
                 )
                 return
-        worker.hold((job_id, number, attempt), {"slots": 1})  # holds a slot until it stops
+        worker.hold((job_id, number, attempt), ONE_SLOT_TAKEN)  # holds a slot until it stops
         self._out.append(
             StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
         )
@@ -952,7 +953,7 @@ class Scheduler:
             job = self.jobs[job_id]
             frame = job.frames[number]
             if frame.holds_process and frame.attempts == attempt:
-                self._release_pool(parse_taken(None) if frame.taken is None else frame.taken)
+                self._release_pool(frame.taken or ONE_SLOT_TAKEN)
                 self._lose_process(job, frame)
                 requeued.append(f"{job_id}:{number}")
         if requeued:
@@ -1198,7 +1199,7 @@ class Scheduler:
                 del self._hungry[name]
                 self._starved.add(name)
                 continue
-            taken = fits[-1] if fits else {"slots": 1}
+            taken = fits[-1] if fits else ONE_SLOT_TAKEN
             self._start(worker, self.jobs[ranked.job.id], ranked.key, now, taken)
 
     def _fits_on(self, worker: Worker, fits: list[Taken], *, idle: bool = False) -> Eligible | None:
@@ -1213,7 +1214,7 @@ class Scheduler:
         def eligible(queued: QueuedJob) -> bool:
             job = jobs[queued.id]
             if not job.demanding:
-                fits.append({"slots": 1})
+                fits.append(ONE_SLOT_TAKEN)
                 return True
             taken = self._fits(job, worker, idle=idle)
             if taken is None:
@@ -1354,10 +1355,10 @@ class Scheduler:
         frame.exit_code = None
         worker.hold((job.id, frame.number, frame.attempts), taken)
         self.pool.hold(taken)
-        frame.taken = None if taken == {"slots": 1} else taken
+        frame.taken = None if taken is ONE_SLOT_TAKEN else taken
         self._sync(job)
         number = str(frame.number)
-        first, last = number, str(frame.numbers[-1])
+        last, label = (str(frame.members[-1]), frame.label) if frame.members else (number, number)
         self._out.append(
             StartFrame(
                 worker=worker.name,
@@ -1365,16 +1366,16 @@ class Scheduler:
                 job_name=job.name,
                 frame=frame.number,
                 attempt=frame.attempts,
-                argv=tuple(_fill(arg, number, first, last) for arg in job.argv),
+                argv=tuple(_fill(arg, number, number, last) for arg in job.argv),
                 env={
                     "FARMD_JOB_ID": str(job.id),
                     "FARMD_JOB_NAME": job.name,
                     "FARMD_FRAME": number,
-                    "FARMD_FRAME_START": first,
+                    "FARMD_FRAME_START": number,
                     "FARMD_FRAME_END": last,
-                    "FARMD_FRAMES": frame.label,
+                    "FARMD_FRAMES": label,
                     "FARMD_ATTEMPT": str(frame.attempts),
-                    "FARMD_SLOTS": str(int(taken["slots"])),
+                    "FARMD_SLOTS": "1" if taken is ONE_SLOT_TAKEN else str(int(taken["slots"])),
                     "FARMD_WORKER": worker.name,
                     "FARMD_CLUSTER": job.cluster,
                     "FARMD_WORKER_CLUSTER": worker.cluster,

@@ -612,13 +612,15 @@ class Worker:
 
     def hold(self, key: tuple[int, int, int], taken: Taken) -> None:
         self.running[key] = taken
+        used = self.used
         for name, amount in taken.items():
-            self.used[name] = self.used.get(name, 0) + amount
+            used[name] = used.get(name, 0) + amount
 
     def release(self, key: tuple[int, int, int]) -> Taken:
         taken = self.running.pop(key)
+        used = self.used
         for name, amount in taken.items():
-            self.used[name] -= amount
+            used[name] -= amount
         return taken
 
     @functools.cached_property

@@ -35,6 +35,9 @@ _SLOTS = re.compile(r"(\d+)([+*]?)")
 
 Taken = dict[str, float]  # resource name -> amount a frame holds
 Available = Callable[[str], float]  # how much of a resource is free
+# What a plain frame holds. Shared, never mutated: dispatch compares it by identity to
+# skip the arithmetic of reservations for the common case.
+ONE_SLOT_TAKEN: Taken = {"slots": 1}
 
 
 def is_global(name: str) -> bool:
@@ -201,7 +204,7 @@ def taken_text(taken: Mapping[str, float]) -> str:
 def parse_taken(text: str | None) -> Taken:
     """The inverse of `taken_text`, for stored rows (None: one slot)."""
     if not text:
-        return {"slots": 1}
+        return ONE_SLOT_TAKEN
     return parse_resources(text, "held resources")
 
 
@@ -218,12 +221,16 @@ class Pool:
         return max(0.0, self.totals.get(name, 0) - self.used.get(name, 0))
 
     def hold(self, taken: Mapping[str, float]) -> None:
+        if taken is ONE_SLOT_TAKEN:
+            return
         for name, amount in taken.items():
             if is_global(name):
                 self.used[name] = self.used.get(name, 0) + amount
 
     def release(self, taken: Mapping[str, float]) -> bool:
         """Give back what `taken` held; True if it held a global counter."""
+        if taken is ONE_SLOT_TAKEN:
+            return False
         released = False
         for name, amount in taken.items():
             if is_global(name):
