@@ -9,6 +9,7 @@ refused request or unreachable supervisor, 2 for a bad command line. `farmd wait
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import socket
 import sys
@@ -96,6 +97,11 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["sqlite", "memory"],
         help="where the queue is "
         "kept: sqlite (default, STATE/farmd.db, survives restarts) or memory",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (GET /metrics) on this address (default: off)",
     )
     serve.add_argument(
         "--preempt-policy",
@@ -308,6 +314,11 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--worker", metavar="NAME", help="only this worker")
     explain.add_argument("--json", action="store_true")
 
+    reload = command(
+        "reload", _reload, "read the supervisor's configuration file again (as SIGHUP does)"
+    )
+    reload.add_argument("--json", action="store_true")
+
     resources = command("resources", _resources, "farm-wide counters (licenses): used and free")
     resources.add_argument(
         "set", nargs="*", metavar="NAME=TOTAL", help="change totals until the next restart"
@@ -322,6 +333,15 @@ def _build_parser() -> argparse.ArgumentParser:
     order.add_argument("worker", metavar="WORKER")
     order.add_argument("--limit", type=_positive_int, default=50)
     order.add_argument("--json", action="store_true")
+
+    config = commands.add_parser("config", help="farm configuration files")
+    config_commands = config.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    text = "validate a farm configuration; with --host, show that host's effective settings"
+    check = config_commands.add_parser("check", help=text, description=text)
+    check.set_defaults(run=_config_check)
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--host", metavar="NAME", help="a worker's name (its host name)")
+    check.add_argument("--json", action="store_true")
     return parser
 
 
@@ -436,11 +456,21 @@ def _job_id(text: str) -> int:
 
 
 def _supervisor_config(args: argparse.Namespace) -> Any:
+    return _farm_config(args)[0]
+
+
+def _farm_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The supervisor's settings (the file's, then the flags over them) and the central
+    worker configuration."""
     import attrs
 
-    from farmd.config import SupervisorConfig, load_supervisor_config, parse_address
+    from farmd.config import SupervisorConfig, WorkersConfig, load_farm_config, parse_address
 
-    config = load_supervisor_config(args.config) if args.config else SupervisorConfig()
+    if args.config:
+        farm = load_farm_config(args.config)
+        config, workers = farm.supervisor, farm.workers
+    else:
+        config, workers = SupervisorConfig(), WorkersConfig()
     changes: dict[str, Any] = {}
     if args.listen:
         changes["listen"] = parse_address(args.listen)
@@ -450,7 +480,9 @@ def _supervisor_config(args: argparse.Namespace) -> Any:
         changes["store"] = args.store
     if getattr(args, "preempt_policy", None):
         changes["preempt_policy"] = args.preempt_policy
-    return attrs.evolve(config, **changes) if changes else config
+    if getattr(args, "metrics", None):
+        changes["metrics"] = parse_address(args.metrics)
+    return (attrs.evolve(config, **changes) if changes else config), workers
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -460,8 +492,15 @@ def _serve(args: argparse.Namespace) -> int:
     from farmd.supervisor import serve
 
     logs.configure(args.log_level, json_lines=args.log_json)
-    config = _supervisor_config(args)
-    trio.run(serve, config)
+    from farmd.config import load_supervisor_config
+
+    config, workers = _farm_config(args)
+    path = Path(args.config).resolve() if args.config else None
+    file_settings = load_supervisor_config(path) if path else None
+    run = functools.partial(
+        serve, config, workers=workers, config_path=path, file_settings=file_settings
+    )
+    trio.run(run)
     return 0
 
 
@@ -705,6 +744,19 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(args: argparse.Namespace) -> int:
+    with _client(args) as farm:
+        result = farm.reload()
+    if args.json:
+        _print_json(result)
+        return 0
+    moved = result["reconfigured"]
+    print("reloaded; workers reconfigured: " + (" ".join(moved) or "none"))
+    if result["restart_needed"]:
+        print("changed, applies at the next restart: " + ", ".join(result["restart_needed"]))
+    return 0
+
+
 def _resources(args: argparse.Namespace) -> int:
     from farmd.resources import parse_resources
 
@@ -855,6 +907,52 @@ def _order(args: argparse.Namespace) -> int:
         _print_json(ranked)
         return 0
     _table(ranked, ["order", "priority", "id", "name", "cluster"])
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from farmd.config import load_farm_config
+    from farmd.resources import format_amount
+
+    farm = load_farm_config(args.file)
+    workers = farm.workers
+    if args.host is None:
+        summary = {
+            "file": args.file,
+            "ok": True,
+            "listen": str(farm.supervisor.listen),
+            "resources": farm.supervisor.resources,
+            "templates": len(workers.templates),
+            "hosts": len(workers.hosts),
+        }
+        if args.json:
+            _print_json(summary)
+            return 0
+        print(f"{args.file}: ok")
+        print(f"  supervisor: listen {summary['listen']}, store {farm.supervisor.store}")
+        totals = ", ".join(f"{n}={t:g}" for n, t in sorted(farm.supervisor.resources.items()))
+        print(f"  farm-wide resources: {totals or '-'}")
+        print(f"  workers: {summary['templates']} templates, {summary['hosts']} host entries")
+        return 0
+    settings = workers.settings_for(args.host)
+    if args.json:
+        _print_json({"host": args.host, **settings.as_dict()})
+        return 0
+    # each value with the entry it came from; a key set nowhere is left to the worker
+    print(f"{args.host}: {', '.join(settings.sources)}")
+    shown: dict[str, str | None] = {
+        "cluster": settings.cluster,
+        "restrictions": None if settings.restrictions is None else settings.restrictions or "''",
+        "slots": None if settings.slots is None else str(settings.slots),
+        "types": None if settings.types is None else json.dumps(list(settings.types)),
+    }
+    shown |= {f"properties.{n}": json.dumps(v) for n, v in sorted(settings.properties.items())}
+    shown |= {f"resources.{n}": format_amount(v) for n, v in sorted(settings.resources.items())}
+    for key, value in shown.items():
+        if value is None:
+            print(f"  {key}: not set (the worker's own flag)")
+        else:
+            print(f"  {key}: {value}  ({settings.origins[key]})")
     return 0
 
 

@@ -47,6 +47,7 @@ from farmd.protocol import (
     Modify,
     Order,
     Refused,
+    Reload,
     Remove,
     Reply,
     Request,
@@ -341,6 +342,13 @@ class Client:
 
     def set_resource(self, name: str, total: float) -> dict[str, float]:
         result: dict[str, float] = self._call(SetResource, name=name, total=total)
+        return result
+
+    def reload(self) -> dict[str, list[str]]:
+        """Make the supervisor read its configuration file again: `reconfigured` lists
+        the workers whose settings changed, `restart_needed` the supervisor settings
+        that changed but apply only at the next restart."""
+        result: dict[str, list[str]] = self._call(Reload)
         return result
 
     def suspend(self, targets: Iterable[str | int]) -> list[str]:

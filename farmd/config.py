@@ -1,12 +1,12 @@
-"""Listen addresses, the supervisor's settings and the strict YAML file they come from.
+"""Listen addresses, the supervisor's settings, the central worker configuration and the
+strict YAML file they come from.
 
 Theory of operation
 -------------------
 A config file is one YAML mapping of *sections*. `_SECTIONS` maps each top-level key to
-the function that parses it; today only `supervisor:` exists, and every other key is
-refused as unknown (a `workers:` or `resources:` section is added by writing its parser
-and one table entry). Leaving a section out, or the whole file empty, means its
-defaults::
+the function that parses it: `supervisor:` and `workers:`; every other key is refused
+as unknown (a new section is its parser, one table entry and a `_Document` attribute).
+Leaving a section out, or the whole file empty, means its defaults::
 
     supervisor:
       listen: 127.0.0.1:7531        # or ":7531"; IPv6 must be quoted: "[::1]:7531"
@@ -21,44 +21,81 @@ defaults::
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot
         license.nuke: 10
+    workers:                        # Qube's qbwrk.conf
+      default:                      # every host
+        slots: 1
+      templates:                    # named entries other entries inherit
+        gpu: {types: [blender], resources: {gpu: 2}}
+        lighting: {template: gpu, cluster: /show1/lighting}
+      hosts:
+        render[001-120]: {template: lighting, slots: 8}   # render001 .. render120
+        gpu-*: {template: gpu}                            # a glob: * and ?
+        node07: {cluster: /show2/comp, properties: {rack: b}}
+
+Central worker configuration
+----------------------------
+An entry (`default`, a template, a host entry) may set `cluster` (a path),
+`restrictions` (an expression), `slots` (1 or more), `types` (a list of job types),
+`properties` (name -> string, number or true/false; read by requirements as
+`host.NAME`), `resources` (a host's counters: `gpu: 2`, `memory: 64G`; no dot, not
+slots), and `template` (one name or a list). A host entry's key is an exact name, a glob
+(`*`, `?`; case-sensitive) or a numbered range: one `[FIRST-LAST]` part, at most
+100000 hosts; a leading zero on either end pads every number to that width, so both
+ends must then have the same number of digits.
+
+`WorkersConfig.settings_for(host)` applies, in order: `default`; the globs and ranges
+that match the host, in file order; the host's exact entry. Each entry's templates come
+just before its own keys: depth-first in listed order, parents first, each template
+once per entry. A later value replaces an earlier one; `properties` and `resources`
+merge name by name; `types` is replaced whole. Nothing can be unset, only overridden.
+
+The result, a `WorkerSettings`, is what the supervisor gives a worker when it
+registers. A value it holds (None: not set centrally) wins over the worker's own flag,
+as qbwrk.conf wins over a host's own settings; the worker's flags (`farmd worker
+--cluster/--restrictions/--slots/--type/--property/--resource`, or their defaults)
+fill in the rest, and its properties and resources keep every name the central
+configuration does not set. `WorkerSettings.combine` is that rule.
 
 The file is strict (STYLE.md, "Config is strict"): an unknown key, a duplicate key, a
 value of the wrong type, a value out of range, a non-standard tag, a YAML syntax error or
 an unreadable file is refused with one line, `FILE:LINE:COLUMN: KEY: what is wrong (got
 VALUE)`, pointing at the value (or, for an unknown or duplicate key, at the key). YAML
 1.1 reads `yes`, `no`, `on` and `off` as booleans; a boolean is never accepted where a
-number belongs.
+number belongs, and a property spelled so is refused (write true/false, or quote it).
 
 To know lines and columns the loader never calls `yaml.load`: it composes the document
 into nodes (`yaml.compose` with `SafeLoader`), walks the mappings itself, and constructs
 only the scalars it interprets, with `SafeConstructor`, after checking that their tags
 are standard ones. Nodes it does not interpret are never constructed at all.
 
-The values themselves are checked in exactly one place, the attrs validators of
-`SupervisorConfig` and `Address`, so a config built in code is held to the same rules as
-one read from a file. The validators raise `_FieldError`, a `ConfigError` that also
-carries the field name and the bare problem, which the loader turns into a located
-message. Everything here is pure apart from reading the file and the environment
-(`default_state_dir`).
+The values themselves are checked in exactly one place, the attrs validators and
+converters of `SupervisorConfig`, `Address`, `WorkerEntry` and `WorkersConfig`, so a
+config built in code is held to the same rules as one read from a file; the workers
+loader calls the same converter functions item by item, to point at the item. They
+raise `_FieldError`, a `ConfigError` that also carries the field name and the bare
+problem, which the loader turns into a located message. Everything here is pure apart
+from reading the file and the environment (`default_state_dir`).
 """
 
 from __future__ import annotations
 
+import enum
+import fnmatch
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 import yaml
 
-from farmd.cluster import ROOT, ClusterPath, parse_cluster
-from farmd.errors import ClusterPathError, ConfigError, UserError
+from farmd.cluster import ROOT, ClusterPath, parse_cluster, parse_restrictions
+from farmd.errors import ClusterPathError, ConfigError, JobSpecError, RestrictionError, UserError
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
-from farmd.resources import check_name, is_global
+from farmd.resources import check_name, is_global, parse_amount
 
 # --------------------------------------------------------------------------- addresses
 
@@ -247,6 +284,11 @@ def _refuse(attribute: attrs.Attribute[Any], value: object, problem: str) -> Non
     raise _FieldError.refuse((attribute.name,), value, problem)
 
 
+def _check_metrics(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, Address):
+        _refuse(attribute, value, "must be an address such as '127.0.0.1:9531', or null (off)")
+
+
 def _check_listen(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Address):
         _refuse(attribute, value, "must be an Address, such as parse_address(':7531')")
@@ -377,6 +419,8 @@ class SupervisorConfig:
       better job takes a busy slot when its frame ends; `aggressive`: the running frame
       is stopped and requeued (no retry used) at once; `disabled`: a slot stays with
       its job while the job has frames left.
+    - `metrics`: where Prometheus scrapes `GET /metrics` (`127.0.0.1:9531`); null, the
+      default, serves none.
     - `resources`: farm-wide counters such as licenses, `{license.nuke: 10}`: a frame
       reserving one holds it while it runs, and no more frames hold one than its total.
     """
@@ -400,9 +444,507 @@ class SupervisorConfig:
     store: str = attrs.field(default="sqlite", validator=_check_store)
     preempt_policy: str = attrs.field(default="passive", validator=_check_preempt_policy)
     resources: dict[str, float] = attrs.field(factory=dict)
+    metrics: Address | None = attrs.field(default=None, validator=_check_metrics)
 
 
 _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))
+
+# --------------------------------------------------------------------------- workers
+
+Fact = str | int | float | bool  # a host property's value
+ENTRY_KEYS: Final = (
+    "template",
+    "cluster",
+    "restrictions",
+    "slots",
+    "types",
+    "properties",
+    "resources",
+)
+MAX_SLOTS: Final = 2**31 - 1
+MAX_RANGE_HOSTS: Final = 100_000
+_MAX_RANGE_DIGITS: Final = 18
+# A template's name; a property's name as a requirement reads it (`host.KEY`, the same
+# pattern as requirements._KEY).
+_TEMPLATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+# Facts farmd fills in itself (model.Worker.facts): a property of that name would be
+# shadowed without a word, so it is refused with the key to use instead.
+_RESERVED_PROPERTIES: Final = {
+    "name": "the worker's name is its host name",
+    "cluster": "use the cluster: key",
+    "slots": "use the slots: key",
+    "types": "use the types: key",
+    "memory": "use resources: {memory: 64G}",
+}
+_HOST_TEXT = re.compile(r"[A-Za-z0-9_.-]+")
+_GLOB_TEXT = re.compile(r"[A-Za-z0-9_.*?-]+")
+_RANGE_TEXT = re.compile(r"([A-Za-z0-9_.-]*)\[([0-9]+)-([0-9]+)\]([A-Za-z0-9_.-]*)")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _worker_cluster(value: object) -> ClusterPath:
+    if not isinstance(value, str):
+        raise _FieldError.refuse(
+            ("cluster",), value, "must be a cluster path such as '/' or '/show1/lighting'"
+        )
+    try:
+        return parse_cluster(value)
+    except ClusterPathError as exc:
+        problem = str(exc).removeprefix(f"bad cluster path {value!r}: ")
+        raise _FieldError.refuse(("cluster",), value, problem) from None
+
+
+def _worker_restrictions(value: object) -> str:
+    """The canonical text of a restriction expression ('' for none)."""
+    if not isinstance(value, str):
+        problem = "must be a restriction expression such as '/show1/+ || /comp'"
+        raise _FieldError.refuse(("restrictions",), value, problem)
+    try:
+        return str(parse_restrictions(value))
+    except RestrictionError as exc:
+        problem = str(exc).removeprefix(f"bad restrictions {value!r} ")
+        raise _FieldError.refuse(("restrictions",), value, problem) from None
+
+
+def _worker_slots(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _FieldError.refuse(("slots",), value, f"must be an integer 1..{MAX_SLOTS}")
+    if not 1 <= value <= MAX_SLOTS:
+        raise _FieldError.refuse(("slots",), value, f"must be in 1..{MAX_SLOTS}")
+    return value
+
+
+def _is_name(value: object) -> bool:
+    """A resource or job-type name (`resources.check_name`)."""
+    try:
+        check_name(value)
+    except UserError:
+        return False
+    return True
+
+
+def _job_type(value: object) -> str:
+    if not isinstance(value, str) or not _is_name(value):
+        problem = (
+            "a job type is lowercase letters, digits, '_' and '-', dot-separated, such as blender"
+        )
+        raise _FieldError.refuse(("types",), value, problem)
+    return value
+
+
+def _worker_types(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        problem = "must be a list of job types, such as [blender, nuke]"
+        raise _FieldError.refuse(("types",), value, problem)
+    types = tuple(_job_type(item) for item in value)
+    for i, name in enumerate(types):
+        if name in types[:i]:
+            raise _FieldError.refuse(("types",), name, "is listed twice")
+    return types
+
+
+def _property_name(name: object) -> str:
+    if not isinstance(name, str) or not _PROPERTY_NAME.fullmatch(name):
+        problem = (
+            "a property name is letters, digits, '_', '.' and '-', not starting with a "
+            "digit, so that a requirement reads it as host.NAME"
+        )
+        raise _FieldError.refuse(("properties",), name, problem)
+    if name in _RESERVED_PROPERTIES:
+        problem = f"farmd sets host.{name} itself: {_RESERVED_PROPERTIES[name]}"
+        raise _FieldError.refuse(("properties",), name, problem)
+    return name
+
+
+def _property_value(value: object) -> Fact:
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    problem = "must be a string, a finite number (a 64-bit one if whole) or true/false"
+    raise _FieldError.refuse(("properties",), value, problem)
+
+
+def _worker_properties(value: object) -> dict[str, Fact]:
+    if not isinstance(value, Mapping):
+        problem = "must be a mapping of names to values, such as {rack: b}"
+        raise _FieldError.refuse(("properties",), value, problem)
+    return {_property_name(name): _property_value(fact) for name, fact in value.items()}
+
+
+def _resource_name(name: object) -> str:
+    if not isinstance(name, str) or not _is_name(name):
+        problem = "a counter's name is lowercase letters, digits, '_' and '-', such as gpu"
+        raise _FieldError.refuse(("resources",), name, problem)
+    if is_global(name):
+        problem = "a host's counter has no dot; farm-wide counters go in supervisor.resources"
+        raise _FieldError.refuse(("resources",), name, problem)
+    if name == "slots":
+        raise _FieldError.refuse(("resources",), name, "use the slots: key")
+    return name
+
+
+def _resource_amount(value: object) -> float:
+    problem = "must be an amount such as 2, 0.5 or 64G (K, M, G, T: powers of 1024)"
+    if isinstance(value, bool):
+        raise _FieldError.refuse(("resources",), value, problem)
+    try:
+        return parse_amount(value, "resources")
+    except JobSpecError:
+        raise _FieldError.refuse(("resources",), value, problem) from None
+
+
+def _worker_resources(value: object) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        problem = "must be a mapping of counters to amounts, such as {gpu: 2}"
+        raise _FieldError.refuse(("resources",), value, problem)
+    return {_resource_name(name): _resource_amount(amount) for name, amount in value.items()}
+
+
+def _template_name(name: object) -> str:
+    if not isinstance(name, str) or not _TEMPLATE_NAME.fullmatch(name):
+        problem = "a template's name is letters, digits, '_' and '-', starting with a letter"
+        raise _FieldError.refuse(("template",), name, problem)
+    return name
+
+
+def _template_list(value: object) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple):
+        raise _FieldError.refuse(("template",), value, "must be a template name or a list")
+    checked = tuple(_template_name(name) for name in names)
+    for i, name in enumerate(checked):
+        if name in checked[:i]:
+            raise _FieldError.refuse(("template",), name, "is listed twice")
+    return checked
+
+
+# WorkerEntry's converters: None is "not set"; anything else must be a good value.
+def _opt_cluster(value: object) -> ClusterPath | None:
+    return None if value is None else _worker_cluster(value)
+
+
+def _opt_restrictions(value: object) -> str | None:
+    return None if value is None else _worker_restrictions(value)
+
+
+def _opt_slots(value: object) -> int | None:
+    return None if value is None else _worker_slots(value)
+
+
+def _opt_types(value: object) -> tuple[str, ...] | None:
+    return None if value is None else _worker_types(value)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerEntry:
+    """One entry of the `workers:` section: `default`, a template or a host entry.
+
+    Each key is None (or empty) where the entry does not set it; `templates` are the
+    ones it inherits (the `template:` key), applied in order before its own keys. Values
+    are checked and normalised on construction: `cluster` as a cluster path,
+    `restrictions` to its canonical text, `resources` amounts to numbers.
+    """
+
+    templates: tuple[str, ...] = attrs.field(default=(), converter=_template_list)
+    cluster: ClusterPath | None = attrs.field(default=None, converter=_opt_cluster)
+    restrictions: str | None = attrs.field(default=None, converter=_opt_restrictions)
+    slots: int | None = attrs.field(default=None, converter=_opt_slots)
+    types: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_types)
+    properties: dict[str, Fact] = attrs.field(factory=dict, converter=_worker_properties)
+    resources: dict[str, float] = attrs.field(factory=dict, converter=_worker_resources)
+
+
+class PatternKind(enum.Enum):
+    EXACT = "exact"  # node07
+    GLOB = "glob"  # gpu-*: fnmatch's * and ?, case-sensitive
+    RANGE = "range"  # render[001-120]
+
+
+@attrs.frozen
+class HostPattern:
+    """Which hosts a host entry names: one exact name, a glob (`*`, `?`) or a numbered
+    range (`render[001-120]`: a leading zero on either end pads every number to that
+    width; without one, numbers are written without leading zeros)."""
+
+    text: str
+    kind: PatternKind
+    prefix: str = ""
+    suffix: str = ""
+    first: int = 0
+    last: int = 0
+    width: int = 0  # zero padding of a range's numbers; 0: none
+
+    def matches(self, host: str) -> bool:
+        if self.kind is PatternKind.EXACT:
+            return host == self.text
+        if self.kind is PatternKind.GLOB:
+            return fnmatch.fnmatchcase(host, self.text)
+        end = len(host) - len(self.suffix)
+        if end <= len(self.prefix) or not (
+            host.startswith(self.prefix) and host.endswith(self.suffix)
+        ):
+            return False
+        digits = host[len(self.prefix) : end]
+        if not _DIGITS.fullmatch(digits) or len(digits) > _MAX_RANGE_DIGITS:
+            return False
+        if self.width and len(digits) != self.width:
+            return False
+        if not self.width and digits != str(int(digits)):
+            return False  # render007 is not in render[1-120]
+        return self.first <= int(digits) <= self.last
+
+
+def parse_host_pattern(text: object) -> HostPattern:
+    """The hosts a host entry's key names; refuses anything but a name, glob or range."""
+    if not isinstance(text, str) or not text:
+        raise _FieldError.refuse(("host",), text, "must be a host name, glob or range")
+    if _HOST_TEXT.fullmatch(text):
+        return HostPattern(text, PatternKind.EXACT)
+    if _GLOB_TEXT.fullmatch(text):
+        return HostPattern(text, PatternKind.GLOB)
+    match = _RANGE_TEXT.fullmatch(text)
+    if match is None:
+        if "[" in text or "]" in text:
+            problem = (
+                "brackets are only for one numbered range such as render[001-120], "
+                "which cannot be combined with * or ?"
+            )
+        else:
+            problem = (
+                "a host name holds letters, digits, '_', '.' and '-'; a glob also * "
+                "and ?; a range one [FIRST-LAST] part"
+            )
+        raise _FieldError.refuse(("host",), text, problem)
+    prefix, low, high, suffix = match.groups()
+    if max(len(low), len(high)) > _MAX_RANGE_DIGITS:
+        problem = f"the numbers of a range have at most {_MAX_RANGE_DIGITS} digits"
+        raise _FieldError.refuse(("host",), text, problem)
+    padded = any(len(end) > 1 and end.startswith("0") for end in (low, high))
+    if padded and len(low) != len(high):
+        problem = (
+            f"zero padding needs both ends of [{low}-{high}] written with the same number "
+            "of digits, such as [001-120]"
+        )
+        raise _FieldError.refuse(("host",), text, problem)
+    first, last = int(low), int(high)
+    if first > last:
+        problem = f"the range [{low}-{high}] runs backwards: write [{high}-{low}]"
+        raise _FieldError.refuse(("host",), text, problem)
+    if last - first + 1 > MAX_RANGE_HOSTS:
+        problem = (
+            f"a range names at most {MAX_RANGE_HOSTS} hosts, [{low}-{high}] names "
+            f"{last - first + 1}"
+        )
+        raise _FieldError.refuse(("host",), text, problem)
+    return HostPattern(
+        text, PatternKind.RANGE, prefix, suffix, first, last, len(low) if padded else 0
+    )
+
+
+def _template_cycle(graph: Mapping[str, Sequence[str]]) -> tuple[str, ...] | None:
+    """A cycle of templates inheriting each other, as `(a, b, a)`, or None. Names that
+    are not in `graph` are taken as leaves."""
+    done: set[str] = set()
+    for start in graph:
+        if start in done:
+            continue
+        path = [start]
+        on_path = {start}
+        iters = [iter(graph[start])]
+        while iters:
+            name = next(iters[-1], None)
+            if name is None:
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                iters.pop()
+                continue
+            if name in on_path:
+                return (*path[path.index(name) :], name)
+            if name in done or name not in graph:
+                continue
+            path.append(name)
+            on_path.add(name)
+            iters.append(iter(graph[name]))
+    return None
+
+
+def _check_templates(
+    inst: WorkersConfig, _: attrs.Attribute[Any], templates: Mapping[str, WorkerEntry]
+) -> None:
+    for name in templates:
+        _template_name(name)
+    entries = [inst.default, *templates.values(), *inst.hosts.values()]
+    for entry in entries:
+        for name in entry.templates:
+            if name not in templates:
+                raise _FieldError.refuse(("template",), name, "is not a template")
+    cycle = _template_cycle({name: entry.templates for name, entry in templates.items()})
+    if cycle is not None:
+        raise _FieldError.refuse(("template",), cycle[0], _cycle_problem(cycle))
+
+
+def _cycle_problem(cycle: tuple[str, ...]) -> str:
+    return f"templates inherit each other in a cycle: {' -> '.join(cycle)}"
+
+
+def _to_patterns(hosts: Mapping[str, WorkerEntry]) -> dict[str, WorkerEntry]:
+    for text in hosts:
+        parse_host_pattern(text)
+    return dict(hosts)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    """The effective central configuration of one host (`WorkersConfig.settings_for`).
+
+    None (or, for `properties` and `resources`, a missing name) means "not set
+    centrally": the worker's own flag, or its default, applies; `combine` does that.
+    `sources` names the entries that applied, in order ("default", "template gpu",
+    "host render[001-120]"); `origins` the one each key's value came from, by key
+    ("cluster", "properties.rack", "resources.gpu").
+    """
+
+    cluster: str | None = None  # a normalised ClusterPath
+    restrictions: str | None = None
+    slots: int | None = None
+    types: tuple[str, ...] | None = None
+    properties: dict[str, Fact] = attrs.field(factory=dict)
+    resources: dict[str, float] = attrs.field(factory=dict)
+    sources: tuple[str, ...] = ()
+    origins: dict[str, str] = attrs.field(factory=dict)
+
+    def combine(
+        self,
+        *,
+        cluster: str,
+        restrictions: str,
+        slots: int,
+        types: Sequence[str],
+        properties: Mapping[str, Any],
+        resources: Mapping[str, float],
+    ) -> dict[str, Any]:
+        """A worker's own values (what it registered with, from its flags) with this
+        configuration over them: every key set here wins, the worker's fill the rest;
+        `properties` and `resources` merge name by name, `types` is replaced whole."""
+        return {
+            "cluster": cluster if self.cluster is None else self.cluster,
+            "restrictions": restrictions if self.restrictions is None else self.restrictions,
+            "slots": slots if self.slots is None else self.slots,
+            "types": tuple(types) if self.types is None else self.types,
+            "properties": {**properties, **self.properties},
+            "resources": {**resources, **self.resources},
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values: lists for tuples."""
+        return {
+            "cluster": self.cluster,
+            "restrictions": self.restrictions,
+            "slots": self.slots,
+            "types": None if self.types is None else list(self.types),
+            "properties": dict(self.properties),
+            "resources": dict(self.resources),
+            "sources": list(self.sources),
+            "origins": dict(self.origins),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class WorkersConfig:
+    """The central worker configuration (Qube's qbwrk.conf): a `default` entry for every
+    host, named `templates` that entries inherit, and `hosts` entries keyed by an exact
+    name, a glob or a numbered range, in file order. Checked on construction: template
+    names, references to templates that exist, no inheritance cycle, host keys that
+    parse (`parse_host_pattern`)."""
+
+    default: WorkerEntry = attrs.field(factory=WorkerEntry)
+    hosts: dict[str, WorkerEntry] = attrs.field(factory=dict, converter=_to_patterns)
+    templates: dict[str, WorkerEntry] = attrs.field(factory=dict, validator=_check_templates)
+    _patterns: tuple[tuple[HostPattern, WorkerEntry], ...] = attrs.field(
+        init=False, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        patterns = tuple((parse_host_pattern(text), e) for text, e in self.hosts.items())
+        object.__setattr__(self, "_patterns", patterns)
+
+    def settings_for(self, host: str) -> WorkerSettings:
+        """The effective configuration of `host`: `default`, then the globs and ranges
+        that match it in file order, then its exact entry; each entry's templates
+        (depth-first, in listed order, each once) before its own keys."""
+        chain = [("default", self.default)]
+        chain += [
+            (f"host {pattern.text}", entry)
+            for pattern, entry in self._patterns
+            if pattern.kind is not PatternKind.EXACT and pattern.matches(host)
+        ]
+        chain += [
+            (f"host {pattern.text}", entry)
+            for pattern, entry in self._patterns
+            if pattern.kind is PatternKind.EXACT and pattern.matches(host)
+        ]
+        values: dict[str, Any] = {"properties": {}, "resources": {}}
+        origins: dict[str, str] = {}
+        sources: list[str] = []
+        for label, entry in chain:
+            for name in self._linearise(entry.templates):
+                _apply(self.templates[name], f"template {name}", values, origins, sources)
+            _apply(entry, label, values, origins, sources)
+        return WorkerSettings(**values, sources=tuple(sources), origins=origins)
+
+    def _linearise(self, roots: tuple[str, ...]) -> list[str]:
+        """The templates `roots` bring in, parents first, each once (at the first place
+        a depth-first walk in listed order reaches it)."""
+        order: list[str] = []
+        seen: set[str] = set()
+        stack = [(name, False) for name in reversed(roots)]
+        while stack:
+            name, expanded = stack.pop()
+            if expanded:
+                order.append(name)
+            elif name not in seen:
+                seen.add(name)
+                stack.append((name, True))
+                stack.extend((parent, False) for parent in reversed(self.templates[name].templates))
+        return order
+
+
+_REPLACED: Final = ("cluster", "restrictions", "slots", "types")
+_MERGED: Final = ("properties", "resources")
+
+
+def _apply(
+    entry: WorkerEntry,
+    label: str,
+    values: dict[str, Any],
+    origins: dict[str, str],
+    sources: list[str],
+) -> None:
+    sources.append(label)
+    for key in _REPLACED:
+        value = getattr(entry, key)
+        if value is not None:
+            values[key] = value
+            origins[key] = label
+    for key in _MERGED:
+        for name, value in getattr(entry, key).items():
+            values[key][name] = value
+            origins[f"{key}.{name}"] = label
+
+
+@attrs.frozen(kw_only=True)
+class FarmConfig:
+    """Everything a config file holds: the supervisor's settings and the central worker
+    configuration, each its defaults where the file has no such section."""
+
+    supervisor: SupervisorConfig = attrs.field(factory=SupervisorConfig)
+    workers: WorkersConfig = attrs.field(factory=WorkersConfig)
+
 
 # --------------------------------------------------------------------------- the file
 
@@ -497,6 +1039,7 @@ class _Document:
     """What a config file holds, one attribute per section; None where it has none."""
 
     supervisor: SupervisorConfig | None = None
+    workers: WorkersConfig | None = None
 
 
 def _supervisor_section(source: _Source, node: yaml.Node, doc: _Document) -> None:
@@ -510,7 +1053,7 @@ def _supervisor_section(source: _Source, node: yaml.Node, doc: _Document) -> Non
             values[name] = _resources_value(source, value_node, key)
             continue
         value = source.scalar(value_node, key)
-        if name == "listen":
+        if name == "listen" or (name == "metrics" and value is not None):
             value = _address_value(source, value_node, key, value)
         elif name == "state_dir":
             value = _path_value(source, value_node, key, value)
@@ -569,12 +1112,160 @@ def _path_value(source: _Source, node: yaml.Node, key: str, value: object) -> Pa
     return source.directory / path
 
 
+_WORKERS_KEYS: Final = ("default", "templates", "hosts")
+_SEQ_TAG: Final = _TAG + "seq"
+_BOOL_WORDS: Final = ("true", "false")
+
+# A template reference as the file wrote it: the entry's key path, the name, its node.
+_Ref = tuple[str, str, yaml.Node]
+
+
+def _workers_section(source: _Source, node: yaml.Node, doc: _Document) -> None:
+    items = source.mapping(node, "workers", _WORKERS_KEYS, "worker settings")
+    refs: list[_Ref] = []
+    default = WorkerEntry()
+    if "default" in items:
+        default = _worker_entry(source, items["default"][1], "workers.default", refs)
+    templates: dict[str, WorkerEntry] = {}
+    if "templates" in items:
+        key = "workers.templates"
+        named = source.mapping(items["templates"][1], key, None, "templates")
+        for name, (key_node, value_node) in named.items():
+            _located(source, key_node, f"{key}.{name}", _template_name, name)
+            templates[name] = _worker_entry(source, value_node, f"{key}.{name}", refs)
+    hosts: dict[str, WorkerEntry] = {}
+    if "hosts" in items:
+        key = "workers.hosts"
+        named = source.mapping(items["hosts"][1], key, None, "host entries")
+        for text, (key_node, value_node) in named.items():
+            _located(source, key_node, f"{key}.{text}", parse_host_pattern, text)
+            hosts[text] = _worker_entry(source, value_node, f"{key}.{text}", refs)
+    for key, name, ref_node in refs:
+        if name not in templates:
+            known = ", ".join(templates) or "none are defined"
+            raise source.error(ref_node, key, f"unknown template; templates: {known}")
+    cycle = _template_cycle({name: entry.templates for name, entry in templates.items()})
+    if cycle is not None:
+        # point at the reference that closes the cycle
+        closing = f"workers.templates.{cycle[-2]}.template"
+        ref_node = next(n for k, name, n in refs if k == closing and name == cycle[-1])
+        raise source.error(ref_node, closing, _cycle_problem(cycle))
+    doc.workers = WorkersConfig(default=default, templates=templates, hosts=hosts)
+
+
+def _worker_entry(source: _Source, node: yaml.Node, key: str, refs: list[_Ref]) -> WorkerEntry:
+    """One entry; its template references are added to `refs`, to be checked once every
+    template is known. Every value is checked here, where its node is at hand, by the
+    same functions WorkerEntry's converters call."""
+    items = source.mapping(node, key, ENTRY_KEYS, "worker settings")
+    values: dict[str, Any] = {}
+    for name, (_, value_node) in items.items():
+        where = f"{key}.{name}"
+        if name == "template":
+            values["templates"] = _template_refs(source, value_node, where, refs)
+        elif name == "types":
+            values[name] = _types_value(source, value_node, where)
+        elif name == "properties":
+            values[name] = _facts_value(source, value_node, where)
+        elif name == "resources":
+            values[name] = _amounts_value(source, value_node, where)
+        else:
+            convert = {
+                "cluster": _worker_cluster,
+                "restrictions": _worker_restrictions,
+                "slots": _worker_slots,
+            }[name]
+            values[name] = _located(source, value_node, where, convert)
+    return WorkerEntry(**values)
+
+
+_FROM_NODE: Final = object()
+
+
+def _located(
+    source: _Source,
+    node: yaml.Node,
+    key: str,
+    check: Callable[[Any], Any],
+    value: object = _FROM_NODE,
+) -> Any:
+    """`check(value)` (by default, of the scalar at `node`), with a refusal turned into
+    a message located at `node`."""
+    if value is _FROM_NODE:
+        value = source.scalar(node, key)
+    try:
+        return check(value)
+    except _FieldError as exc:
+        problem = exc.problem
+        if node.tag == _TAG + "bool":
+            problem += "; in YAML, yes/no/on/off are true/false"
+        raise source.error(node, key, problem) from None
+
+
+def _sequence(source: _Source, node: yaml.Node, key: str, what: str) -> list[yaml.Node]:
+    if not isinstance(node, yaml.SequenceNode) or node.tag != _SEQ_TAG:
+        raise source.error(node, key, f"must be a list of {what}")
+    return list(node.value)
+
+
+def _template_refs(source: _Source, node: yaml.Node, key: str, refs: list[_Ref]) -> list[str]:
+    item_nodes: list[yaml.Node] = [node]
+    if not isinstance(node, yaml.ScalarNode):
+        item_nodes = _sequence(source, node, key, "template names, or one name")
+    names: list[str] = []
+    for item in item_nodes:
+        name = _located(source, item, key, _template_name)
+        if name in names:
+            raise source.error(item, key, "template listed twice")
+        names.append(name)
+        refs.append((key, name, item))
+    return names
+
+
+def _types_value(source: _Source, node: yaml.Node, key: str) -> list[str]:
+    types: list[str] = []
+    for item in _sequence(source, node, key, "job types, such as [blender, nuke]"):
+        name = _located(source, item, key, _job_type)
+        if name in types:
+            raise source.error(item, key, "job type listed twice")
+        types.append(name)
+    return types
+
+
+def _facts_value(source: _Source, node: yaml.Node, key: str) -> dict[str, Fact]:
+    facts: dict[str, Fact] = {}
+    for name, (key_node, value_node) in source.mapping(node, key, None, "properties").items():
+        where = f"{key}.{name}"
+        _located(source, key_node, where, _property_name, name)
+        if value_node.tag == _TAG + "bool" and value_node.value.lower() not in _BOOL_WORDS:
+            what = "YAML 1.1 reads this as true/false: write true or false, or quote the text"
+            raise source.error(value_node, where, what)
+        value = source.scalar(value_node, where)
+        if value is None:
+            raise source.error(value_node, where, "must be a string, a number or true/false")
+        facts[name] = _located(source, value_node, where, _property_value, value)
+    return facts
+
+
+def _amounts_value(source: _Source, node: yaml.Node, key: str) -> dict[str, float]:
+    amounts: dict[str, float] = {}
+    for name, (key_node, value_node) in source.mapping(node, key, None, "counters").items():
+        where = f"{key}.{name}"
+        _located(source, key_node, where, _resource_name, name)
+        value = source.scalar(value_node, where)
+        if value is None:
+            raise source.error(value_node, where, "must be an amount such as 2 or 64G")
+        amounts[name] = _located(source, value_node, where, _resource_amount, value)
+    return amounts
+
+
 _SectionParser = Callable[[_Source, yaml.Node, _Document], None]
 
 # Top-level key -> its parser. A new section is a parser, an entry here and an
 # attribute of _Document.
 _SECTIONS: Final[Mapping[str, _SectionParser]] = {
     "supervisor": _supervisor_section,
+    "workers": _workers_section,
 }
 
 
@@ -617,23 +1308,42 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_supervisor_config(text: str, filename: str) -> SupervisorConfig:
-    """The supervisor settings of config text; `filename` names it in messages, and a
-    relative `state_dir` is resolved against its directory."""
+def parse_farm_config(text: str, filename: str) -> FarmConfig:
+    """Everything config text holds; `filename` names it in messages, and a relative
+    `state_dir` is resolved against its directory."""
     doc = _parse_document(text, filename)
-    return doc.supervisor if doc.supervisor is not None else SupervisorConfig()
+    return FarmConfig(
+        supervisor=doc.supervisor if doc.supervisor is not None else SupervisorConfig(),
+        workers=doc.workers if doc.workers is not None else WorkersConfig(),
+    )
+
+
+def load_farm_config(path: str | os.PathLike[str]) -> FarmConfig:
+    """Read a config file (UTF-8 YAML): the supervisor's settings and the workers'."""
+    filename = os.fspath(path)
+    return parse_farm_config(_read_text(filename), filename)
+
+
+def parse_supervisor_config(text: str, filename: str) -> SupervisorConfig:
+    """The supervisor settings of config text (the whole text is checked, `workers:`
+    included); `filename` names it in messages, and a relative `state_dir` is resolved
+    against its directory."""
+    return parse_farm_config(text, filename).supervisor
 
 
 def load_supervisor_config(path: str | os.PathLike[str]) -> SupervisorConfig:
     """Read a config file (UTF-8 YAML) and return its supervisor settings."""
-    filename = os.fspath(path)
+    return load_farm_config(path).supervisor
+
+
+def _read_text(filename: str) -> str:
     try:
         data = Path(filename).read_bytes()
     except OSError as exc:
         msg = f"{filename}: cannot read config file: {exc.strerror or exc}"
         raise ConfigError(msg) from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         before = data[: exc.start].decode("utf-8")  # valid up to the bad byte
         line = before.count("\n") + 1
@@ -641,4 +1351,3 @@ def load_supervisor_config(path: str | os.PathLike[str]) -> SupervisorConfig:
         bad = data[exc.start : exc.end]
         msg = f"{filename}:{line}:{column}: not UTF-8 text (got {bad!r})"
         raise ConfigError(msg) from None
-    return parse_supervisor_config(text, filename)

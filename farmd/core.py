@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -222,6 +223,21 @@ class SetResource:
 
 
 @attrs.frozen(kw_only=True)
+class WorkerReconfigured:
+    """A reloaded configuration changes a connected worker: from its next pick it ranks
+    and matches by these; what it runs is not disturbed."""
+
+    name: str
+    cluster: str
+    slots: int
+    now: float
+    restrictions: str = ""
+    types: tuple[str, ...] = ()
+    properties: dict[str, Any] = attrs.field(factory=dict)
+    resources: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
 class WorkerLost:
     name: str
     now: float
@@ -269,6 +285,7 @@ Event = (
     | LockWorker
     | UnlockWorker
     | SetResource
+    | WorkerReconfigured
 )
 
 # --------------------------------------------------------------------------- commands
@@ -349,6 +366,43 @@ class Outcome:
     changes: Changes = attrs.field(factory=Changes)
 
 
+# --------------------------------------------------------------------------- statistics
+
+
+@attrs.frozen(kw_only=True)
+class FarmStatistics:
+    """What the scheduler tells the metrics module (`farmd.metrics`) at one scrape.
+
+    Counts are of jobs that have not been removed. The `frames_*` totals are cumulative
+    since the supervisor started (they reset with it, which Prometheus counters allow).
+    """
+
+    frames: tuple[tuple[str, str, int], ...]  # (job cluster, frame state, count)
+    jobs: tuple[tuple[str, str, int], ...]  # (job cluster, job state, count)
+    workers: tuple[tuple[str, str, int], ...]  # (worker cluster, idle|busy|locked, count)
+    slots: tuple[tuple[str, float, float], ...]  # (worker cluster, used, total)
+    resources: tuple[tuple[str, float, float], ...]  # (global counter name, used, total)
+    frames_started: int
+    frames_completed: int
+    frames_failed: int
+    frames_retried: int
+    frames_preempted: int
+
+
+EMPTY_STATISTICS = FarmStatistics(
+    frames=(),
+    jobs=(),
+    workers=(),
+    slots=(),
+    resources=(),
+    frames_started=0,
+    frames_completed=0,
+    frames_failed=0,
+    frames_retried=0,
+    frames_preempted=0,
+)
+
+
 # --------------------------------------------------------------------------- scheduler
 
 
@@ -378,6 +432,10 @@ class Scheduler:
         self.locks: dict[str, str] = {}  # locked workers by name, connected or not
         self._locks_changed = False
         self._demanding: set[int] = set()  # jobs that need more of a worker than a slot
+        # frames started, completed, failed, retried, preempted since this process began
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("started", "completed", "failed", "retried", "preempted"), 0
+        )
         self.jobs: dict[int, Job] = {}
         self.workers: dict[str, Worker] = {}
         self.index = RankingIndex()
@@ -434,6 +492,8 @@ class Scheduler:
                 result = self._unlock(event)
             case SetResource():
                 result = self._set_resource(event)
+            case WorkerReconfigured():
+                result = self._worker_reconfigured(event)
             case _:
                 msg = f"unknown event {event!r}"
                 raise TypeError(msg)
@@ -833,12 +893,27 @@ class Scheduler:
     # ------------------------------------------------------------------ worker events
 
     def _worker_joined(self, event: WorkerJoined) -> dict[str, Any]:
+        worker = self._make_worker(event, self._joins)  # refused before anything changes
+        if event.name in self.workers:
+            self._worker_lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
+        self._joins += 1
+        self.workers[worker.name] = worker
+        self.tree.add(worker.cluster, Member.WORKER)
+        for job_id, number, attempt in event.running:
+            self._reconcile(worker, job_id, number, attempt, event.now)
+        # frames it ran before a supervisor restart and no longer runs: back to pending
+        unclaimed = [key for key in self._orphans if self._orphan_worker(key) == worker.name]
+        self._requeue_orphans(unclaimed)
+        self._note("info", "worker joined", worker=worker.name, cluster=worker.cluster)
+        if worker.free > 0:
+            self._hungry[worker.name] = None
+        return worker.summary()
+
+    def _make_worker(self, event: WorkerJoined | WorkerReconfigured, seq: int) -> Worker:
+        """A worker record from a registration or a reconfiguration, checked."""
         if event.slots < 1:
             msg = f"bad worker {event.name!r}: slots must be at least 1, got {event.slots}"
             raise JobSpecError(msg)
-        cluster = parse_cluster(event.cluster)
-        restrictions = parse_restrictions(event.restrictions)
-        types = frozenset(check_name(t, "job type") for t in event.types)
         resources = {check_name(n): float(a) for n, a in event.resources.items()}
         if any(is_global(n) or n == "slots" for n in resources):
             msg = (
@@ -846,31 +921,40 @@ class Scheduler:
                 "not slots or farm-wide ones"
             )
             raise JobSpecError(msg)
-        if event.name in self.workers:
-            self._worker_lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
-        worker = Worker(
+        return Worker(
             name=event.name,
-            cluster=cluster,
-            restrictions=restrictions,
+            cluster=parse_cluster(event.cluster),
+            restrictions=parse_restrictions(event.restrictions),
             slots=event.slots,
             connected_at=event.now,
-            seq=self._joins,
-            types=types,
+            seq=seq,
+            types=frozenset(check_name(t, "job type") for t in event.types),
             properties=dict(event.properties),
             resources=resources,
             locked=self.locks.get(event.name),
         )
-        self._joins += 1
+
+    def _worker_reconfigured(self, event: WorkerReconfigured) -> dict[str, Any]:
+        """The worker's record is rebuilt (its cached view and facts with it); what it
+        runs and holds carries over, and it is offered work as it now stands."""
+        old = self.worker(event.name)
+        worker = self._make_worker(event, old.seq)
+        worker.connected_at = old.connected_at
+        worker.running, worker.used, worker.sticky = old.running, old.used, old.sticky
         self.workers[worker.name] = worker
-        self.tree.add(cluster, Member.WORKER)
-        for job_id, number, attempt in event.running:
-            self._reconcile(worker, job_id, number, attempt, event.now)
-        # frames it ran before a supervisor restart and no longer runs: back to pending
-        unclaimed = [key for key in self._orphans if self._orphan_worker(key) == worker.name]
-        self._requeue_orphans(unclaimed)
-        self._note("info", "worker joined", worker=worker.name, cluster=cluster)
-        if worker.free > 0:
-            self._hungry[worker.name] = None
+        if worker.cluster != old.cluster:
+            self.tree.remove(old.cluster, Member.WORKER)
+            self.tree.add(worker.cluster, Member.WORKER)
+        self._starved.discard(worker.name)
+        self._hungry[worker.name] = None
+        self._note(
+            "info",
+            "worker reconfigured",
+            worker=worker.name,
+            cluster=worker.cluster,
+            was=old.cluster,
+            slots=worker.slots,
+        )
         return worker.summary()
 
     def _reconcile(
@@ -1085,8 +1169,10 @@ class Scheduler:
             error=event.error,
         )
         if ok:
+            self.counters["completed"] += 1
             self._move(job, frame, FrameState.COMPLETE)
         else:
+            self.counters["failed"] += 1
             frame.failures += 1
             frame.failed_on = worker.name
             if frame.failures <= job.retries:
@@ -1094,6 +1180,7 @@ class Scheduler:
                     frame.retry_at = event.now + job.retry_delay
                     self._held[(job.id, frame.number)] = frame.retry_at
                     self._out.append(WakeAt(at=frame.retry_at))
+                self.counters["retried"] += 1
                 self._move(job, frame, FrameState.SUSPENDED if suspended else FrameState.PENDING)
                 self._note(
                     "info",
@@ -1329,6 +1416,7 @@ class Scheduler:
         self._out.append(
             StopFrame(worker=worker.name, job_id=job.id, frame=frame.number, attempt=frame.attempts)
         )
+        self.counters["preempted"] += 1
         self._move(job, frame, FrameState.PENDING)  # uses no retry: not the frame's fault
         frame.started_at = None
         self._sync(job)
@@ -1347,6 +1435,7 @@ class Scheduler:
         self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float, taken: Taken
     ) -> None:
         frame = job.next_frame(worker.name)
+        self.counters["started"] += 1
         self._move(job, frame, FrameState.RUNNING)
         frame.attempts += 1
         frame.worker = worker.name
@@ -1549,6 +1638,38 @@ class Scheduler:
                 worker.view, limit, eligible=self._fits_on(worker, [], idle=True)
             )
         ]
+
+    def statistics(self) -> FarmStatistics:
+        """Counts for the metrics, by cluster and state (see `FarmStatistics`)."""
+        frames: Counter[tuple[str, str]] = Counter()
+        jobs: Counter[tuple[str, str]] = Counter()
+        for job in self.jobs.values():
+            jobs[(job.cluster, job.state.value)] += 1
+            for state, count in job.frame_counts.items():
+                if count:
+                    frames[(job.cluster, state.value)] += count
+        workers: Counter[tuple[str, str]] = Counter()
+        slots: dict[str, list[float]] = {}
+        for worker in self.workers.values():
+            workers[(worker.cluster, worker.summary_state)] += 1
+            used_total = slots.setdefault(worker.cluster, [0, 0])
+            used_total[0] += worker.used.get("slots", 0)
+            used_total[1] += worker.slots
+        pool = self.pool
+        return FarmStatistics(
+            frames=tuple((c, s, n) for (c, s), n in sorted(frames.items())),
+            jobs=tuple((c, s, n) for (c, s), n in sorted(jobs.items())),
+            workers=tuple((c, s, n) for (c, s), n in sorted(workers.items())),
+            slots=tuple((c, u, t) for c, (u, t) in sorted(slots.items())),
+            resources=tuple(
+                (name, pool.used.get(name, 0), total) for name, total in sorted(pool.totals.items())
+            ),
+            frames_started=self.counters["started"],
+            frames_completed=self.counters["completed"],
+            frames_failed=self.counters["failed"],
+            frames_retried=self.counters["retried"],
+            frames_preempted=self.counters["preempted"],
+        )
 
     def resources_view(self) -> dict[str, dict[str, float]]:
         pool = self.pool

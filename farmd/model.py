@@ -642,12 +642,16 @@ class Worker:
         while it is connected, so this is built once, not at every pick."""
         return WorkerView(cluster=self.cluster, restrictions=self.restrictions)
 
+    @property
+    def summary_state(self) -> str:
+        return "locked" if self.locked else "busy" if self.running else "idle"
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "cluster": self.cluster,
             "restrictions": str(self.restrictions),
-            "state": ("locked" if self.locked else "busy" if self.running else "idle"),
+            "state": self.summary_state,
             "locked": self.locked,
             "slots": self.slots,
             "used": self.used.get("slots", 0),

@@ -593,6 +593,14 @@ class SetResource(Request):
     total: float = attrs.field(validator=_check(_is_seconds, "must be a number >= 0"))
 
 
+@_message("reload")
+@attrs.frozen(kw_only=True)
+class Reload(Request):
+    """Read the configuration file again (as SIGHUP does); a bad file changes nothing."""
+
+    request_id: int = _int_field()
+
+
 @_message("order")
 @attrs.frozen(kw_only=True)
 class Order(Request):

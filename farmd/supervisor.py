@@ -29,7 +29,7 @@ import attrs
 import trio
 
 from farmd import __version__
-from farmd.config import Address, SupervisorConfig
+from farmd.config import Address, SupervisorConfig, WorkersConfig, load_farm_config
 from farmd.core import (
     MAX_COMMAND_BYTES,
     Command,
@@ -56,9 +56,11 @@ from farmd.core import (
     WakeAt,
     WorkerJoined,
     WorkerLost,
+    WorkerReconfigured,
 )
 from farmd.errors import FarmdError, ForbiddenError, ProtocolError, UnavailableError, UserError
 from farmd.logs import log_event
+from farmd.metrics import FarmMetrics
 from farmd.model import Changes, Control
 from farmd.protocol import (
     NEED_DATA,
@@ -87,6 +89,7 @@ from farmd.protocol import (
     Refused,
     Register,
     Registered,
+    Reload,
     Remove,
     Reply,
     Request,
@@ -119,6 +122,9 @@ LOG_FETCH_TIMEOUT = 10.0
 RECEIVE_BYTES = 65536
 TOKEN_FILE = "token"
 ADDRESS_FILE = "address"
+METRICS_ADDRESS_FILE = "metrics_address"
+HTTP_REQUEST_LIMIT = 8192
+HTTP_TIMEOUT = 5.0
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -236,8 +242,22 @@ class _Connection:
 class Supervisor:
     """The daemon: owns the scheduler core and every connection, in one nursery."""
 
-    def __init__(self, config: SupervisorConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        workers: WorkersConfig | None = None,
+        config_path: Path | None = None,
+        file_settings: SupervisorConfig | None = None,
+    ) -> None:
         self.config = config
+        # the file's own supervisor settings (before command-line flags): what a reload
+        # compares with, to report the settings that changed in the file
+        self._file_settings = file_settings if file_settings is not None else config
+        self.workers_config = workers if workers is not None else WorkersConfig()
+        self.config_path = config_path  # what `farmd reload` and SIGHUP read again
+        self._registrations: dict[str, Register] = {}  # what each worker said of itself
         self.core = Scheduler(
             default_priority=config.default_priority,
             default_cluster=config.default_cluster,
@@ -258,6 +278,8 @@ class Supervisor:
         self._commit_wanted = trio.Event()
         self._committing = False  # a batch is being committed or carried out
         self._wake_changed = trio.Event()
+        self.metrics = FarmMetrics(self.core.statistics)
+        self.metrics_address: Address | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -312,12 +334,60 @@ class Supervisor:
             version=__version__,
         )
         async with trio.open_nursery() as nursery:
+            if self.config.metrics is not None:
+                await nursery.start(self._serve_metrics, self.config.metrics)
             nursery.start_soon(self._committer)
             nursery.start_soon(self._timer)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self.address)
+
+    async def _serve_metrics(
+        self, where: Address, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Prometheus's text format on `GET /metrics`, on its own address. Scrapes run in
+        this (the core's) thread, so the statistics they read are consistent."""
+        listeners = await trio.open_tcp_listeners(where.port, host=where.host)
+        self.metrics_address = Address(where.host, listeners[0].socket.getsockname()[1])
+        path = self.config.state_dir / METRICS_ADDRESS_FILE
+        path.write_text(f"{self.metrics_address}\n")
+        log_event(log, "info", "metrics listening", address=str(self.metrics_address))
+        task_status.started()
+        await trio.serve_listeners(self._metrics_request, listeners)
+
+    async def _metrics_request(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            request = b""
+            with trio.move_on_after(HTTP_TIMEOUT):
+                while b"\r\n\r\n" not in request and len(request) < HTTP_REQUEST_LIMIT:
+                    try:
+                        chunk = await stream.receive_some(4096)
+                    except trio.BrokenResourceError:
+                        return
+                    if not chunk:
+                        break
+                    request += chunk
+            line = request.split(b"\r\n", 1)[0].split()
+            if line[:1] == [b"GET"] and line[1:2] in ([b"/metrics"], [b"/"]):
+                try:
+                    body, kind = self.metrics.exposition()
+                    status = "200 OK"
+                except Exception as exc:  # a scrape must not take the supervisor down
+                    log_event(log, "error", "metrics failed", error=repr(exc))
+                    body, kind, status = (
+                        b"metrics failed\n",
+                        "text/plain",
+                        "500 Internal Server Error",
+                    )
+            else:
+                body, kind, status = b"not found: GET /metrics\n", "text/plain", "404 Not Found"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(head.encode() + body)
 
     async def _timer(self) -> None:
         """Wake the core when it asked to be (retry delays): one timer for all of them."""
@@ -351,6 +421,8 @@ class Supervisor:
                 if changes:
                     started = trio.current_time()
                     await trio.to_thread.run_sync(store.commit, changes)
+                    seconds = trio.current_time() - started
+                    self.metrics.observe_commit(seconds)
                     log_event(
                         log,
                         "debug",
@@ -358,7 +430,7 @@ class Supervisor:
                         jobs=len(changes.jobs),
                         frames=len(changes.frames),
                         outcomes=len(batch),
-                        seconds=round(trio.current_time() - started, 6),
+                        seconds=round(seconds, 6),
                     )
                 for _, effects in batch:
                     for effect in effects:
@@ -422,24 +494,16 @@ class Supervisor:
     async def _worker_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
         register = await _expect(conn, Register, "after the hello")
         name = register.name
+        effective = self._effective(register)
         try:
             joined = self.core.handle(
-                WorkerJoined(
-                    name=name,
-                    cluster=register.cluster,
-                    slots=register.slots,
-                    restrictions=register.restrictions,
-                    running=register.running,
-                    types=register.types,
-                    properties=register.properties,
-                    resources=register.resources,
-                    now=self._clock(),
-                )
+                WorkerJoined(name=name, running=register.running, now=self._clock(), **effective)
             )
         except UserError as exc:  # refused: nothing changed, a live namesake included
             raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
         old = self._workers.get(name)
         self._workers[name] = conn
+        self._registrations[name] = register
         if old is not None:
             # The old session of this name is a ghost (its host reconnected before its
             # silence was noticed); the core has already replaced the worker.
@@ -481,7 +545,52 @@ class Supervisor:
         finally:
             if self._workers.get(name) is conn:
                 del self._workers[name]
+                self._registrations.pop(name, None)
                 self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
+
+    def _effective(self, register: Register) -> dict[str, Any]:
+        """A worker's settings: the central configuration's for every key it sets (as
+        Qube's qbwrk.conf over a host's own), the worker's flags for the rest."""
+        central = self.workers_config.settings_for(register.name)
+        effective = central.combine(
+            cluster=register.cluster,
+            restrictions=register.restrictions,
+            slots=register.slots,
+            types=register.types,
+            properties=register.properties,
+            resources=register.resources,
+        )
+        effective["types"] = tuple(sorted(effective["types"]))
+        return effective
+
+    def reload(self) -> dict[str, Any]:
+        """Read the configuration file again (`farmd reload`, SIGHUP). A bad file is
+        refused and the running configuration stays. Worker settings apply at once (from
+        each worker's next pick; running frames are not disturbed); supervisor settings
+        that changed are reported: they apply at the next restart."""
+        if self.config_path is None:
+            msg = "the supervisor was started without --config: there is nothing to reload"
+            raise UserError(msg)
+        farm = load_farm_config(self.config_path)  # refused (ConfigError): nothing changes
+        restart = [
+            field.name
+            for field in attrs.fields(SupervisorConfig)
+            if getattr(farm.supervisor, field.name) != getattr(self._file_settings, field.name)
+        ]
+        self.workers_config = farm.workers
+        changed = []
+        for name, register in sorted(self._registrations.items()):
+            worker = self.core.workers.get(name)
+            effective = self._effective(register)
+            if worker is None or _settings_of(worker) == effective:
+                continue
+            event = WorkerReconfigured(name=name, now=self._clock(), **effective)
+            self._apply(self.core.handle(event))
+            changed.append(name)
+        log_event(
+            log, "info", "configuration reloaded", reconfigured=changed, restart_needed=restart
+        )
+        return {"reconfigured": changed, "restart_needed": restart}
 
     async def _heartbeats(self, conn: _Connection, name: str) -> None:
         interval = self.config.heartbeat_interval
@@ -631,6 +740,8 @@ class Supervisor:
             case Unlock():
                 outcome = core.handle(UnlockWorker(name=request.worker, now=now))
                 return outcome.result, outcome
+            case Reload():
+                return self.reload(), None
             case SetResourceRequest():
                 change = SetResource(name=request.name, total=request.total, now=now)
                 outcome = core.handle(change)
@@ -693,7 +804,9 @@ class Supervisor:
     def _apply(self, outcome: Outcome, after: Callable[[], None] | None = None) -> None:
         """Carry out an outcome's commands, then `after`, once its changes are durable.
         Outcomes take effect in the order they were handled."""
-        effects: list[Callable[[], None]] = [functools.partial(self._execute, outcome.commands)]
+        effects: list[Callable[[], None]] = [
+            functools.partial(self._execute, outcome.commands, trio.current_time())
+        ]
         if after is not None:
             effects.append(after)
         if outcome.changes or self._uncommitted or self._committing:
@@ -703,10 +816,13 @@ class Supervisor:
             for effect in effects:
                 effect()
 
-    def _execute(self, commands: tuple[Command, ...]) -> None:
+    def _execute(self, commands: tuple[Command, ...], decided: float) -> None:
+        """Carry out an outcome's commands; `decided`: when the core handled its event,
+        for the pick-to-start latency."""
         for command in commands:
             match command:
                 case StartFrame():
+                    self.metrics.observe_dispatch(trio.current_time() - decided)
                     log_event(
                         log,
                         "debug",
@@ -789,6 +905,18 @@ def _event_from(event: type[E], request: Request, now: float) -> E:
     return event(now=now, **fields)
 
 
+def _settings_of(worker: Any) -> dict[str, Any]:
+    """A connected worker's settings in the form `Supervisor._effective` returns."""
+    return {
+        "cluster": worker.cluster,
+        "restrictions": str(worker.restrictions),
+        "slots": worker.slots,
+        "types": tuple(sorted(worker.types)),
+        "properties": dict(worker.properties),
+        "resources": dict(worker.resources),
+    }
+
+
 def _peer(stream: trio.SocketStream) -> str:
     try:
         host, port = stream.socket.getpeername()[:2]
@@ -798,16 +926,30 @@ def _peer(stream: trio.SocketStream) -> str:
 
 
 async def serve(
-    config: SupervisorConfig, *, ready: Callable[[Address], None] | None = None
+    config: SupervisorConfig,
+    *,
+    ready: Callable[[Address], None] | None = None,
+    workers: WorkersConfig | None = None,
+    config_path: Path | None = None,
+    file_settings: SupervisorConfig | None = None,
 ) -> None:
-    """Run the supervisor until SIGTERM or SIGINT, then stop within the grace period."""
-    supervisor = Supervisor(config)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """Run the supervisor until SIGTERM or SIGINT, then stop within the grace period;
+    SIGHUP reloads the configuration file."""
+    supervisor = Supervisor(
+        config, workers=workers, config_path=config_path, file_settings=file_settings
+    )
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             address = await nursery.start(supervisor.run)
             if ready is not None:
                 ready(address)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        supervisor.reload()
+                    except FarmdError as exc:
+                        log_event(log, "error", "reload refused", error=str(exc))
+                    continue
                 log_event(log, "info", "shutting down", signal=signal.Signals(signum).name)
                 break
             nursery.cancel_scope.cancel()

@@ -33,6 +33,7 @@ ALL_KEYS = (
     "store",
     "preempt_policy",
     "resources",
+    "metrics",
 )
 
 
@@ -407,7 +408,11 @@ ALLOWED_LIST = ", ".join(ALL_KEYS)
     ("text", "where", "fragment"),
     [
         # unknown keys, pointing at the key and listing the allowed ones
-        ("workers: {}\n", "1:1 top level", "unknown key; allowed: supervisor (got 'workers')"),
+        (
+            "jobs: {}\n",
+            "1:1 top level",
+            "unknown key; allowed: supervisor, workers (got 'jobs')",
+        ),
         ("supervisor: {}\nresources: []\n", "2:1 top level", "(got 'resources')"),
         ("supervisor:\n  listn: ':1'\n", "2:3 supervisor", f"allowed: {ALLOWED_LIST}"),
         # duplicate keys, pointing at the second one
@@ -686,5 +691,5 @@ def test_global_resources_are_counters_with_dotted_names(tmp_path: Path) -> None
 
 def test_the_shipped_farm_config_loads() -> None:
     config = load_supervisor_config(Path(__file__).resolve().parents[1] / "conf" / "farm.yaml")
-    assert config.resources == {"license.nuke": 10}
+    assert config.resources == {"license.nuke": 10, "license.houdini": 4}
     assert config.preempt_policy == "passive"

@@ -322,3 +322,40 @@ def test_modify_keeps_the_demanding_set_true() -> None:
     assert 1 in core._demanding
     core.handle(ModifyJob(job_id=1, instances=0, now=2.0))
     assert 1 not in core._demanding
+
+
+# --------------------------------------------------------------------------- reconfigure
+
+
+def test_a_reconfigured_worker_ranks_by_its_new_cluster_from_its_next_pick() -> None:
+    from farmd.core import WorkerReconfigured
+
+    core = Scheduler()
+    core.handle(host("w1", "/show1"))
+    (running,) = starts(core.handle(submit(cluster="/show1", frames="1-2")))
+    core.handle(submit(cluster="/show2", frames="1-2"))
+    out = core.handle(WorkerReconfigured(name="w1", cluster="/show2", slots=1, now=1.0))
+    assert actions(out) == []  # the running frame is not disturbed
+    assert core.workers["w1"].running  # and still holds its slot
+    assert {n["path"]: n["workers_here"] for n in core.clusters_view()}["/show2"] == 1
+    (nxt,) = starts(core.handle(ended(running)))
+    assert nxt.job_id == 2  # the new cluster's job ranks first now
+
+
+def test_statistics_count_frames_jobs_workers_slots_and_licenses() -> None:
+    core = Scheduler(resources={"license.nuke": 2})
+    core.handle(host("w1", "/show1", slots=2))
+    core.handle(host("w2", "/show2"))
+    core.handle(LockWorker(name="w2", now=0.5))
+    (frame, _) = starts(
+        core.handle(submit(cluster="/show1", frames="1-3", reserve="license.nuke=1"))
+    )
+    core.handle(ended(frame, 1))
+    stats = core.statistics()
+    # the failure freed a license: frame 3 took it
+    assert stats.frames == (("/show1", "failed", 1), ("/show1", "running", 2))
+    assert stats.jobs == (("/show1", "running", 1),)
+    assert stats.workers == (("/show1", "busy", 1), ("/show2", "locked", 1))
+    assert stats.slots == (("/show1", 2, 2), ("/show2", 0, 1))
+    assert stats.resources == (("license.nuke", 2, 2),)
+    assert (stats.frames_started, stats.frames_failed, stats.frames_completed) == (3, 1, 0)

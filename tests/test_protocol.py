@@ -56,6 +56,7 @@ from farmd.protocol import (
     Message,
     Register,
     Registered,
+    Reload,
     Reply,
     ResultAck,
     ResumeFrame,
@@ -346,6 +347,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "explain": ({"request_id": ints, "job_id": ints}, {"worker": maybe(texts)}),
     "list_resources": ({"request_id": ints}, {}),
     "set_resource": ({"request_id": ints, "name": texts, "total": seconds_or_zero}, {}),
+    "reload": ({"request_id": ints}, {}),
     "order": ({"request_id": ints, "worker": texts}, {"limit": st.integers(1, 2**64 - 1)}),
     "get_log": ({"request_id": ints, "job_id": ints}, {"frame": maybe(ints)}),
     "wait": ({"request_id": ints}, {"job_ids": int_lists, "timeout": timeouts}),
@@ -1426,6 +1428,16 @@ def test_set_resource_refuses_a_total_that_is_not_a_number_at_least_0(total: obj
     error = refusal(packed(body))
     assert error.code == "bad_message"
     assert "'total'" in str(error)
+
+
+def test_reload_round_trips() -> None:
+    message = Reload(request_id=7)
+    assert decode_one(Codec().send(message)) == message
+    assert decode_one(packed({"type": "reload", "request_id": 7})) == message
+    error = refusal(packed({"type": "reload", "request_id": 7, "path": "farm.yaml"}))
+    assert error.code == "bad_message"
+    reply = Reply(request_id=7, result={"reconfigured": ["node07"], "restart_needed": []})
+    assert decode_one(Codec().send(reply)) == reply
 
 
 def test_set_resource_needs_a_total() -> None:
