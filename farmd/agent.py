@@ -248,14 +248,18 @@ class Agent:
         codec.max_frame_bytes = welcome.max_frame_bytes
         # a log goes back in one frame; undecodable bytes may triple when replaced
         self._log_limit = max(4096, welcome.max_frame_bytes // 4 - 4096)
+        assert isinstance(registered, Registered)
+        # what the supervisor made of it: the central configuration may set any of these
+        settings = registered.settings
         log_event(
             log,
             "info",
             "registered",
             supervisor=str(config.supervisor),
             worker=config.name,
-            cluster=config.cluster,
-            slots=config.slots,
+            cluster=settings.get("cluster", config.cluster),
+            slots=settings.get("slots", config.slots),
+            types=settings.get("types", list(config.types)),
             still_running=len(self._attempts),
         )
 

@@ -419,6 +419,8 @@ class SupervisorConfig:
       better job takes a busy slot when its frame ends; `aggressive`: the running frame
       is stopped and requeued (no retry used) at once; `disabled`: a slot stays with
       its job while the job has frames left.
+    - `highest_user_priority`: the most urgent priority a non-admin (the user token in
+      STATE/user_token, or a frame's job token) may set; 1, the default, is no limit.
     - `metrics`: where Prometheus scrapes `GET /metrics` (`127.0.0.1:9531`); null, the
       default, serves none.
     - `resources`: farm-wide counters such as licenses, `{license.nuke: 10}`: a frame
@@ -445,6 +447,7 @@ class SupervisorConfig:
     preempt_policy: str = attrs.field(default="passive", validator=_check_preempt_policy)
     resources: dict[str, float] = attrs.field(factory=dict)
     metrics: Address | None = attrs.field(default=None, validator=_check_metrics)
+    highest_user_priority: int = attrs.field(default=1, validator=_check_priority)
 
 
 _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

@@ -295,9 +295,16 @@ class Register(Message):
 @_message("registered")
 @attrs.frozen(kw_only=True)
 class Registered(Message):
-    """The supervisor accepted a registration."""
+    """The supervisor accepted a registration; `settings` are the worker's effective
+    ones (its own, with the central worker configuration over them)."""
 
     name: str = _str_field()
+    settings: dict[str, Any] = attrs.field(
+        factory=dict,
+        validator=_check(
+            lambda v: isinstance(v, dict) and is_plain(v), "must be a map of plain data"
+        ),
+    )
 
 
 @_message("run_frame")

@@ -121,18 +121,20 @@ HANDSHAKE_TIMEOUT = 10.0
 LOG_FETCH_TIMEOUT = 10.0
 RECEIVE_BYTES = 65536
 TOKEN_FILE = "token"
+USER_TOKEN_FILE = "user_token"  # for artists: submit and read, nothing else
 ADDRESS_FILE = "address"
 METRICS_ADDRESS_FILE = "metrics_address"
 HTTP_REQUEST_LIMIT = 8192
 HTTP_TIMEOUT = 5.0
 
 
-def ensure_token(state_dir: Path) -> str:
-    """The farm's token, written on first start as STATE/token with mode 0600."""
+def ensure_token(state_dir: Path, name: str = TOKEN_FILE, mode: int = 0o600) -> str:
+    """A token, written on first start as STATE/NAME: the farm's (admin) token with mode
+    0600, the user token with 0640 (an admin may share it through the file's group)."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / TOKEN_FILE
+    path = state_dir / name
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
         token = path.read_text().strip()
         if not token:
@@ -154,20 +156,35 @@ def job_token(farm_token: str, job_id: int) -> str:
     return f"job.{job_id}.{mac.hexdigest()}"
 
 
-def _token_scope(farm_token: str, presented: str) -> int | None:
-    """None for the farm token, the job id for a valid job token; else refused."""
+@attrs.frozen
+class _Scope:
+    """What a session's token allows: everything (the farm token), or, for a user
+    token or a frame's job token, submitting and reading."""
+
+    admin: bool = False
+    job: int | None = None  # a job token's job: what it submits goes under that job
+
+
+_ADMIN = _Scope(admin=True)
+_USER = _Scope()
+
+
+def _token_scope(farm_token: str, user_token: str, presented: str) -> _Scope:
+    """The scope of a presented token; a wrong one is refused."""
     if hmac.compare_digest(presented.encode(), farm_token.encode()):
-        return None
+        return _ADMIN
+    if user_token and hmac.compare_digest(presented.encode(), user_token.encode()):
+        return _USER
     parts = presented.split(".")
     if len(parts) == 3 and parts[0] == "job" and parts[1].isdigit() and len(parts[1]) < 20:
         job_id = int(parts[1])
         if hmac.compare_digest(presented.encode(), job_token(farm_token, job_id).encode()):
-            return job_id
+            return _Scope(job=job_id)
     raise ProtocolError("wrong token", code="bad_token")
 
 
-# What a session opened with a frame's job token may ask.
-_JOB_TOKEN_REQUESTS = (
+# What a session opened with a user token or a frame's job token may ask.
+_NON_ADMIN_REQUESTS = (
     Submit,
     SubmitBatch,
     ListJobs,
@@ -195,7 +212,7 @@ class _Connection:
     outbox: trio.MemorySendChannel[bytes]
     inbox: trio.MemoryReceiveChannel[bytes]
     last_heard: float = 0.0
-    scope: int | None = None  # the job whose frame's token opened the session, if any
+    scope: _Scope = _ADMIN  # what its token allows
 
     @classmethod
     def open(cls, stream: trio.SocketStream, max_frame_bytes: int) -> _Connection:
@@ -266,6 +283,7 @@ class Supervisor:
             resources=dict(config.resources),
         )
         self.token = ""
+        self.user_token = ""
         self.store: Store | None = None
         self.address: Address | None = None
         self._clock = clock
@@ -294,6 +312,7 @@ class Supervisor:
             snapshot = store.load()
             self.core.restore(snapshot)
             self.token = ensure_token(self.config.state_dir)
+            self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
         except BaseException:
             store.close()
             raise
@@ -473,9 +492,9 @@ class Supervisor:
         if hello.version != PROTOCOL_VERSION:
             msg = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
             raise ProtocolError(msg, code="bad_version")
-        conn.scope = _token_scope(self.token, hello.token)
-        if conn.scope is not None and hello.role == Role.WORKER.value:
-            raise ProtocolError("a frame's job token cannot run a worker", code="bad_token")
+        conn.scope = _token_scope(self.token, self.user_token, hello.token)
+        if not conn.scope.admin and hello.role == Role.WORKER.value:
+            raise ProtocolError("only the farm token can run a worker", code="bad_token")
         conn.send(
             Welcome(
                 version=PROTOCOL_VERSION,
@@ -509,7 +528,9 @@ class Supervisor:
             # silence was noticed); the core has already replaced the worker.
             old.outbox.close()
             nursery.start_soon(old.stream.aclose)
-        conn.send(Registered(name=name))  # before any run_frame the join dispatched
+        # before any run_frame the join dispatched; the worker learns what it is now
+        settings = {**effective, "types": list(effective["types"])}
+        conn.send(Registered(name=name, settings=settings))
         self._apply(joined)
         nursery.start_soon(self._heartbeats, conn, name)
         try:
@@ -618,7 +639,7 @@ class Supervisor:
 
     def _answer(self, conn: _Connection, request: Request) -> None:
         try:
-            if conn.scope is not None:
+            if not conn.scope.admin:
                 request = self._within_scope(conn.scope, request)
             result, outcome = self._request(request)
         except FarmdError as exc:
@@ -630,20 +651,32 @@ class Supervisor:
             outcome or Outcome(), after=functools.partial(self._respond, conn, request, result)
         )
 
-    def _within_scope(self, scope: int, request: Request) -> Request:
-        """A job token's request: refused unless it reads or submits; a submitted job
+    def _within_scope(self, scope: _Scope, request: Request) -> Request:
+        """A user's or a frame's request: refused unless it reads or submits, or it
+        sets a priority more urgent than `highest_user_priority`; a job token's job
         becomes a sub-job of the token's job (or of a sub-job of it that it names)."""
-        if not isinstance(request, _JOB_TOKEN_REQUESTS):
-            msg = f"a frame's job token may only submit sub-jobs and read, not {request.TYPE!r}"
+        who = "a user token" if scope.job is None else "a frame's job token"
+        if not isinstance(request, _NON_ADMIN_REQUESTS):
+            msg = f"{who} may only submit jobs and read, not {request.TYPE!r}"
             raise ForbiddenError(msg)
+        limit = self.config.highest_user_priority
+        for spec in request.jobs if isinstance(request, SubmitBatch) else [request]:
+            if isinstance(spec, Submit) and spec.priority is not None and spec.priority < limit:
+                msg = (
+                    f"priority {spec.priority} is more urgent than {who} may set "
+                    f"(the highest is {limit}; 1 is the most urgent)"
+                )
+                raise ForbiddenError(msg)
+        if scope.job is None:
+            return request
         if isinstance(request, Submit):
-            return attrs.evolve(request, parent=self._sub_job_parent(scope, request.parent))
+            return attrs.evolve(request, parent=self._sub_job_parent(scope.job, request.parent))
         if isinstance(request, SubmitBatch):
             # a job of the batch may be under an earlier one: ids are given in order
             earlier: dict[int, int] = {}
             jobs = []
             for number, job in enumerate(request.jobs):
-                parent = self._sub_job_parent(scope, job.parent, earlier)
+                parent = self._sub_job_parent(scope.job, job.parent, earlier)
                 earlier[self.core.next_job_id + number] = parent
                 jobs.append(attrs.evolve(job, parent=parent))
             return attrs.evolve(request, jobs=tuple(jobs))

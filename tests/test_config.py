@@ -34,6 +34,7 @@ ALL_KEYS = (
     "preempt_policy",
     "resources",
     "metrics",
+    "highest_user_priority",
 )
 
 

@@ -416,7 +416,7 @@ def test_a_job_token_only_submits_and_reads(farm: Farm) -> None:
     prober = farm.submit(["sh", "-c", "\n".join(script)], name="prober")
     assert farm.wait_jobs([prober]) == {str(prober): "complete"}
     log = farm.cli_ok("logs", f"{prober}:1").splitlines()
-    refused = "farmd: error: a frame's job token may only submit sub-jobs and read, not "
+    refused = "farmd: error: a frame's job token may only submit jobs and read, not "
     assert log == [
         "exit 0",
         "exit 0",

@@ -246,7 +246,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "running": running_entries,
         },
     ),
-    "registered": ({"name": texts}, {}),
+    "registered": ({"name": texts}, {"settings": st.dictionaries(texts, plain_data, max_size=6)}),
     "run_frame": (
         {
             "job_id": ints,
@@ -1753,6 +1753,53 @@ def test_a_reply_32_levels_deep_round_trips() -> None:
         assert decode_one(Codec().send(reply)) == reply
 
 
+# --------------------------------------------------------------------------- registered
+
+EFFECTIVE_SETTINGS = {
+    "cluster": "/show1/lighting",
+    "restrictions": "/show1/*",
+    "slots": 4,
+    "types": ["blender", "nuke"],
+    "properties": {"os": "linux", "cpus": 16, "gpu": True, "tags": ["fast"], "load": 0.5},
+    "resources": {"gpu": 2, "memory": 68719476736},
+}
+
+
+def test_registered_carries_the_effective_settings() -> None:
+    registered = Registered(name="node07", settings=EFFECTIVE_SETTINGS)
+    wire = Codec().send(registered)
+    decoded = decode_one(wire)
+    assert decoded == registered
+    assert isinstance(decoded, Registered)
+    assert decoded.settings == EFFECTIVE_SETTINGS
+    assert encode(decoded) == wire
+    assert msgpack.unpackb(wire[4:])["settings"]["slots"] == 4
+
+
+def test_registered_without_settings_is_an_empty_map() -> None:
+    """What a supervisor from before `settings` sends still decodes."""
+    decoded = decode_one(packed({"type": "registered", "name": "node07"}))
+    assert decoded == Registered(name="node07", settings={})
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param("not a map", id="str"),
+        pytest.param(["cluster", "/"], id="array"),
+        pytest.param({1: "a"}, id="int-key"),
+        pytest.param({"blob": b"raw"}, id="bin"),
+        pytest.param(nested_map(33), id="33-deep"),
+    ],
+)
+def test_registered_refuses_settings_that_are_not_a_map_of_plain_data(settings: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Registered(name="node07", settings=settings)  # type: ignore[arg-type]
+    assert info.value.code == "bad_message"
+    assert "'settings'" in str(info.value)
+    assert "'registered'" in str(info.value)
+
+
 # --------------------------------------------------------------------------- welcome
 
 
@@ -1808,7 +1855,20 @@ EXAMPLE: list[tuple[str, Message]] = [
         ),
     ),
     ("W→S", Register(name="node07", cluster="/show1", slots=1)),
-    ("S→W", Registered(name="node07")),
+    (
+        "S→W",
+        Registered(
+            name="node07",
+            settings={
+                "cluster": "/show1",
+                "restrictions": "",
+                "slots": 1,
+                "types": [],
+                "properties": {},
+                "resources": {},
+            },
+        ),
+    ),
     (
         "S→W",
         RunFrame(

@@ -1,0 +1,90 @@
+"""Non-admins: the user token artists submit with, the highest priority they may set,
+and the settings a worker learns from the supervisor when it registers."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_support import Farm, assert_refused
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """\
+supervisor:
+  highest_user_priority: 10
+workers:
+  hosts:
+    w1: {cluster: /show1, types: [nuke], properties: {rack: b}}
+"""
+
+
+@pytest.fixture
+def farm(bare_farm: Farm, tmp_path: Path) -> Farm:
+    config = tmp_path / "farm.yaml"
+    config.write_text(CONFIG)
+    bare_farm.serve("--config", str(config))
+    return bare_farm
+
+
+def as_user(farm: Farm, *args: str) -> list[str]:
+    """A command line run with the user token: it follows the farm token `Farm.cli`
+    puts first, and the last --token-file wins."""
+    command, *rest = args
+    return [command, "--token-file", str(farm.state / "user_token"), *rest]
+
+
+def test_the_user_token_submits_and_reads_but_controls_nothing(farm: Farm) -> None:
+    user_token = farm.state / "user_token"
+    assert stat.S_IMODE(os.stat(user_token).st_mode) == 0o640
+    assert user_token.read_text().strip() != farm.token_file.read_text().strip()
+    job_id = int(farm.cli_ok(*as_user(farm, "submit", "--priority", "50", "--", "true")))
+    assert farm.job(job_id)["priority"] == 50
+    assert [j["id"] for j in farm.cli_json(*as_user(farm, "jobs", "--json"))] == [job_id]
+    for command in (("kill", str(job_id)), ("modify", str(job_id), "--priority", "20")):
+        message = assert_refused(farm.cli(*as_user(farm, *command)))
+        assert "a user token may only submit jobs and read" in message
+    assert farm.job(job_id)["priority"] == 50
+    assert farm.job(job_id)["state"] != "killed"
+
+
+def test_a_non_admin_may_not_set_a_priority_above_the_farms_limit(farm: Farm) -> None:
+    message = assert_refused(farm.cli(*as_user(farm, "submit", "--priority", "5", "--", "true")))
+    assert "priority 5 is more urgent than a user token may set (the highest is 10" in message
+    assert farm.cli_json("jobs") == []
+    # the limit itself is allowed, and the admin's farm token has none
+    assert farm.cli_ok(*as_user(farm, "submit", "--priority", "10", "--", "true")).strip()
+    assert farm.cli_ok("submit", "--priority", "1", "--", "true").strip()
+
+
+def test_a_worker_learns_its_settings_from_the_central_configuration(farm: Farm) -> None:
+    proc = farm.worker("w1", "/", slots=2)
+    (worker,) = farm.cli_json("workers")
+    assert (worker["cluster"], worker["types"], worker["slots"]) == ("/show1", ["nuke"], 2)
+    assert worker["properties"]["rack"] == "b"
+    # the agent logs what the supervisor made of it
+    assert "cluster=/show1" in proc.stderr()
+    assert '"nuke"' in proc.stderr() or "nuke" in proc.stderr()
+
+
+def test_the_user_token_cannot_run_a_worker(farm: Farm) -> None:
+    proc = farm.spawn(
+        "worker-intruder",
+        [
+            "worker",
+            "--supervisor",
+            farm.address,
+            "--token-file",
+            str(farm.state / "user_token"),
+            "--name",
+            "intruder",
+            "--log-dir",
+            str(farm.root / "intruder-logs"),
+        ],
+    )
+    assert proc.popen.wait(timeout=20) != 0
+    assert "only the farm token can run a worker" in proc.stderr()
+    assert "intruder" not in farm.worker_names()
