@@ -304,3 +304,32 @@ def test_config_check_host_shows_effective_settings(bare_farm: Farm) -> None:
 
     other = json.loads(farmd(farm, "config", "check", str(config), "--host", "x9", "--json").stdout)
     assert (other["cluster"], other["slots"], other["restrictions"]) == (None, 2, None)
+
+
+def test_json_logs_carry_the_ids_and_every_dispatch_with_its_rank(bare_farm: Farm) -> None:
+    farm = bare_farm
+    farm.serve("--log-json", "--log-level", "debug")
+    farm.worker("w1", "/show1")
+    job_id = farm.submit(["true"], cluster="/show1", priority=7, frames="1-2")
+    assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
+
+    def events(name: str) -> list[dict[str, Any]]:
+        assert farm.supervisor is not None
+        found = []
+        for line in farm.supervisor.stderr().splitlines():
+            entry = json.loads(line)  # every line is one JSON object
+            if entry["event"] == name:
+                found.append(entry)
+        return found
+
+    dispatches = events("dispatch")
+    assert [(d["job"], d["frame"], d["attempt"], d["worker"]) for d in dispatches] == [
+        (job_id, 1, 1, "w1"),
+        (job_id, 2, 1, "w1"),
+    ]
+    assert all(d["level"] == "debug" and d["rank"] == [1, 7, job_id] for d in dispatches)
+    finished = events("frame finished")
+    assert {(f["job"], f["frame"], f["attempt"], f["worker"], f["level"]) for f in finished} == {
+        (job_id, 1, 1, "w1", "info"),
+        (job_id, 2, 1, "w1", "info"),
+    }
