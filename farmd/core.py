@@ -497,14 +497,12 @@ class Scheduler:
             case _:
                 msg = f"unknown event {event!r}"
                 raise TypeError(msg)
-        for job_id in self._below_cap:
-            if job_id in self.index:
-                self._wake_for(self.jobs[job_id])
-        self._below_cap.clear()
         self._dispatch(event.now)
         if self._rising:  # free slots have taken what they could: preempt for the rest
             if self.preempt_policy is PreemptPolicy.AGGRESSIVE:
                 self._preempt(event.now)
+                # a preempted frame is runnable again: a free slot elsewhere takes it now
+                self._dispatch(event.now)
             self._rising.clear()
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
@@ -778,11 +776,14 @@ class Scheduler:
                 assert frame.worker is not None
                 command: type[SuspendFrame | ResumeFrame | StopFrame] = StopFrame
                 if control is Control.SUSPEND:
-                    command, frame.stopped = SuspendFrame, True
+                    command = SuspendFrame
+                    self._set_stopped(job, frame, True)
                 elif control is Control.RESUME:
-                    command, frame.stopped, target = ResumeFrame, False, FrameState.RUNNING
+                    command, target = ResumeFrame, FrameState.RUNNING
+                    self._set_stopped(job, frame, False)
                 else:
-                    frame.stopped, frame.finished_at = False, now
+                    frame.finished_at = now
+                    self._set_stopped(job, frame, False)
                 self._out.append(
                     command(
                         worker=frame.worker,
@@ -970,7 +971,13 @@ class Scheduler:
                 worker.hold((job_id, number, attempt), taken)  # the farm's part is held
                 self._orphans.pop((job_id, number, attempt), None)
                 return
-            if frame.state is FrameState.PENDING and not frame.waits_on:
+            # readopted only within the job's cap and the farm's counters; else stopped
+            if (
+                frame.state is FrameState.PENDING
+                and not frame.waits_on
+                and not job.at_cap
+                and all(self.pool.free(n) >= a for n, a in taken.items() if is_global(n))
+            ):
                 self._move(job, frame, FrameState.RUNNING)
                 frame.worker = worker.name
                 frame.started_at = now  # when it was found running again
@@ -1048,8 +1055,7 @@ class Scheduler:
         """A frame's process is gone without a result (its worker was lost): it runs
         again, without using a retry; a suspended one stays held."""
         if frame.stopped:
-            frame.stopped = False
-            self._changed_frames[(job.id, frame.number)] = None
+            self._set_stopped(job, frame, False)
         else:
             self._move(job, frame, FrameState.PENDING)
         frame.started_at = None
@@ -1078,8 +1084,7 @@ class Scheduler:
                         StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
                     )
                     if frame.stopped:  # a suspended frame stays held (not requeued)
-                        frame.stopped = False
-                        self._changed_frames[(job_id, number)] = None
+                        self._set_stopped(job, frame, False)
                     else:
                         self._move(job, frame, FrameState.PENDING)
                         stopped.append(f"{job_id}:{number}")
@@ -1154,7 +1159,7 @@ class Scheduler:
         if self.preempt_policy is PreemptPolicy.DISABLED:
             worker.sticky.append(job.id)  # the slot stays with this job while it has work
         suspended = frame.stopped  # ended while stopped: a retry stays held
-        frame.stopped = False
+        self._set_stopped(job, frame, False)
         frame.exit_code = event.exit_code
         frame.finished_at = event.now
         ok = event.exit_code == 0 and not event.error
@@ -1268,6 +1273,10 @@ class Scheduler:
             self._hungry[name] = None
 
     def _dispatch(self, now: float) -> None:
+        for job_id in self._below_cap:  # workers a cap starved may take its frames now
+            if job_id in self.index:
+                self._wake_for(self.jobs[job_id])
+        self._below_cap.clear()
         while self._hungry:
             name = next(iter(self._hungry))
             worker = self.workers[name]
@@ -1400,7 +1409,8 @@ class Scheduler:
             wanted = self.jobs[best.job.id]
             needs = len(wanted.pending)
             if wanted.instances:
-                needs = min(needs, wanted.instances - wanted.counts[FrameState.RUNNING])
+                room = wanted.instances - wanted.counts[FrameState.RUNNING] - wanted.stopped
+                needs = min(needs, room)
             underway = claimed.get(wanted.id, 0) + sum(
                 count
                 for other, count in returning.items()
@@ -1473,6 +1483,17 @@ class Scheduler:
                 rank=rank,
             )
         )
+
+    def _set_stopped(self, job: Job, frame: Frame, stopped: bool) -> None:
+        """A frame's process is SIGSTOPped (or no longer): it still counts towards the
+        job's instances cap while stopped, so a resume never takes the job over it."""
+        if frame.stopped is stopped:
+            return
+        job.stopped += 1 if stopped else -1
+        frame.stopped = stopped
+        self._changed_frames[(job.id, frame.number)] = None
+        if not stopped and job.instances:
+            self._below_cap.add(job.id)
 
     def _move(self, job: Job, frame: Frame, state: FrameState) -> None:
         """Every frame change goes through here, so the store hears of it."""

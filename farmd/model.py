@@ -343,6 +343,7 @@ class Job:
     counts: Counter[FrameState] = attrs.field(init=False)
     frame_counts: Counter[FrameState] = attrs.field(init=False)
     gated: int = 0  # pending frames waiting for frames of another job
+    stopped: int = 0  # suspended frames whose process is stopped (each holds an instance)
     pending: list[int] = attrs.field(factory=list)  # ready frames, next to run last
     positions: dict[int, int] = attrs.field(factory=dict)  # frame number -> submission order
     unit_of: dict[int, int] = attrs.field(factory=dict)  # a chunk's frame -> the chunk's key
@@ -358,6 +359,7 @@ class Job:
                 self.frame_counts[frame.state] += len(frame.numbers)
         self.positions = {n: i for i, n in enumerate(self.frames)}
         self.unit_of = {m: f.number for f in frames if f.members for m in f.members}
+        self.stopped = sum(1 for f in frames if f.stopped)
         self.reindex()
 
     def reindex(self) -> None:
@@ -434,8 +436,9 @@ class Job:
 
     @property
     def at_cap(self) -> bool:
-        """Runs as many frames as its `instances` allow."""
-        return 0 < self.instances <= self.counts[FrameState.RUNNING]
+        """Runs as many frames as its `instances` allow (a stopped one counts: its
+        process still exists and resumes without asking)."""
+        return 0 < self.instances <= self.counts[FrameState.RUNNING] + self.stopped
 
     def move(self, frame: Frame, state: FrameState) -> None:
         """The one way a frame changes state, keeping counts and the pending stack true."""

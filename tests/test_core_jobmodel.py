@@ -370,6 +370,18 @@ def test_a_suspended_frame_that_ends_counts_and_a_retry_stays_held() -> None:
     assert where(core.handle(control(Control.RESUME, "1"))) == [("w1", 1, 2, 1)]
 
 
+def test_a_stopped_frame_keeps_its_instance_so_a_resume_stays_within_the_cap() -> None:
+    core = Scheduler()
+    core.handle(joined("w1", slots=2))
+    (first,) = starts(core.handle(submit(frames="1-3", instances=1)))
+    assert starts(core.handle(control(Control.SUSPEND, "1:1"))) == []  # frame 2 waits
+    out = core.handle(control(Control.RESUME, "1:1", now=2.0))
+    assert starts(out) == []
+    assert frame_view(core, 1, 1)["state"] == "running"
+    (nxt,) = starts(core.handle(ended(first)))
+    assert nxt.frame == 2
+
+
 def test_kill_of_a_suspended_frame_stops_its_process() -> None:
     core = Scheduler()
     core.handle(joined("w1"))

@@ -410,6 +410,14 @@ class JobModelMachine(RuleBasedStateMachine):
             assert {k: v for k, v in job.summary()["frames"].items() if v} == dict(frames)
 
     @invariant()
+    def an_instances_cap_counts_stopped_frames_and_is_never_exceeded(self) -> None:
+        for job in self.core.jobs.values():
+            stopped = sum(f.stopped for f in job.frames.values())
+            assert job.stopped == stopped, job.id
+            if job.instances:
+                assert job.counts[FrameState.RUNNING] + stopped <= job.instances, job.id
+
+    @invariant()
     def the_index_holds_exactly_the_jobs_with_a_ready_frame(self) -> None:
         runnable = set()
         for job in self.core.jobs.values():
