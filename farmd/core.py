@@ -457,6 +457,7 @@ class Scheduler:
         # frame-by-frame dependencies: job -> its frame -> the (job, frame) that wait for it
         self._gates: dict[int, dict[int, list[tuple[int, int]]]] = {}
         self._rising: set[int] = set()  # jobs made runnable or re-ranked by this event
+        self._stopping: set[tuple[int, int, int]] = set()  # attempts told to stop, not ended
 
     # ------------------------------------------------------------------ the door
 
@@ -784,14 +785,17 @@ class Scheduler:
                 else:
                     frame.finished_at = now
                     self._set_stopped(job, frame, False)
-                self._out.append(
-                    command(
-                        worker=frame.worker,
-                        job_id=job.id,
-                        frame=frame.number,
-                        attempt=frame.attempts,
+                if command is StopFrame:
+                    self._stop(frame.worker, job.id, frame.number, frame.attempts)
+                else:
+                    self._out.append(
+                        command(
+                            worker=frame.worker,
+                            job_id=job.id,
+                            frame=frame.number,
+                            attempt=frame.attempts,
+                        )
                     )
-                )
             self._move(job, frame, target)
             if frame.retry_at is not None:  # a held retry is dropped by any control
                 frame.retry_at = None
@@ -967,16 +971,22 @@ class Scheduler:
         frame = job.frames.get(number) if job is not None else None
         if job is not None and frame is not None and frame.attempts == attempt:
             taken = frame.taken or ONE_SLOT_TAKEN
-            if frame.holds_process and frame.worker == worker.name:
+            if (job_id, number, attempt) in self._stopping:
+                pass  # told to stop before the worker went away: stop it again, below
+            elif frame.holds_process and frame.worker == worker.name:
                 worker.hold((job_id, number, attempt), taken)  # the farm's part is held
                 self._orphans.pop((job_id, number, attempt), None)
                 return
-            # readopted only within the job's cap and the farm's counters; else stopped
-            if (
+            # readopted only within the job's cap, the worker's room and the farm's
+            # counters; else stopped
+            elif (
                 frame.state is FrameState.PENDING
                 and not frame.waits_on
                 and not job.at_cap
-                and all(self.pool.free(n) >= a for n, a in taken.items() if is_global(n))
+                and all(
+                    (self.pool.free(n) if is_global(n) else worker.available(n)) >= a
+                    for n, a in taken.items()
+                )
             ):
                 self._move(job, frame, FrameState.RUNNING)
                 frame.worker = worker.name
@@ -994,9 +1004,7 @@ class Scheduler:
                 )
                 return
         worker.hold((job_id, number, attempt), ONE_SLOT_TAKEN)  # holds a slot until it stops
-        self._out.append(
-            StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
-        )
+        self._stop(worker.name, job_id, number, attempt)
         self._note(
             "warning",
             "stale frame stopped",
@@ -1080,9 +1088,7 @@ class Scheduler:
                 if job is None or frame is None or frame.attempts != attempt:
                     continue
                 if frame.holds_process and frame.worker == worker.name:
-                    self._out.append(
-                        StopFrame(worker=worker.name, job_id=job_id, frame=number, attempt=attempt)
-                    )
+                    self._stop(worker.name, job_id, number, attempt)
                     if frame.stopped:  # a suspended frame stays held (not requeued)
                         self._set_stopped(job, frame, False)
                     else:
@@ -1141,6 +1147,7 @@ class Scheduler:
             self._stale_result(event)
             return
         self._release_pool(worker.release(key))
+        self._stopping.discard(key)
         if worker.name not in self._hungry:
             self._starved.discard(worker.name)
             self._hungry[worker.name] = None
@@ -1423,9 +1430,7 @@ class Scheduler:
     def _preempt_frame(
         self, worker: Worker, job: Job, frame: Frame, by: tuple[int, int, int], now: float
     ) -> None:
-        self._out.append(
-            StopFrame(worker=worker.name, job_id=job.id, frame=frame.number, attempt=frame.attempts)
-        )
+        self._stop(worker.name, job.id, frame.number, frame.attempts)
         self.counters["preempted"] += 1
         self._move(job, frame, FrameState.PENDING)  # uses no retry: not the frame's fault
         frame.started_at = None
@@ -1483,6 +1488,13 @@ class Scheduler:
                 rank=rank,
             )
         )
+
+    def _stop(self, worker: str, job_id: int, frame: int, attempt: int) -> None:
+        """Tell `worker` to stop an attempt. It is remembered until its end is reported:
+        a worker that comes back still running it gets it stopped again, never
+        readopted (the stop it was sent would kill it, and count as a failure)."""
+        self._out.append(StopFrame(worker=worker, job_id=job_id, frame=frame, attempt=attempt))
+        self._stopping.add((job_id, frame, attempt))
 
     def _set_stopped(self, job: Job, frame: Frame, stopped: bool) -> None:
         """A frame's process is SIGSTOPped (or no longer): it still counts towards the
