@@ -645,6 +645,18 @@ class Worker:
         while it is connected, so this is built once, not at every pick."""
         return WorkerView(cluster=self.cluster, restrictions=self.restrictions)
 
+    def settings(self) -> dict[str, Any]:
+        """What it was configured with, in the form the supervisor computes for a
+        registration (to tell whether a reload changes it)."""
+        return {
+            "cluster": self.cluster,
+            "restrictions": str(self.restrictions),
+            "slots": self.slots,
+            "types": tuple(sorted(self.types)),
+            "properties": dict(self.properties),
+            "resources": dict(self.resources),
+        }
+
     @property
     def summary_state(self) -> str:
         return "locked" if self.locked else "busy" if self.running else "idle"

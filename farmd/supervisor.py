@@ -603,7 +603,7 @@ class Supervisor:
         for name, register in sorted(self._registrations.items()):
             worker = self.core.workers.get(name)
             effective = self._effective(register)
-            if worker is None or _settings_of(worker) == effective:
+            if worker is None or worker.settings() == effective:
                 continue
             event = WorkerReconfigured(name=name, now=self._clock(), **effective)
             self._apply(self.core.handle(event))
@@ -936,18 +936,6 @@ def _event_from(event: type[E], request: Request, now: float) -> E:
     fields = attrs.asdict(request, recurse=False)  # type: ignore[arg-type]
     del fields["request_id"]
     return event(now=now, **fields)
-
-
-def _settings_of(worker: Any) -> dict[str, Any]:
-    """A connected worker's settings in the form `Supervisor._effective` returns."""
-    return {
-        "cluster": worker.cluster,
-        "restrictions": str(worker.restrictions),
-        "slots": worker.slots,
-        "types": tuple(sorted(worker.types)),
-        "properties": dict(worker.properties),
-        "resources": dict(worker.resources),
-    }
 
 
 def _peer(stream: trio.SocketStream) -> str:
