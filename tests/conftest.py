@@ -10,6 +10,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.e2e_support import Farm, attach_process_logs, forget_farmd_env, open_farm
 
@@ -39,3 +40,11 @@ def farm(bare_farm: Farm) -> Farm:
     """A farm whose supervisor (`farmd serve`) is listening; no workers yet."""
     bare_farm.serve()
     return bare_farm
+
+
+# Hypothesis profiles: `ci` (the default) keeps every property test bounded and
+# derandomized, so CI replays the same examples; `--hypothesis-profile=long` explores
+# for a local soak. Tests that set max_examples themselves keep their own numbers.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
+settings.register_profile("long", max_examples=5_000, deadline=None)
+settings.load_profile("ci")
