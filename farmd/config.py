@@ -92,7 +92,7 @@ from typing import Any, Final
 import attrs
 import yaml
 
-from farmd.cluster import ROOT, ClusterPath, parse_cluster, parse_restrictions
+from farmd.cluster import ROOT, ClusterPath, parse_cluster, parse_restrictions, quote
 from farmd.errors import ClusterPathError, ConfigError, JobSpecError, RestrictionError, UserError
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from farmd.resources import check_name, is_global, parse_amount
@@ -317,7 +317,7 @@ def _to_cluster(value: str) -> ClusterPath:
     try:
         return parse_cluster(value)
     except ClusterPathError as exc:
-        problem = str(exc).removeprefix(f"bad cluster path {value!r}: ")
+        problem = str(exc).removeprefix(f"bad cluster path {quote(value)}: ")
         raise _FieldError.refuse(("default_cluster",), value, problem) from None
 
 
@@ -494,7 +494,7 @@ def _worker_cluster(value: object) -> ClusterPath:
     try:
         return parse_cluster(value)
     except ClusterPathError as exc:
-        problem = str(exc).removeprefix(f"bad cluster path {value!r}: ")
+        problem = str(exc).removeprefix(f"bad cluster path {quote(value)}: ")
         raise _FieldError.refuse(("cluster",), value, problem) from None
 
 
@@ -506,7 +506,7 @@ def _worker_restrictions(value: object) -> str:
     try:
         return str(parse_restrictions(value))
     except RestrictionError as exc:
-        problem = str(exc).removeprefix(f"bad restrictions {value!r} ")
+        problem = str(exc).removeprefix(f"bad restrictions {quote(value)} ")
         raise _FieldError.refuse(("restrictions",), value, problem) from None
 
 
