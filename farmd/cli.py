@@ -518,6 +518,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     parse_cluster(args.cluster)  # refuse bad input before connecting
     parse_restrictions(args.restrictions)
+    _check_worker_name(args.name)
     types = tuple(check_name(t, "job type") for t in args.types)
     resources = parse_resources(",".join(args.resources), "--resource")
     properties: dict[str, object] = {}
@@ -544,6 +545,20 @@ def _worker(args: argparse.Namespace) -> int:
     )
     trio.run(run_agent, config)
     return 0
+
+
+def _check_worker_name(name: str) -> None:
+    """The rule the wire applies to a worker's name, before connecting: its name is
+    printed in listings and logs, one per line."""
+    from farmd.protocol import MAX_NAME_CHARS, odd_character
+
+    why = odd_character(name)
+    if not name or len(name) > MAX_NAME_CHARS:
+        why = f"must be 1 to {MAX_NAME_CHARS} characters, not {len(name)}"
+    if why is not None:
+        shown = repr(name) if len(name) <= 50 else f"{name[:40]!r}..."
+        msg = f"bad worker name {shown} (--name): {why}"
+        raise UserError(msg)
 
 
 def _fact_value(text: str) -> object:
@@ -595,14 +610,21 @@ def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
+        return ",".join(_safe(str(v)) for v in value) or "-"
     if isinstance(value, float) and column.endswith("_at"):  # a time: started_at...
         import time
 
         return time.strftime("%H:%M:%S", time.localtime(value))
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    return _safe(str(value))
+
+
+def _safe(text: str) -> str:
+    """`text` as a listing prints it: as it is when every character prints, else as its
+    repr (quoted, with control and other odd characters escaped), so that no field (an
+    argv, a name stored by an older farmd, a reason) can end a row or fake one."""
+    return text if text.isprintable() else repr(text)
 
 
 def _frame_counts(job: dict[str, Any]) -> str:
@@ -682,12 +704,12 @@ def _job(args: argparse.Namespace) -> int:
         return 0
     print(f"job {job['id']} {job['name']!r}: {job['state']}")
     if job["reason"]:
-        print(f"  reason: {job['reason']}")
+        print(f"  reason: {_safe(job['reason'])}")
     keys = ["cluster", "priority", "restrictions", "cross_cluster", "depends_on", "waiting_on"]
     keys += ["parent", "subjob_ids", "chunk"]
     for key in keys:
         print(f"  {key}: {_cell(job[key]) if job[key] != '' else '-'}")
-    print(f"  command: {' '.join(job['argv'])}")
+    print(f"  command: {' '.join(map(_safe, job['argv']))}")
     print(f"  frames: {_frame_counts(job)}")
     _table(
         job["frame_list"],
@@ -727,20 +749,20 @@ def _explain(args: argparse.Namespace) -> int:
         return 0
     print(
         f"job {report['job']} {report['name']!r} ({report['state']}), cluster "
-        f"{report['cluster']}, priority {report['priority']}"
+        f"{_safe(report['cluster'])}, priority {report['priority']}"
     )
     if not report["workers"]:
         print("  no worker is connected")
     for entry in report["workers"]:
-        where = f"  {entry['worker']} ({entry['cluster']})"
+        where = f"  {_safe(entry['worker'])} ({_safe(entry['cluster'])})"
         rank = entry["rank"]
         ranked = f" [order {rank['order']}, priority {rank['priority']}]" if rank else ""
         if entry["runs"]:
-            print(f"{where}{ranked}: runs {', '.join(entry['running'])}")
+            print(f"{where}{ranked}: runs {', '.join(map(_safe, entry['running']))}")
         elif not entry["reasons"]:
             print(f"{where}{ranked}: would run next")
         for reason in entry["reasons"]:
-            print(f"{where}{ranked}: {reason}")
+            print(f"{where}{ranked}: {_safe(reason)}")
     return 0
 
 
@@ -751,7 +773,7 @@ def _reload(args: argparse.Namespace) -> int:
         _print_json(result)
         return 0
     moved = result["reconfigured"]
-    print("reloaded; workers reconfigured: " + (" ".join(moved) or "none"))
+    print("reloaded; workers reconfigured: " + (" ".join(map(_safe, moved)) or "none"))
     if result["restart_needed"]:
         print("changed, applies at the next restart: " + ", ".join(result["restart_needed"]))
     return 0

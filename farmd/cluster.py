@@ -12,6 +12,15 @@ passes `parse_cluster` once, and after that string operations are exact. In part
 "is X at or below A" is `X == A or X.startswith(A + "/")` (or A is the root), and
 `depth` is the number of separators.
 
+Paths are bounded (`MAX_CLUSTER_DEPTH` levels, `MAX_SEGMENT_CHARS` per segment,
+`MAX_CLUSTER_CHARS` in all), and so are restriction and pattern texts
+(`MAX_EXPRESSION_CHARS`): the tree, the ranking index and `ancestors` hold every
+ancestor of a path, which costs depth x length, so one unbounded path (20,000 levels in
+a 40 KB submit) once took the supervisor to 20 GB. Every entry (submit, modify, worker
+registration, the workers: configuration, restrictions, cross-cluster patterns) goes
+through the parsers here, so the bounds hold everywhere; `ancestors` checks them again,
+so nothing unparsed can make it expensive. Qube-scale trees are a few levels deep.
+
 The rank of a job for a worker starts from its *cluster order* (`cluster_order`): 1 in
 the worker's own cluster, else `2 + depth(worker) - depth(LCA)`. Moving toward the root
 is free, every boundary crossed away from it costs one.
@@ -32,6 +41,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import reprlib
 from collections.abc import Iterator
 from typing import NewType
 
@@ -44,39 +54,79 @@ ROOT = ClusterPath("/")
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 
+# A Qube-scale tree is a few levels deep (/show/sequence/department); these leave ample
+# room and keep every path's ancestors (depth x length characters) small.
+MAX_CLUSTER_DEPTH = 16  # levels below the root
+MAX_SEGMENT_CHARS = 64  # characters of one level's name
+MAX_CLUSTER_CHARS = 256  # characters of a whole path
+# a restriction expression or a cross-cluster pattern list, in all
+MAX_EXPRESSION_CHARS = 4096
+_QUOTE_CHARS = 40  # how much of an overlong value an error message shows
+
+
+def quote(text: str) -> str:
+    """`text` as an error message shows it: its repr, cut short (with its length) when
+    it is long, so one line stays one readable line."""
+    if len(text) <= _QUOTE_CHARS + 10:
+        return repr(text)
+    return f"{text[:_QUOTE_CHARS]!r}... ({len(text)} characters)"
+
 
 def parse_cluster(text: object) -> ClusterPath:
     """Validate and normalise a cluster path; refuse anything else quoting the input."""
     if not isinstance(text, str):
-        msg = f"bad cluster path {text!r}: must be a string such as '/show1/lighting'"
+        shown = reprlib.repr(text)  # bounded, however big
+        msg = f"bad cluster path {shown}: must be a string such as '/show1/lighting'"
         raise ClusterPathError(msg)
     return _parse_cluster(text)
 
 
+def _oversize(text: str, segments: list[str]) -> str | None:
+    """Why a path (or a pattern's prefix) is over the size bounds, naming the limit."""
+    if len(text) > MAX_CLUSTER_CHARS:
+        return f"longer than {MAX_CLUSTER_CHARS} characters"
+    if len(segments) > MAX_CLUSTER_DEPTH:
+        return f"{len(segments)} levels deep, at most {MAX_CLUSTER_DEPTH} are allowed"
+    for segment in segments:
+        if len(segment) > MAX_SEGMENT_CHARS:
+            return f"segment {quote(segment)} is longer than {MAX_SEGMENT_CHARS} characters"
+    return None
+
+
+def _refuse_oversize(text: str, segments: list[str]) -> None:
+    why = _oversize(text, segments)
+    if why is not None:
+        msg = f"bad cluster path {quote(text)}: {why}"
+        raise ClusterPathError(msg)
+
+
 @functools.lru_cache(maxsize=16384)
 def _parse_cluster(text: str) -> ClusterPath:
+    # the length first: nothing below may cost more than a bounded path does
+    if len(text) > MAX_CLUSTER_CHARS + 1:  # + 1: a trailing '/' is trimmed
+        _refuse_oversize(text, [])
     if not text.startswith("/"):
-        msg = f"bad cluster path {text!r}: must start with '/' (the root is '/')"
+        msg = f"bad cluster path {quote(text)}: must start with '/' (the root is '/')"
         raise ClusterPathError(msg)
     if text == "/":
         return ROOT
-    segments = text[1:].split("/")
-    if text.endswith("/"):
-        segments.pop()  # one trailing '/' is trimmed
+    path = text[:-1] if text.endswith("/") else text  # one trailing '/' is trimmed
+    segments = path[1:].split("/")
+    _refuse_oversize(path, segments)
     for segment in segments:
         if not segment:
-            msg = f"bad cluster path {text!r}: empty segment"
+            msg = f"bad cluster path {quote(text)}: empty segment"
             raise ClusterPathError(msg)
         if segment in (".", ".."):
-            msg = f"bad cluster path {text!r}: segment {segment!r} is not allowed"
+            msg = f"bad cluster path {quote(text)}: segment {segment!r} is not allowed"
             raise ClusterPathError(msg)
         if not _SEGMENT.fullmatch(segment):
             msg = (
-                f"bad cluster path {text!r}: segment {segment!r} may only hold letters, "
-                "digits, '_', '.' and '-'"
+                f"bad cluster path {quote(text)}: segment {quote(segment)} may only hold "
+                "letters, digits, '_', '.' and '-'"
             )
             raise ClusterPathError(msg)
-    return ClusterPath("/" + "/".join(segments))
+    return ClusterPath(path)
 
 
 def depth(path: str) -> int:
@@ -94,7 +144,12 @@ def parent(path: str) -> ClusterPath | None:
 
 @functools.lru_cache(maxsize=16384)
 def ancestors(path: str) -> tuple[ClusterPath, ...]:
-    """The path itself, then each enclosing cluster up to and including the root."""
+    """The path itself, then each enclosing cluster up to and including the root.
+
+    Costs depth x length: refused (as `parse_cluster` refuses it) for a path over the
+    bounds, which only a path that never passed `parse_cluster` can be."""
+    if len(path) > MAX_CLUSTER_CHARS or path.count("/") > MAX_CLUSTER_DEPTH:
+        _refuse_oversize(path, path[1:].split("/"))
     chain = [ClusterPath(path)]
     up = parent(path)
     while up is not None:
@@ -273,7 +328,11 @@ def parse_restrictions(text: object) -> Restrictions:
     if text is None:
         return UNRESTRICTED
     if not isinstance(text, str):
-        msg = f"bad restrictions {text!r}: must be a string such as '/show1/+ || /comp'"
+        shown = reprlib.repr(text)  # bounded, however big
+        msg = f"bad restrictions {shown}: must be a string such as '/show1/+ || /comp'"
+        raise RestrictionError(msg)
+    if len(text) > MAX_EXPRESSION_CHARS:
+        msg = f"bad restrictions {quote(text)}: longer than {MAX_EXPRESSION_CHARS} characters"
         raise RestrictionError(msg)
     return _parse_restrictions(text)
 
@@ -309,12 +368,12 @@ def _parse_restrictions(text: str) -> Restrictions:
 
 
 def _restriction_error(text: str, at: int, why: str) -> RestrictionError:
-    return RestrictionError(f"bad restrictions {text!r} at column {at + 1}: {why}")
+    return RestrictionError(f"bad restrictions {quote(text)} at column {at + 1}: {why}")
 
 
 def _restriction_term(text: str, word: str, at: int) -> RestrictionTerm:
     if "//" in word:
-        raise _restriction_error(text, at, f"{word!r} has an empty segment ('//')")
+        raise _restriction_error(text, at, f"{quote(word)} has an empty segment ('//')")
     if word.endswith(("/+", "/*")):
         kind = TermKind.SUBTREE if word.endswith("+") else TermKind.CHILDREN
         base = word[:-2] or "/"
@@ -323,7 +382,7 @@ def _restriction_term(text: str, word: str, at: int) -> RestrictionTerm:
     try:
         path = parse_cluster(base)
     except ClusterPathError as exc:
-        why = f"{word!r} is not a cluster, /A/* or /A/+ ({exc})"
+        why = f"{quote(word)} is not a cluster, /A/* or /A/+ ({exc})"
         raise _restriction_error(text, at, why) from None
     return RestrictionTerm(kind, path)
 
@@ -368,7 +427,14 @@ def parse_patterns(text: object) -> CrossClusterPatterns:
     if text is None:
         return NO_PATTERNS
     if not isinstance(text, str):
-        msg = f"bad cross-cluster patterns {text!r}: must be a string such as '/showA+,/showB'"
+        shown = reprlib.repr(text)  # bounded, however big
+        msg = f"bad cross-cluster patterns {shown}: must be a string such as '/showA+,/showB'"
+        raise PatternError(msg)
+    if len(text) > MAX_EXPRESSION_CHARS:
+        msg = (
+            f"bad cross-cluster patterns {quote(text)}: longer than "
+            f"{MAX_EXPRESSION_CHARS} characters"
+        )
         raise PatternError(msg)
     return _parse_patterns(text)
 
@@ -382,14 +448,20 @@ def _parse_patterns(text: str) -> CrossClusterPatterns:
     for raw in text.split(","):
         entry = raw.strip()
         if not entry:
-            msg = f"bad cross-cluster patterns {text!r}: empty entry"
+            msg = f"bad cross-cluster patterns {quote(text)}: empty entry"
             raise PatternError(msg)
         if entry.endswith("+"):
             prefix = entry[:-1]
+            # a prefix is bounded as a path is: it stands for paths that start with it
+            # `/showA/+` keeps `/showA/`: its trailing '/' starts no level of its own
+            why = _oversize(prefix, prefix[1:].removesuffix("/").split("/"))
+            if why is not None:
+                msg = f"bad cross-cluster patterns {quote(text)}: entry {quote(entry)}: {why}"
+                raise PatternError(msg)
             if not _PATTERN_PREFIX.fullmatch(prefix):
                 msg = (
-                    f"bad cross-cluster patterns {text!r}: entry {entry!r} must be a "
-                    "cluster or cluster prefix followed by '+', such as '/showA+'"
+                    f"bad cross-cluster patterns {quote(text)}: entry {quote(entry)} must be "
+                    "a cluster or cluster prefix followed by '+', such as '/showA+'"
                 )
                 raise PatternError(msg)
             if prefix not in prefixes:
@@ -398,6 +470,6 @@ def _parse_patterns(text: str) -> CrossClusterPatterns:
             try:
                 exact.add(parse_cluster(entry))
             except ClusterPathError as exc:
-                msg = f"bad cross-cluster patterns {text!r}: {exc}"
+                msg = f"bad cross-cluster patterns {quote(text)}: {exc}"
                 raise PatternError(msg) from None
     return CrossClusterPatterns(frozenset(exact), tuple(prefixes))

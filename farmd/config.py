@@ -92,8 +92,9 @@ from typing import Any, Final
 import attrs
 import yaml
 
-from farmd.cluster import ROOT, ClusterPath, parse_cluster, parse_restrictions
+from farmd.cluster import ROOT, ClusterPath, parse_cluster, parse_restrictions, quote
 from farmd.errors import ClusterPathError, ConfigError, JobSpecError, RestrictionError, UserError
+from farmd.protocol import MAX_NAME_CHARS
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from farmd.resources import check_name, is_global, parse_amount
 
@@ -317,7 +318,7 @@ def _to_cluster(value: str) -> ClusterPath:
     try:
         return parse_cluster(value)
     except ClusterPathError as exc:
-        problem = str(exc).removeprefix(f"bad cluster path {value!r}: ")
+        problem = str(exc).removeprefix(f"bad cluster path {quote(value)}: ")
         raise _FieldError.refuse(("default_cluster",), value, problem) from None
 
 
@@ -494,7 +495,7 @@ def _worker_cluster(value: object) -> ClusterPath:
     try:
         return parse_cluster(value)
     except ClusterPathError as exc:
-        problem = str(exc).removeprefix(f"bad cluster path {value!r}: ")
+        problem = str(exc).removeprefix(f"bad cluster path {quote(value)}: ")
         raise _FieldError.refuse(("cluster",), value, problem) from None
 
 
@@ -506,7 +507,7 @@ def _worker_restrictions(value: object) -> str:
     try:
         return str(parse_restrictions(value))
     except RestrictionError as exc:
-        problem = str(exc).removeprefix(f"bad restrictions {value!r} ")
+        problem = str(exc).removeprefix(f"bad restrictions {quote(value)} ")
         raise _FieldError.refuse(("restrictions",), value, problem) from None
 
 
@@ -516,6 +517,13 @@ def _worker_slots(value: object) -> int:
     if not 1 <= value <= MAX_SLOTS:
         raise _FieldError.refuse(("slots",), value, f"must be in 1..{MAX_SLOTS}")
     return value
+
+
+def _bounded(field: str, name: object) -> None:
+    """A name is at most MAX_NAME_CHARS characters, as on the wire (docs/protocol.md 6.5)."""
+    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
+        problem = f"a name is at most {MAX_NAME_CHARS} characters, not {len(name)}"
+        raise _FieldError.refuse((field,), name, problem)
 
 
 def _is_name(value: object) -> bool:
@@ -528,6 +536,7 @@ def _is_name(value: object) -> bool:
 
 
 def _job_type(value: object) -> str:
+    _bounded("types", value)
     if not isinstance(value, str) or not _is_name(value):
         problem = (
             "a job type is lowercase letters, digits, '_' and '-', dot-separated, such as blender"
@@ -548,6 +557,7 @@ def _worker_types(value: object) -> tuple[str, ...]:
 
 
 def _property_name(name: object) -> str:
+    _bounded("properties", name)
     if not isinstance(name, str) or not _PROPERTY_NAME.fullmatch(name):
         problem = (
             "a property name is letters, digits, '_', '.' and '-', not starting with a "
@@ -579,6 +589,7 @@ def _worker_properties(value: object) -> dict[str, Fact]:
 
 
 def _resource_name(name: object) -> str:
+    _bounded("resources", name)
     if not isinstance(name, str) or not _is_name(name):
         problem = "a counter's name is lowercase letters, digits, '_' and '-', such as gpu"
         raise _FieldError.refuse(("resources",), name, problem)

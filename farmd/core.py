@@ -46,9 +46,10 @@ from __future__ import annotations
 
 import enum
 import math
+import reprlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -58,14 +59,16 @@ from farmd.cluster import (
     parse_cluster,
     parse_patterns,
     parse_restrictions,
+    quote,
 )
-from farmd.errors import JobSpecError, UnknownJobError, UnknownWorkerError, UserError
+from farmd.errors import FarmdError, JobSpecError, UnknownJobError, UnknownWorkerError, UserError
 from farmd.model import (
     CONTROLS,
     DONE,
     MAX_FRAMES_PER_JOB,
     Changes,
     Control,
+    Dependency,
     DependencyMode,
     Frame,
     FrameRow,
@@ -82,6 +85,7 @@ from farmd.model import (
     parse_target,
     refusal,
 )
+from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.ranking import DEFAULT_PRIORITY, Eligible, QueuedJob, RankingIndex, admits, rank_key
 from farmd.requirements import parse_requirement
 from farmd.resources import (
@@ -96,7 +100,6 @@ from farmd.resources import (
 )
 
 MAX_COMMAND_BYTES = 256 * 1024
-MAX_NAME_CHARS = 256
 
 
 # Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
@@ -458,6 +461,8 @@ class Scheduler:
         self._gates: dict[int, dict[int, list[tuple[int, int]]]] = {}
         self._rising: set[int] = set()  # jobs made runnable or re-ranked by this event
         self._stopping: set[tuple[int, int, int]] = set()  # attempts told to stop, not ended
+        # jobs whose stored rows `restore` could not use, with why (see there)
+        self.quarantined: dict[int, str] = {}
 
     # ------------------------------------------------------------------ the door
 
@@ -543,11 +548,15 @@ class Scheduler:
         if len(event.name) > MAX_NAME_CHARS:
             msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
             raise JobSpecError(msg)
+        odd = odd_character(event.name)  # the wire refuses it too; so does the core
+        if odd is not None:
+            msg = f"bad job name {quote(event.name)}: {odd}"
+            raise JobSpecError(msg)
         parent = None
         if event.parent is not None:
             parent = self.jobs.get(event.parent) or known.get(event.parent)
             if parent is None:
-                msg = f"bad parent: job {event.parent} does not exist"
+                msg = f"bad parent: {_missing(event.parent, self.quarantined)}"
                 raise UnknownJobError(msg)
             if parent.state.ended:
                 state = parent.state.value
@@ -568,7 +577,7 @@ class Scheduler:
         whole_job: set[int] = set()
         for dep in depends_on:
             if dep.job_id not in self.jobs and dep.job_id not in known:
-                msg = f"bad dependency: job {dep.job_id} does not exist"
+                msg = f"bad dependency: {_missing(dep.job_id, self.quarantined)}"
                 raise UnknownJobError(msg)
             if dep.mode is not DependencyMode.FRAMES:
                 if dep.job_id in whole_job:
@@ -651,6 +660,9 @@ class Scheduler:
         for dep in job.depends_on:
             self._dependents.setdefault(dep.job_id, set()).add(job.id)
             target = self.jobs.get(dep.job_id)
+            if target is None and dep.job_id in self.quarantined:
+                self._hold_for_quarantined(job, dep, recompute=waiting_on is None)
+                continue
             if target is None:  # removed once this job had ended: long met
                 continue
             if dep.mode is DependencyMode.FRAMES:
@@ -662,6 +674,20 @@ class Scheduler:
         if any(frame.waits_on for frame in job.frames.values()):
             job.reindex()
         self._refresh_block(job)
+
+    def _hold_for_quarantined(self, job: Job, dep: Dependency, *, recompute: bool) -> None:
+        """`job` depends on a quarantined job, whose state is unknown: it is not met.
+        A whole-job dependency stays unmet (as stored, or added when recomputed); a
+        frame-by-frame one gates every frame, with nothing to release the gate. Either
+        way `_refresh_block` names the quarantined job as the blocker."""
+        if dep.mode is not DependencyMode.FRAMES:
+            if recompute:
+                job.waiting_on.add(dep.job_id)
+            return
+        for frame in job.frames.values():
+            if frame.waits_on is None:
+                frame.waits_on = {}
+            frame.waits_on[dep.job_id] = frame.waits_on.get(dep.job_id, 0) + 1
 
     def _gate(self, job: Job, target: Job) -> None:
         """Frame N of `job` waits for the frame (or chunk) of `target` that runs frame N,
@@ -693,7 +719,10 @@ class Scheduler:
         job.broken = {}
         for dep in job.depends_on:
             target = self.jobs.get(dep.job_id)
-            if target is not None and dep.broken(target.state):
+            if target is None and dep.job_id in self.quarantined:
+                why = f"job {dep.job_id} is quarantined: its stored rows could not be restored"
+                job.broken.setdefault(dep.job_id, f"{why} ({self.quarantined[dep.job_id]})")
+            elif target is not None and dep.broken(target.state):
                 job.broken.setdefault(dep.job_id, dep.why_broken(target.state))
 
     def _kill(self, event: KillJobs) -> list[int]:
@@ -916,6 +945,11 @@ class Scheduler:
 
     def _make_worker(self, event: WorkerJoined | WorkerReconfigured, seq: int) -> Worker:
         """A worker record from a registration or a reconfiguration, checked."""
+        odd = odd_character(event.name)  # its name is printed in listings and logs
+        if not event.name or len(event.name) > MAX_NAME_CHARS or odd is not None:
+            why = odd or f"must be 1 to {MAX_NAME_CHARS} characters"
+            msg = f"bad worker name {quote(event.name)}: {why}"
+            raise JobSpecError(msg)
         if event.slots < 1:
             msg = f"bad worker {event.name!r}: slots must be at least 1, got {event.slots}"
             raise JobSpecError(msg)
@@ -1535,62 +1569,59 @@ class Scheduler:
     def restore(self, snapshot: Snapshot) -> None:
         """Rebuild the farm from the store, before any worker has connected. Frames that
         were running (or stopped) stay so, as orphans, until their worker claims them or
-        a `ReclaimOrphans` event (after the grace period) sends them back to pending."""
+        a `ReclaimOrphans` event (after the grace period) sends them back to pending.
+
+        Stored rows are not trusted: one a hand edit, a bad disk or an older farmd's
+        looser checks left unusable (a cluster path over the bounds, an unknown frame
+        state, an unparsable range...) must not keep the farm from starting. Its job is
+        *quarantined*: kept out of the scheduler, with why, in `quarantined`. Its rows
+        are left as they are (nothing this farmd writes names its id, so a fixed farmd
+        restores it) and its id is never reused. A job's family goes with it, as a
+        parent's state derives from its sub-jobs': the job's parent and sub-jobs are
+        quarantined too, and so on. A job with an unmet dependency on a quarantined job
+        is blocked, the reason naming it."""
         if self.jobs or self.workers:
             msg = "restore needs an empty scheduler"
             raise RuntimeError(msg)
-        frames_of: dict[int, dict[int, Frame]] = {row.id: {} for row in snapshot.jobs}
+        frame_rows: dict[int, list[FrameRow]] = {}
         for f in snapshot.frames:
-            frame = Frame(
-                number=f.number,
-                state=FrameState(f.state),
-                worker=f.worker,
-                attempts=f.attempts,
-                started_at=f.started_at,
-                finished_at=f.finished_at,
-                exit_code=f.exit_code,
-                failures=f.failures,
-                failed_on=f.failed_on,
-                retry_at=f.retry_at,
-                members=parse_frame_range(f.members) if f.members else (),
-                stopped=f.stopped,
-                taken=parse_taken(f.taken) if f.taken else None,
-            )
-            frames_of[f.job_id][f.number] = frame
-            if f.retry_at is not None:
-                self._held[(f.job_id, f.number)] = f.retry_at
-            if frame.holds_process:
-                # it may still run: the farm's counters stay held until it is claimed
-                # or requeued
-                self._orphans[(f.job_id, f.number, f.attempts)] = None
-                self.pool.hold(parse_taken(f.taken))
+            frame_rows.setdefault(f.job_id, []).append(f)
+        restored: dict[int, Job] = {}
+        quarantined: dict[int, str] = {}
+        family: dict[int, list[int]] = {}  # job -> its parent and sub-jobs, as rows say
         for row in snapshot.jobs:
-            self.jobs[row.id] = Job(
-                id=row.id,
-                name=row.name,
-                cluster=parse_cluster(row.cluster),
-                priority=row.priority,
-                restrictions=parse_restrictions(row.restrictions),
-                patterns=parse_patterns(row.patterns),
-                argv=row.argv,
-                frames=frames_of[row.id],
-                depends_on=tuple(parse_dependency(d) for d in row.depends_on),
-                submitted_at=row.submitted_at,
-                instances=row.instances,
-                retries=row.retries,
-                retry_delay=row.retry_delay,
-                time_limit=row.time_limit,
-                chunk=row.chunk,
-                parent=row.parent,
-                uninterruptible=row.uninterruptible,
-                type=row.type,
-                requires=parse_requirement(row.requires),
-                reserve=parse_reservation(row.reserve),
-            )
-            if row.instances:
-                self._capped.add(row.id)
-            if self.jobs[row.id].demanding:
-                self._demanding.add(row.id)
+            try:
+                restored[row.id] = _restored_job(row, frame_rows.pop(row.id, []))
+            except Exception as exc:  # anything in a row may be wrong: never fatal here
+                quarantined[row.id] = _why(exc)
+            if _is_id(row.parent):
+                family.setdefault(row.id, []).append(row.parent)
+                family.setdefault(row.parent, []).append(row.id)
+        for job_id in frame_rows:  # frames whose job row is gone
+            quarantined[job_id] = "it has frame rows but no job row"
+        stack = list(quarantined)
+        while stack:  # bounded: each job is quarantined (and pushed) at most once
+            job_id = stack.pop()
+            for kin in family.get(job_id, ()):
+                if kin in restored:
+                    relation = "parent" if restored.pop(kin).parent == job_id else "sub-job"
+                    quarantined[kin] = f"its {relation} (job {job_id}) is quarantined"
+                    stack.append(kin)
+        self.quarantined = dict(sorted(quarantined.items()))
+        for job_id, job in restored.items():
+            self.jobs[job_id] = job
+            for frame in job.frames.values():
+                if frame.retry_at is not None:
+                    self._held[(job_id, frame.number)] = frame.retry_at
+                if frame.holds_process:
+                    # it may still run: the farm's counters stay held until it is
+                    # claimed or requeued
+                    self._orphans[(job_id, frame.number, frame.attempts)] = None
+                    self.pool.hold(frame.taken if frame.taken is not None else ONE_SLOT_TAKEN)
+            if job.instances:
+                self._capped.add(job_id)
+            if job.demanding:
+                self._demanding.add(job_id)
         # A sub-job's id is above its parent's: from the highest id down, every job's
         # sub-jobs have their final state before the job's own is read.
         for job in self.jobs.values():
@@ -1606,14 +1637,16 @@ class Scheduler:
         # whether a job has ended depends on its frames and sub-jobs only, so the
         # dependencies are linked once those are known
         for row in snapshot.jobs:  # as stored: a dependency met once stays met
-            self._link_dependencies(self.jobs[row.id], row.waiting_on)
+            if row.id in self.jobs:
+                self._link_dependencies(self.jobs[row.id], row.waiting_on)
         for job in self.jobs.values():
             job.synced = job.state
             if not job.synced.ended:
                 self.tree.add(job.cluster, Member.JOB)
             if job.runnable:
                 self.index.add(job.queued())
-        self._next_id = max(snapshot.next_job_id, max(self.jobs, default=0) + 1)
+        highest = max([*self.jobs, *self.quarantined], default=0)
+        self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.locks = dict(snapshot.locks)
 
     @property
@@ -1633,7 +1666,7 @@ class Scheduler:
     def job(self, job_id: int) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            msg = f"job {job_id} does not exist"
+            msg = _missing(job_id, self.quarantined)
             raise UnknownJobError(msg)
         return job
 
@@ -1840,6 +1873,121 @@ def _fill(arg: str, frame: str, first: str, last: str) -> str:
     if "{" not in arg:
         return arg
     return arg.replace("{frame}", frame).replace("{start}", first).replace("{end}", last)
+
+
+def _missing(job_id: int, quarantined: dict[int, str]) -> str:
+    """Why there is no job `job_id`, in one line."""
+    why = quarantined.get(job_id)
+    if why is None:
+        return f"job {job_id} does not exist"
+    return f"job {job_id} is quarantined: its stored rows could not be restored ({why})"
+
+
+def _why(exc: Exception) -> str:
+    """A refused row's exception as one bounded line (a row may hold anything)."""
+    text = str(exc) if isinstance(exc, FarmdError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _row_field(ok: bool, what: str, value: object) -> None:
+    if not ok:
+        msg = f"bad stored {what} {reprlib.repr(value)}"
+        raise JobSpecError(msg)
+
+
+def _restored_frame(f: FrameRow) -> Frame:
+    """A frame from its stored row, every field checked (it may have been edited)."""
+    _row_field(_is_id(f.number), "frame number", f.number)
+    _row_field(_is_id(f.attempts) and f.attempts >= 0, "attempts", f.attempts)
+    _row_field(_is_id(f.failures) and f.failures >= 0, "failures", f.failures)
+    for what, name in (("worker", f.worker), ("failed_on", f.failed_on)):
+        _row_field(name is None or isinstance(name, str), what, name)
+    for what, time in (
+        ("started_at", f.started_at),
+        ("finished_at", f.finished_at),
+        ("retry_at", f.retry_at),
+    ):
+        _row_field(time is None or _is_time(time), what, time)
+    _row_field(f.exit_code is None or _is_id(f.exit_code), "exit code", f.exit_code)
+    _row_field(isinstance(f.stopped, bool), "stopped flag", f.stopped)
+    members = parse_frame_range(f.members) if f.members is not None else ()
+    _row_field(not members or members[0] == f.number, "chunk", f.members)
+    frame = Frame(
+        number=f.number,
+        state=FrameState(f.state),
+        worker=f.worker,
+        attempts=f.attempts,
+        started_at=f.started_at,
+        finished_at=f.finished_at,
+        exit_code=f.exit_code,
+        failures=f.failures,
+        failed_on=f.failed_on,
+        retry_at=f.retry_at,
+        members=members,
+        stopped=f.stopped,
+        taken=parse_taken(f.taken) if f.taken else None,
+    )
+    _row_field(not frame.holds_process or frame.worker is not None, "worker", f.worker)
+    return frame
+
+
+def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
+    """A job from its stored rows, checked as a submit is: raises whatever it finds
+    wrong (the caller quarantines the job), changes nothing."""
+    _row_field(_is_id(row.id) and row.id >= 1, "job id", row.id)
+    _row_field(isinstance(row.name, str), "name", row.name)
+    argv_ok = isinstance(row.argv, tuple) and bool(row.argv)
+    _row_field(argv_ok and all(isinstance(a, str) for a in row.argv), "command", row.argv)
+    _row_field(isinstance(row.depends_on, tuple), "dependencies", row.depends_on)
+    _row_field(_is_time(row.submitted_at), "submit time", row.submitted_at)
+    _row_field(_is_id(row.chunk) and row.chunk >= 1, "chunk", row.chunk)
+    # a sub-job's id is above its parent's (restore relies on it): no cycle either
+    parent_ok = row.parent is None or (_is_id(row.parent) and 1 <= row.parent < row.id)
+    _row_field(parent_ok, "parent", row.parent)
+    _row_field(isinstance(row.uninterruptible, bool), "uninterruptible flag", row.uninterruptible)
+    waiting_ok = row.waiting_on is None or (
+        isinstance(row.waiting_on, tuple) and all(_is_id(i) for i in row.waiting_on)
+    )
+    _row_field(waiting_ok, "waiting_on", row.waiting_on)
+    _check_options(row.instances, row.retries, row.retry_delay, row.time_limit)
+    _row_field(bool(frame_rows), "frames", "none")
+    frames: dict[int, Frame] = {}
+    for f in frame_rows:
+        frame = _restored_frame(f)
+        frames[frame.number] = frame
+    job = Job(
+        id=row.id,
+        name=row.name,
+        cluster=parse_cluster(row.cluster),
+        priority=row.priority,
+        restrictions=parse_restrictions(row.restrictions),
+        patterns=parse_patterns(row.patterns),
+        argv=tuple(row.argv),
+        frames=frames,
+        depends_on=tuple(parse_dependency(d) for d in row.depends_on),
+        submitted_at=row.submitted_at,
+        instances=row.instances,
+        retries=row.retries,
+        retry_delay=row.retry_delay,
+        time_limit=row.time_limit,
+        chunk=row.chunk,
+        parent=row.parent,
+        uninterruptible=row.uninterruptible,
+        type=check_name(row.type, "job type") if row.type is not None else None,
+        requires=parse_requirement(row.requires),
+        reserve=parse_reservation(row.reserve),
+    )
+    job.queued()  # checks the priority, as a submit does
+    return job
 
 
 def _job_row(job: Job) -> JobRow:

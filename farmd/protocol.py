@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeVar
@@ -36,6 +37,12 @@ HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024
 MAX_BATCH: Final = 10_000
+# Names (of a job, worker, job type, property, resource) and the short texts that name
+# jobs (a dependency, a control target) are printed in listings and logs, one per line:
+# bounded, and without control characters (docs/protocol.md, "Names").
+MAX_NAME_CHARS: Final = 256
+MAX_TARGET_CHARS: Final = 4096  # `ID:RANGE`: a frame list may be long
+MAX_NAMES: Final = 256  # job types a worker runs
 
 
 class Role(enum.Enum):
@@ -71,6 +78,70 @@ def is_plain(value: object, depth: int = 0) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and is_plain(v, depth + 1) for k, v in value.items())
     return False
+
+
+# Unicode's control characters (category Cc: C0, DEL and C1) and the line and paragraph
+# separators: each can end or fake a line of a listing or a log. Format characters (Cf,
+# such as a zero-width joiner) are legitimate in names; listings escape them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def odd_character(text: str) -> str | None:
+    """Why `text` may not be a name: the first control character it holds, or None."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    char, at = found.group(), found.start() + 1
+    return f"holds the control character {char!r} (U+{ord(char):04X}) at character {at}"
+
+
+def _text_problem(value: object, limit: int, *, empty: bool) -> str | None:
+    """Why `value` is not a name (or a job-naming text) of at most `limit` characters."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value and not empty:
+        return "must not be empty"
+    if len(value) > limit:
+        return f"is {len(value)} characters long, at most {limit} are allowed"
+    return odd_character(value)
+
+
+def _check_texts(
+    limit: int, *, empty: bool = True, optional: bool = False, many: bool = False
+) -> Callable[[Any, Any, Any], None]:
+    """A validator of a name (or, `many`, a tuple of them): bounded, no control
+    characters; the refusal says which rule the value broke."""
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if optional and value is None:
+            return
+        if many:
+            if not isinstance(value, tuple):
+                raise _fail(type(instance).TYPE, attribute.name, "must be a list", value)
+            items = value
+        else:
+            items = (value,)
+        for item in items:
+            why = _text_problem(item, limit, empty=empty)
+            if why is not None:
+                raise _fail(type(instance).TYPE, attribute.name, why, item)
+
+    return validate
+
+
+def _name_field(default: str | None = None, *, empty: bool = True) -> Any:
+    validator = _check_texts(MAX_NAME_CHARS, empty=empty)
+    if default is None:
+        return attrs.field(validator=validator)
+    return attrs.field(default=default, validator=validator)
+
+
+def _check_keys(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Every key of a map is a name (a property's, a resource's); the refusal names it."""
+    for key in value:
+        why = _text_problem(key, MAX_NAME_CHARS, empty=False)
+        if why is not None:
+            raise _fail(type(instance).TYPE, attribute.name, f"a name {why}", key)
 
 
 def _check(predicate: Callable[[Any], bool], why: str) -> Callable[[Any, Any, Any], None]:
@@ -164,20 +235,21 @@ def _facts() -> Any:
         ),
         "must map names to strings, numbers, bools or lists of strings",
     )
-    return attrs.field(factory=dict, validator=check)
+    return attrs.field(factory=dict, validator=[check, _check_keys])
 
 
 def _amounts() -> Any:
     check = _check(
         lambda v: (
             isinstance(v, Mapping)
+            and len(v) <= MAX_NAMES
             and all(
                 _is_str(k) and _is_number(x) and math.isfinite(x) and x >= 0 for k, x in v.items()
             )
         ),
-        "must map names to numbers >= 0",
+        f"must map at most {MAX_NAMES} names to numbers >= 0",
     )
-    return attrs.field(factory=dict, validator=check)
+    return attrs.field(factory=dict, validator=[check, _check_keys])
 
 
 # --------------------------------------------------------------------------- registry
@@ -219,7 +291,7 @@ class Hello(Message):
         )
     )
     token: str = _str_field()
-    name: str = _str_field("")
+    name: str = _name_field("")
 
 
 @_message("welcome")
@@ -274,11 +346,21 @@ def _is_running_entry(v: object) -> bool:
 class Register(Message):
     """A worker announces itself (after `welcome`), and what it is still running."""
 
-    name: str = attrs.field(validator=_check(lambda v: _is_str(v) and v != "", "must be a name"))
+    name: str = _name_field(empty=False)
     cluster: str = _str_field()
     restrictions: str = _str_field("")
     slots: int = attrs.field(validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1"))
-    types: tuple[str, ...] = _str_tuple(())  # the job types it runs
+    types: tuple[str, ...] = attrs.field(  # the job types it runs
+        default=(),
+        converter=_tuple,
+        validator=[
+            _check(
+                lambda v: isinstance(v, tuple) and len(v) <= MAX_NAMES,
+                f"must be a list of at most {MAX_NAMES} job types",
+            ),
+            _check_texts(MAX_NAME_CHARS, empty=False, many=True),
+        ],
+    )
     properties: dict[str, Any] = _facts()  # noqa: RUF009 (an attrs field, not a call)
     resources: dict[str, float] = _amounts()  # noqa: RUF009 (its own counters, not slots)
     # (job id, frame, attempt) of each frame the worker is still running
@@ -412,7 +494,7 @@ class Request(Message):
 class Submit(Request):
     request_id: int = _int_field()
     argv: tuple[str, ...] = _str_tuple()
-    name: str = _str_field("")
+    name: str = _name_field("")
     cluster: str | None = _opt(_is_str, "must be a string")
     priority: int | None = _opt(_is_int, "must be an integer")
     restrictions: str = _str_field("")
@@ -422,10 +504,10 @@ class Submit(Request):
     depends_on: tuple[str, ...] = attrs.field(
         default=(),
         converter=_dependencies,
-        validator=_check(
-            lambda v: isinstance(v, tuple) and all(map(_is_str, v)),
-            'must be job ids or "ID:MODE" strings',
-        ),
+        validator=[
+            _check(lambda v: isinstance(v, tuple), 'must be job ids or "ID:MODE" strings'),
+            _check_texts(MAX_NAME_CHARS, many=True),
+        ],
     )
     instances: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
     retries: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
@@ -439,7 +521,10 @@ class Submit(Request):
     uninterruptible: bool = attrs.field(
         default=False, validator=_check(lambda v: isinstance(v, bool), "must be a bool")
     )
-    job_type: str | None = _opt(_is_str, "must be a string")  # runs on workers of this type
+    # runs on workers of this type
+    job_type: str | None = attrs.field(
+        default=None, validator=_check_texts(MAX_NAME_CHARS, optional=True)
+    )
     requires: str = _str_field("")  # a requirement expression over host.* and job.*
     reserve: str = _str_field("")  # "slots=2,memory=8G,license.nuke=1"
 
@@ -525,7 +610,9 @@ class ControlRequest(Request):
             lambda v: v in CONTROL_ACTIONS, f"must be one of {', '.join(CONTROL_ACTIONS)}"
         )
     )
-    targets: tuple[str, ...] = _str_tuple()
+    targets: tuple[str, ...] = attrs.field(
+        converter=_tuple, validator=_check_texts(MAX_TARGET_CHARS, many=True)
+    )
 
 
 @_message("remove")
@@ -560,7 +647,7 @@ class Lock(Request):
     """No new work for a worker: `drain` lets its frames finish, `purge` stops them."""
 
     request_id: int = _int_field()
-    worker: str = _str_field()
+    worker: str = _name_field()
     mode: str = attrs.field(
         default="drain",
         validator=_check(lambda v: v in ("drain", "purge"), "must be drain or purge"),
@@ -571,7 +658,7 @@ class Lock(Request):
 @attrs.frozen(kw_only=True)
 class Unlock(Request):
     request_id: int = _int_field()
-    worker: str = _str_field()
+    worker: str = _name_field()
 
 
 @_message("explain")
@@ -581,7 +668,9 @@ class Explain(Request):
 
     request_id: int = _int_field()
     job_id: int = _int_field()
-    worker: str | None = _opt(_is_str, "must be a string")
+    worker: str | None = attrs.field(
+        default=None, validator=_check_texts(MAX_NAME_CHARS, optional=True)
+    )
 
 
 @_message("list_resources")
@@ -596,7 +685,7 @@ class SetResource(Request):
     """Change the total of a global counter (`license.nuke`) until the next restart."""
 
     request_id: int = _int_field()
-    name: str = _str_field()
+    name: str = _name_field()
     total: float = attrs.field(validator=_check(_is_seconds, "must be a number >= 0"))
 
 
@@ -614,7 +703,7 @@ class Order(Request):
     """The pending jobs a worker would run, in rank order (Qube's qbjoborder)."""
 
     request_id: int = _int_field()
-    worker: str = _str_field()
+    worker: str = _name_field()
     limit: int = attrs.field(
         default=100, validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1")
     )

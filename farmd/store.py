@@ -28,8 +28,9 @@ import fcntl
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import attrs
 
@@ -224,8 +225,8 @@ class SqliteStore:
                 priority=row[3],
                 restrictions=row[4],
                 patterns=row[5],
-                argv=tuple(json.loads(row[6])),
-                depends_on=tuple(str(dep) for dep in json.loads(row[7])),
+                argv=_array(row[6]),
+                depends_on=_array(row[7], str),
                 submitted_at=row[8],
                 instances=row[9],
                 retries=row[10],
@@ -234,7 +235,7 @@ class SqliteStore:
                 chunk=row[13],
                 parent=row[14],
                 uninterruptible=bool(row[15]),
-                waiting_on=None if row[16] is None else tuple(json.loads(row[16])),
+                waiting_on=None if row[16] is None else _array(row[16]),
                 type=row[17],
                 requires=row[18],
                 reserve=row[19],
@@ -254,12 +255,20 @@ class SqliteStore:
             )
         )
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        return Snapshot(
-            jobs,
-            frames,
-            int(meta.get("next_job_id", 1)),
-            locks=json.loads(meta.get("locks", "{}")),
-        )
+        try:
+            next_job_id = int(meta.get("next_job_id", 1))
+            locks = json.loads(meta.get("locks", "{}"))
+            if not isinstance(locks, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in locks.items()
+            ):
+                raise TypeError(locks)
+        except (TypeError, ValueError, RecursionError):
+            # not one job's: without the next id, ids of removed jobs could be reused
+            shown = str(meta)[:120]
+            msg = f"the farm database {self.path} has an unreadable meta table ({shown}); "
+            msg += "nothing was changed"
+            raise StoreError(msg) from None
+        return Snapshot(jobs, frames, next_job_id, locks=locks)
 
     def commit(self, changes: Changes) -> None:
         try:
@@ -333,6 +342,19 @@ class SqliteStore:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._lock.release(keep=True)
+
+
+def _array(text: object, item: Callable[[Any], Any] | None = None) -> Any:
+    """A JSON array column as a tuple (each element through `item`). A value that is not
+    one is passed on as it is, for `Scheduler.restore` to quarantine that job naming it:
+    one bad row must not keep the farm from loading."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]  # a column may hold anything
+    except (TypeError, ValueError, RecursionError):
+        return text
+    if not isinstance(value, list):
+        return text
+    return tuple(value) if item is None else tuple(map(item, value))
 
 
 class _StateLock:

@@ -10,9 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from farmd.cluster import (
+    MAX_CLUSTER_CHARS,
+    MAX_CLUSTER_DEPTH,
+    MAX_EXPRESSION_CHARS,
+    MAX_SEGMENT_CHARS,
     ClusterNode,
+    ClusterPath,
     ClusterTree,
     Member,
+    ancestors,
     cluster_order,
     depth,
     parse_cluster,
@@ -411,3 +417,80 @@ def test_malformed_restrictions_point_at_the_bad_part(text: str, column: int) ->
 def test_restrictions_that_are_not_a_string_are_refused() -> None:
     with pytest.raises(RestrictionError, match=re.escape(repr(42))):
         parse_restrictions(42)
+
+
+# --------------------------------------------------------------------------- bounds
+
+DEEPEST = "/" + "/".join(f"l{i}" for i in range(MAX_CLUSTER_DEPTH))  # 16 levels
+# the 40 KB submit that once took the supervisor to 20 GB: 20,000 levels
+POISON = "/a" * 20_000
+
+
+def test_the_bounds_admit_a_path_at_each_limit() -> None:
+    assert parse_cluster(DEEPEST) == DEEPEST
+    assert parse_cluster("/" + "s" * MAX_SEGMENT_CHARS) == "/" + "s" * MAX_SEGMENT_CHARS
+    longest = "/" + "/".join(["x" * 63] * 4)  # 4 + 4 x 63 = 256 characters
+    assert len(longest) == MAX_CLUSTER_CHARS
+    assert parse_cluster(longest) == longest
+    assert parse_cluster(longest + "/") == longest  # the trailing '/' is trimmed first
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (DEEPEST + "/x", "17 levels deep, at most 16 are allowed"),
+        ("/" + "s" * (MAX_SEGMENT_CHARS + 1), "is longer than 64 characters"),
+        ("/" + "/".join(["x" * 64] * 4), "longer than 256 characters"),
+        (POISON, "(40000 characters): longer than 256 characters"),
+    ],
+)
+def test_a_path_over_a_bound_is_refused_naming_the_limit(text: str, why: str) -> None:
+    with pytest.raises(ClusterPathError) as refused:
+        parse_cluster(text)
+    message = str(refused.value)
+    assert why in message
+    assert message.startswith(f"bad cluster path {text[:30]!r}"[:-1])  # names the value
+    assert len(message) < 250  # ... cut short: one readable line
+
+
+def test_restrictions_and_patterns_bound_their_paths_and_their_length() -> None:
+    too_deep = DEEPEST + "/x"
+    for text in (too_deep, f"{too_deep}/+", f"{too_deep}/*", f"/a || {too_deep}/+"):
+        with pytest.raises(RestrictionError, match="17 levels deep, at most 16"):
+            parse_restrictions(text)
+    for text in (too_deep, f"{too_deep}+", f"{too_deep}/+", f"/a,{too_deep}y+"):
+        with pytest.raises(PatternError, match="17 levels deep, at most 16"):
+            parse_patterns(text)
+    # a '+' prefix is a string prefix: bounded as a path is, in length and segments too
+    with pytest.raises(PatternError, match="longer than 4096 characters"):
+        parse_patterns(POISON + "+")  # the whole text first
+    with pytest.raises(PatternError, match="longer than 256 characters"):
+        parse_patterns("/a" * 200 + "+")
+    with pytest.raises(PatternError, match="longer than 64 characters"):
+        parse_patterns("/show" + "A" * 64 + "+")
+    many = " || ".join(f"/s{i}" for i in range(1000))  # 6,000 characters
+    with pytest.raises(RestrictionError, match=f"longer than {MAX_EXPRESSION_CHARS} characters"):
+        parse_restrictions(many)
+    with pytest.raises(PatternError, match=f"longer than {MAX_EXPRESSION_CHARS} characters"):
+        parse_patterns(many.replace(" || ", ","))
+    # each at its limit is accepted
+    assert parse_restrictions(f"{DEEPEST}/+").accepts(DEEPEST)
+    assert parse_patterns(f"{DEEPEST}+").matches(DEEPEST)
+
+
+def test_ancestors_and_the_tree_never_take_an_unbounded_path() -> None:
+    # a path that skipped parse_cluster (a bad stored row) is refused, not expanded into
+    # 20,000 ancestors of up to 40,000 characters each
+    with pytest.raises(ClusterPathError, match="longer than 256"):
+        ancestors(POISON)
+    with pytest.raises(ClusterPathError, match="17 levels deep"):
+        ancestors(DEEPEST + "/x")
+    tree = ClusterTree()
+    with pytest.raises(ClusterPathError):
+        tree.add(ClusterPath(POISON), Member.JOB)
+    assert list(tree.nodes()) == []
+    # the deepest path is cheap: 17 nodes, none of them recursed into
+    assert len(ancestors(DEEPEST)) == MAX_CLUSTER_DEPTH + 1
+    tree.add(parse_cluster(DEEPEST), Member.WORKER)
+    assert [node.path for node in tree.nodes()] == list(reversed(ancestors(DEEPEST)))
+    assert cluster_order(DEEPEST, "/") == 2

@@ -763,6 +763,21 @@ def test_entries_built_in_code_are_checked() -> None:
             WorkerEntry(**bad)  # type: ignore[arg-type]
 
 
+def test_entries_refuse_paths_and_names_over_the_bounds() -> None:
+    deep = "/" + "/".join(f"l{i}" for i in range(17))
+    for bad, match in [
+        ({"cluster": deep}, "17 levels deep, at most 16 are allowed"),
+        ({"cluster": "/a" * 20_000}, "longer than 256 characters"),
+        ({"restrictions": f"{deep}/+"}, "17 levels deep, at most 16 are allowed"),
+        ({"types": ["t" * 257]}, "a name is at most 256 characters, not 257"),
+        ({"properties": {"p" * 257: 1}}, "a name is at most 256 characters, not 257"),
+        ({"resources": {"r" * 257: 1}}, "a name is at most 256 characters, not 257"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            WorkerEntry(**bad)  # type: ignore[arg-type]
+    assert WorkerEntry(types=["t" * 256]).types == ("t" * 256,)
+
+
 def test_workers_config_built_in_code_is_checked() -> None:
     gpu = WorkerEntry(resources={"gpu": 2})
     config = WorkersConfig(

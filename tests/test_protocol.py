@@ -142,7 +142,11 @@ ints = st.one_of(
 # st.text() draws empty, non-ASCII and astral text, and never lone surrogates (which
 # UTF-8, and so msgpack's str, cannot carry)
 texts = st.text(max_size=40)
-names = st.text(min_size=1, max_size=20)
+# names (of jobs, workers, types, properties, resources) hold no control character (Cc)
+# and no line or paragraph separator (Zl, Zp)
+_name_chars = st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"))
+name_texts = st.text(_name_chars, max_size=40)
+names = st.text(_name_chars, min_size=1, max_size=20)
 seconds = st.one_of(
     st.floats(min_value=0, exclude_min=True, allow_nan=False), st.integers(1, 2**63 - 1)
 )
@@ -176,7 +180,7 @@ dependencies = st.lists(
         st.builds("{}:{}".format, st.integers(0, 2**63 - 1), st.sampled_from(DEPENDENCY_MODES)),
         st.integers(0, 2**63 - 1).map(str),
         ints,
-        texts,
+        name_texts,
     ),
     max_size=6,
 )
@@ -184,7 +188,7 @@ chunks = st.one_of(st.integers(1, 2**64 - 1), st.sampled_from([1, 2, 10, 1_000_0
 # register.properties: host facts, each a str, a number, a bool or a list of str (NaN
 # left out: it is a fact, but not equal to itself)
 facts = st.dictionaries(
-    texts,
+    names,
     st.one_of(
         texts,
         ints,
@@ -196,7 +200,7 @@ facts = st.dictionaries(
 )
 # register.resources: finite amounts >= 0, ints or floats
 amounts = st.dictionaries(
-    texts,
+    names,
     st.one_of(st.integers(0, 2**64 - 1), st.floats(0, allow_nan=False, allow_infinity=False)),
     max_size=6,
 )
@@ -223,7 +227,7 @@ FieldStrategies = Mapping[str, st.SearchStrategy[Any]]
 FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "hello": (
         {"version": ints, "role": st.sampled_from(["worker", "admin"]), "token": texts},
-        {"name": texts},
+        {"name": name_texts},
     ),
     "welcome": (
         {
@@ -240,7 +244,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"name": names, "cluster": texts, "slots": st.integers(1, 2**64 - 1)},
         {
             "restrictions": texts,
-            "types": st.lists(texts, max_size=4),
+            "types": st.lists(names, max_size=4),
             "properties": facts,
             "resources": amounts,
             "running": running_entries,
@@ -270,7 +274,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "submit": (
         {"request_id": ints, "argv": st.lists(texts, max_size=6)},
         {
-            "name": texts,
+            "name": name_texts,
             "cluster": maybe(texts),
             "priority": maybe(ints),
             "restrictions": texts,
@@ -284,7 +288,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "chunk": chunks,
             "parent": maybe(ints),
             "uninterruptible": st.booleans(),
-            "job_type": maybe(texts),
+            "job_type": maybe(name_texts),
             "requires": requirements,
             "reserve": reservations,
         },
@@ -296,7 +300,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
                 st.fixed_dictionaries(
                     {"argv": st.lists(texts, max_size=3)},
                     optional={
-                        "name": texts,
+                        "name": name_texts,
                         "cluster": maybe(texts),
                         "priority": maybe(ints),
                         "frames": texts,
@@ -304,7 +308,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
                         "chunk": chunks,
                         "parent": maybe(ints),
                         "uninterruptible": st.booleans(),
-                        "job_type": maybe(texts),
+                        "job_type": maybe(name_texts),
                         "requires": requirements,
                         "reserve": reservations,
                     },
@@ -319,7 +323,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {
             "request_id": ints,
             "action": st.sampled_from(["kill", "block", "unblock", "retry", "suspend", "resume"]),
-            "targets": st.lists(texts, max_size=4),
+            "targets": st.lists(name_texts, max_size=4),
         },
         {},
     ),
@@ -342,13 +346,16 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "time_limit": maybe(seconds_or_zero),
         },
     ),
-    "lock": ({"request_id": ints, "worker": texts}, {"mode": st.sampled_from(["drain", "purge"])}),
-    "unlock": ({"request_id": ints, "worker": texts}, {}),
-    "explain": ({"request_id": ints, "job_id": ints}, {"worker": maybe(texts)}),
+    "lock": (
+        {"request_id": ints, "worker": name_texts},
+        {"mode": st.sampled_from(["drain", "purge"])},
+    ),
+    "unlock": ({"request_id": ints, "worker": name_texts}, {}),
+    "explain": ({"request_id": ints, "job_id": ints}, {"worker": maybe(name_texts)}),
     "list_resources": ({"request_id": ints}, {}),
-    "set_resource": ({"request_id": ints, "name": texts, "total": seconds_or_zero}, {}),
+    "set_resource": ({"request_id": ints, "name": name_texts, "total": seconds_or_zero}, {}),
     "reload": ({"request_id": ints}, {}),
-    "order": ({"request_id": ints, "worker": texts}, {"limit": st.integers(1, 2**64 - 1)}),
+    "order": ({"request_id": ints, "worker": name_texts}, {"limit": st.integers(1, 2**64 - 1)}),
     "get_log": ({"request_id": ints, "job_id": ints}, {"frame": maybe(ints)}),
     "wait": ({"request_id": ints}, {"job_ids": int_lists, "timeout": timeouts}),
     "reply": ({"request_id": ints}, {"result": plain_data}),
