@@ -36,6 +36,7 @@ HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024
 MAX_BATCH: Final = 10_000
+MAX_INSTANCE_CHARS: Final = 64  # register.instance
 
 
 class Role(enum.Enum):
@@ -288,6 +289,15 @@ class Register(Message):
         validator=_check(
             lambda v: isinstance(v, tuple) and all(map(_is_running_entry, v)),
             "must be a list of [job, frame, attempt]",
+        ),
+    )
+    # The agent process's random id: its new session may replace its own old one
+    # (docs/protocol.md, 5.1); "" for none.
+    instance: str = attrs.field(
+        default="",
+        validator=_check(
+            lambda v: _is_str(v) and len(v) <= MAX_INSTANCE_CHARS,
+            f"must be a string of at most {MAX_INSTANCE_CHARS} characters",
         ),
     )
 

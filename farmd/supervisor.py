@@ -658,6 +658,13 @@ class Supervisor:
     async def _worker_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
         register = await _expect(conn, Register, "after the hello")
         name = register.name
+        old = self._workers.get(name)
+        if old is not None and not self._may_replace(old, register):
+            msg = (
+                f"worker name {name!r} is in use by {old.peer} (the default name is the "
+                "host name: give each agent on a host its own --name)"
+            )
+            raise ProtocolError(msg, code="name_in_use")
         effective = self._effective(register)
         try:
             joined = self.core.handle(
@@ -665,13 +672,12 @@ class Supervisor:
             )
         except UserError as exc:  # refused: nothing changed, a live namesake included
             raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
-        old = self._workers.get(name)
         self._workers[name] = conn
         self._registrations[name] = register
         if old is not None:
-            # The old session of this name is a ghost (its host reconnected before its
-            # silence was noticed); the core has already replaced the worker. Its
-            # connection ends without reporting the worker lost.
+            # The old session of this name is a ghost (its agent reconnected before the
+            # old connection was seen to end) or silent; the core has already replaced
+            # the worker. Its connection ends without reporting the worker lost.
             old.abort()
         # before any run_frame the join dispatched; the worker learns what it is now
         settings = {**effective, "types": list(effective["types"])}
@@ -714,6 +720,15 @@ class Supervisor:
                 del self._workers[name]
                 self._registrations.pop(name, None)
                 self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
+
+    def _may_replace(self, old: _Connection, register: Register) -> bool:
+        """Whether a registration may take the name of a connected worker: only the same
+        agent process (its `instance`) coming back over its own ghost session, or any
+        worker once the holder has been silent past `heartbeat_timeout`."""
+        previous = self._registrations.get(register.name)
+        if register.instance and previous is not None and previous.instance == register.instance:
+            return True
+        return trio.current_time() - old.last_heard > self.config.heartbeat_timeout
 
     def _effective(self, register: Register) -> dict[str, Any]:
         """A worker's settings: the central configuration's for every key it sets (as

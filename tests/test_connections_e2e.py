@@ -1,11 +1,11 @@
 """End-to-end: no single connection can crash, stall or bloat the supervisor.
 
-Issue 11, items 1 and 3, each against a real `farmd serve` on 127.0.0.1. The peers
+Issue 11, items 1, 3 and 7, each against a real `farmd serve` on 127.0.0.1. The peers
 here are raw sockets speaking msgpack maps in length-prefixed frames (docs/protocol.md,
 section 2), not farmd's own codec or client, so nothing on the peer's side checks or
 fixes what is sent, and a peer can do what farmd's tools never would: pipeline a hello
 and a refused registration, send requests and never read, sit idle, open too many
-sessions.
+sessions, or register a worker name another worker holds.
 
 The supervisor's memory is read from /proc/PID/status (VmRSS); the bounds asserted are
 generous, and what they guard against is the unbounded growth of the old outbox (about
@@ -14,9 +14,11 @@ generous, and what they guard against is the unbounded growth of the old outbox 
 
 from __future__ import annotations
 
+import re
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +399,190 @@ def _opens(address: str, user_token: str) -> bool:
         peer.send(hello(user_token))
         message = peer.receive()
         return message is not None and message["type"] == "welcome"
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def test_a_second_worker_of_the_same_name_is_refused_and_exits(farm: Farm) -> None:
+    first = farm.worker("x")
+    second = farm.worker("x", label="x-again", wait=False)
+    status = second.popen.wait(20)
+    assert status != 0, second.stderr()
+    last = second.stderr().strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"farmd: error: the supervisor refused this worker: worker name 'x' is in use by "
+        r"127\.0\.0\.1:(\d+) \(the default name is the host name: give each agent on a "
+        r"host its own --name\)",
+        last,
+    )
+    assert match, second.stderr()
+    assert "Traceback" not in second.stderr()
+    # the first keeps its registration (one session, never replaced) and runs a frame
+    assert first.running()
+    workers = farm.cli_json("workers")
+    assert [w["name"] for w in workers] == ["x"]
+    job_id = farm.submit(farm.frame("--print", "still x"))
+    assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
+    assert farm.frames(job_id)[1]["worker"] == "x"
+    assert first.stderr().count("farmd.agent registered ") == 1, first.stderr()
+    assert farm.cli_json("workers")[0]["connected_at"] == workers[0]["connected_at"]
+
+
+def test_a_namesake_replaces_a_worker_silent_past_its_heartbeat_timeout(bare_farm: Farm) -> None:
+    serve_with(bare_farm, "heartbeat_interval: 0.2\nheartbeat_timeout: 1")
+    farm_token = token(bare_farm)
+
+    def take(instance: str) -> Peer:
+        peer = Peer(bare_farm.address)
+        peer.send(hello(farm_token, "worker"), register("node", instance=instance))
+        peer.expect("welcome")
+        return peer
+
+    with take("first") as first:
+        first.expect("registered")
+        taken = time.monotonic()
+        with take("second") as second:
+            error = second.expect("error")
+            assert error["code"] == "name_in_use", error
+            assert error["message"] == (
+                f"worker name 'node' is in use by {LOCALHOST}:{first.port} (the default name "
+                "is the host name: give each agent on a host its own --name)"
+            )
+            second.expect_closed()
+        # `first` now says nothing, not even heartbeats, and keeps its socket open
+
+        def registers() -> bool:
+            with take("third") as third:
+                answer = third.receive()
+                assert answer is not None
+                return answer["type"] == "registered"
+
+        wait_for(registers, "a namesake to take the silent worker's name", timeout=10)
+        assert time.monotonic() - taken > 0.8  # not before its heartbeat timeout (1 s)
+    wait_for(lambda: not bare_farm.worker_names(), "the last namesake to be gone")
+
+
+class _Proxy:
+    """A TCP relay between an agent and the supervisor that can *lose* the agent's
+    connection without the supervisor hearing of it: `cut()` closes the agent's side and
+    leaves the supervisor's side open and silent, as a network failure would."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.listener = socket.create_server((LOCALHOST, 0))
+        self.listener.settimeout(0.2)
+        self.address = f"{LOCALHOST}:{self.listener.getsockname()[1]}"
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.ghosts: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                agent, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            with self.lock:
+                self.pairs.append((agent, upstream))
+            for source, sink in ((agent, upstream), (upstream, agent)):
+                thread = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        source.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                data = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            with self.lock:
+                if sink in self.ghosts:
+                    continue  # a cut connection: the supervisor's side hears nothing
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def cut(self) -> None:
+        """Lose the newest connection: the agent sees it reset, the supervisor nothing."""
+        with self.lock:
+            agent, upstream = self.pairs[-1]
+            self.ghosts.append(upstream)
+        agent.shutdown(socket.SHUT_RDWR)
+        agent.close()
+
+    def connections(self) -> int:
+        with self.lock:
+            return len(self.pairs)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        for thread in self.threads:
+            thread.join(5)
+        with self.lock:
+            for agent, upstream in self.pairs:
+                agent.close()
+                upstream.close()
+
+
+@pytest.fixture
+def proxy(farm: Farm) -> Iterator[_Proxy]:
+    relay = _Proxy(farm.address)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def test_an_agent_that_reconnects_over_its_own_ghost_session_is_accepted(
+    farm: Farm, proxy: _Proxy
+) -> None:
+    """The agent's connection is lost while the supervisor still holds its session open
+    (no FIN, no RST: a network failure). The agent reconnects at once; the supervisor
+    must take the new session as the same agent and drop the ghost, not refuse it."""
+    worker = farm.spawn(
+        "worker-ghosted",
+        [
+            "worker",
+            "--supervisor",
+            proxy.address,
+            "--token-file",
+            str(farm.token_file),
+            "--name",
+            "ghosted",
+            "--log-dir",
+            str(farm.root / "worker-logs" / "ghosted"),
+        ],
+    )
+    farm.await_workers({"ghosted": worker})
+    before = farm.cli_json("workers")[0]["connected_at"]
+    proxy.cut()
+
+    def registered_again() -> bool:
+        assert worker.running(), f"the agent exited:\n{worker.stderr()}"
+        return worker.stderr().count("farmd.agent registered ") == 2
+
+    wait_for(registered_again, "the agent to register again over its ghost", timeout=15)
+    assert proxy.connections() == 2
+    assert worker.running(), worker.stderr()
+    assert "refused" not in worker.stderr(), worker.stderr()
+    workers = farm.cli_json("workers")
+    assert [w["name"] for w in workers] == ["ghosted"]
+    assert workers[0]["connected_at"] > before
+    job_id = farm.submit(farm.frame("--print", "back"))
+    assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
+    assert "name_in_use" not in supervisor_log(farm)
