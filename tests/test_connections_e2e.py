@@ -238,10 +238,12 @@ def test_a_never_reading_client_costs_bounded_memory_and_others_are_served(
         )
         peer.sock.settimeout(10)
         peer.sock.sendall(requests)  # 20 KB: fits in the socket buffers unread
-        # requests on one connection are read in order: once this answers, the supervisor
-        # has read whatever of the flood it was going to read
-        seconds = [probe(farm) for _ in range(3)]
-        grown = rss_bytes(farm.supervisor.pid) - baseline
+        # three other sessions served meanwhile, by the same event loop: by then it has
+        # read of the flood what it will read (the old supervisor: all 500 at once)
+        seconds, grown = [], 0
+        for _ in range(3):
+            seconds.append(probe(farm))
+            grown = max(grown, rss_bytes(farm.supervisor.pid) - baseline)
         assert grown < 48 * 2**20, f"the supervisor grew by {grown / 2**20:.0f} MiB"
         assert farm.supervisor.running()
     assert max(seconds) < PROBE_SECONDS
@@ -302,7 +304,7 @@ def test_an_idle_session_is_closed_cleanly_but_a_waiting_one_is_not(bare_farm: F
         assert reply["result"]["ended"] == {str(job_id): "killed"}, reply
         answered = time.monotonic()
         assert waiting.expect("error")["code"] == "idle"
-        assert time.monotonic() - answered > 0.3  # idle from its answer on, not before
+        assert time.monotonic() - answered > 0.2  # idle from its answer on, not before
         waiting.expect_closed()
 
     # farmd's own client sees a closed session as a lost connection, not a traceback
