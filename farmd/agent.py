@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -67,7 +68,9 @@ HANDSHAKE_TIMEOUT = 10.0
 SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor is presumed gone
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
-FATAL_CODES = frozenset({"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job"})
+FATAL_CODES = frozenset(
+    {"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job", "name_in_use"}
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -127,6 +130,9 @@ class Agent:
         self._attempts: dict[tuple[int, int, int], _Attempt] = {}
         self._outbox: trio.MemorySendChannel[Message] | None = None
         self._log_limit = 1024 * 1024
+        # Sent in every registration: a new session of this process may replace its own
+        # old one that the supervisor still holds open, and no other agent's (5.1).
+        self.instance = secrets.token_hex(8)
 
     @property
     def running(self) -> list[tuple[int, int, int]]:
@@ -236,6 +242,7 @@ class Agent:
                     properties={**host_facts(), **config.properties},
                     resources={"memory": host_memory(), **config.resources},
                     running=self.running,
+                    instance=self.instance,
                 )
             )
             registered = await receive()

@@ -17,6 +17,13 @@ Leaving a section out, or the whole file empty, means its defaults::
       heartbeat_timeout: 15.0       # seconds; must exceed heartbeat_interval
       lost_worker_grace: 60.0       # seconds a running frame's worker has to come back
       max_frame_bytes: 4194304      # 64 KiB .. 256 MiB
+      outbox_pause_bytes: 1048576   # a session is not read while more waits to be sent
+      max_outbox_bytes: 33554432    # a peer with more waiting than this is dropped
+      idle_timeout: 300.0           # seconds an admin session may go without a request
+      max_handshakes: 256           # connections that have not finished their hello
+      max_admin_sessions: 256       # sessions with the farm token
+      max_user_sessions: 1024       # sessions with the user token or a job token
+      max_worker_sessions: 10000    # worker connections
       store: sqlite                 # or memory
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot
@@ -384,6 +391,47 @@ def _check_frame_bytes(_: object, attribute: attrs.Attribute[Any], value: object
         _refuse(attribute, value, f"must be in {MIN_FRAME_BYTES}..{MAX_FRAME_BYTES} bytes")
 
 
+MIN_OUTBOX_BYTES: Final = 4 * 1024
+MAX_OUTBOX_BYTES: Final = 2**40
+MAX_SESSIONS: Final = 1_000_000
+
+
+def _check_outbox_bytes(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool):
+        _refuse(attribute, value, "must be an integer number of bytes, not true/false")
+    elif not isinstance(value, int):
+        _refuse(attribute, value, "must be an integer number of bytes")
+    elif not MIN_OUTBOX_BYTES <= value <= MAX_OUTBOX_BYTES:
+        _refuse(attribute, value, f"must be in {MIN_OUTBOX_BYTES}..{MAX_OUTBOX_BYTES} bytes")
+
+
+def _check_outbox_limit(
+    inst: SupervisorConfig, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    _check_outbox_bytes(inst, attribute, value)
+    if isinstance(value, int) and value < inst.outbox_pause_bytes:
+        problem = (
+            f"max_outbox_bytes ({value}) must be at least outbox_pause_bytes "
+            f"({inst.outbox_pause_bytes})"
+        )
+        raise _FieldError.refuse(("max_outbox_bytes", "outbox_pause_bytes"), value, problem)
+
+
+def _check_idle_timeout(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    problem = _seconds_problem(value)
+    if problem is None and not (isinstance(value, float) and value > 0):
+        problem = "must be more than 0 seconds"
+    if problem is not None:
+        _refuse(attribute, value, problem)
+
+
+def _check_sessions(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _refuse(attribute, value, "must be an integer number of connections")
+    elif not 1 <= value <= MAX_SESSIONS:
+        _refuse(attribute, value, f"must be in 1..{MAX_SESSIONS}")
+
+
 STORES: Final = ("sqlite", "memory")
 
 
@@ -426,6 +474,18 @@ class SupervisorConfig:
       default, serves none.
     - `resources`: farm-wide counters such as licenses, `{license.nuke: 10}`: a frame
       reserving one holds it while it runs, and no more frames hold one than its total.
+    - `outbox_pause_bytes`: a connection's next message is not read while more than
+      this many bytes wait to be sent to it (backpressure: a peer that does not read
+      its answers stops being served).
+    - `max_outbox_bytes`: a peer is dropped when a message is to be sent to it while
+      more than this many bytes already wait; at least `outbox_pause_bytes`.
+    - `idle_timeout`: seconds after which an admin, user or job-token session with no
+      request in flight is closed; also how long a paused connection (above) may take
+      nothing before it is dropped.
+    - `max_handshakes`, `max_admin_sessions`, `max_user_sessions`,
+      `max_worker_sessions`: how many connections may be open at once still in their
+      hello, with the farm token, with the user token or a job token, and as workers.
+      The excess is refused with an `error` (`unavailable`).
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -449,6 +509,15 @@ class SupervisorConfig:
     resources: dict[str, float] = attrs.field(factory=dict)
     metrics: Address | None = attrs.field(default=None, validator=_check_metrics)
     highest_user_priority: int = attrs.field(default=1, validator=_check_priority)
+    outbox_pause_bytes: int = attrs.field(default=2**20, validator=_check_outbox_bytes)
+    max_outbox_bytes: int = attrs.field(default=32 * 2**20, validator=_check_outbox_limit)
+    idle_timeout: float = attrs.field(
+        default=300.0, converter=_to_seconds, validator=_check_idle_timeout
+    )
+    max_handshakes: int = attrs.field(default=256, validator=_check_sessions)
+    max_admin_sessions: int = attrs.field(default=256, validator=_check_sessions)
+    max_user_sessions: int = attrs.field(default=1024, validator=_check_sessions)
+    max_worker_sessions: int = attrs.field(default=10_000, validator=_check_sessions)
 
 
 _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

@@ -109,6 +109,13 @@ class ConnectionLostError(FarmdError):
     code = "connection"
 
 
+class SessionIdleError(ConnectionLostError):
+    """The supervisor closed a session that sent no request for its `idle_timeout`:
+    nothing was lost, and connecting again goes on."""
+
+    code = "idle"
+
+
 def error_for_code(code: str, message: str) -> FarmdError:
     """The error a refusal with this wire code stands for (FarmdError if unknown)."""
     for cls in _all_subclasses(FarmdError):

@@ -43,6 +43,7 @@ MAX_BATCH: Final = 10_000
 MAX_NAME_CHARS: Final = 256
 MAX_TARGET_CHARS: Final = 4096  # `ID:RANGE`: a frame list may be long
 MAX_NAMES: Final = 256  # job types a worker runs
+MAX_INSTANCE_CHARS: Final = 64  # register.instance
 
 
 class Role(enum.Enum):
@@ -370,6 +371,15 @@ class Register(Message):
         validator=_check(
             lambda v: isinstance(v, tuple) and all(map(_is_running_entry, v)),
             "must be a list of [job, frame, attempt]",
+        ),
+    )
+    # The agent process's random id: its new session may replace its own old one
+    # (docs/protocol.md, 5.1); "" for none.
+    instance: str = attrs.field(
+        default="",
+        validator=_check(
+            lambda v: _is_str(v) and len(v) <= MAX_INSTANCE_CHARS,
+            f"must be a string of at most {MAX_INSTANCE_CHARS} characters",
         ),
     )
 

@@ -3,13 +3,18 @@
 The shell only moves bytes and keeps time. Every connection runs in the supervisor's
 nursery: it reads frames into a `Codec`, turns messages into core events stamped with
 the wall clock, and routes the core's commands to the workers' outgoing queues. One
-sender task per connection drains its queue, so a slow peer never blocks the scheduler.
+sender task per connection drains its queue, so a slow peer never blocks the scheduler;
+it is the only writer, so a closing connection's `error` is queued like any message.
+The queue is bounded (`_Connection`: backpressure, then a drop), sessions and
+handshakes are capped and idle admin sessions closed, and nothing raised while serving
+one connection leaves that connection (`_serve_connection`).
 Heartbeats are timers here, not in the core: a worker silent for `heartbeat_timeout`
 is reported to the core as lost, which requeues its frames.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -21,7 +26,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -120,6 +125,9 @@ M = TypeVar("M", bound=Message)
 HANDSHAKE_TIMEOUT = 10.0
 LOG_FETCH_TIMEOUT = 10.0
 RECEIVE_BYTES = 65536
+SEND_BATCH_BYTES = 256 * 1024  # queued frames go out in writes of about this size
+GOODBYE_TIMEOUT = 1.0  # seconds a closing connection has to take what is queued for it
+MAX_SLOW_REQUESTS = 16  # `wait` and `get_log` requests one session may have in flight
 TOKEN_FILE = "token"
 USER_TOKEN_FILE = "user_token"  # for artists: submit and read, nothing else
 ADDRESS_FILE = "address"
@@ -203,42 +211,142 @@ class _PeerGone(Exception):
     """The connection ended (closed, reset, or timed out); the peer is gone."""
 
 
+class _Goodbye(Exception):
+    """The supervisor ends a connection for a reason other than the peer's protocol
+    error (an idle session, a full connection cap): its last word, and a log line."""
+
+    def __init__(self, level: str, event: str, error: Error) -> None:
+        super().__init__(error.message)
+        self.level = level
+        self.event = event
+        self.error = error
+
+
 @attrs.define
 class _Connection:
-    """One peer: its stream, its codec, and its queue of outgoing frames."""
+    """One peer: its stream, its codec, and its queue of outgoing frames.
+
+    Only the sender task writes to the stream, in the order messages were queued; the
+    last word of a closing connection (an `error`) is queued like any other message.
+    The queue is bounded two ways. `unsent` counts the bytes queued and not yet taken
+    by the kernel (the batch being written included): the session does not read the
+    peer's next message while it is above `pause_bytes`, or while the peer has
+    MAX_SLOW_REQUESTS requests in flight (`wait_for_room`), so a peer that does not
+    read its answers stops being served at a bounded cost. What the supervisor sends
+    unasked (a worker's frames, heartbeats, late answers) cannot wait: a message to be
+    queued while more than `limit_bytes` already wait drops the peer instead.
+    """
 
     stream: trio.SocketStream
     codec: Codec
-    outbox: trio.MemorySendChannel[bytes]
-    inbox: trio.MemoryReceiveChannel[bytes]
+    peer: str  # host:port, for logs and for the worker-name refusal
+    pause_bytes: int
+    limit_bytes: int
     last_heard: float = 0.0
     scope: _Scope = _ADMIN  # what its token allows
+    unsent: int = 0
+    slow: int = 0  # wait and get_log requests being answered
+    quiet_since: float = 0.0  # when the last of them was answered
+    closing: bool = False  # nothing more is queued; the sender ends once it is all sent
+    dropped: bool = False
+    # the connection's whole lifetime runs in this scope: dropping the peer cancels it
+    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    idle: trio.CancelScope | None = None  # the wait for an admin's next request
+    flushed: trio.Event = attrs.field(factory=trio.Event)  # the sender has ended
+    _queue: collections.deque[bytes] = attrs.field(factory=collections.deque, init=False)
+    _queued: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _room: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     @classmethod
-    def open(cls, stream: trio.SocketStream, max_frame_bytes: int) -> _Connection:
-        send, receive = trio.open_memory_channel[bytes](math.inf)
-        return cls(stream, Codec(max_frame_bytes), send, receive, trio.current_time())
+    def open(cls, stream: trio.SocketStream, peer: str, config: SupervisorConfig) -> _Connection:
+        return cls(
+            stream,
+            Codec(config.max_frame_bytes),
+            peer,
+            config.outbox_pause_bytes,
+            config.max_outbox_bytes,
+            trio.current_time(),
+        )
 
     def send(self, message: Message) -> None:
-        """Queue a message; raises ProtocolError (and queues nothing) if it is too large."""
+        """Queue a message; raises ProtocolError (and queues nothing) if it is too large.
+        Once the connection is closing, nothing more is queued: its peer is reported lost
+        (a worker) or has gone."""
         data = self.codec.send(message)
-        # A closed outbox means the connection is closing; its peer is reported lost.
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self.outbox.send_nowait(data)
+        if self.closing:
+            return
+        if self.unsent > self.limit_bytes:
+            self.drop(f"more than {self.limit_bytes} bytes wait to be sent to it")
+            return
+        self._queue.append(data)
+        self.unsent += len(data)
+        self._queued.set()
+
+    def close(self) -> None:
+        """Queue nothing more: the sender sends what is queued, then ends."""
+        self.closing = True
+        self._queued.set()
+
+    def abort(self) -> None:
+        """End the connection now, sending nothing more."""
+        self.closing = True
+        self._queue.clear()
+        self.cancel_scope.cancel()
+
+    def drop(self, reason: str) -> None:
+        """End the connection of a peer that does not take what is sent to it."""
+        if not self.dropped:
+            self.dropped = True
+            log_event(log, "warning", "peer dropped", peer=self.peer, reason=reason)
+        self.abort()
+
+    def made_room(self) -> None:
+        self._room.set()
+        self._room = trio.Event()
+
+    async def wait_for_room(self, stall: float) -> None:
+        """Backpressure: return once the peer's next message may be read. A peer that
+        takes nothing of what waits for it for `stall` seconds is dropped."""
+        while not self.closing and (
+            self.unsent > self.pause_bytes or self.slow >= MAX_SLOW_REQUESTS
+        ):
+            room = self._room
+            with trio.move_on_after(stall) as waited:
+                await room.wait()
+            if waited.cancelled_caught and self.unsent > self.pause_bytes:
+                self.drop(f"it took nothing of the {self.unsent} bytes waiting for {stall:g} s")
+                await trio.lowlevel.checkpoint()  # cancelled by the drop: ends here
+
+    def idle_deadline(self, timeout: float) -> float:
+        """When the session is idle: `timeout` after the last request or the last answer
+        to a slow one; never while one is in flight."""
+        return math.inf if self.slow else max(self.last_heard, self.quiet_since) + timeout
 
     async def sender(self) -> None:
-        async with self.inbox:
-            async for first in self.inbox:
-                data = [first]
-                while True:  # batch what is already queued into one write
-                    try:
-                        data.append(self.inbox.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                try:
-                    await self.stream.send_all(b"".join(data))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+        while True:
+            if not self._queue:
+                if self.closing:
+                    self.flushed.set()
                     return
+                self._queued = trio.Event()
+                await self._queued.wait()
+                continue
+            batch = [self._queue.popleft()]  # what is queued goes in one write, up to a size
+            size = len(batch[0])
+            while self._queue and size < SEND_BATCH_BYTES:
+                batch.append(self._queue.popleft())
+                size += len(batch[-1])
+            try:
+                await self.stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.closing = True
+                self._queue.clear()
+                self.unsent = 0
+                self.flushed.set()
+                self.made_room()
+                return
+            self.unsent -= size
+            self.made_room()
 
     async def receive(self) -> Message:
         while True:
@@ -288,6 +396,7 @@ class Supervisor:
         self.address: Address | None = None
         self._clock = clock
         self._workers: dict[str, _Connection] = {}
+        self._sessions: collections.Counter[str] = collections.Counter()  # open, by kind
         self._log_requests: dict[int, trio.MemorySendChannel[LogData]] = {}
         self._next_log_request = 1
         self._job_ended = trio.Event()
@@ -462,62 +571,105 @@ class Supervisor:
             self._committing = False
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Connection.open(stream, self.config.max_frame_bytes)
+        """One connection, from its accept to its close.
+
+        Nothing raised while serving it leaves this scope but cancellation (trio's
+        Cancelled, KeyboardInterrupt): any other exception, a bug included, costs one
+        log line naming the peer and this connection, never the listener's nursery and
+        with it the supervisor."""
+        peer = "?"
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.sender)
-                try:
-                    await self._converse(conn, nursery)
-                except ProtocolError as exc:
-                    log_event(
-                        log,
-                        "warning",
-                        "protocol error",
-                        peer=_peer(stream),
-                        code=exc.code,
-                        error=str(exc),
-                    )
-                    await self._goodbye(conn, Error(code=exc.code, message=str(exc)))
-                except _PeerGone:
-                    pass
-                nursery.cancel_scope.cancel()
+            peer = _peer(stream)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection.open(stream, peer, self.config)
+            with conn.cancel_scope:
+                await self._run_connection(conn)
+        except* Exception as group:
+            errors = "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(group))
+            log_event(log, "error", "connection failed", peer=peer, error=errors)
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _goodbye(self, conn: _Connection, error: Error) -> None:
-        conn.outbox.close()  # nothing queued after the error
-        with trio.move_on_after(1.0):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await conn.stream.send_all(conn.codec.send(error))
+    async def _run_connection(self, conn: _Connection) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.sender)
+            try:
+                await self._converse(conn, nursery)
+            except ProtocolError as exc:
+                log_event(
+                    log, "warning", "protocol error", peer=conn.peer, code=exc.code, error=str(exc)
+                )
+                _last_word(conn, Error(code=exc.code, message=str(exc)))
+            except _Goodbye as goodbye:
+                log_event(log, goodbye.level, goodbye.event, peer=conn.peer, error=str(goodbye))
+                _last_word(conn, goodbye.error)
+            except _PeerGone:
+                pass
+            # The last word goes out after everything queued before it; then the
+            # connection closes, whether or not the peer took it all.
+            conn.close()
+            with trio.move_on_after(GOODBYE_TIMEOUT):
+                await conn.flushed.wait()
+            nursery.cancel_scope.cancel()
+
+    @contextlib.contextmanager
+    def _session_slot(self, kind: str, limit: int, what: str) -> Iterator[None]:
+        """Count a connection as `kind` while it lasts; refused if `limit` are open."""
+        if self._sessions[kind] >= limit:
+            msg = f"too many {what} ({limit}): try again later"
+            raise _Goodbye("warning", "connection refused", Error(code="unavailable", message=msg))
+        self._sessions[kind] += 1
+        try:
+            yield
+        finally:
+            self._sessions[kind] -= 1
 
     async def _converse(self, conn: _Connection, nursery: trio.Nursery) -> None:
-        hello = await _expect(conn, Hello, "first")
-        if hello.version != PROTOCOL_VERSION:
-            msg = f"protocol version {hello.version} is not supported (this is {PROTOCOL_VERSION})"
-            raise ProtocolError(msg, code="bad_version")
-        conn.scope = _token_scope(self.token, self.user_token, hello.token)
-        if not conn.scope.admin and hello.role == Role.WORKER.value:
-            raise ProtocolError("only the farm token can run a worker", code="bad_token")
-        conn.send(
-            Welcome(
-                version=PROTOCOL_VERSION,
-                supervisor=f"farmd {__version__}",
-                heartbeat_interval=self.config.heartbeat_interval,
-                max_frame_bytes=self.config.max_frame_bytes,
-            )
-        )
+        config = self.config
+        with self._session_slot("handshake", config.max_handshakes, "connections in the handshake"):
+            hello = await _expect(conn, Hello, "first")
+            if hello.version != PROTOCOL_VERSION:
+                msg = (
+                    f"protocol version {hello.version} is not supported "
+                    f"(this is {PROTOCOL_VERSION})"
+                )
+                raise ProtocolError(msg, code="bad_version")
+            conn.scope = _token_scope(self.token, self.user_token, hello.token)
+            if not conn.scope.admin and hello.role == Role.WORKER.value:
+                raise ProtocolError("only the farm token can run a worker", code="bad_token")
         if hello.role == Role.WORKER.value:
-            await self._worker_session(conn, nursery)
-        else:
-            await self._admin_session(conn, nursery)
+            kind, limit = "worker", config.max_worker_sessions
+        elif conn.scope.admin:
+            kind, limit = "admin", config.max_admin_sessions
+        else:  # the user token or a frame's job token
+            kind, limit = "user", config.max_user_sessions
+        with self._session_slot(kind, limit, f"{kind} sessions"):
+            conn.send(
+                Welcome(
+                    version=PROTOCOL_VERSION,
+                    supervisor=f"farmd {__version__}",
+                    heartbeat_interval=config.heartbeat_interval,
+                    max_frame_bytes=config.max_frame_bytes,
+                )
+            )
+            if hello.role == Role.WORKER.value:
+                await self._worker_session(conn, nursery)
+            else:
+                await self._admin_session(conn, nursery)
 
     # ------------------------------------------------------------------ workers
 
     async def _worker_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
         register = await _expect(conn, Register, "after the hello")
         name = register.name
+        old = self._workers.get(name)
+        if old is not None and not self._may_replace(old, register):
+            msg = (
+                f"worker name {name!r} is in use by {old.peer} (the default name is the "
+                "host name: give each agent on a host its own --name)"
+            )
+            raise ProtocolError(msg, code="name_in_use")
         effective = self._effective(register)
         try:
             joined = self.core.handle(
@@ -525,14 +677,13 @@ class Supervisor:
             )
         except UserError as exc:  # refused: nothing changed, a live namesake included
             raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
-        old = self._workers.get(name)
         self._workers[name] = conn
         self._registrations[name] = register
         if old is not None:
-            # The old session of this name is a ghost (its host reconnected before its
-            # silence was noticed); the core has already replaced the worker.
-            old.outbox.close()
-            nursery.start_soon(old.stream.aclose)
+            # The old session of this name is a ghost (its agent reconnected before the
+            # old connection was seen to end) or silent; the core has already replaced
+            # the worker. Its connection ends without reporting the worker lost.
+            old.abort()
         # before any run_frame the join dispatched; the worker learns what it is now
         settings = {**effective, "types": list(effective["types"])}
         conn.send(Registered(name=name, settings=settings))
@@ -540,6 +691,7 @@ class Supervisor:
         nursery.start_soon(self._heartbeats, conn, name)
         try:
             while True:
+                await conn.wait_for_room(self.config.idle_timeout)
                 message = await conn.receive()
                 match message:
                     case FrameFinished():
@@ -573,6 +725,15 @@ class Supervisor:
                 del self._workers[name]
                 self._registrations.pop(name, None)
                 self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
+
+    def _may_replace(self, old: _Connection, register: Register) -> bool:
+        """Whether a registration may take the name of a connected worker: only the same
+        agent process (its `instance`) coming back over its own ghost session, or any
+        worker once the holder has been silent past `heartbeat_timeout`."""
+        previous = self._registrations.get(register.name)
+        if register.instance and previous is not None and previous.instance == register.instance:
+            return True
+        return trio.current_time() - old.last_heard > self.config.heartbeat_timeout
 
     def _effective(self, register: Register) -> dict[str, Any]:
         """A worker's settings: the central configuration's for every key it sets (as
@@ -625,7 +786,7 @@ class Supervisor:
             await trio.sleep(interval)
             if trio.current_time() - conn.last_heard > timeout:
                 log_event(log, "warning", "heartbeat timeout", worker=name, timeout=timeout)
-                await conn.stream.aclose()  # the session's receive ends: the worker is lost
+                conn.abort()  # the session ends (paused or not): the worker is lost
                 return
             conn.send(Heartbeat())
 
@@ -633,14 +794,29 @@ class Supervisor:
 
     async def _admin_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
         while True:
-            message = await conn.receive()
+            await conn.wait_for_room(self.config.idle_timeout)
+            message = await self._next_request(conn)
             if not isinstance(message, Request):
                 msg = f"an admin may not send {message.TYPE!r}"
                 raise ProtocolError(msg, code="bad_message")
             if isinstance(message, Wait | GetLog):
+                conn.slow += 1
                 nursery.start_soon(self._answer_slow, conn, message)
             else:
                 self._answer(conn, message)
+
+    async def _next_request(self, conn: _Connection) -> Message:
+        """The session's next message; a session with no request in flight for
+        `idle_timeout` is closed (a pending `wait` or log fetch keeps it open)."""
+        timeout = self.config.idle_timeout
+        while True:
+            with trio.CancelScope(deadline=conn.idle_deadline(timeout)) as conn.idle:
+                return await conn.receive()  # a partial frame stays in the codec
+            if conn.idle_deadline(timeout) <= trio.current_time():
+                msg = (
+                    f"session closed after {timeout:g} s without a request (connect again to go on)"
+                )
+                raise _Goodbye("info", "session idle", Error(code="idle", message=msg))
 
     def _answer(self, conn: _Connection, request: Request) -> None:
         try:
@@ -717,6 +893,12 @@ class Supervisor:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
         else:
             self._apply(Outcome(), after=functools.partial(self._respond, conn, request, result))
+        finally:
+            conn.slow -= 1
+            conn.quiet_since = trio.current_time()  # idle from this answer on
+            if conn.idle is not None:
+                conn.idle.deadline = conn.idle_deadline(self.config.idle_timeout)
+            conn.made_room()
 
     @staticmethod
     def _respond(conn: _Connection, request: Request, result: Any) -> None:
@@ -933,6 +1115,22 @@ async def _expect(conn: _Connection, kind: type[M], when: str) -> M:
         msg = f"expected {kind.TYPE!r} {when}, got {message.TYPE!r}"
         raise ProtocolError(msg, code="bad_message")
     return message
+
+
+def _last_word(conn: _Connection, error: Error) -> None:
+    """Queue a closing connection's `error`, shortened if it would not fit in a frame."""
+    try:
+        conn.send(error)
+    except ProtocolError:
+        conn.send(attrs.evolve(error, message=error.message[:1000] + "..."))
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    """The exceptions of a (nested) group."""
+    out: list[Exception] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _event_from(event: type[E], request: Request, now: float) -> E:

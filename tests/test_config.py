@@ -35,6 +35,13 @@ ALL_KEYS = (
     "resources",
     "metrics",
     "highest_user_priority",
+    "outbox_pause_bytes",
+    "max_outbox_bytes",
+    "idle_timeout",
+    "max_handshakes",
+    "max_admin_sessions",
+    "max_user_sessions",
+    "max_worker_sessions",
 )
 
 
@@ -235,6 +242,13 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.store == "sqlite"
     assert config.preempt_policy == "passive"
     assert config.resources == {}
+    assert config.outbox_pause_bytes == 1024 * 1024
+    assert config.max_outbox_bytes == 32 * 1024 * 1024
+    assert config.idle_timeout == 300.0
+    assert config.max_handshakes == 256
+    assert config.max_admin_sessions == 256
+    assert config.max_user_sessions == 1024
+    assert config.max_worker_sessions == 10_000
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 
@@ -273,6 +287,19 @@ def test_supervisor_config_normalises(state_env: Path) -> None:
         ("max_frame_bytes", 64 * 1024 - 1),
         ("max_frame_bytes", 256 * 1024 * 1024 + 1),
         ("max_frame_bytes", False),
+        ("outbox_pause_bytes", 4095),
+        ("outbox_pause_bytes", True),
+        ("outbox_pause_bytes", 65536.0),
+        ("max_outbox_bytes", 2**40 + 1),
+        ("max_outbox_bytes", "32M"),
+        ("idle_timeout", 0),
+        ("idle_timeout", -1.0),
+        ("idle_timeout", float("inf")),
+        ("idle_timeout", True),
+        ("max_handshakes", 0),
+        ("max_admin_sessions", 1_000_001),
+        ("max_user_sessions", 2.0),
+        ("max_worker_sessions", False),
     ],
 )
 def test_supervisor_config_refuses(state_env: Path, field: str, value: object) -> None:
@@ -286,6 +313,16 @@ def test_supervisor_config_timeout_must_exceed_interval(state_env: Path) -> None
         SupervisorConfig(heartbeat_interval=15.0)
     assert "heartbeat_timeout" in str(info.value)
     assert "heartbeat_interval" in str(info.value)
+
+
+def test_supervisor_config_outbox_limit_must_reach_the_pause(state_env: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        SupervisorConfig(outbox_pause_bytes=2**20, max_outbox_bytes=2**20 - 1)
+    assert str(info.value) == (
+        "bad max_outbox_bytes 1048575: max_outbox_bytes (1048575) must be at least "
+        "outbox_pause_bytes (1048576)"
+    )
+    SupervisorConfig(outbox_pause_bytes=2**20, max_outbox_bytes=2**20)
 
 
 def test_supervisor_config_bounds_accepted(state_env: Path) -> None:
@@ -324,6 +361,14 @@ def test_empty_file_means_defaults(tmp_path: Path, state_env: Path, text: str) -
         ("max_frame_bytes: 65536", "max_frame_bytes", 65536),
         ("max_frame_bytes: 268435456", "max_frame_bytes", 268435456),
         ("max_frame_bytes: 1_048_576", "max_frame_bytes", 1048576),
+        ("outbox_pause_bytes: 65536", "outbox_pause_bytes", 65536),
+        ("max_outbox_bytes: 1099511627776", "max_outbox_bytes", 2**40),
+        ("idle_timeout: 30", "idle_timeout", 30.0),
+        ("idle_timeout: 0.5", "idle_timeout", 0.5),
+        ("max_handshakes: 1", "max_handshakes", 1),
+        ("max_admin_sessions: 8", "max_admin_sessions", 8),
+        ("max_user_sessions: 1000000", "max_user_sessions", 1_000_000),
+        ("max_worker_sessions: 500", "max_worker_sessions", 500),
     ],
 )
 def test_each_key_parsed(
@@ -555,6 +600,34 @@ ALLOWED_LIST = ", ".join(ALL_KEYS)
             "supervisor:\n  heartbeat_interval: 10\n  heartbeat_timeout: 10\n",
             "3:22 supervisor.heartbeat_timeout",
             "heartbeat_interval (10.0)",
+        ),
+        # the connection limits (docs/protocol.md, 2.1)
+        (
+            "supervisor:\n  outbox_pause_bytes: 1024\n",
+            "2:23 supervisor.outbox_pause_bytes",
+            "must be in 4096..1099511627776 bytes",
+        ),
+        (
+            "supervisor:\n  max_outbox_bytes: 65536\n",
+            "2:21 supervisor.max_outbox_bytes",
+            "max_outbox_bytes (65536) must be at least outbox_pause_bytes (1048576)",
+        ),
+        (
+            "supervisor:\n  max_outbox_bytes: 4096\n  outbox_pause_bytes: 8192\n",
+            "2:21 supervisor.max_outbox_bytes",
+            "must be at least outbox_pause_bytes (8192)",
+        ),
+        ("supervisor:\n  idle_timeout: 0\n", "2:17 supervisor.idle_timeout", "more than 0"),
+        ("supervisor:\n  idle_timeout: off\n", "2:17 supervisor.idle_timeout", "yes/no/on/off"),
+        (
+            "supervisor:\n  max_user_sessions: 0\n",
+            "2:22 supervisor.max_user_sessions",
+            "must be in 1..1000000",
+        ),
+        (
+            "supervisor:\n  max_handshakes: many\n",
+            "2:19 supervisor.max_handshakes",
+            "must be an integer number of connections",
         ),
         # tags: only standard ones, and only on text they can read
         (

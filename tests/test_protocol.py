@@ -248,6 +248,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "properties": facts,
             "resources": amounts,
             "running": running_entries,
+            "instance": st.text(max_size=64),
         },
     ),
     "registered": ({"name": texts}, {"settings": st.dictionaries(texts, plain_data, max_size=6)}),
@@ -458,6 +459,7 @@ def test_wire_field_types_are_plain_msgpack() -> None:
         "properties": {},
         "resources": {},
         "running": [[1, 2, 3]],
+        "instance": "",
     }
     assert next(iter(body)) == "type"
     submit = msgpack.unpackb(encode(Submit(request_id=1, argv=("x",)))[HEADER_BYTES:])
@@ -939,6 +941,16 @@ BAD_BODIES: list[tuple[str, object, list[str]]] = [
         ["request_id", "list_jobs"],
     ),
     (
+        "register instance over 64 characters",
+        {"type": "register", "name": "w", "cluster": "/", "slots": 1, "instance": "i" * 65},
+        ["instance", "register", "64 characters"],
+    ),
+    (
+        "register instance not a string",
+        {"type": "register", "name": "w", "cluster": "/", "slots": 1, "instance": 7},
+        ["instance", "register"],
+    ),
+    (
         "long value is cut short in the message",
         {"type": "error", "code": "x" * 500, "message": 5},
         ["message", "error"],
@@ -1203,6 +1215,7 @@ def test_register_with_types_properties_and_resources_round_trips() -> None:
         "properties",
         "resources",
         "running",
+        "instance",
     ]
     # and as another implementation sends it, without the fields it leaves out
     peer = decode_one(packed(register_body(types=["nuke"], properties={"os": "linux"})))
@@ -1861,7 +1874,7 @@ EXAMPLE: list[tuple[str, Message]] = [
             max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
         ),
     ),
-    ("W→S", Register(name="node07", cluster="/show1", slots=1)),
+    ("W→S", Register(name="node07", cluster="/show1", slots=1, instance="5d1e0c37a9f24b86")),
     (
         "S→W",
         Registered(

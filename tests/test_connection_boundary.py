@@ -1,0 +1,101 @@
+"""The supervisor's per-connection boundary, in-process: a bug met while serving one
+connection costs that connection and one log line, never the supervisor.
+
+A real `Supervisor` (memory store) listening on 127.0.0.1 inside the test's trio run,
+peers on trio sockets. The bug is planted by making the request dispatcher raise for
+one request type; the other connections must not notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from farmd.config import Address, SupervisorConfig
+from farmd.protocol import (
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Codec,
+    Hello,
+    ListClusters,
+    ListJobs,
+    Message,
+    Reply,
+    Welcome,
+)
+from farmd.supervisor import Supervisor
+
+
+class _Peer:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.codec = Codec()
+
+    async def send(self, message: Message) -> None:
+        await self.stream.send_all(self.codec.send(message))
+
+    async def receive(self) -> Message | None:
+        """The next message, or None once the supervisor has closed the connection."""
+        with trio.fail_after(10):
+            for _ in range(1000):
+                message = self.codec.next_message()
+                if message is not NEED_DATA:
+                    assert isinstance(message, Message)
+                    return message
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return None
+                self.codec.receive_data(data)
+        raise AssertionError("no whole message in 1000 reads")
+
+
+async def _admin(address: Address, token: str) -> _Peer:
+    peer = _Peer(await trio.open_tcp_stream(address.host, address.port))
+    await peer.send(Hello(version=PROTOCOL_VERSION, role="admin", token=token))
+    assert isinstance(await peer.receive(), Welcome)
+    return peer
+
+
+async def test_a_bug_while_serving_one_connection_ends_only_that_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SupervisorConfig(
+        listen=Address("127.0.0.1", 0), state_dir=tmp_path / "state", store="memory"
+    )
+    supervisor = Supervisor(config)
+    answer = supervisor._request
+
+    def planted(request: Any) -> Any:
+        if isinstance(request, ListClusters):
+            msg = "planted bug"
+            raise RuntimeError(msg)
+        return answer(request)
+
+    monkeypatch.setattr(supervisor, "_request", planted)
+    caplog.set_level(logging.INFO, logger="farmd.supervisor")
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(supervisor.run)
+        bystander = await _admin(address, supervisor.token)
+        for attempt in range(3):
+            victim = await _admin(address, supervisor.token)
+            port = victim.stream.socket.getsockname()[1]
+            await victim.send(ListClusters(request_id=1))
+            assert await victim.receive() is None  # closed, without an answer
+            await victim.stream.aclose()
+            failed = [r for r in caplog.records if r.getMessage() == "connection failed"]
+            assert len(failed) == attempt + 1
+            fields = failed[-1].farmd_fields  # type: ignore[attr-defined]
+            assert fields == {
+                "peer": f"127.0.0.1:{port}",
+                "error": "RuntimeError: planted bug",
+            }
+            # the other session, opened before, is served as if nothing happened
+            await bystander.send(ListJobs(request_id=attempt + 1))
+            reply = await bystander.receive()
+            assert reply == Reply(request_id=attempt + 1, result=[])
+        await bystander.stream.aclose()
+        nursery.cancel_scope.cancel()
