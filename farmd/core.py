@@ -1841,6 +1841,14 @@ class Scheduler:
             self.job(job_id)  # refuses an unknown id
         return _StuckJobs(self.jobs).why(ids)
 
+    def settled(self, job_ids: Iterable[int]) -> bool:
+        """Every job among `job_ids` has ended or is stuck: what `farmd wait` waits for.
+        Cheap while one of them has work it can run (then it is neither)."""
+        going = [i for i in dict.fromkeys(job_ids) if not self.job(i).state.ended]
+        if any(self.jobs[i].state not in _HOLDING for i in going):
+            return False
+        return len(self.stuck(going)) == len(going)
+
     def frame_holder(self, job_id: int, number: int | None) -> tuple[Frame, str]:
         """The frame whose log `farmd logs` shows and the worker that ran it last."""
         job = self.job(job_id)
@@ -1866,6 +1874,9 @@ class Scheduler:
 
 # A node of the stuck rule: ("stuck", job id) or ("frozen", job id).
 _Node = tuple[str, int]
+# Nodes one check may look at (two per job at most). A node costs about 10 us on a
+# 2-core machine, so a check holds the event loop for 20 to 50 ms at worst.
+MAX_STUCK_NODES = 2048
 
 
 @attrs.frozen
@@ -1901,13 +1912,17 @@ class _StuckJobs:
     `complete` dependency on its own parent) therefore come out stuck, as they are.
     The rule errs towards "not stuck": a job with some work left to run is never stuck,
     even when it has other frames that will wait for ever; it becomes stuck once that
-    work has run. Cost: the reachable jobs and their dependencies, no frames.
+    work has run. Cost: the reachable jobs that may be stuck (a job that has ended or
+    has work to run is no node), their dependencies and sub-jobs, no frames; at most
+    `MAX_STUCK_NODES` nodes, past which nothing is called stuck (a `wait` then runs to
+    its timeout), so that one check never holds the event loop for long.
     """
 
     def __init__(self, jobs: dict[int, Job]) -> None:
         self.jobs = jobs
         self.rules: dict[_Node, _Rule] = {}
         self.value: dict[_Node, bool] = {}
+        self._ends: dict[_Node, str] = {}  # what holds the chain from a node (`_end_of`)
 
     def why(self, job_ids: list[int]) -> dict[int, str]:
         self._solve([("stuck", job_id) for job_id in job_ids])
@@ -1922,22 +1937,38 @@ class _StuckJobs:
         if state.ended:
             return _Rule(const=kind == "frozen")
         counts = job.counts
-        gated_by = tuple(("frozen", x) for x, n in sorted(job.gates.items()) if n > 0)
-        waits_for = tuple(("stuck", d) for d in sorted(job.waiting_on))
         if kind == "stuck":
             if state in (JobState.BLOCKED, JobState.SUSPENDED):
                 return _Rule(const=True)
             if state is not JobState.WAITING:
                 return _Rule(const=False)
             if counts[FrameState.PENDING]:
-                return _Rule(any_of=waits_for + gated_by)
-            return _Rule(any_of=tuple(("stuck", c) for c in sorted(job.open_children)))
+                gated_by = [x for x, n in job.gates.items() if n > 0 and not self._runs(x)]
+                return _Rule(any_of=self._stuck_nodes(job.waiting_on) + _frozen_nodes(gated_by))
+            return _Rule(any_of=self._stuck_nodes(job.open_children))
         if counts[FrameState.RUNNING]:
             return _Rule(const=False)
         if not counts[FrameState.PENDING]:
             return _Rule(const=True)
-        all_gated = counts[FrameState.PENDING] == job.gated
-        return _Rule(any_of=waits_for, all_of=gated_by if all_gated else None)
+        all_of = None
+        if counts[FrameState.PENDING] == job.gated:
+            gated_by = [x for x, n in job.gates.items() if n > 0]
+            if not any(self._runs(x) for x in gated_by):  # else not all of them are frozen
+                all_of = _frozen_nodes(gated_by)
+        return _Rule(any_of=self._stuck_nodes(job.waiting_on), all_of=all_of)
+
+    def _stuck_nodes(self, job_ids: Iterable[int]) -> tuple[_Node, ...]:
+        """The nodes of the jobs among `job_ids` that may be stuck. One that has ended
+        or has work it can run is not: leaving it out keeps a job that waits for
+        thousands of running ones cheap to look at (no node, no rule for each)."""
+        jobs = self.jobs
+        maybe = [i for i in job_ids if (j := jobs.get(i)) is not None and j.synced in _HOLDING]
+        return tuple(("stuck", i) for i in sorted(maybe))
+
+    def _runs(self, job_id: int) -> bool:
+        """A frame of the job is running: it is not frozen."""
+        job = self.jobs.get(job_id)
+        return job is not None and job.counts[FrameState.RUNNING] > 0
 
     def _holds(self, rule: _Rule) -> bool:
         if rule.const is not None:
@@ -1955,6 +1986,9 @@ class _StuckJobs:
             node = todo.pop()
             if node in rules:
                 continue
+            if len(rules) >= MAX_STUCK_NODES:  # too far to look on the event loop
+                self.value = dict.fromkeys(rules, False)
+                return
             rule = rules[node] = self._rule(node)
             for successor in rule.any_of + (rule.all_of or ()):
                 needed_by.setdefault(successor, []).append(node)
@@ -1983,18 +2017,32 @@ class _StuckJobs:
             head = f"waiting for sub-job {other}, which cannot end without an admin"
         else:
             head = f"waiting for job {other}, which cannot end without an admin"
-        seen = [first]
-        node = first
-        for _ in range(len(self.rules)):  # down the chain to what holds it
-            node_rule = self.rules[node]
-            if node_rule.const is not None:
-                return f"{head} ({self._root(node)})"
-            node = self._witness(node_rule)
-            if node in seen:
-                cycle = ", ".join(str(n[1]) for n in seen[seen.index(node) :])
-                return f"{head} (jobs {cycle} wait for each other)"
-            seen.append(node)
-        return head
+        return f"{head} ({self._end_of(first)})"
+
+    def _end_of(self, start: _Node) -> str:
+        """What holds the chain of witnesses from `start`: the job at its end, or the
+        jobs that wait for each other. Remembered for every node on the way, so
+        explaining every job of a long chain stays linear."""
+        ends = self._ends
+        path: dict[_Node, None] = {}
+        node = start
+        while node not in ends:
+            rule = self.rules[node]
+            if rule.const is not None:
+                ends[node] = self._root(node)
+                break
+            path[node] = None
+            node = self._witness(rule)
+            if node in path:
+                on_path = list(path)
+                ids = sorted({n[1] for n in on_path[on_path.index(node) :]})
+                cycle = ", ".join(map(str, ids))
+                ends[node] = f"jobs {cycle} wait for each other"
+                break
+        end = ends[node]
+        for visited in path:
+            ends[visited] = end
+        return end
 
     def _witness(self, rule: _Rule) -> _Node:
         """A successor that makes `rule` hold (it does)."""
@@ -2016,6 +2064,10 @@ class _StuckJobs:
         # frozen with no pending frame, neither blocked nor suspended: its frames have
         # ended (the ones waited for failed or were killed) and it waits for sub-jobs
         return f"job {job.id} has frames that failed or were killed"
+
+
+def _frozen_nodes(job_ids: list[int]) -> tuple[_Node, ...]:
+    return tuple(("frozen", i) for i in sorted(job_ids))
 
 
 def _fill(arg: str, frame: str, first: str, last: str) -> str:

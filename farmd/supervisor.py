@@ -793,11 +793,7 @@ class Supervisor:
         with trio.move_on_after(timeout):
             while True:
                 changed = self._jobs_changed
-                ended = self.core.ended(ids)
-                if len(ended) == len(ids):
-                    break
-                stuck = self.core.stuck(i for i in ids if i not in ended)
-                if len(ended) + len(stuck) == len(ids):
+                if self.core.settled(ids):
                     break
                 await changed.wait()
         ended = self.core.ended(ids)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from farmd.core import ControlFrames, FrameEnded, JobHeld, Scheduler, Tick
+from farmd.core import MAX_STUCK_NODES, ControlFrames, FrameEnded, JobHeld, Scheduler, Tick
 from farmd.errors import UnknownJobError, UserError
 from farmd.model import Control, JobState
 from tests.strategies import PROPERTY_SETTINGS
@@ -181,9 +181,42 @@ def test_a_sub_job_that_waits_for_its_own_parent_deadlocks_them_both() -> None:
     assert core.job(1).state is JobState.WAITING
     assert core.stuck([1, 2]) == {
         1: "waiting for sub-job 2, which cannot end without an admin "
-        "(jobs 2, 1 wait for each other)",
+        "(jobs 1, 2 wait for each other)",
         2: "waiting for job 1, which cannot end without an admin (jobs 1, 2 wait for each other)",
     }
+
+
+def chain(length: int) -> Scheduler:
+    """Jobs 1..length, each depending on the one before; job 1 has failed."""
+    core = Scheduler()
+    core.handle(submit())
+    for job_id in range(2, length + 1):
+        core.handle(submit(depends_on=(job_id - 1,)))
+    fail_job_1(core)
+    return core
+
+
+def test_a_check_looks_at_no_more_than_its_bound_of_jobs() -> None:
+    # job 1 has ended: the other jobs are one node each
+    longest = chain(MAX_STUCK_NODES + 1)
+    assert list(longest.stuck([MAX_STUCK_NODES + 1])) == [MAX_STUCK_NODES + 1]
+    too_long = chain(MAX_STUCK_NODES + 2)
+    assert too_long.stuck([MAX_STUCK_NODES + 2]) == {}  # past the bound: not called stuck
+    assert too_long.stuck([3]) == {
+        3: f"waiting for job 2, which cannot end without an admin (job 2 is blocked: {FAILED_1})"
+    }
+
+
+def test_settled_is_every_job_ended_or_stuck() -> None:
+    core = Scheduler()
+    core.handle(submit())
+    core.handle(submit(depends_on=(1,)))
+    core.handle(submit())
+    assert not core.settled([2])
+    fail_job_1(core)  # w1 now runs job 3
+    assert core.settled([1, 2])
+    assert not core.settled([1, 2, 3])
+    assert core.settled([])
 
 
 def test_an_unknown_job_is_refused() -> None:
