@@ -5,7 +5,8 @@ Every refusal is one line on stderr (`farmd: error: ...`) and a non-zero exit: 1
 refused request or unreachable supervisor, 2 for a bad command line. `farmd wait` exits
 0 when all jobs completed, 1 when any failed or was killed or cannot end without an admin
 (stuck: blocked, suspended, or waiting for a job that is; each is printed with why), 2 on
-timeout, 3 on error.
+timeout, 3 on error. A command whose output nobody reads any more (`farmd jobs | head`)
+stops quietly, with its error exit.
 """
 
 from __future__ import annotations

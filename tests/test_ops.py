@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ async def test_the_supervisor_stops_with_one_line_on_a_full_disk(tmp_path: Path)
 
 
 @pytest.fixture
-def loose_umask() -> object:
+def loose_umask() -> Iterator[None]:
     """The umask most systems start with: files 0644 unless farmd says otherwise."""
     old = os.umask(0o022)
     yield None
