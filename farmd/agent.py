@@ -357,7 +357,7 @@ class Agent:
             argv=list(message.argv),
         )
         error = ""
-        with path.open("ab") as output:
+        with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output:
             try:
                 attempt.process = await trio.lowlevel.open_process(
                     list(message.argv),

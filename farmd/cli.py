@@ -3,7 +3,10 @@ which are thin wrappers over `farmd.client`.
 
 Every refusal is one line on stderr (`farmd: error: ...`) and a non-zero exit: 1 for a
 refused request or unreachable supervisor, 2 for a bad command line. `farmd wait` exits
-0 when all jobs completed, 1 when any failed or was killed, 2 on timeout, 3 on error.
+0 when all jobs completed, 1 when any failed or was killed or cannot end without an admin
+(stuck: blocked, suspended, or waiting for a job that is; each is printed with why), 2 on
+timeout, 3 on error. A command whose output nobody reads any more (`farmd jobs | head`)
+stops quietly, with its error exit.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -49,8 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_EXIT
     try:
         result: int = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is seen while it can be handled
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return getattr(args, "error_exit", ERROR_EXIT)
     except BaseException as exc:
         error = _first_farmd_error(exc)
         if error is None:
@@ -58,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"farmd: error: {_one_line(str(error))}", file=sys.stderr)
         return getattr(args, "error_exit", ERROR_EXIT)
     return result
+
+
+def _quiet_stdout() -> None:
+    """Whoever read our output has gone (`farmd jobs | head`): stop writing, with no
+    traceback. Python flushes stdout again at exit, which would fail the same way, so
+    stdout now points at /dev/null (the Python docs' note on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _one_line(text: str) -> str:
@@ -88,8 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--state",
         metavar="DIR",
-        help="state directory (default "
-        "$FARMD_STATE, else $XDG_STATE_HOME/farmd, else ~/.local/state/farmd)",
+        help="state directory (default $FARMD_STATE, else the config file's state_dir, "
+        "else $XDG_STATE_HOME/farmd, else ~/.local/state/farmd)",
     )
     serve.add_argument("--config", metavar="FILE", help="YAML farm configuration")
     serve.add_argument(
@@ -256,7 +272,9 @@ def _build_parser() -> argparse.ArgumentParser:
     wait = command(
         "wait",
         _wait,
-        "wait for jobs to end (exit 0 complete, 1 failed or killed, 2 timeout, 3 error)",
+        "wait for jobs to end or get stuck (exit 0 complete, 1 failed, killed or stuck "
+        "(blocked, suspended, or waiting for a job that is: printed with why), 2 timeout, "
+        "3 error)",
     )
     wait.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
     wait.add_argument("--timeout", type=float, metavar="S")
@@ -460,11 +478,17 @@ def _supervisor_config(args: argparse.Namespace) -> Any:
 
 
 def _farm_config(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The supervisor's settings (the file's, then the flags over them) and the central
-    worker configuration."""
+    """The supervisor's settings (the file's, then the environment's and the flags over
+    them) and the central worker configuration."""
     import attrs
 
-    from farmd.config import SupervisorConfig, WorkersConfig, load_farm_config, parse_address
+    from farmd.config import (
+        SupervisorConfig,
+        WorkersConfig,
+        environment_state_dir,
+        load_farm_config,
+        parse_address,
+    )
 
     if args.config:
         farm = load_farm_config(args.config)
@@ -476,6 +500,8 @@ def _farm_config(args: argparse.Namespace) -> tuple[Any, Any]:
         changes["listen"] = parse_address(args.listen)
     if args.state:
         changes["state_dir"] = Path(args.state).expanduser().resolve()
+    elif args.config and (from_environment := environment_state_dir()) is not None:
+        changes["state_dir"] = from_environment  # $FARMD_STATE wins over the file
     if args.store:
         changes["store"] = args.store
     if getattr(args, "preempt_policy", None):
@@ -831,16 +857,21 @@ def _clusters(args: argparse.Namespace) -> int:
 def _wait(args: argparse.Namespace) -> int:
     with _client(args) as farm:
         result = farm.wait(args.job_ids, args.timeout)
+    stuck = result.get("stuck", {})  # an older supervisor sends none
     if args.json:
         _print_json(result)
     else:
         for job_id, state in sorted(result["ended"].items(), key=lambda kv: int(kv[0])):
             print(f"{job_id} {state}")
         for job_id in result["pending"]:
-            print(f"{job_id} still going")
-    if result["pending"]:
-        return 2
-    return 0 if all(s == "complete" for s in result["ended"].values()) else 1
+            if str(job_id) in stuck:
+                print(f"{job_id} stuck: {_one_line(stuck[str(job_id)])}")
+            else:
+                print(f"{job_id} still going")
+    if any(str(job_id) not in stuck for job_id in result["pending"]):
+        return 2  # the timeout came first
+    ended = result["ended"].values()
+    return 0 if not result["pending"] and all(s == "complete" for s in ended) else 1
 
 
 def _control(args: argparse.Namespace) -> int:

@@ -417,9 +417,13 @@ class Client:
         return result
 
     def wait(self, job_ids: Iterable[int], timeout: float | None = None) -> dict[str, Any]:
-        """Block until every job has ended or `timeout` seconds pass.
+        """Block until every job has ended or cannot end without an admin (it is blocked
+        or suspended, or waits for a job that is), or `timeout` seconds pass.
 
-        Returns `{"ended": {"ID": "complete"|"failed"|"killed"}, "pending": [ID...]}`.
+        Returns `{"ended": {"ID": "complete"|"failed"|"killed"}, "pending": [ID...],
+        "stuck": {"ID": "why"}}`: `pending` lists the jobs that have not ended, and
+        `stuck` those of them that cannot end without an admin, each with why in one
+        line. A job in `pending` but not in `stuck` was still going at the timeout.
         """
         # The socket must outwait the supervisor's own deadline.
         wait = math.inf if timeout is None else timeout + self.timeout

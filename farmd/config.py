@@ -236,14 +236,13 @@ def default_state_dir() -> Path:
 
     The result is absolute. Refuses with `ConfigError` only when it must fall back to the
     home directory and there is none.
+
+    A config file's `state_dir` comes between 1 and 2: `$FARMD_STATE`, like `--state`,
+    wins over the file (`environment_state_dir`), the XDG and home defaults do not.
     """
-    farmd_state = os.environ.get("FARMD_STATE")
-    if farmd_state:
-        expanded = _expand_user(Path(farmd_state))
-        if expanded is None:
-            msg = f"bad $FARMD_STATE {farmd_state!r}: cannot expand '~'"
-            raise ConfigError(msg)
-        return expanded.absolute()
+    from_environment = environment_state_dir()
+    if from_environment is not None:
+        return from_environment
     xdg_state = os.environ.get("XDG_STATE_HOME")
     if xdg_state and Path(xdg_state).is_absolute():
         return Path(xdg_state) / "farmd"
@@ -252,6 +251,19 @@ def default_state_dir() -> Path:
         msg = "cannot find the home directory for the default state dir: set $FARMD_STATE"
         raise ConfigError(msg)
     return home / ".local" / "state" / "farmd"
+
+
+def environment_state_dir() -> Path | None:
+    """`$FARMD_STATE` as an absolute path, or None when it is unset or empty. It wins
+    over a config file's `state_dir`, as the environment does over a file everywhere."""
+    farmd_state = os.environ.get("FARMD_STATE")
+    if not farmd_state:
+        return None
+    expanded = _expand_user(Path(farmd_state))
+    if expanded is None:
+        msg = f"bad $FARMD_STATE {farmd_state!r}: cannot expand '~'"
+        raise ConfigError(msg)
+    return expanded.absolute()
 
 
 def _expand_user(path: Path) -> Path | None:

@@ -19,15 +19,24 @@ disk, not only in the OS cache, when it returns). The schema is versioned with
 `PRAGMA user_version` and migrated forward on open; a database from a newer farmd, a
 corrupt one, or a state dir locked by another running supervisor is refused with one
 line before anything is written. `commit` blocks: the supervisor calls it from a thread.
+
+Every file of the state dir is its owner's alone (mode 0600, `STATE_FILE_MODE`): the
+queue holds every job's command line, and the tokens open the farm. The database is
+created with that mode before SQLite opens it, so the `-wal` and `-shm` files SQLite
+makes beside it get the same; a file an older farmd (or a loose umask) left readable
+to others is tightened when the store opens (`restrict_mode`). The process umask is
+left alone: frames that `farmd up` runs in this process inherit it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,12 +48,35 @@ from farmd.model import Changes, FrameRow, JobRow, Snapshot
 
 DATABASE_FILE = "farmd.db"
 LOCK_FILE = "supervisor.lock"
+STATE_FILE_MODE = 0o600
 
 
 class StoreError(UserError):
     """The state dir cannot be used: newer schema, corrupt database, locked, unreadable."""
 
     code = "bad_state"
+
+
+def restrict_mode(path: Path, allowed: int = STATE_FILE_MODE) -> None:
+    """Take every permission bit outside `allowed` off `path`, if it exists; never
+    adds one (an owner who made a file stricter keeps it so)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & ~allowed:
+            path.chmod(mode & allowed)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        msg = f"cannot make {path} private to its owner: {exc.strerror}"
+        raise StoreError(msg) from None
+
+
+def write_state_file(path: Path, text: str) -> None:
+    """Write `text` to `path`, created (or replaced) with mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, STATE_FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(fd, STATE_FILE_MODE)  # it may have existed with another mode
+        handle.write(text)
 
 
 class Store(Protocol):
@@ -138,14 +170,36 @@ class SqliteStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DATABASE_FILE
         self._lock = _StateLock(state_dir)
+        created = False
         try:
             if self.path.exists():
                 self._check()
+                for path in (self.path, *self._side_files()):
+                    restrict_mode(path)  # before SQLite opens them: the side files copy it
+            else:
+                self._create()
+                created = True
             self._db = self._open()
         except BaseException:
+            if created:  # a refusal leaves nothing behind
+                for path in (self.path, *self._side_files()):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
             self._lock.release(keep=False)
             raise
         self._lock.claim()
+
+    def _side_files(self) -> list[Path]:
+        return [self.path.with_name(self.path.name + end) for end in ("-wal", "-shm")]
+
+    def _create(self) -> None:
+        """An empty database file, owner-only: SQLite gives its -wal and -shm files the
+        database file's mode."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, STATE_FILE_MODE))
+        except OSError as exc:
+            msg = f"cannot create the farm database {self.path}: {exc.strerror}"
+            raise StoreError(msg) from None
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -178,8 +232,7 @@ class SqliteStore:
         """Refuse an existing database that cannot be used. Read-only, so a refused
         database (and the WAL a crashed farmd left beside it) is left as it was; the
         side files a reader needs are removed again if the check created them."""
-        side = [self.path.with_name(self.path.name + end) for end in ("-wal", "-shm")]
-        missing = [path for path in side if not path.exists()]
+        missing = [path for path in self._side_files() if not path.exists()]
         try:
             self._check_read_only()
         except StoreError:
@@ -276,7 +329,12 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             # Nothing after this can be acknowledged: the supervisor stops, and a restart
             # resumes from the last commit.
-            msg = f"cannot write the farm database {self.path}: {exc}"
+            full = (
+                getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                or getattr(exc, "errno", None) == errno.ENOSPC
+            )
+            why = f"the disk is full ({exc})" if full else str(exc)
+            msg = f"cannot write the farm database {self.path}: {why}"
             raise StoreError(msg) from None
 
     def _commit(self, changes: Changes) -> None:
@@ -335,7 +393,12 @@ class SqliteStore:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite rolls the transaction back itself after some errors (a full disk,
+            # an I/O error, or any failed COMMIT): a ROLLBACK then fails, and its error
+            # must not replace the one that says what went wrong.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -367,7 +430,8 @@ class _StateLock:
         self.created = not self.path.exists()
         try:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._handle: IO[str] = self.path.open("a+")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, STATE_FILE_MODE)
+            self._handle: IO[str] = os.fdopen(fd, "a+")
         except OSError as exc:
             msg = f"cannot use the state dir {state_dir}: {exc.strerror}"
             raise StoreError(msg) from None
@@ -384,6 +448,7 @@ class _StateLock:
             raise StoreError(msg) from None
 
     def claim(self) -> None:
+        restrict_mode(self.path)
         self._handle.seek(0)
         self._handle.truncate()
         self._handle.write(f"{os.getpid()}\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import hashlib
 import hmac
@@ -41,6 +42,7 @@ from farmd.core import (
     ControlFrames,
     FrameEnded,
     JobEnded,
+    JobHeld,
     KillJobs,
     LockWorker,
     ModifyJob,
@@ -116,7 +118,7 @@ from farmd.protocol import (
 from farmd.protocol import (
     SuspendFrame as SuspendFrameMessage,
 )
-from farmd.store import MemoryStore, SqliteStore, Store
+from farmd.store import MemoryStore, SqliteStore, Store, restrict_mode, write_state_file
 
 log = logging.getLogger("farmd.supervisor")
 E = TypeVar("E", SubmitJob, KillJobs, ModifyJob, RemoveJobs)
@@ -144,6 +146,7 @@ def ensure_token(state_dir: Path, name: str = TOKEN_FILE, mode: int = 0o600) -> 
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
+        restrict_mode(path, mode)  # an older farmd, or a hand, may have left it open
         token = path.read_text().strip()
         if not token:
             msg = f"token file {path} is empty: remove it to make a new token"
@@ -399,7 +402,8 @@ class Supervisor:
         self._sessions: collections.Counter[str] = collections.Counter()  # open, by kind
         self._log_requests: dict[int, trio.MemorySendChannel[LogData]] = {}
         self._next_log_request = 1
-        self._job_ended = trio.Event()
+        # set (and replaced) when a job ends or may have become stuck: `wait`s check again
+        self._jobs_changed = trio.Event()
         # outcomes waiting for their changes to be durable, with what to do after
         self._uncommitted: list[tuple[Changes, list[Callable[[], None]]]] = []
         self._commit_wanted = trio.Event()
@@ -452,12 +456,11 @@ class Supervisor:
 
     async def _serve(self, task_status: trio.TaskStatus[Address]) -> None:
         listen = self.config.listen
-        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+        listeners = await open_listeners(listen)
         sockname = listeners[0].socket.getsockname()
         self.address = Address(listen.host, sockname[1])
         # Local clients and scripts find a supervisor started on port 0 through this file.
-        address_file = self.config.state_dir / ADDRESS_FILE
-        address_file.write_text(f"{self.address}\n")
+        write_state_file(self.config.state_dir / ADDRESS_FILE, f"{self.address}\n")
         log_event(
             log,
             "info",
@@ -481,10 +484,9 @@ class Supervisor:
     ) -> None:
         """Prometheus's text format on `GET /metrics`, on its own address. Scrapes run in
         this (the core's) thread, so the statistics they read are consistent."""
-        listeners = await trio.open_tcp_listeners(where.port, host=where.host)
+        listeners = await open_listeners(where)
         self.metrics_address = Address(where.host, listeners[0].socket.getsockname()[1])
-        path = self.config.state_dir / METRICS_ADDRESS_FILE
-        path.write_text(f"{self.metrics_address}\n")
+        write_state_file(self.config.state_dir / METRICS_ADDRESS_FILE, f"{self.metrics_address}\n")
         log_event(log, "info", "metrics listening", address=str(self.metrics_address))
         task_status.started()
         await trio.serve_listeners(self._metrics_request, listeners)
@@ -970,16 +972,23 @@ class Supervisor:
         raise UserError(msg)
 
     async def _wait(self, request: Wait) -> dict[str, Any]:
+        """Until every job has ended or cannot end without an admin (`Scheduler.stuck`),
+        or the timeout."""
         ids = tuple(dict.fromkeys(request.job_ids))
         self.core.ended(ids)  # refuses unknown ids at once
         timeout = math.inf if request.timeout is None else request.timeout
         with trio.move_on_after(timeout):
-            while len(self.core.ended(ids)) < len(ids):
-                await self._job_ended.wait()
+            while True:
+                changed = self._jobs_changed
+                if self.core.settled(ids):
+                    break
+                await changed.wait()
         ended = self.core.ended(ids)
+        pending = [i for i in ids if i not in ended]
         return {
             "ended": {str(k): v.value for k, v in ended.items()},
-            "pending": [i for i in ids if i not in ended],
+            "pending": pending,
+            "stuck": {str(k): why for k, why in self.core.stuck(pending).items()},
         }
 
     async def _fetch_log(self, request: GetLog) -> dict[str, Any]:
@@ -1092,9 +1101,9 @@ class Supervisor:
                     )
                 case WakeAt():
                     self._wake_changed.set()
-                case JobEnded():
-                    self._job_ended.set()
-                    self._job_ended = trio.Event()
+                case JobEnded() | JobHeld():
+                    self._jobs_changed.set()
+                    self._jobs_changed = trio.Event()
                 case Note():
                     log_event(log, command.level, command.event, **command.fields)
 
@@ -1102,6 +1111,20 @@ class Supervisor:
         conn = self._workers.get(name)
         if conn is not None:
             conn.send(message)
+
+
+async def open_listeners(where: Address) -> list[trio.SocketListener]:
+    """Listening sockets on `where`; a port that cannot be had is one line, not a
+    traceback (`farmd serve`, `farmd up` and `--metrics` all open theirs here)."""
+    try:
+        return await trio.open_tcp_listeners(where.port, host=where.host)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = "address in use (is another farmd running?)"
+        else:
+            why = exc.strerror or str(exc)
+        msg = f"cannot listen on {where}: {why}"
+        raise UserError(msg) from None
 
 
 async def _expect(conn: _Connection, kind: type[M], when: str) -> M:

@@ -9,6 +9,7 @@ import pytest
 
 from farmd.core import (
     ControlFrames,
+    JobHeld,
     KillJobs,
     ModifyJob,
     Outcome,
@@ -22,7 +23,7 @@ from farmd.core import (
     WorkerLost,
 )
 from farmd.errors import JobSpecError, UnknownJobError
-from farmd.model import Changes, Control, FrameRow, JobRow, Snapshot
+from farmd.model import Changes, Control, FrameRow, JobRow, JobState, Snapshot
 from tests.test_core import (
     actions,
     assert_refused,
@@ -338,6 +339,7 @@ def test_suspend_stops_running_frames_keeps_their_slots_and_holds_the_rest() -> 
     assert list(actions(out)) == [
         SuspendFrame(worker="w1", job_id=1, frame=1, attempt=1),
         SuspendFrame(worker="w1", job_id=1, frame=2, attempt=1),
+        JobHeld(job_id=1, state=JobState.SUSPENDED),  # a `wait` for it checks again
     ]
     assert state(core, 1) == "suspended"
     assert reason(core, 1) == "suspended by an admin (farmd resume)"

@@ -483,7 +483,7 @@ def test_wait_exit_codes_and_kill(farm: Farm) -> None:
     assert (wait.returncode, wait.stdout) == (2, f"{blocked} still going\n"), describe(wait)
     wait = farm.cli("wait", "--json", str(blocked), "--timeout", "0")
     assert wait.returncode == 2, describe(wait)
-    assert json.loads(wait.stdout) == {"ended": {}, "pending": [blocked]}
+    assert json.loads(wait.stdout) == {"ended": {}, "pending": [blocked], "stuck": {}}
 
     pid = farm.wait_frame_pid(f"w-{blocked}-1-1")
     assert farm.cli_ok("kill", str(blocked)) == f"killed {blocked}\n"
@@ -741,7 +741,7 @@ def test_python_client_from_synchronous_code(farm: Farm) -> None:
         )
         assert isinstance(job_id, int)
         result = client.wait([job_id], timeout=20)
-        assert result == {"ended": {str(job_id): "complete"}, "pending": []}
+        assert result == {"ended": {str(job_id): "complete"}, "pending": [], "stuck": {}}
         job = client.job(job_id)
         assert (job["name"], job["cluster"], job["priority"], job["state"]) == (
             "from-python",
