@@ -230,6 +230,23 @@ def parse_frame_range(text: str) -> tuple[int, ...]:
     return tuple(frames)
 
 
+def frames_named(text: str) -> int:
+    """How many frames `text` names, repeats counted, without building them: cheap,
+    to bound a request before its frames are built (0 for text that does not parse,
+    which `parse_frame_range` then refuses)."""
+    named = 0
+    for item in text.split(","):
+        match = _RANGE_ITEM.fullmatch(item.strip())
+        if match is None:
+            return named
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        step = int(match.group(3)) if match.group(3) is not None else 1
+        if last >= first and step >= 1:
+            named += (last - first) // step + 1
+    return named if text.strip() else 1
+
+
 def format_frame_range(numbers: Iterable[int]) -> str:
     """The inverse of `parse_frame_range` for frames in order: runs as `N-M`."""
     parts: list[str] = []
@@ -250,9 +267,71 @@ def _run_text(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
 
 
+def compact_frame_range(numbers: tuple[int, ...]) -> str:
+    """Frames in any order as a frame range that `parse_frame_range` reads back the
+    same: evenly spaced ascending runs as `N-M` or `N-MxS`, so `1-1000000x2` stays
+    short where `format_frame_range` would list every frame."""
+    parts: list[str] = []
+    i, count = 0, len(numbers)
+    while i < count:
+        first = numbers[i]
+        step = numbers[i + 1] - first if i + 1 < count else 0
+        end = i + 1
+        if step > 0:
+            while end < count and numbers[end] - numbers[end - 1] == step:
+                end += 1
+        if step <= 0 or (step > 1 and end - i < 3):
+            parts.append(str(first))
+            i += 1
+            continue
+        last = numbers[end - 1]
+        parts.append(f"{first}-{last}" if step == 1 else f"{first}-{last}x{step}")
+        i = end
+    return ",".join(parts)
+
+
 def chunked(numbers: tuple[int, ...], size: int) -> list[tuple[int, ...]]:
     """The frames in order, `size` at a time (the last chunk may be shorter)."""
     return [numbers[i : i + size] for i in range(0, len(numbers), size)]
+
+
+@attrs.define
+class FrameSet:
+    """A new job's frames, all pending, with the indexes a `Job` keeps over them.
+
+    Building one costs a Python object per dispatch unit, so for a large job the
+    supervisor builds it in a worker thread (`build_frames` reads nothing shared) and
+    the core only attaches it (`Job.attach`), in time independent of its size."""
+
+    frames: dict[int, Frame]
+    text: str  # every frame number, in order, as a frame range: what the store keeps
+    counts: Counter[FrameState]
+    frame_counts: Counter[FrameState]
+    positions: dict[int, int]
+    unit_of: dict[int, int]
+    pending: list[int]
+
+
+def build_frames(numbers: tuple[int, ...], chunk: int) -> FrameSet:
+    """The pending frames of `numbers` (in order), `chunk` per dispatch unit. Pure."""
+    if chunk == 1:
+        frames = {n: Frame(n) for n in numbers}
+        unit_of: dict[int, int] = {}
+    else:
+        units = chunked(numbers, chunk)
+        frames = {unit[0]: Frame(unit[0], members=unit) for unit in units}
+        unit_of = {m: unit[0] for unit in units for m in unit}
+    counts: Counter[FrameState] = Counter({FrameState.PENDING: len(frames)})
+    frame_counts = counts if chunk == 1 else Counter({FrameState.PENDING: len(numbers)})
+    return FrameSet(
+        frames=frames,
+        text=compact_frame_range(numbers),
+        counts=counts,
+        frame_counts=frame_counts,
+        positions={n: i for i, n in enumerate(frames)},
+        unit_of=unit_of,
+        pending=list(reversed(frames)),
+    )
 
 
 @attrs.define
@@ -348,6 +427,10 @@ class Job:
     positions: dict[int, int] = attrs.field(factory=dict)  # frame number -> submission order
     unit_of: dict[int, int] = attrs.field(factory=dict)  # a chunk's frame -> the chunk's key
     synced: JobState = JobState.PENDING  # the state the scheduler last acted on
+    frame_range: str = ""  # every frame number in order, as a frame range (the store's)
+    # the submitter's idempotency key and the digest of what it submitted (6.2)
+    request_key: str | None = None
+    request_digest: str = ""
 
     def __attrs_post_init__(self) -> None:
         frames = self.frames.values()
@@ -361,6 +444,15 @@ class Job:
         self.unit_of = {m: f.number for f in frames if f.members for m in f.members}
         self.stopped = sum(1 for f in frames if f.stopped)
         self.reindex()
+
+    def attach(self, built: FrameSet) -> None:
+        """Take the frames of a new job, built elsewhere (`build_frames`), as they are:
+        all pending and ungated, so no index needs rebuilding."""
+        self.frames = built.frames
+        self.frame_range = built.text
+        self.counts, self.frame_counts = built.counts, built.frame_counts
+        self.positions, self.unit_of, self.pending = built.positions, built.unit_of, built.pending
+        self.gated, self.gates, self.stopped = 0, {}, 0
 
     def reindex(self) -> None:
         """Rebuild the ready stack and the gate counts from the frames."""
@@ -704,6 +796,11 @@ class JobRow:
     type: str | None = None
     requires: str = ""
     reserve: str = ""
+    # every frame number in order (a frame range); a frame with no row is pending and
+    # untouched. None (rows before schema 5): the frame rows are the whole job.
+    frames: str | None = None
+    request_key: str | None = None  # the submitter's idempotency key, if it gave one
+    request_digest: str = ""  # what was submitted under that key
 
 
 @attrs.frozen
