@@ -80,17 +80,17 @@ from farmd.model import (
     Dependency,
     DependencyMode,
     Frame,
+    FrameNumbers,
     FrameRow,
-    FrameSet,
     FrameState,
+    FrameTable,
     Job,
     JobRow,
     JobState,
     Snapshot,
     Worker,
-    build_frames,
-    compact_frame_range,
     format_frame_range,
+    frame_numbers,
     frames_named,
     parse_dependency,
     parse_frame_range,
@@ -170,6 +170,8 @@ class SubmitJob:
     by: Submitter | None = None  # None: an admin
     # the job drafted from this very event off the loop (`draft`); None: drafted here
     prepared: Draft | None = attrs.field(default=None, eq=False, repr=False)
+    # its `submission_digest`, computed off the loop with the draft; None: computed here
+    digest: str | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -182,6 +184,7 @@ class SubmitJobs:
     key: str | None = None
     by: Submitter | None = None
     prepared: tuple[Draft, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    digest: str | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -551,7 +554,9 @@ class Scheduler:
     # ------------------------------------------------------------------ job events
 
     def _submit(self, event: SubmitJob) -> int:
-        digest = _digest("submit", (event,), event.by) if event.key is not None else ""
+        digest = ""
+        if event.key is not None:
+            digest = event.digest or submission_digest(event)
         if event.key is not None and event.key in self._keys:
             return self._repeated(event.key, digest)[0]
         draft = event.prepared if event.prepared is not None else self.draft(event)
@@ -564,7 +569,9 @@ class Scheduler:
 
     def _submit_many(self, event: SubmitJobs) -> list[int]:
         """All the jobs, or (if any is refused) none of them."""
-        digest = _digest("submit_batch", event.jobs, event.by) if event.key is not None else ""
+        digest = ""
+        if event.key is not None:
+            digest = event.digest or submission_digest(event)
         if event.key is not None and event.key in self._keys:
             return list(self._repeated(event.key, digest))
         drafts = event.prepared if event.prepared is not None else self.draft_batch(event.jobs)
@@ -662,7 +669,7 @@ class Scheduler:
                 declared = ", ".join(sorted(self.pool.totals)) or "none"
                 msg = f"bad reservation: no global resource {name!r} (the farm has: {declared})"
                 raise JobSpecError(msg)
-        job = Job(
+        return Job(
             id=job_id,
             name=event.name or f"job{job_id}",
             cluster=cluster,
@@ -670,7 +677,7 @@ class Scheduler:
             restrictions=draft.restrictions,
             patterns=draft.patterns,
             argv=draft.argv,
-            frames={},
+            frames=FrameTable(draft.numbers, event.chunk),
             depends_on=draft.depends_on,
             submitted_at=event.now,
             instances=event.instances,
@@ -683,9 +690,8 @@ class Scheduler:
             type=draft.job_type,
             requires=draft.requires,
             reserve=draft.reserve,
+            frame_range=draft.frame_range,
         )
-        job.attach(draft.frames)
-        return job
 
     def _parent_for(
         self, parent: int | None, known: dict[int, Job], by: Submitter | None
@@ -773,10 +779,10 @@ class Scheduler:
         gated = False
         gates = self._gates.setdefault(target.id, {})
         for frame in job.frames.values():
-            keys = dict.fromkeys(target.unit_of.get(m, m) for m in frame.numbers)
+            keys = dict.fromkeys(target.frames.unit_key(m) for m in frame.numbers)
             for key in keys:
-                other = target.frames.get(key)
-                if other is None or other.state is FrameState.COMPLETE:
+                other = target.frames.peek(key) if key is not None else None
+                if key is None or other is None or other.state is FrameState.COMPLETE:
                     continue
                 if frame.waits_on is None:
                     frame.waits_on = {}
@@ -943,8 +949,8 @@ class Scheduler:
             for dep in job.depends_on:
                 self._dependents.get(dep.job_id, set()).discard(job.id)
             self._changed_jobs.pop(job.id, None)
-            for number in job.frames:
-                self._changed_frames.pop((job.id, number), None)
+            for frame_key in [k for k in self._changed_frames if k[0] == job.id]:
+                del self._changed_frames[frame_key]
             self._removed.append(job.id)
         for key in dict.fromkeys(job.request_key for job in jobs if job.request_key):
             # a key is forgotten with the last of its jobs (their rows carried it)
@@ -1676,11 +1682,14 @@ class Scheduler:
                 self._orphans[(f.job_id, f.number, f.attempts)] = None
                 self.pool.hold(parse_taken(f.taken))
         for row in snapshot.jobs:
-            frames = frames_of[row.id]
             if row.frames is not None:  # frames without a row of their own are untouched
-                frames = build_frames(parse_frame_range(row.frames), row.chunk).frames
-                frames.update(frames_of[row.id])
-            self.jobs[row.id] = Job(
+                numbers = frame_numbers(row.frames)
+            else:  # rows from before schema 5: one per frame
+                numbers = FrameNumbers(
+                    tuple(n for frame in frames_of[row.id].values() for n in frame.numbers)
+                )
+            frames = FrameTable(numbers, row.chunk, frames_of[row.id])
+            job = self.jobs[row.id] = Job(
                 id=row.id,
                 name=row.name,
                 cluster=parse_cluster(row.cluster),
@@ -1701,11 +1710,10 @@ class Scheduler:
                 type=row.type,
                 requires=parse_requirement(row.requires),
                 reserve=parse_reservation(row.reserve),
-                frame_range=row.frames
-                or compact_frame_range(tuple(n for f in frames.values() for n in f.numbers)),
                 request_key=row.request_key,
                 request_digest=row.request_digest,
             )
+            job.frame_range = row.frames or job.frames.numbers.text()
             if row.request_key is not None:
                 ids, _ = self._keys.get(row.request_key, ((), ""))
                 self._keys[row.request_key] = ((*ids, row.id), row.request_digest)
@@ -1952,11 +1960,11 @@ class Scheduler:
         """The frame whose log `farmd logs` shows and the worker that ran it last."""
         job = self.job(job_id)
         if number is None:
-            started = [f for f in job.frames.values() if f.worker is not None]
+            started = [f for f in job.frames.made.values() if f.worker is not None]
             if not started:
                 msg = f"job {job_id} has not started a frame yet: no log"
                 raise JobSpecError(msg)
-            frame = started[0]
+            frame = min(started, key=lambda f: job.frames.position(f.number) or 0)
         else:
             found = job.frames.get(number)
             if found is None:
@@ -1983,7 +1991,8 @@ class Draft:
     job_type: str | None
     requires: Requirement
     reserve: Reservation
-    frames: FrameSet = attrs.field(eq=False, repr=False)
+    numbers: FrameNumbers = attrs.field(eq=False, repr=False)  # every frame, in order
+    frame_range: str  # the same as a frame range, for the store
 
 
 def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> Draft:
@@ -2014,7 +2023,7 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
     if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
         msg = f"bad chunk {chunk!r}: must be a whole number of frames, at least 1"
         raise JobSpecError(msg)
-    numbers = parse_frame_range(event.frames) if event.frames else (1,)
+    numbers = frame_numbers(event.frames) if event.frames else FrameNumbers((1,))
     return Draft(
         argv=argv,
         cluster=cluster,
@@ -2024,7 +2033,8 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
         job_type=job_type,
         requires=requires,
         reserve=reserve,
-        frames=build_frames(numbers, chunk),
+        numbers=numbers,
+        frame_range=numbers.text(),
     )
 
 
@@ -2057,13 +2067,20 @@ def _in_batch(exc: UserError, number: int) -> UserError:
 
 
 # Fields of a submission that are not what it asks for: left out of its digest.
-_NOT_SPEC = frozenset({"now", "key", "by", "prepared"})
+_NOT_SPEC = frozenset({"now", "key", "by", "prepared", "digest"})
+
+
+def submission_digest(event: SubmitJob | SubmitJobs) -> str:
+    """What a submission asked for, as a short digest: a repeat of its key must ask
+    the same. Fields at their defaults are left out, so a field a later farmd adds
+    does not change the digest of a submission stored before it. Pure: the shell
+    computes it off the loop for a large submission."""
+    if isinstance(event, SubmitJob):
+        return _digest("submit", (event,), event.by)
+    return _digest("submit_batch", event.jobs, event.by)
 
 
 def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
-    """What a submission asked for, as a short digest: a repeat of its key must ask
-    the same. Fields at their defaults are left out, so a field a later farmd adds
-    does not change the digest of a submission stored before it."""
     defaults = {f.name: f.default for f in attrs.fields(SubmitJob)}
     body = [
         {
@@ -2117,7 +2134,7 @@ def _frame_row(job: Job, frame: Frame) -> FrameRow:
     return FrameRow(
         job_id=job.id,
         number=frame.number,
-        position=job.positions[frame.number],
+        position=job.frames.position(frame.number) or 0,
         state=frame.state.value,
         worker=frame.worker,
         attempts=frame.attempts,

@@ -60,6 +60,7 @@ from farmd.core import (
     WorkerReconfigured,
     draft_batch,
     draft_job,
+    submission_digest,
 )
 from farmd.errors import FarmdError, ForbiddenError, ProtocolError, UnavailableError, UserError
 from farmd.logs import log_event
@@ -118,6 +119,7 @@ from farmd.store import MemoryStore, SqliteStore, Store
 
 log = logging.getLogger("farmd.supervisor")
 E = TypeVar("E", SubmitJob, KillJobs, ModifyJob, RemoveJobs)
+E_SUBMIT = TypeVar("E_SUBMIT", SubmitJob, SubmitJobs)
 M = TypeVar("M", bound=Message)
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -696,15 +698,8 @@ class Supervisor:
             event = _submit_event(request, by, self._clock())
             if not self.core.knows_key(event.key) and _large(event):
                 # one at a time: concurrent huge submissions queue, not multiply memory
-                limit = self.core.max_command_bytes
-                if isinstance(event, SubmitJob):
-                    draft = functools.partial(draft_job, event, limit)
-                    job = await trio.to_thread.run_sync(draft, limiter=self._drafting)
-                    event = attrs.evolve(event, prepared=job)
-                else:
-                    drafts = functools.partial(draft_batch, event.jobs, limit)
-                    jobs = await trio.to_thread.run_sync(drafts, limiter=self._drafting)
-                    event = attrs.evolve(event, prepared=jobs)
+                draft = functools.partial(_draft, event, self.core.max_command_bytes)
+                event = await trio.to_thread.run_sync(draft, limiter=self._drafting)
             outcome = self.core.handle(event)
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
@@ -956,6 +951,15 @@ def _submit_event(request: Submit | SubmitBatch, by: Submitter | None, now: floa
         return attrs.evolve(_event_from(SubmitJob, request, now), by=by)
     jobs = tuple(_event_from(SubmitJob, job, now) for job in request.jobs)
     return SubmitJobs(jobs=jobs, now=now, key=request.key, by=by)
+
+
+def _draft(event: E_SUBMIT, max_command_bytes: int) -> E_SUBMIT:
+    """`event` with its jobs drafted and its digest computed: pure, for a worker thread."""
+    digest = submission_digest(event) if event.key is not None else None
+    if isinstance(event, SubmitJob):
+        return attrs.evolve(event, prepared=draft_job(event, max_command_bytes), digest=digest)
+    drafts = draft_batch(event.jobs, max_command_bytes)
+    return attrs.evolve(event, prepared=drafts, digest=digest)
 
 
 def _large(event: SubmitJob | SubmitJobs) -> bool:

@@ -9,6 +9,7 @@ made, durably (the key travels in the job rows), until those jobs are removed.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import attrs
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import (
     KillJobs,
     RemoveJobs,
@@ -30,6 +32,10 @@ from farmd.errors import ForbiddenError, JobSpecError
 from farmd.model import (
     MAX_FRAMES_PER_JOB,
     Changes,
+    FrameNumbers,
+    FrameState,
+    FrameTable,
+    Job,
     compact_frame_range,
     parse_frame_range,
 )
@@ -231,3 +237,79 @@ def test_merge_of_a_new_job_is_its_row() -> None:
     changes = core.handle(submit(frames="1-500000")).changes
     merged = Changes.merge([changes, Changes()])
     assert (len(merged.jobs), merged.frames) == (1, ())
+
+
+# --------------------------------------------------------------------------- lazy frames
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["run", "finish", "fail", "kill", "look", "block"]), st.integers(0, 50)
+    ),
+    max_size=60,
+)
+
+
+@given(
+    numbers=st.lists(st.integers(0, 80), min_size=1, max_size=40).map(
+        lambda n: tuple(dict.fromkeys(n))
+    )
+    | st.builds(
+        lambda a, n, s: tuple(range(a, a + n * s, s)),
+        st.integers(0, 9),
+        st.integers(1, 30),
+        st.integers(1, 4),
+    ),
+    chunk=st.integers(1, 4),
+    ops=operations,
+)
+@PROPERTY_SETTINGS
+def test_a_lazy_frame_table_behaves_as_a_frame_per_number(
+    numbers: tuple[int, ...], chunk: int, ops: list[tuple[str, int]]
+) -> None:
+    """A job whose frames are made only when touched keeps the ready stack, the counts
+    and the dispatch order a job with a `Frame` per unit would: reading a frame (which
+    makes it) changes nothing, and the next frame is always the first ready one."""
+    job = Job(
+        id=1,
+        name="j",
+        cluster=parse_cluster("/"),
+        priority=1,
+        restrictions=parse_restrictions(""),
+        patterns=parse_patterns(""),
+        argv=("x",),
+        frames=FrameTable(FrameNumbers(numbers), chunk),
+        depends_on=(),
+        submitted_at=0.0,
+        chunk=chunk,
+    )
+    keys = [numbers[i] for i in range(0, len(numbers), chunk)]
+    state = dict.fromkeys(keys, FrameState.PENDING)
+    for op, pick in ops:
+        key = keys[pick % len(keys)]
+        if op == "run" and job.pending:
+            frame = job.next_frame("w")
+            assert state[frame.number] is FrameState.PENDING
+            ready = [k for k in keys if state[k] is FrameState.PENDING]
+            assert frame.number == ready[0]  # the first ready one, in submission order
+            job.move(frame, FrameState.RUNNING)
+            state[frame.number] = FrameState.RUNNING
+        elif op in ("finish", "fail") and state[key] is FrameState.RUNNING:
+            target = FrameState.COMPLETE if op == "finish" else FrameState.PENDING
+            job.move(job.frames[key], target)
+            state[key] = target
+        elif op in ("kill", "block") and state[key] in (FrameState.PENDING, FrameState.RUNNING):
+            target = FrameState.KILLED if op == "kill" else FrameState.BLOCKED
+            job.move(job.frames[key], target)
+            state[key] = target
+        elif op == "look":
+            assert job.frames[key].state is state[key]
+        ready = [k for k in keys if state[k] is FrameState.PENDING]
+        assert sorted(job.pending) == sorted(ready)
+        assert len(job.pending) == len(ready)
+        if ready:
+            assert job.pending.top() == ready[0]
+            assert job.pending.first(3) == ready[:3]
+        assert {s: n for s, n in job.counts.items() if n} == dict(Counter(state.values()))
+        assert sum(job.frame_counts.values()) == len(numbers)
+    assert [f.number for f in job.frames.views()] == keys
+    assert parse_frame_range(job.frames.numbers.text()) == numbers
