@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
+from sortedcontainers import SortedList
 
 from farmd.cluster import ClusterPath, CrossClusterPatterns, Restrictions
 from farmd.errors import JobSpecError
@@ -433,11 +434,7 @@ class Job:
             if frame.waits_on and frame.state is FrameState.PENDING:
                 self.gated += 1
                 self._count_gates(frame.waits_on, 1)
-        position = self.frames.position
-        ready = sorted(
-            (f.number for f in made if _ready(f)), key=lambda n: position(n) or 0, reverse=True
-        )
-        self.pending = ReadyStack(self.frames, ready)
+        self.pending = ReadyStack(self.frames, [f.number for f in made if _ready(f)])
 
     @property
     def state(self) -> JobState:
@@ -822,75 +819,85 @@ class FrameTable(Mapping[int, Frame]):
 
 
 class ReadyStack:
-    """A job's ready frames, the next to run last: the made frames on `made` (lowest
-    position last, as the table orders them) and every fresh unit of the table, whose
-    `Frame` is made (and put on `made`) when it is first looked up."""
+    """A job's ready frames (next to run first), kept in submission order without a
+    list of every frame. A cursor walks the table: every ready unit at or after it is
+    found there (an untouched unit is ready; a made one is if its frame is), and
+    `behind` holds the positions of ready frames before it (a frame requeued after the
+    cursor passed it). Frames made or moved in order, as dispatch and whole-job controls
+    do, cost O(1) each."""
 
-    def __init__(self, table: FrameTable, made: list[int]) -> None:
+    def __init__(self, table: FrameTable, ready: Iterable[int]) -> None:
         self.table = table
-        self.made = made
-        self._cursor = 0  # every unit before it has been made: the next fresh one is here
+        self.behind: SortedList[int] = SortedList()
+        self._cursor = 0  # the units before it are made, and ready only if in `behind`
+        self._ahead = 0  # made frames at or after the cursor that are ready
+        for key in ready:
+            self.push(key)
         table.on_make = self._made
 
-    def _made(self, frame: Frame) -> None:
-        self.push(frame.number)  # a fresh unit is pending and ready
+    def _position(self, key: int) -> int:
+        position = self.table.position(key)
+        assert position is not None, key
+        return position
 
-    def _fresh_top(self) -> int | None:
+    def _made(self, frame: Frame) -> None:
+        self._ahead += 1  # an untouched unit, made: ready, and at or after the cursor
+
+    def _ready_at(self, index: int) -> bool:
+        frame = self.table.made.get(self.table.key_at(index))
+        return frame is None or _ready(frame)
+
+    def _advance(self) -> None:
+        """Move the cursor to the next ready unit (past made frames that are not)."""
         table = self.table
-        while self._cursor < len(table) and table.key_at(self._cursor) in table.made:
+        while self._cursor < len(table) and not self._ready_at(self._cursor):
             self._cursor += 1
-        return table.key_at(self._cursor) if self._cursor < len(table) else None
 
     def __len__(self) -> int:
-        return len(self.made) + self.table.fresh
+        return len(self.behind) + self.table.fresh + self._ahead
 
     def __bool__(self) -> bool:
-        return bool(self.made) or self.table.fresh > 0
+        return len(self) > 0
 
     def top(self) -> int:
         """The key of the next frame to run (the stack must not be empty)."""
-        fresh = self._fresh_top()
-        if not self.made:
-            assert fresh is not None
-            return fresh
-        made = self.made[-1]
-        if fresh is None:
-            return made
-        position = self.table.position(made)
-        return made if position is not None and position < self._cursor else fresh
+        if self.behind:
+            return self.table.key_at(self.behind[0])
+        self._advance()
+        return self.table.key_at(self._cursor)
 
     def first(self, count: int) -> list[int]:
         """The keys of the next `count` frames to run, the next first."""
-        fresh: list[int] = []
         table = self.table
+        keys = [table.key_at(p) for p in self.behind.islice(0, count)]
+        self._advance()
         index = self._cursor
-        while len(fresh) < count and index < len(table):
-            key = table.key_at(index)
-            if key not in table.made:
-                fresh.append(key)
+        while len(keys) < count and index < len(table):
+            if self._ready_at(index):
+                keys.append(table.key_at(index))
             index += 1
-        made = self.made[-1 : -count - 1 : -1]
-        merged = sorted(made + fresh, key=lambda k: table.position(k) or 0)
-        return merged[:count]
+        return keys
 
     def push(self, key: int) -> None:
-        """A made frame became ready: into its place (submission order)."""
-        position = self.table.position
-        at = position(key) or 0
-        index = bisect.bisect_left(self.made, -at, key=lambda k: -(position(k) or 0))
-        self.made.insert(index, key)
+        """A made frame became ready."""
+        position = self._position(key)
+        if position < self._cursor:
+            self.behind.add(position)
+        else:
+            self._ahead += 1
 
     def discard(self, key: int) -> None:
         """A made frame is no longer ready."""
-        if self.made and self.made[-1] == key:
-            self.made.pop()
+        position = self._position(key)
+        if position < self._cursor:
+            self.behind.remove(position)
         else:
-            self.made.remove(key)
+            self._ahead -= 1
 
     def __iter__(self) -> Iterator[int]:
-        yield from self.made
-        made = self.table.made
-        yield from (key for key in self.table if key not in made)
+        table = self.table
+        yield from (table.key_at(p) for p in self.behind)
+        yield from (table.key_at(i) for i in range(self._cursor, len(table)) if self._ready_at(i))
 
 
 @attrs.define

@@ -243,7 +243,8 @@ def test_merge_of_a_new_job_is_its_row() -> None:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["run", "finish", "fail", "kill", "look", "block"]), st.integers(0, 50)
+        st.sampled_from(["run", "finish", "fail", "kill", "look", "block", "unblock"]),
+        st.integers(0, 50),
     ),
     max_size=60,
 )
@@ -301,6 +302,9 @@ def test_a_lazy_frame_table_behaves_as_a_frame_per_number(
             target = FrameState.KILLED if op == "kill" else FrameState.BLOCKED
             job.move(job.frames[key], target)
             state[key] = target
+        elif op == "unblock" and state[key] is FrameState.BLOCKED:
+            job.move(job.frames[key], FrameState.PENDING)
+            state[key] = FrameState.PENDING
         elif op == "look":
             assert job.frames[key].state is state[key]
         ready = [k for k in keys if state[k] is FrameState.PENDING]
