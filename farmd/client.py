@@ -226,12 +226,13 @@ class Client:
         sock = self._socket
         if sock is None:
             return False
+        timeout = sock.gettimeout()
         try:
             sock.setblocking(False)
             try:
                 sock.recv(1, socket.MSG_PEEK)
             finally:
-                sock.setblocking(True)
+                sock.settimeout(timeout)
         except BlockingIOError:
             return False  # nothing to read: open and quiet
         except OSError:
