@@ -252,6 +252,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="what a frame holds while it runs: slots=N (N+ at least, N* an idle host), "
         "memory=8G, gpu=1, license.nuke=1 (default slots=1)",
     )
+    submit.add_argument(
+        "--key",
+        metavar="KEY",
+        help="idempotency key (1-128 of A-Z a-z 0-9 . _ : -): submitting again with the "
+        "same key and job prints the first job's id instead of making a second job "
+        "(default: a fresh key, which farmd's own retries of a lost connection reuse)",
+    )
     _add_job_options(submit)
     submit.add_argument("--json", action="store_true")
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
@@ -685,6 +692,7 @@ def _submit(args: argparse.Namespace) -> int:
             job_type=args.type,
             requires=args.requires,
             reserve=args.reserve,
+            key=args.key,
         )
     if args.json:
         _print_json(job)

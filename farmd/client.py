@@ -13,13 +13,24 @@ loop of ours, so this client is blocking sockets and the sans-IO codec, nothing 
 Every method raises a `farmd.errors.FarmdError` subclass when the supervisor refuses
 (for example `UnknownJobError`), and `ConnectionLostError` when it cannot be reached.
 A `Client` is not thread-safe; use one per thread.
+
+Lost connections: a submission carries an idempotency key (made up unless given), so
+when its connection drops or its answer does not come in time it is sent again with
+the same key, a few times with a growing pause, and a repeat gets the job the first
+one made: a lost reply never submits twice. A read is sent again once on a new
+connection when the one it used turns out to be closed (the supervisor ends idle
+sessions). A control (`kill`, `modify`...) is never sent twice: a connection found
+closed before it is sent is replaced, but one lost after it was sent raises
+`ConnectionLostError` saying that it may have been applied.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import secrets
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +72,16 @@ from farmd.protocol import (
 )
 
 DEFAULT_TIMEOUT = 30.0
+SUBMIT_ATTEMPTS = 4  # a submission is sent at most this many times (same key)
+RETRY_PAUSE = 0.25  # seconds before the second attempt; doubled before each next one
+
+# Requests that change nothing: sent again, once, when their connection was found closed.
+_READS = (ListJobs, GetJob, ListWorkers, ListClusters, Order, Explain, ListResources, GetLog, Wait)
+
+
+def new_request_key() -> str:
+    """A fresh idempotency key for a submission (docs/protocol.md 6.2)."""
+    return f"farmd-{secrets.token_hex(16)}"
 
 
 def resolve_address(supervisor: str | Address | None = None) -> Address:
@@ -114,6 +135,7 @@ class Client:
         self._codec = Codec()
         self._next_id = 1
         self._socket: socket.socket | None = None
+        self._sent = False  # the last request was sent whole (it may have been applied)
 
     # ------------------------------------------------------------------ connection
 
@@ -198,11 +220,72 @@ class Client:
                 raise ConnectionLostError(msg)
             self._codec.receive_data(data)
 
+    def _closed_by_peer(self) -> bool:
+        """The open connection has been closed by the supervisor (or it said something
+        unasked, such as an error before closing an idle session): it cannot be used."""
+        sock = self._socket
+        if sock is None:
+            return False
+        timeout = sock.gettimeout()
+        try:
+            sock.setblocking(False)
+            try:
+                sock.recv(1, socket.MSG_PEEK)
+            finally:
+                sock.settimeout(timeout)
+        except BlockingIOError:
+            return False  # nothing to read: open and quiet
+        except OSError:
+            return True
+        return True  # end of stream, or bytes nobody asked for
+
     def _call(self, build: type[Request], wait: float | None = None, **fields: Any) -> Any:
+        if build in (Submit, SubmitBatch):
+            return self._submit_call(build, wait, fields)
+        if self._closed_by_peer():
+            self.close()  # closed while idle: nothing was sent on it, so reconnect
+        reused = self._socket is not None
+        try:
+            return self._exchange(build, wait, fields)
+        except ConnectionLostError as exc:
+            if build in _READS and reused:
+                pass  # sent again below, on a fresh connection
+            elif build not in _READS and self._sent:
+                msg = (
+                    f"{exc}; the {build.TYPE!r} request may or may not have been applied: "
+                    "check before repeating it"
+                )
+                raise ConnectionLostError(msg) from None
+            else:
+                raise
+        return self._exchange(build, wait, fields)
+
+    def _submit_call(self, build: type[Request], wait: float | None, fields: Any) -> Any:
+        """A submission, sent again with the same key while the connection is lost."""
+        if fields.get("key") is None:
+            fields["key"] = new_request_key()
+        pause = RETRY_PAUSE
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            if self._closed_by_peer():
+                self.close()
+            try:
+                return self._exchange(build, wait, fields)
+            except ConnectionLostError as exc:
+                if attempt == SUBMIT_ATTEMPTS:
+                    msg = f"{exc} (tried {attempt} times with request key {fields['key']})"
+                    raise ConnectionLostError(msg) from None
+            time.sleep(pause)
+            pause *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange(self, build: type[Request], wait: float | None, fields: Any) -> Any:
+        """Send one request and return its answer (raise its refusal)."""
+        self._sent = False
         self.connect()
         request_id = self._next_id
         self._next_id += 1
         self._send(build(request_id=request_id, **fields))  # type: ignore[call-arg]
+        self._sent = True  # from here on, the supervisor may have applied it
         while True:
             answer = self._receive(wait)
             if isinstance(answer, Reply | Refused) and answer.request_id == request_id:
@@ -234,6 +317,7 @@ class Client:
         job_type: str | None = None,
         requires: str = "",
         reserve: str = "",
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Submit a job; returns its summary (`id`, `state`, frame counts...).
 
@@ -247,7 +331,11 @@ class Client:
         `parent` names another parent. An `uninterruptible` job is never preempted.
         A job of a `job_type` runs only on workers that advertise it; `requires` is an
         expression hosts must satisfy (`"host.os == linux and host.memory >= 16G"`);
-        `reserve` is what a frame holds while it runs (`"slots=2,gpu=1,license.nuke=1"`)."""
+        `reserve` is what a frame holds while it runs (`"slots=2,gpu=1,license.nuke=1"`).
+        `key` (1 to 128 of `A-Z a-z 0-9 . _ : -`) makes the submission idempotent: a
+        repeat of the same key and job gets the first job back, even after a restart of
+        the supervisor (a fresh key is made when none is given, for this call's own
+        retries)."""
         result: dict[str, Any] = self._call(
             Submit,
             argv=tuple(argv),
@@ -268,6 +356,7 @@ class Client:
             job_type=job_type,
             requires=requires,
             reserve=reserve,
+            key=key,
         )
         return result
 
@@ -275,12 +364,15 @@ class Client:
         """Submit a job; returns its id. Options as for `submit_job`."""
         return int(self.submit_job(argv, **options)["id"])
 
-    def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    def submit_many(
+        self, jobs: Iterable[Mapping[str, Any]], *, key: str | None = None
+    ) -> list[int]:
         """Submit several jobs in one request, all or none; returns their ids in order.
 
-        Each job is a mapping of `submit_job`'s arguments: `{"argv": [...], "frames":
-        "1-10", "cluster": "/show1", ...}`. A job may depend on an earlier one of the
-        same batch by its id (the first gets the next free id, and so on)."""
+        Each job is a mapping of `submit_job`'s arguments but `key`: `{"argv": [...],
+        "frames": "1-10", "cluster": "/show1", ...}`. A job may depend on an earlier one
+        of the same batch by its id (the first gets the next free id, and so on). `key`
+        is the batch's, as `submit_job`'s."""
         specs = []
         for job in jobs:
             options = dict(job)
@@ -289,7 +381,7 @@ class Client:
                 options["patterns"] = options.pop("cross_cluster") or ""
             options["depends_on"] = tuple(options.get("depends_on", ()))
             specs.append(Submit(request_id=0, argv=argv, **options))
-        result: list[int] = self._call(SubmitBatch, jobs=tuple(specs))
+        result: list[int] = self._call(SubmitBatch, jobs=tuple(specs), key=key)
         return result
 
     def jobs(self) -> list[dict[str, Any]]:

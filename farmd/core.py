@@ -45,6 +45,8 @@ A refused event raises a `UserError` before anything is changed.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import math
 import reprlib
 from collections import Counter, deque
@@ -54,14 +56,24 @@ from typing import Any, TypeGuard
 import attrs
 
 from farmd.cluster import (
+    ClusterPath,
     ClusterTree,
+    CrossClusterPatterns,
     Member,
+    Restrictions,
     parse_cluster,
     parse_patterns,
     parse_restrictions,
     quote,
 )
-from farmd.errors import FarmdError, JobSpecError, UnknownJobError, UnknownWorkerError, UserError
+from farmd.errors import (
+    FarmdError,
+    ForbiddenError,
+    JobSpecError,
+    UnknownJobError,
+    UnknownWorkerError,
+    UserError,
+)
 from farmd.model import (
     CONTROLS,
     DONE,
@@ -71,15 +83,18 @@ from farmd.model import (
     Dependency,
     DependencyMode,
     Frame,
+    FrameNumbers,
     FrameRow,
     FrameState,
+    FrameTable,
     Job,
     JobRow,
     JobState,
     Snapshot,
     Worker,
-    chunked,
     format_frame_range,
+    frame_numbers,
+    frames_named,
     parse_dependency,
     parse_frame_range,
     parse_target,
@@ -87,10 +102,11 @@ from farmd.model import (
 )
 from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.ranking import DEFAULT_PRIORITY, Eligible, QueuedJob, RankingIndex, admits, rank_key
-from farmd.requirements import parse_requirement
+from farmd.requirements import Requirement, parse_requirement
 from farmd.resources import (
     ONE_SLOT_TAKEN,
     Pool,
+    Reservation,
     Taken,
     check_name,
     is_global,
@@ -122,6 +138,20 @@ class PreemptPolicy(enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
+class Submitter:
+    """Who submits, when it is not an admin: the user token (`job` None) or a frame's
+    job token (`job`, the token's job). Its jobs may not be more urgent than
+    `highest_priority`, and only a job token adds sub-jobs, under its own job."""
+
+    job: int | None = None
+    highest_priority: int = 1
+
+    @property
+    def who(self) -> str:
+        return "a user token" if self.job is None else "a frame's job token"
+
+
+@attrs.frozen(kw_only=True)
 class SubmitJob:
     argv: tuple[str, ...]
     now: float
@@ -142,14 +172,25 @@ class SubmitJob:
     job_type: str | None = None
     requires: str = ""
     reserve: str = ""
+    key: str | None = None  # idempotency: a repeat of a key gets the job it made
+    by: Submitter | None = None  # None: an admin
+    # the job drafted from this very event off the loop (`draft`); None: drafted here
+    prepared: Draft | None = attrs.field(default=None, eq=False, repr=False)
+    # its `submission_digest`, computed off the loop with the draft; None: computed here
+    digest: str | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
 class SubmitJobs:
-    """Several submissions at once, all or none."""
+    """Several submissions at once, all or none. The jobs' own `key` and `by` are
+    not used: the batch's are."""
 
     jobs: tuple[SubmitJob, ...]
     now: float
+    key: str | None = None
+    by: Submitter | None = None
+    prepared: tuple[Draft, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    digest: str | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -476,6 +517,8 @@ class Scheduler:
         self._stopping: set[tuple[int, int, int]] = set()  # attempts told to stop, not ended
         # jobs whose stored rows `restore` could not use, with why (see there)
         self.quarantined: dict[int, str] = {}
+        # idempotency keys of submissions: the jobs each made, and a digest of what it was
+        self._keys: dict[str, tuple[tuple[int, ...], str]] = {}
 
     # ------------------------------------------------------------------ the door
 
@@ -529,66 +572,107 @@ class Scheduler:
     # ------------------------------------------------------------------ job events
 
     def _submit(self, event: SubmitJob) -> int:
-        job = self._prepare(event, self._next_id, {})
+        digest = ""
+        if event.key is not None:
+            digest = event.digest or submission_digest(event)
+        if event.key is not None and event.key in self._keys:
+            return self._repeated(event.key, digest)[0]
+        draft = event.prepared if event.prepared is not None else self.draft(event)
+        job = self._prepare(event, draft, self._next_id, {}, event.by)
+        job.request_key, job.request_digest = event.key, digest
         self._insert(job)
+        if event.key is not None:
+            self._keys[event.key] = ((job.id,), digest)
         return job.id
 
     def _submit_many(self, event: SubmitJobs) -> list[int]:
         """All the jobs, or (if any is refused) none of them."""
+        digest = ""
+        if event.key is not None:
+            digest = event.digest or submission_digest(event)
+        if event.key is not None and event.key in self._keys:
+            return list(self._repeated(event.key, digest))
+        drafts = event.prepared if event.prepared is not None else self.draft_batch(event.jobs)
         jobs: dict[int, Job] = {}
-        for number, spec in enumerate(event.jobs):
+        for number, (spec, draft) in enumerate(zip(event.jobs, drafts, strict=True)):
             try:
-                job = self._prepare(spec, self._next_id + number, jobs)
+                job = self._prepare(spec, draft, self._next_id + number, jobs, event.by)
                 jobs[job.id] = job
             except UserError as exc:
-                msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
-                raise type(exc)(msg) from None
+                raise _in_batch(exc, number) from None
         for job in jobs.values():
+            job.request_key, job.request_digest = event.key, digest
             self._insert(job)
+        if event.key is not None:
+            self._keys[event.key] = (tuple(jobs), digest)
         return list(jobs)
 
-    def _prepare(self, event: SubmitJob, job_id: int, known: dict[int, Job]) -> Job:
-        """Validate a submission into a new job, changing nothing. `known`: the jobs
-        submitted before it in the same request, which it may depend on or be under."""
-        argv = tuple(event.argv)
-        if not argv or not argv[0]:
-            msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
+    def knows_key(self, key: str | None) -> bool:
+        """A submission under `key` would repeat an earlier one (and build nothing)."""
+        return key is not None and key in self._keys
+
+    def _repeated(self, key: str, digest: str) -> tuple[int, ...]:
+        """The jobs an earlier submission under `key` made, if it submitted the same."""
+        ids, known = self._keys[key]
+        if known != digest:
+            msg = (
+                f"request key {key!r} was already used for a different submission (job "
+                f"{ids[0]}): nothing was submitted; use a new key for a new submission"
+            )
             raise JobSpecError(msg)
-        size = sum(len(arg.encode()) + 1 for arg in argv)
-        if size > self.max_command_bytes:
-            msg = f"bad job: the command is {size} bytes, over the {self.max_command_bytes} limit"
-            raise JobSpecError(msg)
-        if len(event.name) > MAX_NAME_CHARS:
-            msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
-            raise JobSpecError(msg)
-        odd = odd_character(event.name)  # the wire refuses it too; so does the core
-        if odd is not None:
-            msg = f"bad job name {quote(event.name)}: {odd}"
-            raise JobSpecError(msg)
+        self._note("info", "submission repeated", key=key, jobs=list(ids))
+        return ids
+
+    def draft(self, event: SubmitJob) -> Draft:
+        """`draft_job` with this scheduler's limits: pure, so the shell may run it in a
+        thread for a large job and hand the result back in `SubmitJob.prepared`."""
+        return draft_job(event, self.max_command_bytes)
+
+    def draft_batch(self, jobs: tuple[SubmitJob, ...]) -> tuple[Draft, ...]:
+        """`draft` of each job of a batch (pure as `draft`), refused whole."""
+        return draft_batch(jobs, self.max_command_bytes)
+
+    def _prepare(
+        self,
+        event: SubmitJob,
+        draft: Draft,
+        job_id: int,
+        known: dict[int, Job],
+        by: Submitter | None,
+    ) -> Job:
+        """Check a drafted submission against the farm (parent, dependencies, who asks)
+        into a new job, changing nothing. `known`: the jobs submitted before it in the
+        same request, which it may depend on or be under. Takes no time per frame."""
         parent = None
-        if event.parent is not None:
-            parent = self.jobs.get(event.parent) or known.get(event.parent)
+        parent_id = self._parent_for(event.parent, known, by)
+        if parent_id is not None:
+            parent = self.jobs.get(parent_id) or known.get(parent_id)
             if parent is None:
-                msg = f"bad parent: {_missing(event.parent, self.quarantined)}"
+                msg = f"bad parent: {_missing(parent_id, self.quarantined)}"
                 raise UnknownJobError(msg)
             if parent.state.ended:
                 state = parent.state.value
                 msg = f"bad parent: job {parent.id} has ended ({state}): it takes no sub-jobs"
                 raise JobSpecError(msg)
-        if event.cluster:
-            cluster = parse_cluster(event.cluster)
+        if draft.cluster is not None:
+            cluster = draft.cluster
         else:  # a sub-job runs where its parent does, unless it says otherwise
             cluster = parent.cluster if parent is not None else self.default_cluster
         if event.priority is not None:
             priority = event.priority
+            if by is not None and priority < by.highest_priority:
+                msg = (
+                    f"priority {priority} is more urgent than {by.who} may set "
+                    f"(the highest is {by.highest_priority}; 1 is the most urgent)"
+                )
+                raise ForbiddenError(msg)
+        elif parent is not None:  # inherited, but never past what the submitter may set
+            floor = by.highest_priority if by is not None else 1
+            priority = max(parent.priority, floor)
         else:
-            priority = parent.priority if parent is not None else self.default_priority
-        restrictions = parse_restrictions(event.restrictions)
-        patterns = parse_patterns(event.patterns)
-        numbers = parse_frame_range(event.frames) if event.frames else (1,)
-        depends_on = tuple(dict.fromkeys(parse_dependency(d) for d in event.depends_on))
+            priority = self.default_priority
         whole_job: set[int] = set()
-        for dep in depends_on:
+        for dep in draft.depends_on:
             if dep.job_id not in self.jobs and dep.job_id not in known:
                 msg = f"bad dependency: {_missing(dep.job_id, self.quarantined)}"
                 raise UnknownJobError(msg)
@@ -598,46 +682,64 @@ class Scheduler:
                     raise JobSpecError(msg)
                 whole_job.add(dep.job_id)
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
-        _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
-        job_type = check_name(event.job_type, "job type") if event.job_type else None
-        requires = parse_requirement(event.requires)
-        reserve = parse_reservation(event.reserve)
-        for name, _ in reserve.global_amounts:
+        for name, _ in draft.reserve.global_amounts:
             if name not in self.pool.totals:
                 declared = ", ".join(sorted(self.pool.totals)) or "none"
                 msg = f"bad reservation: no global resource {name!r} (the farm has: {declared})"
                 raise JobSpecError(msg)
-        chunk = event.chunk
-        whole = isinstance(chunk, int) and not isinstance(chunk, bool)
-        if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
-            msg = f"bad chunk {chunk!r}: must be a whole number of frames, at least 1"
-            raise JobSpecError(msg)
-        if chunk == 1:
-            frames = {n: Frame(n) for n in numbers}
-        else:
-            frames = {unit[0]: Frame(unit[0], members=unit) for unit in chunked(numbers, chunk)}
         return Job(
             id=job_id,
             name=event.name or f"job{job_id}",
             cluster=cluster,
             priority=priority,
-            restrictions=restrictions,
-            patterns=patterns,
-            argv=argv,
-            frames=frames,
-            depends_on=depends_on,
+            restrictions=draft.restrictions,
+            patterns=draft.patterns,
+            argv=draft.argv,
+            frames=FrameTable(draft.numbers, event.chunk),
+            depends_on=draft.depends_on,
             submitted_at=event.now,
             instances=event.instances,
             retries=event.retries,
             retry_delay=float(event.retry_delay),
             time_limit=float(event.time_limit),
-            chunk=chunk,
+            chunk=event.chunk,
             parent=parent.id if parent is not None else None,
             uninterruptible=bool(event.uninterruptible),
-            type=job_type,
-            requires=requires,
-            reserve=reserve,
+            type=draft.job_type,
+            requires=draft.requires,
+            reserve=draft.reserve,
+            frame_range=draft.frame_range,
         )
+
+    def _parent_for(
+        self, parent: int | None, known: dict[int, Job], by: Submitter | None
+    ) -> int | None:
+        """The parent a submission gets: an admin's as given; a user token adds no
+        sub-jobs; a job token's jobs go under its job, or under a job below it."""
+        if by is None:
+            return parent
+        if by.job is None:
+            if parent is not None:
+                msg = (
+                    f"a user token may not add sub-jobs (parent {parent}): only an admin "
+                    f"or a frame of job {parent} may"
+                )
+                raise ForbiddenError(msg)
+            return None
+        if parent is None:
+            return by.job
+        job_id: int | None = parent
+        for _ in range(len(self.jobs) + len(known) + 1):  # up from `parent` to the token's
+            if job_id == by.job:
+                return parent
+            job = (self.jobs.get(job_id) or known.get(job_id)) if job_id is not None else None
+            if job is None:
+                break
+            job_id = job.parent
+        msg = (
+            f"bad parent {parent}: a frame of job {by.job} may only add sub-jobs under job {by.job}"
+        )
+        raise ForbiddenError(msg)
 
     def _insert(self, job: Job) -> None:
         job_id = job.id
@@ -648,8 +750,9 @@ class Scheduler:
             self._capped.add(job_id)
         if job.demanding:
             self._demanding.add(job_id)
+        # its job row carries its frames (`frame_range`): a frame gets a row of its
+        # own once it changes, so a large job costs one row, not one per frame
         self._changed_jobs[job_id] = None
-        self._changed_frames.update(dict.fromkeys((job_id, n) for n in job.frames))
         self.tree.add(job.cluster, Member.JOB)
         if job.parent is not None:
             parent = self.jobs[job.parent]
@@ -670,52 +773,61 @@ class Scheduler:
     def _link_dependencies(self, job: Job, waiting_on: tuple[int, ...] | None) -> None:
         """Wire `job` to the jobs it depends on: `waiting_on` as stored, or (None) as
         their states say now; frame gates always from their frames' states."""
+        gated = False
         for dep in job.depends_on:
             self._dependents.setdefault(dep.job_id, set()).add(job.id)
             target = self.jobs.get(dep.job_id)
             if target is None and dep.job_id in self.quarantined:
-                self._hold_for_quarantined(job, dep, recompute=waiting_on is None)
+                recompute = waiting_on is None
+                gated = self._hold_for_quarantined(job, dep, recompute=recompute) or gated
                 continue
             if target is None:  # removed once this job had ended: long met
                 continue
             if dep.mode is DependencyMode.FRAMES:
-                self._gate(job, target)
+                # Known debt: this walks the job's frames on the loop (about a second
+                # for a million); a frame-by-frame dependency could be gated lazily.
+                gated = self._gate(job, target) or gated
             elif waiting_on is None and not dep.holds(target.state):
                 job.waiting_on.add(dep.job_id)
         if waiting_on is not None:
             job.waiting_on = set(waiting_on) & {d.job_id for d in job.depends_on}
-        if any(frame.waits_on for frame in job.frames.values()):
+        if gated:
             job.reindex()
         self._refresh_block(job)
 
-    def _hold_for_quarantined(self, job: Job, dep: Dependency, *, recompute: bool) -> None:
+    def _hold_for_quarantined(self, job: Job, dep: Dependency, *, recompute: bool) -> bool:
         """`job` depends on a quarantined job, whose state is unknown: it is not met.
         A whole-job dependency stays unmet (as stored, or added when recomputed); a
         frame-by-frame one gates every frame, with nothing to release the gate. Either
-        way `_refresh_block` names the quarantined job as the blocker."""
+        way `_refresh_block` names the quarantined job as the blocker. Whether any
+        frame waits (as `_gate`)."""
         if dep.mode is not DependencyMode.FRAMES:
             if recompute:
                 job.waiting_on.add(dep.job_id)
-            return
+            return False
         for frame in job.frames.values():
             if frame.waits_on is None:
                 frame.waits_on = {}
             frame.waits_on[dep.job_id] = frame.waits_on.get(dep.job_id, 0) + 1
+        return True
 
-    def _gate(self, job: Job, target: Job) -> None:
+    def _gate(self, job: Job, target: Job) -> bool:
         """Frame N of `job` waits for the frame (or chunk) of `target` that runs frame N,
-        unless that one has completed or there is none."""
+        unless that one has completed or there is none. Whether any frame waits."""
+        gated = False
         gates = self._gates.setdefault(target.id, {})
         for frame in job.frames.values():
-            keys = dict.fromkeys(target.unit_of.get(m, m) for m in frame.numbers)
+            keys = dict.fromkeys(target.frames.unit_key(m) for m in frame.numbers)
             for key in keys:
-                other = target.frames.get(key)
-                if other is None or other.state is FrameState.COMPLETE:
+                other = target.frames.peek(key) if key is not None else None
+                if key is None or other is None or other.state is FrameState.COMPLETE:
                     continue
                 if frame.waits_on is None:
                     frame.waits_on = {}
                 frame.waits_on[target.id] = frame.waits_on.get(target.id, 0) + 1
                 gates.setdefault(key, []).append((job.id, frame.number))
+                gated = True
+        return gated
 
     def _ungate(self, job: Job, frame: Frame) -> None:
         """`frame` of `job` completed: frames waiting for it may be ready."""
@@ -882,9 +994,13 @@ class Scheduler:
             for dep in job.depends_on:
                 self._dependents.get(dep.job_id, set()).discard(job.id)
             self._changed_jobs.pop(job.id, None)
-            for number in job.frames:
-                self._changed_frames.pop((job.id, number), None)
+            for frame_key in [k for k in self._changed_frames if k[0] == job.id]:
+                del self._changed_frames[frame_key]
             self._removed.append(job.id)
+        for key in dict.fromkeys(job.request_key for job in jobs if job.request_key):
+            # a key is forgotten with the last of its jobs (their rows carried it)
+            if not any(i in self.jobs for i in self._keys[key][0]):
+                del self._keys[key]
         self._note("info", "jobs removed", jobs=ids)
         return ids
 
@@ -1629,7 +1745,7 @@ class Scheduler:
         self.quarantined = dict(sorted(quarantined.items()))
         for job_id, job in restored.items():
             self.jobs[job_id] = job
-            for frame in job.frames.values():
+            for frame in job.frames.made.values():  # a fresh frame holds nothing
                 if frame.retry_at is not None:
                     self._held[(job_id, frame.number)] = frame.retry_at
                 if frame.holds_process:
@@ -1637,6 +1753,9 @@ class Scheduler:
                     # claimed or requeued
                     self._orphans[(job_id, frame.number, frame.attempts)] = None
                     self.pool.hold(frame.taken if frame.taken is not None else ONE_SLOT_TAKEN)
+            if job.request_key is not None:
+                ids, _ = self._keys.get(job.request_key, ((), ""))
+                self._keys[job.request_key] = ((*ids, job_id), job.request_digest or "")
             if job.instances:
                 self._capped.add(job_id)
             if job.demanding:
@@ -1681,6 +1800,18 @@ class Scheduler:
         self._out.append(Note(level=level, event=event, fields=fields))
 
     # ------------------------------------------------------------------ queries
+
+    def job_token_refusal(self, job_id: int) -> str | None:
+        """Why a frame's job token of `job_id` no longer opens or serves a session
+        (its job is gone or has ended), or None while it works."""
+        job = self.jobs.get(job_id)
+        why = f"the job token of job {job_id} no longer works: the job"
+        if job is None:
+            return f"{why} does not exist"
+        state = job.state
+        if state.ended:
+            return f"{why} has ended ({state.value})"
+        return None
 
     def job(self, job_id: int) -> Job:
         job = self.jobs.get(job_id)
@@ -1886,11 +2017,11 @@ class Scheduler:
         """The frame whose log `farmd logs` shows and the worker that ran it last."""
         job = self.job(job_id)
         if number is None:
-            started = [f for f in job.frames.values() if f.worker is not None]
+            started = [f for f in job.frames.made.values() if f.worker is not None]
             if not started:
                 msg = f"job {job_id} has not started a frame yet: no log"
                 raise JobSpecError(msg)
-            frame = started[0]
+            frame = min(started, key=lambda f: job.frames.position(f.number) or 0)
         else:
             found = job.frames.get(number)
             if found is None:
@@ -2103,6 +2234,128 @@ def _frozen_nodes(job_ids: list[int]) -> tuple[_Node, ...]:
     return tuple(("frozen", i) for i in sorted(job_ids))
 
 
+@attrs.frozen(kw_only=True)
+class Draft:
+    """A submission checked for everything that does not depend on the farm's state,
+    with its frames built (`draft_job`). Used once: the job it becomes takes its
+    frames as they are."""
+
+    argv: tuple[str, ...]
+    cluster: ClusterPath | None  # None: the parent's, or the default
+    restrictions: Restrictions
+    patterns: CrossClusterPatterns
+    depends_on: tuple[Dependency, ...]
+    job_type: str | None
+    requires: Requirement
+    reserve: Reservation
+    numbers: FrameNumbers = attrs.field(eq=False, repr=False)  # every frame, in order
+    frame_range: str  # the same as a frame range, for the store
+
+
+def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> Draft:
+    """Check `event` for everything but the farm's state and build its frames. Pure:
+    it reads only `event`, so the supervisor runs it in a worker thread for a large
+    job (a million frames take seconds) while the loop serves everyone else."""
+    argv = tuple(event.argv)
+    if not argv or not argv[0]:
+        msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
+        raise JobSpecError(msg)
+    size = sum(len(arg.encode()) + 1 for arg in argv)
+    if size > max_command_bytes:
+        msg = f"bad job: the command is {size} bytes, over the {max_command_bytes} limit"
+        raise JobSpecError(msg)
+    if len(event.name) > MAX_NAME_CHARS:
+        msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
+        raise JobSpecError(msg)
+    odd = odd_character(event.name)  # the wire refuses it too; so does the core
+    if odd is not None:
+        msg = f"bad job name {quote(event.name)}: {odd}"
+        raise JobSpecError(msg)
+    cluster = parse_cluster(event.cluster) if event.cluster else None
+    restrictions = parse_restrictions(event.restrictions)
+    patterns = parse_patterns(event.patterns)
+    depends_on = tuple(dict.fromkeys(parse_dependency(d) for d in event.depends_on))
+    _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
+    job_type = check_name(event.job_type, "job type") if event.job_type else None
+    requires = parse_requirement(event.requires)
+    reserve = parse_reservation(event.reserve)
+    chunk = event.chunk
+    whole = isinstance(chunk, int) and not isinstance(chunk, bool)
+    if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
+        msg = f"bad chunk {chunk!r}: must be a whole number of frames, at least 1"
+        raise JobSpecError(msg)
+    numbers = frame_numbers(event.frames) if event.frames else FrameNumbers((1,))
+    return Draft(
+        argv=argv,
+        cluster=cluster,
+        restrictions=restrictions,
+        patterns=patterns,
+        depends_on=depends_on,
+        job_type=job_type,
+        requires=requires,
+        reserve=reserve,
+        numbers=numbers,
+        frame_range=numbers.text(),
+    )
+
+
+def draft_batch(
+    jobs: tuple[SubmitJob, ...], max_command_bytes: int = MAX_COMMAND_BYTES
+) -> tuple[Draft, ...]:
+    """`draft_job` of each job of a batch, refused whole; pure as it is. A batch names
+    at most `MAX_FRAMES_PER_JOB` frames in all, as one job may."""
+    named = 0
+    for number, spec in enumerate(jobs):
+        named += frames_named(spec.frames) if isinstance(spec.frames, str) else 0
+        if named > MAX_FRAMES_PER_JOB:
+            msg = (
+                f"bad batch: its jobs name more than {MAX_FRAMES_PER_JOB} frames in all "
+                f"(by job {number + 1}); submit it in several batches (nothing was submitted)"
+            )
+            raise JobSpecError(msg)
+    drafts = []
+    for number, spec in enumerate(jobs):
+        try:
+            drafts.append(draft_job(spec, max_command_bytes))
+        except UserError as exc:
+            raise _in_batch(exc, number) from None
+    return tuple(drafts)
+
+
+def _in_batch(exc: UserError, number: int) -> UserError:
+    msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
+    return type(exc)(msg)
+
+
+# Fields of a submission that are not what it asks for: left out of its digest.
+_NOT_SPEC = frozenset({"now", "key", "by", "prepared", "digest"})
+
+
+def submission_digest(event: SubmitJob | SubmitJobs) -> str:
+    """What a submission asked for, as a short digest: a repeat of its key must ask
+    the same. Fields at their defaults are left out, so a field a later farmd adds
+    does not change the digest of a submission stored before it. Pure: the shell
+    computes it off the loop for a large submission."""
+    if isinstance(event, SubmitJob):
+        return _digest("submit", (event,), event.by)
+    return _digest("submit_batch", event.jobs, event.by)
+
+
+def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
+    defaults = {f.name: f.default for f in attrs.fields(SubmitJob)}
+    body = [
+        {
+            name: value
+            for name, value in attrs.asdict(spec, recurse=False).items()
+            if name not in _NOT_SPEC and value != defaults[name]
+        }
+        for spec in specs
+    ]
+    who = "admin" if by is None else f"job {by.job}" if by.job is not None else "user"
+    text = json.dumps([kind, who, body], sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def _fill(arg: str, frame: str, first: str, last: str) -> str:
     """An argument with `{frame}`, `{start}` and `{end}` filled in."""
     if "{" not in arg:
@@ -2194,11 +2447,20 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
     )
     _row_field(waiting_ok, "waiting_on", row.waiting_on)
     _check_options(row.instances, row.retries, row.retry_delay, row.time_limit)
-    _row_field(bool(frame_rows), "frames", "none")
-    frames: dict[int, Frame] = {}
+    made: dict[int, Frame] = {}
     for f in frame_rows:
         frame = _restored_frame(f)
-        frames[frame.number] = frame
+        made[frame.number] = frame
+    if row.frames is not None:  # schema 5: the range; untouched frames have no row
+        _row_field(isinstance(row.frames, str), "frame range", row.frames)
+        numbers = frame_numbers(row.frames)
+    else:  # rows from before schema 5: one per frame
+        _row_field(bool(made), "frames", "none")
+        numbers = FrameNumbers(tuple(n for frame in made.values() for n in frame.numbers))
+    frames = FrameTable(numbers, row.chunk, made)
+    _row_field(all(key in frames for key in made), "frames", "a frame row outside its range")
+    key_ok = row.request_key is None or isinstance(row.request_key, str)
+    _row_field(key_ok, "request key", row.request_key)
     job = Job(
         id=row.id,
         name=row.name,
@@ -2220,7 +2482,10 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         type=check_name(row.type, "job type") if row.type is not None else None,
         requires=parse_requirement(row.requires),
         reserve=parse_reservation(row.reserve),
+        request_key=row.request_key,
+        request_digest=row.request_digest or "",
     )
+    job.frame_range = row.frames or numbers.text()
     job.queued()  # checks the priority, as a submit does
     return job
 
@@ -2247,6 +2512,9 @@ def _job_row(job: Job) -> JobRow:
         type=job.type,
         requires=str(job.requires),
         reserve="" if job.reserve.plain else str(job.reserve),
+        frames=job.frame_range,
+        request_key=job.request_key,
+        request_digest=job.request_digest,
     )
 
 
@@ -2254,7 +2522,7 @@ def _frame_row(job: Job, frame: Frame) -> FrameRow:
     return FrameRow(
         job_id=job.id,
         number=frame.number,
-        position=job.positions[frame.number],
+        position=job.frames.position(frame.number) or 0,
         state=frame.state.value,
         worker=frame.worker,
         attempts=frame.attempts,

@@ -13,20 +13,31 @@ A pending frame is *ready* (on the job's `pending` stack, the next to run last) 
 it waits out a retry delay (`retry_at`) or for frames of another job (`waits`, the
 frame-by-frame dependencies). `Job.move` is the one way a frame changes state.
 
+A job's frames cost nothing per frame until something touches them: `Job.frames` is a
+`FrameTable` over the frame numbers (a `range`, or flat arrays), which makes a `Frame`
+the first time a frame is looked up (to run it, control it, gate it); a frame nothing
+has touched is pending and ready. So a 1,000,000-frame job is a range and a few
+counters until its frames start, and its ready stack (`ReadyStack`) holds only the
+frames that were made.
+
 These are plain mutable records owned by `farmd.core.Scheduler`; nothing else mutates
 them. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import enum
 import functools
+import heapq
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
+from sortedcontainers import SortedList
 
 from farmd.cluster import ClusterPath, CrossClusterPatterns, Restrictions
 from farmd.errors import JobSpecError
@@ -35,6 +46,10 @@ from farmd.requirements import NO_REQUIREMENT, Requirement
 from farmd.resources import ONE_SLOT, Reservation, Taken
 
 MAX_FRAMES_PER_JOB = 1_000_000
+# Work over a job's frames is done at most this many at a time in one C call: a thread
+# building a large job (the supervisor drafts one off its loop) then lets the loop's
+# thread take the GIL between steps, instead of holding it for a whole million.
+_SLICE = 1 << 15
 
 
 class FrameState(enum.Enum):
@@ -226,8 +241,26 @@ def parse_frame_range(text: str) -> tuple[int, ...]:
         if len(frames) + (last - first) // step + 1 > MAX_FRAMES_PER_JOB:
             msg = f"bad frame range {text!r}: more than {MAX_FRAMES_PER_JOB} frames"
             raise JobSpecError(msg)
-        frames.update(dict.fromkeys(range(first, last + 1, step)))
+        for start in range(first, last + 1, step * _SLICE):  # see _SLICE
+            frames.update(dict.fromkeys(range(start, min(last + 1, start + step * _SLICE), step)))
     return tuple(frames)
+
+
+def frames_named(text: str) -> int:
+    """How many frames `text` names, repeats counted, without building them: cheap,
+    to bound a request before its frames are built (0 for text that does not parse,
+    which `parse_frame_range` then refuses)."""
+    named = 0
+    for item in text.split(","):
+        match = _RANGE_ITEM.fullmatch(item.strip())
+        if match is None:
+            return named
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        step = int(match.group(3)) if match.group(3) is not None else 1
+        if last >= first and step >= 1:
+            named += (last - first) // step + 1
+    return named if text.strip() else 1
 
 
 def format_frame_range(numbers: Iterable[int]) -> str:
@@ -248,6 +281,29 @@ def format_frame_range(numbers: Iterable[int]) -> str:
 
 def _run_text(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+
+def compact_frame_range(numbers: tuple[int, ...]) -> str:
+    """Frames in any order as a frame range that `parse_frame_range` reads back the
+    same: evenly spaced ascending runs as `N-M` or `N-MxS`, so `1-1000000x2` stays
+    short where `format_frame_range` would list every frame."""
+    parts: list[str] = []
+    i, count = 0, len(numbers)
+    while i < count:
+        first = numbers[i]
+        step = numbers[i + 1] - first if i + 1 < count else 0
+        end = i + 1
+        if step > 0:
+            while end < count and numbers[end] - numbers[end - 1] == step:
+                end += 1
+        if step <= 0 or (step > 1 and end - i < 3):
+            parts.append(str(first))
+            i += 1
+            continue
+        last = numbers[end - 1]
+        parts.append(f"{first}-{last}" if step == 1 else f"{first}-{last}x{step}")
+        i = end
+    return ",".join(parts)
 
 
 def chunked(numbers: tuple[int, ...], size: int) -> list[tuple[int, ...]]:
@@ -316,7 +372,7 @@ class Job:
     restrictions: Restrictions
     patterns: CrossClusterPatterns
     argv: tuple[str, ...]
-    frames: dict[int, Frame]
+    frames: FrameTable  # (a dict of every frame is taken too, and made a table)
     depends_on: tuple[Dependency, ...]
     submitted_at: float
     instances: int = 0  # frames running at once at most; 0: as many as slots take it
@@ -344,34 +400,41 @@ class Job:
     frame_counts: Counter[FrameState] = attrs.field(init=False)
     gated: int = 0  # pending frames waiting for frames of another job
     stopped: int = 0  # suspended frames whose process is stopped (each holds an instance)
-    pending: list[int] = attrs.field(factory=list)  # ready frames, next to run last
-    positions: dict[int, int] = attrs.field(factory=dict)  # frame number -> submission order
-    unit_of: dict[int, int] = attrs.field(factory=dict)  # a chunk's frame -> the chunk's key
+    pending: ReadyStack = attrs.field(init=False)  # ready frames, next to run last
     synced: JobState = JobState.PENDING  # the state the scheduler last acted on
+    frame_range: str = ""  # every frame number in order, as a frame range (the store's)
+    # the submitter's idempotency key and the digest of what it submitted (6.2)
+    request_key: str | None = None
+    request_digest: str = ""
 
     def __attrs_post_init__(self) -> None:
-        frames = self.frames.values()
-        self.counts = Counter(f.state for f in frames)
+        if isinstance(self.frames, dict):
+            numbers = tuple(n for f in self.frames.values() for n in f.numbers)
+            self.frames = FrameTable(FrameNumbers(numbers), self.chunk, dict(self.frames))
+        made = self.frames.made.values()
+        self.counts = Counter(f.state for f in made)
+        self.counts[FrameState.PENDING] += self.frames.fresh  # untouched: pending
         self.frame_counts = self.counts
         if self.chunk > 1:
             self.frame_counts = Counter()
-            for frame in frames:
+            for frame in made:
                 self.frame_counts[frame.state] += len(frame.numbers)
-        self.positions = {n: i for i, n in enumerate(self.frames)}
-        self.unit_of = {m: f.number for f in frames if f.members for m in f.members}
-        self.stopped = sum(1 for f in frames if f.stopped)
+            touched = sum(len(frame.numbers) for frame in made)
+            self.frame_counts[FrameState.PENDING] += len(self.frames.numbers) - touched
+        self.stopped = sum(1 for f in made if f.stopped)
         self.reindex()
 
     def reindex(self) -> None:
-        """Rebuild the ready stack and the gate counts from the frames."""
-        frames = self.frames.values()
+        """Rebuild the ready stack and the gate counts from the frames made so far
+        (the others are pending and ready)."""
+        made = self.frames.made.values()
         self.gated = 0
         self.gates = {}
-        for frame in frames:
+        for frame in made:
             if frame.waits_on and frame.state is FrameState.PENDING:
                 self.gated += 1
                 self._count_gates(frame.waits_on, 1)
-        self.pending = [f.number for f in reversed(frames) if _ready(f)]
+        self.pending = ReadyStack(self.frames, [f.number for f in made if _ready(f)])
 
     @property
     def state(self) -> JobState:
@@ -414,7 +477,7 @@ class Job:
             "cluster": self.cluster,
             "priority": self.priority,
             "type": self.type,
-            "frames": len(self.positions),
+            "frames": len(self.frames),
         }
 
     def blocker(self) -> str | None:
@@ -427,7 +490,8 @@ class Job:
 
     def unit(self, number: int) -> Frame | None:
         """The frame, or the chunk, that runs frame `number`."""
-        return self.frames.get(self.unit_of.get(number, number))
+        key = self.frames.unit_key(number)
+        return None if key is None else self.frames[key]
 
     @property
     def runnable(self) -> bool:
@@ -454,10 +518,7 @@ class Job:
                 self.gated -= 1
                 self._count_gates(frame.waits_on, -1)
             elif frame.retry_at is None:
-                if self.pending[-1] == frame.number:
-                    self.pending.pop()
-                else:
-                    self.pending.remove(frame.number)
+                self.pending.discard(frame.number)
         frame.state = state
         if state is FrameState.PENDING:
             if frame.waits_on:
@@ -496,23 +557,19 @@ class Job:
         """The pending frame to give `worker`: the next in order, unless that one last
         failed on this worker and another near the top did not (a retry prefers a
         different worker)."""
-        top = self.frames[self.pending[-1]]
+        top = self.frames[self.pending.top()]
         if top.failed_on != worker:
             return top
-        for number in reversed(self.pending[-32:]):
-            if self.frames[number].failed_on != worker:
+        for number in self.pending.first(32):
+            frame = self.frames.peek(number)
+            if frame is not None and frame.failed_on != worker:
                 return self.frames[number]
         return top
 
     def _push_pending(self, number: int) -> None:
         # A frame back from a lost worker runs before later frames: keep the stack in
         # submission order, lowest position last.
-        order = self.positions
-        position = order[number]
-        index = len(self.pending)
-        while index > 0 and order[self.pending[index - 1]] < position:
-            index -= 1
-        self.pending.insert(index, number)
+        self.pending.push(number)
 
     def queued(self) -> QueuedJob:
         return QueuedJob(
@@ -577,13 +634,270 @@ class Job:
             argv=list(self.argv),
             waiting_on=sorted(self.waiting_on),
             subjob_ids=list(self.children),
-            frame_list=[f.view() for f in self.frames.values()],
+            frame_list=[f.view() for f in self.frames.views()],
         )
         return out
 
 
 def _ready(frame: Frame) -> bool:
     return frame.state is FrameState.PENDING and frame.retry_at is None and not frame.waits_on
+
+
+# --------------------------------------------------------------------------- frame tables
+# A job's frames without a Python object per frame while they wait: the numbers are a
+# range (or flat arrays), and a `Frame` is made only when something touches the frame.
+
+
+class FrameNumbers:
+    """A job's frame numbers in order, and each one's position, in constant memory per
+    frame and no object per frame: a `range` when they are evenly spaced (`1-1000000`,
+    `1-999x2`), else an array of them with a sorted copy to look positions up in."""
+
+    __slots__ = ("_range", "_sorted", "_values", "_where")
+
+    def __init__(self, numbers: Sequence[int]) -> None:
+        self._range: range | None = numbers if isinstance(numbers, range) else _as_range(numbers)
+        self._values: Sequence[int] = ()
+        self._sorted: Sequence[int] = ()
+        self._where: Sequence[int] = ()
+        if self._range is None:
+            count, at = len(numbers), numbers.__getitem__
+            runs = [
+                sorted(range(i, min(i + _SLICE, count)), key=at) for i in range(0, count, _SLICE)
+            ]
+            order = list(heapq.merge(*runs, key=at))  # a sort in slices (see _SLICE)
+            self._values = _flat(numbers)
+            self._sorted = _flat([numbers[i] for i in order])
+            self._where = _flat(order)
+
+    def __len__(self) -> int:
+        return len(self._range if self._range is not None else self._values)
+
+    def __getitem__(self, index: int) -> int:
+        return (self._range if self._range is not None else self._values)[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._range if self._range is not None else self._values)
+
+    def slice(self, start: int, stop: int) -> tuple[int, ...]:
+        return tuple((self._range if self._range is not None else self._values)[start:stop])
+
+    def position(self, number: int) -> int | None:
+        """Where `number` is in the order, or None if it is not one of them."""
+        if self._range is not None:
+            return self._range.index(number) if number in self._range else None
+        at = bisect.bisect_left(self._sorted, number)
+        if at < len(self._sorted) and self._sorted[at] == number:
+            return self._where[at]
+        return None
+
+    def text(self) -> str:
+        """As a frame range that `parse_frame_range` reads back the same."""
+        if self._range is not None and len(self._range) > 1:
+            first, last, step = self._range[0], self._range[-1], self._range.step
+            return f"{first}-{last}" if step == 1 else f"{first}-{last}x{step}"
+        return compact_frame_range(tuple(self))
+
+
+def frame_numbers(text: str) -> FrameNumbers:
+    """`parse_frame_range(text)` as `FrameNumbers`. A lone `N-M` or `N-MxS` (the usual
+    range) becomes a `range` without building its frames: a million frames cost
+    nothing here; anything else, or anything refused, goes through `parse_frame_range`."""
+    match = _RANGE_ITEM.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is not None and match.group(2) is not None:
+        first, last = int(match.group(1)), int(match.group(2))
+        step = int(match.group(3)) if match.group(3) is not None else 1
+        if first <= last and step >= 1 and (last - first) // step < MAX_FRAMES_PER_JOB:
+            return FrameNumbers(range(first, last + 1, step))
+    return FrameNumbers(parse_frame_range(text))
+
+
+def _as_range(numbers: Sequence[int]) -> range | None:
+    """`numbers` as a range, if they are evenly spaced and ascending."""
+    if not numbers:
+        return range(0)
+    first = numbers[0]
+    step = numbers[1] - first if len(numbers) > 1 else 1
+    if step < 1:
+        return None
+    candidate = range(first, numbers[-1] + 1, step)
+    if len(candidate) != len(numbers):
+        return None
+    for i in range(0, len(numbers), _SLICE):
+        if tuple(numbers[i : i + _SLICE]) != tuple(candidate[i : i + _SLICE]):
+            return None
+    return candidate
+
+
+def _flat(values: Sequence[int]) -> Sequence[int]:
+    """8 bytes per number (a tuple where one does not fit in 64 bits)."""
+    flat = array.array("q")
+    try:
+        for i in range(0, len(values), _SLICE):
+            flat.extend(values[i : i + _SLICE])
+    except OverflowError:
+        return tuple(values)
+    return flat
+
+
+class FrameTable(Mapping[int, Frame]):
+    """A job's dispatch units (frames, or chunks of `chunk` frames) by their first frame
+    number, in order. A unit nothing has touched has no `Frame` yet: it is pending and
+    ready to run. Looking a unit up (`[]`, `get`, `values`) makes its `Frame` once, and
+    calls `on_make` with it; `peek` and `views` only read."""
+
+    def __init__(
+        self, numbers: FrameNumbers, chunk: int = 1, made: dict[int, Frame] | None = None
+    ) -> None:
+        self.numbers = numbers
+        self.chunk = chunk
+        self.made: dict[int, Frame] = made if made is not None else {}
+        self._units = -(-len(numbers) // chunk)
+        self.on_make: Callable[[Frame], None] | None = None
+
+    @property
+    def fresh(self) -> int:
+        """Units nothing has touched (no `Frame` yet)."""
+        return self._units - len(self.made)
+
+    def __len__(self) -> int:
+        return self._units
+
+    def key_at(self, index: int) -> int:
+        return self.numbers[index * self.chunk]
+
+    def position(self, key: int) -> int | None:
+        """The unit `key` starts: its place in the order, or None."""
+        at = self.numbers.position(key)
+        if at is None or at % self.chunk:
+            return None
+        return at // self.chunk
+
+    def unit_key(self, number: int) -> int | None:
+        """The key of the unit that runs frame `number`, or None."""
+        at = self.numbers.position(number)
+        return None if at is None else self.key_at(at // self.chunk)
+
+    def _fresh_frame(self, key: int, index: int) -> Frame:
+        if self.chunk == 1:
+            return Frame(key)
+        return Frame(key, members=self.numbers.slice(index * self.chunk, (index + 1) * self.chunk))
+
+    def __getitem__(self, key: int) -> Frame:
+        frame = self.made.get(key)
+        if frame is not None:
+            return frame
+        index = self.position(key) if isinstance(key, int) else None
+        if index is None:
+            raise KeyError(key)
+        frame = self.made[key] = self._fresh_frame(key, index)
+        if self.on_make is not None:
+            self.on_make(frame)
+        return frame
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.made or (isinstance(key, int) and self.position(key) is not None)
+
+    def __iter__(self) -> Iterator[int]:
+        if self.chunk == 1:
+            return iter(self.numbers)
+        return (self.key_at(index) for index in range(self._units))
+
+    def peek(self, key: int) -> Frame | None:
+        """The unit's frame as it is, without making one that is kept."""
+        frame = self.made.get(key)
+        if frame is not None:
+            return frame
+        index = self.position(key)
+        return None if index is None else self._fresh_frame(key, index)
+
+    def views(self) -> Iterator[Frame]:
+        """Every unit's frame, in order, for reading: fresh ones are made and dropped."""
+        made = self.made
+        for index, key in enumerate(self):
+            yield made.get(key) or self._fresh_frame(key, index)
+
+
+class ReadyStack:
+    """A job's ready frames (next to run first), kept in submission order without a
+    list of every frame. A cursor walks the table: every ready unit at or after it is
+    found there (an untouched unit is ready; a made one is if its frame is), and
+    `behind` holds the positions of ready frames before it (a frame requeued after the
+    cursor passed it). Frames made or moved in order, as dispatch and whole-job controls
+    do, cost O(1) each."""
+
+    def __init__(self, table: FrameTable, ready: Iterable[int]) -> None:
+        self.table = table
+        self.behind: SortedList[int] = SortedList()
+        self._cursor = 0  # the units before it are made, and ready only if in `behind`
+        self._ahead = 0  # made frames at or after the cursor that are ready
+        for key in ready:
+            self.push(key)
+        table.on_make = self._made
+
+    def _position(self, key: int) -> int:
+        position = self.table.position(key)
+        assert position is not None, key
+        return position
+
+    def _made(self, frame: Frame) -> None:
+        self._ahead += 1  # an untouched unit, made: ready, and at or after the cursor
+
+    def _ready_at(self, index: int) -> bool:
+        frame = self.table.made.get(self.table.key_at(index))
+        return frame is None or _ready(frame)
+
+    def _advance(self) -> None:
+        """Move the cursor to the next ready unit (past made frames that are not)."""
+        table = self.table
+        while self._cursor < len(table) and not self._ready_at(self._cursor):
+            self._cursor += 1
+
+    def __len__(self) -> int:
+        return len(self.behind) + self.table.fresh + self._ahead
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def top(self) -> int:
+        """The key of the next frame to run (the stack must not be empty)."""
+        if self.behind:
+            return self.table.key_at(self.behind[0])
+        self._advance()
+        return self.table.key_at(self._cursor)
+
+    def first(self, count: int) -> list[int]:
+        """The keys of the next `count` frames to run, the next first."""
+        table = self.table
+        keys = [table.key_at(p) for p in self.behind.islice(0, count)]
+        self._advance()
+        index = self._cursor
+        while len(keys) < count and index < len(table):
+            if self._ready_at(index):
+                keys.append(table.key_at(index))
+            index += 1
+        return keys
+
+    def push(self, key: int) -> None:
+        """A made frame became ready."""
+        position = self._position(key)
+        if position < self._cursor:
+            self.behind.add(position)
+        else:
+            self._ahead += 1
+
+    def discard(self, key: int) -> None:
+        """A made frame is no longer ready."""
+        position = self._position(key)
+        if position < self._cursor:
+            self.behind.remove(position)
+        else:
+            self._ahead -= 1
+
+    def __iter__(self) -> Iterator[int]:
+        table = self.table
+        yield from (table.key_at(p) for p in self.behind)
+        yield from (table.key_at(i) for i in range(self._cursor, len(table)) if self._ready_at(i))
 
 
 @attrs.define
@@ -704,6 +1018,11 @@ class JobRow:
     type: str | None = None
     requires: str = ""
     reserve: str = ""
+    # every frame number in order (a frame range); a frame with no row is pending and
+    # untouched. None (rows before schema 5): the frame rows are the whole job.
+    frames: str | None = None
+    request_key: str | None = None  # the submitter's idempotency key, if it gave one
+    request_digest: str = ""  # what was submitted under that key
 
 
 @attrs.frozen

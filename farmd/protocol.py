@@ -499,6 +499,16 @@ class Request(Message):
     request_id: int
 
 
+MAX_KEY_CHARS: Final = 128
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+_KEY_WHY = f"must be 1 to {MAX_KEY_CHARS} characters of A-Z a-z 0-9 . _ : -"
+
+
+def _is_key(v: object) -> bool:
+    """A submission's idempotency key (6.2): short, printable, no spaces."""
+    return isinstance(v, str) and 1 <= len(v) <= MAX_KEY_CHARS and _KEY_CHARS.issuperset(v)
+
+
 @_message("submit")
 @attrs.frozen(kw_only=True)
 class Submit(Request):
@@ -537,6 +547,8 @@ class Submit(Request):
     )
     requires: str = _str_field("")  # a requirement expression over host.* and job.*
     reserve: str = _str_field("")  # "slots=2,memory=8G,license.nuke=1"
+    # idempotency: a repeat of the same key gets the job the first one made (6.2)
+    key: str | None = _opt(_is_key, _KEY_WHY)
 
 
 def _job_specs(value: object) -> object:
@@ -566,11 +578,13 @@ class SubmitBatch(Request):
             lambda v: (
                 isinstance(v, tuple)
                 and 1 <= len(v) <= MAX_BATCH
-                and all(isinstance(j, Submit) for j in v)
+                and all(isinstance(j, Submit) and j.key is None for j in v)
             ),
-            f"must be 1 to {MAX_BATCH} maps of submit's fields (without request_id)",
+            f"must be 1 to {MAX_BATCH} maps of submit's fields (without request_id and"
+            " key: a batch's key is its own)",
         ),
     )
+    key: str | None = _opt(_is_key, _KEY_WHY)  # as submit's, for the whole batch
 
 
 @_message("list_jobs")
@@ -785,7 +799,7 @@ def encode(message: Message) -> bytes:
 
 def _fields(job: Submit) -> dict[str, Any]:
     fields = attrs.asdict(job, recurse=False)
-    del fields["request_id"]
+    del fields["request_id"], fields["key"]  # a batch's key is the batch's own
     return fields
 
 

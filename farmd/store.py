@@ -5,7 +5,9 @@ Theory of operation
 The scheduler core reports, with every event it handles, the rows that event changed
 (`Changes`: whole job rows and whole frame rows, plus the next job id). The supervisor
 hands them to a `Store` and lets nothing the event caused leave the process (a reply, a
-`run_frame`, a `result_ack`) until the store has made them durable. So anything a peer
+`run_frame`, a `result_ack`) until the store has made them durable. A job's row names
+all of its frames as a frame range; a frame has a row of its own only once it has
+changed, so submitting a million-frame job writes one row, not a million. So anything a peer
 has seen acknowledged survives a crash, and a restart restores exactly that state.
 
 A store only needs three operations: `load` everything, `commit` a batch atomically and
@@ -159,6 +161,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN reserve TEXT NOT NULL DEFAULT '';
     ALTER TABLE frames ADD COLUMN taken TEXT;
     """,
+    # 5: a job's frames as a range, a row only for a frame that changed; idempotency
+    # keys of submissions (0.5)
+    """
+    ALTER TABLE jobs ADD COLUMN frames TEXT;          -- NULL: the frame rows are all
+    ALTER TABLE jobs ADD COLUMN request_key TEXT;
+    ALTER TABLE jobs ADD COLUMN request_digest TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
@@ -292,11 +301,15 @@ class SqliteStore:
                 type=row[17],
                 requires=row[18],
                 reserve=row[19],
+                frames=row[20],
+                request_key=row[21],
+                request_digest=row[22],
             )
             for row in db.execute(
                 "SELECT id, name, cluster, priority, restrictions, patterns, argv, depends_on,"
                 " submitted_at, instances, retries, retry_delay, time_limit, chunk, parent,"
-                " uninterruptible, waiting_on, type, requires, reserve FROM jobs ORDER BY id"
+                " uninterruptible, waiting_on, type, requires, reserve, frames, request_key,"
+                " request_digest FROM jobs ORDER BY id"
             )
         )
         frames = tuple(
@@ -344,8 +357,9 @@ class SqliteStore:
             db.executemany(
                 "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
                 " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
-                " time_limit, chunk, parent, uninterruptible, waiting_on, type, requires, reserve)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " time_limit, chunk, parent, uninterruptible, waiting_on, type, requires, reserve,"
+                " frames, request_key, request_digest)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         j.id,
@@ -368,6 +382,9 @@ class SqliteStore:
                         j.type,
                         j.requires,
                         j.reserve,
+                        j.frames,
+                        j.request_key,
+                        j.request_digest,
                     )
                     for j in changes.jobs
                 ],

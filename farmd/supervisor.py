@@ -57,6 +57,7 @@ from farmd.core import (
     StopFrame,
     SubmitJob,
     SubmitJobs,
+    Submitter,
     SuspendFrame,
     Tick,
     UnlockWorker,
@@ -64,11 +65,14 @@ from farmd.core import (
     WorkerJoined,
     WorkerLost,
     WorkerReconfigured,
+    draft_batch,
+    draft_job,
+    submission_digest,
 )
 from farmd.errors import FarmdError, ForbiddenError, ProtocolError, UnavailableError, UserError
 from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
-from farmd.model import Changes, Control
+from farmd.model import Changes, Control, frames_named
 from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
@@ -122,6 +126,7 @@ from farmd.store import MemoryStore, SqliteStore, Store, restrict_mode, write_st
 
 log = logging.getLogger("farmd.supervisor")
 E = TypeVar("E", SubmitJob, KillJobs, ModifyJob, RemoveJobs)
+E_SUBMIT = TypeVar("E_SUBMIT", SubmitJob, SubmitJobs)
 M = TypeVar("M", bound=Message)
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -180,8 +185,14 @@ _ADMIN = _Scope(admin=True)
 _USER = _Scope()
 
 
-def _token_scope(farm_token: str, user_token: str, presented: str) -> _Scope:
-    """The scope of a presented token; a wrong one is refused."""
+def _token_scope(
+    farm_token: str,
+    user_token: str,
+    presented: str,
+    refusal: Callable[[int], str | None] = lambda job_id: None,
+) -> _Scope:
+    """The scope of a presented token; a wrong one is refused, and so is a job token
+    whose job `refusal` says is gone or has ended."""
     if hmac.compare_digest(presented.encode(), farm_token.encode()):
         return _ADMIN
     if user_token and hmac.compare_digest(presented.encode(), user_token.encode()):
@@ -190,6 +201,9 @@ def _token_scope(farm_token: str, user_token: str, presented: str) -> _Scope:
     if len(parts) == 3 and parts[0] == "job" and parts[1].isdigit() and len(parts[1]) < 20:
         job_id = int(parts[1])
         if hmac.compare_digest(presented.encode(), job_token(farm_token, job_id).encode()):
+            why = refusal(job_id)
+            if why is not None:
+                raise ProtocolError(why, code="bad_token")
             return _Scope(job=job_id)
     raise ProtocolError("wrong token", code="bad_token")
 
@@ -409,6 +423,7 @@ class Supervisor:
         self._commit_wanted = trio.Event()
         self._committing = False  # a batch is being committed or carried out
         self._wake_changed = trio.Event()
+        self._drafting = trio.CapacityLimiter(1)  # large submissions, built off the loop
         self.metrics = FarmMetrics(self.core.statistics)
         self.metrics_address: Address | None = None
 
@@ -637,7 +652,9 @@ class Supervisor:
                     f"(this is {PROTOCOL_VERSION})"
                 )
                 raise ProtocolError(msg, code="bad_version")
-            conn.scope = _token_scope(self.token, self.user_token, hello.token)
+            conn.scope = _token_scope(
+                self.token, self.user_token, hello.token, self.core.job_token_refusal
+            )
             if not conn.scope.admin and hello.role == Role.WORKER.value:
                 raise ProtocolError("only the farm token can run a worker", code="bad_token")
         if hello.role == Role.WORKER.value:
@@ -804,6 +821,9 @@ class Supervisor:
             if isinstance(message, Wait | GetLog):
                 conn.slow += 1
                 nursery.start_soon(self._answer_slow, conn, message)
+            elif isinstance(message, Submit | SubmitBatch):
+                # awaited here: this session's next request sees the job
+                await self._answer_submit(conn, message)
             else:
                 self._answer(conn, message)
 
@@ -835,58 +855,47 @@ class Supervisor:
         )
 
     def _within_scope(self, scope: _Scope, request: Request) -> Request:
-        """A user's or a frame's request: refused unless it reads or submits, or it
-        sets a priority more urgent than `highest_user_priority`; a job token's job
-        becomes a sub-job of the token's job (or of a sub-job of it that it names)."""
+        """A user's or a frame's request: refused unless it reads or submits, or its
+        job token's job has ended. What it may submit the core decides (`Submitter`)."""
         who = "a user token" if scope.job is None else "a frame's job token"
+        if scope.job is not None:
+            why = self.core.job_token_refusal(scope.job)
+            if why is not None:
+                raise ForbiddenError(why)
         if not isinstance(request, _NON_ADMIN_REQUESTS):
             msg = f"{who} may only submit jobs and read, not {request.TYPE!r}"
             raise ForbiddenError(msg)
-        limit = self.config.highest_user_priority
-        for spec in request.jobs if isinstance(request, SubmitBatch) else [request]:
-            if isinstance(spec, Submit) and spec.priority is not None and spec.priority < limit:
-                msg = (
-                    f"priority {spec.priority} is more urgent than {who} may set "
-                    f"(the highest is {limit}; 1 is the most urgent)"
-                )
-                raise ForbiddenError(msg)
-        if scope.job is None:
-            return request
-        if isinstance(request, Submit):
-            return attrs.evolve(request, parent=self._sub_job_parent(scope.job, request.parent))
-        if isinstance(request, SubmitBatch):
-            # a job of the batch may be under an earlier one: ids are given in order
-            earlier: dict[int, int] = {}
-            jobs = []
-            for number, job in enumerate(request.jobs):
-                parent = self._sub_job_parent(scope.job, job.parent, earlier)
-                earlier[self.core.next_job_id + number] = parent
-                jobs.append(attrs.evolve(job, parent=parent))
-            return attrs.evolve(request, jobs=tuple(jobs))
         return request
 
-    def _sub_job_parent(
-        self, scope: int, parent: int | None, earlier: dict[int, int] | None = None
-    ) -> int:
-        if parent is None:
-            return scope
-        earlier = earlier or {}
-        job_id: int | None = parent
-        for _ in range(len(self.core.jobs) + len(earlier) + 1):  # up from `parent` to `scope`
-            if job_id == scope:
-                return parent
-            if job_id in earlier:
-                job_id = earlier[job_id]
-                continue
-            job = self.core.jobs.get(job_id) if job_id is not None else None
-            if job is None:
-                break
-            job_id = job.parent
-        msg = f"bad parent {parent}: a frame of job {scope} may only add sub-jobs under job {scope}"
-        raise ForbiddenError(msg)
+    async def _answer_submit(self, conn: _Connection, request: Submit | SubmitBatch) -> None:
+        """A submission: drafted (validated, its frames built) in a worker thread when
+        it is large, so the loop keeps serving heartbeats and other clients; then
+        checked against the farm and inserted in one step."""
+        try:
+            by = None
+            if not conn.scope.admin:
+                self._within_scope(conn.scope, request)
+                by = Submitter(
+                    job=conn.scope.job, highest_priority=self.config.highest_user_priority
+                )
+            event = _submit_event(request, by, self._clock())
+            if not self.core.knows_key(event.key) and _large(event):
+                # one at a time: concurrent huge submissions queue, not multiply memory
+                draft = functools.partial(_draft, event, self.core.max_command_bytes)
+                event = await trio.to_thread.run_sync(draft, limiter=self._drafting)
+            outcome = self.core.handle(event)
+        except FarmdError as exc:
+            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            return
+        result = outcome.result
+        if isinstance(request, Submit):
+            result = self.core.jobs[result].summary()
+        self._apply(outcome, after=functools.partial(self._respond, conn, request, result))
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
         try:
+            if not conn.scope.admin:
+                self._within_scope(conn.scope, request)
             if isinstance(request, Wait):
                 result = await self._wait(request)
             else:
@@ -917,15 +926,6 @@ class Supervisor:
         core = self.core
         now = self._clock()
         match request:
-            case Submit():
-                outcome = self.core.handle(_event_from(SubmitJob, request, now))
-                return core.jobs[outcome.result].summary(), outcome
-            case SubmitBatch():
-                batch = SubmitJobs(
-                    jobs=tuple(_event_from(SubmitJob, job, now) for job in request.jobs), now=now
-                )
-                outcome = self.core.handle(batch)
-                return outcome.result, outcome
             case ListJobs():
                 return core.jobs_view(), None
             case GetJob():
@@ -1162,6 +1162,42 @@ def _event_from(event: type[E], request: Request, now: float) -> E:
     fields = attrs.asdict(request, recurse=False)  # type: ignore[arg-type]
     del fields["request_id"]
     return event(now=now, **fields)
+
+
+# A submission is drafted on the loop below these sizes (a thread hop costs more than
+# the work), and in a worker thread above them.
+_INLINE_JOBS = 16
+_INLINE_FRAMES = 2000
+_INLINE_FRAME_TEXT = 4096
+
+
+def _submit_event(request: Submit | SubmitBatch, by: Submitter | None, now: float) -> Any:
+    """The core event of a submission, stamped with the time it arrived."""
+    if isinstance(request, Submit):
+        return attrs.evolve(_event_from(SubmitJob, request, now), by=by)
+    jobs = tuple(_event_from(SubmitJob, job, now) for job in request.jobs)
+    return SubmitJobs(jobs=jobs, now=now, key=request.key, by=by)
+
+
+def _draft(event: E_SUBMIT, max_command_bytes: int) -> E_SUBMIT:
+    """`event` with its jobs drafted and its digest computed: pure, for a worker thread."""
+    digest = submission_digest(event) if event.key is not None else None
+    if isinstance(event, SubmitJob):
+        return attrs.evolve(event, prepared=draft_job(event, max_command_bytes), digest=digest)
+    drafts = draft_batch(event.jobs, max_command_bytes)
+    return attrs.evolve(event, prepared=drafts, digest=digest)
+
+
+def _large(event: SubmitJob | SubmitJobs) -> bool:
+    """Worth drafting in a thread: many jobs, or many frames (counted without building
+    them, over a bounded amount of text)."""
+    jobs = event.jobs if isinstance(event, SubmitJobs) else (event,)
+    if len(jobs) > _INLINE_JOBS:
+        return True
+    texts = [job.frames for job in jobs]
+    if sum(len(text) for text in texts) > _INLINE_FRAME_TEXT:
+        return True
+    return sum(frames_named(text) for text in texts) > _INLINE_FRAMES
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -213,6 +213,12 @@ reservations = st.one_of(
 requirements = st.one_of(
     st.sampled_from(["", "host.os == linux", "host.memory >= 32G and not host.gpu"]), texts
 )
+# submit.key: an idempotency key, 1 to 128 characters of A-Z a-z 0-9 . _ : -
+request_keys = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-",
+    min_size=1,
+    max_size=128,
+)
 
 
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -292,6 +298,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "job_type": maybe(name_texts),
             "requires": requirements,
             "reserve": reservations,
+            "key": maybe(request_keys),
         },
     ),
     "submit_batch": (
@@ -318,7 +325,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
                 max_size=4,
             ),
         },
-        {},
+        {"key": maybe(request_keys)},
     ),
     "control": (
         {

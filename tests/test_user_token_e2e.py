@@ -4,12 +4,16 @@ and the settings a worker learns from the supervisor when it registers."""
 from __future__ import annotations
 
 import os
+import shlex
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import Farm, assert_refused
+from farmd.client import Client
+from farmd.errors import ForbiddenError
+from tests.e2e_support import Farm, assert_refused, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -88,3 +92,52 @@ def test_the_user_token_cannot_run_a_worker(farm: Farm) -> None:
     assert proc.popen.wait(timeout=20) != 0
     assert "only the farm token can run a worker" in proc.stderr()
     assert "intruder" not in farm.worker_names()
+
+
+def test_a_user_token_cannot_add_sub_jobs_to_any_job(farm: Farm) -> None:
+    admins = int(farm.cli_ok("submit", "--priority", "1", "--restrictions", "/x", "--", "true"))
+    attach = as_user(farm, "submit", "--parent", str(admins), "--", "false")
+    line = assert_refused(farm.cli(*attach))
+    assert line == (
+        f"farmd: error: a user token may not add sub-jobs (parent {admins}): only an admin "
+        f"or a frame of job {admins} may"
+    )
+    view = farm.cli_json("job", str(admins))
+    assert (view["subjobs"], view["state"]) == (0, "pending")
+    assert [job["id"] for job in farm.cli_json("jobs")] == [admins]
+
+
+def test_a_frames_sub_job_is_clamped_and_its_token_ends_with_its_job(farm: Farm) -> None:
+    """A frame of an admin's priority-1 job submits a sub-job with its job token: the
+    sub-job inherits priority 10 (the farm's `highest_user_priority`), not 1. Once the
+    job has ended, its token opens no session and an open session is refused."""
+    token_file = farm.root / "job-token"
+    farmd = shlex.join([sys.executable, "-m", "farmd"])
+    script = "\n".join(
+        [
+            f'printf %s "$FARMD_TOKEN" > {token_file}.tmp && mv {token_file}.tmp {token_file}',
+            f"{farmd} submit --name child --restrictions /nowhere -- true",
+            shlex.join(farm.frame("--block", str(farm.release_path("never")))),
+        ]
+    )
+    farm.worker("w2", "/")
+    parent = int(farm.cli_ok("submit", "--priority", "1", "--", "sh", "-c", script))
+    wait_for(lambda: len(farm.api.jobs()) == 2 and token_file.exists(), "the frame's sub-job")
+    parent_job, child = farm.api.jobs()
+    assert (parent_job["id"], parent_job["priority"]) == (parent, 1)
+    assert (child["name"], child["parent"], child["priority"]) == ("child", parent, 10)
+
+    token = token_file.read_text()
+    assert token.startswith(f"job.{parent}.")
+    with Client(farm.address, token=token, timeout=20.0) as frame_session:
+        assert len(frame_session.jobs()) == 2  # works while the job runs
+        farm.cli_ok("kill", str(parent))  # the job (and its sub-job) ends
+        with pytest.raises(ForbiddenError) as refused:
+            frame_session.jobs()
+        ended = f"the job token of job {parent} no longer works: the job has ended (killed)"
+        assert str(refused.value) == ended
+    line = assert_refused(farm.cli("jobs", "--token-file", str(token_file)))
+    assert line == f"farmd: error: the supervisor refused: {ended}"
+    farm.cli_ok("remove", str(parent))
+    line = assert_refused(farm.cli("jobs", "--token-file", str(token_file)))
+    assert line.endswith(f"the job token of job {parent} no longer works: the job does not exist")
