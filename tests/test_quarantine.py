@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from farmd.core import (
+    ControlFrames,
     FrameEnded,
     KillJobs,
     ModifyJob,
@@ -29,7 +30,7 @@ from farmd.core import (
     WorkerJoined,
 )
 from farmd.errors import JobSpecError, UnknownJobError
-from farmd.model import Changes, Snapshot
+from farmd.model import Changes, Control, Snapshot
 from farmd.store import DATABASE_FILE, SqliteStore
 
 POISON = "/a" * 20_000  # 20,000 levels: the 40 KB submit that poisoned a state dir
@@ -124,7 +125,8 @@ CORRUPTIONS: list[tuple[str, str, str]] = [
     ("a bad requirement", "UPDATE jobs SET requires = '(((' WHERE id = ?", "((("),
     ("a bad reservation", "UPDATE jobs SET reserve = 'slots=' WHERE id = ?", "slots="),
     ("attempts that are text", "UPDATE frames SET attempts = 'many' WHERE job_id = ?", "many"),
-    ("no frame rows", "DELETE FROM frames WHERE job_id = ?", "frames"),
+    ("a frame range that does not parse", "UPDATE jobs SET frames = '1-x' WHERE id = ?", "1-x"),
+    ("frame rows outside the range", "UPDATE jobs SET frames = '10-12' WHERE id = ?", "range"),
     ("a parent that is itself", "UPDATE jobs SET parent = id WHERE id = ?", "parent"),
     ("a chunk of 0 frames", "UPDATE jobs SET chunk = 0 WHERE id = ?", "chunk"),
 ]
@@ -139,6 +141,8 @@ def test_a_job_whose_row_cannot_be_used_is_quarantined_and_the_rest_restored(
     farm = Farm(tmp_path)
     before_id = farm.submit(name="before", cluster="/show1", frames="1-3")
     victim = farm.submit(name="victim", cluster="/show2", frames="1-4", priority=20)
+    for control in (Control.BLOCK, Control.UNBLOCK):  # its frames get rows of their own
+        farm.apply(ControlFrames(control=control, targets=(str(victim),), now=farm.now()))
     after_id = farm.submit(name="after", cluster="/show1/comp", restrictions="/show1/+")
     healthy = views(farm.core, [before_id, after_id])
     farm.close()
@@ -168,6 +172,8 @@ def test_frame_rows_without_a_job_row_are_quarantined_by_their_job_id(tmp_path: 
     farm = Farm(tmp_path)
     kept = farm.submit(name="kept")
     gone = farm.submit(name="gone", frames="1-2")
+    for control in (Control.BLOCK, Control.UNBLOCK):  # its frames get rows of their own
+        farm.apply(ControlFrames(control=control, targets=(str(gone),), now=farm.now()))
     farm.close()
     corrupt(tmp_path, "DELETE FROM jobs WHERE id = ?", gone)  # with foreign keys off
     core, store = reopen(tmp_path)
@@ -208,6 +214,8 @@ def test_a_quarantined_jobs_family_is_quarantined_with_it(tmp_path: Path) -> Non
     grandchild = farm.submit(name="grandchild", parent=child)
     sibling = farm.submit(name="sibling", parent=top)
     stranger = farm.submit(name="stranger")
+    for control in (Control.BLOCK, Control.UNBLOCK):  # its frames get rows of their own
+        farm.apply(ControlFrames(control=control, targets=(str(child),), now=farm.now()))
     farm.close()
     # the middle of the family is unreadable: up and down, all of it goes
     corrupt(tmp_path, "UPDATE frames SET state = 'exploded' WHERE job_id = ?", child)
