@@ -8,11 +8,17 @@ result the supervisor has not acknowledged yet. It then sends those results agai
 supervisor's attempt fencing makes a repeated result harmless, so a frame's result is
 delivered at least once and applied exactly once.
 
-Each frame runs as a child process in a session of its own (its own process group), with
-stdout and stderr in a per-attempt log file that the supervisor can fetch. A kill sends
-SIGTERM to the group (and SIGCONT, so a suspended frame can act on it), then SIGKILL
-after a grace period. A suspend sends SIGSTOP and pauses the attempt's time limit; a
-resume sends SIGCONT and lets the rest of the limit run.
+Each frame runs in a session of its own (its own process group), with stdout and stderr
+in a per-attempt log file that the supervisor can fetch. A kill sends SIGTERM to the group
+(and SIGCONT, so a suspended frame can act on it), then SIGKILL after a grace period. A
+suspend sends SIGSTOP and pauses the attempt's time limit; a resume sends SIGCONT and lets
+the rest of the limit run.
+
+Frames outlive connections, but not the agent: each frame's command runs under a small
+shepherd process (farmd/shepherd.py), the leader of its group and a child of the agent,
+which kills the whole group when the agent process dies (Linux's parent-death signal). A
+crashed or OOM-killed agent thus leaves no frame running beside the attempt the supervisor
+hands out again. The shepherd passes the command's exit status through unchanged.
 
 A frame's environment says how to reach the supervisor (FARMD_SUPERVISOR, the address
 this agent uses) with the job token the supervisor put in FARMD_TOKEN, so a frame can
@@ -31,11 +37,14 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
 import trio
 
+from farmd import shepherd
 from farmd.config import Address
 from farmd.errors import ProtocolError, UserError
 from farmd.logs import log_event
@@ -68,6 +77,8 @@ HANDSHAKE_TIMEOUT = 10.0
 SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor is presumed gone
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
+CANNOT_START = 126  # the exit status of a frame whose shepherd could not be started
+REPORT_LIMIT = 4096  # bytes of a shepherd's report read: one line, why a command did not start
 FATAL_CODES = frozenset(
     {"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job", "name_in_use"}
 )
@@ -141,6 +152,13 @@ class Agent:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        if not shepherd.LINKED:
+            log_event(
+                log,
+                "warning",
+                "frames will outlive this agent if it is killed",
+                reason=f"no parent-death signal on {sys.platform} (Linux only)",
+            )
         async with trio.open_nursery() as frames:
             task_status.started()
             try:
@@ -358,20 +376,13 @@ class Agent:
         )
         error = ""
         with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output:
-            try:
-                attempt.process = await trio.lowlevel.open_process(
-                    list(message.argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,  # its own process group, so a kill reaches all
-                )
-            except OSError as exc:
-                error = f"could not start {message.argv[0]!r}: {exc.strerror or exc}"
+            process, error = await _start(list(message.argv), env, output)
+            if error:
                 output.write(f"farmd: {error}\n".encode())
-                exit_code = 127 if isinstance(exc, FileNotFoundError) else 126
+                exit_code = CANNOT_START if process is None else await process.wait()
             else:
+                assert process is not None
+                attempt.process = process
                 if attempt.kill_requested:  # the kill came while it was starting
                     await self._kill(attempt)
                 timer = attempt.limit
@@ -379,14 +390,14 @@ class Agent:
                     timer.deadline = trio.current_time() + (message.time_limit or math.inf)
                 else:  # suspended while it was starting: stop it now
                     attempt.left = message.time_limit or math.inf
-                    _signal_group(attempt.process, signal.SIGSTOP)
+                    _signal_group(process, signal.SIGSTOP)
                 with timer:
-                    exit_code = await attempt.process.wait()
+                    exit_code = await process.wait()
                 if timer.cancelled_caught:
                     error = f"time limit of {message.time_limit:g} s exceeded"
                     output.write(f"farmd: {error}: killed\n".encode())
                     await self._kill(attempt)
-                    exit_code = await attempt.process.wait()
+                    exit_code = await process.wait()
         result = FrameFinished(
             job_id=message.job_id,
             frame=message.frame,
@@ -463,6 +474,44 @@ class Agent:
         if size > limit:
             text = f"[farmd: showing the last {limit} of {size} bytes]\n" + text
         return LogData(request_id=request.request_id, found=True, text=text)
+
+
+async def _start(
+    argv: list[str], env: dict[str, str], output: BinaryIO
+) -> tuple[trio.Process | None, str]:
+    """Start `argv` under its shepherd (farmd/shepherd.py), with stdout and stderr to
+    `output`, in a session and process group of its own; return once the command itself
+    has started, or with why it could not: the shepherd then exits 127 (not found) or 126.
+
+    The shepherd ties the frame's group to this process: if the agent dies, its frames
+    die with it instead of running on beside the attempts the supervisor hands out again.
+    """
+    report, report_in = os.pipe()
+    try:
+        process = await trio.lowlevel.open_process(
+            shepherd.command(sys.executable, os.getpid(), report_in, argv, env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, so a kill reaches all
+            pass_fds=(report_in,),
+        )
+    except OSError as exc:
+        os.close(report)
+        return None, f"could not start the shepherd of {argv[0]!r}: {exc.strerror or exc}"
+    finally:
+        os.close(report_in)  # the shepherd's copy is the only one: EOF once it is done
+    try:
+        # the shepherd writes why the command could not start, or closes it at once
+        async with trio.lowlevel.FdStream(report) as stream:
+            reason = b""
+            while chunk := await stream.receive_some(REPORT_LIMIT):
+                reason = (reason + chunk)[:REPORT_LIMIT]
+    except BaseException:  # cancelled (the agent is stopping) while it started
+        _signal_group(process, signal.SIGKILL)
+        raise
+    return process, reason.decode(errors="replace")
 
 
 def _signal_group(process: trio.Process, signum: int) -> None:

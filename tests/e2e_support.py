@@ -4,9 +4,9 @@ A `Farm` lives in one test's `tmp_path` and owns every process the test starts t
 supervisor (`farmd serve`, or `farmd up`) and its workers, each a `subprocess.Popen` of
 `python -m farmd ...` whose stdout and stderr go to files under `tmp_path/logs`. Closing the
 farm (the fixtures do it in a `finally`, so also when the test fails) ends each process by
-its pid: SIGTERM, a bounded wait, then SIGKILL. Frames left behind by a worker that was
-killed with SIGKILL (frames run in process groups of their own, so they outlive their
-agent) are found through the pid files the frame script writes and their groups killed.
+its pid: SIGTERM, a bounded wait, then SIGKILL. A frame still running then (each runs in a
+process group of its own, led by its shepherd, and dies with its agent) is found through
+the pid file the frame script writes, and its group killed.
 
 Nothing here sleeps to wait for something to happen: `wait_for` polls a condition until a
 deadline and fails with a description of what it waited for; `Client.wait` blocks on the
@@ -497,7 +497,9 @@ class Farm:
         for pid in self.frame_pids().values():
             if self.frame_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)  # frames lead their own process group
+                    group = os.getpgid(pid)  # its shepherd's: frames run in groups of their own
+                    if group != os.getpgrp():
+                        os.killpg(group, signal.SIGKILL)
         assert not errors, errors
 
 

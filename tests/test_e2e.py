@@ -330,7 +330,7 @@ def test_sigkill_of_a_worker_requeues_its_frame_on_another(farm: Farm) -> None:
     log = farm.cli("logs", f"{job_id}:{lost}")
     assert log.returncode == 0, describe(log)
     assert log.stdout == f"frame {lost} attempt done\n"
-    # The frame w1 left behind sees the release file and exits on its own.
+    # The frame w1 was running died with it (its shepherd killed its group).
     wait_for(lambda: not farm.frame_alive(orphan), "the orphaned attempt of w1 to exit")
 
 

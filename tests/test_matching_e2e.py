@@ -17,8 +17,6 @@ are running (their attempt counted), and a frame still pending is one that did n
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 from collections.abc import Sequence
 from typing import Any
@@ -426,8 +424,7 @@ def test_a_lost_worker_gives_its_license_back_and_its_frame_runs_elsewhere(
     lost = farm.frames(job_id)[first]["worker"]
     orphan = farm.wait_frame_pid(f"{lost}-{job_id}-{first}-1")
     workers[lost].stop(signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(orphan, signal.SIGKILL)  # the frame outlives its agent: end it too
+    wait_for(lambda: not farm.frame_alive(orphan), "the frame to die with its agent")
 
     def rerun() -> dict[str, Any]:
         frame = farm.frames(job_id)[first]
