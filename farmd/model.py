@@ -211,7 +211,10 @@ def parse_target(text: str) -> tuple[int, tuple[int, ...] | None]:
     return int(match.group(1)), frames
 
 
-_RANGE_ITEM = re.compile(r"(\d+)(?:-(\d+)(?:x(\d+))?)?")
+# At most 19 digits a number: frame numbers are stored as SQLite integers (< 2**63), and
+# Python refuses to convert a string of over 4300 digits (ValueError, not a refusal).
+_RANGE_ITEM = re.compile(r"(\d{1,19})(?:-(\d{1,19})(?:x(\d{1,19}))?)?")
+MAX_FRAME_NUMBER = 2**63 - 1
 
 
 def parse_frame_range(text: str) -> tuple[int, ...]:
@@ -232,6 +235,9 @@ def parse_frame_range(text: str) -> tuple[int, ...]:
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         step = int(match.group(3)) if match.group(3) is not None else 1
+        if last > MAX_FRAME_NUMBER:
+            msg = f"bad frame range {text!r}: frame numbers are at most {MAX_FRAME_NUMBER}"
+            raise JobSpecError(msg)
         if last < first:
             msg = f"bad frame range {text!r}: {item.strip()!r} ends before it starts"
             raise JobSpecError(msg)
@@ -707,7 +713,8 @@ def frame_numbers(text: str) -> FrameNumbers:
     if match is not None and match.group(2) is not None:
         first, last = int(match.group(1)), int(match.group(2))
         step = int(match.group(3)) if match.group(3) is not None else 1
-        if first <= last and step >= 1 and (last - first) // step < MAX_FRAMES_PER_JOB:
+        fits = first <= last <= MAX_FRAME_NUMBER and step >= 1
+        if fits and (last - first) // step < MAX_FRAMES_PER_JOB:
             return FrameNumbers(range(first, last + 1, step))
     return FrameNumbers(parse_frame_range(text))
 

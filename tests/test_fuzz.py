@@ -24,6 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from farmd.config import SupervisorConfig
+from farmd.core import SubmitJob, Submitter
 from farmd.errors import FarmdError, ProtocolError
 from farmd.protocol import (
     HEADER_BYTES,
@@ -32,10 +33,12 @@ from farmd.protocol import (
     Codec,
     Message,
     Request,
+    Submit,
+    SubmitBatch,
     decode_body,
     encode,
 )
-from farmd.supervisor import _USER, Supervisor, _Scope
+from farmd.supervisor import _USER, Supervisor, _draft, _large, _Scope, _submit_event
 from tests.test_protocol import message_of
 
 # Field values a hostile peer might send: every msgpack type, odd strings (control
@@ -176,7 +179,17 @@ def _answer(supervisor: Supervisor, scope: _Scope, request: Request) -> None:
     try:
         if not scope.admin:
             request = supervisor._within_scope(scope, request)
-        supervisor._request(request)
+        if isinstance(request, Submit | SubmitBatch):  # as `_answer_submit`, minus the thread
+            by = None
+            if not scope.admin:
+                highest = supervisor.config.highest_user_priority
+                by = Submitter(job=scope.job, highest_priority=highest)
+            event = _submit_event(request, by, 1000.0)
+            if _large(event):
+                event = _draft(event, supervisor.core.max_command_bytes)
+            supervisor.core.handle(event)
+        else:
+            supervisor._request(request)
     except FarmdError as exc:
         refusal = str(exc)
     else:
@@ -215,12 +228,18 @@ def _requests(draw: st.DrawFn) -> Request:
 def test_any_decoded_request_is_answered_or_refused(requests: list[Request], who: int) -> None:
     supervisor = _supervisor()
     # a queue to act on: two jobs, the second a sub-job of the first
-    supervisor._request(
-        MESSAGES["submit"](request_id=1, argv=("true",), frames="1-3")  # type: ignore[call-arg]
-    )
-    supervisor._request(
-        MESSAGES["submit"](request_id=2, argv=("true",), parent=1)  # type: ignore[call-arg]
-    )
+    supervisor.core.handle(SubmitJob(argv=("true",), frames="1-3", now=1000.0))
+    supervisor.core.handle(SubmitJob(argv=("true",), parent=1, now=1000.0))
     scope = [_Scope(admin=True), _USER, _Scope(job=1)][who]
     for request in requests:
         _answer(supervisor, scope, request)
+
+
+def test_frame_numbers_past_what_the_store_holds_are_refused_in_one_line() -> None:
+    """Found by fuzzing: a frame number of 2**63 reached the SQLite commit (and stopped
+    the supervisor), and one of 5,000 digits raised Python's ValueError."""
+    supervisor = _supervisor()
+    for frames in ("9223372036854775808", "1-" + "9" * 5000, "0-10x" + "9" * 30):
+        request = MESSAGES["submit"](request_id=1, argv=("true",), frames=frames)  # type: ignore[call-arg]
+        _answer(supervisor, _Scope(admin=True), request)
+        assert not supervisor.core.jobs, frames
