@@ -395,21 +395,11 @@ class Farm:
     def worker_names(self) -> set[str]:
         return {w["name"] for w in self.api.workers()}
 
-    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        """Run `farmd COMMAND --supervisor ADDR --token-file TOKEN ARGS...`."""
-        command, *rest = args
+    def run(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run `farmd ARGS...` in the farm's environment, to its end (no supervisor
+        options added: for `farmd config check`, `farmd serve` and the like)."""
         return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "farmd",
-                command,
-                "--supervisor",
-                self.address,
-                "--token-file",
-                str(self.token_file),
-                *rest,
-            ],
+            [sys.executable, "-m", "farmd", *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -417,6 +407,12 @@ class Farm:
             timeout=timeout,
             check=False,
         )
+
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run `farmd COMMAND --supervisor ADDR --token-file TOKEN ARGS...`."""
+        command, *rest = args
+        supervisor = ("--supervisor", self.address, "--token-file", str(self.token_file))
+        return self.run(command, *supervisor, *rest, timeout=timeout)
 
     def cli_ok(self, *args: str, timeout: float = CLI_TIMEOUT) -> str:
         """Run a command that must succeed; its stdout."""

@@ -28,15 +28,7 @@ BUSY = "address in use (is another farmd running?)"
 
 def farmd(farm: Farm, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """`farmd ARGS...` in the farm's environment, to its end."""
-    return subprocess.run(
-        [sys.executable, "-m", "farmd", *args],
-        capture_output=True,
-        text=True,
-        env=farm.env,
-        cwd=farm.root,
-        timeout=timeout,
-        check=False,
-    )
+    return farm.run(*args, timeout=timeout)
 
 
 def mode(path: Path) -> int:

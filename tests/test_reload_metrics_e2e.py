@@ -17,7 +17,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -71,17 +70,9 @@ def frame_view(farm: Farm, job_id: int, number: int) -> dict[str, Any]:
     return frames[number]
 
 
-def farmd(farm: Farm, *args: str) -> subprocess.CompletedProcess[str]:
-    """`farmd ARGS...` with no supervisor options (for `farmd config check`)."""
-    return subprocess.run(
-        [sys.executable, "-m", "farmd", *args],
-        capture_output=True,
-        text=True,
-        env=farm.env,
-        cwd=farm.root,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+def farmd(farm: Farm, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`farmd ARGS...` in the farm's environment, to its end."""
+    return farm.run(*args, timeout=timeout)
 
 
 def metrics_address(farm: Farm) -> str:
