@@ -83,6 +83,7 @@ from farmd.model import (
     Dependency,
     DependencyMode,
     Frame,
+    FrameEvent,
     FrameNumbers,
     FrameRow,
     FrameState,
@@ -930,7 +931,8 @@ class Scheduler:
     ) -> None:
         """Move each frame of `plan` to its target: a frame whose process is alive is
         stopped, SIGSTOPped (suspend) or SIGCONTed (resume) on its worker."""
-        for job, frame, target in plan.values():
+        for job, frame, _ in plan.values():
+            event = FrameEvent.of(control)
             if frame.holds_process:
                 assert frame.worker is not None
                 command: type[SuspendFrame | ResumeFrame | StopFrame] = StopFrame
@@ -938,7 +940,7 @@ class Scheduler:
                     command = SuspendFrame
                     self._set_stopped(job, frame, True)
                 elif control is Control.RESUME:
-                    command, target = ResumeFrame, FrameState.RUNNING
+                    command, event = ResumeFrame, FrameEvent.CONTINUE
                     self._set_stopped(job, frame, False)
                 else:
                     frame.finished_at = now
@@ -954,7 +956,7 @@ class Scheduler:
                             attempt=frame.attempts,
                         )
                     )
-            self._move(job, frame, target)
+            target = self._move(job, frame, event)
             if frame.retry_at is not None:  # a held retry is dropped by any control
                 frame.retry_at = None
                 self._held.pop((job.id, frame.number), None)
@@ -1155,7 +1157,7 @@ class Scheduler:
                     for n, a in taken.items()
                 )
             ):
-                self._move(job, frame, FrameState.RUNNING)
+                self._move(job, frame, FrameEvent.READOPT)
                 frame.worker = worker.name
                 frame.started_at = now  # when it was found running again
                 worker.hold((job_id, number, attempt), taken)
@@ -1232,7 +1234,7 @@ class Scheduler:
         if frame.stopped:
             self._set_stopped(job, frame, False)
         else:
-            self._move(job, frame, FrameState.PENDING)
+            self._move(job, frame, FrameEvent.LOSE)
         frame.started_at = None
         self._sync(job)
 
@@ -1259,7 +1261,7 @@ class Scheduler:
                     if frame.stopped:  # a suspended frame stays held (not requeued)
                         self._set_stopped(job, frame, False)
                     else:
-                        self._move(job, frame, FrameState.PENDING)
+                        self._move(job, frame, FrameEvent.PURGE)
                         stopped.append(f"{job_id}:{number}")
                     frame.started_at = None
                     self._sync(job)
@@ -1349,7 +1351,7 @@ class Scheduler:
         )
         if ok:
             self.counters["completed"] += 1
-            self._move(job, frame, FrameState.COMPLETE)
+            self._move(job, frame, FrameEvent.SUCCEED)
         else:
             self.counters["failed"] += 1
             frame.failures += 1
@@ -1360,7 +1362,7 @@ class Scheduler:
                     self._held[(job.id, frame.number)] = frame.retry_at
                     self._out.append(WakeAt(at=frame.retry_at))
                 self.counters["retried"] += 1
-                self._move(job, frame, FrameState.SUSPENDED if suspended else FrameState.PENDING)
+                self._move(job, frame, FrameEvent.REQUEUE)  # a suspended one stays held
                 self._note(
                     "info",
                     "frame retried",
@@ -1371,7 +1373,7 @@ class Scheduler:
                     at=frame.retry_at,
                 )
             else:
-                self._move(job, frame, FrameState.FAILED)
+                self._move(job, frame, FrameEvent.FAIL)
         self._sync(job)
 
     def _release_due(self, now: float) -> list[str]:
@@ -1601,7 +1603,7 @@ class Scheduler:
     ) -> None:
         self._stop(worker.name, job.id, frame.number, frame.attempts)
         self.counters["preempted"] += 1
-        self._move(job, frame, FrameState.PENDING)  # uses no retry: not the frame's fault
+        self._move(job, frame, FrameEvent.PREEMPT)  # uses no retry: not the frame's fault
         frame.started_at = None
         self._sync(job)
         self._note(
@@ -1620,7 +1622,7 @@ class Scheduler:
     ) -> None:
         frame = job.next_frame(worker.name)
         self.counters["started"] += 1
-        self._move(job, frame, FrameState.RUNNING)
+        self._move(job, frame, FrameEvent.DISPATCH)
         frame.attempts += 1
         frame.worker = worker.name
         frame.started_at = now
@@ -1676,14 +1678,16 @@ class Scheduler:
         if not stopped and job.instances:
             self._below_cap.add(job.id)
 
-    def _move(self, job: Job, frame: Frame, state: FrameState) -> None:
+    def _move(self, job: Job, frame: Frame, event: FrameEvent) -> FrameState:
         """Every frame change goes through here, so the store hears of it."""
-        if frame.state is FrameState.RUNNING and job.instances:
+        was_running = frame.state is FrameState.RUNNING
+        state = job.move(frame, event)  # InvalidTransition unless the table has the pair
+        if was_running and job.instances:
             self._below_cap.add(job.id)
-        job.move(frame, state)
         self._changed_frames[(job.id, frame.number)] = None
         if state is FrameState.COMPLETE and job.id in self._gates:
             self._ungate(job, frame)
+        return state
 
     def _take_changes(self) -> Changes:
         locks = None

@@ -10,6 +10,8 @@ Messages name the bad value, so the one line a user sees is enough to fix the in
 
 from __future__ import annotations
 
+import enum
+
 
 class FarmdError(Exception):
     """Root of every error farmd raises on purpose.
@@ -82,6 +84,16 @@ class InternalError(FarmdError):
     """farmd broke one of its own invariants: a bug."""
 
     code = "internal"
+
+
+class InvalidTransition(InternalError):
+    """The core asked a frame to take a step its state machine has no row for
+    (`model.TRANSITIONS`): a bug, named by job, frame, state and event."""
+
+    def __init__(self, *, job: int, frame: int, state: enum.Enum, event: enum.Enum) -> None:
+        self.job, self.frame, self.state, self.event = job, frame, state, event
+        msg = f"job {job} frame {frame} is {state.value}: no transition on {event.value!r}"
+        super().__init__(msg)
 
 
 class UnknownWorkerError(UserError):

@@ -40,7 +40,7 @@ import attrs
 from sortedcontainers import SortedList
 
 from farmd.cluster import ClusterPath, CrossClusterPatterns, Restrictions
-from farmd.errors import JobSpecError
+from farmd.errors import InvalidTransition, JobSpecError
 from farmd.ranking import QueuedJob, WorkerView
 from farmd.requirements import NO_REQUIREMENT, Requirement
 from farmd.resources import ONE_SLOT, Reservation, Taken
@@ -97,24 +97,76 @@ class Control(enum.Enum):
     RESUME = "resume"  # SIGCONT the stopped ones, release the rest
 
 
-# Where each control takes a frame. A pair that is missing is a refused transition: for a
-# whole job the frame is left as it is, for a frame named by the admin it refuses the
-# request (`refusal` says why, in one line).
+class FrameEvent(enum.Enum):
+    """What happens to a frame. Every (state, event) pair the core may meet is a row of
+    `TRANSITIONS`; `Job.move` refuses any other pair as our bug (`InvalidTransition`)."""
+
+    DISPATCH = "dispatch"  # a free slot takes it
+    READOPT = "readopt"  # a worker that came back still runs it (after the orphan grace)
+    SUCCEED = "succeed"  # its process exited 0
+    FAIL = "fail"  # it failed with no retry left
+    REQUEUE = "requeue"  # it failed with a retry left (a suspended one stays held)
+    LOSE = "lose"  # its worker was lost: it runs again, using no retry
+    PURGE = "purge"  # its worker was locked with purge: likewise
+    PREEMPT = "preempt"  # a better job took its slot: likewise
+    # the admin controls, by the name of their `Control`
+    KILL = "kill"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+    RETRY = "retry"
+    SUSPEND = "suspend"
+    RESUME = "resume"  # a suspended frame that had not started runs when its turn comes
+    CONTINUE = "continue"  # a resumed frame whose process was SIGSTOPped: SIGCONT, running
+
+    __hash__ = object.__hash__  # as FrameState's: looked up at every dispatch and result
+
+    @classmethod
+    def of(cls, control: Control) -> FrameEvent:
+        return cls(control.value)
+
+
+_F, _E = FrameState, FrameEvent
+
+# The frame state machine, whole. A pair that is missing never happens when the core is
+# right: `Job.move` raises `InvalidTransition` for it. Controls an admin asks for are checked
+# against `CONTROLS` (the rows of the control events) before anything changes, so a
+# control that does not apply is refused in one line (`refusal`), not raised.
+TRANSITIONS: dict[tuple[FrameState, FrameEvent], FrameState] = {
+    (_F.PENDING, _E.DISPATCH): _F.RUNNING,
+    (_F.PENDING, _E.READOPT): _F.RUNNING,
+    (_F.RUNNING, _E.SUCCEED): _F.COMPLETE,
+    (_F.RUNNING, _E.FAIL): _F.FAILED,
+    (_F.RUNNING, _E.REQUEUE): _F.PENDING,
+    # a process that ends while SIGSTOPped (killed from outside, or its result crossed
+    # the suspend) ends the frame as it would have; a retry stays held
+    (_F.SUSPENDED, _E.SUCCEED): _F.COMPLETE,
+    (_F.SUSPENDED, _E.FAIL): _F.FAILED,
+    (_F.SUSPENDED, _E.REQUEUE): _F.SUSPENDED,
+    (_F.RUNNING, _E.LOSE): _F.PENDING,
+    (_F.RUNNING, _E.PURGE): _F.PENDING,
+    (_F.RUNNING, _E.PREEMPT): _F.PENDING,
+    (_F.PENDING, _E.KILL): _F.KILLED,
+    (_F.RUNNING, _E.KILL): _F.KILLED,
+    (_F.BLOCKED, _E.KILL): _F.KILLED,
+    (_F.SUSPENDED, _E.KILL): _F.KILLED,
+    (_F.PENDING, _E.BLOCK): _F.BLOCKED,
+    (_F.RUNNING, _E.BLOCK): _F.BLOCKED,
+    (_F.SUSPENDED, _E.BLOCK): _F.BLOCKED,
+    (_F.BLOCKED, _E.UNBLOCK): _F.PENDING,
+    (_F.FAILED, _E.RETRY): _F.PENDING,
+    (_F.KILLED, _E.RETRY): _F.PENDING,
+    (_F.PENDING, _E.SUSPEND): _F.SUSPENDED,
+    (_F.RUNNING, _E.SUSPEND): _F.SUSPENDED,
+    (_F.SUSPENDED, _E.RESUME): _F.PENDING,
+    (_F.SUSPENDED, _E.CONTINUE): _F.RUNNING,
+}
+
+# Where each admin control takes a frame: the table's rows for the control events. A
+# frame whose process was stopped resumes to RUNNING instead (`FrameEvent.CONTINUE`).
 CONTROLS: dict[tuple[FrameState, Control], FrameState] = {
-    (FrameState.PENDING, Control.KILL): FrameState.KILLED,
-    (FrameState.RUNNING, Control.KILL): FrameState.KILLED,
-    (FrameState.BLOCKED, Control.KILL): FrameState.KILLED,
-    (FrameState.PENDING, Control.BLOCK): FrameState.BLOCKED,
-    (FrameState.RUNNING, Control.BLOCK): FrameState.BLOCKED,
-    (FrameState.BLOCKED, Control.UNBLOCK): FrameState.PENDING,
-    (FrameState.FAILED, Control.RETRY): FrameState.PENDING,
-    (FrameState.KILLED, Control.RETRY): FrameState.PENDING,
-    (FrameState.PENDING, Control.SUSPEND): FrameState.SUSPENDED,
-    (FrameState.RUNNING, Control.SUSPEND): FrameState.SUSPENDED,
-    (FrameState.SUSPENDED, Control.KILL): FrameState.KILLED,
-    (FrameState.SUSPENDED, Control.BLOCK): FrameState.BLOCKED,
-    # a frame whose process was stopped goes back to RUNNING instead (`Frame.stopped`)
-    (FrameState.SUSPENDED, Control.RESUME): FrameState.PENDING,
+    (state, Control(event.value)): target
+    for (state, event), target in TRANSITIONS.items()
+    if event.value in {control.value for control in Control}
 }
 
 
@@ -510,10 +562,14 @@ class Job:
         process still exists and resumes without asking)."""
         return 0 < self.instances <= self.counts[FrameState.RUNNING] + self.stopped
 
-    def move(self, frame: Frame, state: FrameState) -> None:
-        """The one way a frame changes state, keeping counts and the pending stack true."""
+    def move(self, frame: Frame, event: FrameEvent) -> FrameState:
+        """The one way a frame changes state, by the row of `TRANSITIONS` for its state
+        and `event`, keeping counts and the pending stack true. Returns the new state."""
+        state = TRANSITIONS.get((frame.state, event))
+        if state is None:
+            raise InvalidTransition(job=self.id, frame=frame.number, state=frame.state, event=event)
         if frame.state is state:
-            return
+            return state
         self.counts[frame.state] -= 1
         self.counts[state] += 1
         if frame.members:
@@ -532,6 +588,7 @@ class Job:
                 self._count_gates(frame.waits_on, 1)
             elif frame.retry_at is None:
                 self._push_pending(frame.number)
+        return state
 
     def release(self, frame: Frame) -> None:
         """A frame held for its retry delay may run again."""

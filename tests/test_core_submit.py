@@ -32,6 +32,7 @@ from farmd.errors import ForbiddenError, JobSpecError
 from farmd.model import (
     MAX_FRAMES_PER_JOB,
     Changes,
+    FrameEvent,
     FrameNumbers,
     FrameState,
     FrameTable,
@@ -292,18 +293,18 @@ def test_a_lazy_frame_table_behaves_as_a_frame_per_number(
             assert state[frame.number] is FrameState.PENDING
             ready = [k for k in keys if state[k] is FrameState.PENDING]
             assert frame.number == ready[0]  # the first ready one, in submission order
-            job.move(frame, FrameState.RUNNING)
+            job.move(frame, FrameEvent.DISPATCH)
             state[frame.number] = FrameState.RUNNING
         elif op in ("finish", "fail") and state[key] is FrameState.RUNNING:
             target = FrameState.COMPLETE if op == "finish" else FrameState.PENDING
-            job.move(job.frames[key], target)
+            job.move(job.frames[key], FrameEvent.SUCCEED if op == "finish" else FrameEvent.REQUEUE)
             state[key] = target
         elif op in ("kill", "block") and state[key] in (FrameState.PENDING, FrameState.RUNNING):
             target = FrameState.KILLED if op == "kill" else FrameState.BLOCKED
-            job.move(job.frames[key], target)
+            job.move(job.frames[key], FrameEvent.KILL if op == "kill" else FrameEvent.BLOCK)
             state[key] = target
         elif op == "unblock" and state[key] is FrameState.BLOCKED:
-            job.move(job.frames[key], FrameState.PENDING)
+            job.move(job.frames[key], FrameEvent.UNBLOCK)
             state[key] = FrameState.PENDING
         elif op == "look":
             assert job.frames[key].state is state[key]
