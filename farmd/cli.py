@@ -17,12 +17,13 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from farmd import __version__
 from farmd.errors import FarmdError, UserError
+from farmd.jobspec import doc, option_flag, spec_fields
 from farmd.model import DONE, Control
 
 ERROR_EXIT = 1
@@ -187,71 +188,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_log_options(up)
 
     submit = command("submit", _submit, "submit a job; prints its id")
-    submit.add_argument("--name", default="")
-    submit.add_argument("--cluster", help="cluster path (default: the farm's default)")
-    submit.add_argument("--priority", type=int, help="1 is the most urgent (default 9999)")
-    submit.add_argument(
-        "--restrictions",
-        default="",
-        metavar="EXPR",
-        help="worker clusters the job accepts, e.g. '/show1/*'",
-    )
-    submit.add_argument(
-        "--cross-cluster",
-        default="",
-        metavar="PATTERNS",
-        help="clusters where the job ranks as in its own, e.g. '/showA+'",
-    )
-    submit.add_argument(
-        "--frames",
-        default="",
-        metavar="RANGE",
-        help="frames as Qube writes them: 1-100, 1,3,5, 1-10x3",
-    )
-    submit.add_argument(
-        "--depends-on",
-        type=_dependencies,
-        action="extend",
-        default=[],
-        metavar="ID[:MODE]",
-        help="wait for job ID: until it is complete (the default), done (ended, however), "
-        "failed, or frames (frame N waits for frame N of ID); repeatable, or comma-separated",
-    )
-    submit.add_argument(
-        "--chunk",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="run N frames per dispatch: {start} and {end} in the command, "
-        "FARMD_FRAME_START and FARMD_FRAME_END in its environment",
-    )
-    submit.add_argument(
-        "--parent",
-        type=_job_id,
-        metavar="ID",
-        help="submit as a sub-job of job ID (inside a frame, its own job is the parent)",
-    )
-    submit.add_argument(
-        "--uninterruptible",
-        action="store_true",
-        help="never preempt this job's frames",
-    )
-    submit.add_argument(
-        "--type", metavar="TYPE", help="run only on workers that advertise this job type"
-    )
-    submit.add_argument(
-        "--requires",
-        default="",
-        metavar="EXPR",
-        help="what a host must satisfy, e.g. 'host.os == linux and host.memory >= 16G'",
-    )
-    submit.add_argument(
-        "--reserve",
-        default="",
-        metavar="NAME=AMOUNT,...",
-        help="what a frame holds while it runs: slots=N (N+ at least, N* an idle host), "
-        "memory=8G, gpu=1, license.nuke=1 (default slots=1)",
-    )
+    _add_spec_options(submit)
     submit.add_argument(
         "--key",
         metavar="KEY",
@@ -259,7 +196,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "same key and job prints the first job's id instead of making a second job "
         "(default: a fresh key, which farmd's own retries of a lost connection reuse)",
     )
-    _add_job_options(submit)
     submit.add_argument("--json", action="store_true")
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
 
@@ -370,39 +306,57 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_job_options(sub: argparse.ArgumentParser, *, defaults: bool = True) -> None:
-    def default(value: float) -> float | None:
-        return value if defaults else None
+def _add_spec_options(
+    sub: argparse.ArgumentParser, names: Iterable[str] | None = None, *, defaults: bool = True
+) -> None:
+    """Options for the job spec's fields (`farmd.jobspec`; all of them, or those
+    `names`), generated from each field's documentation: the flag is the field's name
+    with dashes, the option's text is read by the parser its `Doc.parse` names, the
+    default is the field's (`defaults` False: None, "not given")."""
+    parsers: dict[str, Callable[[str], Any]] = {
+        "text": str,
+        "int": int,
+        "count": _count,
+        "positive": _positive_int,
+        "seconds": _seconds,
+        "job_id": _job_id,
+        "dependencies": _dependencies,
+    }
+    wanted = None if names is None else set(names)
+    for field in spec_fields():
+        meta = doc(field)
+        if not meta.option or (wanted is not None and field.name not in wanted):
+            continue
+        flag, default = option_flag(field.name), field.default if defaults else None
+        if meta.parse == "flag":
+            sub.add_argument(flag, dest=field.name, action="store_true", help=meta.help)
+        elif meta.parse == "dependencies":  # repeatable: the values add up
+            sub.add_argument(
+                flag,
+                dest=field.name,
+                type=_dependencies,
+                action="extend",
+                default=list(field.default or ()) if defaults else None,
+                metavar=meta.metavar,
+                help=meta.help,
+            )
+        else:
+            sub.add_argument(
+                flag,
+                dest=field.name,
+                type=parsers[meta.parse],
+                default=default,
+                metavar=meta.metavar,
+                help=meta.help,
+            )
 
-    sub.add_argument(
-        "--instances",
-        type=_count,
-        default=default(0),
-        metavar="N",
-        help="frames of the job running at once at most (default: no cap)",
-    )
-    sub.add_argument(
-        "--retries",
-        type=_count,
-        default=default(0),
-        metavar="N",
-        help="times a failed frame runs again (default 0)",
-    )
-    sub.add_argument(
-        "--retry-delay",
-        type=_seconds,
-        default=default(0.0),
-        metavar="S",
-        help="seconds before a failed frame runs again (default 0)",
-    )
-    sub.add_argument(
-        "--frame-timelimit",
-        type=_seconds,
-        default=default(0.0),
-        metavar="S",
-        dest="time_limit",
-        help="kill and fail an attempt after S seconds",
-    )
+
+# The job's options that `farmd modify` changes too.
+_JOB_OPTIONS = ("instances", "retries", "retry_delay", "time_limit")
+
+
+def _add_job_options(sub: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    _add_spec_options(sub, _JOB_OPTIONS, defaults=defaults)
 
 
 def _count(text: str) -> int:
@@ -673,27 +627,8 @@ def _submit(args: argparse.Namespace) -> int:
         msg = "a command is required: farmd submit [OPTIONS] -- COMMAND ARG..."
         raise UserError(msg)
     with _client(args) as farm:
-        job = farm.submit_job(
-            command,
-            name=args.name,
-            cluster=args.cluster,
-            priority=args.priority,
-            restrictions=args.restrictions,
-            cross_cluster=args.cross_cluster,
-            frames=args.frames,
-            depends_on=args.depends_on,
-            instances=args.instances,
-            retries=args.retries,
-            retry_delay=args.retry_delay,
-            time_limit=args.time_limit,
-            chunk=args.chunk,
-            parent=args.parent,
-            uninterruptible=args.uninterruptible,
-            job_type=args.type,
-            requires=args.requires,
-            reserve=args.reserve,
-            key=args.key,
-        )
+        spec = {f.name: getattr(args, f.name) for f in spec_fields() if doc(f).option}
+        job = farm.submit_job(command, key=args.key, **spec)
     if args.json:
         _print_json(job)
     else:
@@ -921,7 +856,7 @@ def _modify(args: argparse.Namespace) -> int:
     if all(v is None for v in options):
         msg = (
             "nothing to modify: give --priority, --cluster, --restrictions, --cross-cluster, "
-            "--instances, --retries, --retry-delay or --frame-timelimit"
+            "--instances, --retries, --retry-delay or --time-limit"
         )
         raise UserError(msg)
     with _client(args) as farm:

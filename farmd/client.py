@@ -343,7 +343,7 @@ class Client:
             cluster=cluster,
             priority=priority,
             restrictions=restrictions or "",
-            patterns=cross_cluster or "",
+            cross_cluster=cross_cluster or "",
             frames=frames or "",
             depends_on=tuple(depends_on),
             instances=instances,
@@ -377,8 +377,8 @@ class Client:
         for job in jobs:
             options = dict(job)
             argv = tuple(options.pop("argv"))
-            if "cross_cluster" in options:
-                options["patterns"] = options.pop("cross_cluster") or ""
+            if "cross_cluster" in options:  # None as in submit_job: none
+                options["cross_cluster"] = options["cross_cluster"] or ""
             options["depends_on"] = tuple(options.get("depends_on", ()))
             specs.append(Submit(request_id=0, argv=argv, **options))
         result: list[int] = self._call(SubmitBatch, jobs=tuple(specs), key=key)
@@ -488,7 +488,7 @@ class Client:
             priority=priority,
             cluster=cluster,
             restrictions=restrictions,
-            patterns=cross_cluster,
+            cross_cluster=cross_cluster,
             instances=instances,
             retries=retries,
             retry_delay=retry_delay,

@@ -74,6 +74,7 @@ from farmd.errors import (
     UnknownWorkerError,
     UserError,
 )
+from farmd.jobspec import JobSpec, unchecked
 from farmd.model import (
     CONTROLS,
     DONE,
@@ -152,27 +153,12 @@ class Submitter:
         return "a user token" if self.job is None else "a frame's job token"
 
 
-@attrs.frozen(kw_only=True)
-class SubmitJob:
-    argv: tuple[str, ...]
+@attrs.frozen(kw_only=True, field_transformer=unchecked)
+class SubmitJob(JobSpec):
+    """A job submitted: the spec's fields (`farmd.jobspec`) taken as given, `draft_job`
+    checks them, and what the submission carries besides."""
+
     now: float
-    name: str = ""
-    cluster: str | None = None
-    priority: int | None = None
-    restrictions: str = ""
-    patterns: str = ""
-    frames: str = ""
-    depends_on: tuple[int | str, ...] = ()  # ID or "ID:MODE"
-    instances: int = 0
-    retries: int = 0
-    retry_delay: float = 0.0
-    time_limit: float = 0.0
-    chunk: int = 1
-    parent: int | None = None
-    uninterruptible: bool = False
-    job_type: str | None = None
-    requires: str = ""
-    reserve: str = ""
     key: str | None = None  # idempotency: a repeat of a key gets the job it made
     by: Submitter | None = None  # None: an admin
     # the job drafted from this very event off the loop (`draft`); None: drafted here
@@ -225,7 +211,7 @@ class ModifyJob:
     priority: int | None = None
     cluster: str | None = None
     restrictions: str | None = None
-    patterns: str | None = None
+    cross_cluster: str | None = None
     instances: int | None = None
     retries: int | None = None
     retry_delay: float | None = None
@@ -1030,7 +1016,9 @@ class Scheduler:
             if event.restrictions is None
             else parse_restrictions(event.restrictions)
         )
-        patterns = job.patterns if event.patterns is None else parse_patterns(event.patterns)
+        patterns = (
+            job.patterns if event.cross_cluster is None else parse_patterns(event.cross_cluster)
+        )
         priority = job.priority if event.priority is None else event.priority
         QueuedJob(id=job.id, cluster=cluster, priority=priority)  # validates the priority
         options = (
@@ -2277,7 +2265,7 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
         raise JobSpecError(msg)
     cluster = parse_cluster(event.cluster) if event.cluster else None
     restrictions = parse_restrictions(event.restrictions)
-    patterns = parse_patterns(event.patterns)
+    patterns = parse_patterns(event.cross_cluster)
     depends_on = tuple(dict.fromkeys(parse_dependency(d) for d in event.depends_on))
     _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
     job_type = check_name(event.job_type, "job type") if event.job_type else None
@@ -2345,11 +2333,16 @@ def submission_digest(event: SubmitJob | SubmitJobs) -> str:
     return _digest("submit_batch", event.jobs, event.by)
 
 
+# A field's name in a digest when it is not its own: digests are stored with the jobs,
+# and a key repeated across an upgrade must still match what it first asked for.
+_DIGEST_NAMES = {"cross_cluster": "patterns"}
+
+
 def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
     defaults = {f.name: f.default for f in attrs.fields(SubmitJob)}
     body = [
         {
-            name: value
+            _DIGEST_NAMES.get(name, name): value
             for name, value in attrs.asdict(spec, recurse=False).items()
             if name not in _NOT_SPEC and value != defaults[name]
         }
@@ -2472,7 +2465,7 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         cluster=parse_cluster(row.cluster),
         priority=row.priority,
         restrictions=parse_restrictions(row.restrictions),
-        patterns=parse_patterns(row.patterns),
+        patterns=parse_patterns(row.cross_cluster),
         argv=tuple(row.argv),
         frames=frames,
         depends_on=tuple(parse_dependency(d) for d in row.depends_on),
@@ -2484,7 +2477,7 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         chunk=row.chunk,
         parent=row.parent,
         uninterruptible=row.uninterruptible,
-        type=check_name(row.type, "job type") if row.type is not None else None,
+        type=check_name(row.job_type, "job type") if row.job_type is not None else None,
         requires=parse_requirement(row.requires),
         reserve=parse_reservation(row.reserve),
         request_key=row.request_key,
@@ -2502,7 +2495,7 @@ def _job_row(job: Job) -> JobRow:
         cluster=job.cluster,
         priority=job.priority,
         restrictions=str(job.restrictions),
-        patterns=str(job.patterns),
+        cross_cluster=str(job.patterns),
         argv=job.argv,
         depends_on=tuple(str(dep) for dep in job.depends_on),
         submitted_at=job.submitted_at,
@@ -2514,7 +2507,7 @@ def _job_row(job: Job) -> JobRow:
         parent=job.parent,
         uninterruptible=job.uninterruptible,
         waiting_on=tuple(sorted(job.waiting_on)),
-        type=job.type,
+        job_type=job.type,
         requires=str(job.requires),
         reserve="" if job.reserve.plain else str(job.reserve),
         frames=job.frame_range,

@@ -662,7 +662,7 @@ class Job:
             "parent": self.parent,
             "subjobs": len(self.children),
             "uninterruptible": self.uninterruptible,
-            "type": self.type,
+            "job_type": self.type,
             "requires": str(self.requires),
             "reserve": str(self.reserve),
             "reason": self.reason(state),
@@ -1067,7 +1067,7 @@ class JobRow:
     cluster: str
     priority: int
     restrictions: str
-    patterns: str
+    cross_cluster: str  # column `patterns` (farmd.store.COLUMN_OF)
     argv: tuple[str, ...]
     depends_on: tuple[str, ...]  # "ID:MODE" (a bare id, from schema 1 and 2: complete)
     submitted_at: float
@@ -1079,7 +1079,7 @@ class JobRow:
     parent: int | None = None
     uninterruptible: bool = False
     waiting_on: tuple[int, ...] | None = None  # None (rows before schema 3): recompute
-    type: str | None = None
+    job_type: str | None = None  # column `type`
     requires: str = ""
     reserve: str = ""
     # every frame number in order (a frame range); a frame with no row is pending and

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import enum
 import math
-import re
-import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -31,16 +29,23 @@ import attrs
 import msgpack
 
 from farmd.errors import FarmdError, ProtocolError
+from farmd.jobspec import JobSpec
+from farmd.values import MAX_NAME_CHARS as MAX_NAME_CHARS
+from farmd.values import as_tuple as _tuple
+from farmd.values import is_count as _is_count
+from farmd.values import is_int as _is_int
+from farmd.values import is_number as _is_number
+from farmd.values import is_plain as is_plain
+from farmd.values import is_seconds as _is_seconds
+from farmd.values import is_str as _is_str
+from farmd.values import odd_character as odd_character
+from farmd.values import show, text_problem
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024
 MAX_BATCH: Final = 10_000
-# Names (of a job, worker, job type, property, resource) and the short texts that name
-# jobs (a dependency, a control target) are printed in listings and logs, one per line:
-# bounded, and without control characters (docs/protocol.md, "Names").
-MAX_NAME_CHARS: Final = 256
 MAX_TARGET_CHARS: Final = 4096  # `ID:RANGE`: a frame list may be long
 MAX_NAMES: Final = 256  # job types a worker runs
 MAX_INSTANCE_CHARS: Final = 64  # register.instance
@@ -54,57 +59,8 @@ class Role(enum.Enum):
 # --------------------------------------------------------------------------- fields
 
 
-_SHOW = reprlib.Repr()
-_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 3, 40, 40
-
-
 def _fail(cls_name: str, field: str, why: str, value: object) -> ProtocolError:
-    # reprlib bounds depth and length: a hostile value must not cost a deep recursion
-    shown = _SHOW.repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ProtocolError(f"bad field {field!r} of {cls_name!r}: {why} (got {shown})")
-
-
-def is_plain(value: object, depth: int = 0) -> bool:
-    """Only msgpack's own types, nested at most 32 deep: what may cross the wire."""
-    if value is None or isinstance(value, bool | str | float):
-        return True
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**64
-    if depth >= 32:
-        return False
-    if isinstance(value, list | tuple):
-        return all(is_plain(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and is_plain(v, depth + 1) for k, v in value.items())
-    return False
-
-
-# Unicode's control characters (category Cc: C0, DEL and C1) and the line and paragraph
-# separators: each can end or fake a line of a listing or a log. Format characters (Cf,
-# such as a zero-width joiner) are legitimate in names; listings escape them.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def odd_character(text: str) -> str | None:
-    """Why `text` may not be a name: the first control character it holds, or None."""
-    found = _CONTROL.search(text)
-    if found is None:
-        return None
-    char, at = found.group(), found.start() + 1
-    return f"holds the control character {char!r} (U+{ord(char):04X}) at character {at}"
-
-
-def _text_problem(value: object, limit: int, *, empty: bool) -> str | None:
-    """Why `value` is not a name (or a job-naming text) of at most `limit` characters."""
-    if not isinstance(value, str):
-        return "must be a string"
-    if not value and not empty:
-        return "must not be empty"
-    if len(value) > limit:
-        return f"is {len(value)} characters long, at most {limit} are allowed"
-    return odd_character(value)
+    return ProtocolError(f"bad field {field!r} of {cls_name!r}: {why} (got {show(value)})")
 
 
 def _check_texts(
@@ -123,7 +79,7 @@ def _check_texts(
         else:
             items = (value,)
         for item in items:
-            why = _text_problem(item, limit, empty=empty)
+            why = text_problem(item, limit, empty=empty)
             if why is not None:
                 raise _fail(type(instance).TYPE, attribute.name, why, item)
 
@@ -140,7 +96,7 @@ def _name_field(default: str | None = None, *, empty: bool = True) -> Any:
 def _check_keys(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """Every key of a map is a name (a property's, a resource's); the refusal names it."""
     for key in value:
-        why = _text_problem(key, MAX_NAME_CHARS, empty=False)
+        why = text_problem(key, MAX_NAME_CHARS, empty=False)
         if why is not None:
             raise _fail(type(instance).TYPE, attribute.name, f"a name {why}", key)
 
@@ -151,31 +107,6 @@ def _check(predicate: Callable[[Any], bool], why: str) -> Callable[[Any, Any, An
             raise _fail(type(instance).TYPE, attribute.name, why, value)
 
     return validate
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**64
-
-
-def _is_str(v: object) -> bool:
-    return isinstance(v, str)
-
-
-def _is_number(v: object) -> bool:
-    """A float, or an int msgpack can carry."""
-    return isinstance(v, float) or _is_int(v)
-
-
-def _is_count(v: object) -> bool:
-    return _is_int(v) and v >= 0  # type: ignore[operator]
-
-
-def _is_seconds(v: object) -> bool:
-    return _is_number(v) and math.isfinite(v) and v >= 0  # type: ignore[arg-type, operator]
-
-
-def _tuple(value: object) -> object:
-    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def _int_field() -> Any:
@@ -203,13 +134,6 @@ def _str_tuple(default: tuple[str, ...] | None = None) -> Any:
 def _int_tuple() -> Any:
     check = _check(lambda v: isinstance(v, tuple) and all(map(_is_int, v)), "must be integers")
     return attrs.field(default=(), converter=_tuple, validator=check)
-
-
-def _dependencies(value: object) -> object:
-    """`depends_on` entries are "ID" or "ID:MODE" strings; a bare integer id is "ID"."""
-    if not isinstance(value, list | tuple):
-        return value
-    return tuple(str(v) if _is_int(v) else v for v in value)
 
 
 def _str_map() -> Any:
@@ -511,44 +435,17 @@ def _is_key(v: object) -> bool:
 
 @_message("submit")
 @attrs.frozen(kw_only=True)
-class Submit(Request):
+class Submit(JobSpec, Request):
+    """A job (the fields of `farmd.jobspec.JobSpec`, with their checks) and the request's
+    own fields."""
+
     request_id: int = _int_field()
-    argv: tuple[str, ...] = _str_tuple()
-    name: str = _name_field("")
-    cluster: str | None = _opt(_is_str, "must be a string")
-    priority: int | None = _opt(_is_int, "must be an integer")
-    restrictions: str = _str_field("")
-    patterns: str = _str_field("")
-    frames: str = _str_field("")
-    # "ID" or "ID:MODE" (complete, done, failed, frames); integers are taken as "ID"
-    depends_on: tuple[str, ...] = attrs.field(
-        default=(),
-        converter=_dependencies,
-        validator=[
-            _check(lambda v: isinstance(v, tuple), 'must be job ids or "ID:MODE" strings'),
-            _check_texts(MAX_NAME_CHARS, many=True),
-        ],
-    )
-    instances: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
-    retries: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))
-    retry_delay: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
-    time_limit: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
-    chunk: int = attrs.field(
-        default=1, validator=_check(lambda v: _is_int(v) and v >= 1, "must be >= 1")
-    )
-    # the job this one is a sub-job of; a frame's own token always sets its job here
-    parent: int | None = _opt(_is_int, "must be an integer")
-    uninterruptible: bool = attrs.field(
-        default=False, validator=_check(lambda v: isinstance(v, bool), "must be a bool")
-    )
-    # runs on workers of this type
-    job_type: str | None = attrs.field(
-        default=None, validator=_check_texts(MAX_NAME_CHARS, optional=True)
-    )
-    requires: str = _str_field("")  # a requirement expression over host.* and job.*
-    reserve: str = _str_field("")  # "slots=2,memory=8G,license.nuke=1"
     # idempotency: a repeat of the same key gets the job the first one made (6.2)
     key: str | None = _opt(_is_key, _KEY_WHY)
+
+    @classmethod
+    def refused(cls, field: str, why: str, value: object) -> FarmdError:
+        return _fail(cls.TYPE, field, why, value)
 
 
 def _job_specs(value: object) -> object:
@@ -658,7 +555,7 @@ class Modify(Request):
     priority: int | None = _opt(_is_int, "must be an integer")
     cluster: str | None = _opt(_is_str, "must be a string")
     restrictions: str | None = _opt(_is_str, "must be a string")
-    patterns: str | None = _opt(_is_str, "must be a string")
+    cross_cluster: str | None = _opt(_is_str, "must be a string")
     instances: int | None = _opt(_is_count, "must be an integer >= 0")
     retries: int | None = _opt(_is_count, "must be an integer >= 0")
     retry_delay: float | None = _opt(_is_seconds, "must be a number >= 0")
@@ -790,7 +687,10 @@ NEED_DATA: Final = _NeedData()
 def encode(message: Message) -> bytes:
     """The frame (length prefix and msgpack body) of one message."""
     body: dict[str, Any] = {"type": message.TYPE}
-    body.update(attrs.asdict(message, recurse=False))  # type: ignore[arg-type]
+    fields = attrs.asdict(message, recurse=False)  # type: ignore[arg-type]
+    if "request_id" in fields:  # first, as the doc's tables list it (a spec's fields follow)
+        body["request_id"] = fields.pop("request_id")
+    body.update(fields)
     if isinstance(message, SubmitBatch):  # the one message that nests others
         body["jobs"] = [_fields(job) for job in message.jobs]
     payload: bytes = msgpack.packb(body, use_bin_type=True)

@@ -41,7 +41,7 @@ import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 import attrs
 
@@ -105,6 +105,10 @@ class MemoryStore:
 
 
 # --------------------------------------------------------------------------- sqlite
+
+# The column of a `JobRow` field (a job spec's field) whose column is older than the
+# field's name: renaming a column would be a schema migration for a name alone.
+COLUMN_OF: Final = {"cross_cluster": "patterns", "job_type": "type"}
 
 # Each entry migrates from version i to i + 1; the schema version is len(MIGRATIONS).
 MIGRATIONS: tuple[str, ...] = (
@@ -286,7 +290,7 @@ class SqliteStore:
                 cluster=row[2],
                 priority=row[3],
                 restrictions=row[4],
-                patterns=row[5],
+                cross_cluster=row[5],
                 argv=_array(row[6]),
                 depends_on=_array(row[7], str),
                 submitted_at=row[8],
@@ -298,7 +302,7 @@ class SqliteStore:
                 parent=row[14],
                 uninterruptible=bool(row[15]),
                 waiting_on=None if row[16] is None else _array(row[16]),
-                type=row[17],
+                job_type=row[17],
                 requires=row[18],
                 reserve=row[19],
                 frames=row[20],
@@ -367,7 +371,7 @@ class SqliteStore:
                         j.cluster,
                         j.priority,
                         j.restrictions,
-                        j.patterns,
+                        j.cross_cluster,
                         json.dumps(j.argv),
                         json.dumps(j.depends_on),
                         j.submitted_at,
@@ -379,7 +383,7 @@ class SqliteStore:
                         j.parent,
                         int(j.uninterruptible),
                         None if j.waiting_on is None else json.dumps(j.waiting_on),
-                        j.type,
+                        j.job_type,
                         j.requires,
                         j.reserve,
                         j.frames,

@@ -26,6 +26,7 @@ import msgpack
 import pytest
 
 from farmd.client import Client
+from farmd.protocol import PROTOCOL_VERSION
 from tests.e2e_support import LOCALHOST, Farm, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,13 @@ def frame(message: dict[str, Any]) -> bytes:
 
 
 def hello(token: str, role: str = "admin") -> dict[str, Any]:
-    return {"type": "hello", "version": 2, "role": role, "token": token, "name": "raw"}
+    return {
+        "type": "hello",
+        "version": PROTOCOL_VERSION,
+        "role": role,
+        "token": token,
+        "name": "raw",
+    }
 
 
 def register(name: str, **fields: Any) -> dict[str, Any]:

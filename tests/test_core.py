@@ -401,7 +401,7 @@ def test_seed_jobs_in_a_b_and_the_root_rank_alike_on_a_worker_in_c() -> None:
 def test_a_job_with_pattern_all_ranks_as_order_one_everywhere(worker_cluster: str) -> None:
     jobs = [
         submit(cluster="/A/C/D", priority=1),
-        submit(cluster="/B", priority=5, patterns="/+"),
+        submit(cluster="/B", priority=5, cross_cluster="/+"),
         submit(cluster=worker_cluster, priority=9),
     ]
     ranks = drain_order(worker_cluster, *jobs)
@@ -410,7 +410,10 @@ def test_a_job_with_pattern_all_ranks_as_order_one_everywhere(worker_cluster: st
 
 
 def test_a_prefix_pattern_is_a_string_prefix() -> None:
-    jobs = [submit(cluster="/other", priority=7, patterns="/showA+"), submit(cluster="/showAB")]
+    jobs = [
+        submit(cluster="/other", priority=7, cross_cluster="/showA+"),
+        submit(cluster="/showAB"),
+    ]
     assert drain_order("/showAB", *jobs) == [(1, 7, 1), (1, DEFAULT_PRIORITY, 2)]
     assert drain_order("/showB", *jobs) == [(3, 7, 1), (3, DEFAULT_PRIORITY, 2)]
 
@@ -929,7 +932,7 @@ def test_modify_patterns_takes_effect_at_the_next_pick() -> None:
     hog = busy_worker(core, "w1", "/A")
     core.handle(submit(cluster="/A", priority=5))  # 2
     core.handle(submit(cluster="/B", priority=1))  # 3
-    core.handle(ModifyJob(job_id=3, patterns="/A+", now=0.0))
+    core.handle(ModifyJob(job_id=3, cross_cluster="/A+", now=0.0))
     assert [(e["id"], e["order"]) for e in core.order_view("w1", 10)] == [(3, 1), (2, 1)]
     assert core.job_view(3)["cross_cluster"] == "/A+"
     assert where(core.handle(ended(hog))) == [("w1", 3, 1, 1)]
@@ -992,7 +995,7 @@ def test_modify_of_an_unknown_job_is_refused() -> None:
         ({"cluster": ""}, ClusterPathError, "''"),
         ({"restrictions": "/A ||"}, RestrictionError, "/A ||"),
         ({"restrictions": "A"}, RestrictionError, "'A'"),
-        ({"patterns": "/A,,/B"}, PatternError, "/A,,/B"),
+        ({"cross_cluster": "/A,,/B"}, PatternError, "/A,,/B"),
         # A good value does not let a bad one through.
         ({"priority": 2, "cluster": "/A/../B"}, ClusterPathError, "/A/../B"),
         ({"cluster": "/C", "priority": 0}, JobSpecError, 0),
@@ -1134,7 +1137,7 @@ def test_frame_holder_names_the_worker_that_ran_a_frame_last() -> None:
         ({"priority": 2**31}, JobSpecError, 2**31),
         ({"priority": True}, JobSpecError, True),
         ({"restrictions": "/A |"}, RestrictionError, "/A |"),
-        ({"patterns": "showA+"}, PatternError, "showA+"),
+        ({"cross_cluster": "showA+"}, PatternError, "showA+"),
         ({"frames": "3-1"}, JobSpecError, "3-1"),
         ({"frames": "1-x"}, JobSpecError, "1-x"),
         ({"frames": "1-10x0"}, JobSpecError, "1-10x0"),
@@ -1329,7 +1332,7 @@ class FarmMachine(RuleBasedStateMachine):
             priority=priority,
             frames=frames,
             restrictions=restrictions,
-            patterns=patterns,
+            cross_cluster=patterns,
             depends_on=tuple(deps),
         )
         out = self.handle(event)
@@ -1394,7 +1397,7 @@ class FarmMachine(RuleBasedStateMachine):
             priority=priority,
             cluster=cluster,
             restrictions=restrictions,
-            patterns=patterns,
+            cross_cluster=patterns,
         )
         job = self.core.jobs[job_id]
         if job.state.ended:

@@ -41,7 +41,7 @@ def test_a_frame_without_retries_left_fails(farm: Farm) -> None:
 
 def test_the_time_limit_kills_the_attempt_and_fails_it(farm: Farm) -> None:
     farm.worker("w1")
-    job_id = farm.submit_cli("--frame-timelimit", "0.5", "--", "sleep", "30")
+    job_id = farm.submit_cli("--time-limit", "0.5", "--", "sleep", "30")
     assert farm.wait_jobs([job_id], timeout=20) == {str(job_id): "failed"}
     frame = farm.frames(job_id)[1]
     assert frame["exit_code"] < 0  # ended by a signal

@@ -283,7 +283,7 @@ def test_explain_names_what_holds_the_job_back_on_each_worker(farm: Farm) -> Non
         "/show",
         "--priority",
         "500",
-        "--type",
+        "--job-type",
         "render",
         "--requires",
         "host.ram >= 32",

@@ -100,9 +100,9 @@ def test_a_typed_job_runs_only_on_workers_of_its_type(farm: Farm) -> None:
 
     # two frames, two idle workers: one frame runs on `blend`, the other waits for it
     typed = farm.submit_cli(
-        "--type", "blender", "--frames", "1-2", "--", *gated(farm, "B", "typed")
+        "--job-type", "blender", "--frames", "1-2", "--", *gated(farm, "B", "typed")
     )
-    assert farm.cli_json("job", str(typed))["type"] == "blender"
+    assert farm.cli_json("job", str(typed))["job_type"] == "blender"
     assert frame_table(farm, typed) == {1: ("running", "blend"), 2: ("pending", None)}
     assert workers_by_name(farm)["plain"]["state"] == "idle"
     assert reasons_on(farm, typed, "plain") == [
@@ -121,7 +121,7 @@ def test_a_typed_job_runs_only_on_workers_of_its_type(farm: Farm) -> None:
     assert farm.wait_jobs([untyped]) == {str(untyped): "complete"}
 
     # a type no worker runs: the job waits, and `explain` says why on each worker
-    nobody = farm.submit_cli("--type", "maya", "--", "true")
+    nobody = farm.submit_cli("--job-type", "maya", "--", "true")
     assert frame_table(farm, nobody) == {1: ("pending", None)}
     assert reasons_on(farm, nobody, "blend") == [
         "type missing: the job is a 'maya' job; the worker runs blender, nuke"
@@ -130,7 +130,7 @@ def test_a_typed_job_runs_only_on_workers_of_its_type(farm: Farm) -> None:
 
 def test_a_worker_of_a_new_type_picks_up_the_waiting_typed_job(farm: Farm) -> None:
     start_worker(farm, "plain")
-    job_id = farm.submit_cli("--type", "houdini", "--", *gated(farm, "H", "go"))
+    job_id = farm.submit_cli("--job-type", "houdini", "--", *gated(farm, "H", "go"))
     assert frame_table(farm, job_id) == {1: ("pending", None)}
 
     start_worker(farm, "sim", "--type", "houdini")
@@ -141,7 +141,7 @@ def test_a_worker_of_a_new_type_picks_up_the_waiting_typed_job(farm: Farm) -> No
 
 
 def test_a_bad_job_type_is_refused_and_no_job_is_created(farm: Farm) -> None:
-    refused = assert_refused(farm.cli("submit", "--type", "Blender 4", "--", "true"))
+    refused = assert_refused(farm.cli("submit", "--job-type", "Blender 4", "--", "true"))
     assert "Blender 4" in refused
     assert farm.cli_json("jobs") == []
 

@@ -68,7 +68,7 @@ def job_row(job_id: int, **fields: Any) -> JobRow:
         "cluster": "/show1/comp",
         "priority": 50,
         "restrictions": "/show1/+",
-        "patterns": "/show2,/showA+",
+        "cross_cluster": "/show2,/showA+",
         "argv": ("render", "--frame", "{frame}", "ünïcode ☃"),
         "depends_on": (),
         "submitted_at": 1_700_000_000.123456,
@@ -158,7 +158,9 @@ def pragma(path: Path, name: str) -> Any:
 def test_rows_survive_commit_close_and_a_fresh_open(state: Path) -> None:
     jobs = (
         job_row(1),
-        job_row(2, name="", cluster="/", priority=1, restrictions="", patterns="", argv=("x",)),
+        job_row(
+            2, name="", cluster="/", priority=1, restrictions="", cross_cluster="", argv=("x",)
+        ),
         job_row(3, depends_on=("1:complete", "2:frames"), submitted_at=0.1 + 0.2, waiting_on=(1,)),
         job_row(4, chunk=10, parent=3, uninterruptible=True, waiting_on=()),
     )
@@ -601,7 +603,7 @@ def busy_farm() -> tuple[Recorder, dict[str, int], list[StartFrame]]:
 
     submit("base", cluster="/show1/comp", priority=20, frames="1-4")
     submit("light", cluster="/show1/light", frames="5,1,3", depends_on=(ids["base"],))
-    submit("fx", cluster="/show2/fx", priority=5, patterns="/show1+,/show3", frames="1-10x3")
+    submit("fx", cluster="/show2/fx", priority=5, cross_cluster="/show1+,/show3", frames="1-10x3")
     submit(
         "final",
         cluster="/show2",
@@ -889,7 +891,7 @@ class RandomFarm:
                 cluster=rng.choice(self.CLUSTERS),
                 priority=rng.choice((None, 1, 5, 5, 100)),
                 restrictions=rng.choice(self.RESTRICTIONS),
-                patterns=rng.choice(self.PATTERNS),
+                cross_cluster=rng.choice(self.PATTERNS),
                 frames=rng.choice(self.FRAMES),
                 depends_on=tuple(deps),
                 now=farm.now(),
@@ -927,7 +929,7 @@ class RandomFarm:
                 job_id=rng.choice(job_ids),
                 priority=rng.choice((None, 1, 7)),
                 cluster=rng.choice((None, *self.CLUSTERS)),
-                patterns=rng.choice((None, *self.PATTERNS)),
+                cross_cluster=rng.choice((None, *self.PATTERNS)),
                 now=farm.now(),
             )
         else:
@@ -987,7 +989,7 @@ def test_rank_fields_survive_the_store_exactly(
             argv=("x",),
             cluster=cluster,
             restrictions=restrictions,
-            patterns=patterns,
+            cross_cluster=patterns,
             priority=priority,
             now=farm.now(),
         )
