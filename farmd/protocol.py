@@ -42,6 +42,9 @@ from farmd.values import odd_character as odd_character
 from farmd.values import show, text_problem
 
 PROTOCOL_VERSION: Final = 3
+# Versions a worker may speak: what a worker sends did not change from 2 to 3, so the
+# supervisor can be upgraded before its agents (docs/protocol.md, section 2).
+WORKER_VERSIONS: Final = frozenset({2, 3})
 HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024

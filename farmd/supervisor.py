@@ -76,6 +76,7 @@ from farmd.model import Changes, Control, frames_named
 from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
+    WORKER_VERSIONS,
     Codec,
     ControlRequest,
     Error,
@@ -646,7 +647,10 @@ class Supervisor:
         config = self.config
         with self._session_slot("handshake", config.max_handshakes, "connections in the handshake"):
             hello = await _expect(conn, Hello, "first")
-            if hello.version != PROTOCOL_VERSION:
+            worker = hello.role == Role.WORKER.value
+            if hello.version != PROTOCOL_VERSION and not (
+                worker and hello.version in WORKER_VERSIONS
+            ):
                 msg = (
                     f"protocol version {hello.version} is not supported "
                     f"(this is {PROTOCOL_VERSION})"
