@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import socket
 import sys
@@ -543,16 +544,10 @@ def _worker(args: argparse.Namespace) -> int:
     from farmd import logs
     from farmd.agent import AgentConfig, run_agent
     from farmd.client import resolve_address, resolve_token
-    from farmd.cluster import parse_cluster, parse_restrictions
     from farmd.config import default_state_dir
+    from farmd.resources import parse_resources
+    from farmd.worker_settings import check_worker
 
-    logs.configure(args.log_level, json_lines=args.log_json)
-    from farmd.resources import check_name, parse_resources
-
-    parse_cluster(args.cluster)  # refuse bad input before connecting
-    parse_restrictions(args.restrictions)
-    _check_worker_name(args.name)
-    types = tuple(check_name(t, "job type") for t in args.types)
     resources = parse_resources(",".join(args.resources), "--resource")
     properties: dict[str, object] = {}
     for item in args.properties:
@@ -561,6 +556,18 @@ def _worker(args: argparse.Namespace) -> int:
             msg = f"bad --property {item!r}: expected KEY=VALUE"
             raise UserError(msg)
         properties[key.strip()] = _fact_value(value.strip())
+    # refuse bad input before connecting, by the rules the supervisor applies
+    check_worker(
+        name=args.name,
+        cluster=args.cluster,
+        restrictions=args.restrictions,
+        slots=args.slots,
+        types=args.types,
+        properties=properties,
+        resources=resources,
+    )
+    types = tuple(args.types)
+    logs.configure(args.log_level, json_lines=args.log_json)
     log_dir = (
         Path(args.log_dir) if args.log_dir else default_state_dir() / "worker-logs" / args.name
     )
@@ -580,30 +587,20 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_worker_name(name: str) -> None:
-    """The rule the wire applies to a worker's name, before connecting: its name is
-    printed in listings and logs, one per line."""
-    from farmd.protocol import MAX_NAME_CHARS, odd_character
-
-    why = odd_character(name)
-    if not name or len(name) > MAX_NAME_CHARS:
-        why = f"must be 1 to {MAX_NAME_CHARS} characters, not {len(name)}"
-    if why is not None:
-        shown = repr(name) if len(name) <= 50 else f"{name[:40]!r}..."
-        msg = f"bad worker name {shown} (--name): {why}"
-        raise UserError(msg)
-
-
 def _fact_value(text: str) -> object:
-    """A --property value: a number if it reads as one (`8`, `2.5`), else the text."""
+    """A --property value: a number if it reads as one a property may hold (`8`, `2.5`:
+    finite, 64-bit if whole; not `inf` or `nan`), else the text."""
     try:
-        return int(text)
+        whole = int(text)
     except ValueError:
         pass
+    else:
+        return whole if -(2**63) <= whole < 2**63 else text
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 def _up(args: argparse.Namespace) -> int:

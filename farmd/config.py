@@ -94,16 +94,23 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import yaml
 
-from farmd.cluster import ROOT, ClusterPath, parse_cluster, parse_restrictions, quote
-from farmd.errors import ClusterPathError, ConfigError, JobSpecError, RestrictionError, UserError
-from farmd.protocol import MAX_NAME_CHARS
+from farmd import worker_settings
+from farmd.cluster import ROOT, ClusterPath, parse_cluster, quote
+from farmd.errors import (
+    ClusterPathError,
+    ConfigError,
+    RestrictionError,
+    UserError,
+    WorkerSettingsError,
+)
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
-from farmd.resources import check_name, is_global, parse_amount
+from farmd.resources import check_name, is_global
+from farmd.worker_settings import Fact
 
 # --------------------------------------------------------------------------- addresses
 
@@ -536,7 +543,6 @@ _SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorC
 
 # --------------------------------------------------------------------------- workers
 
-Fact = str | int | float | bool  # a host property's value
 ENTRY_KEYS: Final = (
     "template",
     "cluster",
@@ -546,157 +552,78 @@ ENTRY_KEYS: Final = (
     "properties",
     "resources",
 )
-MAX_SLOTS: Final = 2**31 - 1
 MAX_RANGE_HOSTS: Final = 100_000
 _MAX_RANGE_DIGITS: Final = 18
-# A template's name; a property's name as a requirement reads it (`host.KEY`, the same
-# pattern as requirements._KEY).
+# A template's name.
 _TEMPLATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-# Facts farmd fills in itself (model.Worker.facts): a property of that name would be
-# shadowed without a word, so it is refused with the key to use instead.
-_RESERVED_PROPERTIES: Final = {
-    "name": "the worker's name is its host name",
-    "cluster": "use the cluster: key",
-    "slots": "use the slots: key",
-    "types": "use the types: key",
-    "memory": "use resources: {memory: 64G}",
-}
 _HOST_TEXT = re.compile(r"[A-Za-z0-9_.-]+")
 _GLOB_TEXT = re.compile(r"[A-Za-z0-9_.*?-]+")
 _RANGE_TEXT = re.compile(r"([A-Za-z0-9_.-]*)\[([0-9]+)-([0-9]+)\]([A-Za-z0-9_.-]*)")
 _DIGITS = re.compile(r"[0-9]+")
 
+_T = TypeVar("_T")
+
+
+def _setting(check: Callable[[object], _T], value: object) -> _T:
+    """`check(value)` by a rule of `farmd.worker_settings` (the one every worker
+    setting meets, from a file, a flag or the wire), a refusal made a config error."""
+    try:
+        return check(value)
+    except WorkerSettingsError as exc:
+        raise _FieldError.refuse((exc.field,), exc.value, exc.problem) from None
+
 
 def _worker_cluster(value: object) -> ClusterPath:
-    if not isinstance(value, str):
-        raise _FieldError.refuse(
-            ("cluster",), value, "must be a cluster path such as '/' or '/show1/lighting'"
-        )
     try:
-        return parse_cluster(value)
+        return _setting(worker_settings.check_cluster, value)
     except ClusterPathError as exc:
-        problem = str(exc).removeprefix(f"bad cluster path {quote(value)}: ")
+        problem = str(exc).removeprefix(f"bad cluster path {quote(str(value))}: ")
         raise _FieldError.refuse(("cluster",), value, problem) from None
 
 
 def _worker_restrictions(value: object) -> str:
     """The canonical text of a restriction expression ('' for none)."""
-    if not isinstance(value, str):
-        problem = "must be a restriction expression such as '/show1/+ || /comp'"
-        raise _FieldError.refuse(("restrictions",), value, problem)
     try:
-        return str(parse_restrictions(value))
+        return str(_setting(worker_settings.check_restrictions, value))
     except RestrictionError as exc:
-        problem = str(exc).removeprefix(f"bad restrictions {quote(value)} ")
+        problem = str(exc).removeprefix(f"bad restrictions {quote(str(value))} ")
         raise _FieldError.refuse(("restrictions",), value, problem) from None
 
 
 def _worker_slots(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _FieldError.refuse(("slots",), value, f"must be an integer 1..{MAX_SLOTS}")
-    if not 1 <= value <= MAX_SLOTS:
-        raise _FieldError.refuse(("slots",), value, f"must be in 1..{MAX_SLOTS}")
-    return value
-
-
-def _bounded(field: str, name: object) -> None:
-    """A name is at most MAX_NAME_CHARS characters, as on the wire (docs/protocol.md 6.5)."""
-    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
-        problem = f"a name is at most {MAX_NAME_CHARS} characters, not {len(name)}"
-        raise _FieldError.refuse((field,), name, problem)
-
-
-def _is_name(value: object) -> bool:
-    """A resource or job-type name (`resources.check_name`)."""
-    try:
-        check_name(value)
-    except UserError:
-        return False
-    return True
+    return _setting(worker_settings.check_slots, value)
 
 
 def _job_type(value: object) -> str:
-    _bounded("types", value)
-    if not isinstance(value, str) or not _is_name(value):
-        problem = (
-            "a job type is lowercase letters, digits, '_' and '-', dot-separated, such as blender"
-        )
-        raise _FieldError.refuse(("types",), value, problem)
-    return value
+    return _setting(worker_settings.check_job_type, value)
 
 
 def _worker_types(value: object) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        problem = "must be a list of job types, such as [blender, nuke]"
-        raise _FieldError.refuse(("types",), value, problem)
-    types = tuple(_job_type(item) for item in value)
-    for i, name in enumerate(types):
-        if name in types[:i]:
-            raise _FieldError.refuse(("types",), name, "is listed twice")
-    return types
+    return _setting(worker_settings.check_types, value)
 
 
 def _property_name(name: object) -> str:
-    _bounded("properties", name)
-    if not isinstance(name, str) or not _PROPERTY_NAME.fullmatch(name):
-        problem = (
-            "a property name is letters, digits, '_', '.' and '-', not starting with a "
-            "digit, so that a requirement reads it as host.NAME"
-        )
-        raise _FieldError.refuse(("properties",), name, problem)
-    if name in _RESERVED_PROPERTIES:
-        problem = f"farmd sets host.{name} itself: {_RESERVED_PROPERTIES[name]}"
-        raise _FieldError.refuse(("properties",), name, problem)
-    return name
+    return _setting(worker_settings.check_property_name, name)
 
 
 def _property_value(value: object) -> Fact:
-    if isinstance(value, bool | str):
-        return value
-    if isinstance(value, int) and -(2**63) <= value < 2**63:
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    problem = "must be a string, a finite number (a 64-bit one if whole) or true/false"
-    raise _FieldError.refuse(("properties",), value, problem)
+    return _setting(worker_settings.check_property_value, value)
 
 
 def _worker_properties(value: object) -> dict[str, Fact]:
-    if not isinstance(value, Mapping):
-        problem = "must be a mapping of names to values, such as {rack: b}"
-        raise _FieldError.refuse(("properties",), value, problem)
-    return {_property_name(name): _property_value(fact) for name, fact in value.items()}
+    return _setting(worker_settings.check_properties, value)
 
 
 def _resource_name(name: object) -> str:
-    _bounded("resources", name)
-    if not isinstance(name, str) or not _is_name(name):
-        problem = "a counter's name is lowercase letters, digits, '_' and '-', such as gpu"
-        raise _FieldError.refuse(("resources",), name, problem)
-    if is_global(name):
-        problem = "a host's counter has no dot; farm-wide counters go in supervisor.resources"
-        raise _FieldError.refuse(("resources",), name, problem)
-    if name == "slots":
-        raise _FieldError.refuse(("resources",), name, "use the slots: key")
-    return name
+    return _setting(worker_settings.check_resource_name, name)
 
 
 def _resource_amount(value: object) -> float:
-    problem = "must be an amount such as 2, 0.5 or 64G (K, M, G, T: powers of 1024)"
-    if isinstance(value, bool):
-        raise _FieldError.refuse(("resources",), value, problem)
-    try:
-        return parse_amount(value, "resources")
-    except JobSpecError:
-        raise _FieldError.refuse(("resources",), value, problem) from None
+    return _setting(worker_settings.check_resource_amount, value)
 
 
 def _worker_resources(value: object) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        problem = "must be a mapping of counters to amounts, such as {gpu: 2}"
-        raise _FieldError.refuse(("resources",), value, problem)
-    return {_resource_name(name): _resource_amount(amount) for name, amount in value.items()}
+    return _setting(worker_settings.check_resources, value)
 
 
 def _template_name(name: object) -> str:
