@@ -107,12 +107,13 @@ def host_memory() -> int:
 
 
 def host_facts() -> dict[str, object]:
-    """What every worker reports of its host, for requirements: os, cpus, memory."""
+    """What every worker reports of its host, for requirements: os, arch, cpus and
+    hostname. Its memory is the `memory` counter (`host.memory` reads it), not a fact:
+    a property may not have one of the names farmd fills in (`worker_settings`)."""
     return {
         "os": platform.system().lower(),
         "arch": platform.machine().lower(),
         "cpus": os.cpu_count() or 1,
-        "memory": host_memory(),
         "hostname": socket.gethostname(),
     }
 

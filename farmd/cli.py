@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import socket
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from farmd import __version__
 from farmd.errors import FarmdError, UserError
@@ -85,19 +86,36 @@ def _one_line(text: str) -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    """`farmd`'s parser: each command's parser comes from its own function in
+    `_COMMANDS`, in the order `farmd --help` lists them."""
     parser = _Parser(prog="farmd", description="A Qube-style hierarchical render farm.")
     parser.add_argument("--version", action="version", version=f"farmd {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    command = _CommandMaker(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    for add_command in _COMMANDS:
+        add_command(command)
+    return parser
 
-    def command(
-        name: str, run: Callable[[argparse.Namespace], int], text: str, admin: bool = True
+
+class _CommandMaker:
+    """`command(name, run, text)` adds the parser of one `farmd` command, which runs
+    `run(args)`; an admin command also gets the options that reach the supervisor.
+    `subparsers` is for a group of commands (`farmd config ...`)."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction[_Parser]) -> None:
+        self.subparsers = subparsers
+
+    def __call__(
+        self, name: str, run: Callable[[argparse.Namespace], int], text: str, admin: bool = True
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = self.subparsers.add_parser(name, help=text, description=text)
         sub.set_defaults(run=run)
         if admin:
             _add_connection_options(sub)
         return sub
 
+
+def _add_serve_command(command: _CommandMaker) -> None:
+    """`farmd serve`: the supervisor daemon."""
     serve = command("serve", _serve, "run the supervisor daemon", admin=False)
     serve.add_argument(
         "--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:7531)"
@@ -128,6 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_log_options(serve)
 
+
+def _add_worker_command(command: _CommandMaker) -> None:
+    """`farmd worker`: the agent on a render host."""
     worker = command("worker", _worker, "run a worker agent on this host", admin=False)
     worker.add_argument(
         "--supervisor",
@@ -178,6 +199,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_log_options(worker)
 
+
+def _add_up_command(command: _CommandMaker) -> None:
+    """`farmd up`: a supervisor and local workers in one process."""
     up = command("up", _up, "run a supervisor and N local workers in one process", admin=False)
     up.add_argument("--workers", type=_positive_int, default=2, help="local workers (default 2)")
     up.add_argument("--slots", type=_positive_int, default=1, help="slots per worker")
@@ -187,6 +211,9 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--store", choices=["sqlite", "memory"])
     _add_log_options(up)
 
+
+def _add_submit_command(command: _CommandMaker) -> None:
+    """`farmd submit` (its job options: `_add_job_options`)."""
     submit = command("submit", _submit, "submit a job; prints its id")
     _add_spec_options(submit)
     submit.add_argument(
@@ -199,6 +226,9 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", action="store_true")
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
 
+
+def _add_listings_command(command: _CommandMaker) -> None:
+    """`farmd jobs`, `job`, `workers`, `clusters`: what the farm holds."""
     jobs = command("jobs", _jobs, "list jobs")
     jobs.add_argument("--json", action="store_true")
 
@@ -212,6 +242,9 @@ def _build_parser() -> argparse.ArgumentParser:
     clusters = command("clusters", _clusters, "show the cluster tree with counts")
     clusters.add_argument("--json", action="store_true")
 
+
+def _add_wait_command(command: _CommandMaker) -> None:
+    """`farmd wait`: its exit status says how the jobs ended."""
     wait = command(
         "wait",
         _wait,
@@ -224,6 +257,9 @@ def _build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--json", action="store_true")
     wait.set_defaults(error_exit=3)
 
+
+def _add_controls_command(command: _CommandMaker) -> None:
+    """`farmd kill`, `block`, `unblock`, `retry`, `suspend`, `resume`: one control each."""
     for name, text in (
         ("kill", "kill jobs or frames (their running processes are killed)"),
         ("block", "stop and hold jobs or frames until unblocked"),
@@ -237,10 +273,16 @@ def _build_parser() -> argparse.ArgumentParser:
         control.add_argument("--json", action="store_true")
         control.set_defaults(action=name)
 
+
+def _add_remove_command(command: _CommandMaker) -> None:
+    """`farmd remove`."""
     remove = command("remove", _remove, "forget jobs that have ended (kill them first)")
     remove.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
     remove.add_argument("--json", action="store_true")
 
+
+def _add_modify_command(command: _CommandMaker) -> None:
+    """`farmd modify`: a job's rank and options."""
     modify = command("modify", _modify, "change a job's rank (takes effect at the next pick)")
     modify.add_argument("job_id", type=_job_id, metavar="ID")
     modify.add_argument("--priority", type=int)
@@ -250,6 +292,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_job_options(modify, defaults=False)
     modify.add_argument("--json", action="store_true")
 
+
+def _add_lock_command(command: _CommandMaker) -> None:
+    """`farmd lock`: drain or purge a worker."""
     lock = command("lock", _lock, "stop a worker taking new work (qblock)")
     lock.add_argument("worker", metavar="WORKER")
     mode = lock.add_mutually_exclusive_group()
@@ -266,36 +311,57 @@ def _build_parser() -> argparse.ArgumentParser:
     lock.add_argument("--json", action="store_true")
     lock.set_defaults(mode="drain")
 
+
+def _add_unlock_command(command: _CommandMaker) -> None:
+    """`farmd unlock`."""
     unlock = command("unlock", _unlock, "let a locked worker take work again")
     unlock.add_argument("worker", metavar="WORKER")
     unlock.add_argument("--json", action="store_true")
 
+
+def _add_explain_command(command: _CommandMaker) -> None:
+    """`farmd explain`."""
     explain = command("explain", _explain, "why a job does or does not run on each worker")
     explain.add_argument("job_id", type=_job_id, metavar="ID")
     explain.add_argument("--worker", metavar="NAME", help="only this worker")
     explain.add_argument("--json", action="store_true")
 
+
+def _add_reload_command(command: _CommandMaker) -> None:
+    """`farmd reload`."""
     reload = command(
         "reload", _reload, "read the supervisor's configuration file again (as SIGHUP does)"
     )
     reload.add_argument("--json", action="store_true")
 
+
+def _add_resources_command(command: _CommandMaker) -> None:
+    """`farmd resources`: farm-wide counters, and setting their totals."""
     resources = command("resources", _resources, "farm-wide counters (licenses): used and free")
     resources.add_argument(
         "set", nargs="*", metavar="NAME=TOTAL", help="change totals until the next restart"
     )
     resources.add_argument("--json", action="store_true")
 
+
+def _add_logs_command(command: _CommandMaker) -> None:
+    """`farmd logs`."""
     logs = command("logs", _logs, "print the log of a frame (ID or ID:FRAME)")
     logs.add_argument("target", metavar="ID[:FRAME]")
     logs.add_argument("--json", action="store_true")
 
+
+def _add_order_command(command: _CommandMaker) -> None:
+    """`farmd order`."""
     order = command("order", _order, "the jobs a worker would run next, in rank order")
     order.add_argument("worker", metavar="WORKER")
     order.add_argument("--limit", type=_positive_int, default=50)
     order.add_argument("--json", action="store_true")
 
-    config = commands.add_parser("config", help="farm configuration files")
+
+def _add_config_command(command: _CommandMaker) -> None:
+    """`farmd config check`: a group with its own subcommands."""
+    config = command.subparsers.add_parser("config", help="farm configuration files")
     config_commands = config.add_subparsers(title="commands", metavar="COMMAND", required=True)
     text = "validate a farm configuration; with --host, show that host's effective settings"
     check = config_commands.add_parser("check", help=text, description=text)
@@ -303,7 +369,27 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     check.add_argument("--host", metavar="NAME", help="a worker's name (its host name)")
     check.add_argument("--json", action="store_true")
-    return parser
+
+
+_COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
+    _add_serve_command,
+    _add_worker_command,
+    _add_up_command,
+    _add_submit_command,
+    _add_listings_command,
+    _add_wait_command,
+    _add_controls_command,
+    _add_remove_command,
+    _add_modify_command,
+    _add_lock_command,
+    _add_unlock_command,
+    _add_explain_command,
+    _add_reload_command,
+    _add_resources_command,
+    _add_logs_command,
+    _add_order_command,
+    _add_config_command,
+)
 
 
 def _add_spec_options(
@@ -497,16 +583,10 @@ def _worker(args: argparse.Namespace) -> int:
     from farmd import logs
     from farmd.agent import AgentConfig, run_agent
     from farmd.client import resolve_address, resolve_token
-    from farmd.cluster import parse_cluster, parse_restrictions
     from farmd.config import default_state_dir
+    from farmd.resources import parse_resources
+    from farmd.worker_settings import check_worker
 
-    logs.configure(args.log_level, json_lines=args.log_json)
-    from farmd.resources import check_name, parse_resources
-
-    parse_cluster(args.cluster)  # refuse bad input before connecting
-    parse_restrictions(args.restrictions)
-    _check_worker_name(args.name)
-    types = tuple(check_name(t, "job type") for t in args.types)
     resources = parse_resources(",".join(args.resources), "--resource")
     properties: dict[str, object] = {}
     for item in args.properties:
@@ -515,6 +595,18 @@ def _worker(args: argparse.Namespace) -> int:
             msg = f"bad --property {item!r}: expected KEY=VALUE"
             raise UserError(msg)
         properties[key.strip()] = _fact_value(value.strip())
+    # refuse bad input before connecting, by the rules the supervisor applies
+    check_worker(
+        name=args.name,
+        cluster=args.cluster,
+        restrictions=args.restrictions,
+        slots=args.slots,
+        types=args.types,
+        properties=properties,
+        resources=resources,
+    )
+    types = tuple(args.types)
+    logs.configure(args.log_level, json_lines=args.log_json)
     log_dir = (
         Path(args.log_dir) if args.log_dir else default_state_dir() / "worker-logs" / args.name
     )
@@ -534,30 +626,20 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_worker_name(name: str) -> None:
-    """The rule the wire applies to a worker's name, before connecting: its name is
-    printed in listings and logs, one per line."""
-    from farmd.protocol import MAX_NAME_CHARS, odd_character
-
-    why = odd_character(name)
-    if not name or len(name) > MAX_NAME_CHARS:
-        why = f"must be 1 to {MAX_NAME_CHARS} characters, not {len(name)}"
-    if why is not None:
-        shown = repr(name) if len(name) <= 50 else f"{name[:40]!r}..."
-        msg = f"bad worker name {shown} (--name): {why}"
-        raise UserError(msg)
-
-
 def _fact_value(text: str) -> object:
-    """A --property value: a number if it reads as one (`8`, `2.5`), else the text."""
+    """A --property value: a number if it reads as one a property may hold (`8`, `2.5`:
+    finite, 64-bit if whole; not `inf` or `nan`), else the text."""
     try:
-        return int(text)
+        whole = int(text)
     except ValueError:
         pass
+    else:
+        return whole if -(2**63) <= whole < 2**63 else text
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 def _up(args: argparse.Namespace) -> int:

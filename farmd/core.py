@@ -116,6 +116,7 @@ from farmd.resources import (
     parse_taken,
     taken_text,
 )
+from farmd.worker_settings import check_worker
 
 MAX_COMMAND_BYTES = 256 * 1024
 
@@ -1067,32 +1068,27 @@ class Scheduler:
         return worker.summary()
 
     def _make_worker(self, event: WorkerJoined | WorkerReconfigured, seq: int) -> Worker:
-        """A worker record from a registration or a reconfiguration, checked."""
-        odd = odd_character(event.name)  # its name is printed in listings and logs
-        if not event.name or len(event.name) > MAX_NAME_CHARS or odd is not None:
-            why = odd or f"must be 1 to {MAX_NAME_CHARS} characters"
-            msg = f"bad worker name {quote(event.name)}: {why}"
-            raise JobSpecError(msg)
-        if event.slots < 1:
-            msg = f"bad worker {event.name!r}: slots must be at least 1, got {event.slots}"
-            raise JobSpecError(msg)
-        resources = {check_name(n): float(a) for n, a in event.resources.items()}
-        if any(is_global(n) or n == "slots" for n in resources):
-            msg = (
-                f"bad worker {event.name!r}: its resources are its own (gpu=2), "
-                "not slots or farm-wide ones"
-            )
-            raise JobSpecError(msg)
-        return Worker(
+        """A worker record from a registration or a reconfiguration, checked by the
+        rules every worker setting meets (`farmd.worker_settings`)."""
+        spec = check_worker(
             name=event.name,
-            cluster=parse_cluster(event.cluster),
-            restrictions=parse_restrictions(event.restrictions),
+            cluster=event.cluster,
+            restrictions=event.restrictions,
             slots=event.slots,
+            types=event.types,
+            properties=event.properties,
+            resources=event.resources,
+        )
+        return Worker(
+            name=spec.name,
+            cluster=spec.cluster,
+            restrictions=spec.restrictions,
+            slots=spec.slots,
             connected_at=event.now,
             seq=seq,
-            types=frozenset(check_name(t, "job type") for t in event.types),
-            properties=dict(event.properties),
-            resources=resources,
+            types=spec.types,
+            properties=spec.properties,
+            resources=spec.resources,
             locked=self.locks.get(event.name),
         )
 

@@ -47,9 +47,30 @@ class PatternError(UserError):
 
 
 class JobSpecError(UserError):
-    """A job or worker field with a bad value (priority, id, frame range...)."""
+    """A job field with a bad value (priority, id, frame range...)."""
 
     code = "bad_job"
+
+
+class WorkerSettingsError(UserError):
+    """A worker setting with a bad value (a type, a property, a counter, its slots...),
+    from a `register` or `farmd worker`'s flags (`farmd.worker_settings`).
+
+    `field` names the setting, `value` is the bad value and `problem` says what is wrong
+    without quoting it, so that a caller (the config loader) can point at it instead.
+    Its wire code stays `bad_job`, the code registrations were always refused with and
+    the one farmd's agent stops on; a client reading `bad_job` gets a JobSpecError.
+    """
+
+    code = "bad_job"
+
+    def __init__(
+        self, message: str, field: str = "", value: object = None, problem: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.problem = problem or message
 
 
 class RequirementError(UserError):

@@ -1006,15 +1006,17 @@ class Worker:
 
     @functools.cached_property
     def facts(self) -> dict[str, Any]:
-        """What a requirement reads as `host.*`: its properties, then what farmd knows."""
+        """What a requirement reads as `host.*`: its properties, then what farmd knows.
+        A property never has one of farmd's names (`worker_settings.RESERVED_PROPERTIES`);
+        `memory` is the `memory` counter, which farmd's agent sets to the host's."""
         return {
             **self.properties,
             "name": self.name,
             "cluster": self.cluster,
             "slots": self.slots,
             "types": sorted(self.types),
-            **{name: amount for name, amount in self.resources.items() if name != "memory"},
-            "memory": self.resources.get("memory", self.properties.get("memory", 0)),
+            **self.resources,
+            "memory": self.resources.get("memory", 0),
         }
 
     @functools.cached_property

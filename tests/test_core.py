@@ -49,6 +49,7 @@ from farmd.errors import (
     UnknownJobError,
     UnknownWorkerError,
     UserError,
+    WorkerSettingsError,
 )
 from farmd.model import FrameState, JobState, Worker
 from farmd.ranking import DEFAULT_PRIORITY, admits, rank_key
@@ -1158,7 +1159,7 @@ def test_a_bad_submit_is_refused_and_uses_no_job_id(
 @pytest.mark.parametrize(
     ("fields", "error", "bad"),
     [
-        ({"slots": 0}, JobSpecError, "got 0"),
+        ({"slots": 0}, WorkerSettingsError, "got 0"),
         ({"cluster": "nowhere"}, ClusterPathError, "nowhere"),
         ({"restrictions": "/A or"}, RestrictionError, "/A or"),
     ],

@@ -64,8 +64,14 @@ def test_a_bad_type_is_refused() -> None:
 
 def test_requirements_are_checked_against_the_host() -> None:
     core = Scheduler()
-    core.handle(host("small", properties={"os": "linux", "memory": 8 * GiB}))
-    core.handle(host("big", properties={"os": "linux", "memory": 64 * GiB, "gpu_model": "a6000"}))
+    core.handle(host("small", properties={"os": "linux"}, resources={"memory": 8 * GiB}))
+    core.handle(
+        host(
+            "big",
+            properties={"os": "linux", "gpu_model": "a6000"},
+            resources={"memory": 64 * GiB},
+        )
+    )
     out = core.handle(submit(requires="host.os == linux and host.memory >= 32G"))
     assert where(out) == [("big", 1, 1, 1)]
     out = core.handle(submit(requires="host.gpu_model in [a6000, a100] or job.priority < 10"))
@@ -234,8 +240,8 @@ def test_explain_names_every_reason_a_job_does_not_run() -> None:
     core.handle(LockWorker(name="locked", now=0.0))
     core.handle(host("picky", "/a", restrictions="/a/*"))
     core.handle(host("notype", "/b"))
-    core.handle(host("small", "/b", types=("nuke",), properties={"memory": 8 * GiB}))
-    core.handle(host("nogpu", "/b", types=("nuke",), properties={"memory": 64 * GiB}))
+    core.handle(host("small", "/b", types=("nuke",), resources={"memory": 8 * GiB}))
+    core.handle(host("nogpu", "/b", types=("nuke",), resources={"memory": 64 * GiB}))
     core.handle(
         submit(
             cluster="/b",

@@ -1,0 +1,124 @@
+"""Listen addresses: `Address` (a TCP endpoint) and `parse_address`, which reads
+`HOST:PORT`, `:PORT` and `[IPV6]:PORT` for flags and config files alike."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+
+import attrs
+
+from farmd.errors import ConfigError
+
+DEFAULT_PORT: Final = 7531
+DEFAULT_HOST: Final = "127.0.0.1"
+
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_DOTTED_NUMBERS = re.compile(r"[0-9.]+")
+
+
+def _host_problem(host: object) -> str | None:
+    """Why `host` (unbracketed) is not a hostname, IPv4 or IPv6 address, or None."""
+    if not isinstance(host, str):
+        return "the host must be a string"
+    if not host:
+        return "the host is empty"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"host {host!r} is not an IPv6 address"
+        return None
+    if _DOTTED_NUMBERS.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"host {host!r} is not an IPv4 address"
+        return None
+    name = host[:-1] if host.endswith(".") else host  # one trailing dot: a rooted name
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return f"host {host!r} is not a hostname or IP address"
+    return None
+
+
+def _port_problem(port: object) -> str | None:
+    if isinstance(port, bool) or not isinstance(port, int):
+        return "the port must be an integer"
+    if not 0 <= port <= 65535:
+        return f"port {port} is out of range 0..65535"
+    return None
+
+
+def _check_host(_: object, __: object, value: str) -> None:
+    problem = _host_problem(value)
+    if problem is not None:
+        msg = f"bad address host {value!r}: {problem}"
+        raise ConfigError(msg)
+
+
+def _check_port(_: object, __: object, value: int) -> None:
+    problem = _port_problem(value)
+    if problem is not None:
+        msg = f"bad address port {value!r}: {problem}"
+        raise ConfigError(msg)
+
+
+@attrs.frozen
+class Address:
+    """A TCP endpoint. `host` is a hostname, an IPv4 or an (unbracketed) IPv6 address;
+    `port` 0 asks the OS for a free port. `str()` gives the text `parse_address` reads."""
+
+    host: str = attrs.field(validator=_check_host)
+    port: int = attrs.field(validator=_check_port)
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+DEFAULT_LISTEN: Final = Address(DEFAULT_HOST, DEFAULT_PORT)
+
+
+def address_or_problem(text: str) -> Address | str:
+    """The address `text` names, or why it names none (shared with the file loader)."""
+    if any(ch.isspace() for ch in text):
+        return "must not contain spaces"
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            return "'[' without a matching ']'"
+        host, rest = text[1:close], text[close + 1 :]
+        if ":" not in host:
+            return "brackets are only for IPv6 addresses, such as '[::1]:7531'"
+        if not rest.startswith(":"):
+            return "expected ':PORT' after ']', such as '[::1]:7531'"
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            return "expected HOST:PORT or :PORT, such as '127.0.0.1:7531'"
+        if ":" in host:
+            return "write an IPv6 address in brackets, such as '[::1]:7531'"
+        host = host or DEFAULT_HOST
+    if not _PORT.fullmatch(port_text):
+        return f"port {port_text!r} is not a number 0..65535"
+    port = int(port_text)
+    problem = _host_problem(host) or _port_problem(port)
+    if problem is not None:
+        return problem
+    return Address(host, port)
+
+
+def parse_address(text: str) -> Address:
+    """Read `HOST:PORT`, `:PORT` (host 127.0.0.1) or `[IPV6]:PORT`; port 0..65535.
+
+    Refuses anything else with a one-line `ConfigError` quoting `text`.
+    """
+    result = address_or_problem(text)
+    if isinstance(result, str):
+        msg = f"bad address {text!r}: {result}"
+        raise ConfigError(msg)
+    return result
