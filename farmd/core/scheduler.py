@@ -2,24 +2,22 @@
 
 Theory of operation
 -------------------
-`Scheduler` holds the whole farm: jobs and their frames, connected workers, the ranking
-index of runnable jobs and the derived cluster tree. Its one door for change is
-`handle(event)`, which returns an `Outcome`: the event's result (a new job id...) and
-the commands the shell must carry out (start or stop a frame on a worker, tell waiters a
-job ended, log a line). Time arrives inside events; the core reads no clock, opens no
-socket and logs nothing itself. Queries (`jobs_view`, `order_view`...) only read.
+`Scheduler` holds the whole farm: jobs and their frames, connected workers, the derived
+cluster tree, and (through the `Dispatcher` it owns) the ranking index of runnable jobs
+and the pool of farm-wide resources. Its one door for change is `handle(event)`, which
+returns an `Outcome`: the event's result (a new job id...) and the commands the shell
+must carry out (start or stop a frame on a worker, tell waiters a job ended, log a
+line). Time arrives inside events; the core reads no clock, opens no socket and logs
+nothing itself. Queries (`jobs_view`, `order_view`...) only read.
 
 Invariants, restored at the end of every `handle`:
 
 - a job is in the ranking index exactly when `Job.runnable` (a ready frame, no unmet
-  whole-job dependency); `_sync` is the only place that adds or removes it, and the only
-  place that acts on a job's state changing (`Job.synced` is the state it last acted
-  on): an end is announced once, dependents and the parent hear of it, a retried job
-  returns to the cluster tree;
-- every worker with a free slot has been offered the best job it admits, or sits in
-  `_starved` because it admits none. Anything that makes a job runnable or changes its
-  rank moves the starved workers it could serve back to `_hungry`, and `_dispatch`
-  drains `_hungry`. Dispatch is therefore event-driven and never polls;
+  whole-job dependency); `_sync` is the only place that acts on a job's state changing
+  (`Job.synced` is the state it last acted on): an end is announced once, dependents
+  and the parent hear of it, a retried job returns to the cluster tree;
+- every worker with a free slot has been offered the best job it admits, or is starved
+  because it admits none (the dispatcher's rule);
 - a frame's `attempts` is its fencing token: a result for any other attempt, or from a
   worker that no longer holds it, is ignored and logged, so a frame ends exactly once.
 
@@ -33,41 +31,70 @@ Sub-jobs: a job submitted with a `parent` is counted in its parent's `open_child
 until it ends; the parent ends only once its frames and its sub-jobs have. Killing or
 removing a job takes its sub-jobs with it.
 
-Preemption (`PreemptPolicy`): `passive` is dispatch itself, a slot that frees goes to
-the best job; `disabled` keeps a slot with the job it ran while that job has frames left;
-`aggressive` stops the worst running frame of a full worker as soon as a runnable job
-strictly outranks it there by (cluster order, priority), never by id alone. A preempted
-frame goes back to pending without using a retry.
-
-A refused event raises a `UserError` before anything is changed.
+A refused event raises a `UserError` before anything is changed; an event the core
+does not know, or one it cannot take in its state, is our bug: `InternalError`.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
-import math
-import reprlib
-from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeGuard
-
-import attrs
+from typing import Any
 
 from farmd.cluster import (
-    ClusterPath,
     ClusterTree,
-    CrossClusterPatterns,
     Member,
-    Restrictions,
     parse_cluster,
     parse_patterns,
     parse_restrictions,
     quote,
 )
+from farmd.core import views
+from farmd.core.drafting import (
+    MAX_COMMAND_BYTES,
+    Draft,
+    _check_options,
+    _in_batch,
+    draft_batch,
+    draft_job,
+    submission_digest,
+)
+from farmd.core.restore import _is_id, _restored_job, _why
+from farmd.core.restore import frame_row as _frame_row
+from farmd.core.restore import job_row as _job_row
+from farmd.core.stuck import HOLDING as _HOLDING
+from farmd.core.stuck import _StuckJobs
+from farmd.core.vocabulary import (
+    Command,
+    ControlFrames,
+    Event,
+    FarmStatistics,
+    FrameEnded,
+    JobEnded,
+    JobHeld,
+    KillJobs,
+    LockWorker,
+    ModifyJob,
+    Note,
+    Outcome,
+    PreemptPolicy,
+    ReclaimOrphans,
+    RemoveJobs,
+    ResumeFrame,
+    SetResource,
+    StartFrame,
+    StopFrame,
+    SubmitJob,
+    SubmitJobs,
+    Submitter,
+    SuspendFrame,
+    Tick,
+    UnlockWorker,
+    WakeAt,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReconfigured,
+)
 from farmd.errors import (
-    FarmdError,
     ForbiddenError,
     JobSpecError,
     UnknownJobError,
@@ -77,387 +104,28 @@ from farmd.errors import (
 from farmd.model import (
     CONTROLS,
     DONE,
-    MAX_FRAMES_PER_JOB,
     Changes,
     Control,
     Dependency,
     DependencyMode,
     Frame,
-    FrameNumbers,
     FrameRow,
     FrameState,
     FrameTable,
     Job,
-    JobRow,
     JobState,
     Snapshot,
     Worker,
-    format_frame_range,
-    frame_numbers,
-    frames_named,
-    parse_dependency,
-    parse_frame_range,
     parse_target,
     refusal,
 )
 from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.ranking import DEFAULT_PRIORITY, Eligible, QueuedJob, RankingIndex, admits, rank_key
-from farmd.requirements import Requirement, parse_requirement
-from farmd.resources import (
-    ONE_SLOT_TAKEN,
-    Pool,
-    Reservation,
-    Taken,
-    check_name,
-    is_global,
-    parse_reservation,
-    parse_taken,
-    taken_text,
-)
-
-MAX_COMMAND_BYTES = 256 * 1024
-
-
-# States in which a job may wait for ever (`Scheduler.stuck`): entering one is a `JobHeld`.
-_HOLDING = frozenset({JobState.WAITING, JobState.BLOCKED, JobState.SUSPENDED})
+from farmd.resources import ONE_SLOT_TAKEN, Pool, Taken, check_name, is_global
 
 # Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
 # and a retried one (failed, perhaps, because one of them did) retries them.
 _CASCADING = frozenset({Control.KILL, Control.RETRY})
-
-
-class PreemptPolicy(enum.Enum):
-    """Qube's `supervisor_preempt_policy` (see the module docs)."""
-
-    PASSIVE = "passive"
-    AGGRESSIVE = "aggressive"
-    DISABLED = "disabled"
-
-
-# --------------------------------------------------------------------------- events
-
-
-@attrs.frozen(kw_only=True)
-class Submitter:
-    """Who submits, when it is not an admin: the user token (`job` None) or a frame's
-    job token (`job`, the token's job). Its jobs may not be more urgent than
-    `highest_priority`, and only a job token adds sub-jobs, under its own job."""
-
-    job: int | None = None
-    highest_priority: int = 1
-
-    @property
-    def who(self) -> str:
-        return "a user token" if self.job is None else "a frame's job token"
-
-
-@attrs.frozen(kw_only=True)
-class SubmitJob:
-    argv: tuple[str, ...]
-    now: float
-    name: str = ""
-    cluster: str | None = None
-    priority: int | None = None
-    restrictions: str = ""
-    patterns: str = ""
-    frames: str = ""
-    depends_on: tuple[int | str, ...] = ()  # ID or "ID:MODE"
-    instances: int = 0
-    retries: int = 0
-    retry_delay: float = 0.0
-    time_limit: float = 0.0
-    chunk: int = 1
-    parent: int | None = None
-    uninterruptible: bool = False
-    job_type: str | None = None
-    requires: str = ""
-    reserve: str = ""
-    key: str | None = None  # idempotency: a repeat of a key gets the job it made
-    by: Submitter | None = None  # None: an admin
-    # the job drafted from this very event off the loop (`draft`); None: drafted here
-    prepared: Draft | None = attrs.field(default=None, eq=False, repr=False)
-    # its `submission_digest`, computed off the loop with the draft; None: computed here
-    digest: str | None = attrs.field(default=None, eq=False, repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class SubmitJobs:
-    """Several submissions at once, all or none. The jobs' own `key` and `by` are
-    not used: the batch's are."""
-
-    jobs: tuple[SubmitJob, ...]
-    now: float
-    key: str | None = None
-    by: Submitter | None = None
-    prepared: tuple[Draft, ...] | None = attrs.field(default=None, eq=False, repr=False)
-    digest: str | None = attrs.field(default=None, eq=False, repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class KillJobs:
-    job_ids: tuple[int, ...]
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class ControlFrames:
-    """An admin's `kill|block|unblock|retry|suspend|resume` of targets `ID` or
-    `ID:FRAMES`, all or none."""
-
-    control: Control
-    targets: tuple[str, ...]
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class RemoveJobs:
-    """Forget ended jobs (an admin kills a job first to remove it)."""
-
-    job_ids: tuple[int, ...]
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class ModifyJob:
-    job_id: int
-    now: float
-    priority: int | None = None
-    cluster: str | None = None
-    restrictions: str | None = None
-    patterns: str | None = None
-    instances: int | None = None
-    retries: int | None = None
-    retry_delay: float | None = None
-    time_limit: float | None = None
-
-
-@attrs.frozen(kw_only=True)
-class WorkerJoined:
-    name: str
-    cluster: str
-    slots: int
-    now: float
-    restrictions: str = ""
-    running: tuple[tuple[int, int, int], ...] = ()  # (job, frame, attempt) still running
-    types: tuple[str, ...] = ()
-    properties: dict[str, Any] = attrs.field(factory=dict)
-    resources: dict[str, float] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class LockWorker:
-    """`farmd lock`: no new work; `drain` lets running frames finish, `purge` stops and
-    requeues them (no retry used). Locks are kept by name, across reconnects."""
-
-    name: str
-    now: float
-    mode: str = "drain"
-
-
-@attrs.frozen(kw_only=True)
-class UnlockWorker:
-    name: str
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class SetResource:
-    """An admin changes the total of a global counter (`license.nuke`) at run time."""
-
-    name: str
-    total: float
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class WorkerReconfigured:
-    """A reloaded configuration changes a connected worker: from its next pick it ranks
-    and matches by these; what it runs is not disturbed."""
-
-    name: str
-    cluster: str
-    slots: int
-    now: float
-    restrictions: str = ""
-    types: tuple[str, ...] = ()
-    properties: dict[str, Any] = attrs.field(factory=dict)
-    resources: dict[str, float] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class WorkerLost:
-    name: str
-    now: float
-    reason: str = "disconnected"
-
-
-@attrs.frozen(kw_only=True)
-class ReclaimOrphans:
-    """The grace period after a restart is over: frames whose worker has not come back
-    to claim them go back to pending."""
-
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class Tick:
-    """The time the core asked to be woken at (`WakeAt`) has come."""
-
-    now: float
-
-
-@attrs.frozen(kw_only=True)
-class FrameEnded:
-    worker: str
-    job_id: int
-    frame: int
-    attempt: int
-    exit_code: int
-    now: float
-    error: str = ""
-
-
-Event = (
-    SubmitJob
-    | SubmitJobs
-    | KillJobs
-    | ControlFrames
-    | RemoveJobs
-    | ModifyJob
-    | WorkerJoined
-    | WorkerLost
-    | FrameEnded
-    | ReclaimOrphans
-    | Tick
-    | LockWorker
-    | UnlockWorker
-    | SetResource
-    | WorkerReconfigured
-)
-
-# --------------------------------------------------------------------------- commands
-
-
-@attrs.frozen(kw_only=True)
-class StartFrame:
-    worker: str
-    job_id: int
-    job_name: str
-    frame: int
-    attempt: int
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    time_limit: float = 0.0
-    # why this job: its rank key for this worker, for the dispatch log
-    rank: tuple[int, int, int]
-
-
-@attrs.frozen(kw_only=True)
-class StopFrame:
-    worker: str
-    job_id: int
-    frame: int
-    attempt: int
-
-
-@attrs.frozen(kw_only=True)
-class SuspendFrame:
-    """SIGSTOP the process group of a running attempt; it keeps its slot."""
-
-    worker: str
-    job_id: int
-    frame: int
-    attempt: int
-
-
-@attrs.frozen(kw_only=True)
-class ResumeFrame:
-    """SIGCONT the process group of a suspended attempt."""
-
-    worker: str
-    job_id: int
-    frame: int
-    attempt: int
-
-
-@attrs.frozen(kw_only=True)
-class WakeAt:
-    """Send a `Tick` at this time (seconds since the epoch, as events carry)."""
-
-    at: float
-
-
-@attrs.frozen(kw_only=True)
-class JobEnded:
-    job_id: int
-    state: JobState
-
-
-@attrs.frozen(kw_only=True)
-class JobHeld:
-    """A job became waiting, blocked or suspended, or what a waiting job waits for
-    changed: the shell's `wait`s check again whether their jobs can still end
-    (`Scheduler.stuck`)."""
-
-    job_id: int
-    state: JobState
-
-
-@attrs.frozen(kw_only=True)
-class Note:
-    """A line for the shell's log: the core decides what is worth saying, not how."""
-
-    level: str
-    event: str
-    fields: dict[str, Any] = attrs.field(factory=dict)
-
-
-Command = StartFrame | StopFrame | SuspendFrame | ResumeFrame | JobEnded | JobHeld | Note | WakeAt
-
-
-@attrs.frozen
-class Outcome:
-    result: Any = None
-    commands: tuple[Command, ...] = ()
-    # the rows the event changed: durable before any command is carried out
-    changes: Changes = attrs.field(factory=Changes)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@attrs.frozen(kw_only=True)
-class FarmStatistics:
-    """What the scheduler tells the metrics module (`farmd.metrics`) at one scrape.
-
-    Counts are of jobs that have not been removed. The `frames_*` totals are cumulative
-    since the supervisor started (they reset with it, which Prometheus counters allow).
-    """
-
-    frames: tuple[tuple[str, str, int], ...]  # (job cluster, frame state, count)
-    jobs: tuple[tuple[str, str, int], ...]  # (job cluster, job state, count)
-    workers: tuple[tuple[str, str, int], ...]  # (worker cluster, idle|busy|locked, count)
-    slots: tuple[tuple[str, float, float], ...]  # (worker cluster, used, total)
-    resources: tuple[tuple[str, float, float], ...]  # (global counter name, used, total)
-    frames_started: int
-    frames_completed: int
-    frames_failed: int
-    frames_retried: int
-    frames_preempted: int
-
-
-EMPTY_STATISTICS = FarmStatistics(
-    frames=(),
-    jobs=(),
-    workers=(),
-    slots=(),
-    resources=(),
-    frames_started=0,
-    frames_completed=0,
-    frames_failed=0,
-    frames_retried=0,
-    frames_preempted=0,
-)
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -1828,165 +1496,30 @@ class Scheduler:
         return worker
 
     def jobs_view(self) -> list[dict[str, Any]]:
-        return [job.summary() for job in self.jobs.values()]
+        return views.jobs_view(self)
 
     def job_view(self, job_id: int) -> dict[str, Any]:
-        return self.job(job_id).detail()
+        return views.job_view(self, job_id)
 
     def workers_view(self) -> list[dict[str, Any]]:
-        return [w.summary() for w in sorted(self.workers.values(), key=lambda w: w.name)]
+        return views.workers_view(self)
 
     def clusters_view(self) -> list[dict[str, Any]]:
-        return [attrs.asdict(node) for node in self.tree.nodes()]
+        return views.clusters_view(self)
 
     def order_view(self, worker_name: str, limit: int) -> list[dict[str, Any]]:
-        worker = self.worker(worker_name)
-        return [
-            {
-                "id": ranked.job.id,
-                "name": self.jobs[ranked.job.id].name,
-                "cluster": ranked.job.cluster,
-                "order": ranked.order,
-                "priority": ranked.priority,
-            }
-            # jobs that could never fit it (type, requirement, resources) are left out
-            for ranked in self.index.page(
-                worker.view, limit, eligible=self._fits_on(worker, [], idle=True)
-            )
-        ]
+        return views.order_view(self, worker_name, limit)
 
     def statistics(self) -> FarmStatistics:
         """Counts for the metrics, by cluster and state (see `FarmStatistics`)."""
-        frames: Counter[tuple[str, str]] = Counter()
-        jobs: Counter[tuple[str, str]] = Counter()
-        for job in self.jobs.values():
-            jobs[(job.cluster, job.state.value)] += 1
-            for state, count in job.frame_counts.items():
-                if count:
-                    frames[(job.cluster, state.value)] += count
-        workers: Counter[tuple[str, str]] = Counter()
-        slots: dict[str, list[float]] = {}
-        for worker in self.workers.values():
-            workers[(worker.cluster, worker.summary_state)] += 1
-            used_total = slots.setdefault(worker.cluster, [0, 0])
-            used_total[0] += worker.used.get("slots", 0)
-            used_total[1] += worker.slots
-        pool = self.pool
-        return FarmStatistics(
-            frames=tuple((c, s, n) for (c, s), n in sorted(frames.items())),
-            jobs=tuple((c, s, n) for (c, s), n in sorted(jobs.items())),
-            workers=tuple((c, s, n) for (c, s), n in sorted(workers.items())),
-            slots=tuple((c, u, t) for c, (u, t) in sorted(slots.items())),
-            resources=tuple(
-                (name, pool.used.get(name, 0), total) for name, total in sorted(pool.totals.items())
-            ),
-            frames_started=self.counters["started"],
-            frames_completed=self.counters["completed"],
-            frames_failed=self.counters["failed"],
-            frames_retried=self.counters["retried"],
-            frames_preempted=self.counters["preempted"],
-        )
+        return views.statistics(self)
 
     def resources_view(self) -> dict[str, dict[str, float]]:
-        pool = self.pool
-        return {
-            name: {"total": total, "used": pool.used.get(name, 0), "free": pool.free(name)}
-            for name, total in sorted(pool.totals.items())
-        }
+        return views.resources_view(self)
 
     def explain(self, job_id: int, worker_name: str | None = None) -> dict[str, Any]:
-        """Why `job_id` does or does not run on each connected worker (or the named
-        one): every reason that applies, in the order an admin would fix them."""
-        job = self.job(job_id)
-        names = [self.worker(worker_name).name] if worker_name else sorted(self.workers)
-        state = job.state
-        everywhere = []  # what holds the job back on every worker
-        if state.ended:
-            everywhere.append(f"the job has ended ({state.value})")
-        elif state in (JobState.WAITING, JobState.BLOCKED, JobState.SUSPENDED):
-            everywhere.append(job.reason(state))
-        elif job.id not in self.index:
-            everywhere.append(
-                "no frame of it is ready (all running, held or waiting out a retry delay)"
-            )
-        return {
-            "job": job.id,
-            "name": job.name,
-            "state": state.value,
-            "cluster": job.cluster,
-            "priority": job.priority,
-            "everywhere": everywhere,
-            "workers": [self._explain_on(job, self.workers[name], everywhere) for name in names],
-        }
-
-    def _explain_on(self, job: Job, worker: Worker, everywhere: list[str]) -> dict[str, Any]:
-        queued = job.queued()
-        view = worker.view
-        running = sorted(f"{j}:{n}" for j, n, _ in worker.running if j == job.id)
-        reasons = list(everywhere)
-        if worker.locked:
-            reasons.append(f"the worker is locked ({worker.locked}): it takes no new work")
-        if not view.restrictions.accepts(job.cluster):
-            reasons.append(
-                f"cluster restriction on the worker's side: it accepts jobs in "
-                f"'{view.restrictions}' only, and the job is in {job.cluster}"
-            )
-        if not job.restrictions.accepts(worker.cluster):
-            reasons.append(
-                f"cluster restriction on the job's side: it accepts workers in "
-                f"'{job.restrictions}' only, and the worker is in {worker.cluster}"
-            )
-        if job.type is not None and job.type not in worker.types:
-            runs = ", ".join(sorted(worker.types)) or "no typed jobs"
-            reasons.append(f"type missing: the job is a {job.type!r} job; the worker runs {runs}")
-        if job.requires.source:
-            clause = job.requires.first_false(worker.facts, job.facts())
-            if clause is not None:
-                reasons.append(f"requirement not met: {clause}")
-        # slots held by running frames make a job wait its turn, not unfit
-        short = job.reserve.shortfall(worker.slots, self._free_on(worker, True), self.pool.free)
-        if short is not None and not reasons:
-            reasons.append(f"resources short: {short}")
-        if job.at_cap and not reasons:
-            reasons.append(f"the job runs {job.instances} frames, its instances cap")
-        rank = None
-        if admits(queued, view):
-            order, priority, _ = rank_key(queued, view)
-            rank = {"order": order, "priority": priority}
-            if not reasons and job.id in self.index:
-                ahead, first = self._ahead_of(job, worker)
-                rank["ahead"] = ahead
-                if first is not None:
-                    reasons.append(
-                        f"outranked by {ahead} job{'s' if ahead != 1 else ''} that fit here; "
-                        f"the first is job {first.job.id} (cluster order {first.order}, "
-                        f"priority {first.priority})"
-                    )
-                elif self._fits(job, worker) is None:  # its turn, once slots free up
-                    now_short = job.reserve.shortfall(
-                        worker.slots, worker.available, self.pool.free
-                    )
-                    reasons.append(f"it is next here, once slots are free ({now_short})")
-        return {
-            "worker": worker.name,
-            "cluster": worker.cluster,
-            "runs": bool(running),
-            "running": running,
-            "rank": rank,
-            "reasons": reasons,
-        }
-
-    def _ahead_of(self, job: Job, worker: Worker, limit: int = 10_000) -> tuple[int, Any]:
-        """How many runnable jobs that fit `worker` rank before `job` there (counted up
-        to `limit`), and the first of them."""
-        fits: list[Taken] = []
-        ahead, first = 0, None
-        for ranked in self.index.ranked(worker.view, self._fits_on(worker, fits, idle=True)):
-            if ranked.job.id == job.id or ahead >= limit:
-                break
-            ahead += 1
-            first = first or ranked
-        return ahead, first
+        """Why `job_id` does or does not run on each connected worker (see `views.explain`)."""
+        return views.explain(self, job_id, worker_name)
 
     def ended(self, job_ids: Iterable[int]) -> dict[int, JobState]:
         """The jobs among `job_ids` that have ended, with their end state."""
@@ -2034,328 +1567,6 @@ class Scheduler:
         return frame, frame.worker
 
 
-# --------------------------------------------------------------------------- stuck jobs
-
-# A node of the stuck rule: ("stuck", job id) or ("frozen", job id).
-_Node = tuple[str, int]
-# Nodes one check may look at (two per job at most). A node costs about 10 us on a
-# 2-core machine, so a check holds the event loop for 20 to 50 ms at worst.
-MAX_STUCK_NODES = 2048
-
-
-@attrs.frozen
-class _Rule:
-    """A node's value: `const` if set, else any of `any_of`, or all of `all_of`."""
-
-    const: bool | None = None
-    any_of: tuple[_Node, ...] = ()
-    all_of: tuple[_Node, ...] | None = None
-
-
-class _StuckJobs:
-    """Which jobs cannot end without an admin (`farmd wait` stops waiting for them).
-
-    Two facts per job, defined by each other:
-
-    - *stuck*: the job has not ended and never will unless an admin acts. It is if it is
-      `blocked` (frames blocked by an admin, or a dependency that can no longer hold) or
-      `suspended`; or it is `waiting` with pending frames and a whole-job dependency it
-      still waits for is on a stuck job, or a `frames` dependency with frames still to
-      release is on a frozen job; or it is `waiting` for its sub-jobs and one of them is
-      stuck. A `pending` or `running` job is never stuck: it has work that can run.
-    - *frozen*: no frame of the job will change state unless an admin acts, so a frame
-      that waits for one of its frames (`frames` dependencies) waits for ever. An ended
-      job is; a job with a running frame is not; one with no pending frame is (what is
-      left is blocked, suspended or ended); one with pending frames is if a whole-job
-      dependency it waits for is on a stuck job, or if every pending frame waits for
-      frames of other jobs and every job they wait for is frozen.
-
-    The facts are the greatest fixed point of these rules over the jobs reachable from
-    the ones asked about: every such fact starts true and is cleared while its rule fails,
-    until nothing changes. Jobs that wait for each other in a cycle (a sub-job with a
-    `complete` dependency on its own parent) therefore come out stuck, as they are.
-    The rule errs towards "not stuck": a job with some work left to run is never stuck,
-    even when it has other frames that will wait for ever; it becomes stuck once that
-    work has run. Cost: the reachable jobs that may be stuck (a job that has ended or
-    has work to run is no node), their dependencies and sub-jobs, no frames; at most
-    `MAX_STUCK_NODES` nodes, past which nothing is called stuck (a `wait` then runs to
-    its timeout), so that one check never holds the event loop for long.
-    """
-
-    def __init__(self, jobs: dict[int, Job]) -> None:
-        self.jobs = jobs
-        self.rules: dict[_Node, _Rule] = {}
-        self.value: dict[_Node, bool] = {}
-        self._ends: dict[_Node, str] = {}  # what holds the chain from a node (`_end_of`)
-
-    def why(self, job_ids: list[int]) -> dict[int, str]:
-        self._solve([("stuck", job_id) for job_id in job_ids])
-        return {j: self._explain(j) for j in job_ids if self.value[("stuck", j)]}
-
-    def _rule(self, node: _Node) -> _Rule:
-        kind, job_id = node
-        job = self.jobs.get(job_id)
-        if job is None:  # removed: it has long ended
-            return _Rule(const=kind == "frozen")
-        state = job.state
-        if state.ended:
-            return _Rule(const=kind == "frozen")
-        counts = job.counts
-        if kind == "stuck":
-            if state in (JobState.BLOCKED, JobState.SUSPENDED):
-                return _Rule(const=True)
-            if state is not JobState.WAITING:
-                return _Rule(const=False)
-            if counts[FrameState.PENDING]:
-                gated_by = [x for x, n in job.gates.items() if n > 0 and not self._runs(x)]
-                return _Rule(any_of=self._stuck_nodes(job.waiting_on) + _frozen_nodes(gated_by))
-            return _Rule(any_of=self._stuck_nodes(job.open_children))
-        if counts[FrameState.RUNNING]:
-            return _Rule(const=False)
-        if not counts[FrameState.PENDING]:
-            return _Rule(const=True)
-        all_of = None
-        if counts[FrameState.PENDING] == job.gated:
-            gated_by = [x for x, n in job.gates.items() if n > 0]
-            if not any(self._runs(x) for x in gated_by):  # else not all of them are frozen
-                all_of = _frozen_nodes(gated_by)
-        return _Rule(any_of=self._stuck_nodes(job.waiting_on), all_of=all_of)
-
-    def _stuck_nodes(self, job_ids: Iterable[int]) -> tuple[_Node, ...]:
-        """The nodes of the jobs among `job_ids` that may be stuck. One that has ended
-        or has work it can run is not: leaving it out keeps a job that waits for
-        thousands of running ones cheap to look at (no node, no rule for each)."""
-        jobs = self.jobs
-        maybe = [i for i in job_ids if (j := jobs.get(i)) is not None and j.synced in _HOLDING]
-        return tuple(("stuck", i) for i in sorted(maybe))
-
-    def _runs(self, job_id: int) -> bool:
-        """A frame of the job is running: it is not frozen."""
-        job = self.jobs.get(job_id)
-        return job is not None and job.counts[FrameState.RUNNING] > 0
-
-    def _holds(self, rule: _Rule) -> bool:
-        if rule.const is not None:
-            return rule.const
-        value = self.value
-        if any(value[node] for node in rule.any_of):
-            return True
-        return rule.all_of is not None and all(value[node] for node in rule.all_of)
-
-    def _solve(self, roots: list[_Node]) -> None:
-        rules = self.rules
-        needed_by: dict[_Node, list[_Node]] = {}
-        todo = list(roots)
-        while todo:  # every node reachable from the roots, each once
-            node = todo.pop()
-            if node in rules:
-                continue
-            if len(rules) >= MAX_STUCK_NODES:  # too far to look on the event loop
-                self.value = dict.fromkeys(rules, False)
-                return
-            rule = rules[node] = self._rule(node)
-            for successor in rule.any_of + (rule.all_of or ()):
-                needed_by.setdefault(successor, []).append(node)
-                if successor not in rules:
-                    todo.append(successor)
-        self.value = dict.fromkeys(rules, True)
-        queue = deque(rules)
-        while queue:  # each node turns false at most once: bounded by the edges
-            node = queue.popleft()
-            if self.value[node] and not self._holds(rules[node]):
-                self.value[node] = False
-                queue.extend(needed_by.get(node, ()))
-
-    def _explain(self, job_id: int) -> str:
-        """Why a stuck job is: its own reason, or the first job it waits for that is
-        stuck, and what holds that chain at its end."""
-        job = self.jobs[job_id]
-        rule = self.rules[("stuck", job_id)]
-        if rule.const:
-            return job.reason(job.state)
-        first = self._witness(rule)
-        kind, other = first
-        if kind == "frozen":
-            head = f"frames wait for frames of job {other}, which cannot run without an admin"
-        elif other in job.open_children:
-            head = f"waiting for sub-job {other}, which cannot end without an admin"
-        else:
-            head = f"waiting for job {other}, which cannot end without an admin"
-        return f"{head} ({self._end_of(first)})"
-
-    def _end_of(self, start: _Node) -> str:
-        """What holds the chain of witnesses from `start`: the job at its end, or the
-        jobs that wait for each other. Remembered for every node on the way, so
-        explaining every job of a long chain stays linear."""
-        ends = self._ends
-        path: dict[_Node, None] = {}
-        node = start
-        while node not in ends:
-            rule = self.rules[node]
-            if rule.const is not None:
-                ends[node] = self._root(node)
-                break
-            path[node] = None
-            node = self._witness(rule)
-            if node in path:
-                on_path = list(path)
-                ids = sorted({n[1] for n in on_path[on_path.index(node) :]})
-                cycle = ", ".join(map(str, ids))
-                ends[node] = f"jobs {cycle} wait for each other"
-                break
-        end = ends[node]
-        for visited in path:
-            ends[visited] = end
-        return end
-
-    def _witness(self, rule: _Rule) -> _Node:
-        """A successor that makes `rule` hold (it does)."""
-        for node in rule.any_of:
-            if self.value[node]:
-                return node
-        assert rule.all_of, rule
-        return rule.all_of[0]
-
-    def _root(self, node: _Node) -> str:
-        job = self.jobs.get(node[1])
-        if job is None:
-            return f"job {node[1]} was removed"
-        state = job.state
-        if state in (JobState.BLOCKED, JobState.SUSPENDED):
-            return f"job {job.id} is {state.value}: {job.reason(state)}"
-        if state.ended:
-            return f"job {job.id} is {state.value}"
-        # frozen with no pending frame, neither blocked nor suspended: its frames have
-        # ended (the ones waited for failed or were killed) and it waits for sub-jobs
-        return f"job {job.id} has frames that failed or were killed"
-
-
-def _frozen_nodes(job_ids: list[int]) -> tuple[_Node, ...]:
-    return tuple(("frozen", i) for i in sorted(job_ids))
-
-
-@attrs.frozen(kw_only=True)
-class Draft:
-    """A submission checked for everything that does not depend on the farm's state,
-    with its frames built (`draft_job`). Used once: the job it becomes takes its
-    frames as they are."""
-
-    argv: tuple[str, ...]
-    cluster: ClusterPath | None  # None: the parent's, or the default
-    restrictions: Restrictions
-    patterns: CrossClusterPatterns
-    depends_on: tuple[Dependency, ...]
-    job_type: str | None
-    requires: Requirement
-    reserve: Reservation
-    numbers: FrameNumbers = attrs.field(eq=False, repr=False)  # every frame, in order
-    frame_range: str  # the same as a frame range, for the store
-
-
-def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> Draft:
-    """Check `event` for everything but the farm's state and build its frames. Pure:
-    it reads only `event`, so the supervisor runs it in a worker thread for a large
-    job (a million frames take seconds) while the loop serves everyone else."""
-    argv = tuple(event.argv)
-    if not argv or not argv[0]:
-        msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
-        raise JobSpecError(msg)
-    size = sum(len(arg.encode()) + 1 for arg in argv)
-    if size > max_command_bytes:
-        msg = f"bad job: the command is {size} bytes, over the {max_command_bytes} limit"
-        raise JobSpecError(msg)
-    if len(event.name) > MAX_NAME_CHARS:
-        msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
-        raise JobSpecError(msg)
-    odd = odd_character(event.name)  # the wire refuses it too; so does the core
-    if odd is not None:
-        msg = f"bad job name {quote(event.name)}: {odd}"
-        raise JobSpecError(msg)
-    cluster = parse_cluster(event.cluster) if event.cluster else None
-    restrictions = parse_restrictions(event.restrictions)
-    patterns = parse_patterns(event.patterns)
-    depends_on = tuple(dict.fromkeys(parse_dependency(d) for d in event.depends_on))
-    _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
-    job_type = check_name(event.job_type, "job type") if event.job_type else None
-    requires = parse_requirement(event.requires)
-    reserve = parse_reservation(event.reserve)
-    chunk = event.chunk
-    whole = isinstance(chunk, int) and not isinstance(chunk, bool)
-    if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
-        msg = f"bad chunk {chunk!r}: must be a whole number of frames, at least 1"
-        raise JobSpecError(msg)
-    numbers = frame_numbers(event.frames) if event.frames else FrameNumbers((1,))
-    return Draft(
-        argv=argv,
-        cluster=cluster,
-        restrictions=restrictions,
-        patterns=patterns,
-        depends_on=depends_on,
-        job_type=job_type,
-        requires=requires,
-        reserve=reserve,
-        numbers=numbers,
-        frame_range=numbers.text(),
-    )
-
-
-def draft_batch(
-    jobs: tuple[SubmitJob, ...], max_command_bytes: int = MAX_COMMAND_BYTES
-) -> tuple[Draft, ...]:
-    """`draft_job` of each job of a batch, refused whole; pure as it is. A batch names
-    at most `MAX_FRAMES_PER_JOB` frames in all, as one job may."""
-    named = 0
-    for number, spec in enumerate(jobs):
-        named += frames_named(spec.frames) if isinstance(spec.frames, str) else 0
-        if named > MAX_FRAMES_PER_JOB:
-            msg = (
-                f"bad batch: its jobs name more than {MAX_FRAMES_PER_JOB} frames in all "
-                f"(by job {number + 1}); submit it in several batches (nothing was submitted)"
-            )
-            raise JobSpecError(msg)
-    drafts = []
-    for number, spec in enumerate(jobs):
-        try:
-            drafts.append(draft_job(spec, max_command_bytes))
-        except UserError as exc:
-            raise _in_batch(exc, number) from None
-    return tuple(drafts)
-
-
-def _in_batch(exc: UserError, number: int) -> UserError:
-    msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
-    return type(exc)(msg)
-
-
-# Fields of a submission that are not what it asks for: left out of its digest.
-_NOT_SPEC = frozenset({"now", "key", "by", "prepared", "digest"})
-
-
-def submission_digest(event: SubmitJob | SubmitJobs) -> str:
-    """What a submission asked for, as a short digest: a repeat of its key must ask
-    the same. Fields at their defaults are left out, so a field a later farmd adds
-    does not change the digest of a submission stored before it. Pure: the shell
-    computes it off the loop for a large submission."""
-    if isinstance(event, SubmitJob):
-        return _digest("submit", (event,), event.by)
-    return _digest("submit_batch", event.jobs, event.by)
-
-
-def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
-    defaults = {f.name: f.default for f in attrs.fields(SubmitJob)}
-    body = [
-        {
-            name: value
-            for name, value in attrs.asdict(spec, recurse=False).items()
-            if name not in _NOT_SPEC and value != defaults[name]
-        }
-        for spec in specs
-    ]
-    who = "admin" if by is None else f"job {by.job}" if by.job is not None else "user"
-    text = json.dumps([kind, who, body], sort_keys=True, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def _fill(arg: str, frame: str, first: str, last: str) -> str:
     """An argument with `{frame}`, `{start}` and `{end}` filled in."""
     if "{" not in arg:
@@ -2369,194 +1580,3 @@ def _missing(job_id: int, quarantined: dict[int, str]) -> str:
     if why is None:
         return f"job {job_id} does not exist"
     return f"job {job_id} is quarantined: its stored rows could not be restored ({why})"
-
-
-def _why(exc: Exception) -> str:
-    """A refused row's exception as one bounded line (a row may hold anything)."""
-    text = str(exc) if isinstance(exc, FarmdError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _is_id(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _row_field(ok: bool, what: str, value: object) -> None:
-    if not ok:
-        msg = f"bad stored {what} {reprlib.repr(value)}"
-        raise JobSpecError(msg)
-
-
-def _restored_frame(f: FrameRow) -> Frame:
-    """A frame from its stored row, every field checked (it may have been edited)."""
-    _row_field(_is_id(f.number), "frame number", f.number)
-    _row_field(_is_id(f.attempts) and f.attempts >= 0, "attempts", f.attempts)
-    _row_field(_is_id(f.failures) and f.failures >= 0, "failures", f.failures)
-    for what, name in (("worker", f.worker), ("failed_on", f.failed_on)):
-        _row_field(name is None or isinstance(name, str), what, name)
-    for what, time in (
-        ("started_at", f.started_at),
-        ("finished_at", f.finished_at),
-        ("retry_at", f.retry_at),
-    ):
-        _row_field(time is None or _is_time(time), what, time)
-    _row_field(f.exit_code is None or _is_id(f.exit_code), "exit code", f.exit_code)
-    _row_field(isinstance(f.stopped, bool), "stopped flag", f.stopped)
-    members = parse_frame_range(f.members) if f.members is not None else ()
-    _row_field(not members or members[0] == f.number, "chunk", f.members)
-    frame = Frame(
-        number=f.number,
-        state=FrameState(f.state),
-        worker=f.worker,
-        attempts=f.attempts,
-        started_at=f.started_at,
-        finished_at=f.finished_at,
-        exit_code=f.exit_code,
-        failures=f.failures,
-        failed_on=f.failed_on,
-        retry_at=f.retry_at,
-        members=members,
-        stopped=f.stopped,
-        taken=parse_taken(f.taken) if f.taken else None,
-    )
-    _row_field(not frame.holds_process or frame.worker is not None, "worker", f.worker)
-    return frame
-
-
-def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
-    """A job from its stored rows, checked as a submit is: raises whatever it finds
-    wrong (the caller quarantines the job), changes nothing."""
-    _row_field(_is_id(row.id) and row.id >= 1, "job id", row.id)
-    _row_field(isinstance(row.name, str), "name", row.name)
-    argv_ok = isinstance(row.argv, tuple) and bool(row.argv)
-    _row_field(argv_ok and all(isinstance(a, str) for a in row.argv), "command", row.argv)
-    _row_field(isinstance(row.depends_on, tuple), "dependencies", row.depends_on)
-    _row_field(_is_time(row.submitted_at), "submit time", row.submitted_at)
-    _row_field(_is_id(row.chunk) and row.chunk >= 1, "chunk", row.chunk)
-    # a sub-job's id is above its parent's (restore relies on it): no cycle either
-    parent_ok = row.parent is None or (_is_id(row.parent) and 1 <= row.parent < row.id)
-    _row_field(parent_ok, "parent", row.parent)
-    _row_field(isinstance(row.uninterruptible, bool), "uninterruptible flag", row.uninterruptible)
-    waiting_ok = row.waiting_on is None or (
-        isinstance(row.waiting_on, tuple) and all(_is_id(i) for i in row.waiting_on)
-    )
-    _row_field(waiting_ok, "waiting_on", row.waiting_on)
-    _check_options(row.instances, row.retries, row.retry_delay, row.time_limit)
-    made: dict[int, Frame] = {}
-    for f in frame_rows:
-        frame = _restored_frame(f)
-        made[frame.number] = frame
-    if row.frames is not None:  # schema 5: the range; untouched frames have no row
-        _row_field(isinstance(row.frames, str), "frame range", row.frames)
-        numbers = frame_numbers(row.frames)
-    else:  # rows from before schema 5: one per frame
-        _row_field(bool(made), "frames", "none")
-        numbers = FrameNumbers(tuple(n for frame in made.values() for n in frame.numbers))
-    outside = [key for key in made if numbers.position(key) is None]
-    _row_field(not outside, "frame rows", f"{outside[:3]} outside the frame range")
-    frames = FrameTable(numbers, row.chunk, made)
-    key_ok = row.request_key is None or isinstance(row.request_key, str)
-    _row_field(key_ok, "request key", row.request_key)
-    job = Job(
-        id=row.id,
-        name=row.name,
-        cluster=parse_cluster(row.cluster),
-        priority=row.priority,
-        restrictions=parse_restrictions(row.restrictions),
-        patterns=parse_patterns(row.patterns),
-        argv=tuple(row.argv),
-        frames=frames,
-        depends_on=tuple(parse_dependency(d) for d in row.depends_on),
-        submitted_at=row.submitted_at,
-        instances=row.instances,
-        retries=row.retries,
-        retry_delay=row.retry_delay,
-        time_limit=row.time_limit,
-        chunk=row.chunk,
-        parent=row.parent,
-        uninterruptible=row.uninterruptible,
-        type=check_name(row.type, "job type") if row.type is not None else None,
-        requires=parse_requirement(row.requires),
-        reserve=parse_reservation(row.reserve),
-        request_key=row.request_key,
-        request_digest=row.request_digest or "",
-    )
-    job.frame_range = row.frames or numbers.text()
-    job.queued()  # checks the priority, as a submit does
-    return job
-
-
-def _job_row(job: Job) -> JobRow:
-    return JobRow(
-        id=job.id,
-        name=job.name,
-        cluster=job.cluster,
-        priority=job.priority,
-        restrictions=str(job.restrictions),
-        patterns=str(job.patterns),
-        argv=job.argv,
-        depends_on=tuple(str(dep) for dep in job.depends_on),
-        submitted_at=job.submitted_at,
-        instances=job.instances,
-        retries=job.retries,
-        retry_delay=job.retry_delay,
-        time_limit=job.time_limit,
-        chunk=job.chunk,
-        parent=job.parent,
-        uninterruptible=job.uninterruptible,
-        waiting_on=tuple(sorted(job.waiting_on)),
-        type=job.type,
-        requires=str(job.requires),
-        reserve="" if job.reserve.plain else str(job.reserve),
-        frames=job.frame_range,
-        request_key=job.request_key,
-        request_digest=job.request_digest,
-    )
-
-
-def _frame_row(job: Job, frame: Frame) -> FrameRow:
-    return FrameRow(
-        job_id=job.id,
-        number=frame.number,
-        position=job.frames.position(frame.number) or 0,
-        state=frame.state.value,
-        worker=frame.worker,
-        attempts=frame.attempts,
-        started_at=frame.started_at,
-        finished_at=frame.finished_at,
-        exit_code=frame.exit_code,
-        failures=frame.failures,
-        failed_on=frame.failed_on,
-        retry_at=frame.retry_at,
-        members=format_frame_range(frame.members) if frame.members else None,
-        stopped=frame.stopped,
-        taken=taken_text(frame.taken) if frame.taken is not None else None,
-    )
-
-
-MAX_RETRIES = 1000
-
-
-def _check_options(instances: int, retries: int, retry_delay: float, time_limit: float) -> None:
-    """Refuse bad job options, naming the value."""
-    fields: tuple[tuple[str, float, bool], ...] = (
-        ("instances", instances, True),
-        ("retries", retries, True),
-        ("retry delay", retry_delay, False),
-        ("frame time limit", time_limit, False),
-    )
-    for name, value, whole in fields:
-        kinds = (int,) if whole else (int, float)
-        bad = isinstance(value, bool) or not isinstance(value, kinds)
-        if bad or not math.isfinite(value) or value < 0:
-            unit = "a whole number" if whole else "a number of seconds"
-            msg = f"bad {name} {value!r}: must be {unit}, 0 or more"
-            raise JobSpecError(msg)
-    if retries > MAX_RETRIES:
-        msg = f"bad retries {retries}: at most {MAX_RETRIES}"
-        raise JobSpecError(msg)
