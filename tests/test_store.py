@@ -536,8 +536,8 @@ def seen(core: Scheduler) -> dict[str, Any]:
     return {
         "jobs": core.jobs_view(),
         "details": {job["id"]: core.job_view(job["id"]) for job in core.jobs_view()},
-        "index": sorted(core.index, key=lambda queued: queued.id),
-        "ranking": {str(view): core.index.page(view, 1000) for view in PROBES},
+        "index": sorted(core.dispatch.index, key=lambda queued: queued.id),
+        "ranking": {str(view): core.dispatch.index.page(view, 1000) for view in PROBES},
         "job clusters": [
             (node["path"], node["jobs_here"], node["jobs_total"])
             for node in core.clusters_view()
@@ -994,7 +994,7 @@ def test_rank_fields_survive_the_store_exactly(
     ).result
     with tempfile.TemporaryDirectory() as directory:
         core = restored(through_store(Path(directory) / "state", farm.changes))
-    assert core.index.get(job_id) == farm.core.index.get(job_id)
+    assert core.dispatch.index.get(job_id) == farm.core.dispatch.index.get(job_id)
     assert core.job_view(job_id) == farm.core.job_view(job_id)
 
 

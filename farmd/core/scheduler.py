@@ -37,7 +37,7 @@ does not know, or one it cannot take in its state, is our bug: `InternalError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from farmd.cluster import (
@@ -49,6 +49,7 @@ from farmd.cluster import (
     quote,
 )
 from farmd.core import views
+from farmd.core.dispatch import Dispatcher
 from farmd.core.drafting import (
     MAX_COMMAND_BYTES,
     Draft,
@@ -81,7 +82,6 @@ from farmd.core.vocabulary import (
     RemoveJobs,
     ResumeFrame,
     SetResource,
-    StartFrame,
     StopFrame,
     SubmitJob,
     SubmitJobs,
@@ -120,8 +120,8 @@ from farmd.model import (
     refusal,
 )
 from farmd.protocol import MAX_NAME_CHARS, odd_character
-from farmd.ranking import DEFAULT_PRIORITY, Eligible, QueuedJob, RankingIndex, admits, rank_key
-from farmd.resources import ONE_SLOT_TAKEN, Pool, Taken, check_name, is_global
+from farmd.ranking import DEFAULT_PRIORITY, QueuedJob
+from farmd.resources import ONE_SLOT_TAKEN, Pool, check_name, is_global
 
 # Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
 # and a retried one (failed, perhaps, because one of them did) retries them.
@@ -148,45 +148,44 @@ class Scheduler:
         # A job's command and name travel in every run_frame: bounded so one always fits.
         self.max_command_bytes = max_command_bytes
         self.default_cluster = parse_cluster(default_cluster)
-        self.preempt_policy = PreemptPolicy(preempt_policy)
         for name in resources or {}:
             if not is_global(check_name(name)):
                 msg = f"bad global resource {name!r}: its name needs a dot (license.{name})"
                 raise JobSpecError(msg)
-        self.pool = Pool(totals=dict(resources or {}))
         self.locks: dict[str, str] = {}  # locked workers by name, connected or not
         self._locks_changed = False
-        self._demanding: set[int] = set()  # jobs that need more of a worker than a slot
-        # frames started, completed, failed, retried, preempted since this process began
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("started", "completed", "failed", "retried", "preempted"), 0
-        )
+        # frames completed, failed, retried since this process began (the dispatcher
+        # counts those it started and preempted)
+        self.counters: dict[str, int] = dict.fromkeys(("completed", "failed", "retried"), 0)
         self.jobs: dict[int, Job] = {}
         self.workers: dict[str, Worker] = {}
-        self.index = RankingIndex()
         self.tree = ClusterTree()
         self._next_id = 1
         self._joins = 0
         self._dependents: dict[int, set[int]] = {}
-        self._hungry: dict[str, None] = {}  # ordered set: workers to offer work, FIFO
-        self._starved: set[str] = set()  # free slots, but nothing they admit is runnable
         self._out: list[Command] = []
         self._changed_jobs: dict[int, None] = {}
         self._changed_frames: dict[tuple[int, int], None] = {}
         # (job, frame, attempt) found running after a restart, waiting for their worker
         self._orphans: dict[tuple[int, int, int], None] = {}
         self._held: dict[tuple[int, int], float] = {}  # frames waiting out a retry delay
-        self._capped: set[int] = set()  # jobs with an instances cap
-        self._below_cap: set[int] = set()  # capped jobs whose running count just fell
         self._removed: list[int] = []
         # frame-by-frame dependencies: job -> its frame -> the (job, frame) that wait for it
         self._gates: dict[int, dict[int, list[tuple[int, int]]]] = {}
-        self._rising: set[int] = set()  # jobs made runnable or re-ranked by this event
-        self._stopping: set[tuple[int, int, int]] = set()  # attempts told to stop, not ended
         # jobs whose stored rows `restore` could not use, with why (see there)
         self.quarantined: dict[int, str] = {}
         # idempotency keys of submissions: the jobs each made, and a digest of what it was
         self._keys: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.dispatch = Dispatcher(
+            policy=PreemptPolicy(preempt_policy),
+            pool=Pool(totals=dict(resources or {})),
+            jobs=self.jobs,
+            workers=self.workers,
+            move=self._move,
+            sync=self._sync,
+            emit=self._emit,
+            note=self._note,
+        )
 
     # ------------------------------------------------------------------ the door
 
@@ -227,13 +226,7 @@ class Scheduler:
             case _:
                 msg = f"unknown event {event!r}"
                 raise TypeError(msg)
-        self._dispatch(event.now)
-        if self._rising:  # free slots have taken what they could: preempt for the rest
-            if self.preempt_policy is PreemptPolicy.AGGRESSIVE:
-                self._preempt(event.now)
-                # a preempted frame is runnable again: a free slot elsewhere takes it now
-                self._dispatch(event.now)
-            self._rising.clear()
+        self.dispatch.run(event.now)
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
 
@@ -351,8 +344,8 @@ class Scheduler:
                 whole_job.add(dep.job_id)
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
         for name, _ in draft.reserve.global_amounts:
-            if name not in self.pool.totals:
-                declared = ", ".join(sorted(self.pool.totals)) or "none"
+            if name not in self.dispatch.pool.totals:
+                declared = ", ".join(sorted(self.dispatch.pool.totals)) or "none"
                 msg = f"bad reservation: no global resource {name!r} (the farm has: {declared})"
                 raise JobSpecError(msg)
         return Job(
@@ -414,10 +407,7 @@ class Scheduler:
         self._next_id = job_id + 1
         self.jobs[job_id] = job
         self._link_dependencies(job, None)
-        if job.instances:
-            self._capped.add(job_id)
-        if job.demanding:
-            self._demanding.add(job_id)
+        self.dispatch.options_changed(job)
         # its job row carries its frames (`frame_range`): a frame gets a row of its
         # own once it changes, so a large job costs one row, not one per frame
         self._changed_jobs[job_id] = None
@@ -612,7 +602,7 @@ class Scheduler:
                     frame.finished_at = now
                     self._set_stopped(job, frame, False)
                 if command is StopFrame:
-                    self._stop(frame.worker, job.id, frame.number, frame.attempts)
+                    self.dispatch.stop(frame.worker, job.id, frame.number, frame.attempts)
                 else:
                     self._out.append(
                         command(
@@ -656,8 +646,7 @@ class Scheduler:
                     raise JobSpecError(msg)
         for job in jobs:
             del self.jobs[job.id]
-            self._capped.discard(job.id)
-            self._demanding.discard(job.id)
+            self.dispatch.removed(job.id)
             self._forget_dependency(job.id)
             for dep in job.depends_on:
                 self._dependents.get(dep.job_id, set()).discard(job.id)
@@ -716,11 +705,9 @@ class Scheduler:
         job.restrictions, job.patterns = restrictions, patterns
         job.instances, job.retries = options[0], options[1]
         job.retry_delay, job.time_limit = float(options[2]), float(options[3])
-        (self._capped.add if job.instances else self._capped.discard)(job.id)
-        (self._demanding.add if job.demanding else self._demanding.discard)(job.id)
+        self.dispatch.options_changed(job)
         self._changed_jobs[job.id] = None
-        if job.id in self.index:
-            self.index.remove(job.id)
+        self.dispatch.rerank(job)
         self._sync(job)
         self._note("info", "job modified", job=job.id, cluster=cluster, priority=priority)
         return job.summary()
@@ -741,7 +728,7 @@ class Scheduler:
         self._requeue_orphans(unclaimed)
         self._note("info", "worker joined", worker=worker.name, cluster=worker.cluster)
         if worker.free > 0:
-            self._hungry[worker.name] = None
+            self.dispatch.offer(worker.name)
         return worker.summary()
 
     def _make_worker(self, event: WorkerJoined | WorkerReconfigured, seq: int) -> Worker:
@@ -785,8 +772,7 @@ class Scheduler:
         if worker.cluster != old.cluster:
             self.tree.remove(old.cluster, Member.WORKER)
             self.tree.add(worker.cluster, Member.WORKER)
-        self._starved.discard(worker.name)
-        self._hungry[worker.name] = None
+        self.dispatch.offer(worker.name)
         self._note(
             "info",
             "worker reconfigured",
@@ -806,7 +792,7 @@ class Scheduler:
         frame = job.frames.get(number) if job is not None else None
         if job is not None and frame is not None and frame.attempts == attempt:
             taken = frame.taken or ONE_SLOT_TAKEN
-            if (job_id, number, attempt) in self._stopping:
+            if self.dispatch.stopping((job_id, number, attempt)):
                 pass  # told to stop before the worker went away: stop it again, below
             elif frame.holds_process and frame.worker == worker.name:
                 worker.hold((job_id, number, attempt), taken)  # the farm's part is held
@@ -814,32 +800,10 @@ class Scheduler:
                 return
             # readopted only within the job's cap, the worker's room and the farm's
             # counters; else stopped
-            elif (
-                frame.state is FrameState.PENDING
-                and not frame.waits_on
-                and not job.at_cap
-                and all(
-                    (self.pool.free(n) if is_global(n) else worker.available(n)) >= a
-                    for n, a in taken.items()
-                )
-            ):
-                self._move(job, frame, FrameState.RUNNING)
-                frame.worker = worker.name
-                frame.started_at = now  # when it was found running again
-                worker.hold((job_id, number, attempt), taken)
-                self.pool.hold(taken)
-                self._sync(job)
-                self._note(
-                    "info",
-                    "frame readopted",
-                    job=job_id,
-                    frame=number,
-                    attempt=attempt,
-                    worker=worker.name,
-                )
+            elif self.dispatch.readopt(worker, job, frame, now):
                 return
         worker.hold((job_id, number, attempt), ONE_SLOT_TAKEN)  # holds a slot until it stops
-        self._stop(worker.name, job_id, number, attempt)
+        self.dispatch.stop(worker.name, job_id, number, attempt)
         self._note(
             "warning",
             "stale frame stopped",
@@ -855,11 +819,10 @@ class Scheduler:
             msg = f"worker {event.name!r} is not connected"
             raise UnknownWorkerError(msg)
         self.tree.remove(worker.cluster, Member.WORKER)
-        self._hungry.pop(worker.name, None)
-        self._starved.discard(worker.name)
+        self.dispatch.withdraw(worker.name)
         requeued = []
         for key, taken in worker.running.items():
-            self._release_pool(taken)
+            self.dispatch.release(taken)
             job_id, number, attempt = key
             job = self.jobs.get(job_id)
             frame = job.frames.get(number) if job is not None else None
@@ -887,7 +850,7 @@ class Scheduler:
             job = self.jobs[job_id]
             frame = job.frames[number]
             if frame.holds_process and frame.attempts == attempt:
-                self._release_pool(frame.taken or ONE_SLOT_TAKEN)
+                self.dispatch.release(frame.taken or ONE_SLOT_TAKEN)
                 self._lose_process(job, frame)
                 requeued.append(f"{job_id}:{number}")
         if requeued:
@@ -913,8 +876,7 @@ class Scheduler:
         worker = self.worker(event.name)
         worker.locked = self.locks[worker.name] = event.mode
         self._locks_changed = True
-        self._hungry.pop(worker.name, None)
-        self._starved.discard(worker.name)
+        self.dispatch.withdraw(worker.name)
         stopped = []
         if event.mode == "purge":
             for job_id, number, attempt in list(worker.running):
@@ -923,7 +885,7 @@ class Scheduler:
                 if job is None or frame is None or frame.attempts != attempt:
                     continue
                 if frame.holds_process and frame.worker == worker.name:
-                    self._stop(worker.name, job_id, number, attempt)
+                    self.dispatch.stop(worker.name, job_id, number, attempt)
                     if frame.stopped:  # a suspended frame stays held (not requeued)
                         self._set_stopped(job, frame, False)
                     else:
@@ -943,24 +905,21 @@ class Scheduler:
         worker = self.workers.get(event.name)
         if worker is not None:
             worker.locked = None
-            self._hungry[worker.name] = None
+            self.dispatch.offer(worker.name)
         self._note("info", "worker unlocked", worker=event.name)
         return event.name
 
     def _set_resource(self, event: SetResource) -> dict[str, float]:
         name = check_name(event.name)
-        if name not in self.pool.totals:
-            known = ", ".join(sorted(self.pool.totals)) or "none"
+        if name not in self.dispatch.pool.totals:
+            known = ", ".join(sorted(self.dispatch.pool.totals)) or "none"
             msg = f"no global resource {name!r} (the farm has: {known}); declare it in the config"
             raise JobSpecError(msg)
         total = event.total
         if isinstance(total, bool) or not isinstance(total, int | float) or not 0 <= total < 2**62:
             msg = f"bad total {total!r} for {name}: must be a number, 0 or more"
             raise JobSpecError(msg)
-        self.pool.totals[name] = total
-        for worker_name in sorted(self._starved, key=lambda n: self.workers[n].seq):
-            self._hungry[worker_name] = None
-        self._starved.clear()
+        self.dispatch.set_total(name, total)
         self._note("info", "resource total changed", resource=name, total=total)
         return self.resources_view()[name]
 
@@ -981,11 +940,9 @@ class Scheduler:
         if worker is None or key not in worker.running:
             self._stale_result(event)
             return
-        self._release_pool(worker.release(key))
-        self._stopping.discard(key)
-        if worker.name not in self._hungry:
-            self._starved.discard(worker.name)
-            self._hungry[worker.name] = None
+        self.dispatch.release(worker.release(key))
+        self.dispatch.stop_ended(key)
+        self.dispatch.offer(worker.name)
         job = self.jobs.get(event.job_id)
         frame = job.frames.get(event.frame) if job is not None else None
         if (
@@ -998,8 +955,7 @@ class Scheduler:
             return
         if not frame.holds_process:
             return  # killed or preempted while running: the slot is free, that is all
-        if self.preempt_policy is PreemptPolicy.DISABLED:
-            worker.sticky.append(job.id)  # the slot stays with this job while it has work
+        self.dispatch.frame_ended(worker, job)  # a disabled policy keeps the slot for it
         suspended = frame.stopped  # ended while stopped: a retry stays held
         self._set_stopped(job, frame, False)
         frame.exit_code = event.exit_code
@@ -1064,14 +1020,7 @@ class Scheduler:
     def _sync(self, job: Job) -> None:
         """Restore the index invariant for `job` and act on its state changing since
         the last call: announce an end, tell dependents and the parent."""
-        runnable = job.runnable
-        indexed = job.id in self.index
-        if runnable and not indexed:
-            self.index.add(job.queued())
-            self._rising.add(job.id)
-            self._wake_for(job)
-        elif not runnable and indexed:
-            self.index.remove(job.id)
+        self.dispatch.track(job)
         before, after = job.synced, job.state
         if before is after:
             return
@@ -1107,232 +1056,6 @@ class Scheduler:
                 parent.failed_children.pop(job.id, None)
             self._sync(parent)
 
-    def _wake_for(self, job: Job) -> None:
-        if not self._starved:
-            return
-        queued = self.index.get(job.id)
-        woken = [name for name in self._starved if admits(queued, self.workers[name].view)]
-        for name in sorted(woken, key=lambda n: self.workers[n].seq):
-            self._starved.discard(name)
-            self._hungry[name] = None
-
-    def _dispatch(self, now: float) -> None:
-        for job_id in self._below_cap:  # workers a cap starved may take its frames now
-            if job_id in self.index:
-                self._wake_for(self.jobs[job_id])
-        self._below_cap.clear()
-        while self._hungry:
-            name = next(iter(self._hungry))
-            worker = self.workers[name]
-            if worker.free <= 0 or worker.locked:
-                del self._hungry[name]
-                continue
-            if worker.sticky:
-                kept = self._sticky_job(worker)
-                taken = self._fits(kept, worker) if kept is not None else None
-                if kept is not None and taken is not None:
-                    self._start(worker, kept, rank_key(kept.queued(), worker.view), now, taken)
-                    continue
-            fits: list[Taken] = []
-            ranked = self.index.best(worker.view, self._fits_on(worker, fits))
-            if ranked is None:
-                del self._hungry[name]
-                self._starved.add(name)
-                continue
-            taken = fits[-1] if fits else ONE_SLOT_TAKEN
-            self._start(worker, self.jobs[ranked.job.id], ranked.key, now, taken)
-
-    def _fits_on(self, worker: Worker, fits: list[Taken], *, idle: bool = False) -> Eligible | None:
-        """The predicate `index.best` asks of each job in rank order on `worker`: may it
-        run there now (`idle`: once its slots are free)? What the one it accepts would
-        hold goes to `fits`. None (no predicate: any admitted job fits a free slot)
-        while no job needs more."""
-        if not self._demanding:
-            return None
-        jobs = self.jobs
-
-        def eligible(queued: QueuedJob) -> bool:
-            job = jobs[queued.id]
-            if not job.demanding:
-                fits.append(ONE_SLOT_TAKEN)
-                return True
-            taken = self._fits(job, worker, idle=idle)
-            if taken is None:
-                return False
-            fits.append(taken)
-            return True
-
-        return eligible
-
-    def _fits(self, job: Job, worker: Worker, *, idle: bool = False) -> Taken | None:
-        """What a frame of `job` would hold on `worker` now (`idle`: with all its slots
-        free), or None: a type it lacks, a requirement it fails, the job's instances
-        cap, or a resource short."""
-        if job.type is not None and job.type not in worker.types:
-            return None
-        if job.at_cap:
-            return None
-        if job.requires.source and not job.requires.matches(worker.facts, job.facts()):
-            return None
-        return job.reserve.take(worker.slots, self._free_on(worker, idle), self.pool.free)
-
-    @staticmethod
-    def _free_on(worker: Worker, idle: bool) -> Callable[[str], float]:
-        if not idle:
-            return worker.available
-        return lambda name: worker.slots if name == "slots" else worker.available(name)
-
-    def _under_cap(self, queued: QueuedJob) -> bool:
-        return not self.jobs[queued.id].at_cap
-
-    def _release_pool(self, taken: Taken) -> None:
-        """A process is gone: the farm-wide counters it held are free; workers starved
-        for want of them may find work."""
-        if self.pool.release(taken) and self._starved:
-            for name in sorted(self._starved, key=lambda n: self.workers[n].seq):
-                self._hungry[name] = None
-            self._starved.clear()
-
-    def _sticky_job(self, worker: Worker) -> Job | None:
-        """Preemption disabled: the job a slot of `worker` just ran, if it still has a
-        frame for it."""
-        while worker.sticky:
-            job = self.jobs.get(worker.sticky.pop(0))
-            if (
-                job is not None
-                and job.id in self.index
-                and not job.at_cap
-                and admits(self.index.get(job.id), worker.view)
-            ):
-                return job
-        return None
-
-    def _preempt(self, now: float) -> None:
-        """Aggressive preemption, after dispatch has filled the free slots. On each full
-        worker that a job made runnable (or re-ranked) by this event could use, stop the
-        worst running frame if the best runnable job there strictly outranks it by
-        (cluster order, priority), while that job still has ready frames that no slot
-        on its way back will take. A worker already stopping a frame is skipped: that
-        slot comes back first."""
-        rising = [self.index.get(i) for i in sorted(self._rising) if i in self.index]
-        if not rising:
-            return
-        eligible = self._under_cap if self._capped else None
-        victims: dict[str, list[tuple[tuple[int, int, int], Job, Frame]]] = {}
-        returning: dict[str, int] = {}  # slots on their way back, by worker
-        for worker in sorted(self.workers.values(), key=lambda w: w.seq):
-            if worker.free > 0 or worker.locked:
-                continue
-            victims[worker.name] = []
-            for job_id, number, attempt in worker.running:
-                job = self.jobs.get(job_id)
-                frame = job.frames.get(number) if job is not None else None
-                if (
-                    job is None
-                    or frame is None
-                    or frame.attempts != attempt
-                    or not frame.holds_process
-                ):
-                    returning[worker.name] = returning.get(worker.name, 0) + 1
-                elif frame.state is FrameState.RUNNING and not job.uninterruptible:
-                    key = rank_key(job.queued(), worker.view)
-                    victims[worker.name].append((key, job, frame))
-        claimed: dict[int, int] = {}  # slots this pass freed, by the job they are for
-        for name, candidates in victims.items():
-            worker = self.workers[name]
-            if not candidates or name in returning:
-                continue
-            if not any(admits(q, worker.view) for q in rising):
-                continue
-            best = self.index.best(worker.view, eligible)
-            if best is None:
-                continue
-            key, job, frame = max(candidates, key=lambda v: v[0])
-            if best.key[:2] >= key[:2]:
-                continue
-            wanted = self.jobs[best.job.id]
-            needs = len(wanted.pending)
-            if wanted.instances:
-                room = wanted.instances - wanted.counts[FrameState.RUNNING] - wanted.stopped
-                needs = min(needs, room)
-            underway = claimed.get(wanted.id, 0) + sum(
-                count
-                for other, count in returning.items()
-                if admits(best.job, self.workers[other].view)
-            )
-            if needs > underway:
-                claimed[wanted.id] = claimed.get(wanted.id, 0) + 1
-                self._preempt_frame(worker, job, frame, best.key, now)
-
-    def _preempt_frame(
-        self, worker: Worker, job: Job, frame: Frame, by: tuple[int, int, int], now: float
-    ) -> None:
-        self._stop(worker.name, job.id, frame.number, frame.attempts)
-        self.counters["preempted"] += 1
-        self._move(job, frame, FrameState.PENDING)  # uses no retry: not the frame's fault
-        frame.started_at = None
-        self._sync(job)
-        self._note(
-            "info",
-            "frame preempted",
-            job=job.id,
-            frame=frame.number,
-            attempt=frame.attempts,
-            worker=worker.name,
-            by_job=by[2],
-            by_rank=list(by),
-        )
-
-    def _start(
-        self, worker: Worker, job: Job, rank: tuple[int, int, int], now: float, taken: Taken
-    ) -> None:
-        frame = job.next_frame(worker.name)
-        self.counters["started"] += 1
-        self._move(job, frame, FrameState.RUNNING)
-        frame.attempts += 1
-        frame.worker = worker.name
-        frame.started_at = now
-        frame.finished_at = None
-        frame.exit_code = None
-        worker.hold((job.id, frame.number, frame.attempts), taken)
-        self.pool.hold(taken)
-        frame.taken = None if taken is ONE_SLOT_TAKEN else taken
-        self._sync(job)
-        number = str(frame.number)
-        last, label = (str(frame.members[-1]), frame.label) if frame.members else (number, number)
-        self._out.append(
-            StartFrame(
-                worker=worker.name,
-                job_id=job.id,
-                job_name=job.name,
-                frame=frame.number,
-                attempt=frame.attempts,
-                argv=tuple(_fill(arg, number, number, last) for arg in job.argv),
-                env={
-                    "FARMD_JOB_ID": str(job.id),
-                    "FARMD_JOB_NAME": job.name,
-                    "FARMD_FRAME": number,
-                    "FARMD_FRAME_START": number,
-                    "FARMD_FRAME_END": last,
-                    "FARMD_FRAMES": label,
-                    "FARMD_ATTEMPT": str(frame.attempts),
-                    "FARMD_SLOTS": "1" if taken is ONE_SLOT_TAKEN else str(int(taken["slots"])),
-                    "FARMD_WORKER": worker.name,
-                    "FARMD_CLUSTER": job.cluster,
-                    "FARMD_WORKER_CLUSTER": worker.cluster,
-                },
-                time_limit=job.time_limit,
-                rank=rank,
-            )
-        )
-
-    def _stop(self, worker: str, job_id: int, frame: int, attempt: int) -> None:
-        """Tell `worker` to stop an attempt. It is remembered until its end is reported:
-        a worker that comes back still running it gets it stopped again, never
-        readopted (the stop it was sent would kill it, and count as a failure)."""
-        self._out.append(StopFrame(worker=worker, job_id=job_id, frame=frame, attempt=attempt))
-        self._stopping.add((job_id, frame, attempt))
-
     def _set_stopped(self, job: Job, frame: Frame, stopped: bool) -> None:
         """A frame's process is SIGSTOPped (or no longer): it still counts towards the
         job's instances cap while stopped, so a resume never takes the job over it."""
@@ -1341,13 +1064,13 @@ class Scheduler:
         job.stopped += 1 if stopped else -1
         frame.stopped = stopped
         self._changed_frames[(job.id, frame.number)] = None
-        if not stopped and job.instances:
-            self._below_cap.add(job.id)
+        if not stopped:
+            self.dispatch.cap_eased(job)
 
     def _move(self, job: Job, frame: Frame, state: FrameState) -> None:
         """Every frame change goes through here, so the store hears of it."""
-        if frame.state is FrameState.RUNNING and job.instances:
-            self._below_cap.add(job.id)
+        if frame.state is FrameState.RUNNING:
+            self.dispatch.cap_eased(job)
         job.move(frame, state)
         self._changed_frames[(job.id, frame.number)] = None
         if state is FrameState.COMPLETE and job.id in self._gates:
@@ -1420,14 +1143,11 @@ class Scheduler:
                     # it may still run: the farm's counters stay held until it is
                     # claimed or requeued
                     self._orphans[(job_id, frame.number, frame.attempts)] = None
-                    self.pool.hold(frame.taken if frame.taken is not None else ONE_SLOT_TAKEN)
+                    self.dispatch.hold(frame.taken if frame.taken is not None else ONE_SLOT_TAKEN)
             if job.request_key is not None:
                 ids, _ = self._keys.get(job.request_key, ((), ""))
                 self._keys[job.request_key] = ((*ids, job_id), job.request_digest or "")
-            if job.instances:
-                self._capped.add(job_id)
-            if job.demanding:
-                self._demanding.add(job_id)
+            self.dispatch.options_changed(job)
         # A sub-job's id is above its parent's: from the highest id down, every job's
         # sub-jobs have their final state before the job's own is read.
         for job in self.jobs.values():
@@ -1449,11 +1169,11 @@ class Scheduler:
             job.synced = job.state
             if not job.synced.ended:
                 self.tree.add(job.cluster, Member.JOB)
-            if job.runnable:
-                self.index.add(job.queued())
+            self.dispatch.track(job)
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.locks = dict(snapshot.locks)
+        self.dispatch.run(0.0)  # no worker yet: nothing starts; the restored jobs settle
 
     @property
     def next_job_id(self) -> int:
@@ -1463,6 +1183,9 @@ class Scheduler:
     @property
     def orphans(self) -> int:
         return len(self._orphans)
+
+    def _emit(self, command: Command) -> None:
+        self._out.append(command)
 
     def _note(self, level: str, event: str, **fields: Any) -> None:
         self._out.append(Note(level=level, event=event, fields=fields))
@@ -1565,13 +1288,6 @@ class Scheduler:
             msg = f"frame {job_id}:{frame.number} has not run yet: no log"
             raise JobSpecError(msg)
         return frame, frame.worker
-
-
-def _fill(arg: str, frame: str, first: str, last: str) -> str:
-    """An argument with `{frame}`, `{start}` and `{end}` filled in."""
-    if "{" not in arg:
-        return arg
-    return arg.replace("{frame}", frame).replace("{start}", first).replace("{end}", last)
 
 
 def _missing(job_id: int, quarantined: dict[int, str]) -> str:

@@ -56,8 +56,8 @@ def order_view(core: Scheduler, worker_name: str, limit: int) -> list[dict[str, 
             "priority": ranked.priority,
         }
         # jobs that could never fit it (type, requirement, resources) are left out
-        for ranked in core.index.page(
-            worker.view, limit, eligible=core._fits_on(worker, [], idle=True)
+        for ranked in core.dispatch.index.page(
+            worker.view, limit, eligible=core.dispatch.eligible_on(worker, [], idle=True)
         )
     ]
 
@@ -78,7 +78,7 @@ def statistics(core: Scheduler) -> FarmStatistics:
         used_total = slots.setdefault(worker.cluster, [0, 0])
         used_total[0] += worker.used.get("slots", 0)
         used_total[1] += worker.slots
-    pool = core.pool
+    pool = core.dispatch.pool
     return FarmStatistics(
         frames=tuple((c, s, n) for (c, s), n in sorted(frames.items())),
         jobs=tuple((c, s, n) for (c, s), n in sorted(jobs.items())),
@@ -87,16 +87,16 @@ def statistics(core: Scheduler) -> FarmStatistics:
         resources=tuple(
             (name, pool.used.get(name, 0), total) for name, total in sorted(pool.totals.items())
         ),
-        frames_started=core.counters["started"],
+        frames_started=core.dispatch.started,
         frames_completed=core.counters["completed"],
         frames_failed=core.counters["failed"],
         frames_retried=core.counters["retried"],
-        frames_preempted=core.counters["preempted"],
+        frames_preempted=core.dispatch.preempted,
     )
 
 
 def resources_view(core: Scheduler) -> dict[str, dict[str, float]]:
-    pool = core.pool
+    pool = core.dispatch.pool
     return {
         name: {"total": total, "used": pool.used.get(name, 0), "free": pool.free(name)}
         for name, total in sorted(pool.totals.items())
@@ -114,7 +114,7 @@ def explain(core: Scheduler, job_id: int, worker_name: str | None = None) -> dic
         everywhere.append(f"the job has ended ({state.value})")
     elif state in (JobState.WAITING, JobState.BLOCKED, JobState.SUSPENDED):
         everywhere.append(job.reason(state))
-    elif job.id not in core.index:
+    elif job.id not in core.dispatch.index:
         everywhere.append(
             "no frame of it is ready (all running, held or waiting out a retry delay)"
         )
@@ -154,7 +154,9 @@ def _explain_on(core: Scheduler, job: Job, worker: Worker, everywhere: list[str]
         if clause is not None:
             reasons.append(f"requirement not met: {clause}")
     # slots held by running frames make a job wait its turn, not unfit
-    short = job.reserve.shortfall(worker.slots, core._free_on(worker, True), core.pool.free)
+    short = job.reserve.shortfall(
+        worker.slots, core.dispatch.free_on(worker, True), core.dispatch.pool.free
+    )
     if short is not None and not reasons:
         reasons.append(f"resources short: {short}")
     if job.at_cap and not reasons:
@@ -163,7 +165,7 @@ def _explain_on(core: Scheduler, job: Job, worker: Worker, everywhere: list[str]
     if admits(queued, view):
         order, priority, _ = rank_key(queued, view)
         rank = {"order": order, "priority": priority}
-        if not reasons and job.id in core.index:
+        if not reasons and job.id in core.dispatch.index:
             ahead, first = _ahead_of(core, job, worker)
             rank["ahead"] = ahead
             if first is not None:
@@ -172,8 +174,10 @@ def _explain_on(core: Scheduler, job: Job, worker: Worker, everywhere: list[str]
                     f"the first is job {first.job.id} (cluster order {first.order}, "
                     f"priority {first.priority})"
                 )
-            elif core._fits(job, worker) is None:  # its turn, once slots free up
-                now_short = job.reserve.shortfall(worker.slots, worker.available, core.pool.free)
+            elif core.dispatch.fits(job, worker) is None:  # its turn, once slots free up
+                now_short = job.reserve.shortfall(
+                    worker.slots, worker.available, core.dispatch.pool.free
+                )
                 reasons.append(f"it is next here, once slots are free ({now_short})")
     return {
         "worker": worker.name,
@@ -190,7 +194,9 @@ def _ahead_of(core: Scheduler, job: Job, worker: Worker, limit: int = 10_000) ->
     to `limit`), and the first of them."""
     fits: list[Taken] = []
     ahead, first = 0, None
-    for ranked in core.index.ranked(worker.view, core._fits_on(worker, fits, idle=True)):
+    for ranked in core.dispatch.index.ranked(
+        worker.view, core.dispatch.eligible_on(worker, fits, idle=True)
+    ):
         if ranked.job.id == job.id or ahead >= limit:
             break
         ahead += 1
