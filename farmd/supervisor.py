@@ -50,6 +50,7 @@ from farmd.core import (
     Outcome,
     ReclaimOrphans,
     RemoveJobs,
+    Restore,
     ResumeFrame,
     Scheduler,
     SetResource,
@@ -69,7 +70,14 @@ from farmd.core import (
     draft_job,
     submission_digest,
 )
-from farmd.errors import FarmdError, ForbiddenError, ProtocolError, UnavailableError, UserError
+from farmd.errors import (
+    FarmdError,
+    ForbiddenError,
+    InternalError,
+    ProtocolError,
+    UnavailableError,
+    UserError,
+)
 from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
 from farmd.model import Changes, Control, frames_named
@@ -437,8 +445,10 @@ class Supervisor:
         else:
             store = SqliteStore(self.config.state_dir)
         try:
-            snapshot = store.load()
-            self.core.restore(snapshot)
+            restored = self.core.handle(Restore(snapshot=store.load(), now=self._clock()))
+            if restored.commands or restored.changes:
+                msg = f"restoring the farm asked for commands or rows: {restored!r:.200}"
+                raise InternalError(msg)
             self.token = ensure_token(self.config.state_dir)
             self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
         except BaseException:

@@ -11,6 +11,7 @@ from farmd.core import (
     FrameEnded,
     LockWorker,
     ModifyJob,
+    Restore,
     Scheduler,
     SetResource,
     StartFrame,
@@ -214,7 +215,7 @@ def test_a_lock_holds_across_a_reconnect_and_a_restart() -> None:
     core.handle(host("w1"))
     assert where(core.handle(submit())) == []
     restarted = Scheduler()
-    restarted.restore(Snapshot(locks={"w1": "drain"}))
+    restarted.handle(Restore(snapshot=Snapshot(locks={"w1": "drain"}), now=0.0))
     restarted.handle(host("w1"))
     assert where(restarted.handle(submit())) == []
     assert_refused(core, UnlockWorker(name="w9", now=3.0), UnknownWorkerError, "w9")
@@ -305,7 +306,7 @@ def test_a_restart_keeps_held_reservations_until_frames_are_claimed_or_requeued(
     jobs: list[JobRow] = list(record["jobs"].values())
     frames: list[FrameRow] = list(record["frames"].values())
     after = Scheduler(resources={"license.nuke": 1})
-    after.restore(Snapshot(tuple(jobs), tuple(frames), 2))
+    after.handle(Restore(snapshot=Snapshot(tuple(jobs), tuple(frames), 2), now=0.0))
     assert after.dispatch.pool.used == {"license.nuke": 1}
     after.handle(host("w1", slots=2, resources={"gpu": 1}, running=((1, 1, 1),)))
     assert after.workers["w1"].used == {"slots": 2, "gpu": 1, "license.nuke": 1}

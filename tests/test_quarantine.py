@@ -24,12 +24,13 @@ from farmd.core import (
     KillJobs,
     ModifyJob,
     RemoveJobs,
+    Restore,
     Scheduler,
     StartFrame,
     SubmitJob,
     WorkerJoined,
 )
-from farmd.errors import JobSpecError, UnknownJobError
+from farmd.errors import InternalError, JobSpecError, UnknownJobError
 from farmd.model import Changes, Control, Snapshot
 from farmd.store import DATABASE_FILE, SqliteStore
 
@@ -88,7 +89,7 @@ def rows(state: Path, job_id: int) -> tuple[list[Any], list[Any]]:
 def reopen(state: Path) -> tuple[Scheduler, SqliteStore]:
     store = SqliteStore(state)
     core = Scheduler(resources={"license.nuke": 4})
-    core.restore(store.load())
+    core.handle(Restore(snapshot=store.load(), now=0.0))
     return core, store
 
 
@@ -313,7 +314,7 @@ def test_restore_is_total_over_a_snapshot_of_garbage_rows() -> None:
         FrameRow(99, 1, 0, "running", None, 1, 1.0, None, None),  # no job, no worker
     )
     core = Scheduler()
-    core.restore(Snapshot(jobs, frames, next_job_id=1))
+    core.handle(Restore(snapshot=Snapshot(jobs, frames, next_job_id=1), now=0.0))
     assert sorted(core.quarantined) == [*range(1, len(oddities) + 1), 99]
     assert core.jobs == {}
     assert core.next_job_id == 100
@@ -362,3 +363,21 @@ def test_merged_changes_of_a_restored_farm_never_name_a_quarantined_job(tmp_path
         assert victim not in merged.removed
     finally:
         store.close()
+
+
+def test_restore_goes_through_the_door_once_and_only_into_an_empty_scheduler() -> None:
+    core = Scheduler()
+    outcome = core.handle(Restore(snapshot=Snapshot(next_job_id=7), now=0.0))
+    assert outcome.commands == ()
+    assert not outcome.changes  # nothing to write back: the rows came from the store
+    assert core.next_job_id == 7
+    core.handle(SubmitJob(argv=("true",), now=1.0))
+    with pytest.raises(InternalError, match=r"restore needs an empty scheduler.*1 jobs"):
+        core.handle(Restore(snapshot=Snapshot(), now=2.0))
+    assert core.jobs_view()[0]["id"] == 7  # the refused restore changed nothing
+
+
+def test_an_event_the_core_does_not_know_is_our_bug() -> None:
+    core = Scheduler()
+    with pytest.raises(InternalError, match="unknown event"):
+        core.handle("submit")  # type: ignore[arg-type]

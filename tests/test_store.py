@@ -37,6 +37,7 @@ from farmd.core import (
     Note,
     Outcome,
     ReclaimOrphans,
+    Restore,
     Scheduler,
     StartFrame,
     StopFrame,
@@ -567,7 +568,7 @@ def running_frames(core: Scheduler) -> set[tuple[int, int, int]]:
 
 def restored(snapshot: Snapshot) -> Scheduler:
     core = Scheduler()
-    core.restore(snapshot)
+    core.handle(Restore(snapshot=snapshot, now=0.0))
     return core
 
 

@@ -33,6 +33,8 @@ from farmd.model import (
     FrameTable,
     Job,
     JobRow,
+    JobState,
+    Snapshot,
     format_frame_range,
     frame_numbers,
     parse_dependency,
@@ -40,6 +42,48 @@ from farmd.model import (
 )
 from farmd.requirements import parse_requirement
 from farmd.resources import check_name, parse_reservation, parse_taken, taken_text
+
+
+def read_snapshot(snapshot: Snapshot) -> tuple[dict[int, Job], dict[int, str]]:
+    """The jobs the snapshot's rows make, sub-jobs linked to their parents, and the
+    jobs quarantined with why (by id, in order). Changes nothing but what it builds."""
+    frame_rows: dict[int, list[FrameRow]] = {}
+    for f in snapshot.frames:
+        frame_rows.setdefault(f.job_id, []).append(f)
+    restored: dict[int, Job] = {}
+    quarantined: dict[int, str] = {}
+    family: dict[int, list[int]] = {}  # job -> its parent and sub-jobs, as rows say
+    for row in snapshot.jobs:
+        try:
+            restored[row.id] = _restored_job(row, frame_rows.pop(row.id, []))
+        except Exception as exc:  # anything in a row may be wrong: never fatal here
+            quarantined[row.id] = _why(exc)
+        if _is_id(row.parent):
+            family.setdefault(row.id, []).append(row.parent)
+            family.setdefault(row.parent, []).append(row.id)
+    for job_id in frame_rows:  # frames whose job row is gone
+        quarantined[job_id] = "it has frame rows but no job row"
+    stack = list(quarantined)
+    while stack:  # bounded: each job is quarantined (and pushed) at most once
+        job_id = stack.pop()
+        for kin in family.get(job_id, ()):
+            if kin in restored:
+                relation = "parent" if restored.pop(kin).parent == job_id else "sub-job"
+                quarantined[kin] = f"its {relation} (job {job_id}) is quarantined"
+                stack.append(kin)
+    # A sub-job's id is above its parent's: from the highest id down, every job's
+    # sub-jobs have their final state before the job's own is read.
+    for job in restored.values():
+        if job.parent in restored:
+            restored[job.parent].children[job.id] = None
+    for job_id in sorted(restored, reverse=True):
+        job = restored[job_id]
+        state = job.state
+        if job.parent in restored and not state.ended:
+            restored[job.parent].open_children.add(job_id)
+        elif job.parent in restored and state is not JobState.COMPLETE:
+            restored[job.parent].failed_children[job_id] = state
+    return restored, dict(sorted(quarantined.items()))
 
 
 def _why(exc: Exception) -> str:

@@ -59,11 +59,8 @@ from farmd.core.drafting import (
     draft_job,
     submission_digest,
 )
-from farmd.core.restore import _is_id, _restored_job, _why
-from farmd.core.restore import frame_row as _frame_row
-from farmd.core.restore import job_row as _job_row
-from farmd.core.stuck import HOLDING as _HOLDING
-from farmd.core.stuck import _StuckJobs
+from farmd.core.restore import frame_row, job_row, read_snapshot
+from farmd.core.stuck import HOLDING, _StuckJobs
 from farmd.core.vocabulary import (
     Command,
     ControlFrames,
@@ -80,6 +77,7 @@ from farmd.core.vocabulary import (
     PreemptPolicy,
     ReclaimOrphans,
     RemoveJobs,
+    Restore,
     ResumeFrame,
     SetResource,
     StopFrame,
@@ -96,6 +94,7 @@ from farmd.core.vocabulary import (
 )
 from farmd.errors import (
     ForbiddenError,
+    InternalError,
     JobSpecError,
     UnknownJobError,
     UnknownWorkerError,
@@ -109,12 +108,10 @@ from farmd.model import (
     Dependency,
     DependencyMode,
     Frame,
-    FrameRow,
     FrameState,
     FrameTable,
     Job,
     JobState,
-    Snapshot,
     Worker,
     parse_target,
     refusal,
@@ -223,9 +220,12 @@ class Scheduler:
                 result = self._set_resource(event)
             case WorkerReconfigured():
                 result = self._worker_reconfigured(event)
+            case Restore():
+                self._restore(event)
+                result = None
             case _:
                 msg = f"unknown event {event!r}"
-                raise TypeError(msg)
+                raise InternalError(msg)
         self.dispatch.run(event.now)
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
@@ -1025,7 +1025,7 @@ class Scheduler:
         if before is after:
             return
         job.synced = after
-        if after in _HOLDING:
+        if after in HOLDING:
             self._out.append(JobHeld(job_id=job.id, state=after))
         if before.ended == after.ended:
             return
@@ -1082,9 +1082,9 @@ class Scheduler:
             locks, self._locks_changed = dict(self.locks), False
         if not (self._changed_jobs or self._changed_frames or self._removed or locks is not None):
             return Changes()
-        jobs = tuple(_job_row(self.jobs[i]) for i in self._changed_jobs)
+        jobs = tuple(job_row(self.jobs[i]) for i in self._changed_jobs)
         frames = tuple(
-            _frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames
+            frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames
         )
         removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
@@ -1092,48 +1092,20 @@ class Scheduler:
 
     # ------------------------------------------------------------------ restart
 
-    def restore(self, snapshot: Snapshot) -> None:
+    def _restore(self, event: Restore) -> None:
         """Rebuild the farm from the store, before any worker has connected. Frames that
         were running (or stopped) stay so, as orphans, until their worker claims them or
         a `ReclaimOrphans` event (after the grace period) sends them back to pending.
-
-        Stored rows are not trusted: one a hand edit, a bad disk or an older farmd's
-        looser checks left unusable (a cluster path over the bounds, an unknown frame
-        state, an unparsable range...) must not keep the farm from starting. Its job is
-        *quarantined*: kept out of the scheduler, with why, in `quarantined`. Its rows
-        are left as they are (nothing this farmd writes names its id, so a fixed farmd
-        restores it) and its id is never reused. A job's family goes with it, as a
-        parent's state derives from its sub-jobs': the job's parent and sub-jobs are
-        quarantined too, and so on. A job with an unmet dependency on a quarantined job
-        is blocked, the reason naming it."""
+        Jobs whose rows could not be used are quarantined (`read_snapshot`); a job with
+        an unmet dependency on a quarantined job is blocked, the reason naming it."""
         if self.jobs or self.workers:
-            msg = "restore needs an empty scheduler"
-            raise RuntimeError(msg)
-        frame_rows: dict[int, list[FrameRow]] = {}
-        for f in snapshot.frames:
-            frame_rows.setdefault(f.job_id, []).append(f)
-        restored: dict[int, Job] = {}
-        quarantined: dict[int, str] = {}
-        family: dict[int, list[int]] = {}  # job -> its parent and sub-jobs, as rows say
-        for row in snapshot.jobs:
-            try:
-                restored[row.id] = _restored_job(row, frame_rows.pop(row.id, []))
-            except Exception as exc:  # anything in a row may be wrong: never fatal here
-                quarantined[row.id] = _why(exc)
-            if _is_id(row.parent):
-                family.setdefault(row.id, []).append(row.parent)
-                family.setdefault(row.parent, []).append(row.id)
-        for job_id in frame_rows:  # frames whose job row is gone
-            quarantined[job_id] = "it has frame rows but no job row"
-        stack = list(quarantined)
-        while stack:  # bounded: each job is quarantined (and pushed) at most once
-            job_id = stack.pop()
-            for kin in family.get(job_id, ()):
-                if kin in restored:
-                    relation = "parent" if restored.pop(kin).parent == job_id else "sub-job"
-                    quarantined[kin] = f"its {relation} (job {job_id}) is quarantined"
-                    stack.append(kin)
-        self.quarantined = dict(sorted(quarantined.items()))
+            msg = (
+                f"restore needs an empty scheduler, and this one holds {len(self.jobs)} "
+                f"jobs and {len(self.workers)} workers"
+            )
+            raise InternalError(msg)
+        snapshot = event.snapshot
+        restored, self.quarantined = read_snapshot(snapshot)
         for job_id, job in restored.items():
             self.jobs[job_id] = job
             for frame in job.frames.made.values():  # a fresh frame holds nothing
@@ -1148,18 +1120,6 @@ class Scheduler:
                 ids, _ = self._keys.get(job.request_key, ((), ""))
                 self._keys[job.request_key] = ((*ids, job_id), job.request_digest or "")
             self.dispatch.options_changed(job)
-        # A sub-job's id is above its parent's: from the highest id down, every job's
-        # sub-jobs have their final state before the job's own is read.
-        for job in self.jobs.values():
-            if job.parent in self.jobs:
-                self.jobs[job.parent].children[job.id] = None
-        for job_id in sorted(self.jobs, reverse=True):
-            job = self.jobs[job_id]
-            state = job.state
-            if job.parent in self.jobs and not state.ended:
-                self.jobs[job.parent].open_children.add(job_id)
-            elif job.parent in self.jobs and state is not JobState.COMPLETE:
-                self.jobs[job.parent].failed_children[job_id] = state
         # whether a job has ended depends on its frames and sub-jobs only, so the
         # dependencies are linked once those are known
         for row in snapshot.jobs:  # as stored: a dependency met once stays met
@@ -1173,7 +1133,6 @@ class Scheduler:
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.locks = dict(snapshot.locks)
-        self.dispatch.run(0.0)  # no worker yet: nothing starts; the restored jobs settle
 
     @property
     def next_job_id(self) -> int:
@@ -1265,7 +1224,7 @@ class Scheduler:
         """Every job among `job_ids` has ended or is stuck: what `farmd wait` waits for.
         Cheap while one of them has work it can run (then it is neither)."""
         going = [i for i in dict.fromkeys(job_ids) if not self.job(i).state.ended]
-        if any(self.jobs[i].state not in _HOLDING for i in going):
+        if any(self.jobs[i].state not in HOLDING for i in going):
             return False
         return len(self.stuck(going)) == len(going)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from farmd.model import Changes, Control, JobState
+from farmd.model import Changes, Control, JobState, Snapshot
 
 if TYPE_CHECKING:
     from farmd.core.drafting import Draft
@@ -218,6 +218,17 @@ class FrameEnded:
     error: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class Restore:
+    """Rebuild the farm from the store's `snapshot`: the first event a scheduler
+    handles, before any worker joins (refused, as our bug, once it holds jobs or
+    workers). Through the door like any other, so the one place that changes the
+    farm stays `handle`; it yields no commands (no worker is connected yet)."""
+
+    snapshot: Snapshot
+    now: float
+
+
 Event = (
     SubmitJob
     | SubmitJobs
@@ -234,6 +245,7 @@ Event = (
     | UnlockWorker
     | SetResource
     | WorkerReconfigured
+    | Restore
 )
 
 # --------------------------------------------------------------------------- commands
