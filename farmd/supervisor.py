@@ -456,17 +456,18 @@ class Supervisor:
             raise
         # a job whose rows restore could not use is left out, not fatal: one line each,
         # so an admin finds the job (its rows are kept for a fixed farmd to restore)
-        for job_id, why in self.core.quarantined.items():
+        for job_id, why in self.core.quarantine_report().items():
             log_event(log, "error", "job quarantined", job=job_id, why=why)
+        size = self.core.size()
         log_event(
             log,
             "info",
             "state restored",
             store=self.config.store,
-            jobs=len(self.core.jobs),
-            frames=sum(len(job.frames) for job in self.core.jobs.values()),
-            orphans=self.core.orphans,
-            quarantined=len(self.core.quarantined),
+            jobs=size.jobs,
+            frames=size.frames,
+            orphans=size.orphans,
+            quarantined=size.quarantined,
         )
         return store
 
@@ -796,9 +797,9 @@ class Supervisor:
         self.workers_config = farm.workers
         changed = []
         for name, register in sorted(self._registrations.items()):
-            worker = self.core.workers.get(name)
+            settings = self.core.worker_settings(name)
             effective = self._effective(register)
-            if worker is None or worker.settings() == effective:
+            if settings is None or settings == effective:
                 continue
             event = WorkerReconfigured(name=name, now=self._clock(), **effective)
             self._apply(self.core.handle(event))
@@ -899,7 +900,7 @@ class Supervisor:
             return
         result = outcome.result
         if isinstance(request, Submit):
-            result = self.core.jobs[result].summary()
+            result = self.core.job_summary(result)
         self._apply(outcome, after=functools.partial(self._respond, conn, request, result))
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:

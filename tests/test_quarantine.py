@@ -20,6 +20,7 @@ import pytest
 
 from farmd.core import (
     ControlFrames,
+    FarmSize,
     FrameEnded,
     KillJobs,
     ModifyJob,
@@ -158,6 +159,10 @@ def test_a_job_whose_row_cannot_be_used_is_quarantined_and_the_rest_restored(
         assert len(core.quarantined[victim]) <= 300
         assert views(core, [before_id, after_id]) == healthy
         assert [job["id"] for job in core.jobs_view()] == [before_id, after_id]
+        # what the shell asks (it reads no dict of the core's)
+        assert core.quarantine_report() == core.quarantined
+        assert core.size() == FarmSize(jobs=2, frames=4, orphans=0, quarantined=1)
+        assert core.job_summary(after_id) == core.jobs_view()[1]
         with pytest.raises(UnknownJobError, match=f"job {victim} is quarantined"):
             core.job_view(victim)
         # the farm goes on: a new job gets a new id, and its commit leaves the row alone

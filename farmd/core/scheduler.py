@@ -65,6 +65,7 @@ from farmd.core.vocabulary import (
     Command,
     ControlFrames,
     Event,
+    FarmSize,
     FarmStatistics,
     FrameEnded,
     JobEnded,
@@ -1133,6 +1134,32 @@ class Scheduler:
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.locks = dict(snapshot.locks)
+
+    # ------------------------------------------------------------------ named queries
+    # What the shell asks of the farm; it reads no dict of the core's.
+
+    def quarantine_report(self) -> dict[int, str]:
+        """The jobs `Restore` quarantined, by id, each with why (a copy)."""
+        return dict(self.quarantined)
+
+    def size(self) -> FarmSize:
+        """How much the farm holds, for the shell's log lines."""
+        return FarmSize(
+            jobs=len(self.jobs),
+            frames=sum(len(job.frames) for job in self.jobs.values()),
+            orphans=len(self._orphans),
+            quarantined=len(self.quarantined),
+        )
+
+    def job_summary(self, job_id: int) -> dict[str, Any]:
+        """One job as `jobs_view` lists it (what a submit answers)."""
+        return self.job(job_id).summary()
+
+    def worker_settings(self, name: str) -> dict[str, Any] | None:
+        """The settings connected worker `name` runs with (as a `WorkerReconfigured`
+        would set them), or None if it is not connected."""
+        worker = self.workers.get(name)
+        return worker.settings() if worker is not None else None
 
     @property
     def next_job_id(self) -> int:

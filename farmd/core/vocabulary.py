@@ -359,6 +359,17 @@ class FarmStatistics:
     frames_preempted: int
 
 
+@attrs.frozen(kw_only=True)
+class FarmSize:
+    """How much the farm holds (`Scheduler.size`): jobs not removed, their frames,
+    frames found running after a restart and not yet claimed, quarantined jobs."""
+
+    jobs: int
+    frames: int
+    orphans: int
+    quarantined: int
+
+
 EMPTY_STATISTICS = FarmStatistics(
     frames=(),
     jobs=(),
