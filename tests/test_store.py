@@ -5,7 +5,7 @@ Refusals (a newer schema, a file that is not a database, corrupt pages, a state 
 another store holds) are checked for their one-line message and for leaving every file
 of the state dir as it was, byte for byte and mtime for mtime.
 
-`Scheduler.restore` is checked the way the supervisor uses it: every outcome's `changes`
+Restoring (`Restore`) is checked the way the supervisor uses it: every outcome's `changes`
 are committed (one by one, and merged in groups as the committer does), loaded into a
 fresh scheduler, and everything a user can see (job lists, job details, the ranking of
 each worker) must be equal. Frames that were running come back as orphans, which a

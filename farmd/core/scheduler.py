@@ -31,6 +31,17 @@ Sub-jobs: a job submitted with a `parent` is counted in its parent's `open_child
 until it ends; the parent ends only once its frames and its sub-jobs have. Killing or
 removing a job takes its sub-jobs with it.
 
+Restart: the store's snapshot comes in as a `Restore` event, through `handle` like any
+other, rather than as a second door or a constructor from a snapshot. The shell builds
+its scheduler from configuration before it opens the store (the metrics already hold
+its `statistics`), so an event keeps that one object; and `handle` is then the only
+code that changes the farm, with the same end-of-event discipline (invariants,
+dispatch, changes collected) for a restart as for a submit. It is refused as our bug
+(`InternalError`) once the scheduler holds jobs or workers.
+
+The shell asks the farm through named queries (`size`, `quarantine_report`,
+`job_summary`, `worker_settings`, `ended`, `stuck`...), never the dicts.
+
 A refused event raises a `UserError` before anything is changed; an event the core
 does not know, or one it cannot take in its state, is our bug: `InternalError`.
 """
@@ -170,7 +181,7 @@ class Scheduler:
         self._removed: list[int] = []
         # frame-by-frame dependencies: job -> its frame -> the (job, frame) that wait for it
         self._gates: dict[int, dict[int, list[tuple[int, int]]]] = {}
-        # jobs whose stored rows `restore` could not use, with why (see there)
+        # jobs whose stored rows `Restore` could not use, with why (`read_snapshot`)
         self.quarantined: dict[int, str] = {}
         # idempotency keys of submissions: the jobs each made, and a digest of what it was
         self._keys: dict[str, tuple[tuple[int, ...], str]] = {}
