@@ -430,8 +430,8 @@ class SqliteStore:
 
 def _array(text: object, item: Callable[[Any], Any] | None = None) -> Any:
     """A JSON array column as a tuple (each element through `item`). A value that is not
-    one is passed on as it is, for `Scheduler.restore` to quarantine that job naming it:
-    one bad row must not keep the farm from loading."""
+    one is passed on as it is, for the scheduler's `Restore` to quarantine that job
+    naming it: one bad row must not keep the farm from loading."""
     try:
         value = json.loads(text)  # type: ignore[arg-type]  # a column may hold anything
     except (TypeError, ValueError, RecursionError):

@@ -50,6 +50,7 @@ from farmd.core import (
     Outcome,
     ReclaimOrphans,
     RemoveJobs,
+    Restore,
     ResumeFrame,
     Scheduler,
     SetResource,
@@ -69,7 +70,14 @@ from farmd.core import (
     draft_job,
     submission_digest,
 )
-from farmd.errors import FarmdError, ForbiddenError, ProtocolError, UnavailableError, UserError
+from farmd.errors import (
+    FarmdError,
+    ForbiddenError,
+    InternalError,
+    ProtocolError,
+    UnavailableError,
+    UserError,
+)
 from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
 from farmd.model import Changes, Control, frames_named
@@ -438,8 +446,10 @@ class Supervisor:
         else:
             store = SqliteStore(self.config.state_dir)
         try:
-            snapshot = store.load()
-            self.core.restore(snapshot)
+            restored = self.core.handle(Restore(snapshot=store.load(), now=self._clock()))
+            if restored.commands or restored.changes:
+                msg = f"restoring the farm asked for commands or rows: {restored!r:.200}"
+                raise InternalError(msg)
             self.token = ensure_token(self.config.state_dir)
             self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
         except BaseException:
@@ -447,17 +457,18 @@ class Supervisor:
             raise
         # a job whose rows restore could not use is left out, not fatal: one line each,
         # so an admin finds the job (its rows are kept for a fixed farmd to restore)
-        for job_id, why in self.core.quarantined.items():
+        for job_id, why in self.core.quarantine_report().items():
             log_event(log, "error", "job quarantined", job=job_id, why=why)
+        size = self.core.size()
         log_event(
             log,
             "info",
             "state restored",
             store=self.config.store,
-            jobs=len(self.core.jobs),
-            frames=sum(len(job.frames) for job in self.core.jobs.values()),
-            orphans=self.core.orphans,
-            quarantined=len(self.core.quarantined),
+            jobs=size.jobs,
+            frames=size.frames,
+            orphans=size.orphans,
+            quarantined=size.quarantined,
         )
         return store
 
@@ -790,9 +801,9 @@ class Supervisor:
         self.workers_config = farm.workers
         changed = []
         for name, register in sorted(self._registrations.items()):
-            worker = self.core.workers.get(name)
+            settings = self.core.worker_settings(name)
             effective = self._effective(register)
-            if worker is None or worker.settings() == effective:
+            if settings is None or settings == effective:
                 continue
             event = WorkerReconfigured(name=name, now=self._clock(), **effective)
             self._apply(self.core.handle(event))
@@ -893,7 +904,7 @@ class Supervisor:
             return
         result = outcome.result
         if isinstance(request, Submit):
-            result = self.core.jobs[result].summary()
+            result = self.core.job_summary(result)
         self._apply(outcome, after=functools.partial(self._respond, conn, request, result))
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:

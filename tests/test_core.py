@@ -1573,8 +1573,8 @@ class FarmMachine(RuleBasedStateMachine):
             if any(f.state is FrameState.PENDING for f in job.frames.values())
             and all(jobs[d.job_id].state is JobState.COMPLETE for d in job.depends_on)
         }
-        assert {queued.id for queued in self.core.index} == runnable
-        for queued in self.core.index:
+        assert {queued.id for queued in self.core.dispatch.index} == runnable
+        for queued in self.core.dispatch.index:
             assert queued == jobs[queued.id].queued()
 
     @invariant()
@@ -1608,7 +1608,7 @@ class FarmMachine(RuleBasedStateMachine):
     def no_free_slot_idles_beside_work_it_admits(self) -> None:
         for worker in self.core.workers.values():
             if worker.free > 0:
-                best = self.core.index.best(worker.view)
+                best = self.core.dispatch.index.best(worker.view)
                 assert best is None, (worker.name, best)
 
     @invariant()

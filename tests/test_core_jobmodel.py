@@ -15,6 +15,7 @@ from farmd.core import (
     Outcome,
     PreemptPolicy,
     RemoveJobs,
+    Restore,
     ResumeFrame,
     Scheduler,
     StartFrame,
@@ -73,7 +74,7 @@ class Recorder:
 
 def restored(record: Recorder) -> Scheduler:
     core = Scheduler()
-    core.restore(record.snapshot())
+    core.handle(Restore(snapshot=record.snapshot(), now=0.0))
     return core
 
 

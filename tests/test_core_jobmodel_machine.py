@@ -431,7 +431,7 @@ class JobModelMachine(RuleBasedStateMachine):
             )
             if ready and not unmet:
                 runnable.add(job.id)
-        assert {q.id for q in self.core.index} == runnable
+        assert {q.id for q in self.core.dispatch.index} == runnable
 
     @invariant()
     def workers_hold_exactly_what_their_hosts_run(self) -> None:
@@ -453,7 +453,7 @@ class JobModelMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_license_is_held_beyond_its_total(self) -> None:
-        pool = self.core.pool
+        pool = self.core.dispatch.pool
         for name, total in LICENSES.items():
             held = sum(
                 t.get(name, 0) for w in self.core.workers.values() for t in w.running.values()
@@ -467,9 +467,9 @@ class JobModelMachine(RuleBasedStateMachine):
     def no_free_slot_idles_beside_work_it_may_take(self) -> None:
         for worker in self.core.workers.values():
             if worker.free > 0 and not worker.locked:
-                for ranked in self.core.index.ranked(worker.view):
+                for ranked in self.core.dispatch.index.ranked(worker.view):
                     job = self.core.jobs[ranked.job.id]
-                    assert self.core._fits(job, worker) is None, (worker.name, ranked)
+                    assert self.core.dispatch.fits(job, worker) is None, (worker.name, ranked)
 
 
 TestJobModelMachine = JobModelMachine.TestCase

@@ -11,6 +11,7 @@ from farmd.core import (
     FrameEnded,
     LockWorker,
     ModifyJob,
+    Restore,
     Scheduler,
     SetResource,
     StartFrame,
@@ -152,7 +153,7 @@ def test_a_license_is_never_held_by_more_frames_than_its_total() -> None:
     (first, _second) = starts(out)
     (again,) = starts(core.handle(ended(first)))
     assert again.job_id == 1
-    assert core.pool.used["license.nuke"] == 2
+    assert core.dispatch.pool.used["license.nuke"] == 2
 
 
 def test_a_license_frees_when_its_process_ends_even_after_a_kill() -> None:
@@ -220,7 +221,7 @@ def test_a_lock_holds_across_a_reconnect_and_a_restart() -> None:
     core.handle(host("w1"))
     assert where(core.handle(submit())) == []
     restarted = Scheduler()
-    restarted.restore(Snapshot(locks={"w1": "drain"}))
+    restarted.handle(Restore(snapshot=Snapshot(locks={"w1": "drain"}), now=0.0))
     restarted.handle(host("w1"))
     assert where(restarted.handle(submit())) == []
     assert_refused(core, UnlockWorker(name="w9", now=3.0), UnknownWorkerError, "w9")
@@ -311,12 +312,12 @@ def test_a_restart_keeps_held_reservations_until_frames_are_claimed_or_requeued(
     jobs: list[JobRow] = list(record["jobs"].values())
     frames: list[FrameRow] = list(record["frames"].values())
     after = Scheduler(resources={"license.nuke": 1})
-    after.restore(Snapshot(tuple(jobs), tuple(frames), 2))
-    assert after.pool.used == {"license.nuke": 1}
+    after.handle(Restore(snapshot=Snapshot(tuple(jobs), tuple(frames), 2), now=0.0))
+    assert after.dispatch.pool.used == {"license.nuke": 1}
     after.handle(host("w1", slots=2, resources={"gpu": 1}, running=((1, 1, 1),)))
     assert after.workers["w1"].used == {"slots": 2, "gpu": 1, "license.nuke": 1}
     after.handle(FrameEnded(worker="w1", job_id=1, frame=1, attempt=1, exit_code=0, now=5.0))
-    assert after.pool.used == {"license.nuke": 0}
+    assert after.dispatch.pool.used == {"license.nuke": 0}
     assert state(after, 1) == "complete"
     assert isinstance(frame, StartFrame)
 
@@ -325,9 +326,9 @@ def test_modify_keeps_the_demanding_set_true() -> None:
     core = Scheduler()
     core.handle(submit())
     core.handle(ModifyJob(job_id=1, instances=2, now=1.0))
-    assert 1 in core._demanding
+    assert 1 in core.dispatch._demanding
     core.handle(ModifyJob(job_id=1, instances=0, now=2.0))
-    assert 1 not in core._demanding
+    assert 1 not in core.dispatch._demanding
 
 
 # --------------------------------------------------------------------------- reconfigure

@@ -11,6 +11,7 @@ import pytest
 from farmd.core import (
     FrameEnded,
     ModifyJob,
+    Restore,
     Scheduler,
     StartFrame,
     Tick,
@@ -125,7 +126,9 @@ def test_held_retries_survive_a_restart() -> None:
     jobs = {row.id: row for o in outcomes for row in o.changes.jobs}
     frames = {(row.job_id, row.number): row for o in outcomes for row in o.changes.frames}
     restored = Scheduler()
-    restored.restore(Snapshot(tuple(jobs.values()), tuple(frames.values()), 2))
+    restored.handle(
+        Restore(snapshot=Snapshot(tuple(jobs.values()), tuple(frames.values()), 2), now=0.0)
+    )
     assert restored.next_wake() == 70.0
     assert restored.job_view(1)["instances"] == 2
     restored.handle(joined("w2", now=11.0))

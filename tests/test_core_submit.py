@@ -21,6 +21,7 @@ from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import (
     KillJobs,
     RemoveJobs,
+    Restore,
     Scheduler,
     SubmitJob,
     SubmitJobs,
@@ -121,7 +122,7 @@ def test_keys_survive_the_store_and_go_with_their_jobs(tmp_path: Path) -> None:
     reopened = SqliteStore(tmp_path)
     try:
         restored = Scheduler()
-        restored.restore(reopened.load())
+        restored.handle(Restore(snapshot=reopened.load(), now=0.0))
     finally:
         reopened.close()
     assert restored.handle(submit(frames="1-1000", key="big")).result == 1

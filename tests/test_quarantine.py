@@ -20,16 +20,18 @@ import pytest
 
 from farmd.core import (
     ControlFrames,
+    FarmSize,
     FrameEnded,
     KillJobs,
     ModifyJob,
     RemoveJobs,
+    Restore,
     Scheduler,
     StartFrame,
     SubmitJob,
     WorkerJoined,
 )
-from farmd.errors import JobSpecError, UnknownJobError
+from farmd.errors import InternalError, JobSpecError, UnknownJobError
 from farmd.model import Changes, Control, Snapshot
 from farmd.store import DATABASE_FILE, SqliteStore
 
@@ -88,7 +90,7 @@ def rows(state: Path, job_id: int) -> tuple[list[Any], list[Any]]:
 def reopen(state: Path) -> tuple[Scheduler, SqliteStore]:
     store = SqliteStore(state)
     core = Scheduler(resources={"license.nuke": 4})
-    core.restore(store.load())
+    core.handle(Restore(snapshot=store.load(), now=0.0))
     return core, store
 
 
@@ -157,6 +159,10 @@ def test_a_job_whose_row_cannot_be_used_is_quarantined_and_the_rest_restored(
         assert len(core.quarantined[victim]) <= 300
         assert views(core, [before_id, after_id]) == healthy
         assert [job["id"] for job in core.jobs_view()] == [before_id, after_id]
+        # what the shell asks (it reads no dict of the core's)
+        assert core.quarantine_report() == core.quarantined
+        assert core.size() == FarmSize(jobs=2, frames=4, orphans=0, quarantined=1)
+        assert core.job_summary(after_id) == core.jobs_view()[1]
         with pytest.raises(UnknownJobError, match=f"job {victim} is quarantined"):
             core.job_view(victim)
         # the farm goes on: a new job gets a new id, and its commit leaves the row alone
@@ -313,7 +319,7 @@ def test_restore_is_total_over_a_snapshot_of_garbage_rows() -> None:
         FrameRow(99, 1, 0, "running", None, 1, 1.0, None, None),  # no job, no worker
     )
     core = Scheduler()
-    core.restore(Snapshot(jobs, frames, next_job_id=1))
+    core.handle(Restore(snapshot=Snapshot(jobs, frames, next_job_id=1), now=0.0))
     assert sorted(core.quarantined) == [*range(1, len(oddities) + 1), 99]
     assert core.jobs == {}
     assert core.next_job_id == 100
@@ -362,3 +368,21 @@ def test_merged_changes_of_a_restored_farm_never_name_a_quarantined_job(tmp_path
         assert victim not in merged.removed
     finally:
         store.close()
+
+
+def test_restore_goes_through_the_door_once_and_only_into_an_empty_scheduler() -> None:
+    core = Scheduler()
+    outcome = core.handle(Restore(snapshot=Snapshot(next_job_id=7), now=0.0))
+    assert outcome.commands == ()
+    assert not outcome.changes  # nothing to write back: the rows came from the store
+    assert core.next_job_id == 7
+    core.handle(SubmitJob(argv=("true",), now=1.0))
+    with pytest.raises(InternalError, match=r"restore needs an empty scheduler.*1 jobs"):
+        core.handle(Restore(snapshot=Snapshot(), now=2.0))
+    assert core.jobs_view()[0]["id"] == 7  # the refused restore changed nothing
+
+
+def test_an_event_the_core_does_not_know_is_our_bug() -> None:
+    core = Scheduler()
+    with pytest.raises(InternalError, match="unknown event"):
+        core.handle("submit")  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ Refusals (a newer schema, a file that is not a database, corrupt pages, a state 
 another store holds) are checked for their one-line message and for leaving every file
 of the state dir as it was, byte for byte and mtime for mtime.
 
-`Scheduler.restore` is checked the way the supervisor uses it: every outcome's `changes`
+Restoring (`Restore`) is checked the way the supervisor uses it: every outcome's `changes`
 are committed (one by one, and merged in groups as the committer does), loaded into a
 fresh scheduler, and everything a user can see (job lists, job details, the ranking of
 each worker) must be equal. Frames that were running come back as orphans, which a
@@ -37,6 +37,7 @@ from farmd.core import (
     Note,
     Outcome,
     ReclaimOrphans,
+    Restore,
     Scheduler,
     StartFrame,
     StopFrame,
@@ -538,8 +539,8 @@ def seen(core: Scheduler) -> dict[str, Any]:
     return {
         "jobs": core.jobs_view(),
         "details": {job["id"]: core.job_view(job["id"]) for job in core.jobs_view()},
-        "index": sorted(core.index, key=lambda queued: queued.id),
-        "ranking": {str(view): core.index.page(view, 1000) for view in PROBES},
+        "index": sorted(core.dispatch.index, key=lambda queued: queued.id),
+        "ranking": {str(view): core.dispatch.index.page(view, 1000) for view in PROBES},
         "job clusters": [
             (node["path"], node["jobs_here"], node["jobs_total"])
             for node in core.clusters_view()
@@ -569,7 +570,7 @@ def running_frames(core: Scheduler) -> set[tuple[int, int, int]]:
 
 def restored(snapshot: Snapshot) -> Scheduler:
     core = Scheduler()
-    core.restore(snapshot)
+    core.handle(Restore(snapshot=snapshot, now=0.0))
     return core
 
 
@@ -996,7 +997,7 @@ def test_rank_fields_survive_the_store_exactly(
     ).result
     with tempfile.TemporaryDirectory() as directory:
         core = restored(through_store(Path(directory) / "state", farm.changes))
-    assert core.index.get(job_id) == farm.core.index.get(job_id)
+    assert core.dispatch.index.get(job_id) == farm.core.dispatch.index.get(job_id)
     assert core.job_view(job_id) == farm.core.job_view(job_id)
 
 

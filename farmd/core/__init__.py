@@ -1,0 +1,107 @@
+"""The scheduler core: the farm's state and the rules that change it, with no I/O.
+
+Theory of operation
+-------------------
+The core is a package with one room per concern; nothing in it imports trio, reads a
+clock, opens a socket or logs:
+
+- `vocabulary`: the events the shell feeds in and the commands it gets back (`Outcome`);
+- `scheduler`: `Scheduler`, whose one door is `handle(event) -> Outcome`, with the job
+  and worker handlers and the named queries the shell asks;
+- `dispatch`: the `Dispatcher` the scheduler holds, which owns the ranking index, the
+  farm-wide resource pool, the hungry and starved workers, instance caps, sticky slots,
+  preemption and starting and stopping frames;
+- `views`: read-only, wire-shaped views of the farm and `explain`;
+- `stuck`: which jobs cannot end without an admin;
+- `drafting`: a submission checked for all that does not depend on the farm;
+- `restore`: rows to jobs (with quarantine) and back.
+
+This module re-exports the names other code imports, so `from farmd.core import X`
+keeps working wherever X now lives.
+"""
+
+from farmd.core.drafting import (
+    MAX_COMMAND_BYTES,
+    Draft,
+    draft_batch,
+    draft_job,
+    submission_digest,
+)
+from farmd.core.scheduler import Scheduler
+from farmd.core.stuck import MAX_STUCK_NODES
+from farmd.core.vocabulary import (
+    EMPTY_STATISTICS,
+    Command,
+    ControlFrames,
+    Event,
+    FarmSize,
+    FarmStatistics,
+    FrameEnded,
+    JobEnded,
+    JobHeld,
+    KillJobs,
+    LockWorker,
+    ModifyJob,
+    Note,
+    Outcome,
+    PreemptPolicy,
+    ReclaimOrphans,
+    RemoveJobs,
+    Restore,
+    ResumeFrame,
+    SetResource,
+    StartFrame,
+    StopFrame,
+    SubmitJob,
+    SubmitJobs,
+    Submitter,
+    SuspendFrame,
+    Tick,
+    UnlockWorker,
+    WakeAt,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReconfigured,
+)
+
+__all__ = [
+    "EMPTY_STATISTICS",
+    "MAX_COMMAND_BYTES",
+    "MAX_STUCK_NODES",
+    "Command",
+    "ControlFrames",
+    "Draft",
+    "Event",
+    "FarmSize",
+    "FarmStatistics",
+    "FrameEnded",
+    "JobEnded",
+    "JobHeld",
+    "KillJobs",
+    "LockWorker",
+    "ModifyJob",
+    "Note",
+    "Outcome",
+    "PreemptPolicy",
+    "ReclaimOrphans",
+    "RemoveJobs",
+    "Restore",
+    "ResumeFrame",
+    "Scheduler",
+    "SetResource",
+    "StartFrame",
+    "StopFrame",
+    "SubmitJob",
+    "SubmitJobs",
+    "Submitter",
+    "SuspendFrame",
+    "Tick",
+    "UnlockWorker",
+    "WakeAt",
+    "WorkerJoined",
+    "WorkerLost",
+    "WorkerReconfigured",
+    "draft_batch",
+    "draft_job",
+    "submission_digest",
+]

@@ -1,0 +1,199 @@
+"""Drafting a submission: everything about a job that does not depend on the farm.
+
+Theory of operation
+-------------------
+A submission is checked in two steps. `draft_job` checks what the request alone decides
+(the command and its size, the name, the cluster path, restrictions, patterns,
+dependency syntax, options, the requirement, the reservation) and builds its frames
+into a `Draft`. It is pure, reading only the event, so the shell may run it in a worker
+thread for a large job (a million frames take seconds) and hand the draft back in
+`SubmitJob.prepared`. The scheduler's `_prepare` then checks the draft against the farm
+(parent, dependencies, who asks) on the loop, in time that does not grow with frames.
+
+`submission_digest` is what an idempotency key remembers of its submission, so a repeat
+of the key is accepted only for the same request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable
+
+import attrs
+
+from farmd.cluster import (
+    ClusterPath,
+    CrossClusterPatterns,
+    Restrictions,
+    parse_cluster,
+    parse_patterns,
+    parse_restrictions,
+    quote,
+)
+from farmd.core.vocabulary import SubmitJob, SubmitJobs, Submitter
+from farmd.errors import JobSpecError, UserError
+from farmd.model import (
+    MAX_FRAMES_PER_JOB,
+    Dependency,
+    FrameNumbers,
+    frame_numbers,
+    frames_named,
+    parse_dependency,
+)
+from farmd.protocol import MAX_NAME_CHARS, odd_character
+from farmd.requirements import Requirement, parse_requirement
+from farmd.resources import Reservation, check_name, parse_reservation
+
+MAX_COMMAND_BYTES = 256 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class Draft:
+    """A submission checked for everything that does not depend on the farm's state,
+    with its frames built (`draft_job`). Used once: the job it becomes takes its
+    frames as they are."""
+
+    argv: tuple[str, ...]
+    cluster: ClusterPath | None  # None: the parent's, or the default
+    restrictions: Restrictions
+    patterns: CrossClusterPatterns
+    depends_on: tuple[Dependency, ...]
+    job_type: str | None
+    requires: Requirement
+    reserve: Reservation
+    numbers: FrameNumbers = attrs.field(eq=False, repr=False)  # every frame, in order
+    frame_range: str  # the same as a frame range, for the store
+
+
+def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> Draft:
+    """Check `event` for everything but the farm's state and build its frames. Pure:
+    it reads only `event`, so the supervisor runs it in a worker thread for a large
+    job (a million frames take seconds) while the loop serves everyone else."""
+    argv = tuple(event.argv)
+    if not argv or not argv[0]:
+        msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
+        raise JobSpecError(msg)
+    size = sum(len(arg.encode()) + 1 for arg in argv)
+    if size > max_command_bytes:
+        msg = f"bad job: the command is {size} bytes, over the {max_command_bytes} limit"
+        raise JobSpecError(msg)
+    if len(event.name) > MAX_NAME_CHARS:
+        msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
+        raise JobSpecError(msg)
+    odd = odd_character(event.name)  # the wire refuses it too; so does the core
+    if odd is not None:
+        msg = f"bad job name {quote(event.name)}: {odd}"
+        raise JobSpecError(msg)
+    cluster = parse_cluster(event.cluster) if event.cluster else None
+    restrictions = parse_restrictions(event.restrictions)
+    patterns = parse_patterns(event.cross_cluster)
+    depends_on = tuple(dict.fromkeys(parse_dependency(d) for d in event.depends_on))
+    _check_options(event.instances, event.retries, event.retry_delay, event.time_limit)
+    job_type = check_name(event.job_type, "job type") if event.job_type else None
+    requires = parse_requirement(event.requires)
+    reserve = parse_reservation(event.reserve)
+    chunk = event.chunk
+    whole = isinstance(chunk, int) and not isinstance(chunk, bool)
+    if not whole or not 1 <= chunk <= MAX_FRAMES_PER_JOB:
+        msg = f"bad chunk {chunk!r}: must be a whole number of frames, at least 1"
+        raise JobSpecError(msg)
+    numbers = frame_numbers(event.frames) if event.frames else FrameNumbers((1,))
+    return Draft(
+        argv=argv,
+        cluster=cluster,
+        restrictions=restrictions,
+        patterns=patterns,
+        depends_on=depends_on,
+        job_type=job_type,
+        requires=requires,
+        reserve=reserve,
+        numbers=numbers,
+        frame_range=numbers.text(),
+    )
+
+
+def draft_batch(
+    jobs: tuple[SubmitJob, ...], max_command_bytes: int = MAX_COMMAND_BYTES
+) -> tuple[Draft, ...]:
+    """`draft_job` of each job of a batch, refused whole; pure as it is. A batch names
+    at most `MAX_FRAMES_PER_JOB` frames in all, as one job may."""
+    named = 0
+    for number, spec in enumerate(jobs):
+        named += frames_named(spec.frames) if isinstance(spec.frames, str) else 0
+        if named > MAX_FRAMES_PER_JOB:
+            msg = (
+                f"bad batch: its jobs name more than {MAX_FRAMES_PER_JOB} frames in all "
+                f"(by job {number + 1}); submit it in several batches (nothing was submitted)"
+            )
+            raise JobSpecError(msg)
+    drafts = []
+    for number, spec in enumerate(jobs):
+        try:
+            drafts.append(draft_job(spec, max_command_bytes))
+        except UserError as exc:
+            raise _in_batch(exc, number) from None
+    return tuple(drafts)
+
+
+def _in_batch(exc: UserError, number: int) -> UserError:
+    msg = f"job {number + 1} of the batch: {exc} (nothing was submitted)"
+    return type(exc)(msg)
+
+
+# Fields of a submission that are not what it asks for: left out of its digest.
+_NOT_SPEC = frozenset({"now", "key", "by", "prepared", "digest"})
+
+
+def submission_digest(event: SubmitJob | SubmitJobs) -> str:
+    """What a submission asked for, as a short digest: a repeat of its key must ask
+    the same. Fields at their defaults are left out, so a field a later farmd adds
+    does not change the digest of a submission stored before it. Pure: the shell
+    computes it off the loop for a large submission."""
+    if isinstance(event, SubmitJob):
+        return _digest("submit", (event,), event.by)
+    return _digest("submit_batch", event.jobs, event.by)
+
+
+# A field's name in a digest when it is not its own: digests are stored with the jobs,
+# and a key repeated across an upgrade must still match what it first asked for.
+_DIGEST_NAMES = {"cross_cluster": "patterns"}
+
+
+def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
+    defaults = {f.name: f.default for f in attrs.fields(SubmitJob)}
+    body = [
+        {
+            _DIGEST_NAMES.get(name, name): value
+            for name, value in attrs.asdict(spec, recurse=False).items()
+            if name not in _NOT_SPEC and value != defaults[name]
+        }
+        for spec in specs
+    ]
+    who = "admin" if by is None else f"job {by.job}" if by.job is not None else "user"
+    text = json.dumps([kind, who, body], sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+MAX_RETRIES = 1000
+
+
+def _check_options(instances: int, retries: int, retry_delay: float, time_limit: float) -> None:
+    """Refuse bad job options, naming the value."""
+    fields: tuple[tuple[str, float, bool], ...] = (
+        ("instances", instances, True),
+        ("retries", retries, True),
+        ("retry delay", retry_delay, False),
+        ("frame time limit", time_limit, False),
+    )
+    for name, value, whole in fields:
+        kinds = (int,) if whole else (int, float)
+        bad = isinstance(value, bool) or not isinstance(value, kinds)
+        if bad or not math.isfinite(value) or value < 0:
+            unit = "a whole number" if whole else "a number of seconds"
+            msg = f"bad {name} {value!r}: must be {unit}, 0 or more"
+            raise JobSpecError(msg)
+    if retries > MAX_RETRIES:
+        msg = f"bad retries {retries}: at most {MAX_RETRIES}"
+        raise JobSpecError(msg)

@@ -1,0 +1,254 @@
+"""Rows in, jobs out (and back): what the store keeps, checked on the way in.
+
+Theory of operation
+-------------------
+The store keeps plain rows (`JobRow`, `FrameRow`), built here from the scheduler's jobs
+and frames (`job_row`, `frame_row`) as an event changes them. On a restart
+`read_snapshot` turns the rows back into jobs, trusting none of them: a row that a hand
+edit, a bad disk or an older farmd's looser checks left unusable (a cluster path over
+the bounds, an unknown frame state, an unparsable range...) must not keep the farm from
+starting. Its job is *quarantined*: kept out of the scheduler, with why. Its rows are
+left as they are (nothing this farmd writes names its id, so a fixed farmd restores it)
+and its id is never reused. A job's family goes with it, as a parent's state derives
+from its sub-jobs': the job's parent and sub-jobs are quarantined too, and so on.
+
+This module is pure and knows nothing of the scheduler's indexes: `Scheduler` installs
+what `read_snapshot` returns when it handles a `Restore` event.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from typing import TypeGuard
+
+from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
+from farmd.core.drafting import _check_options
+from farmd.errors import FarmdError, JobSpecError
+from farmd.model import (
+    Frame,
+    FrameNumbers,
+    FrameRow,
+    FrameState,
+    FrameTable,
+    Job,
+    JobRow,
+    JobState,
+    Snapshot,
+    format_frame_range,
+    frame_numbers,
+    parse_dependency,
+    parse_frame_range,
+)
+from farmd.requirements import parse_requirement
+from farmd.resources import check_name, parse_reservation, parse_taken, taken_text
+
+
+def read_snapshot(snapshot: Snapshot) -> tuple[dict[int, Job], dict[int, str]]:
+    """The jobs the snapshot's rows make, sub-jobs linked to their parents, and the
+    jobs quarantined with why (by id, in order). Changes nothing but what it builds."""
+    frame_rows: dict[int, list[FrameRow]] = {}
+    for f in snapshot.frames:
+        frame_rows.setdefault(f.job_id, []).append(f)
+    restored: dict[int, Job] = {}
+    quarantined: dict[int, str] = {}
+    family: dict[int, list[int]] = {}  # job -> its parent and sub-jobs, as rows say
+    for row in snapshot.jobs:
+        try:
+            restored[row.id] = _restored_job(row, frame_rows.pop(row.id, []))
+        except Exception as exc:  # anything in a row may be wrong: never fatal here
+            quarantined[row.id] = _why(exc)
+        if _is_id(row.parent):
+            family.setdefault(row.id, []).append(row.parent)
+            family.setdefault(row.parent, []).append(row.id)
+    for job_id in frame_rows:  # frames whose job row is gone
+        quarantined[job_id] = "it has frame rows but no job row"
+    stack = list(quarantined)
+    while stack:  # bounded: each job is quarantined (and pushed) at most once
+        job_id = stack.pop()
+        for kin in family.get(job_id, ()):
+            if kin in restored:
+                relation = "parent" if restored.pop(kin).parent == job_id else "sub-job"
+                quarantined[kin] = f"its {relation} (job {job_id}) is quarantined"
+                stack.append(kin)
+    # A sub-job's id is above its parent's: from the highest id down, every job's
+    # sub-jobs have their final state before the job's own is read.
+    for job in restored.values():
+        if job.parent in restored:
+            restored[job.parent].children[job.id] = None
+    for job_id in sorted(restored, reverse=True):
+        job = restored[job_id]
+        state = job.state
+        if job.parent in restored and not state.ended:
+            restored[job.parent].open_children.add(job_id)
+        elif job.parent in restored and state is not JobState.COMPLETE:
+            restored[job.parent].failed_children[job_id] = state
+    return restored, dict(sorted(quarantined.items()))
+
+
+def _why(exc: Exception) -> str:
+    """A refused row's exception as one bounded line (a row may hold anything)."""
+    text = str(exc) if isinstance(exc, FarmdError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _row_field(ok: bool, what: str, value: object) -> None:
+    if not ok:
+        msg = f"bad stored {what} {reprlib.repr(value)}"
+        raise JobSpecError(msg)
+
+
+def _restored_frame(f: FrameRow) -> Frame:
+    """A frame from its stored row, every field checked (it may have been edited)."""
+    _row_field(_is_id(f.number), "frame number", f.number)
+    _row_field(_is_id(f.attempts) and f.attempts >= 0, "attempts", f.attempts)
+    _row_field(_is_id(f.failures) and f.failures >= 0, "failures", f.failures)
+    for what, name in (("worker", f.worker), ("failed_on", f.failed_on)):
+        _row_field(name is None or isinstance(name, str), what, name)
+    for what, time in (
+        ("started_at", f.started_at),
+        ("finished_at", f.finished_at),
+        ("retry_at", f.retry_at),
+    ):
+        _row_field(time is None or _is_time(time), what, time)
+    _row_field(f.exit_code is None or _is_id(f.exit_code), "exit code", f.exit_code)
+    _row_field(isinstance(f.stopped, bool), "stopped flag", f.stopped)
+    members = parse_frame_range(f.members) if f.members is not None else ()
+    _row_field(not members or members[0] == f.number, "chunk", f.members)
+    frame = Frame(
+        number=f.number,
+        state=FrameState(f.state),
+        worker=f.worker,
+        attempts=f.attempts,
+        started_at=f.started_at,
+        finished_at=f.finished_at,
+        exit_code=f.exit_code,
+        failures=f.failures,
+        failed_on=f.failed_on,
+        retry_at=f.retry_at,
+        members=members,
+        stopped=f.stopped,
+        taken=parse_taken(f.taken) if f.taken else None,
+    )
+    _row_field(not frame.holds_process or frame.worker is not None, "worker", f.worker)
+    return frame
+
+
+def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
+    """A job from its stored rows, checked as a submit is: raises whatever it finds
+    wrong (the caller quarantines the job), changes nothing."""
+    _row_field(_is_id(row.id) and row.id >= 1, "job id", row.id)
+    _row_field(isinstance(row.name, str), "name", row.name)
+    argv_ok = isinstance(row.argv, tuple) and bool(row.argv)
+    _row_field(argv_ok and all(isinstance(a, str) for a in row.argv), "command", row.argv)
+    _row_field(isinstance(row.depends_on, tuple), "dependencies", row.depends_on)
+    _row_field(_is_time(row.submitted_at), "submit time", row.submitted_at)
+    _row_field(_is_id(row.chunk) and row.chunk >= 1, "chunk", row.chunk)
+    # a sub-job's id is above its parent's (restore relies on it): no cycle either
+    parent_ok = row.parent is None or (_is_id(row.parent) and 1 <= row.parent < row.id)
+    _row_field(parent_ok, "parent", row.parent)
+    _row_field(isinstance(row.uninterruptible, bool), "uninterruptible flag", row.uninterruptible)
+    waiting_ok = row.waiting_on is None or (
+        isinstance(row.waiting_on, tuple) and all(_is_id(i) for i in row.waiting_on)
+    )
+    _row_field(waiting_ok, "waiting_on", row.waiting_on)
+    _check_options(row.instances, row.retries, row.retry_delay, row.time_limit)
+    made: dict[int, Frame] = {}
+    for f in frame_rows:
+        frame = _restored_frame(f)
+        made[frame.number] = frame
+    if row.frames is not None:  # schema 5: the range; untouched frames have no row
+        _row_field(isinstance(row.frames, str), "frame range", row.frames)
+        numbers = frame_numbers(row.frames)
+    else:  # rows from before schema 5: one per frame
+        _row_field(bool(made), "frames", "none")
+        numbers = FrameNumbers(tuple(n for frame in made.values() for n in frame.numbers))
+    outside = [key for key in made if numbers.position(key) is None]
+    _row_field(not outside, "frame rows", f"{outside[:3]} outside the frame range")
+    frames = FrameTable(numbers, row.chunk, made)
+    key_ok = row.request_key is None or isinstance(row.request_key, str)
+    _row_field(key_ok, "request key", row.request_key)
+    job = Job(
+        id=row.id,
+        name=row.name,
+        cluster=parse_cluster(row.cluster),
+        priority=row.priority,
+        restrictions=parse_restrictions(row.restrictions),
+        patterns=parse_patterns(row.cross_cluster),
+        argv=tuple(row.argv),
+        frames=frames,
+        depends_on=tuple(parse_dependency(d) for d in row.depends_on),
+        submitted_at=row.submitted_at,
+        instances=row.instances,
+        retries=row.retries,
+        retry_delay=row.retry_delay,
+        time_limit=row.time_limit,
+        chunk=row.chunk,
+        parent=row.parent,
+        uninterruptible=row.uninterruptible,
+        type=check_name(row.job_type, "job type") if row.job_type is not None else None,
+        requires=parse_requirement(row.requires),
+        reserve=parse_reservation(row.reserve),
+        request_key=row.request_key,
+        request_digest=row.request_digest or "",
+    )
+    job.frame_range = row.frames or numbers.text()
+    job.queued()  # checks the priority, as a submit does
+    return job
+
+
+def job_row(job: Job) -> JobRow:
+    return JobRow(
+        id=job.id,
+        name=job.name,
+        cluster=job.cluster,
+        priority=job.priority,
+        restrictions=str(job.restrictions),
+        cross_cluster=str(job.patterns),
+        argv=job.argv,
+        depends_on=tuple(str(dep) for dep in job.depends_on),
+        submitted_at=job.submitted_at,
+        instances=job.instances,
+        retries=job.retries,
+        retry_delay=job.retry_delay,
+        time_limit=job.time_limit,
+        chunk=job.chunk,
+        parent=job.parent,
+        uninterruptible=job.uninterruptible,
+        waiting_on=tuple(sorted(job.waiting_on)),
+        job_type=job.type,
+        requires=str(job.requires),
+        reserve="" if job.reserve.plain else str(job.reserve),
+        frames=job.frame_range,
+        request_key=job.request_key,
+        request_digest=job.request_digest,
+    )
+
+
+def frame_row(job: Job, frame: Frame) -> FrameRow:
+    return FrameRow(
+        job_id=job.id,
+        number=frame.number,
+        position=job.frames.position(frame.number) or 0,
+        state=frame.state.value,
+        worker=frame.worker,
+        attempts=frame.attempts,
+        started_at=frame.started_at,
+        finished_at=frame.finished_at,
+        exit_code=frame.exit_code,
+        failures=frame.failures,
+        failed_on=frame.failed_on,
+        retry_at=frame.retry_at,
+        members=format_frame_range(frame.members) if frame.members else None,
+        stopped=frame.stopped,
+        taken=taken_text(frame.taken) if frame.taken is not None else None,
+    )

@@ -1,0 +1,204 @@
+"""Read-only views of the farm, shaped for the wire, and `explain`.
+
+Theory of operation
+-------------------
+Each function here reads a `Scheduler` and changes nothing: the listings an admin asks
+for (`jobs_view`, `workers_view`, `clusters_view`, `order_view`, `resources_view`), the
+metrics' `statistics`, and `explain`, which says why a job does or does not run on each
+worker, every reason that applies, in the order an admin would fix them. They return
+plain dicts and lists (what the protocol sends) built from the scheduler's state at the
+moment of the call; the scheduler's methods of the same names delegate here.
+
+`explain` asks the dispatcher the very questions dispatch asks (`fits`, the ranking
+index's order), so what it says and what dispatch does cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from farmd.core.vocabulary import FarmStatistics
+from farmd.model import Job, JobState, Worker
+from farmd.ranking import admits, rank_key
+from farmd.resources import Taken
+
+if TYPE_CHECKING:
+    from farmd.core.scheduler import Scheduler
+
+
+def jobs_view(core: Scheduler) -> list[dict[str, Any]]:
+    return [job.summary() for job in core.jobs.values()]
+
+
+def job_view(core: Scheduler, job_id: int) -> dict[str, Any]:
+    return core.job(job_id).detail()
+
+
+def workers_view(core: Scheduler) -> list[dict[str, Any]]:
+    return [w.summary() for w in sorted(core.workers.values(), key=lambda w: w.name)]
+
+
+def clusters_view(core: Scheduler) -> list[dict[str, Any]]:
+    return [attrs.asdict(node) for node in core.tree.nodes()]
+
+
+def order_view(core: Scheduler, worker_name: str, limit: int) -> list[dict[str, Any]]:
+    worker = core.worker(worker_name)
+    return [
+        {
+            "id": ranked.job.id,
+            "name": core.jobs[ranked.job.id].name,
+            "cluster": ranked.job.cluster,
+            "order": ranked.order,
+            "priority": ranked.priority,
+        }
+        # jobs that could never fit it (type, requirement, resources) are left out
+        for ranked in core.dispatch.index.page(
+            worker.view, limit, eligible=core.dispatch.eligible_on(worker, [], idle=True)
+        )
+    ]
+
+
+def statistics(core: Scheduler) -> FarmStatistics:
+    """Counts for the metrics, by cluster and state (see `FarmStatistics`)."""
+    frames: Counter[tuple[str, str]] = Counter()
+    jobs: Counter[tuple[str, str]] = Counter()
+    for job in core.jobs.values():
+        jobs[(job.cluster, job.state.value)] += 1
+        for state, count in job.frame_counts.items():
+            if count:
+                frames[(job.cluster, state.value)] += count
+    workers: Counter[tuple[str, str]] = Counter()
+    slots: dict[str, list[float]] = {}
+    for worker in core.workers.values():
+        workers[(worker.cluster, worker.summary_state)] += 1
+        used_total = slots.setdefault(worker.cluster, [0, 0])
+        used_total[0] += worker.used.get("slots", 0)
+        used_total[1] += worker.slots
+    pool = core.dispatch.pool
+    return FarmStatistics(
+        frames=tuple((c, s, n) for (c, s), n in sorted(frames.items())),
+        jobs=tuple((c, s, n) for (c, s), n in sorted(jobs.items())),
+        workers=tuple((c, s, n) for (c, s), n in sorted(workers.items())),
+        slots=tuple((c, u, t) for c, (u, t) in sorted(slots.items())),
+        resources=tuple(
+            (name, pool.used.get(name, 0), total) for name, total in sorted(pool.totals.items())
+        ),
+        frames_started=core.dispatch.started,
+        frames_completed=core.counters["completed"],
+        frames_failed=core.counters["failed"],
+        frames_retried=core.counters["retried"],
+        frames_preempted=core.dispatch.preempted,
+    )
+
+
+def resources_view(core: Scheduler) -> dict[str, dict[str, float]]:
+    pool = core.dispatch.pool
+    return {
+        name: {"total": total, "used": pool.used.get(name, 0), "free": pool.free(name)}
+        for name, total in sorted(pool.totals.items())
+    }
+
+
+def explain(core: Scheduler, job_id: int, worker_name: str | None = None) -> dict[str, Any]:
+    """Why `job_id` does or does not run on each connected worker (or the named
+    one): every reason that applies, in the order an admin would fix them."""
+    job = core.job(job_id)
+    names = [core.worker(worker_name).name] if worker_name else sorted(core.workers)
+    state = job.state
+    everywhere = []  # what holds the job back on every worker
+    if state.ended:
+        everywhere.append(f"the job has ended ({state.value})")
+    elif state in (JobState.WAITING, JobState.BLOCKED, JobState.SUSPENDED):
+        everywhere.append(job.reason(state))
+    elif job.id not in core.dispatch.index:
+        everywhere.append(
+            "no frame of it is ready (all running, held or waiting out a retry delay)"
+        )
+    return {
+        "job": job.id,
+        "name": job.name,
+        "state": state.value,
+        "cluster": job.cluster,
+        "priority": job.priority,
+        "everywhere": everywhere,
+        "workers": [_explain_on(core, job, core.workers[name], everywhere) for name in names],
+    }
+
+
+def _explain_on(core: Scheduler, job: Job, worker: Worker, everywhere: list[str]) -> dict[str, Any]:
+    queued = job.queued()
+    view = worker.view
+    running = sorted(f"{j}:{n}" for j, n, _ in worker.running if j == job.id)
+    reasons = list(everywhere)
+    if worker.locked:
+        reasons.append(f"the worker is locked ({worker.locked}): it takes no new work")
+    if not view.restrictions.accepts(job.cluster):
+        reasons.append(
+            f"cluster restriction on the worker's side: it accepts jobs in "
+            f"'{view.restrictions}' only, and the job is in {job.cluster}"
+        )
+    if not job.restrictions.accepts(worker.cluster):
+        reasons.append(
+            f"cluster restriction on the job's side: it accepts workers in "
+            f"'{job.restrictions}' only, and the worker is in {worker.cluster}"
+        )
+    if job.type is not None and job.type not in worker.types:
+        runs = ", ".join(sorted(worker.types)) or "no typed jobs"
+        reasons.append(f"type missing: the job is a {job.type!r} job; the worker runs {runs}")
+    if job.requires.source:
+        clause = job.requires.first_false(worker.facts, job.facts())
+        if clause is not None:
+            reasons.append(f"requirement not met: {clause}")
+    # slots held by running frames make a job wait its turn, not unfit
+    short = job.reserve.shortfall(
+        worker.slots, core.dispatch.free_on(worker, True), core.dispatch.pool.free
+    )
+    if short is not None and not reasons:
+        reasons.append(f"resources short: {short}")
+    if job.at_cap and not reasons:
+        reasons.append(f"the job runs {job.instances} frames, its instances cap")
+    rank = None
+    if admits(queued, view):
+        order, priority, _ = rank_key(queued, view)
+        rank = {"order": order, "priority": priority}
+        if not reasons and job.id in core.dispatch.index:
+            ahead, first = _ahead_of(core, job, worker)
+            rank["ahead"] = ahead
+            if first is not None:
+                reasons.append(
+                    f"outranked by {ahead} job{'s' if ahead != 1 else ''} that fit here; "
+                    f"the first is job {first.job.id} (cluster order {first.order}, "
+                    f"priority {first.priority})"
+                )
+            elif core.dispatch.fits(job, worker) is None:  # its turn, once slots free up
+                now_short = job.reserve.shortfall(
+                    worker.slots, worker.available, core.dispatch.pool.free
+                )
+                reasons.append(f"it is next here, once slots are free ({now_short})")
+    return {
+        "worker": worker.name,
+        "cluster": worker.cluster,
+        "runs": bool(running),
+        "running": running,
+        "rank": rank,
+        "reasons": reasons,
+    }
+
+
+def _ahead_of(core: Scheduler, job: Job, worker: Worker, limit: int = 10_000) -> tuple[int, Any]:
+    """How many runnable jobs that fit `worker` rank before `job` there (counted up
+    to `limit`), and the first of them."""
+    fits: list[Taken] = []
+    ahead, first = 0, None
+    for ranked in core.dispatch.index.ranked(
+        worker.view, core.dispatch.eligible_on(worker, fits, idle=True)
+    ):
+        if ranked.job.id == job.id or ahead >= limit:
+            break
+        ahead += 1
+        first = first or ranked
+    return ahead, first

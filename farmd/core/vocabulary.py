@@ -1,0 +1,370 @@
+"""The words the core and its shell share: events in, commands out.
+
+Theory of operation
+-------------------
+Every change to the farm arrives as an *event*: a frozen record that carries the time
+it happened (`now`), since the core reads no clock. `Scheduler.handle(event)` answers
+with an `Outcome`: the event's result (a new job id...), the *commands* the shell must
+carry out (start or stop a frame on a worker, tell waiters a job ended, log a line, wake
+the core later) and the rows it changed, which the shell makes durable before it carries
+out a single command. Nothing here does anything: these are values, compared by field,
+so tests assert on them directly.
+
+`FarmStatistics` is the one record the core hands out for observability: the metrics
+module pulls it at scrape time (`Scheduler.statistics`).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from farmd.jobspec import JobSpec, unchecked
+from farmd.model import Changes, Control, JobState, Snapshot
+
+if TYPE_CHECKING:
+    from farmd.core.drafting import Draft
+
+
+class PreemptPolicy(enum.Enum):
+    """Qube's `supervisor_preempt_policy` (see the module docs)."""
+
+    PASSIVE = "passive"
+    AGGRESSIVE = "aggressive"
+    DISABLED = "disabled"
+
+
+# --------------------------------------------------------------------------- events
+
+
+@attrs.frozen(kw_only=True)
+class Submitter:
+    """Who submits, when it is not an admin: the user token (`job` None) or a frame's
+    job token (`job`, the token's job). Its jobs may not be more urgent than
+    `highest_priority`, and only a job token adds sub-jobs, under its own job."""
+
+    job: int | None = None
+    highest_priority: int = 1
+
+    @property
+    def who(self) -> str:
+        return "a user token" if self.job is None else "a frame's job token"
+
+
+@attrs.frozen(kw_only=True, field_transformer=unchecked)
+class SubmitJob(JobSpec):
+    """A job submitted: the spec's fields (`farmd.jobspec`) taken as given, `draft_job`
+    checks them, and what the submission carries besides."""
+
+    now: float
+    key: str | None = None  # idempotency: a repeat of a key gets the job it made
+    by: Submitter | None = None  # None: an admin
+    # the job drafted from this very event off the loop (`draft`); None: drafted here
+    prepared: Draft | None = attrs.field(default=None, eq=False, repr=False)
+    # its `submission_digest`, computed off the loop with the draft; None: computed here
+    digest: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class SubmitJobs:
+    """Several submissions at once, all or none. The jobs' own `key` and `by` are
+    not used: the batch's are."""
+
+    jobs: tuple[SubmitJob, ...]
+    now: float
+    key: str | None = None
+    by: Submitter | None = None
+    prepared: tuple[Draft, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    digest: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class KillJobs:
+    job_ids: tuple[int, ...]
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class ControlFrames:
+    """An admin's `kill|block|unblock|retry|suspend|resume` of targets `ID` or
+    `ID:FRAMES`, all or none."""
+
+    control: Control
+    targets: tuple[str, ...]
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class RemoveJobs:
+    """Forget ended jobs (an admin kills a job first to remove it)."""
+
+    job_ids: tuple[int, ...]
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class ModifyJob:
+    job_id: int
+    now: float
+    priority: int | None = None
+    cluster: str | None = None
+    restrictions: str | None = None
+    cross_cluster: str | None = None
+    instances: int | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+    time_limit: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkerJoined:
+    name: str
+    cluster: str
+    slots: int
+    now: float
+    restrictions: str = ""
+    running: tuple[tuple[int, int, int], ...] = ()  # (job, frame, attempt) still running
+    types: tuple[str, ...] = ()
+    properties: dict[str, Any] = attrs.field(factory=dict)
+    resources: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class LockWorker:
+    """`farmd lock`: no new work; `drain` lets running frames finish, `purge` stops and
+    requeues them (no retry used). Locks are kept by name, across reconnects."""
+
+    name: str
+    now: float
+    mode: str = "drain"
+
+
+@attrs.frozen(kw_only=True)
+class UnlockWorker:
+    name: str
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class SetResource:
+    """An admin changes the total of a global counter (`license.nuke`) at run time."""
+
+    name: str
+    total: float
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class WorkerReconfigured:
+    """A reloaded configuration changes a connected worker: from its next pick it ranks
+    and matches by these; what it runs is not disturbed."""
+
+    name: str
+    cluster: str
+    slots: int
+    now: float
+    restrictions: str = ""
+    types: tuple[str, ...] = ()
+    properties: dict[str, Any] = attrs.field(factory=dict)
+    resources: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerLost:
+    name: str
+    now: float
+    reason: str = "disconnected"
+
+
+@attrs.frozen(kw_only=True)
+class ReclaimOrphans:
+    """The grace period after a restart is over: frames whose worker has not come back
+    to claim them go back to pending."""
+
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class Tick:
+    """The time the core asked to be woken at (`WakeAt`) has come."""
+
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class FrameEnded:
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+    exit_code: int
+    now: float
+    error: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Restore:
+    """Rebuild the farm from the store's `snapshot`: the first event a scheduler
+    handles, before any worker joins (refused, as our bug, once it holds jobs or
+    workers). Through the door like any other, so the one place that changes the
+    farm stays `handle`; it yields no commands (no worker is connected yet)."""
+
+    snapshot: Snapshot
+    now: float
+
+
+Event = (
+    SubmitJob
+    | SubmitJobs
+    | KillJobs
+    | ControlFrames
+    | RemoveJobs
+    | ModifyJob
+    | WorkerJoined
+    | WorkerLost
+    | FrameEnded
+    | ReclaimOrphans
+    | Tick
+    | LockWorker
+    | UnlockWorker
+    | SetResource
+    | WorkerReconfigured
+    | Restore
+)
+
+# --------------------------------------------------------------------------- commands
+
+
+@attrs.frozen(kw_only=True)
+class StartFrame:
+    worker: str
+    job_id: int
+    job_name: str
+    frame: int
+    attempt: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    time_limit: float = 0.0
+    # why this job: its rank key for this worker, for the dispatch log
+    rank: tuple[int, int, int]
+
+
+@attrs.frozen(kw_only=True)
+class StopFrame:
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class SuspendFrame:
+    """SIGSTOP the process group of a running attempt; it keeps its slot."""
+
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class ResumeFrame:
+    """SIGCONT the process group of a suspended attempt."""
+
+    worker: str
+    job_id: int
+    frame: int
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class WakeAt:
+    """Send a `Tick` at this time (seconds since the epoch, as events carry)."""
+
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class JobEnded:
+    job_id: int
+    state: JobState
+
+
+@attrs.frozen(kw_only=True)
+class JobHeld:
+    """A job became waiting, blocked or suspended, or what a waiting job waits for
+    changed: the shell's `wait`s check again whether their jobs can still end
+    (`Scheduler.stuck`)."""
+
+    job_id: int
+    state: JobState
+
+
+@attrs.frozen(kw_only=True)
+class Note:
+    """A line for the shell's log: the core decides what is worth saying, not how."""
+
+    level: str
+    event: str
+    fields: dict[str, Any] = attrs.field(factory=dict)
+
+
+Command = StartFrame | StopFrame | SuspendFrame | ResumeFrame | JobEnded | JobHeld | Note | WakeAt
+
+
+@attrs.frozen
+class Outcome:
+    result: Any = None
+    commands: tuple[Command, ...] = ()
+    # the rows the event changed: durable before any command is carried out
+    changes: Changes = attrs.field(factory=Changes)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@attrs.frozen(kw_only=True)
+class FarmStatistics:
+    """What the scheduler tells the metrics module (`farmd.metrics`) at one scrape.
+
+    Counts are of jobs that have not been removed. The `frames_*` totals are cumulative
+    since the supervisor started (they reset with it, which Prometheus counters allow).
+    """
+
+    frames: tuple[tuple[str, str, int], ...]  # (job cluster, frame state, count)
+    jobs: tuple[tuple[str, str, int], ...]  # (job cluster, job state, count)
+    workers: tuple[tuple[str, str, int], ...]  # (worker cluster, idle|busy|locked, count)
+    slots: tuple[tuple[str, float, float], ...]  # (worker cluster, used, total)
+    resources: tuple[tuple[str, float, float], ...]  # (global counter name, used, total)
+    frames_started: int
+    frames_completed: int
+    frames_failed: int
+    frames_retried: int
+    frames_preempted: int
+
+
+@attrs.frozen(kw_only=True)
+class FarmSize:
+    """How much the farm holds (`Scheduler.size`): jobs not removed, their frames,
+    frames found running after a restart and not yet claimed, quarantined jobs."""
+
+    jobs: int
+    frames: int
+    orphans: int
+    quarantined: int
+
+
+EMPTY_STATISTICS = FarmStatistics(
+    frames=(),
+    jobs=(),
+    workers=(),
+    slots=(),
+    resources=(),
+    frames_started=0,
+    frames_completed=0,
+    frames_failed=0,
+    frames_retried=0,
+    frames_preempted=0,
+)
