@@ -24,8 +24,8 @@ from typing import Any, Final, NoReturn
 
 from farmd import __version__
 from farmd.errors import FarmdError, UserError
+from farmd.jobs import DONE, Control
 from farmd.jobspec import doc, option_flag, spec_fields
-from farmd.model import DONE, Control
 
 ERROR_EXIT = 1
 USAGE_EXIT = 2
@@ -500,7 +500,7 @@ def _positive_int(text: str) -> int:
 
 
 def _dependencies(text: str) -> list[str]:
-    from farmd.model import parse_dependency
+    from farmd.jobs import parse_dependency
 
     items = [item.strip() for item in text.split(",")]
     try:

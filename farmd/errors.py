@@ -109,7 +109,7 @@ class InternalError(FarmdError):
 
 class InvalidTransition(InternalError):
     """The core asked a frame to take a step its state machine has no row for
-    (`model.TRANSITIONS`): a bug, named by job, frame, state and event."""
+    (`farmd.jobs.TRANSITIONS`): a bug, named by job, frame, state and event."""
 
     def __init__(self, *, job: int, frame: int, state: enum.Enum, event: enum.Enum) -> None:
         self.job, self.frame, self.state, self.event = job, frame, state, event

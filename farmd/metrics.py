@@ -39,7 +39,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from farmd.cluster import ROOT
 from farmd.core import EMPTY_STATISTICS, FarmStatistics
-from farmd.model import FrameState, JobState
+from farmd.frames import FrameState
+from farmd.jobs import JobState
 
 FRAME_STATES: tuple[str, ...] = tuple(state.value for state in FrameState)
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in JobState)

@@ -46,7 +46,7 @@ from typing import IO, Any, Final, Protocol
 import attrs
 
 from farmd.errors import UserError
-from farmd.model import Changes, FrameRow, JobRow, Snapshot
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot
 
 DATABASE_FILE = "farmd.db"
 LOCK_FILE = "supervisor.lock"

@@ -59,7 +59,7 @@ Fact = str | int | float | bool  # a host property's value
 MAX_SLOTS: Final = 2**31 - 1
 # A property's name as a requirement reads it (`host.KEY`, requirements._KEY).
 _PROPERTY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-# Facts farmd fills in itself (model.Worker.facts): a property of that name would be
+# Facts farmd fills in itself (workers.Worker.facts): a property of that name would be
 # shadowed without a word, so it is refused with the setting to use instead, spelled
 # for the config file and for `farmd worker`.
 RESERVED_PROPERTIES: Final = {

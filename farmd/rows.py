@@ -1,0 +1,116 @@
+"""What the store keeps: plain frozen rows, built by the core from its jobs, frames and
+worker locks, and read back by it on restore.
+
+A row holds only plain values (strings, numbers, and tuples and dicts of them): frame
+ranges, dependencies, restrictions, requirements and reservations are kept as the text
+their parsers read back, so the store needs none of the core's types.
+`Changes` is what one or more events changed, merged so that the last row for a job or
+frame wins and nothing follows a removed job; `Snapshot` is everything, for a restore.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class JobRow:
+    id: int
+    name: str
+    cluster: str
+    priority: int
+    restrictions: str
+    cross_cluster: str  # column `patterns` (farmd.store.COLUMN_OF)
+    argv: tuple[str, ...]
+    depends_on: tuple[str, ...]  # "ID:MODE" (a bare id, from schema 1 and 2: complete)
+    submitted_at: float
+    instances: int = 0
+    retries: int = 0
+    retry_delay: float = 0.0
+    time_limit: float = 0.0
+    chunk: int = 1
+    parent: int | None = None
+    uninterruptible: bool = False
+    waiting_on: tuple[int, ...] | None = None  # None (rows before schema 3): recompute
+    job_type: str | None = None  # column `type`
+    requires: str = ""
+    reserve: str = ""
+    # every frame number in order (a frame range); a frame with no row is pending and
+    # untouched. None (rows before schema 5): the frame rows are the whole job.
+    frames: str | None = None
+    request_key: str | None = None  # the submitter's idempotency key, if it gave one
+    request_digest: str = ""  # what was submitted under that key
+
+
+@attrs.frozen
+class FrameRow:
+    job_id: int
+    number: int
+    position: int  # order in the job's frame range
+    state: str
+    worker: str | None
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    failures: int = 0
+    failed_on: str | None = None
+    retry_at: float | None = None
+    members: str | None = None  # a chunk's frames as a frame range; None for a lone frame
+    stopped: bool = False
+    taken: str | None = None  # what a running attempt holds ("slots=2,gpu=1"); None: 1 slot
+
+
+@attrs.frozen
+class Changes:
+    """What one or more events changed: whole rows (last one wins) and removed jobs."""
+
+    jobs: tuple[JobRow, ...] = ()
+    frames: tuple[FrameRow, ...] = ()
+    next_job_id: int | None = None
+    removed: tuple[int, ...] = ()  # job ids whose rows (job and frames) go
+    locks: dict[str, str] | None = None  # every locked worker's mode, when that changed
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.jobs
+            or self.frames
+            or self.next_job_id is not None
+            or self.removed
+            or self.locks is not None
+        )
+
+    @staticmethod
+    def merge(batches: list[Changes]) -> Changes:
+        if len(batches) == 1:
+            return batches[0]
+        jobs: dict[int, JobRow] = {}
+        frames: dict[tuple[int, int], FrameRow] = {}
+        removed: dict[int, None] = {}
+        next_job_id = None
+        locks = None
+        for batch in batches:
+            if batch.locks is not None:
+                locks = batch.locks
+            for job in batch.jobs:
+                jobs[job.id] = job
+            for frame in batch.frames:
+                frames[(frame.job_id, frame.number)] = frame
+            for job_id in batch.removed:  # ids are never reused: no row follows a removal
+                removed[job_id] = None
+                jobs.pop(job_id, None)
+            if batch.next_job_id is not None:
+                next_job_id = batch.next_job_id
+        if removed:
+            frames = {key: row for key, row in frames.items() if key[0] not in removed}
+        return Changes(
+            tuple(jobs.values()), tuple(frames.values()), next_job_id, tuple(removed), locks
+        )
+
+
+@attrs.frozen
+class Snapshot:
+    jobs: tuple[JobRow, ...] = ()
+    frames: tuple[FrameRow, ...] = ()
+    next_job_id: int = 1
+    locks: dict[str, str] = attrs.field(factory=dict)  # locked workers, by name
