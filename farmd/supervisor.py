@@ -78,9 +78,10 @@ from farmd.errors import (
     UnavailableError,
     UserError,
 )
+from farmd.frames import frames_named
+from farmd.jobs import Control
 from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
-from farmd.model import Changes, Control, frames_named
 from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
@@ -131,6 +132,7 @@ from farmd.protocol import (
 from farmd.protocol import (
     SuspendFrame as SuspendFrameMessage,
 )
+from farmd.rows import Changes
 from farmd.store import MemoryStore, SqliteStore, Store, restrict_mode, write_state_file
 
 log = logging.getLogger("farmd.supervisor")

@@ -51,8 +51,10 @@ from farmd.errors import (
     UserError,
     WorkerSettingsError,
 )
-from farmd.model import FrameState, JobState, Worker
+from farmd.frames import FrameState
+from farmd.jobs import JobState
 from farmd.ranking import DEFAULT_PRIORITY, admits, rank_key
+from farmd.workers import Worker
 from tests.strategies import (
     oracle_order,
     pattern_texts,

@@ -19,7 +19,8 @@ from farmd.core import (
     SuspendFrame,
 )
 from farmd.errors import JobSpecError, UnknownJobError
-from farmd.model import CONTROLS, Control, FrameState
+from farmd.frames import FrameState
+from farmd.jobs import CONTROLS, Control
 from tests.test_core import actions, ended, frame_view, joined, starts, state, submit
 
 

@@ -24,7 +24,8 @@ from farmd.core import (
     WorkerLost,
 )
 from farmd.errors import JobSpecError, UnknownJobError
-from farmd.model import Changes, Control, FrameRow, JobRow, JobState, Snapshot
+from farmd.jobs import Control, JobState
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot
 from tests.test_core import (
     actions,
     assert_refused,

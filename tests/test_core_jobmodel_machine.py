@@ -49,15 +49,8 @@ from farmd.core import (
     WorkerLost,
 )
 from farmd.errors import UserError
-from farmd.model import (
-    CONTROLS,
-    Control,
-    DependencyMode,
-    Frame,
-    FrameState,
-    Job,
-    JobState,
-)
+from farmd.frames import Frame, FrameState
+from farmd.jobs import CONTROLS, Control, DependencyMode, Job, JobState
 from farmd.ranking import admits
 from tests.test_core import snapshot
 

@@ -20,7 +20,7 @@ from farmd.core import (
     WorkerLost,
 )
 from farmd.errors import JobSpecError, RequirementError, UnknownWorkerError
-from farmd.model import Changes, FrameRow, JobRow, Snapshot
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot
 from tests.test_core import actions, assert_refused, ended, joined, starts, state, submit, where
 
 GiB = 1024**3
@@ -163,7 +163,7 @@ def test_a_license_frees_when_its_process_ends_even_after_a_kill() -> None:
     (frame,) = starts(core.handle(submit(reserve="license.nuke=1")))
     core.handle(submit(reserve="license.nuke=1"))
     from farmd.core import ControlFrames
-    from farmd.model import Control
+    from farmd.jobs import Control
 
     out = core.handle(ControlFrames(control=Control.KILL, targets=("1",), now=1.0))
     assert starts(out) == []  # the killed process still holds it until it ends

@@ -19,7 +19,7 @@ from farmd.core import (
     WorkerLost,
 )
 from farmd.errors import JobSpecError
-from farmd.model import Snapshot
+from farmd.rows import Snapshot
 from tests.test_core import actions, ended, frame_view, joined, starts, state, submit, where
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from farmd.core import MAX_STUCK_NODES, ControlFrames, FrameEnded, JobHeld, Scheduler, Tick
 from farmd.errors import UnknownJobError, UserError
-from farmd.model import Control, JobState
+from farmd.jobs import Control, JobState
 from tests.strategies import PROPERTY_SETTINGS
 from tests.test_core import actions, ended, joined, starts, submit
 

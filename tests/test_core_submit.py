@@ -30,17 +30,16 @@ from farmd.core import (
     draft_job,
 )
 from farmd.errors import ForbiddenError, JobSpecError
-from farmd.model import (
+from farmd.frames import (
     MAX_FRAMES_PER_JOB,
-    Changes,
-    FrameEvent,
     FrameNumbers,
     FrameState,
     FrameTable,
-    Job,
     compact_frame_range,
     parse_frame_range,
 )
+from farmd.jobs import FrameEvent, Job
+from farmd.rows import Changes
 from farmd.store import SqliteStore
 from tests.strategies import PROPERTY_SETTINGS
 from tests.test_core import joined

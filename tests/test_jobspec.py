@@ -23,8 +23,8 @@ from farmd.client import Client
 from farmd.core import ModifyJob, Scheduler, SubmitJob, submission_digest
 from farmd.errors import JobSpecError, ProtocolError
 from farmd.jobspec import PARSES, SPEC_NAMES, JobSpec, doc, option_flag, spec_fields
-from farmd.model import JobRow
 from farmd.protocol import Modify, Submit
+from farmd.rows import JobRow
 from farmd.store import COLUMN_OF, SqliteStore
 
 SPEC = {field.name: field for field in spec_fields()}

@@ -21,7 +21,7 @@ import trio
 from farmd.cli import _farm_config, _first_farmd_error
 from farmd.config import SupervisorConfig, parse_address
 from farmd.core import SubmitJob
-from farmd.model import Changes
+from farmd.rows import Changes
 from farmd.store import DATABASE_FILE, LOCK_FILE, SqliteStore, StoreError
 from farmd.supervisor import Supervisor
 

@@ -32,7 +32,8 @@ from farmd.core import (
     WorkerJoined,
 )
 from farmd.errors import InternalError, JobSpecError, UnknownJobError
-from farmd.model import Changes, Control, Snapshot
+from farmd.jobs import Control
+from farmd.rows import Changes, Snapshot
 from farmd.store import DATABASE_FILE, SqliteStore
 
 POISON = "/a" * 20_000  # 20,000 levels: the 40 KB submit that poisoned a state dir
@@ -302,7 +303,7 @@ def test_a_dependency_met_before_the_quarantine_stays_met(tmp_path: Path) -> Non
 def test_restore_is_total_over_a_snapshot_of_garbage_rows() -> None:
     """Rows as any store could hand them over (wrong types everywhere): restore
     quarantines, never raises."""
-    from farmd.model import FrameRow, JobRow
+    from farmd.rows import FrameRow, JobRow
 
     oddities: list[Callable[[int], Any]] = [
         lambda i: JobRow(i, None, "/", 5, "", "", ("x",), (), 0.0),  # type: ignore[arg-type]

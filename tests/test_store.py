@@ -46,8 +46,8 @@ from farmd.core import (
     WorkerLost,
 )
 from farmd.errors import UserError
-from farmd.model import Changes, FrameRow, JobRow, Snapshot
 from farmd.ranking import WorkerView
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot
 from farmd.store import (
     DATABASE_FILE,
     LOCK_FILE,

@@ -15,17 +15,8 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
 from farmd.errors import InternalError, InvalidTransition
-from farmd.model import (
-    CONTROLS,
-    TRANSITIONS,
-    Control,
-    Frame,
-    FrameEvent,
-    FrameNumbers,
-    FrameState,
-    FrameTable,
-    Job,
-)
+from farmd.frames import Frame, FrameNumbers, FrameState, FrameTable
+from farmd.jobs import CONTROLS, TRANSITIONS, Control, FrameEvent, Job
 from tests.test_core_jobmodel_machine import JobModelMachine
 
 

@@ -33,9 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from farmd.core.vocabulary import Command, PreemptPolicy, StartFrame, StopFrame
-from farmd.model import Frame, FrameEvent, FrameState, Job, Worker
+from farmd.frames import Frame, FrameState
+from farmd.jobs import FrameEvent, Job
 from farmd.ranking import Eligible, QueuedJob, RankingIndex, admits, rank_key
 from farmd.resources import ONE_SLOT_TAKEN, Pool, Taken, is_global
+from farmd.workers import Worker
 
 
 class Dispatcher:

@@ -34,14 +34,8 @@ from farmd.cluster import (
 )
 from farmd.core.vocabulary import SubmitJob, SubmitJobs, Submitter
 from farmd.errors import JobSpecError, UserError
-from farmd.model import (
-    MAX_FRAMES_PER_JOB,
-    Dependency,
-    FrameNumbers,
-    frame_numbers,
-    frames_named,
-    parse_dependency,
-)
+from farmd.frames import MAX_FRAMES_PER_JOB, FrameNumbers, frame_numbers, frames_named
+from farmd.jobs import Dependency, parse_dependency
 from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.requirements import Requirement, parse_requirement
 from farmd.resources import Reservation, check_name, parse_reservation

@@ -25,23 +25,19 @@ from typing import TypeGuard
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
 from farmd.core.drafting import _check_options
 from farmd.errors import FarmdError, JobSpecError
-from farmd.model import (
+from farmd.frames import (
     Frame,
     FrameNumbers,
-    FrameRow,
     FrameState,
     FrameTable,
-    Job,
-    JobRow,
-    JobState,
-    Snapshot,
     format_frame_range,
     frame_numbers,
-    parse_dependency,
     parse_frame_range,
 )
+from farmd.jobs import Job, JobState, parse_dependency
 from farmd.requirements import parse_requirement
 from farmd.resources import check_name, parse_reservation, parse_taken, taken_text
+from farmd.rows import FrameRow, JobRow, Snapshot
 
 
 def read_snapshot(snapshot: Snapshot) -> tuple[dict[int, Job], dict[int, str]]:

@@ -111,26 +111,24 @@ from farmd.errors import (
     UnknownWorkerError,
     UserError,
 )
-from farmd.model import (
+from farmd.frames import Frame, FrameState, FrameTable
+from farmd.jobs import (
     CONTROLS,
     DONE,
-    Changes,
     Control,
     Dependency,
     DependencyMode,
-    Frame,
     FrameEvent,
-    FrameState,
-    FrameTable,
     Job,
     JobState,
-    Worker,
     parse_target,
     refusal,
 )
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob
 from farmd.resources import ONE_SLOT_TAKEN, Pool, check_name, is_global
+from farmd.rows import Changes
 from farmd.worker_settings import check_worker
+from farmd.workers import Worker
 
 # Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
 # and a retried one (failed, perhaps, because one of them did) retries them.

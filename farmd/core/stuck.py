@@ -17,7 +17,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from farmd.model import FrameState, Job, JobState
+from farmd.frames import FrameState
+from farmd.jobs import Job, JobState
 
 # States in which a job may wait for ever (`Scheduler.stuck`): entering one is a `JobHeld`.
 HOLDING = frozenset({JobState.WAITING, JobState.BLOCKED, JobState.SUSPENDED})

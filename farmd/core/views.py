@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from farmd.core.vocabulary import FarmStatistics
-from farmd.model import Job, JobState, Worker
+from farmd.jobs import Job, JobState
 from farmd.ranking import admits, rank_key
 from farmd.resources import Taken
+from farmd.workers import Worker
 
 if TYPE_CHECKING:
     from farmd.core.scheduler import Scheduler

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from farmd.jobs import Control, JobState
 from farmd.jobspec import JobSpec, unchecked
-from farmd.model import Changes, Control, JobState, Snapshot
+from farmd.rows import Changes, Snapshot
 
 if TYPE_CHECKING:
     from farmd.core.drafting import Draft
