@@ -14,9 +14,10 @@ or a child process counts as blocked. Nothing here waits on the kernel, so timer
 (heartbeat timeouts, retry delays, the orphan grace, the idle timeout) run in virtual
 time and a test that waits minutes of them takes milliseconds. One thing still blocks
 on the world: the supervisor commits in a worker thread, and while it does the clock
-would jump to the next deadline, which may be a test's own `fail_after`. So under a
-MockClock a metronome task sleeps `TICK` after `TICK`: no jump is ever longer, and a
-commit costs a few ticks of virtual time, as it costs some real time. Tests that run
+would jump to the next deadline (a heartbeat timeout, a test's own `fail_after`). So
+under a MockClock a metronome task keeps the loop busy while a worker thread runs,
+which holds the clock still, and otherwise sleeps `TICK` after `TICK`, so that the
+clock jumps at most one tick past a commit's start before it is held. Tests that run
 real child processes, or the blocking `farmd.client` in a thread, use the real clock.
 
 Every wait is bounded by `trio.fail_after(WAIT)`, in virtual time under a MockClock.
@@ -49,6 +50,7 @@ from farmd.protocol import (
     Registered,
     Reply,
     Request,
+    ResultAck,
     Role,
     RunFrame,
     Welcome,
@@ -103,10 +105,11 @@ class Peer:
         raise AssertionError(f"no whole message in {MAX_READS} reads")
 
     async def expect(self, kind: type[M]) -> M:
-        """The next message but heartbeats, which must be a `kind`."""
+        """The next message but heartbeats and result acknowledgements (a fake worker
+        keeps no results to forget), which must be a `kind`."""
         for _ in range(MAX_READS):
             message = await self.receive()
-            if not isinstance(message, Heartbeat):
+            if isinstance(message, kind) or not isinstance(message, Heartbeat | ResultAck):
                 break
         assert isinstance(message, kind), f"expected {kind.TYPE!r}, got {message!r}"
         return message
@@ -181,11 +184,15 @@ class FakeWorker(Peer):
         )
 
     async def beat(self, interval: float, *, task_status: trio.TaskStatus[None]) -> None:
-        """Send a heartbeat every `interval` seconds until cancelled (or an hour of them)."""
+        """Send a heartbeat every `interval` seconds until cancelled, the connection
+        ends, or an hour of them."""
         task_status.started()
         for _ in range(int(3600 / interval)):
             await trio.sleep(interval)
-            await self.send(Heartbeat())
+            try:
+                await self.send(Heartbeat())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
 
 
 @attrs.define
@@ -260,9 +267,15 @@ async def start_supervisor(
 
 
 async def _metronome() -> None:
-    """Keep a deadline at most `TICK` away (see the module docs), for a virtual day."""
-    for _ in range(int(24 * 3600 / TICK)):
-        await trio.sleep(TICK)
+    """Hold the MockClock still while a worker thread runs, and let it jump at most
+    `TICK` at a time otherwise (see the module docs); bounded, for a virtual day."""
+    threads = trio.to_thread.current_default_thread_limiter()
+    for _ in range(int(24 * 3600 / TICK) * 100):
+        if threads.borrowed_tokens:
+            # a task that is never blocked: the clock cannot jump until the thread is done
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.sleep(TICK)
 
 
 async def until(predicate: Callable[[], Any], what: str) -> Any:

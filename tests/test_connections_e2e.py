@@ -440,40 +440,6 @@ def test_a_second_worker_of_the_same_name_is_refused_and_exits(farm: Farm) -> No
     assert farm.cli_json("workers")[0]["connected_at"] == workers[0]["connected_at"]
 
 
-def test_a_namesake_replaces_a_worker_silent_past_its_heartbeat_timeout(bare_farm: Farm) -> None:
-    serve_with(bare_farm, "heartbeat_interval: 0.2\nheartbeat_timeout: 1")
-    farm_token = token(bare_farm)
-
-    def take(instance: str) -> Peer:
-        peer = Peer(bare_farm.address)
-        peer.send(hello(farm_token, "worker"), register("node", instance=instance))
-        peer.expect("welcome")
-        return peer
-
-    with take("first") as first:
-        first.expect("registered")
-        taken = time.monotonic()
-        with take("second") as second:
-            error = second.expect("error")
-            assert error["code"] == "name_in_use", error
-            assert error["message"] == (
-                f"worker name 'node' is in use by {LOCALHOST}:{first.port} (the default name "
-                "is the host name: give each agent on a host its own --name)"
-            )
-            second.expect_closed()
-        # `first` now says nothing, not even heartbeats, and keeps its socket open
-
-        def registers() -> bool:
-            with take("third") as third:
-                answer = third.receive()
-                assert answer is not None
-                return answer["type"] == "registered"
-
-        wait_for(registers, "a namesake to take the silent worker's name", timeout=10)
-        assert time.monotonic() - taken > 0.8  # not before its heartbeat timeout (1 s)
-    wait_for(lambda: not bare_farm.worker_names(), "the last namesake to be gone")
-
-
 class _Proxy:
     """A TCP relay between an agent and the supervisor that can *lose* the agent's
     connection without the supervisor hearing of it: `cut()` closes the agent's side and

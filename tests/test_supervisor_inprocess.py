@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -18,8 +19,10 @@ from farmd.protocol import (
     Error,
     GetJob,
     Heartbeat,
+    Kill,
     ListWorkers,
     Registered,
+    Reply,
     RunFrame,
     Submit,
     Wait,
@@ -58,16 +61,19 @@ async def beating(nursery: trio.Nursery, worker: FakeWorker) -> FakeWorker:
 
 
 async def test_a_silent_worker_is_lost_and_its_frame_runs_elsewhere(
-    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     farm = await farm_of(nursery, tmp_path)
     admin = await farm.admin()
     job_id = (await admin.ask(Submit, argv=("true",)))["id"]
+    silent_since = trio.current_time()  # no later than its last word, the registration
     mute = await farm.worker("mute")
     run = await mute.expect(RunFrame)
     assert (run.job_id, run.frame, run.attempt) == (job_id, 1, 1)
     assert (await frame_of(admin, job_id))["worker"] == "mute"
-    silent_since = trio.current_time()
 
     # "mute" now says nothing, not even heartbeats, and keeps its stream open
     await mute.expect_closed()
@@ -75,6 +81,7 @@ async def test_a_silent_worker_is_lost_and_its_frame_runs_elsewhere(
     assert await admin.ask(ListWorkers) == []
     frame = await frame_of(admin, job_id)
     assert (frame["state"], frame["attempts"]) == ("pending", 1)
+    assert "heartbeat timeout" in caplog.messages
 
     w1 = await beating(nursery, await farm.worker("w1"))
     run = await w1.expect(RunFrame)
@@ -139,3 +146,111 @@ async def test_a_namesake_replaces_a_worker_only_once_it_is_silent_past_its_time
     await first.expect_closed()  # the silent session is ended, not left open
     admin = await farm.admin()
     assert [w["name"] for w in await admin.ask(ListWorkers)] == ["node"]
+
+
+# --------------------------------------------------------------------------- restart
+
+
+async def test_after_a_restart_a_frame_waits_the_grace_period_for_its_worker(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Two frames run on two workers when the supervisor stops. Restarted on the same
+    state dir, it gives each worker `lost_worker_grace` to come back: the one that does
+    keeps its frame (attempt 1), the other's frame goes back to pending at the end of
+    the grace period, not before, and runs elsewhere as attempt 2."""
+    grace = 30.0
+    first = await farm_of(nursery, tmp_path, store="sqlite", lost_worker_grace=grace)
+    admin = await first.admin()
+    job_id = (await admin.ask(Submit, argv=("true",), frames="1-2"))["id"]
+    runs = {}
+    for name in ("back", "gone"):
+        worker = await beating(nursery, await first.worker(name))
+        runs[name] = await worker.expect(RunFrame)
+    assert {run.frame for run in runs.values()} == {1, 2}
+    await first.stop()
+
+    restarted = trio.current_time()
+    second = await farm_of(nursery, tmp_path, store="sqlite", lost_worker_grace=grace)
+    back = await beating(nursery, await second.worker("back", running=(_key(runs["back"]),)))
+    admin = await second.admin()
+    frame = await frame_of(admin, job_id, runs["gone"].frame)
+    assert (frame["state"], frame["worker"]) == ("running", "gone")
+
+    spare = await beating(nursery, await second.worker("spare"))
+    run = await spare.expect(RunFrame)  # the frame of "gone", once the grace has passed
+    assert grace <= trio.current_time() - restarted <= grace + INTERVAL
+    assert (run.job_id, run.frame, run.attempt) == (job_id, runs["gone"].frame, 2)
+    frame = await frame_of(admin, job_id, runs["back"].frame)
+    assert (frame["state"], frame["worker"], frame["attempts"]) == ("running", "back", 1)
+
+    await back.finish(runs["back"])
+    await spare.finish(run)
+    assert (await admin.ask(Wait, job_ids=(job_id,)))["ended"] == {str(job_id): "complete"}
+    frames = (await admin.ask(GetJob, job_id=job_id))["frame_list"]
+    assert sorted((f["frame"], f["worker"], f["attempts"]) for f in frames) == sorted(
+        [(runs["back"].frame, "back", 1), (runs["gone"].frame, "spare", 2)]
+    )
+
+
+def _key(run: RunFrame) -> tuple[int, int, int]:
+    return (run.job_id, run.frame, run.attempt)
+
+
+# --------------------------------------------------------------------------- retries
+
+
+async def test_a_failed_frame_is_retried_after_its_retry_delay(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    farm = await farm_of(nursery, tmp_path)
+    admin = await farm.admin()
+    job_id = (await admin.ask(Submit, argv=("render",), retries=2, retry_delay=20.0))["id"]
+    w1 = await beating(nursery, await farm.worker("w1"))
+    run = await w1.expect(RunFrame)
+    await w1.finish(run, exit_code=3)
+    failed_at = trio.current_time()
+    run = await w1.expect(RunFrame)  # heartbeats meanwhile; the same slot is free
+    assert 20.0 <= trio.current_time() - failed_at <= 20.0 + INTERVAL
+    assert (run.job_id, run.frame, run.attempt) == (job_id, 1, 2)
+    await w1.finish(run)
+    assert (await admin.ask(Wait, job_ids=(job_id,)))["ended"] == {str(job_id): "complete"}
+    frame = await frame_of(admin, job_id)
+    assert (frame["state"], frame["attempts"], frame["failures"]) == ("complete", 2, 1)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def test_an_idle_session_is_closed_but_a_waiting_one_only_after_its_answer(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    idle_timeout = 30.0
+    farm = await farm_of(nursery, tmp_path, idle_timeout=idle_timeout)
+    setup = await farm.admin()
+    job_id = (await setup.ask(Submit, argv=("true",)))["id"]  # no worker: it stays pending
+    idle = await farm.admin()
+    waiting = await farm.admin()
+    opened = trio.current_time()
+    await waiting.send(Wait(request_id=7, job_ids=(job_id,)))
+
+    error = await idle.expect(Error)
+    assert error == Error(
+        code="idle",
+        message="session closed after 30 s without a request (connect again to go on)",
+    )
+    assert idle_timeout <= trio.current_time() - opened <= idle_timeout + 1
+    await idle.expect_closed()
+    # more than an idle timeout passes: the session with a pending `wait` stays open
+    with trio.move_on_after(1.5 * idle_timeout) as quiet:
+        message = await waiting.receive()
+        raise AssertionError(f"the waiting session got {message!r}")
+    assert quiet.cancelled_caught
+    killer = await farm.admin()
+    assert await killer.ask(Kill, job_ids=(job_id,)) == [job_id]
+    reply = await waiting.expect(Reply)
+    assert reply.request_id == 7
+    assert reply.result["ended"] == {str(job_id): "killed"}
+    answered = trio.current_time()
+    assert (await waiting.expect(Error)).code == "idle"
+    assert idle_timeout <= trio.current_time() - answered <= idle_timeout + 1
+    await waiting.expect_closed()
