@@ -5,8 +5,9 @@ own trio run, spoken to over the real wire codec.
 `tmp_path`) in a nursery of its own under the test's nursery, so a test can stop it and
 start another on the same state dir (a restart). `Farm.connect` opens an in-memory
 stream (`trio.testing.memory_stream_pair`) to it through `Supervisor.serve_stream`, the
-same door every TCP connection goes through; `Peer` speaks farmd's codec on it, as a
-worker or an admin.
+same door every TCP connection goes through; `Peer` speaks farmd's codec on it, as an
+admin, and `FakeWorker` as a worker that runs nothing. `agent_of` makes a real `Agent`
+whose sessions open in memory the same way (its `connect` seam); `Cuttable` loses one.
 
 Streams in memory matter under `MockClock(autojump_threshold=0)`: the clock jumps to
 the next deadline whenever every task is blocked, and a task blocked on a real socket
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ import attrs
 import trio
 import trio.testing
 
+from farmd.agent import Agent, AgentConfig
 from farmd.config import Address, SupervisorConfig
 from farmd.protocol import (
     NEED_DATA,
@@ -266,6 +268,36 @@ async def start_supervisor(
     return farm
 
 
+def agent_of(
+    farm: Farm,
+    tmp_path: Path,
+    name: str,
+    connect: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+    **settings: Any,
+) -> Agent:
+    """An agent named `name` that opens its sessions in memory to `farm`'s supervisor
+    (or with `connect`)."""
+    config = AgentConfig(
+        supervisor=Address(LOCALHOST, 1),  # what frames see as FARMD_SUPERVISOR; unused
+        token=farm.token,
+        name=name,
+        log_dir=tmp_path / "logs" / name,
+        **settings,
+    )
+
+    async def in_memory() -> trio.abc.Stream:
+        return farm.open_stream(name)
+
+    return Agent(config, connect=connect or in_memory)
+
+
+async def start_agent(nursery: trio.Nursery, agent: Agent) -> Agent:
+    await nursery.start(agent.run)
+    with trio.fail_after(WAIT):
+        await agent.registered.wait()
+    return agent
+
+
 async def _metronome() -> None:
     """Hold the MockClock still while a worker thread runs, and let it jump at most
     `TICK` at a time otherwise (see the module docs); bounded, for a virtual day."""
@@ -288,3 +320,45 @@ async def until(predicate: Callable[[], Any], what: str) -> Any:
                 return value
             await trio.sleep(0.01)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+class Cuttable(trio.abc.Stream):
+    """A stream that can be lost on one side only: after `cut()` its holder finds it
+    broken, while the other end hears nothing (no EOF, no reset), as when a network
+    fails between them."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._cut = False
+        self._receiving: trio.CancelScope | None = None
+
+    def cut(self) -> None:
+        self._cut = True
+        if self._receiving is not None:
+            self._receiving.cancel()  # the holder's pending read fails now
+
+    def _check(self) -> None:
+        if self._cut:
+            raise trio.BrokenResourceError("the connection was cut")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._check()
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        self._check()
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        self._check()
+        data: bytes | bytearray = b""
+        with trio.CancelScope() as self._receiving:
+            data = await self._stream.receive_some(max_bytes)
+        self._receiving = None
+        self._check()
+        return data
+
+    async def aclose(self) -> None:
+        if not self._cut:  # a cut connection's other end is left as it was
+            await self._stream.aclose()
+        await trio.lowlevel.checkpoint()
