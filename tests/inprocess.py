@@ -90,7 +90,8 @@ class Peer:
         await self.stream.send_all(b"".join(self.codec.send(m) for m in messages))
 
     async def receive(self) -> Message | None:
-        """The next message, or None once the supervisor has closed the connection."""
+        """The next message, or None once the connection has ended (closed by the
+        supervisor, or by this peer: a test ending a worker's session)."""
         with trio.fail_after(WAIT):
             for _ in range(MAX_READS):
                 message = self.codec.next_message()
@@ -99,7 +100,7 @@ class Peer:
                     return message
                 try:
                     data = await self.stream.receive_some(65536)
-                except trio.BrokenResourceError:
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return None
                 if not data:
                     return None
