@@ -214,7 +214,11 @@ class Agent:
     async def _open_tcp(self) -> trio.abc.Stream:
         address = self.config.supervisor
         stream = await trio.open_tcp_stream(address.host, address.port)
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # reset already: unreachable, tried again after the backoff
+            await stream.aclose()
+            raise
         return stream
 
     # ------------------------------------------------------------------ a session

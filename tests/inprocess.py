@@ -46,6 +46,7 @@ from farmd.protocol import (
     FrameFinished,
     Heartbeat,
     Hello,
+    KillFrame,
     Message,
     Refused,
     Register,
@@ -196,6 +197,50 @@ class FakeWorker(Peer):
                 await self.send(Heartbeat())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+
+
+class Runs:
+    """Every `run_frame` the fake workers were sent, by (job, frame), and every result
+    acknowledged, read as they come."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[int, int], tuple[FakeWorker, RunFrame]] = {}
+        self.acked: set[tuple[int, int, int]] = set()
+        self.killed: list[tuple[str, KillFrame]] = []  # (worker, kill_frame), in order
+        self._arrived = trio.Event()
+
+    async def read(self, worker: FakeWorker, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        for _ in range(100_000):  # bounded; ends when the connection does
+            message = await worker.receive()
+            if message is None:
+                return
+            if isinstance(message, RunFrame):
+                self.sent[(message.job_id, message.frame)] = (worker, message)
+            elif isinstance(message, KillFrame):
+                self.killed.append((worker.name, message))
+            elif isinstance(message, ResultAck):
+                self.acked.add((message.job_id, message.frame, message.attempt))
+            self._arrived.set()
+            self._arrived = trio.Event()
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        with trio.fail_after(WAIT):
+            while not done():  # bounded by the deadline: each turn is a message
+                await self._arrived.wait()
+
+    async def sent_to(self, job_id: int, frame: int) -> tuple[FakeWorker, RunFrame]:
+        """The worker frame `frame` of `job_id` went to, and its `run_frame`."""
+        await self.until(lambda: (job_id, frame) in self.sent)
+        return self.sent[(job_id, frame)]
+
+    async def finish(self, job_id: int, frame: int, exit_code: int = 0) -> None:
+        """Report frame `frame` of `job_id` ended, and wait until the supervisor has
+        acknowledged it (what the result started has been sent by then)."""
+        worker, run = await self.sent_to(job_id, frame)
+        del self.sent[(job_id, frame)]
+        await worker.finish(run, exit_code)
+        await self.until(lambda: (run.job_id, run.frame, run.attempt) in self.acked)
 
 
 @attrs.define

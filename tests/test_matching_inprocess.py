@@ -9,7 +9,6 @@ and `farmd resources` make. The CLI's own options and tables are tests/test_matc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +19,11 @@ from farmd.protocol import (
     GetJob,
     ListResources,
     ListWorkers,
-    ResultAck,
-    RunFrame,
     SetResource,
     Submit,
     Wait,
 )
-from tests.inprocess import WAIT, FakeWorker, Farm, Peer, start_supervisor, supervisor_config
-
-
-class Runs:
-    """Every `run_frame` the fake workers were sent, by (job, frame), and every result
-    acknowledged, read as they come."""
-
-    def __init__(self) -> None:
-        self.sent: dict[tuple[int, int], tuple[FakeWorker, RunFrame]] = {}
-        self.acked: set[tuple[int, int, int]] = set()
-        self._arrived = trio.Event()
-
-    async def read(self, worker: FakeWorker, *, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        for _ in range(100_000):  # bounded; ends when the connection does
-            message = await worker.receive()
-            if message is None:
-                return
-            if isinstance(message, RunFrame):
-                self.sent[(message.job_id, message.frame)] = (worker, message)
-            elif isinstance(message, ResultAck):
-                self.acked.add((message.job_id, message.frame, message.attempt))
-            self._arrived.set()
-            self._arrived = trio.Event()
-
-    async def until(self, done: Callable[[], bool]) -> None:
-        with trio.fail_after(WAIT):
-            while not done():  # bounded by the deadline: each turn is a message
-                await self._arrived.wait()
-
-    async def sent_to(self, job_id: int, frame: int) -> tuple[FakeWorker, RunFrame]:
-        """The worker frame `frame` of `job_id` went to, and its `run_frame`."""
-        await self.until(lambda: (job_id, frame) in self.sent)
-        return self.sent[(job_id, frame)]
-
-    async def finish(self, job_id: int, frame: int) -> None:
-        """Report frame `frame` of `job_id` done, and wait until the supervisor has
-        acknowledged it (what the result started has been sent by then)."""
-        worker, run = await self.sent_to(job_id, frame)
-        del self.sent[(job_id, frame)]
-        await worker.finish(run)
-        await self.until(lambda: (run.job_id, run.frame, run.attempt) in self.acked)
+from tests.inprocess import FakeWorker, Farm, Peer, Runs, start_supervisor, supervisor_config
 
 
 async def farm_with(
