@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,8 +137,16 @@ class _SessionLost(Exception):
 class Agent:
     """Runs frames for one supervisor; reconnects when the connection is lost."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        connect: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+    ) -> None:
         self.config = config
+        # how a session's stream is opened: TCP to `config.supervisor`, unless a test
+        # hands the agent an in-memory stream to an in-process supervisor
+        self._connect = connect if connect is not None else self._open_tcp
         self.registered = trio.Event()  # set at each successful registration
         self._attempts: dict[tuple[int, int, int], _Attempt] = {}
         self._outbox: trio.MemorySendChannel[Message] | None = None
@@ -173,7 +182,7 @@ class Agent:
         address = self.config.supervisor
         while True:
             try:
-                stream = await trio.open_tcp_stream(address.host, address.port)
+                stream = await self._connect()
             except OSError as exc:
                 log_event(
                     log,
@@ -203,10 +212,19 @@ class Agent:
             await trio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF_MAX)
 
+    async def _open_tcp(self) -> trio.abc.Stream:
+        address = self.config.supervisor
+        stream = await trio.open_tcp_stream(address.host, address.port)
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # reset already: unreachable, tried again after the backoff
+            await stream.aclose()
+            raise
+        return stream
+
     # ------------------------------------------------------------------ a session
 
-    async def _session(self, stream: trio.SocketStream, frames: trio.Nursery) -> None:
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    async def _session(self, stream: trio.abc.Stream, frames: trio.Nursery) -> None:
         codec = Codec()
         config = self.config
 

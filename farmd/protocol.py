@@ -744,7 +744,7 @@ class Codec:
         self._start = 0
         self._broken: ProtocolError | None = None
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if self._start and self._start * 2 > len(self._buffer):
             del self._buffer[: self._start]
             self._start = 0

@@ -7,7 +7,7 @@ sender task per connection drains its queue, so a slow peer never blocks the sch
 it is the only writer, so a closing connection's `error` is queued like any message.
 The queue is bounded (`_Connection`: backpressure, then a drop), sessions and
 handshakes are capped and idle admin sessions closed, and nothing raised while serving
-one connection leaves that connection (`_serve_connection`).
+one connection leaves that connection (`serve_stream`).
 Heartbeats are timers here, not in the core: a worker silent for `heartbeat_timeout`
 is reported to the core as lost, which requeues its frames.
 """
@@ -265,7 +265,7 @@ class _Connection:
     queued while more than `limit_bytes` already wait drops the peer instead.
     """
 
-    stream: trio.SocketStream
+    stream: trio.abc.Stream
     codec: Codec
     peer: str  # host:port, for logs and for the worker-name refusal
     pause_bytes: int
@@ -286,7 +286,7 @@ class _Connection:
     _room: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     @classmethod
-    def open(cls, stream: trio.SocketStream, peer: str, config: SupervisorConfig) -> _Connection:
+    def open(cls, stream: trio.abc.Stream, peer: str, config: SupervisorConfig) -> _Connection:
         return cls(
             stream,
             Codec(config.max_frame_bytes),
@@ -505,7 +505,7 @@ class Supervisor:
             nursery.start_soon(self._timer)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
-            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+            nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
             task_status.started(self.address)
 
     async def _serve_metrics(
@@ -601,17 +601,18 @@ class Supervisor:
                         effect()
             self._committing = False
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        """One connection, from its accept to its close.
+    async def serve_stream(self, stream: trio.abc.Stream, peer: str = "?") -> None:
+        """One connection, from its accept to its close. The listener calls it with each
+        TCP stream; tests call it with an in-memory stream (`peer` names that one).
 
         Nothing raised while serving it leaves this scope but cancellation (trio's
         Cancelled, KeyboardInterrupt): any other exception, a bug included, costs one
         log line naming the peer and this connection, never the listener's nursery and
         with it the supervisor."""
-        peer = "?"
         try:
-            peer = _peer(stream)
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if isinstance(stream, trio.SocketStream):
+                peer = _peer(stream)
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection.open(stream, peer, self.config)
             with conn.cancel_scope:
                 await self._run_connection(conn)

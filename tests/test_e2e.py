@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-from farmd.client import Client
-from farmd.errors import UnknownJobError
 from farmd.protocol import NEED_DATA, PROTOCOL_VERSION, Codec, Error, Hello, Message
 from tests.e2e_support import (
     LOCALHOST,
@@ -727,34 +725,3 @@ def test_up_runs_a_local_farm_with_two_workers(bare_farm: Farm) -> None:
 
 
 # --------------------------------------------------------------------------- Python client
-
-
-def test_python_client_from_synchronous_code(farm: Farm) -> None:
-    farm.worker("w", "/pipeline")
-    with Client(farm.address, token_file=farm.token_file) as client:
-        job_id = client.submit(
-            farm.frame("--print", "hello {frame}"),
-            name="from-python",
-            cluster="/pipeline",
-            priority=10,
-            frames="1-3",
-        )
-        assert isinstance(job_id, int)
-        result = client.wait([job_id], timeout=20)
-        assert result == {"ended": {str(job_id): "complete"}, "pending": [], "stuck": {}}
-        job = client.job(job_id)
-        assert (job["name"], job["cluster"], job["priority"], job["state"]) == (
-            "from-python",
-            "/pipeline",
-            10,
-            "complete",
-        )
-        assert [(f["frame"], f["state"], f["worker"]) for f in job["frame_list"]] == [
-            (n, "complete", "w") for n in (1, 2, 3)
-        ]
-        assert client.logs(job_id, 2)["text"] == "hello 2\n"
-        with pytest.raises(UnknownJobError, match="job 999 does not exist"):
-            client.job(999)
-        # A refusal leaves the connection usable.
-        assert [j["id"] for j in client.jobs()] == [job_id]
-        assert client.wait([job_id], timeout=0) == result

@@ -7,18 +7,18 @@ declares farm-wide counters (`resources: {license.nuke: 2}`). Jobs ask for them 
 `farmd submit --type`, `--requires EXPR` and `--reserve NAME=AMOUNT,...`.
 
 The tests look at what a user sees: which worker ran each frame (`farmd job --json`), how
-many frames of a job run at once (its frame counts, and a trace file the frames append
-`start`/`end` lines to), what a frame was given (`$FARMD_SLOTS`), what `farmd resources`
-reports. Frames that must overlap block until the test releases them, so what runs
-together is decided by the scheduler, not by timing. A submit is dispatched before the
+many frames of a job run at once (its frame counts), what a frame was given
+(`$FARMD_SLOTS`), what `farmd resources` reports. How reservations of a worker's counters
+and of farm-wide licenses hold as frames start, end and workers are lost is proven in
+process, with fake workers: tests/test_matching_inprocess.py. Frames that must overlap
+block until the test releases them, so what runs together is decided by the scheduler,
+not by timing. A submit is dispatched before the
 supervisor answers it, so right after `farmd submit` returns, the frames it could start
 are running (their attempt counted), and a frame still pending is one that did not fit.
 """
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -29,7 +29,6 @@ from tests.e2e_support import (
     assert_refused,
     gated,
     lines,
-    trace,
     wait_for,
 )
 
@@ -43,18 +42,6 @@ def start_worker(farm: Farm, name: str, *extra: str, slots: int = 1) -> Proc:
     """`farmd worker --name NAME --slots N EXTRA...` (`--type`, `--property`,
     `--resource`); returns once the supervisor lists it as connected."""
     return farm.worker(name, slots=slots, extra=extra)
-
-
-def most_at_once(events: Sequence[str], label: str) -> int:
-    """The most frames of `label` between their `start` and `end` lines at one time."""
-    running = most = 0
-    for event in events:
-        name, _, what = event.partition(" ")
-        if not name.startswith(label) or not name[len(label) :].isdigit():
-            continue
-        running += 1 if what == "start" else -1
-        most = max(most, running)
-    return most
 
 
 def frame_table(farm: Farm, job_id: int) -> dict[int, tuple[str, str | None]]:
@@ -211,53 +198,6 @@ def test_a_bad_requirement_is_refused_with_its_column_and_no_job_is_created(
 # --------------------------------------------------------------------------- reservations
 
 
-def test_a_job_reserving_the_only_gpu_runs_one_frame_at_a_time_and_others_pass_it(
-    farm: Farm,
-) -> None:
-    start_worker(farm, "gpu", "--resource", "gpu=1", slots=4)
-    assert workers_by_name(farm)["gpu"]["resources"]["gpu"] == [0, 1]
-
-    gpu_job = farm.submit_cli(
-        "--frames", "1-3", "--reserve", "gpu=1", "--", *gated(farm, "G", "gpu{frame}")
-    )
-    assert farm.cli_json("job", str(gpu_job))["reserve"] == "slots=1,gpu=1"
-    assert counts(farm, gpu_job) == {"running": 1, "pending": 2}
-
-    # submitted after it, a plain job takes the three free slots: the gpu job, blocked
-    # on its resource, does not stall the queue behind it
-    plain = farm.submit_cli("--frames", "1-3", "--", *gated(farm, "P", "plain"))
-    assert counts(farm, plain) == {"running": 3}
-    assert counts(farm, gpu_job) == {"running": 1, "pending": 2}
-    worker = workers_by_name(farm)["gpu"]
-    assert (worker["used"], worker["resources"]["gpu"]) == (4, [1, 1])
-    assert reasons_on(farm, gpu_job, "gpu") == [
-        "resources short: needs gpu=1, 0 free on this worker"
-    ]
-
-    farm.release("plain")
-    assert farm.wait_jobs([plain]) == {str(plain): "complete"}
-    # the three free slots are no use to the gpu job: still one frame at a time
-    assert counts(farm, gpu_job) == {"running": 1, "pending": 2}
-
-    for number in (1, 2, 3):
-        (running,) = running_frames(farm, gpu_job)
-        farm.release(f"gpu{running}")
-
-        def moved_on(done: int = running) -> dict[int, dict[str, Any]]:
-            frames = farm.frames(gpu_job)
-            return frames if frames[done]["state"] == "complete" else {}
-
-        frames = wait_for(moved_on, f"gpu frame {running} to complete")
-        states = [f["state"] for f in frames.values()]
-        assert states.count("running") == (1 if number < 3 else 0), frames
-    assert farm.wait_jobs([gpu_job]) == {str(gpu_job): "complete"}
-
-    events = trace(farm)
-    assert most_at_once(events, "G") == 1, events
-    assert most_at_once(events, "P") == 3, events
-    assert workers_by_name(farm)["gpu"]["resources"]["gpu"] == [0, 1]
-
-
 def test_slots_n_plus_takes_every_free_slot_and_says_how_many(farm: Farm) -> None:
     start_worker(farm, "w", slots=4)
     busy = farm.submit_cli("--", *gated(farm, "P", "busy"))
@@ -316,126 +256,6 @@ def licensed_farm(farm: Farm, total: int) -> dict[str, Proc]:
     config.write_text(f"supervisor:\n  resources:\n    license.nuke: {total}\n")
     farm.serve("--config", str(config))
     return {name: start_worker(farm, name, slots=2) for name in ("w1", "w2", "w3")}
-
-
-def release_in_turn(farm: Farm, job_id: int, limit: int) -> None:
-    """Release the lowest running frame of `job_id`, one at a time, until the job ends;
-    after each, `limit` frames run again as long as enough are left (never more)."""
-    total = len(farm.frames(job_id))
-    for _ in range(total):
-        running = running_frames(farm, job_id)
-        assert 1 <= len(running) <= limit, farm.frames(job_id)
-        done = running[0]
-        farm.release(f"lic{done}")
-
-        def settled(done: int = done) -> dict[int, dict[str, Any]]:
-            frames = farm.frames(job_id)
-            left = [f for f in frames.values() if f["state"] != "complete"]
-            now = [f for f in left if f["state"] == "running"]
-            ok = frames[done]["state"] == "complete" and len(now) == min(limit, len(left))
-            return frames if ok else {}
-
-        wait_for(settled, f"frame {done} to complete and the next to start")
-        if not running_frames(farm, job_id):
-            break
-    assert farm.wait_jobs([job_id]) == {str(job_id): "complete"}
-
-
-def test_a_license_limit_holds_across_workers_until_every_frame_ran(bare_farm: Farm) -> None:
-    farm = bare_farm
-    licensed_farm(farm, 2)
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 2, "used": 0, "free": 2}}
-
-    job_id = farm.submit_cli(
-        "--frames", "1-8", "--reserve", "license.nuke=1", "--", *gated(farm, "N", "lic{frame}")
-    )
-    # six free slots, two licenses: two frames run
-    assert counts(farm, job_id) == {"running": 2, "pending": 6}
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 2, "used": 2, "free": 0}}
-    idle = [w for w in workers_by_name(farm).values() if w["used"] < w["slots"]]
-    assert idle, "free slots are left on the farm"
-    reasons = reasons_on(farm, job_id, idle[0]["name"])
-    assert reasons == ["resources short: needs license.nuke=1, 0 free farm-wide"], reasons
-
-    # a plain job is not held back by the licenses
-    plain = farm.submit_cli("--frames", "1-4", "--", "true")
-    assert farm.wait_jobs([plain]) == {str(plain): "complete"}
-
-    release_in_turn(farm, job_id, 2)
-    events = trace(farm)
-    assert sorted(e for e in events if e.endswith(" end")) == sorted(
-        f"N{n} end" for n in range(1, 9)
-    )
-    assert most_at_once(events, "N") == 2, events
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 2, "used": 0, "free": 2}}
-
-
-def test_raising_a_license_total_at_run_time_lets_more_frames_run(bare_farm: Farm) -> None:
-    farm = bare_farm
-    licensed_farm(farm, 2)
-    job_id = farm.submit_cli(
-        "--frames", "1-6", "--reserve", "license.nuke=1", "--", *gated(farm, "N", "lic{frame}")
-    )
-    assert counts(farm, job_id) == {"running": 2, "pending": 4}
-
-    shown = farm.cli_json("resources", "license.nuke=3")
-    assert shown == {"license.nuke": {"total": 3, "used": 3, "free": 0}}
-    assert counts(farm, job_id) == {"running": 3, "pending": 3}
-
-    release_in_turn(farm, job_id, 3)
-    assert most_at_once(trace(farm), "N") == 3
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 3, "used": 0, "free": 3}}
-
-
-def test_lowering_a_license_total_lets_running_frames_finish_and_starts_none(
-    bare_farm: Farm,
-) -> None:
-    farm = bare_farm
-    licensed_farm(farm, 2)
-    job_id = farm.submit_cli(
-        "--frames", "1-4", "--reserve", "license.nuke=1", "--", *gated(farm, "N", "lic{frame}")
-    )
-    assert counts(farm, job_id) == {"running": 2, "pending": 2}
-
-    shown = farm.cli_json("resources", "license.nuke=1")
-    assert shown == {"license.nuke": {"total": 1, "used": 2, "free": 0}}
-    running = running_frames(farm, job_id)
-    assert len(running) == 2
-    first = running[0]
-    farm.release(f"lic{first}")
-    wait_for(lambda: farm.frames(job_id)[first]["state"] == "complete", "a frame to end")
-    # one license held, the total is one: nothing new starts
-    assert counts(farm, job_id) == {"complete": 1, "running": 1, "pending": 2}
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 1, "used": 1, "free": 0}}
-
-    release_in_turn(farm, job_id, 1)
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 1, "used": 0, "free": 1}}
-
-
-def test_a_lost_worker_gives_its_license_back_and_its_frame_runs_elsewhere(
-    bare_farm: Farm,
-) -> None:
-    farm = bare_farm
-    workers = licensed_farm(farm, 1)
-    job_id = farm.submit_cli(
-        "--frames", "1-2", "--reserve", "license.nuke=1", "--", *gated(farm, "N", "lic{frame}")
-    )
-    (first,) = running_frames(farm, job_id)
-    lost = farm.frames(job_id)[first]["worker"]
-    orphan = farm.wait_frame_pid(f"{lost}-{job_id}-{first}-1")
-    workers[lost].stop(signal.SIGKILL)
-    wait_for(lambda: not farm.frame_alive(orphan), "the frame to die with its agent")
-
-    def rerun() -> dict[str, Any]:
-        frame = farm.frames(job_id)[first]
-        return frame if (frame["state"], frame["attempts"]) == ("running", 2) else {}
-
-    frame = wait_for(rerun, f"frame {first} to run again on another worker")
-    assert frame["worker"] != lost
-    assert counts(farm, job_id) == {"running": 1, "pending": 1}
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 1, "used": 1, "free": 0}}
-    release_in_turn(farm, job_id, 1)
-    assert farm.cli_json("resources") == {"license.nuke": {"total": 1, "used": 0, "free": 1}}
 
 
 def resources_table(farm: Farm) -> list[list[str]]:

@@ -7,6 +7,11 @@ submitted, and the test checks what a user sees: whether the running frame's pro
 killed (its pid is gone), which frame runs next (the order of the lines the frames
 append to a trace file), and the frames' states, attempts and failures.
 
+That a worse frame is stopped, requeued with no retry used, and that one better frame
+stops one running frame, is proven in process with fake workers
+(tests/test_preemption_inprocess.py); here, with real processes, the rules of when not
+to preempt and the other policies.
+
 The preemption decision is taken while the supervisor handles the request that made the
 better job runnable (`submit`, `unblock`, `modify`), before it answers: once that request
 has returned, a frame it decided to stop is no longer running its first attempt. So "no
@@ -49,41 +54,6 @@ def preempted_log(farm: Farm) -> list[str]:
 
 
 # --------------------------------------------------------------------------- aggressive
-
-
-def test_aggressive_stops_a_worse_frame_and_requeues_it_without_using_a_retry(
-    farm: Farm,
-) -> None:
-    farm.serve("--preempt-policy", "aggressive")
-    farm.worker("w1")
-    low = farm.submit(gated(farm, "L", "low"), name="low", priority=100, frames="1-2")
-    victim = running_pid(farm, "w1", low)
-
-    high = farm.submit_cli("--name", "high", "--priority", "10", "--", *gated(farm, "H", "high"))
-    wait_for(lambda: not farm.frame_alive(victim), "low's running frame to be killed")
-    running_pid(farm, "w1", high)
-    # the preempted frame waits, with no retry used; the better job holds the slot
-    assert frames(farm, low) == {1: ("pending", 1, 0), 2: ("pending", 0, 0)}
-    assert frames(farm, high) == {1: ("running", 1, 0)}
-    [line] = preempted_log(farm)
-    assert f"job={low} frame=1 attempt=1 worker=w1 by_job={high}" in line
-
-    farm.release("high")
-    running_pid(farm, "w1", low, frame=1, attempt=2)  # low's frame 1 runs again
-    farm.release("low")
-    assert farm.wait_jobs([low, high]) == {str(low): "complete", str(high): "complete"}
-    assert trace(farm) == [
-        "L1 start",  # killed while it waited: it never wrote its end
-        "H1 start",
-        "H1 end",
-        "L1 start",
-        "L1 end",
-        "L2 start",
-        "L2 end",
-    ]
-    assert frames(farm, low) == {1: ("complete", 2, 0), 2: ("complete", 1, 0)}
-    assert [f["exit_code"] for f in farm.frames(low).values()] == [0, 0]
-    assert len(preempted_log(farm)) == 1
 
 
 def test_aggressive_never_preempts_for_a_smaller_job_id_alone(farm: Farm) -> None:
@@ -213,29 +183,6 @@ def test_aggressive_does_not_preempt_while_another_worker_is_free(farm: Farm) ->
     farm.release("low")
     assert farm.wait_jobs([low, high]) == {str(low): "complete", str(high): "complete"}
     assert frames(farm, low) == {1: ("complete", 1, 0)}
-
-
-def test_aggressive_one_better_frame_preempts_one_running_frame(farm: Farm) -> None:
-    """The freed slot goes to the better job: a job with one frame stops one frame."""
-    farm.serve("--preempt-policy", "aggressive")
-    farm.worker("w1")
-    farm.worker("w2")
-    low = farm.submit(gated(farm, "L", "low"), name="low", priority=100, frames="1-2")
-    first = wait_for(
-        lambda: len(pids := farm.frame_pids()) == 2 and pids,
-        "both of low's frames to run, one on each worker",
-    )
-
-    high = farm.submit(gated(farm, "H", "high"), name="high", priority=10)
-    wait_for(lambda: farm.frames(high)[1]["state"] == "running", "high's frame to run")
-    killed = sorted(key for key, pid in first.items() if not farm.frame_alive(pid))
-    assert len(killed) == 1, f"one 1-frame job killed {killed} of low's frames {sorted(first)}"
-
-    farm.release("high")
-    farm.release("low")
-    assert farm.wait_jobs([low, high]) == {str(low): "complete", str(high): "complete"}
-    assert sorted(a for _, a, _ in frames(farm, low).values()) == [1, 2]
-    assert len(preempted_log(farm)) == 1, preempted_log(farm)
 
 
 # --------------------------------------------------------------------------- passive
