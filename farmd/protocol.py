@@ -45,6 +45,18 @@ PROTOCOL_VERSION: Final = 3
 # Versions a worker may speak: what a worker sends did not change from 2 to 3, so the
 # supervisor can be upgraded before its agents (docs/protocol.md, section 2).
 WORKER_VERSIONS: Final = frozenset({2, 3})
+
+
+def register_of_version(register: Register, version: int) -> Register:
+    """A worker's `register` as version 3 reads it. farmd's version-2 agent sent the
+    host's memory twice, as the `memory` resource and as a `memory` property; version 3
+    reserves that property name (`host.memory` reads the resource), so the copy goes."""
+    if version >= 3 or "memory" not in register.properties:
+        return register
+    properties = {k: v for k, v in register.properties.items() if k != "memory"}
+    return attrs.evolve(register, properties=properties)
+
+
 HEADER_BYTES: Final = 4
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 MIN_FRAME_BYTES: Final = 64 * 1024

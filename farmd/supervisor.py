@@ -37,7 +37,9 @@ import trio
 from farmd import __version__
 from farmd.config import Address, SupervisorConfig, WorkersConfig, load_farm_config
 from farmd.core import (
+    ADMIN,
     MAX_COMMAND_BYTES,
+    Action,
     Command,
     ControlFrames,
     FrameEnded,
@@ -48,6 +50,7 @@ from farmd.core import (
     ModifyJob,
     Note,
     Outcome,
+    Principal,
     ReclaimOrphans,
     RemoveJobs,
     Restore,
@@ -58,7 +61,6 @@ from farmd.core import (
     StopFrame,
     SubmitJob,
     SubmitJobs,
-    Submitter,
     SuspendFrame,
     Tick,
     UnlockWorker,
@@ -122,6 +124,7 @@ from farmd.protocol import (
     Unlock,
     Wait,
     Welcome,
+    register_of_version,
 )
 from farmd.protocol import (
     ResumeFrame as ResumeFrameMessage,
@@ -183,56 +186,40 @@ def job_token(farm_token: str, job_id: int) -> str:
     return f"job.{job_id}.{mac.hexdigest()}"
 
 
-@attrs.frozen
-class _Scope:
-    """What a session's token allows: everything (the farm token), or, for a user
-    token or a frame's job token, submitting and reading."""
-
-    admin: bool = False
-    job: int | None = None  # a job token's job: what it submits goes under that job
-
-
-_ADMIN = _Scope(admin=True)
-_USER = _Scope()
-
-
-def _token_scope(
+def _principal_for(
     farm_token: str,
     user_token: str,
     presented: str,
-    refusal: Callable[[int], str | None] = lambda job_id: None,
-) -> _Scope:
-    """The scope of a presented token; a wrong one is refused, and so is a job token
-    whose job `refusal` says is gone or has ended."""
+    highest_user_priority: int,
+) -> Principal:
+    """Who a presented token stands for (the core decides what it may do); a token
+    that is none of the farm's is refused."""
     if hmac.compare_digest(presented.encode(), farm_token.encode()):
-        return _ADMIN
+        return ADMIN
     if user_token and hmac.compare_digest(presented.encode(), user_token.encode()):
-        return _USER
+        return Principal.user(highest_priority=highest_user_priority)
     parts = presented.split(".")
     if len(parts) == 3 and parts[0] == "job" and parts[1].isdigit() and len(parts[1]) < 20:
         job_id = int(parts[1])
         if hmac.compare_digest(presented.encode(), job_token(farm_token, job_id).encode()):
-            why = refusal(job_id)
-            if why is not None:
-                raise ProtocolError(why, code="bad_token")
-            return _Scope(job=job_id)
+            return Principal.job_token(job_id, highest_priority=highest_user_priority)
     raise ProtocolError("wrong token", code="bad_token")
 
 
-# What a session opened with a user token or a frame's job token may ask.
-_NON_ADMIN_REQUESTS = (
-    Submit,
-    SubmitBatch,
-    ListJobs,
-    GetJob,
-    ListWorkers,
-    ListClusters,
-    Order,
-    GetLog,
-    Wait,
-    Explain,
-    ListResources,
-)
+# What the requests that are not core events ask to do, for `Scheduler.authorize`; the
+# others become events, which carry their principal and are checked by the core's door.
+_REQUEST_ACTIONS: dict[type, Action] = {
+    ListJobs: Action.READ,
+    GetJob: Action.READ,
+    ListWorkers: Action.READ,
+    ListClusters: Action.READ,
+    Order: Action.READ,
+    GetLog: Action.READ,
+    Wait: Action.READ,
+    Explain: Action.READ,
+    ListResources: Action.READ,
+    Reload: Action.RELOAD,
+}
 
 
 class _PeerGone(Exception):
@@ -271,7 +258,8 @@ class _Connection:
     pause_bytes: int
     limit_bytes: int
     last_heard: float = 0.0
-    scope: _Scope = _ADMIN  # what its token allows
+    principal: Principal | None = None  # who its token stands for, once it is known
+    version: int = PROTOCOL_VERSION  # the protocol version its hello named
     unsent: int = 0
     slow: int = 0  # wait and get_log requests being answered
     quiet_since: float = 0.0  # when the last of them was answered
@@ -295,6 +283,14 @@ class _Connection:
             config.max_outbox_bytes,
             trio.current_time(),
         )
+
+    @property
+    def who(self) -> Principal:
+        """The session's principal: known once its `hello` is accepted."""
+        if self.principal is None:
+            msg = f"a request from {self.peer} before its hello was accepted"
+            raise InternalError(msg)
+        return self.principal
 
     def send(self, message: Message) -> None:
         """Queue a message; raises ProtocolError (and queues nothing) if it is too large.
@@ -670,14 +666,17 @@ class Supervisor:
                     f"(this is {PROTOCOL_VERSION})"
                 )
                 raise ProtocolError(msg, code="bad_version")
-            conn.scope = _token_scope(
-                self.token, self.user_token, hello.token, self.core.job_token_refusal
+            principal = _principal_for(
+                self.token, self.user_token, hello.token, config.highest_user_priority
             )
-            if not conn.scope.admin and hello.role == Role.WORKER.value:
-                raise ProtocolError("only the farm token can run a worker", code="bad_token")
-        if hello.role == Role.WORKER.value:
+            try:  # a job token whose job has ended opens nothing
+                self.core.authorize(principal, Action.WORK if worker else Action.READ)
+            except ForbiddenError as exc:
+                raise ProtocolError(str(exc), code="bad_token") from None
+            conn.principal, conn.version = principal, hello.version
+        if worker:
             kind, limit = "worker", config.max_worker_sessions
-        elif conn.scope.admin:
+        elif principal.is_admin:
             kind, limit = "admin", config.max_admin_sessions
         else:  # the user token or a frame's job token
             kind, limit = "user", config.max_user_sessions
@@ -698,7 +697,9 @@ class Supervisor:
     # ------------------------------------------------------------------ workers
 
     async def _worker_session(self, conn: _Connection, nursery: trio.Nursery) -> None:
-        register = await _expect(conn, Register, "after the hello")
+        register = register_of_version(
+            await _expect(conn, Register, "after the hello"), conn.version
+        )
         name = register.name
         old = self._workers.get(name)
         if old is not None and not self._may_replace(old, register):
@@ -860,9 +861,7 @@ class Supervisor:
 
     def _answer(self, conn: _Connection, request: Request) -> None:
         try:
-            if not conn.scope.admin:
-                request = self._within_scope(conn.scope, request)
-            result, outcome = self._request(request)
+            result, outcome = self._request(request, conn.who)
         except FarmdError as exc:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
             return
@@ -872,31 +871,13 @@ class Supervisor:
             outcome or Outcome(), after=functools.partial(self._respond, conn, request, result)
         )
 
-    def _within_scope(self, scope: _Scope, request: Request) -> Request:
-        """A user's or a frame's request: refused unless it reads or submits, or its
-        job token's job has ended. What it may submit the core decides (`Submitter`)."""
-        who = "a user token" if scope.job is None else "a frame's job token"
-        if scope.job is not None:
-            why = self.core.job_token_refusal(scope.job)
-            if why is not None:
-                raise ForbiddenError(why)
-        if not isinstance(request, _NON_ADMIN_REQUESTS):
-            msg = f"{who} may only submit jobs and read, not {request.TYPE!r}"
-            raise ForbiddenError(msg)
-        return request
-
     async def _answer_submit(self, conn: _Connection, request: Submit | SubmitBatch) -> None:
         """A submission: drafted (validated, its frames built) in a worker thread when
         it is large, so the loop keeps serving heartbeats and other clients; then
         checked against the farm and inserted in one step."""
         try:
-            by = None
-            if not conn.scope.admin:
-                self._within_scope(conn.scope, request)
-                by = Submitter(
-                    job=conn.scope.job, highest_priority=self.config.highest_user_priority
-                )
-            event = _submit_event(request, by, self._clock())
+            self.core.authorize(conn.who, Action.SUBMIT)  # before any drafting
+            event = _submit_event(request, conn.who, self._clock())
             if not self.core.knows_key(event.key) and _large(event):
                 # one at a time: concurrent huge submissions queue, not multiply memory
                 draft = functools.partial(_draft, event, self.core.max_command_bytes)
@@ -912,8 +893,7 @@ class Supervisor:
 
     async def _answer_slow(self, conn: _Connection, request: Wait | GetLog) -> None:
         try:
-            if not conn.scope.admin:
-                self._within_scope(conn.scope, request)
+            self.core.authorize(conn.who, Action.READ)
             if isinstance(request, Wait):
                 result = await self._wait(request)
             else:
@@ -939,10 +919,14 @@ class Supervisor:
                 Refused(request_id=request.request_id, code=UnavailableError.code, message=msg)
             )
 
-    def _request(self, request: Request) -> tuple[Any, Outcome | None]:
-        """A request's answer, and the outcome it must wait for (None for a query)."""
+    def _request(self, request: Request, by: Principal) -> tuple[Any, Outcome | None]:
+        """A request's answer, and the outcome it must wait for (None for a query). A
+        query or a reload is authorised here by the core; an event by the core's door."""
         core = self.core
         now = self._clock()
+        action = _REQUEST_ACTIONS.get(type(request))
+        if action is not None:
+            core.authorize(by, action)
         match request:
             case ListJobs():
                 return core.jobs_view(), None
@@ -953,19 +937,19 @@ class Supervisor:
             case ListClusters():
                 return core.clusters_view(), None
             case Kill():
-                outcome = self.core.handle(_event_from(KillJobs, request, now))
+                outcome = self.core.handle(_event_from(KillJobs, request, now, by))
                 return outcome.result, outcome
             case ControlRequest():
                 control = ControlFrames(
-                    control=Control(request.action), targets=request.targets, now=now
+                    control=Control(request.action), targets=request.targets, now=now, by=by
                 )
                 outcome = self.core.handle(control)
                 return outcome.result, outcome
             case Remove():
-                outcome = self.core.handle(_event_from(RemoveJobs, request, now))
+                outcome = self.core.handle(_event_from(RemoveJobs, request, now, by))
                 return outcome.result, outcome
             case Modify():
-                outcome = self.core.handle(_event_from(ModifyJob, request, now))
+                outcome = self.core.handle(_event_from(ModifyJob, request, now, by))
                 return outcome.result, outcome
             case Order():
                 return core.order_view(request.worker, request.limit), None
@@ -974,16 +958,16 @@ class Supervisor:
             case ListResources():
                 return core.resources_view(), None
             case Lock():
-                lock = LockWorker(name=request.worker, mode=request.mode, now=now)
+                lock = LockWorker(name=request.worker, mode=request.mode, now=now, by=by)
                 outcome = core.handle(lock)
                 return outcome.result, outcome
             case Unlock():
-                outcome = core.handle(UnlockWorker(name=request.worker, now=now))
+                outcome = core.handle(UnlockWorker(name=request.worker, now=now, by=by))
                 return outcome.result, outcome
             case Reload():
                 return self.reload(), None
             case SetResourceRequest():
-                change = SetResource(name=request.name, total=request.total, now=now)
+                change = SetResource(name=request.name, total=request.total, now=now, by=by)
                 outcome = core.handle(change)
                 return outcome.result, outcome
         msg = f"request {request.TYPE!r} is not served here"
@@ -1174,12 +1158,12 @@ def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
     return out
 
 
-def _event_from(event: type[E], request: Request, now: float) -> E:
-    """The core event a request asks for: the request's fields (they share names) and
-    the time it arrived."""
+def _event_from(event: type[E], request: Request, now: float, by: Principal) -> E:
+    """The core event a request asks for: the request's fields (they share names), the
+    time it arrived and who asks."""
     fields = attrs.asdict(request, recurse=False)  # type: ignore[arg-type]
     del fields["request_id"]
-    return event(now=now, **fields)
+    return event(now=now, by=by, **fields)
 
 
 # A submission is drafted on the loop below these sizes (a thread hop costs more than
@@ -1189,11 +1173,11 @@ _INLINE_FRAMES = 2000
 _INLINE_FRAME_TEXT = 4096
 
 
-def _submit_event(request: Submit | SubmitBatch, by: Submitter | None, now: float) -> Any:
+def _submit_event(request: Submit | SubmitBatch, by: Principal, now: float) -> Any:
     """The core event of a submission, stamped with the time it arrived."""
     if isinstance(request, Submit):
-        return attrs.evolve(_event_from(SubmitJob, request, now), by=by)
-    jobs = tuple(_event_from(SubmitJob, job, now) for job in request.jobs)
+        return _event_from(SubmitJob, request, now, by)
+    jobs = tuple(_event_from(SubmitJob, job, now, by) for job in request.jobs)
     return SubmitJobs(jobs=jobs, now=now, key=request.key, by=by)
 
 

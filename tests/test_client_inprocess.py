@@ -111,7 +111,9 @@ async def test_tokens_decide_what_a_client_may_do(nursery: trio.Nursery, tmp_pat
     def as_user(client: Client) -> int:
         job_id = client.submit(["true"], name="artist")
         assert [j["name"] for j in client.jobs()] == ["artist"]
-        with pytest.raises(ForbiddenError, match="a user token may only submit jobs and read"):
+        with pytest.raises(
+            ForbiddenError, match="a user token may only submit jobs and read the queue, not"
+        ):
             client.kill([job_id])
         return job_id
 

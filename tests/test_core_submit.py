@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import (
     KillJobs,
+    Principal,
     RemoveJobs,
     Restore,
     Scheduler,
     SubmitJob,
     SubmitJobs,
-    Submitter,
     draft_batch,
     draft_job,
 )
@@ -51,7 +51,7 @@ def submit(**fields: object) -> SubmitJob:
     return SubmitJob(**values)  # type: ignore[arg-type]
 
 
-USER = Submitter(highest_priority=10)
+USER = Principal.user(highest_priority=10)
 
 
 # --------------------------------------------------------------------------- keys
@@ -195,7 +195,7 @@ def test_a_user_token_adds_no_sub_jobs() -> None:
 def test_an_inherited_priority_is_clamped_to_the_submitters_floor() -> None:
     core = Scheduler()
     core.handle(submit(priority=1))
-    frame = Submitter(job=1, highest_priority=10)
+    frame = Principal.job_token(1, highest_priority=10)
     child = core.handle(submit(by=frame)).result
     assert (core.job(child).parent, core.job(child).priority) == (1, 10)
     grandchild = core.handle(submit(parent=child, by=frame)).result
@@ -211,10 +211,10 @@ def test_a_job_token_adds_sub_jobs_only_under_its_own_job() -> None:
     core.handle(submit())
     core.handle(submit())
     with pytest.raises(ForbiddenError) as refused:
-        core.handle(submit(parent=1, by=Submitter(job=2)))
+        core.handle(submit(parent=1, by=Principal.job_token(2)))
     assert str(refused.value) == "bad parent 1: a frame of job 2 may only add sub-jobs under job 2"
     # in a batch, under an earlier job of the batch that is under the token's job
-    batch = SubmitJobs(jobs=(submit(), submit(parent=3)), now=1.0, by=Submitter(job=2))
+    batch = SubmitJobs(jobs=(submit(), submit(parent=3)), now=1.0, by=Principal.job_token(2))
     assert core.handle(batch).result == [3, 4]
     assert (core.job(3).parent, core.job(4).parent) == (2, 3)
 

@@ -416,19 +416,19 @@ def test_a_job_token_only_submits_and_reads(farm: Farm) -> None:
     prober = farm.submit(["sh", "-c", "\n".join(script)], name="prober")
     assert farm.wait_jobs([prober]) == {str(prober): "complete"}
     log = farm.cli_ok("logs", f"{prober}:1").splitlines()
-    refused = "farmd: error: a frame's job token may only submit jobs and read, not "
+    refused = "farmd: error: a frame's job token may only submit jobs and read the queue, not "
     assert log == [
         "exit 0",
         "exit 0",
         "exit 0",
         "exit 2",  # `farmd wait`: still going
-        refused + "'kill'",
+        refused + "control jobs (the job token rule)",
         "exit 1",
-        refused + "'control'",
+        refused + "control jobs (the job token rule)",
         "exit 1",
-        refused + "'remove'",
+        refused + "remove jobs (the job token rule)",
         "exit 1",
-        refused + "'modify'",
+        refused + "modify jobs (the job token rule)",
         "exit 1",
         f"farmd: error: bad parent {other}: a frame of job {prober} may only add sub-jobs "
         f"under job {prober}",

@@ -24,7 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from farmd.config import SupervisorConfig
-from farmd.core import SubmitJob, Submitter
+from farmd.core import ADMIN, Action, Principal, SubmitJob
 from farmd.errors import FarmdError, ProtocolError
 from farmd.protocol import (
     HEADER_BYTES,
@@ -38,7 +38,7 @@ from farmd.protocol import (
     decode_body,
     encode,
 )
-from farmd.supervisor import _USER, Supervisor, _draft, _large, _Scope, _submit_event
+from farmd.supervisor import Supervisor, _draft, _large, _submit_event
 from tests.test_protocol import message_of
 
 # Field values a hostile peer might send: every msgpack type, odd strings (control
@@ -173,23 +173,18 @@ def _supervisor() -> Supervisor:
     return supervisor
 
 
-def _answer(supervisor: Supervisor, scope: _Scope, request: Request) -> None:
+def _answer(supervisor: Supervisor, by: Principal, request: Request) -> None:
     """What the supervisor's request path does with a decoded request, minus the
     socket: a result, or a FarmdError (the one line a refusal carries)."""
     try:
-        if not scope.admin:
-            request = supervisor._within_scope(scope, request)
         if isinstance(request, Submit | SubmitBatch):  # as `_answer_submit`, minus the thread
-            by = None
-            if not scope.admin:
-                highest = supervisor.config.highest_user_priority
-                by = Submitter(job=scope.job, highest_priority=highest)
+            supervisor.core.authorize(by, Action.SUBMIT)
             event = _submit_event(request, by, 1000.0)
             if _large(event):
                 event = _draft(event, supervisor.core.max_command_bytes)
             supervisor.core.handle(event)
         else:
-            supervisor._request(request)
+            supervisor._request(request, by)
     except FarmdError as exc:
         refusal = str(exc)
     else:
@@ -230,9 +225,10 @@ def test_any_decoded_request_is_answered_or_refused(requests: list[Request], who
     # a queue to act on: two jobs, the second a sub-job of the first
     supervisor.core.handle(SubmitJob(argv=("true",), frames="1-3", now=1000.0))
     supervisor.core.handle(SubmitJob(argv=("true",), parent=1, now=1000.0))
-    scope = [_Scope(admin=True), _USER, _Scope(job=1)][who]
+    highest = supervisor.config.highest_user_priority
+    by = [ADMIN, Principal.user(highest), Principal.job_token(1, highest)][who]
     for request in requests:
-        _answer(supervisor, scope, request)
+        _answer(supervisor, by, request)
 
 
 def test_frame_numbers_past_what_the_store_holds_are_refused_in_one_line() -> None:
@@ -241,5 +237,5 @@ def test_frame_numbers_past_what_the_store_holds_are_refused_in_one_line() -> No
     supervisor = _supervisor()
     for frames in ("9223372036854775808", "1-" + "9" * 5000, "0-10x" + "9" * 30):
         request = MESSAGES["submit"](request_id=1, argv=("true",), frames=frames)  # type: ignore[call-arg]
-        _answer(supervisor, _Scope(admin=True), request)
+        _answer(supervisor, ADMIN, request)
         assert not supervisor.core.jobs, frames

@@ -16,16 +16,21 @@ import trio
 import trio.testing
 
 from farmd.protocol import (
+    PROTOCOL_VERSION,
     Error,
     GetJob,
     Heartbeat,
+    Hello,
     Kill,
     ListWorkers,
+    Register,
     Registered,
     Reply,
+    Role,
     RunFrame,
     Submit,
     Wait,
+    Welcome,
 )
 from tests.inprocess import FakeWorker, Farm, Peer, start_supervisor, supervisor_config
 
@@ -254,3 +259,37 @@ async def test_an_idle_session_is_closed_but_a_waiting_one_only_after_its_answer
     assert (await waiting.expect(Error)).code == "idle"
     assert idle_timeout <= trio.current_time() - answered <= idle_timeout + 1
     await waiting.expect_closed()
+
+
+# --------------------------------------------------------------------------- versions
+
+
+async def test_a_version_2_worker_joins_and_a_version_2_client_is_refused(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Nothing a worker sends changed from protocol 2 to 3, so a supervisor can be
+    upgraded before its agents; the memory that farmd's version-2 agent also sent as a
+    property (a name version 3 reserves) is read from its resource alone."""
+    farm = await farm_of(nursery, tmp_path)
+    old = FakeWorker(farm.open_stream())
+    await old.send(
+        Hello(version=2, role=Role.WORKER.value, token=farm.token, name="old"),
+        Register(
+            name="old",
+            cluster="/",
+            slots=1,
+            properties={"memory": 8 << 30, "os": "linux"},
+            resources={"memory": 8 << 30},
+        ),
+    )
+    assert (await old.expect(Welcome)).version == PROTOCOL_VERSION
+    registered = await old.expect(Registered)
+    assert registered.settings["properties"] == {"os": "linux"}
+    assert registered.settings["resources"] == {"memory": 8 << 30}
+
+    client = farm.connect()
+    await client.send(Hello(version=2, role=Role.ADMIN.value, token=farm.token))
+    assert await client.expect(Error) == Error(
+        code="bad_version", message="protocol version 2 is not supported (this is 3)"
+    )
+    await client.expect_closed()

@@ -50,7 +50,7 @@ def test_the_user_token_submits_and_reads_but_controls_nothing(farm: Farm) -> No
     assert [j["id"] for j in farm.cli_json(*as_user(farm, "jobs", "--json"))] == [job_id]
     for command in (("kill", str(job_id)), ("modify", str(job_id), "--priority", "20")):
         message = assert_refused(farm.cli(*as_user(farm, *command)))
-        assert "a user token may only submit jobs and read" in message
+        assert "a user token may only submit jobs and read the queue, not" in message
     assert farm.job(job_id)["priority"] == 50
     assert farm.job(job_id)["state"] != "killed"
 
@@ -90,7 +90,7 @@ def test_the_user_token_cannot_run_a_worker(farm: Farm) -> None:
         ],
     )
     assert proc.popen.wait(timeout=20) != 0
-    assert "only the farm token can run a worker" in proc.stderr()
+    assert "a user token may only submit jobs and read the queue, not run a worker" in proc.stderr()
     assert "intruder" not in farm.worker_names()
 
 

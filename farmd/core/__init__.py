@@ -20,6 +20,7 @@ This module re-exports the names other code imports, so `from farmd.core import 
 keeps working wherever X now lives.
 """
 
+from farmd.core.authority import ADMIN, Action, Credential, Principal
 from farmd.core.drafting import (
     MAX_COMMAND_BYTES,
     Draft,
@@ -54,7 +55,6 @@ from farmd.core.vocabulary import (
     StopFrame,
     SubmitJob,
     SubmitJobs,
-    Submitter,
     SuspendFrame,
     Tick,
     UnlockWorker,
@@ -65,11 +65,14 @@ from farmd.core.vocabulary import (
 )
 
 __all__ = [
+    "ADMIN",
     "EMPTY_STATISTICS",
     "MAX_COMMAND_BYTES",
     "MAX_STUCK_NODES",
+    "Action",
     "Command",
     "ControlFrames",
+    "Credential",
     "Draft",
     "Event",
     "FarmSize",
@@ -83,6 +86,7 @@ __all__ = [
     "Note",
     "Outcome",
     "PreemptPolicy",
+    "Principal",
     "ReclaimOrphans",
     "RemoveJobs",
     "Restore",
@@ -93,7 +97,6 @@ __all__ = [
     "StopFrame",
     "SubmitJob",
     "SubmitJobs",
-    "Submitter",
     "SuspendFrame",
     "Tick",
     "UnlockWorker",

@@ -32,7 +32,8 @@ from farmd.cluster import (
     parse_restrictions,
     quote,
 )
-from farmd.core.vocabulary import SubmitJob, SubmitJobs, Submitter
+from farmd.core.authority import Credential, Principal
+from farmd.core.vocabulary import SubmitJob, SubmitJobs
 from farmd.errors import JobSpecError, UserError
 from farmd.frames import MAX_FRAMES_PER_JOB, FrameNumbers, frame_numbers, frames_named
 from farmd.jobs import Dependency, parse_dependency
@@ -155,7 +156,7 @@ def submission_digest(event: SubmitJob | SubmitJobs) -> str:
 _DIGEST_NAMES = {"cross_cluster": "patterns"}
 
 
-def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
+def _digest(kind: str, specs: Iterable[SubmitJob], by: Principal) -> str:
     defaults = {f.name: f.default for f in attrs.fields(SubmitJob)}
     body = [
         {
@@ -165,7 +166,11 @@ def _digest(kind: str, specs: Iterable[SubmitJob], by: Submitter | None) -> str:
         }
         for spec in specs
     ]
-    who = "admin" if by is None else f"job {by.job}" if by.job is not None else "user"
+    who = {  # the words digests were first stored with: keep them
+        Credential.FARM_TOKEN: "admin",
+        Credential.USER_TOKEN: "user",
+        Credential.JOB_TOKEN: f"job {by.job}",
+    }[by.credential]
     text = json.dumps([kind, who, body], sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -52,13 +52,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from farmd.cluster import (
+    ClusterPath,
     ClusterTree,
     Member,
     parse_cluster,
     parse_patterns,
     parse_restrictions,
 )
-from farmd.core import views
+from farmd.core import authority, views
+from farmd.core.authority import Action, Principal
 from farmd.core.dispatch import Dispatcher
 from farmd.core.drafting import (
     MAX_COMMAND_BYTES,
@@ -94,7 +96,6 @@ from farmd.core.vocabulary import (
     StopFrame,
     SubmitJob,
     SubmitJobs,
-    Submitter,
     SuspendFrame,
     Tick,
     UnlockWorker,
@@ -133,6 +134,21 @@ from farmd.workers import Worker
 # Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
 # and a retried one (failed, perhaps, because one of them did) retries them.
 _CASCADING = frozenset({Control.KILL, Control.RETRY})
+
+# What each event that an outside party causes asks to do, as the rules name it
+# (`authority.RULES`). Events the shell makes itself (a worker joined or was lost, a
+# result, a tick, a restore) come from sessions `authorize` admitted, or from no one.
+_ACTION_OF: dict[type, Action] = {
+    SubmitJob: Action.SUBMIT,
+    SubmitJobs: Action.SUBMIT,
+    KillJobs: Action.CONTROL,
+    ControlFrames: Action.CONTROL,
+    RemoveJobs: Action.REMOVE,
+    ModifyJob: Action.MODIFY,
+    LockWorker: Action.LOCK,
+    UnlockWorker: Action.LOCK,
+    SetResource: Action.SET_RESOURCE,
+}
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -198,6 +214,9 @@ class Scheduler:
 
     def handle(self, event: Event) -> Outcome:
         self._out = []
+        action = _ACTION_OF.get(type(event))
+        if action is not None:  # refused before anything changes
+            self.authorize(event.by, action)  # type: ignore[union-attr]
         match event:
             case SubmitJob():
                 result: Any = self._submit(event)
@@ -309,7 +328,7 @@ class Scheduler:
         draft: Draft,
         job_id: int,
         known: dict[int, Job],
-        by: Submitter | None,
+        by: Principal,
     ) -> Job:
         """Check a drafted submission against the farm (parent, dependencies, who asks)
         into a new job, changing nothing. `known`: the jobs submitted before it in the
@@ -329,17 +348,17 @@ class Scheduler:
             cluster = draft.cluster
         else:  # a sub-job runs where its parent does, unless it says otherwise
             cluster = parent.cluster if parent is not None else self.default_cluster
+        self._check_scope(by, Action.SUBMIT, [cluster])
         if event.priority is not None:
             priority = event.priority
-            if by is not None and priority < by.highest_priority:
+            if not by.is_admin and priority < by.highest_priority:  # 0 is refused below
                 msg = (
                     f"priority {priority} is more urgent than {by.who} may set "
                     f"(the highest is {by.highest_priority}; 1 is the most urgent)"
                 )
                 raise ForbiddenError(msg)
         elif parent is not None:  # inherited, but never past what the submitter may set
-            floor = by.highest_priority if by is not None else 1
-            priority = max(parent.priority, floor)
+            priority = max(parent.priority, by.highest_priority)
         else:
             priority = self.default_priority
         whole_job: set[int] = set()
@@ -382,12 +401,10 @@ class Scheduler:
             frame_range=draft.frame_range,
         )
 
-    def _parent_for(
-        self, parent: int | None, known: dict[int, Job], by: Submitter | None
-    ) -> int | None:
+    def _parent_for(self, parent: int | None, known: dict[int, Job], by: Principal) -> int | None:
         """The parent a submission gets: an admin's as given; a user token adds no
         sub-jobs; a job token's jobs go under its job, or under a job below it."""
-        if by is None:
+        if by.is_admin:
             return parent
         if by.job is None:
             if parent is not None:
@@ -525,6 +542,7 @@ class Scheduler:
     def _kill(self, event: KillJobs) -> list[int]:
         """Whole jobs and their sub-jobs; a job that has ended already is left alone."""
         jobs = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
+        self._check_scope(event.by, Action.CONTROL, [j.cluster for j in self._with_subjobs(jobs)])
         plan = {
             (job.id, frame.number): (job, frame, CONTROLS[(frame.state, Control.KILL)])
             for job in self._with_subjobs(jobs)
@@ -551,6 +569,8 @@ class Scheduler:
         for text in event.targets:  # decide everything before changing anything
             job_id, numbers = parse_target(text)
             job = self.job(job_id)
+            subtree = self._with_subjobs([job]) if control in _CASCADING else [job]
+            self._check_scope(event.by, Action.CONTROL, [j.cluster for j in subtree])
             if numbers is None:
                 chosen = [
                     (frame, CONTROLS[(frame.state, control)])
@@ -637,6 +657,7 @@ class Scheduler:
     def _remove(self, event: RemoveJobs) -> list[int]:
         named = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]
         jobs = self._with_subjobs(named)
+        self._check_scope(event.by, Action.REMOVE, [job.cluster for job in jobs])
         ids = [job.id for job in jobs]
         for job in jobs:
             if not job.state.ended:
@@ -691,6 +712,7 @@ class Scheduler:
     def _modify(self, event: ModifyJob) -> dict[str, Any]:
         job = self.job(event.job_id)
         cluster = job.cluster if event.cluster is None else parse_cluster(event.cluster)
+        self._check_scope(event.by, Action.MODIFY, [job.cluster, cluster])  # from, to
         restrictions = (
             job.restrictions
             if event.restrictions is None
@@ -882,6 +904,7 @@ class Scheduler:
             msg = f"bad lock mode {event.mode!r}: drain (let frames finish) or purge (stop them)"
             raise JobSpecError(msg)
         worker = self.worker(event.name)
+        self._check_scope(event.by, Action.LOCK, [worker.cluster])
         worker.locked = self.locks[worker.name] = event.mode
         self._locks_changed = True
         self.dispatch.withdraw(worker.name)
@@ -1184,6 +1207,28 @@ class Scheduler:
 
     def _note(self, level: str, event: str, **fields: Any) -> None:
         self._out.append(Note(level=level, event=event, fields=fields))
+
+    # ------------------------------------------------------------------ authority
+
+    def authorize(self, by: Principal, action: Action) -> None:
+        """Refuse (ForbiddenError, naming the rule) unless `by` may take `action` now:
+        the credential's rule (`authority.RULES`), and a job token works only while its
+        job does. Events are checked by `handle`; the shell asks this for what is not an
+        event (a query, a reload, a worker's registration)."""
+        why = authority.refusal(by, action)
+        if why is None and by.job is not None:
+            why = self.job_token_refusal(by.job)
+        if why is not None:
+            raise ForbiddenError(why)
+
+    def _check_scope(self, by: Principal, action: Action, clusters: Iterable[str]) -> None:
+        """Refuse unless every cluster an event touches is within `by`'s subtree."""
+        if by.clusters is None:
+            return
+        for cluster in clusters:
+            why = authority.scope_refusal(by, action, ClusterPath(cluster))
+            if why is not None:
+                raise ForbiddenError(why)
 
     # ------------------------------------------------------------------ queries
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from farmd.core.authority import ADMIN, Principal
 from farmd.jobs import Control, JobState
 from farmd.jobspec import JobSpec, unchecked
 from farmd.rows import Changes, Snapshot
@@ -40,20 +41,6 @@ class PreemptPolicy(enum.Enum):
 # --------------------------------------------------------------------------- events
 
 
-@attrs.frozen(kw_only=True)
-class Submitter:
-    """Who submits, when it is not an admin: the user token (`job` None) or a frame's
-    job token (`job`, the token's job). Its jobs may not be more urgent than
-    `highest_priority`, and only a job token adds sub-jobs, under its own job."""
-
-    job: int | None = None
-    highest_priority: int = 1
-
-    @property
-    def who(self) -> str:
-        return "a user token" if self.job is None else "a frame's job token"
-
-
 @attrs.frozen(kw_only=True, field_transformer=unchecked)
 class SubmitJob(JobSpec):
     """A job submitted: the spec's fields (`farmd.jobspec`) taken as given, `draft_job`
@@ -61,7 +48,7 @@ class SubmitJob(JobSpec):
 
     now: float
     key: str | None = None  # idempotency: a repeat of a key gets the job it made
-    by: Submitter | None = None  # None: an admin
+    by: Principal = ADMIN  # who asks (`farmd.core.authority`)
     # the job drafted from this very event off the loop (`draft`); None: drafted here
     prepared: Draft | None = attrs.field(default=None, eq=False, repr=False)
     # its `submission_digest`, computed off the loop with the draft; None: computed here
@@ -76,7 +63,7 @@ class SubmitJobs:
     jobs: tuple[SubmitJob, ...]
     now: float
     key: str | None = None
-    by: Submitter | None = None
+    by: Principal = ADMIN
     prepared: tuple[Draft, ...] | None = attrs.field(default=None, eq=False, repr=False)
     digest: str | None = attrs.field(default=None, eq=False, repr=False)
 
@@ -85,6 +72,7 @@ class SubmitJobs:
 class KillJobs:
     job_ids: tuple[int, ...]
     now: float
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +83,7 @@ class ControlFrames:
     control: Control
     targets: tuple[str, ...]
     now: float
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +92,7 @@ class RemoveJobs:
 
     job_ids: tuple[int, ...]
     now: float
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +107,7 @@ class ModifyJob:
     retries: int | None = None
     retry_delay: float | None = None
     time_limit: float | None = None
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
@@ -140,12 +131,14 @@ class LockWorker:
     name: str
     now: float
     mode: str = "drain"
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
 class UnlockWorker:
     name: str
     now: float
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
@@ -155,6 +148,7 @@ class SetResource:
     name: str
     total: float
     now: float
+    by: Principal = ADMIN
 
 
 @attrs.frozen(kw_only=True)
