@@ -19,6 +19,7 @@ import attrs
 import pytest
 
 from farmd import cli
+from farmd.cli import jobs as cli_jobs
 from farmd.client import Client
 from farmd.core import ModifyJob, Scheduler, SubmitJob, submission_digest
 from farmd.errors import JobSpecError, ProtocolError
@@ -95,7 +96,7 @@ def test_the_client_takes_every_field_as_a_keyword_argument() -> None:
 
 
 def _submit_parser() -> argparse.ArgumentParser:
-    parser = cli._build_parser()
+    parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     submit: argparse.ArgumentParser = commands.choices["submit"]
     return submit
@@ -128,7 +129,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
     def client(args: argparse.Namespace) -> Iterator[Farm]:
         yield Farm()
 
-    monkeypatch.setattr(cli, "_client", client)
+    monkeypatch.setattr(cli_jobs, "client_for", client)  # the name `farmd submit` calls
     texts = {
         "name": ("shot",),
         "cluster": ("/show1",),

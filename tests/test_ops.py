@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from farmd.cli import _farm_config, _first_farmd_error
+from farmd.cli import first_farmd_error
+from farmd.cli.ops import farm_config
 from farmd.config import SupervisorConfig, parse_address
 from farmd.core import SubmitJob
 from farmd.rows import Changes
@@ -72,7 +73,7 @@ async def test_the_supervisor_stops_with_one_line_on_a_full_disk(tmp_path: Path)
                 fill(supervisor.store)
                 submit = SubmitJob(argv=("render", "x" * 200_000), now=1.0)
                 supervisor._apply(supervisor.core.handle(submit))
-    error = _first_farmd_error(caught.value)
+    error = first_farmd_error(caught.value)
     assert isinstance(error, StoreError)
     assert str(error) == f"cannot write the farm database {tmp_path / DATABASE_FILE}: {FULL}"
 
@@ -142,10 +143,10 @@ def test_the_state_flag_and_farmd_state_win_over_the_config_files_state_dir(
     config = tmp_path / "farm.yaml"
     config.write_text(f"supervisor:\n  state_dir: {tmp_path / 'from-file'}\n")
     monkeypatch.delenv("FARMD_STATE", raising=False)
-    assert _farm_config(serve_args(config))[0].state_dir == tmp_path / "from-file"
+    assert farm_config(serve_args(config))[0].state_dir == tmp_path / "from-file"
     monkeypatch.setenv("FARMD_STATE", str(tmp_path / "from-env"))
-    assert _farm_config(serve_args(config))[0].state_dir == tmp_path / "from-env"
-    flag = _farm_config(serve_args(config, str(tmp_path / "from-flag")))[0]
+    assert farm_config(serve_args(config))[0].state_dir == tmp_path / "from-env"
+    flag = farm_config(serve_args(config, str(tmp_path / "from-flag")))[0]
     assert flag.state_dir == tmp_path / "from-flag"
     monkeypatch.setenv("FARMD_STATE", "")  # empty: as if unset
-    assert _farm_config(serve_args(config))[0].state_dir == tmp_path / "from-file"
+    assert farm_config(serve_args(config))[0].state_dir == tmp_path / "from-file"

@@ -1,0 +1,219 @@
+"""The handlers of the commands about jobs and the queue: `submit`, `jobs`, `job`,
+`wait`, the controls (`kill`, `block`, ...), `remove`, `modify`, `logs`, `explain` and
+`order`. Each takes the parsed arguments, asks the supervisor through `farmd.client`,
+prints the answer and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from farmd.cli.connection import client_for
+from farmd.cli.output import cell_text, frame_counts, one_line, print_json, print_table, safe_text
+from farmd.errors import UserError
+from farmd.jobs import DONE, Control
+from farmd.jobspec import doc, spec_fields
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        msg = "a command is required: farmd submit [OPTIONS] -- COMMAND ARG..."
+        raise UserError(msg)
+    with client_for(args) as farm:
+        spec = {f.name: getattr(args, f.name) for f in spec_fields() if doc(f).option}
+        job = farm.submit_job(command, key=args.key, **spec)
+    if args.json:
+        print_json(job)
+    else:
+        print(job["id"])
+    return 0
+
+
+def jobs_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        jobs = farm.jobs()
+    if args.json:
+        print_json(jobs)
+        return 0
+    # sub-jobs are listed under their parent, indented; one whose parent was removed
+    # is listed at the top
+    ids = {job["id"] for job in jobs}
+    children: dict[int | None, list[dict[str, Any]]] = {}
+    for job in jobs:
+        children.setdefault(job["parent"] if job["parent"] in ids else None, []).append(job)
+    rows: list[dict[str, Any]] = []
+    stack = [(job, 0) for job in reversed(children.get(None, []))]
+    while stack:
+        job, depth = stack.pop()
+        stack.extend((child, depth + 1) for child in reversed(children.get(job["id"], [])))
+        rows.append(
+            {
+                **job,
+                "id": "  " * depth + str(job["id"]),
+                "counts": frame_counts(job),
+                "reason": job["reason"] or None,
+            }
+        )
+    print_table(rows, ["id", "name", "state", "cluster", "priority", "counts", "reason"])
+    return 0
+
+
+def job_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        job = farm.job(args.job_id)
+    if args.json:
+        print_json(job)
+        return 0
+    print(f"job {job['id']} {job['name']!r}: {job['state']}")
+    if job["reason"]:
+        print(f"  reason: {safe_text(job['reason'])}")
+    keys = ["cluster", "priority", "restrictions", "cross_cluster", "depends_on", "waiting_on"]
+    keys += ["parent", "subjob_ids", "chunk"]
+    for key in keys:
+        print(f"  {key}: {cell_text(job[key]) if job[key] != '' else '-'}")
+    print(f"  command: {' '.join(map(safe_text, job['argv']))}")
+    print(f"  frames: {frame_counts(job)}")
+    print_table(
+        job["frame_list"],
+        ["frames", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"],
+    )
+    return 0
+
+
+def wait_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        result = farm.wait(args.job_ids, args.timeout)
+    stuck = result.get("stuck", {})  # an older supervisor sends none
+    if args.json:
+        print_json(result)
+    else:
+        for job_id, state in sorted(result["ended"].items(), key=lambda kv: int(kv[0])):
+            print(f"{job_id} {state}")
+        for job_id in result["pending"]:
+            if str(job_id) in stuck:
+                print(f"{job_id} stuck: {one_line(stuck[str(job_id)])}")
+            else:
+                print(f"{job_id} still going")
+    if any(str(job_id) not in stuck for job_id in result["pending"]):
+        return 2  # the timeout came first
+    ended = result["ended"].values()
+    return 0 if not result["pending"] and all(s == "complete" for s in ended) else 1
+
+
+def control_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        if args.action == "kill" and all(t.strip().isdigit() for t in args.targets):
+            # whole jobs: a job that has ended already is left as it is, not refused
+            changed = [str(i) for i in farm.kill(int(t) for t in args.targets)]
+        else:
+            changed = farm.control(args.action, args.targets)
+    done = DONE[Control(args.action)]
+    if args.json:
+        print_json({done: changed})
+    else:
+        print(f"{done} " + " ".join(changed))
+    return 0
+
+
+def remove_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        removed = farm.remove(args.job_ids)
+    if args.json:
+        print_json({"removed": removed})
+    else:
+        print("removed " + " ".join(map(str, removed)))
+    return 0
+
+
+def modify_command(args: argparse.Namespace) -> int:
+    options = (
+        args.priority,
+        args.cluster,
+        args.restrictions,
+        args.cross_cluster,
+        args.instances,
+        args.retries,
+        args.retry_delay,
+        args.time_limit,
+    )
+    if all(v is None for v in options):
+        msg = (
+            "nothing to modify: give --priority, --cluster, --restrictions, --cross-cluster, "
+            "--instances, --retries, --retry-delay or --time-limit"
+        )
+        raise UserError(msg)
+    with client_for(args) as farm:
+        job = farm.modify(
+            args.job_id,
+            priority=args.priority,
+            cluster=args.cluster,
+            restrictions=args.restrictions,
+            cross_cluster=args.cross_cluster,
+            instances=args.instances,
+            retries=args.retries,
+            retry_delay=args.retry_delay,
+            time_limit=args.time_limit,
+        )
+    if args.json:
+        print_json(job)
+    else:
+        print(f"job {job['id']}: cluster {job['cluster']}, priority {job['priority']}")
+    return 0
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    text = args.target
+    job_text, _, frame_text = text.partition(":")
+    try:
+        job_id = int(job_text)
+        frame = int(frame_text) if frame_text else None
+    except ValueError:
+        msg = f"bad log target {text!r}: expected ID or ID:FRAME"
+        raise UserError(msg) from None
+    with client_for(args) as farm:
+        log = farm.logs(job_id, frame)
+    if args.json:
+        print_json(log)
+    else:
+        sys.stdout.write(log["text"])
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        report = farm.explain(args.job_id, worker=args.worker)
+    if args.json:
+        print_json(report)
+        return 0
+    print(
+        f"job {report['job']} {report['name']!r} ({report['state']}), cluster "
+        f"{safe_text(report['cluster'])}, priority {report['priority']}"
+    )
+    if not report["workers"]:
+        print("  no worker is connected")
+    for entry in report["workers"]:
+        where = f"  {safe_text(entry['worker'])} ({safe_text(entry['cluster'])})"
+        rank = entry["rank"]
+        ranked = f" [order {rank['order']}, priority {rank['priority']}]" if rank else ""
+        if entry["runs"]:
+            print(f"{where}{ranked}: runs {', '.join(map(safe_text, entry['running']))}")
+        elif not entry["reasons"]:
+            print(f"{where}{ranked}: would run next")
+        for reason in entry["reasons"]:
+            print(f"{where}{ranked}: {safe_text(reason)}")
+    return 0
+
+
+def order_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        ranked = farm.order(args.worker, args.limit)
+    if args.json:
+        print_json(ranked)
+        return 0
+    print_table(ranked, ["order", "priority", "id", "name", "cluster"])
+    return 0

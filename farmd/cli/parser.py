@@ -1,0 +1,480 @@
+"""`farmd`'s argument parser: the `_COMMANDS` table of `_add_*_command` functions, one per
+command (or group of commands) in the order `farmd --help` lists them, each naming the
+handler that runs it; the job spec's options, generated from `farmd.jobspec`; and the
+parsers of option values (`_job_id`, `_seconds`, ...), whose refusals argparse reports
+as usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any, Final, NoReturn
+
+from farmd import __version__
+from farmd.cli.connection import add_connection_options
+from farmd.cli.jobs import (
+    control_command,
+    explain_command,
+    job_command,
+    jobs_command,
+    logs_command,
+    modify_command,
+    order_command,
+    remove_command,
+    submit_command,
+    wait_command,
+)
+from farmd.cli.ops import (
+    config_check_command,
+    reload_command,
+    serve_command,
+    up_command,
+    worker_command,
+)
+from farmd.cli.workers import (
+    clusters_command,
+    lock_command,
+    resources_command,
+    unlock_command,
+    workers_command,
+)
+from farmd.errors import UserError
+from farmd.jobspec import doc, option_flag, spec_fields
+
+# `farmd`'s exit statuses (see `farmd.cli`): a refused request, and a bad command line.
+ERROR_EXIT = 1
+USAGE_EXIT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line as one `farmd: error:` line and `USAGE_EXIT`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_EXIT, f"farmd: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`farmd`'s parser: each command's parser comes from its own function in
+    `_COMMANDS`, in the order `farmd --help` lists them."""
+    parser = _Parser(prog="farmd", description="A Qube-style hierarchical render farm.")
+    parser.add_argument("--version", action="version", version=f"farmd {__version__}")
+    command = _CommandMaker(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    for add_command in _COMMANDS:
+        add_command(command)
+    return parser
+
+
+class _CommandMaker:
+    """`command(name, run, text)` adds the parser of one `farmd` command, which runs
+    `run(args)`; an admin command also gets the options that reach the supervisor.
+    `subparsers` is for a group of commands (`farmd config ...`)."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction[_Parser]) -> None:
+        self.subparsers = subparsers
+
+    def __call__(
+        self, name: str, run: Callable[[argparse.Namespace], int], text: str, admin: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = self.subparsers.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        if admin:
+            add_connection_options(sub)
+        return sub
+
+
+def _add_serve_command(command: _CommandMaker) -> None:
+    """`farmd serve`: the supervisor daemon."""
+    serve = command("serve", serve_command, "run the supervisor daemon", admin=False)
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:7531)"
+    )
+    serve.add_argument(
+        "--state",
+        metavar="DIR",
+        help="state directory (default $FARMD_STATE, else the config file's state_dir, "
+        "else $XDG_STATE_HOME/farmd, else ~/.local/state/farmd)",
+    )
+    serve.add_argument("--config", metavar="FILE", help="YAML farm configuration")
+    serve.add_argument(
+        "--store",
+        choices=["sqlite", "memory"],
+        help="where the queue is "
+        "kept: sqlite (default, STATE/farmd.db, survives restarts) or memory",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (GET /metrics) on this address (default: off)",
+    )
+    serve.add_argument(
+        "--preempt-policy",
+        choices=["passive", "aggressive", "disabled"],
+        help="when a better job waits for a busy slot: let the frame finish (passive, "
+        "default), stop it at once (aggressive) or keep the slot with its job (disabled)",
+    )
+    _add_log_options(serve)
+
+
+def _add_worker_command(command: _CommandMaker) -> None:
+    """`farmd worker`: the agent on a render host."""
+    worker = command("worker", worker_command, "run a worker agent on this host", admin=False)
+    worker.add_argument(
+        "--supervisor",
+        metavar="HOST:PORT",
+        help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
+    )
+    worker.add_argument("--token-file", metavar="FILE", help="file holding the farm token")
+    worker.add_argument(
+        "--name", default=socket.gethostname(), help="worker name (default: the host name)"
+    )
+    worker.add_argument("--cluster", default="/", help="cluster path (default /)")
+    worker.add_argument("--slots", type=_positive_int, default=1, help="frames run at once")
+    worker.add_argument(
+        "--restrictions",
+        default="",
+        metavar="EXPR",
+        help="job clusters this worker accepts, e.g. '/show1/+ || /comp'",
+    )
+    worker.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a job type this worker runs (repeatable); jobs of a type run only where it is",
+    )
+    worker.add_argument(
+        "--property",
+        dest="properties",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a host fact for job requirements (host.KEY); os, arch, cpus, memory and "
+        "hostname are found",
+    )
+    worker.add_argument(
+        "--resource",
+        dest="resources",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="a counter jobs reserve here, e.g. gpu=2 (memory defaults to the host's)",
+    )
+    worker.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where frame logs are kept (default STATE/worker-logs/NAME)",
+    )
+    _add_log_options(worker)
+
+
+def _add_up_command(command: _CommandMaker) -> None:
+    """`farmd up`: a supervisor and local workers in one process."""
+    up = command(
+        "up", up_command, "run a supervisor and N local workers in one process", admin=False
+    )
+    up.add_argument("--workers", type=_positive_int, default=2, help="local workers (default 2)")
+    up.add_argument("--slots", type=_positive_int, default=1, help="slots per worker")
+    up.add_argument("--listen", metavar="HOST:PORT")
+    up.add_argument("--state", metavar="DIR")
+    up.add_argument("--config", metavar="FILE")
+    up.add_argument("--store", choices=["sqlite", "memory"])
+    _add_log_options(up)
+
+
+def _add_submit_command(command: _CommandMaker) -> None:
+    """`farmd submit` (its job options: `_add_job_options`)."""
+    submit = command("submit", submit_command, "submit a job; prints its id")
+    _add_spec_options(submit)
+    submit.add_argument(
+        "--key",
+        metavar="KEY",
+        help="idempotency key (1-128 of A-Z a-z 0-9 . _ : -): submitting again with the "
+        "same key and job prints the first job's id instead of making a second job "
+        "(default: a fresh key, which farmd's own retries of a lost connection reuse)",
+    )
+    submit.add_argument("--json", action="store_true")
+    submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
+
+
+def _add_listings_command(command: _CommandMaker) -> None:
+    """`farmd jobs`, `job`, `workers`, `clusters`: what the farm holds."""
+    jobs = command("jobs", jobs_command, "list jobs")
+    jobs.add_argument("--json", action="store_true")
+
+    job = command("job", job_command, "show a job and each of its frames")
+    job.add_argument("job_id", type=_job_id, metavar="ID")
+    job.add_argument("--json", action="store_true")
+
+    workers = command("workers", workers_command, "list connected workers")
+    workers.add_argument("--json", action="store_true")
+
+    clusters = command("clusters", clusters_command, "show the cluster tree with counts")
+    clusters.add_argument("--json", action="store_true")
+
+
+def _add_wait_command(command: _CommandMaker) -> None:
+    """`farmd wait`: its exit status says how the jobs ended."""
+    wait = command(
+        "wait",
+        wait_command,
+        "wait for jobs to end or get stuck (exit 0 complete, 1 failed, killed or stuck "
+        "(blocked, suspended, or waiting for a job that is: printed with why), 2 timeout, "
+        "3 error)",
+    )
+    wait.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
+    wait.add_argument("--timeout", type=float, metavar="S")
+    wait.add_argument("--json", action="store_true")
+    wait.set_defaults(error_exit=3)
+
+
+def _add_controls_command(command: _CommandMaker) -> None:
+    """`farmd kill`, `block`, `unblock`, `retry`, `suspend`, `resume`: one control each."""
+    for name, text in (
+        ("kill", "kill jobs or frames (their running processes are killed)"),
+        ("block", "stop and hold jobs or frames until unblocked"),
+        ("unblock", "release blocked jobs or frames"),
+        ("retry", "run failed or killed frames again"),
+        ("suspend", "stop (SIGSTOP) running frames, keeping their slots, and hold the rest"),
+        ("resume", "continue (SIGCONT) suspended frames and release the rest"),
+    ):
+        control = command(name, control_command, f"{text}: ID, ID:FRAME or ID:RANGE (12:1-10)")
+        control.add_argument("targets", nargs="+", metavar="TARGET")
+        control.add_argument("--json", action="store_true")
+        control.set_defaults(action=name)
+
+
+def _add_remove_command(command: _CommandMaker) -> None:
+    """`farmd remove`."""
+    remove = command("remove", remove_command, "forget jobs that have ended (kill them first)")
+    remove.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
+    remove.add_argument("--json", action="store_true")
+
+
+def _add_modify_command(command: _CommandMaker) -> None:
+    """`farmd modify`: a job's rank and options."""
+    modify = command(
+        "modify", modify_command, "change a job's rank (takes effect at the next pick)"
+    )
+    modify.add_argument("job_id", type=_job_id, metavar="ID")
+    modify.add_argument("--priority", type=int)
+    modify.add_argument("--cluster")
+    modify.add_argument("--restrictions", metavar="EXPR")
+    modify.add_argument("--cross-cluster", metavar="PATTERNS")
+    _add_job_options(modify, defaults=False)
+    modify.add_argument("--json", action="store_true")
+
+
+def _add_lock_command(command: _CommandMaker) -> None:
+    """`farmd lock`: drain or purge a worker."""
+    lock = command("lock", lock_command, "stop a worker taking new work (qblock)")
+    lock.add_argument("worker", metavar="WORKER")
+    mode = lock.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--drain", dest="mode", action="store_const", const="drain", help="running frames finish"
+    )
+    mode.add_argument(
+        "--purge",
+        dest="mode",
+        action="store_const",
+        const="purge",
+        help="running frames are stopped and requeued (no retry used)",
+    )
+    lock.add_argument("--json", action="store_true")
+    lock.set_defaults(mode="drain")
+
+
+def _add_unlock_command(command: _CommandMaker) -> None:
+    """`farmd unlock`."""
+    unlock = command("unlock", unlock_command, "let a locked worker take work again")
+    unlock.add_argument("worker", metavar="WORKER")
+    unlock.add_argument("--json", action="store_true")
+
+
+def _add_explain_command(command: _CommandMaker) -> None:
+    """`farmd explain`."""
+    explain = command("explain", explain_command, "why a job does or does not run on each worker")
+    explain.add_argument("job_id", type=_job_id, metavar="ID")
+    explain.add_argument("--worker", metavar="NAME", help="only this worker")
+    explain.add_argument("--json", action="store_true")
+
+
+def _add_reload_command(command: _CommandMaker) -> None:
+    """`farmd reload`."""
+    reload = command(
+        "reload", reload_command, "read the supervisor's configuration file again (as SIGHUP does)"
+    )
+    reload.add_argument("--json", action="store_true")
+
+
+def _add_resources_command(command: _CommandMaker) -> None:
+    """`farmd resources`: farm-wide counters, and setting their totals."""
+    resources = command(
+        "resources", resources_command, "farm-wide counters (licenses): used and free"
+    )
+    resources.add_argument(
+        "set", nargs="*", metavar="NAME=TOTAL", help="change totals until the next restart"
+    )
+    resources.add_argument("--json", action="store_true")
+
+
+def _add_logs_command(command: _CommandMaker) -> None:
+    """`farmd logs`."""
+    logs = command("logs", logs_command, "print the log of a frame (ID or ID:FRAME)")
+    logs.add_argument("target", metavar="ID[:FRAME]")
+    logs.add_argument("--json", action="store_true")
+
+
+def _add_order_command(command: _CommandMaker) -> None:
+    """`farmd order`."""
+    order = command("order", order_command, "the jobs a worker would run next, in rank order")
+    order.add_argument("worker", metavar="WORKER")
+    order.add_argument("--limit", type=_positive_int, default=50)
+    order.add_argument("--json", action="store_true")
+
+
+def _add_config_command(command: _CommandMaker) -> None:
+    """`farmd config check`: a group with its own subcommands."""
+    config = command.subparsers.add_parser("config", help="farm configuration files")
+    config_commands = config.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    text = "validate a farm configuration; with --host, show that host's effective settings"
+    check = config_commands.add_parser("check", help=text, description=text)
+    check.set_defaults(run=config_check_command)
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--host", metavar="NAME", help="a worker's name (its host name)")
+    check.add_argument("--json", action="store_true")
+
+
+_COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
+    _add_serve_command,
+    _add_worker_command,
+    _add_up_command,
+    _add_submit_command,
+    _add_listings_command,
+    _add_wait_command,
+    _add_controls_command,
+    _add_remove_command,
+    _add_modify_command,
+    _add_lock_command,
+    _add_unlock_command,
+    _add_explain_command,
+    _add_reload_command,
+    _add_resources_command,
+    _add_logs_command,
+    _add_order_command,
+    _add_config_command,
+)
+
+
+def _add_spec_options(
+    sub: argparse.ArgumentParser, names: Iterable[str] | None = None, *, defaults: bool = True
+) -> None:
+    """Options for the job spec's fields (`farmd.jobspec`; all of them, or those
+    `names`), generated from each field's documentation: the flag is the field's name
+    with dashes, the option's text is read by the parser its `Doc.parse` names, the
+    default is the field's (`defaults` False: None, "not given")."""
+    parsers: dict[str, Callable[[str], Any]] = {
+        "text": str,
+        "int": int,
+        "count": _count,
+        "positive": _positive_int,
+        "seconds": _seconds,
+        "job_id": _job_id,
+        "dependencies": _dependencies,
+    }
+    wanted = None if names is None else set(names)
+    for field in spec_fields():
+        meta = doc(field)
+        if not meta.option or (wanted is not None and field.name not in wanted):
+            continue
+        flag, default = option_flag(field.name), field.default if defaults else None
+        if meta.parse == "flag":
+            sub.add_argument(flag, dest=field.name, action="store_true", help=meta.help)
+        elif meta.parse == "dependencies":  # repeatable: the values add up
+            sub.add_argument(
+                flag,
+                dest=field.name,
+                type=_dependencies,
+                action="extend",
+                default=list(field.default or ()) if defaults else None,
+                metavar=meta.metavar,
+                help=meta.help,
+            )
+        else:
+            sub.add_argument(
+                flag,
+                dest=field.name,
+                type=parsers[meta.parse],
+                default=default,
+                metavar=meta.metavar,
+                help=meta.help,
+            )
+
+
+# The job's options that `farmd modify` changes too.
+_JOB_OPTIONS = ("instances", "retries", "retry_delay", "time_limit")
+
+
+def _add_job_options(sub: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    _add_spec_options(sub, _JOB_OPTIONS, defaults=defaults)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"{text!r} is not a whole number"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0:
+        msg = f"{text!r} must be 0 or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number of seconds"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value < float("inf"):
+        msg = f"{text!r} must be 0 or more seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _add_log_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_argument("--log-json", action="store_true", help="one JSON object per line")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"{text!r} is not a whole number"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        msg = f"{text!r} must be at least 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _dependencies(text: str) -> list[str]:
+    from farmd.jobs import parse_dependency
+
+    items = [item.strip() for item in text.split(",")]
+    try:
+        return [str(parse_dependency(item)) for item in items]
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _job_id(text: str) -> int:
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        msg = f"{text!r} is not a job id"
+        raise argparse.ArgumentTypeError(msg) from None

@@ -1,0 +1,84 @@
+"""The handlers of the commands about the farm's capacity: `workers`, `lock` and
+`unlock` (a worker), `clusters` (the tree, with its counts) and `resources` (farm-wide
+counters). Each takes the parsed arguments, asks the supervisor through `farmd.client`,
+prints the answer and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from farmd.cli.connection import client_for
+from farmd.cli.output import print_json, print_table
+
+
+def workers_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        workers = farm.workers()
+    if args.json:
+        print_json(workers)
+        return 0
+    for worker in workers:
+        worker["slots"] = f"{worker['used']:g}/{worker['slots']}"
+    print_table(workers, ["name", "cluster", "state", "slots", "types", "running", "restrictions"])
+    return 0
+
+
+def clusters_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        nodes = farm.clusters()
+    if args.json:
+        print_json(nodes)
+        return 0
+    rows = []
+    for node in nodes:
+        path = node["path"]
+        label = "/" if path == "/" else "  " * (path.count("/") - 1) + path.rsplit("/", 1)[1]
+        rows.append(
+            {
+                "cluster": label,
+                "workers": f"{node['workers_here']} ({node['workers_total']})",
+                "jobs": f"{node['jobs_here']} ({node['jobs_total']})",
+            }
+        )
+    print_table(rows, ["cluster", "workers", "jobs"])
+    print("counts: at the cluster (at and below it)")
+    return 0
+
+
+def lock_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        requeued = farm.lock(args.worker, purge=args.mode == "purge")
+    if args.json:
+        print_json({"locked": args.worker, "mode": args.mode, "requeued": requeued})
+    else:
+        print(
+            f"locked {args.worker} ({args.mode})"
+            + (f"; requeued {' '.join(requeued)}" if requeued else "")
+        )
+    return 0
+
+
+def unlock_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        farm.unlock(args.worker)
+    if args.json:
+        print_json({"unlocked": args.worker})
+    else:
+        print(f"unlocked {args.worker}")
+    return 0
+
+
+def resources_command(args: argparse.Namespace) -> int:
+    from farmd.resources import parse_resources
+
+    with client_for(args) as farm:
+        for name, total in parse_resources(",".join(args.set), "totals").items():
+            farm.set_resource(name, total)
+        totals = farm.resources()
+    if args.json:
+        print_json(totals)
+        return 0
+    rows = [{"resource": name, **values} for name, values in totals.items()]
+    print_table(rows, ["resource", "used", "free", "total"])
+    return 0
