@@ -69,11 +69,11 @@ async def test_a_bug_while_serving_one_connection_ends_only_that_connection(
     supervisor = Supervisor(config)
     answer = supervisor._request
 
-    def planted(request: Any) -> Any:
+    def planted(request: Any, by: Any) -> Any:
         if isinstance(request, ListClusters):
             msg = "planted bug"
             raise RuntimeError(msg)
-        return answer(request)
+        return answer(request, by)
 
     monkeypatch.setattr(supervisor, "_request", planted)
     caplog.set_level(logging.INFO, logger="farmd.supervisor")

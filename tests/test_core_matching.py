@@ -177,6 +177,8 @@ def test_raising_a_total_at_run_time_lets_waiting_frames_start() -> None:
     assert len(starts(core.handle(submit(frames="1-3", reserve="license.nuke=1")))) == 1
     out = core.handle(SetResource(name="license.nuke", total=3, now=1.0))
     assert len(starts(out)) == 2
+    # the answer shows the pool after the frames the new total let start
+    assert out.result == {"total": 3, "used": 3, "free": 0}
     assert_refused(core, SetResource(name="license.maya", total=3, now=1.0), JobSpecError, "maya")
 
 

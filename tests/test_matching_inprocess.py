@@ -153,8 +153,10 @@ async def test_raising_a_license_total_at_run_time_lets_more_frames_run(
     admin, runs = await licensed(nursery, tmp_path, 2)
     job_id = (await admin.ask(Submit, argv=("nuke",), frames="1-6", reserve="license.nuke=1"))["id"]
     assert await counts(admin, job_id) == {"running": 2, "pending": 4}
-    # what `farmd resources license.nuke=3` does: set, then list
-    await admin.ask(SetResource, name="license.nuke", total=3)
+    # what `farmd resources license.nuke=3` does: set, then list; the reply shows the
+    # figures after the frame the new license let start, not those before it
+    reply = await admin.ask(SetResource, name="license.nuke", total=3)
+    assert reply == nuke(3, 3)["license.nuke"]
     assert await admin.ask(ListResources) == nuke(3, 3)
     assert await counts(admin, job_id) == {"running": 3, "pending": 3}
     await finish_in_turn(admin, runs, job_id, 3)

@@ -256,6 +256,8 @@ class Scheduler:
                 msg = f"unknown event {event!r}"
                 raise InternalError(msg)
         self.dispatch.run(event.now)
+        if isinstance(event, SetResource):  # the pool as the frames it let start left it
+            result = self.resources_view()[result]
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
 
@@ -940,7 +942,9 @@ class Scheduler:
         self._note("info", "worker unlocked", worker=event.name)
         return event.name
 
-    def _set_resource(self, event: SetResource) -> dict[str, float]:
+    def _set_resource(self, event: SetResource) -> str:
+        """Set a global resource's total; its name, whose figures `handle` answers with
+        once dispatch has run."""
         name = check_name(event.name)
         if name not in self.dispatch.pool.totals:
             known = ", ".join(sorted(self.dispatch.pool.totals)) or "none"
@@ -952,7 +956,7 @@ class Scheduler:
             raise JobSpecError(msg)
         self.dispatch.set_total(name, total)
         self._note("info", "resource total changed", resource=name, total=total)
-        return self.resources_view()[name]
+        return name
 
     def _stale_result(self, event: FrameEnded) -> None:
         """A result that fencing refuses: logged, never applied."""
