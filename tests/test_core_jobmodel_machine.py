@@ -259,7 +259,7 @@ class JobModelMachine(RuleBasedStateMachine):
             and all(
                 d in ids or self.core.jobs[d].state.ended
                 for j in subs
-                for d in self.core._dependents.get(j.id, ())
+                for d in self.core.dependents_of(j.id)
                 if d in self.core.jobs
             )
         )
