@@ -54,6 +54,7 @@ from typing import Any
 from farmd.cluster import ClusterTree, Member, parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import authority, views
 from farmd.core.authority import Action, Principal, check_scope
+from farmd.core.controls import Plan, control_plan, kill_plan, removal
 from farmd.core.dependencies import Dependencies
 from farmd.core.dispatch import Dispatcher
 from farmd.core.drafting import MAX_COMMAND_BYTES, Draft, _check_options
@@ -94,15 +95,11 @@ from farmd.core.vocabulary import (
 from farmd.core.workforce import Workforce
 from farmd.errors import ForbiddenError, InternalError, JobSpecError, UnknownJobError
 from farmd.frames import Frame, FrameState
-from farmd.jobs import CONTROLS, DONE, Control, FrameEvent, Job, JobState, parse_target, refusal
+from farmd.jobs import DONE, Control, FrameEvent, Job, JobState
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob
 from farmd.resources import Pool, check_name, is_global
 from farmd.rows import Changes
 from farmd.workers import Worker
-
-# Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
-# and a retried one (failed, perhaps, because one of them did) retries them.
-_CASCADING = frozenset({Control.KILL, Control.RETRY})
 
 # What each event that an outside party causes asks to do, as the rules name it
 # (`authority.RULES`). Events the shell makes itself (a worker joined or was lost, a
@@ -273,79 +270,21 @@ class Scheduler:
 
     def _kill(self, event: KillJobs) -> list[int]:
         """Whole jobs and their sub-jobs; a job that has ended already is left alone."""
-        jobs = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
-        check_scope(event.by, Action.CONTROL, [j.cluster for j in self._with_subjobs(jobs)])
-        plan = {
-            (job.id, frame.number): (job, frame, CONTROLS[(frame.state, Control.KILL)])
-            for job in self._with_subjobs(jobs)
-            for frame in job.frames.values()
-            if (frame.state, Control.KILL) in CONTROLS
-        }
-        self._carry_out(Control.KILL, plan, event.now)
-        return [job.id for job in jobs]
-
-    def _with_subjobs(self, jobs: list[Job]) -> list[Job]:
-        """`jobs` and, after them, every sub-job under them (depth first), once each."""
-        seen: dict[int, Job] = {}
-        stack = list(reversed(jobs))
-        while stack:
-            job = stack.pop()
-            if job.id not in seen:
-                seen[job.id] = job
-                stack.extend(self.jobs[c] for c in reversed(job.children) if c in self.jobs)
-        return list(seen.values())
+        named = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
+        self._carry_out(Control.KILL, kill_plan(self.jobs, named, event.by), event.now)
+        return [job.id for job in named]
 
     def _control(self, event: ControlFrames) -> list[str]:
-        control = event.control
-        plan: dict[tuple[int, int], tuple[Job, Frame, FrameState]] = {}
-        for text in event.targets:  # decide everything before changing anything
-            job_id, numbers = parse_target(text)
-            job = self.job(job_id)
-            subtree = self._with_subjobs([job]) if control in _CASCADING else [job]
-            check_scope(event.by, Action.CONTROL, [j.cluster for j in subtree])
-            if numbers is None:
-                chosen = [
-                    (frame, CONTROLS[(frame.state, control)])
-                    for frame in job.frames.values()
-                    if (frame.state, control) in CONTROLS
-                ]
-                if control in _CASCADING:  # to its sub-jobs too
-                    chosen_sub = [
-                        (sub, sub_frame, CONTROLS[(sub_frame.state, control)])
-                        for sub in self._with_subjobs([job])[1:]
-                        for sub_frame in sub.frames.values()
-                        if (sub_frame.state, control) in CONTROLS
-                    ]
-                    for entry in chosen_sub:
-                        plan[(entry[0].id, entry[1].number)] = entry
-                    if chosen_sub and not chosen:
-                        continue
-                if not chosen:
-                    done = DONE[control]
-                    msg = f"job {job_id} is {job.state.value}: no frame of it can be {done}"
-                    raise JobSpecError(msg)
-            else:
-                chosen = []
-                for number in numbers:
-                    frame = job.unit(number)
-                    if frame is None:
-                        msg = f"job {job_id} has no frame {number}"
-                        raise JobSpecError(msg)
-                    target = CONTROLS.get((frame.state, control))
-                    if target is None:
-                        raise JobSpecError(refusal(f"{job_id}:{number}", frame.state, control))
-                    chosen.append((frame, target))
-            for frame, target in chosen:
-                plan[(job.id, frame.number)] = (job, frame, target)
-        self._carry_out(control, plan, event.now)
+        plan = control_plan(self.jobs, event, self.job)  # decided before anything changes
+        self._carry_out(event.control, plan, event.now)
         labels = [f"{job_id}:{number}" for job_id, number in plan]
-        self._note("info", f"frames {DONE[control]}", frames=labels)
+        self._note("info", f"frames {DONE[event.control]}", frames=labels)
         return labels
 
     def _carry_out(
         self,
         control: Control,
-        plan: dict[tuple[int, int], tuple[Job, Frame, FrameState]],
+        plan: Plan,
         now: float,
     ) -> None:
         """Move each frame of `plan` to its target: a frame whose process is alive is
@@ -387,27 +326,8 @@ class Scheduler:
             self._sync(self.jobs[job_id])
 
     def _remove(self, event: RemoveJobs) -> list[int]:
-        named = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]
-        jobs = self._with_subjobs(named)
-        check_scope(event.by, Action.REMOVE, [job.cluster for job in jobs])
+        jobs = removal(self.jobs, event, self.job, self.dependencies.dependents_of)
         ids = [job.id for job in jobs]
-        for job in jobs:
-            if not job.state.ended:
-                msg = f"job {job.id} is {job.state.value}: kill it before removing it"
-                raise JobSpecError(msg)
-            if job.parent is not None and job.parent in self.jobs and job.parent not in ids:
-                msg = (
-                    f"job {job.id} is a sub-job of job {job.parent}: remove job "
-                    f"{job.parent} (its sub-jobs go with it)"
-                )
-                raise JobSpecError(msg)
-            for dependent in self.dependencies.dependents_of(job.id):
-                if dependent not in ids and not self.jobs[dependent].state.ended:
-                    msg = (
-                        f"job {job.id} is a dependency of job {dependent}, which has not "
-                        "ended: remove or kill that one first"
-                    )
-                    raise JobSpecError(msg)
         for job in jobs:
             del self.jobs[job.id]
             self.dispatch.removed(job.id)
