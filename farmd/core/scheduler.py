@@ -3,12 +3,26 @@
 Theory of operation
 -------------------
 `Scheduler` holds the whole farm: jobs and their frames, connected workers, the derived
-cluster tree, and (through the `Dispatcher` it owns) the ranking index of runnable jobs
-and the pool of farm-wide resources. Its one door for change is `handle(event)`, which
-returns an `Outcome`: the event's result (a new job id...) and the commands the shell
-must carry out (start or stop a frame on a worker, tell waiters a job ended, log a
-line). Time arrives inside events; the core reads no clock, opens no socket and logs
-nothing itself. Queries (`jobs_view`, `order_view`...) only read.
+cluster tree, the frames waiting out a retry delay, and the changes the store must
+write. Its one door for change is `handle(event)`, which returns an `Outcome`: the
+event's result (a new job id...) and the commands the shell must carry out (start or
+stop a frame on a worker, tell waiters a job ended, log a line). Time arrives inside
+events; the core reads no clock, opens no socket and logs nothing itself. Queries
+(`jobs_view`, `order_view`...) only read.
+
+The scheduler holds one object per concern, each the only owner of its state, and
+routes each event to the one that handles it; they move a frame only through the
+scheduler's `_move` and act on a job's state only through `_sync`, so the store, the
+index and the dependents hear of every change:
+
+- `Dispatcher` (`dispatch`): the ranking index, the resource pool, which frame a free
+  slot runs and which running frame gives way;
+- `Dependencies` (`dependencies`): which jobs wait for which, whole or frame by frame;
+- `Submissions` (`submissions`): new jobs checked against the farm, idempotency keys;
+- `Workforce` (`workforce`): worker records, joins, losses, locks, restart orphans.
+
+Kills, controls and removals are planned whole by `controls` (pure: refused before
+anything changes) and carried out here; results, retries and modifications are here.
 
 Invariants, restored at the end of every `handle`:
 
@@ -21,11 +35,8 @@ Invariants, restored at the end of every `handle`:
 - a frame's `attempts` is its fencing token: a result for any other attempt, or from a
   worker that no longer holds it, is ignored and logged, so a frame ends exactly once.
 
-Dependencies: a whole-job dependency (`complete`, `done`, `failed`) keeps the dependent
-out of the index until it holds, and once met stays met. One that can no longer hold
-(the job ended otherwise) blocks the dependent with a reason, until the job is retried.
-A frame-by-frame dependency gates single frames (`Frame.waits_on`): frame N is released
-when frame N of the other job completes, which is final.
+Dependencies: a job waits for its unmet whole-job dependencies out of the index, and
+a frame-by-frame dependency gates single frames (see `dependencies`).
 
 Sub-jobs: a job submitted with a `parent` is counted in its parent's `open_children`
 until it ends; the parent ends only once its frames and its sub-jobs have. Killing or
@@ -444,28 +455,36 @@ class Scheduler:
             self.counters["completed"] += 1
             self._move(job, frame, FrameEvent.SUCCEED)
         else:
-            self.counters["failed"] += 1
-            frame.failures += 1
-            frame.failed_on = worker.name
-            if frame.failures <= job.retries:
-                if job.retry_delay > 0 and not suspended:
-                    frame.retry_at = event.now + job.retry_delay
-                    self._held[(job.id, frame.number)] = frame.retry_at
-                    self._out.append(WakeAt(at=frame.retry_at))
-                self.counters["retried"] += 1
-                self._move(job, frame, FrameEvent.REQUEUE)  # a suspended one stays held
-                self._note(
-                    "info",
-                    "frame retried",
-                    job=job.id,
-                    frame=frame.number,
-                    failures=frame.failures,
-                    retries=job.retries,
-                    at=frame.retry_at,
-                )
-            else:
-                self._move(job, frame, FrameEvent.FAIL)
+            self._frame_failed(job, frame, worker.name, event.now, suspended=suspended)
         self._sync(job)
+
+    def _frame_failed(
+        self, job: Job, frame: Frame, worker: str, now: float, *, suspended: bool
+    ) -> None:
+        """A frame's run failed: it runs again while it has retries left (after the
+        job's retry delay, held meanwhile), else it fails. A frame that ended while
+        suspended stays held when retried."""
+        self.counters["failed"] += 1
+        frame.failures += 1
+        frame.failed_on = worker
+        if frame.failures > job.retries:
+            self._move(job, frame, FrameEvent.FAIL)
+            return
+        if job.retry_delay > 0 and not suspended:
+            frame.retry_at = now + job.retry_delay
+            self._held[(job.id, frame.number)] = frame.retry_at
+            self._out.append(WakeAt(at=frame.retry_at))
+        self.counters["retried"] += 1
+        self._move(job, frame, FrameEvent.REQUEUE)  # a suspended one stays held
+        self._note(
+            "info",
+            "frame retried",
+            job=job.id,
+            frame=frame.number,
+            failures=frame.failures,
+            retries=job.retries,
+            at=frame.retry_at,
+        )
 
     def _release_due(self, now: float) -> list[str]:
         """Frames whose retry delay is over may run again."""
