@@ -48,6 +48,7 @@ from farmd.core import (
     WorkerJoined,
     WorkerLost,
 )
+from farmd.core.controls import with_subjobs
 from farmd.errors import UserError
 from farmd.frames import Frame, FrameState
 from farmd.jobs import CONTROLS, Control, DependencyMode, Job, JobState
@@ -217,7 +218,7 @@ class JobModelMachine(RuleBasedStateMachine):
             if control in (Control.KILL, Control.RETRY):  # these reach sub-jobs too
                 movable = movable or any(
                     (f.state, control) in CONTROLS
-                    for sub in self.core._with_subjobs([job])
+                    for sub in with_subjobs(self.core.jobs, [job])
                     for f in sub.frames.values()
                 )
             frames = list(job.frames.values()) if movable else []
@@ -251,7 +252,7 @@ class JobModelMachine(RuleBasedStateMachine):
         job_id = data.draw(st.sampled_from(sorted(self.core.jobs)))
         job = self.core.jobs[job_id]
         event = RemoveJobs(job_ids=(job_id,), now=self.tick())
-        subs = self.core._with_subjobs([job])
+        subs = with_subjobs(self.core.jobs, [job])
         ids = {j.id for j in subs}
         allowed = (
             all(j.state.ended for j in subs)
@@ -259,7 +260,7 @@ class JobModelMachine(RuleBasedStateMachine):
             and all(
                 d in ids or self.core.jobs[d].state.ended
                 for j in subs
-                for d in self.core._dependents.get(j.id, ())
+                for d in self.core.dependents_of(j.id)
                 if d in self.core.jobs
             )
         )

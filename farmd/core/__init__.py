@@ -6,11 +6,20 @@ The core is a package with one room per concern; nothing in it imports trio, rea
 clock, opens a socket or logs:
 
 - `vocabulary`: the events the shell feeds in and the commands it gets back (`Outcome`);
-- `scheduler`: `Scheduler`, whose one door is `handle(event) -> Outcome`, with the job
-  and worker handlers and the named queries the shell asks;
+- `scheduler`: `Scheduler`, whose one door is `handle(event) -> Outcome`: it routes
+  each event, carries out frame changes, results and retries, and answers the named
+  queries the shell asks;
 - `dispatch`: the `Dispatcher` the scheduler holds, which owns the ranking index, the
   farm-wide resource pool, the hungry and starved workers, instance caps, sticky slots,
   preemption and starting and stopping frames;
+- `dependencies`: `Dependencies`, which jobs wait for which (whole-job and frame by
+  frame), blocks with a reason, and what a removed job releases;
+- `submission`: `Submissions`, a drafted job checked against the farm (parent, who
+  asks, dependencies, resources), and idempotency keys;
+- `workforce`: `Workforce`, the connected workers' records, joins (with readoption),
+  reconfigurations, losses, locks, and the orphans a restart left;
+- `controls`: kills, controls and removals planned whole before anything changes;
+- `authority`: who may do what (`Principal`, the rules, the cluster scope);
 - `views`: read-only, wire-shaped views of the farm and `explain`;
 - `stuck`: which jobs cannot end without an admin;
 - `drafting`: a submission checked for all that does not depend on the farm;

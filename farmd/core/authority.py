@@ -22,10 +22,12 @@ under its own job) live with the scheduler, which knows the jobs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 import attrs
 
 from farmd.cluster import ClusterPath, Restrictions, parse_restrictions
+from farmd.errors import ForbiddenError
 
 
 class Credential(enum.Enum):
@@ -113,3 +115,14 @@ def scope_refusal(principal: Principal, action: Action, cluster: ClusterPath) ->
     if scope is None or scope.accepts(cluster):
         return None
     return f"{principal.who} may not {action.value} in {cluster}: it is confined to {scope}"
+
+
+def check_scope(principal: Principal, action: Action, clusters: Iterable[str]) -> None:
+    """Refuse (ForbiddenError, naming the rule) unless every cluster an event touches is
+    within `principal`'s subtree."""
+    if principal.clusters is None:
+        return
+    for cluster in clusters:
+        why = scope_refusal(principal, action, ClusterPath(cluster))
+        if why is not None:
+            raise ForbiddenError(why)

@@ -7,8 +7,8 @@ A submission is checked in two steps. `draft_job` checks what the request alone 
 dependency syntax, options, the requirement, the reservation) and builds its frames
 into a `Draft`. It is pure, reading only the event, so the shell may run it in a worker
 thread for a large job (a million frames take seconds) and hand the draft back in
-`SubmitJob.prepared`. The scheduler's `_prepare` then checks the draft against the farm
-(parent, dependencies, who asks) on the loop, in time that does not grow with frames.
+`SubmitJob.prepared`. `Submissions` (`submission`) then checks the draft against the
+farm (parent, dependencies, who asks) on the loop, in time that does not grow with frames.
 
 `submission_digest` is what an idempotency key remembers of its submission, so a repeat
 of the key is accepted only for the same request.

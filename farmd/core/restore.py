@@ -40,6 +40,15 @@ from farmd.resources import check_name, parse_reservation, parse_taken, taken_te
 from farmd.rows import FrameRow, JobRow, Snapshot
 
 
+def missing_job(job_id: int, quarantined: dict[int, str]) -> str:
+    """Why there is no job `job_id`, in one line: none was made, or `read_snapshot`
+    quarantined it (`quarantined`: the scheduler's, by id, with why)."""
+    why = quarantined.get(job_id)
+    if why is None:
+        return f"job {job_id} does not exist"
+    return f"job {job_id} is quarantined: its stored rows could not be restored ({why})"
+
+
 def read_snapshot(snapshot: Snapshot) -> tuple[dict[int, Job], dict[int, str]]:
     """The jobs the snapshot's rows make, sub-jobs linked to their parents, and the
     jobs quarantined with why (by id, in order). Changes nothing but what it builds."""

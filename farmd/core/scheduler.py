@@ -3,12 +3,26 @@
 Theory of operation
 -------------------
 `Scheduler` holds the whole farm: jobs and their frames, connected workers, the derived
-cluster tree, and (through the `Dispatcher` it owns) the ranking index of runnable jobs
-and the pool of farm-wide resources. Its one door for change is `handle(event)`, which
-returns an `Outcome`: the event's result (a new job id...) and the commands the shell
-must carry out (start or stop a frame on a worker, tell waiters a job ended, log a
-line). Time arrives inside events; the core reads no clock, opens no socket and logs
-nothing itself. Queries (`jobs_view`, `order_view`...) only read.
+cluster tree, the frames waiting out a retry delay, and the changes the store must
+write. Its one door for change is `handle(event)`, which returns an `Outcome`: the
+event's result (a new job id...) and the commands the shell must carry out (start or
+stop a frame on a worker, tell waiters a job ended, log a line). Time arrives inside
+events; the core reads no clock, opens no socket and logs nothing itself. Queries
+(`jobs_view`, `order_view`...) only read.
+
+The scheduler holds one object per concern, each the only owner of its state, and
+routes each event to the one that handles it; they move a frame only through the
+scheduler's `_move` and act on a job's state only through `_sync`, so the store, the
+index and the dependents hear of every change:
+
+- `Dispatcher` (`dispatch`): the ranking index, the resource pool, which frame a free
+  slot runs and which running frame gives way;
+- `Dependencies` (`dependencies`): which jobs wait for which, whole or frame by frame;
+- `Submissions` (`submissions`): new jobs checked against the farm, idempotency keys;
+- `Workforce` (`workforce`): worker records, joins, losses, locks, restart orphans.
+
+Kills, controls and removals are planned whole by `controls` (pure: refused before
+anything changes) and carried out here; results, retries and modifications are here.
 
 Invariants, restored at the end of every `handle`:
 
@@ -21,11 +35,8 @@ Invariants, restored at the end of every `handle`:
 - a frame's `attempts` is its fencing token: a result for any other attempt, or from a
   worker that no longer holds it, is ignored and logged, so a frame ends exactly once.
 
-Dependencies: a whole-job dependency (`complete`, `done`, `failed`) keeps the dependent
-out of the index until it holds, and once met stays met. One that can no longer hold
-(the job ended otherwise) blocks the dependent with a reason, until the job is retried.
-A frame-by-frame dependency gates single frames (`Frame.waits_on`): frame N is released
-when frame N of the other job completes, which is final.
+Dependencies: a job waits for its unmet whole-job dependencies out of the index, and
+a frame-by-frame dependency gates single frames (see `dependencies`).
 
 Sub-jobs: a job submitted with a `parent` is counted in its parent's `open_children`
 until it ends; the parent ends only once its frames and its sub-jobs have. Killing or
@@ -51,28 +62,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from farmd.cluster import (
-    ClusterPath,
-    ClusterTree,
-    Member,
-    parse_cluster,
-    parse_patterns,
-    parse_restrictions,
-)
+from farmd.cluster import ClusterTree, Member, parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import authority, views
-from farmd.core.authority import Action, Principal
+from farmd.core.authority import Action, Principal, check_scope
+from farmd.core.controls import Plan, control_plan, kill_plan, removal
+from farmd.core.dependencies import Dependencies
 from farmd.core.dispatch import Dispatcher
-from farmd.core.drafting import (
-    MAX_COMMAND_BYTES,
-    Draft,
-    _check_options,
-    _in_batch,
-    draft_batch,
-    draft_job,
-    submission_digest,
-)
-from farmd.core.restore import frame_row, job_row, read_snapshot
+from farmd.core.drafting import MAX_COMMAND_BYTES, Draft, _check_options
+from farmd.core.restore import frame_row, job_row, missing_job, read_snapshot
 from farmd.core.stuck import HOLDING, _StuckJobs
+from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
     Command,
     ControlFrames,
@@ -104,36 +103,14 @@ from farmd.core.vocabulary import (
     WorkerLost,
     WorkerReconfigured,
 )
-from farmd.errors import (
-    ForbiddenError,
-    InternalError,
-    JobSpecError,
-    UnknownJobError,
-    UnknownWorkerError,
-    UserError,
-)
-from farmd.frames import Frame, FrameState, FrameTable
-from farmd.jobs import (
-    CONTROLS,
-    DONE,
-    Control,
-    Dependency,
-    DependencyMode,
-    FrameEvent,
-    Job,
-    JobState,
-    parse_target,
-    refusal,
-)
+from farmd.core.workforce import Workforce
+from farmd.errors import ForbiddenError, InternalError, JobSpecError, UnknownJobError
+from farmd.frames import Frame, FrameState
+from farmd.jobs import DONE, Control, FrameEvent, Job, JobState
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob
-from farmd.resources import ONE_SLOT_TAKEN, Pool, check_name, is_global
+from farmd.resources import Pool, check_name, is_global
 from farmd.rows import Changes
-from farmd.worker_settings import check_worker
 from farmd.workers import Worker
-
-# Whole-job controls that reach the job's sub-jobs too: a killed job takes them along,
-# and a retried one (failed, perhaps, because one of them did) retries them.
-_CASCADING = frozenset({Control.KILL, Control.RETRY})
 
 # What each event that an outside party causes asks to do, as the rules name it
 # (`authority.RULES`). Events the shell makes itself (a worker joined or was lost, a
@@ -167,38 +144,25 @@ class Scheduler:
         resources: dict[str, float] | None = None,
     ) -> None:
         QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
-        self.default_priority = default_priority
-        # A job's command and name travel in every run_frame: bounded so one always fits.
-        self.max_command_bytes = max_command_bytes
-        self.default_cluster = parse_cluster(default_cluster)
+        cluster = parse_cluster(default_cluster)
         for name in resources or {}:
             if not is_global(check_name(name)):
                 msg = f"bad global resource {name!r}: its name needs a dot (license.{name})"
                 raise JobSpecError(msg)
-        self.locks: dict[str, str] = {}  # locked workers by name, connected or not
-        self._locks_changed = False
         # frames completed, failed, retried since this process began (the dispatcher
         # counts those it started and preempted)
         self.counters: dict[str, int] = dict.fromkeys(("completed", "failed", "retried"), 0)
         self.jobs: dict[int, Job] = {}
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, Worker] = {}  # records kept by the workforce
         self.tree = ClusterTree()
         self._next_id = 1
-        self._joins = 0
-        self._dependents: dict[int, set[int]] = {}
         self._out: list[Command] = []
         self._changed_jobs: dict[int, None] = {}
         self._changed_frames: dict[tuple[int, int], None] = {}
-        # (job, frame, attempt) found running after a restart, waiting for their worker
-        self._orphans: dict[tuple[int, int, int], None] = {}
         self._held: dict[tuple[int, int], float] = {}  # frames waiting out a retry delay
         self._removed: list[int] = []
-        # frame-by-frame dependencies: job -> its frame -> the (job, frame) that wait for it
-        self._gates: dict[int, dict[int, list[tuple[int, int]]]] = {}
         # jobs whose stored rows `Restore` could not use, with why (`read_snapshot`)
         self.quarantined: dict[int, str] = {}
-        # idempotency keys of submissions: the jobs each made, and a digest of what it was
-        self._keys: dict[str, tuple[tuple[int, ...], str]] = {}
         self.dispatch = Dispatcher(
             policy=PreemptPolicy(preempt_policy),
             pool=Pool(totals=dict(resources or {})),
@@ -207,6 +171,34 @@ class Scheduler:
             move=self._move,
             sync=self._sync,
             emit=self._emit,
+            note=self._note,
+        )
+        self.dependencies = Dependencies(
+            jobs=self.jobs,
+            quarantined=self.quarantined,
+            sync=self._sync,
+            changed=self._job_changed,
+            emit=self._emit,
+        )
+        self.submissions = Submissions(
+            default_priority=default_priority,
+            default_cluster=cluster,
+            max_command_bytes=max_command_bytes,
+            jobs=self.jobs,
+            quarantined=self.quarantined,
+            pool=self.dispatch.pool,
+            next_id=lambda: self._next_id,
+            insert=self._insert,
+            note=self._note,
+        )
+        self.workforce = Workforce(
+            jobs=self.jobs,
+            workers=self.workers,
+            tree=self.tree,
+            dispatch=self.dispatch,
+            move=self._move,
+            sync=self._sync,
+            set_stopped=self._set_stopped,
             note=self._note,
         )
 
@@ -219,9 +211,9 @@ class Scheduler:
             self.authorize(event.by, action)  # type: ignore[union-attr]
         match event:
             case SubmitJob():
-                result: Any = self._submit(event)
+                result: Any = self.submissions.submit(event)
             case SubmitJobs():
-                result = self._submit_many(event)
+                result = self.submissions.submit_many(event)
             case KillJobs():
                 result = self._kill(event)
             case ControlFrames():
@@ -231,24 +223,24 @@ class Scheduler:
             case ModifyJob():
                 result = self._modify(event)
             case WorkerJoined():
-                result = self._worker_joined(event)
+                result = self.workforce.joined(event)
             case WorkerLost():
-                result = self._worker_lost(event)
+                result = self.workforce.lost(event)
             case FrameEnded():
                 self._frame_ended(event)
                 result = None
             case ReclaimOrphans():
-                result = self._reclaim_orphans()
+                result = self.workforce.reclaim_orphans()
             case Tick():
                 result = self._release_due(event.now)
             case LockWorker():
-                result = self._lock(event)
+                result = self.workforce.lock(event)
             case UnlockWorker():
-                result = self._unlock(event)
+                result = self.workforce.unlock(event)
             case SetResource():
                 result = self._set_resource(event)
             case WorkerReconfigured():
-                result = self._worker_reconfigured(event)
+                result = self.workforce.reconfigured(event)
             case Restore():
                 self._restore(event)
                 result = None
@@ -263,179 +255,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ job events
 
-    def _submit(self, event: SubmitJob) -> int:
-        digest = ""
-        if event.key is not None:
-            digest = event.digest or submission_digest(event)
-        if event.key is not None and event.key in self._keys:
-            return self._repeated(event.key, digest)[0]
-        draft = event.prepared if event.prepared is not None else self.draft(event)
-        job = self._prepare(event, draft, self._next_id, {}, event.by)
-        job.request_key, job.request_digest = event.key, digest
-        self._insert(job)
-        if event.key is not None:
-            self._keys[event.key] = ((job.id,), digest)
-        return job.id
-
-    def _submit_many(self, event: SubmitJobs) -> list[int]:
-        """All the jobs, or (if any is refused) none of them."""
-        digest = ""
-        if event.key is not None:
-            digest = event.digest or submission_digest(event)
-        if event.key is not None and event.key in self._keys:
-            return list(self._repeated(event.key, digest))
-        drafts = event.prepared if event.prepared is not None else self.draft_batch(event.jobs)
-        jobs: dict[int, Job] = {}
-        for number, (spec, draft) in enumerate(zip(event.jobs, drafts, strict=True)):
-            try:
-                job = self._prepare(spec, draft, self._next_id + number, jobs, event.by)
-                jobs[job.id] = job
-            except UserError as exc:
-                raise _in_batch(exc, number) from None
-        for job in jobs.values():
-            job.request_key, job.request_digest = event.key, digest
-            self._insert(job)
-        if event.key is not None:
-            self._keys[event.key] = (tuple(jobs), digest)
-        return list(jobs)
-
-    def knows_key(self, key: str | None) -> bool:
-        """A submission under `key` would repeat an earlier one (and build nothing)."""
-        return key is not None and key in self._keys
-
-    def _repeated(self, key: str, digest: str) -> tuple[int, ...]:
-        """The jobs an earlier submission under `key` made, if it submitted the same."""
-        ids, known = self._keys[key]
-        if known != digest:
-            msg = (
-                f"request key {key!r} was already used for a different submission (job "
-                f"{ids[0]}): nothing was submitted; use a new key for a new submission"
-            )
-            raise JobSpecError(msg)
-        self._note("info", "submission repeated", key=key, jobs=list(ids))
-        return ids
-
-    def draft(self, event: SubmitJob) -> Draft:
-        """`draft_job` with this scheduler's limits: pure, so the shell may run it in a
-        thread for a large job and hand the result back in `SubmitJob.prepared`."""
-        return draft_job(event, self.max_command_bytes)
-
-    def draft_batch(self, jobs: tuple[SubmitJob, ...]) -> tuple[Draft, ...]:
-        """`draft` of each job of a batch (pure as `draft`), refused whole."""
-        return draft_batch(jobs, self.max_command_bytes)
-
-    def _prepare(
-        self,
-        event: SubmitJob,
-        draft: Draft,
-        job_id: int,
-        known: dict[int, Job],
-        by: Principal,
-    ) -> Job:
-        """Check a drafted submission against the farm (parent, dependencies, who asks)
-        into a new job, changing nothing. `known`: the jobs submitted before it in the
-        same request, which it may depend on or be under. Takes no time per frame."""
-        parent = None
-        parent_id = self._parent_for(event.parent, known, by)
-        if parent_id is not None:
-            parent = self.jobs.get(parent_id) or known.get(parent_id)
-            if parent is None:
-                msg = f"bad parent: {_missing(parent_id, self.quarantined)}"
-                raise UnknownJobError(msg)
-            if parent.state.ended:
-                state = parent.state.value
-                msg = f"bad parent: job {parent.id} has ended ({state}): it takes no sub-jobs"
-                raise JobSpecError(msg)
-        if draft.cluster is not None:
-            cluster = draft.cluster
-        else:  # a sub-job runs where its parent does, unless it says otherwise
-            cluster = parent.cluster if parent is not None else self.default_cluster
-        self._check_scope(by, Action.SUBMIT, [cluster])
-        if event.priority is not None:
-            priority = event.priority
-            if not by.is_admin and priority < by.highest_priority:  # 0 is refused below
-                msg = (
-                    f"priority {priority} is more urgent than {by.who} may set "
-                    f"(the highest is {by.highest_priority}; 1 is the most urgent)"
-                )
-                raise ForbiddenError(msg)
-        elif parent is not None:  # inherited, but never past what the submitter may set
-            priority = max(parent.priority, by.highest_priority)
-        else:
-            priority = self.default_priority
-        whole_job: set[int] = set()
-        for dep in draft.depends_on:
-            if dep.job_id not in self.jobs and dep.job_id not in known:
-                msg = f"bad dependency: {_missing(dep.job_id, self.quarantined)}"
-                raise UnknownJobError(msg)
-            if dep.mode is not DependencyMode.FRAMES:
-                if dep.job_id in whole_job:
-                    msg = f"bad dependency: job {dep.job_id} is named twice with different modes"
-                    raise JobSpecError(msg)
-                whole_job.add(dep.job_id)
-        QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
-        for name, _ in draft.reserve.global_amounts:
-            if name not in self.dispatch.pool.totals:
-                declared = ", ".join(sorted(self.dispatch.pool.totals)) or "none"
-                msg = f"bad reservation: no global resource {name!r} (the farm has: {declared})"
-                raise JobSpecError(msg)
-        return Job(
-            id=job_id,
-            name=event.name or f"job{job_id}",
-            cluster=cluster,
-            priority=priority,
-            restrictions=draft.restrictions,
-            patterns=draft.patterns,
-            argv=draft.argv,
-            frames=FrameTable(draft.numbers, event.chunk),
-            depends_on=draft.depends_on,
-            submitted_at=event.now,
-            instances=event.instances,
-            retries=event.retries,
-            retry_delay=float(event.retry_delay),
-            time_limit=float(event.time_limit),
-            chunk=event.chunk,
-            parent=parent.id if parent is not None else None,
-            uninterruptible=bool(event.uninterruptible),
-            type=draft.job_type,
-            requires=draft.requires,
-            reserve=draft.reserve,
-            frame_range=draft.frame_range,
-        )
-
-    def _parent_for(self, parent: int | None, known: dict[int, Job], by: Principal) -> int | None:
-        """The parent a submission gets: an admin's as given; a user token adds no
-        sub-jobs; a job token's jobs go under its job, or under a job below it."""
-        if by.is_admin:
-            return parent
-        if by.job is None:
-            if parent is not None:
-                msg = (
-                    f"a user token may not add sub-jobs (parent {parent}): only an admin "
-                    f"or a frame of job {parent} may"
-                )
-                raise ForbiddenError(msg)
-            return None
-        if parent is None:
-            return by.job
-        job_id: int | None = parent
-        for _ in range(len(self.jobs) + len(known) + 1):  # up from `parent` to the token's
-            if job_id == by.job:
-                return parent
-            job = (self.jobs.get(job_id) or known.get(job_id)) if job_id is not None else None
-            if job is None:
-                break
-            job_id = job.parent
-        msg = (
-            f"bad parent {parent}: a frame of job {by.job} may only add sub-jobs under job {by.job}"
-        )
-        raise ForbiddenError(msg)
-
     def _insert(self, job: Job) -> None:
         job_id = job.id
         self._next_id = job_id + 1
         self.jobs[job_id] = job
-        self._link_dependencies(job, None)
+        self.dependencies.link(job, None)
         self.dispatch.options_changed(job)
         # its job row carries its frames (`frame_range`): a frame gets a row of its
         # own once it changes, so a large job costs one row, not one per frame
@@ -457,165 +281,23 @@ class Scheduler:
             **sub_job,
         )
 
-    def _link_dependencies(self, job: Job, waiting_on: tuple[int, ...] | None) -> None:
-        """Wire `job` to the jobs it depends on: `waiting_on` as stored, or (None) as
-        their states say now; frame gates always from their frames' states."""
-        gated = False
-        for dep in job.depends_on:
-            self._dependents.setdefault(dep.job_id, set()).add(job.id)
-            target = self.jobs.get(dep.job_id)
-            if target is None and dep.job_id in self.quarantined:
-                recompute = waiting_on is None
-                gated = self._hold_for_quarantined(job, dep, recompute=recompute) or gated
-                continue
-            if target is None:  # removed once this job had ended: long met
-                continue
-            if dep.mode is DependencyMode.FRAMES:
-                # Known debt: this walks the job's frames on the loop (about a second
-                # for a million); a frame-by-frame dependency could be gated lazily.
-                gated = self._gate(job, target) or gated
-            elif waiting_on is None and not dep.holds(target.state):
-                job.waiting_on.add(dep.job_id)
-        if waiting_on is not None:
-            job.waiting_on = set(waiting_on) & {d.job_id for d in job.depends_on}
-        if gated:
-            job.reindex()
-        self._refresh_block(job)
-
-    def _hold_for_quarantined(self, job: Job, dep: Dependency, *, recompute: bool) -> bool:
-        """`job` depends on a quarantined job, whose state is unknown: it is not met.
-        A whole-job dependency stays unmet (as stored, or added when recomputed); a
-        frame-by-frame one gates every frame, with nothing to release the gate. Either
-        way `_refresh_block` names the quarantined job as the blocker. Whether any
-        frame waits (as `_gate`)."""
-        if dep.mode is not DependencyMode.FRAMES:
-            if recompute:
-                job.waiting_on.add(dep.job_id)
-            return False
-        for frame in job.frames.values():
-            if frame.waits_on is None:
-                frame.waits_on = {}
-            frame.waits_on[dep.job_id] = frame.waits_on.get(dep.job_id, 0) + 1
-        return True
-
-    def _gate(self, job: Job, target: Job) -> bool:
-        """Frame N of `job` waits for the frame (or chunk) of `target` that runs frame N,
-        unless that one has completed or there is none. Whether any frame waits."""
-        gated = False
-        gates = self._gates.setdefault(target.id, {})
-        for frame in job.frames.values():
-            keys = dict.fromkeys(target.frames.unit_key(m) for m in frame.numbers)
-            for key in keys:
-                other = target.frames.peek(key) if key is not None else None
-                if key is None or other is None or other.state is FrameState.COMPLETE:
-                    continue
-                if frame.waits_on is None:
-                    frame.waits_on = {}
-                frame.waits_on[target.id] = frame.waits_on.get(target.id, 0) + 1
-                gates.setdefault(key, []).append((job.id, frame.number))
-                gated = True
-        return gated
-
-    def _ungate(self, job: Job, frame: Frame) -> None:
-        """`frame` of `job` completed: frames waiting for it may be ready."""
-        waiting = self._gates.get(job.id, {}).pop(frame.number, ())
-        for dependent_id, number in waiting:
-            dependent = self.jobs.get(dependent_id)
-            if dependent is not None:
-                dependent.ungate(dependent.frames[number], job.id)
-                self._sync(dependent)
-                if dependent.synced is JobState.WAITING and not dependent.gates.get(job.id):
-                    # still waiting, no longer for this job: if the jobs left cannot run
-                    # without an admin, it has just become stuck without changing state
-                    self._out.append(JobHeld(job_id=dependent.id, state=JobState.WAITING))
-
-    def _refresh_block(self, job: Job) -> None:
-        """Keep `Job.broken` true: the dependencies that ended so that they can no
-        longer hold (the job's state decides whether they still block it)."""
-        job.broken = {}
-        for dep in job.depends_on:
-            target = self.jobs.get(dep.job_id)
-            if target is None and dep.job_id in self.quarantined:
-                why = f"job {dep.job_id} is quarantined: its stored rows could not be restored"
-                job.broken.setdefault(dep.job_id, f"{why} ({self.quarantined[dep.job_id]})")
-            elif target is not None and dep.broken(target.state):
-                job.broken.setdefault(dep.job_id, dep.why_broken(target.state))
-
     def _kill(self, event: KillJobs) -> list[int]:
         """Whole jobs and their sub-jobs; a job that has ended already is left alone."""
-        jobs = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
-        self._check_scope(event.by, Action.CONTROL, [j.cluster for j in self._with_subjobs(jobs)])
-        plan = {
-            (job.id, frame.number): (job, frame, CONTROLS[(frame.state, Control.KILL)])
-            for job in self._with_subjobs(jobs)
-            for frame in job.frames.values()
-            if (frame.state, Control.KILL) in CONTROLS
-        }
-        self._carry_out(Control.KILL, plan, event.now)
-        return [job.id for job in jobs]
-
-    def _with_subjobs(self, jobs: list[Job]) -> list[Job]:
-        """`jobs` and, after them, every sub-job under them (depth first), once each."""
-        seen: dict[int, Job] = {}
-        stack = list(reversed(jobs))
-        while stack:
-            job = stack.pop()
-            if job.id not in seen:
-                seen[job.id] = job
-                stack.extend(self.jobs[c] for c in reversed(job.children) if c in self.jobs)
-        return list(seen.values())
+        named = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]  # all or none
+        self._carry_out(Control.KILL, kill_plan(self.jobs, named, event.by), event.now)
+        return [job.id for job in named]
 
     def _control(self, event: ControlFrames) -> list[str]:
-        control = event.control
-        plan: dict[tuple[int, int], tuple[Job, Frame, FrameState]] = {}
-        for text in event.targets:  # decide everything before changing anything
-            job_id, numbers = parse_target(text)
-            job = self.job(job_id)
-            subtree = self._with_subjobs([job]) if control in _CASCADING else [job]
-            self._check_scope(event.by, Action.CONTROL, [j.cluster for j in subtree])
-            if numbers is None:
-                chosen = [
-                    (frame, CONTROLS[(frame.state, control)])
-                    for frame in job.frames.values()
-                    if (frame.state, control) in CONTROLS
-                ]
-                if control in _CASCADING:  # to its sub-jobs too
-                    chosen_sub = [
-                        (sub, sub_frame, CONTROLS[(sub_frame.state, control)])
-                        for sub in self._with_subjobs([job])[1:]
-                        for sub_frame in sub.frames.values()
-                        if (sub_frame.state, control) in CONTROLS
-                    ]
-                    for entry in chosen_sub:
-                        plan[(entry[0].id, entry[1].number)] = entry
-                    if chosen_sub and not chosen:
-                        continue
-                if not chosen:
-                    done = DONE[control]
-                    msg = f"job {job_id} is {job.state.value}: no frame of it can be {done}"
-                    raise JobSpecError(msg)
-            else:
-                chosen = []
-                for number in numbers:
-                    frame = job.unit(number)
-                    if frame is None:
-                        msg = f"job {job_id} has no frame {number}"
-                        raise JobSpecError(msg)
-                    target = CONTROLS.get((frame.state, control))
-                    if target is None:
-                        raise JobSpecError(refusal(f"{job_id}:{number}", frame.state, control))
-                    chosen.append((frame, target))
-            for frame, target in chosen:
-                plan[(job.id, frame.number)] = (job, frame, target)
-        self._carry_out(control, plan, event.now)
+        plan = control_plan(self.jobs, event, self.job)  # decided before anything changes
+        self._carry_out(event.control, plan, event.now)
         labels = [f"{job_id}:{number}" for job_id, number in plan]
-        self._note("info", f"frames {DONE[control]}", frames=labels)
+        self._note("info", f"frames {DONE[event.control]}", frames=labels)
         return labels
 
     def _carry_out(
         self,
         control: Control,
-        plan: dict[tuple[int, int], tuple[Job, Frame, FrameState]],
+        plan: Plan,
         now: float,
     ) -> None:
         """Move each frame of `plan` to its target: a frame whose process is alive is
@@ -657,64 +339,24 @@ class Scheduler:
             self._sync(self.jobs[job_id])
 
     def _remove(self, event: RemoveJobs) -> list[int]:
-        named = [self.job(job_id) for job_id in dict.fromkeys(event.job_ids)]
-        jobs = self._with_subjobs(named)
-        self._check_scope(event.by, Action.REMOVE, [job.cluster for job in jobs])
+        jobs = removal(self.jobs, event, self.job, self.dependencies.dependents_of)
         ids = [job.id for job in jobs]
-        for job in jobs:
-            if not job.state.ended:
-                msg = f"job {job.id} is {job.state.value}: kill it before removing it"
-                raise JobSpecError(msg)
-            if job.parent is not None and job.parent in self.jobs and job.parent not in ids:
-                msg = (
-                    f"job {job.id} is a sub-job of job {job.parent}: remove job "
-                    f"{job.parent} (its sub-jobs go with it)"
-                )
-                raise JobSpecError(msg)
-            for dependent in sorted(self._dependents.get(job.id, ())):
-                if dependent not in ids and not self.jobs[dependent].state.ended:
-                    msg = (
-                        f"job {job.id} is a dependency of job {dependent}, which has not "
-                        "ended: remove or kill that one first"
-                    )
-                    raise JobSpecError(msg)
         for job in jobs:
             del self.jobs[job.id]
             self.dispatch.removed(job.id)
-            self._forget_dependency(job.id)
-            for dep in job.depends_on:
-                self._dependents.get(dep.job_id, set()).discard(job.id)
+            self.dependencies.removed(job)
             self._changed_jobs.pop(job.id, None)
             for frame_key in [k for k in self._changed_frames if k[0] == job.id]:
                 del self._changed_frames[frame_key]
             self._removed.append(job.id)
-        for key in dict.fromkeys(job.request_key for job in jobs if job.request_key):
-            # a key is forgotten with the last of its jobs (their rows carried it)
-            if not any(i in self.jobs for i in self._keys[key][0]):
-                del self._keys[key]
+        self.submissions.forget(jobs)
         self._note("info", "jobs removed", jobs=ids)
         return ids
-
-    def _forget_dependency(self, job_id: int) -> None:
-        """Job `job_id` is removed: whatever still waits for it (an ended dependent an
-        admin may retry later) waits no more."""
-        for waiting in self._gates.pop(job_id, {}).values():
-            for dependent_id, number in waiting:
-                dependent = self.jobs.get(dependent_id)
-                if dependent is not None:
-                    dependent.ungate(dependent.frames[number], job_id)
-        for dependent_id in self._dependents.pop(job_id, ()):
-            dependent = self.jobs.get(dependent_id)
-            if dependent is not None:
-                if job_id in dependent.waiting_on:
-                    dependent.waiting_on.discard(job_id)
-                    self._changed_jobs[dependent_id] = None
-                self._refresh_block(dependent)
 
     def _modify(self, event: ModifyJob) -> dict[str, Any]:
         job = self.job(event.job_id)
         cluster = job.cluster if event.cluster is None else parse_cluster(event.cluster)
-        self._check_scope(event.by, Action.MODIFY, [job.cluster, cluster])  # from, to
+        check_scope(event.by, Action.MODIFY, [job.cluster, cluster])  # from, to
         restrictions = (
             job.restrictions
             if event.restrictions is None
@@ -748,199 +390,6 @@ class Scheduler:
         self._sync(job)
         self._note("info", "job modified", job=job.id, cluster=cluster, priority=priority)
         return job.summary()
-
-    # ------------------------------------------------------------------ worker events
-
-    def _worker_joined(self, event: WorkerJoined) -> dict[str, Any]:
-        worker = self._make_worker(event, self._joins)  # refused before anything changes
-        if event.name in self.workers:
-            self._worker_lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
-        self._joins += 1
-        self.workers[worker.name] = worker
-        self.tree.add(worker.cluster, Member.WORKER)
-        for job_id, number, attempt in event.running:
-            self._reconcile(worker, job_id, number, attempt, event.now)
-        # frames it ran before a supervisor restart and no longer runs: back to pending
-        unclaimed = [key for key in self._orphans if self._orphan_worker(key) == worker.name]
-        self._requeue_orphans(unclaimed)
-        self._note("info", "worker joined", worker=worker.name, cluster=worker.cluster)
-        if worker.free > 0:
-            self.dispatch.offer(worker.name)
-        return worker.summary()
-
-    def _make_worker(self, event: WorkerJoined | WorkerReconfigured, seq: int) -> Worker:
-        """A worker record from a registration or a reconfiguration, checked by the
-        rules every worker setting meets (`farmd.worker_settings`)."""
-        spec = check_worker(
-            name=event.name,
-            cluster=event.cluster,
-            restrictions=event.restrictions,
-            slots=event.slots,
-            types=event.types,
-            properties=event.properties,
-            resources=event.resources,
-        )
-        return Worker(
-            name=spec.name,
-            cluster=spec.cluster,
-            restrictions=spec.restrictions,
-            slots=spec.slots,
-            connected_at=event.now,
-            seq=seq,
-            types=spec.types,
-            properties=spec.properties,
-            resources=spec.resources,
-            locked=self.locks.get(event.name),
-        )
-
-    def _worker_reconfigured(self, event: WorkerReconfigured) -> dict[str, Any]:
-        """The worker's record is rebuilt (its cached view and facts with it); what it
-        runs and holds carries over, and it is offered work as it now stands."""
-        old = self.worker(event.name)
-        worker = self._make_worker(event, old.seq)
-        worker.connected_at = old.connected_at
-        worker.running, worker.used, worker.sticky = old.running, old.used, old.sticky
-        self.workers[worker.name] = worker
-        if worker.cluster != old.cluster:
-            self.tree.remove(old.cluster, Member.WORKER)
-            self.tree.add(worker.cluster, Member.WORKER)
-        self.dispatch.offer(worker.name)
-        self._note(
-            "info",
-            "worker reconfigured",
-            worker=worker.name,
-            cluster=worker.cluster,
-            was=old.cluster,
-            slots=worker.slots,
-        )
-        return worker.summary()
-
-    def _reconcile(
-        self, worker: Worker, job_id: int, number: int, attempt: int, now: float
-    ) -> None:
-        """A returning worker still runs this attempt: keep it if it is still the frame's
-        latest attempt and no one else took the frame; otherwise stop it."""
-        job = self.jobs.get(job_id)
-        frame = job.frames.get(number) if job is not None else None
-        if job is not None and frame is not None and frame.attempts == attempt:
-            taken = frame.taken or ONE_SLOT_TAKEN
-            if self.dispatch.stopping((job_id, number, attempt)):
-                pass  # told to stop before the worker went away: stop it again, below
-            elif frame.holds_process and frame.worker == worker.name:
-                worker.hold((job_id, number, attempt), taken)  # the farm's part is held
-                self._orphans.pop((job_id, number, attempt), None)
-                return
-            # readopted only within the job's cap, the worker's room and the farm's
-            # counters; else stopped
-            elif self.dispatch.readopt(worker, job, frame, now):
-                return
-        worker.hold((job_id, number, attempt), ONE_SLOT_TAKEN)  # holds a slot until it stops
-        self.dispatch.stop(worker.name, job_id, number, attempt)
-        self._note(
-            "warning",
-            "stale frame stopped",
-            job=job_id,
-            frame=number,
-            attempt=attempt,
-            worker=worker.name,
-        )
-
-    def _worker_lost(self, event: WorkerLost) -> list[str]:
-        worker = self.workers.pop(event.name, None)
-        if worker is None:
-            msg = f"worker {event.name!r} is not connected"
-            raise UnknownWorkerError(msg)
-        self.tree.remove(worker.cluster, Member.WORKER)
-        self.dispatch.withdraw(worker.name)
-        requeued = []
-        for key, taken in worker.running.items():
-            self.dispatch.release(taken)
-            job_id, number, attempt = key
-            job = self.jobs.get(job_id)
-            frame = job.frames.get(number) if job is not None else None
-            if job is None or frame is None:
-                continue
-            if frame.holds_process and frame.worker == worker.name and frame.attempts == attempt:
-                self._lose_process(job, frame)
-                requeued.append(f"{job_id}:{number}")
-        self._note(
-            "warning", "worker lost", worker=worker.name, reason=event.reason, requeued=requeued
-        )
-        return requeued
-
-    def _orphan_worker(self, key: tuple[int, int, int]) -> str | None:
-        frame = self.jobs[key[0]].frames[key[1]]
-        return frame.worker
-
-    def _reclaim_orphans(self) -> list[str]:
-        return self._requeue_orphans(list(self._orphans))
-
-    def _requeue_orphans(self, keys: list[tuple[int, int, int]]) -> list[str]:
-        requeued = []
-        for job_id, number, attempt in keys:
-            del self._orphans[(job_id, number, attempt)]
-            job = self.jobs[job_id]
-            frame = job.frames[number]
-            if frame.holds_process and frame.attempts == attempt:
-                self.dispatch.release(frame.taken or ONE_SLOT_TAKEN)
-                self._lose_process(job, frame)
-                requeued.append(f"{job_id}:{number}")
-        if requeued:
-            self._note("warning", "unclaimed frames requeued", frames=requeued)
-        return requeued
-
-    def _lose_process(self, job: Job, frame: Frame) -> None:
-        """A frame's process is gone without a result (its worker was lost): it runs
-        again, without using a retry; a suspended one stays held."""
-        if frame.stopped:
-            self._set_stopped(job, frame, False)
-        else:
-            self._move(job, frame, FrameEvent.LOSE)
-        frame.started_at = None
-        self._sync(job)
-
-    def _lock(self, event: LockWorker) -> list[str]:
-        """Lock a connected worker: it takes no new work. `purge` also stops what it
-        runs; those frames go back to pending without using a retry."""
-        if event.mode not in ("drain", "purge"):
-            msg = f"bad lock mode {event.mode!r}: drain (let frames finish) or purge (stop them)"
-            raise JobSpecError(msg)
-        worker = self.worker(event.name)
-        self._check_scope(event.by, Action.LOCK, [worker.cluster])
-        worker.locked = self.locks[worker.name] = event.mode
-        self._locks_changed = True
-        self.dispatch.withdraw(worker.name)
-        stopped = []
-        if event.mode == "purge":
-            for job_id, number, attempt in list(worker.running):
-                job = self.jobs.get(job_id)
-                frame = job.frames.get(number) if job is not None else None
-                if job is None or frame is None or frame.attempts != attempt:
-                    continue
-                if frame.holds_process and frame.worker == worker.name:
-                    self.dispatch.stop(worker.name, job_id, number, attempt)
-                    if frame.stopped:  # a suspended frame stays held (not requeued)
-                        self._set_stopped(job, frame, False)
-                    else:
-                        self._move(job, frame, FrameEvent.PURGE)
-                        stopped.append(f"{job_id}:{number}")
-                    frame.started_at = None
-                    self._sync(job)
-        self._note("info", "worker locked", worker=worker.name, mode=event.mode, requeued=stopped)
-        return stopped
-
-    def _unlock(self, event: UnlockWorker) -> str:
-        if event.name not in self.locks:
-            msg = f"worker {event.name!r} is not locked"
-            raise UnknownWorkerError(msg)
-        del self.locks[event.name]
-        self._locks_changed = True
-        worker = self.workers.get(event.name)
-        if worker is not None:
-            worker.locked = None
-            self.dispatch.offer(worker.name)
-        self._note("info", "worker unlocked", worker=event.name)
-        return event.name
 
     def _set_resource(self, event: SetResource) -> str:
         """Set a global resource's total; its name, whose figures `handle` answers with
@@ -1010,28 +459,36 @@ class Scheduler:
             self.counters["completed"] += 1
             self._move(job, frame, FrameEvent.SUCCEED)
         else:
-            self.counters["failed"] += 1
-            frame.failures += 1
-            frame.failed_on = worker.name
-            if frame.failures <= job.retries:
-                if job.retry_delay > 0 and not suspended:
-                    frame.retry_at = event.now + job.retry_delay
-                    self._held[(job.id, frame.number)] = frame.retry_at
-                    self._out.append(WakeAt(at=frame.retry_at))
-                self.counters["retried"] += 1
-                self._move(job, frame, FrameEvent.REQUEUE)  # a suspended one stays held
-                self._note(
-                    "info",
-                    "frame retried",
-                    job=job.id,
-                    frame=frame.number,
-                    failures=frame.failures,
-                    retries=job.retries,
-                    at=frame.retry_at,
-                )
-            else:
-                self._move(job, frame, FrameEvent.FAIL)
+            self._frame_failed(job, frame, worker.name, event.now, suspended=suspended)
         self._sync(job)
+
+    def _frame_failed(
+        self, job: Job, frame: Frame, worker: str, now: float, *, suspended: bool
+    ) -> None:
+        """A frame's run failed: it runs again while it has retries left (after the
+        job's retry delay, held meanwhile), else it fails. A frame that ended while
+        suspended stays held when retried."""
+        self.counters["failed"] += 1
+        frame.failures += 1
+        frame.failed_on = worker
+        if frame.failures > job.retries:
+            self._move(job, frame, FrameEvent.FAIL)
+            return
+        if job.retry_delay > 0 and not suspended:
+            frame.retry_at = now + job.retry_delay
+            self._held[(job.id, frame.number)] = frame.retry_at
+            self._out.append(WakeAt(at=frame.retry_at))
+        self.counters["retried"] += 1
+        self._move(job, frame, FrameEvent.REQUEUE)  # a suspended one stays held
+        self._note(
+            "info",
+            "frame retried",
+            job=job.id,
+            frame=frame.number,
+            failures=frame.failures,
+            retries=job.retries,
+            at=frame.retry_at,
+        )
 
     def _release_due(self, now: float) -> list[str]:
         """Frames whose retry delay is over may run again."""
@@ -1070,16 +527,7 @@ class Scheduler:
             self.tree.remove(job.cluster, Member.JOB)
             self._out.append(JobEnded(job_id=job.id, state=after))
             self._note("info", "job ended", job=job.id, state=after.value)
-        for dependent_id in sorted(self._dependents.get(job.id, ())):
-            dependent = self.jobs.get(dependent_id)
-            if dependent is None:
-                continue
-            for dep in dependent.depends_on:
-                if dep.job_id == job.id and dep.job_id in dependent.waiting_on and dep.holds(after):
-                    dependent.waiting_on.discard(job.id)
-                    self._changed_jobs[dependent.id] = None
-            self._refresh_block(dependent)
-            self._sync(dependent)
+        self.dependencies.job_changed(job, after)
         parent = self.jobs.get(job.parent) if job.parent is not None else None
         if parent is not None:
             if after.ended:
@@ -1109,14 +557,12 @@ class Scheduler:
         if was_running:
             self.dispatch.cap_eased(job)
         self._changed_frames[(job.id, frame.number)] = None
-        if state is FrameState.COMPLETE and job.id in self._gates:
-            self._ungate(job, frame)
+        if state is FrameState.COMPLETE:
+            self.dependencies.frame_completed(job, frame)
         return state
 
     def _take_changes(self) -> Changes:
-        locks = None
-        if self._locks_changed:
-            locks, self._locks_changed = dict(self.locks), False
+        locks = self.workforce.take_locks()
         if not (self._changed_jobs or self._changed_frames or self._removed or locks is not None):
             return Changes()
         jobs = tuple(job_row(self.jobs[i]) for i in self._changed_jobs)
@@ -1142,26 +588,23 @@ class Scheduler:
             )
             raise InternalError(msg)
         snapshot = event.snapshot
-        restored, self.quarantined = read_snapshot(snapshot)
+        restored, quarantined = read_snapshot(snapshot)
+        self.quarantined.clear()  # the same dict: its readers hold it
+        self.quarantined.update(quarantined)
         for job_id, job in restored.items():
             self.jobs[job_id] = job
             for frame in job.frames.made.values():  # a fresh frame holds nothing
                 if frame.retry_at is not None:
                     self._held[(job_id, frame.number)] = frame.retry_at
-                if frame.holds_process:
-                    # it may still run: the farm's counters stay held until it is
-                    # claimed or requeued
-                    self._orphans[(job_id, frame.number, frame.attempts)] = None
-                    self.dispatch.hold(frame.taken if frame.taken is not None else ONE_SLOT_TAKEN)
-            if job.request_key is not None:
-                ids, _ = self._keys.get(job.request_key, ((), ""))
-                self._keys[job.request_key] = ((*ids, job_id), job.request_digest or "")
+                if frame.holds_process:  # it may still run
+                    self.workforce.orphan(job, frame)
+            self.submissions.remember(job)
             self.dispatch.options_changed(job)
         # whether a job has ended depends on its frames and sub-jobs only, so the
         # dependencies are linked once those are known
         for row in snapshot.jobs:  # as stored: a dependency met once stays met
             if row.id in self.jobs:
-                self._link_dependencies(self.jobs[row.id], row.waiting_on)
+                self.dependencies.link(self.jobs[row.id], row.waiting_on)
         for job in self.jobs.values():
             job.synced = job.state
             if not job.synced.ended:
@@ -1169,7 +612,7 @@ class Scheduler:
             self.dispatch.track(job)
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
-        self.locks = dict(snapshot.locks)
+        self.workforce.restore(snapshot.locks)
 
     # ------------------------------------------------------------------ named queries
     # What the shell asks of the farm; it reads no dict of the core's.
@@ -1183,7 +626,7 @@ class Scheduler:
         return FarmSize(
             jobs=len(self.jobs),
             frames=sum(len(job.frames) for job in self.jobs.values()),
-            orphans=len(self._orphans),
+            orphans=self.workforce.orphans,
             quarantined=len(self.quarantined),
         )
 
@@ -1204,10 +647,41 @@ class Scheduler:
 
     @property
     def orphans(self) -> int:
-        return len(self._orphans)
+        """How many frames a restart found running still wait for their worker."""
+        return self.workforce.orphans
+
+    @property
+    def locks(self) -> dict[str, str]:
+        """The locked workers by name, connected or not, with their mode (`drain`,
+        `purge`); the workforce's, to read."""
+        return self.workforce.locks
+
+    @property
+    def max_command_bytes(self) -> int:
+        """The longest command a job may have (see `Submissions`)."""
+        return self.submissions.max_command_bytes
+
+    def knows_key(self, key: str | None) -> bool:
+        """A submission under `key` would repeat an earlier one (and build nothing)."""
+        return self.submissions.knows_key(key)
+
+    def draft(self, event: SubmitJob) -> Draft:
+        """`draft_job` with this farm's limits (pure: see `Submissions.draft`)."""
+        return self.submissions.draft(event)
+
+    def draft_batch(self, jobs: tuple[SubmitJob, ...]) -> tuple[Draft, ...]:
+        """`draft` of each job of a batch (pure as `draft`), refused whole."""
+        return self.submissions.draft_batch(jobs)
+
+    def dependents_of(self, job_id: int) -> list[int]:
+        """The jobs that depend on job `job_id` (in id order), whatever their state."""
+        return self.dependencies.dependents_of(job_id)
 
     def _emit(self, command: Command) -> None:
         self._out.append(command)
+
+    def _job_changed(self, job_id: int) -> None:
+        self._changed_jobs[job_id] = None
 
     def _note(self, level: str, event: str, **fields: Any) -> None:
         self._out.append(Note(level=level, event=event, fields=fields))
@@ -1224,15 +698,6 @@ class Scheduler:
             why = self.job_token_refusal(by.job)
         if why is not None:
             raise ForbiddenError(why)
-
-    def _check_scope(self, by: Principal, action: Action, clusters: Iterable[str]) -> None:
-        """Refuse unless every cluster an event touches is within `by`'s subtree."""
-        if by.clusters is None:
-            return
-        for cluster in clusters:
-            why = authority.scope_refusal(by, action, ClusterPath(cluster))
-            if why is not None:
-                raise ForbiddenError(why)
 
     # ------------------------------------------------------------------ queries
 
@@ -1251,16 +716,12 @@ class Scheduler:
     def job(self, job_id: int) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            msg = _missing(job_id, self.quarantined)
+            msg = missing_job(job_id, self.quarantined)
             raise UnknownJobError(msg)
         return job
 
     def worker(self, name: str) -> Worker:
-        worker = self.workers.get(name)
-        if worker is None:
-            msg = f"worker {name!r} is not connected"
-            raise UnknownWorkerError(msg)
-        return worker
+        return self.workforce.worker(name)
 
     def jobs_view(self) -> list[dict[str, Any]]:
         return views.jobs_view(self)
@@ -1332,11 +793,3 @@ class Scheduler:
             msg = f"frame {job_id}:{frame.number} has not run yet: no log"
             raise JobSpecError(msg)
         return frame, frame.worker
-
-
-def _missing(job_id: int, quarantined: dict[int, str]) -> str:
-    """Why there is no job `job_id`, in one line."""
-    why = quarantined.get(job_id)
-    if why is None:
-        return f"job {job_id} does not exist"
-    return f"job {job_id} is quarantined: its stored rows could not be restored ({why})"
