@@ -30,12 +30,12 @@ from farmd.core import (
     FrameEnded,
     JobEnded,
     KillJobs,
+    KillOnWorker,
     ModifyJob,
     Note,
     Outcome,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
-    StopFrame,
     SubmitJob,
     SubmitJobs,
     WorkerJoined,
@@ -80,7 +80,7 @@ def joined(
 
 
 def ended(
-    start: StartFrame, exit_code: int = 0, *, error: str = "", now: float = 0.0
+    start: RunOnWorker, exit_code: int = 0, *, error: str = "", now: float = 0.0
 ) -> FrameEnded:
     """The result of the attempt `start` began, as its worker reports it."""
     return FrameEnded(
@@ -99,8 +99,8 @@ def actions(outcome: Outcome) -> list[Command]:
     return [c for c in outcome.commands if not isinstance(c, Note)]
 
 
-def starts(outcome: Outcome) -> list[StartFrame]:
-    return [c for c in outcome.commands if isinstance(c, StartFrame)]
+def starts(outcome: Outcome) -> list[RunOnWorker]:
+    return [c for c in outcome.commands if isinstance(c, RunOnWorker)]
 
 
 def notes(outcome: Outcome) -> list[str]:
@@ -108,7 +108,7 @@ def notes(outcome: Outcome) -> list[str]:
 
 
 def where(outcome: Outcome) -> list[tuple[str, int, int, int]]:
-    """Each StartFrame as (worker, job, frame, attempt)."""
+    """Each RunOnWorker as (worker, job, frame, attempt)."""
     return [(s.worker, s.job_id, s.frame, s.attempt) for s in starts(outcome)]
 
 
@@ -135,9 +135,9 @@ def order_ids(core: Scheduler, worker: str) -> list[int]:
     return [entry["id"] for entry in core.order_view(worker, 100)]
 
 
-def run_one_at_a_time(core: Scheduler, outcome: Outcome) -> list[StartFrame]:
+def run_one_at_a_time(core: Scheduler, outcome: Outcome) -> list[RunOnWorker]:
     """Complete each frame `outcome` started, and each frame those completions start, in
-    turn; return every StartFrame in the order it came."""
+    turn; return every RunOnWorker in the order it came."""
     queue = deque(starts(outcome))
     started = []
     for _ in range(10_000):  # bounded: far more frames than any test submits
@@ -205,7 +205,7 @@ def test_a_submitted_frame_starts_at_once_on_a_free_worker() -> None:
     )
     assert out.result == 1
     assert actions(out) == [
-        StartFrame(
+        RunOnWorker(
             worker="w1",
             job_id=1,
             job_name="shot010",
@@ -314,12 +314,12 @@ def test_the_same_events_give_the_same_commands_in_every_process() -> None:
     # the order of a set of names, which string hashing changes from process to process.
     script = textwrap.dedent(
         """
-        from farmd.core import Scheduler, StartFrame, SubmitJob, WorkerJoined
+        from farmd.core import Scheduler, RunOnWorker, SubmitJob, WorkerJoined
         core = Scheduler()
         for name in ("w1", "w2", "w3", "w4"):
             core.handle(WorkerJoined(name=name, cluster="/", slots=1, now=0.0))
         out = core.handle(SubmitJob(argv=("render",), frames="1-2", now=1.0))
-        print(*(c.worker for c in out.commands if isinstance(c, StartFrame)))
+        print(*(c.worker for c in out.commands if isinstance(c, RunOnWorker)))
         """
     )
     seen = {
@@ -728,7 +728,7 @@ def test_a_rejoining_worker_is_told_to_stop_a_frame_someone_else_took() -> None:
     core.handle(submit())  # job 2 waits for a slot
 
     out = core.handle(joined("w1", running=((1, 1, 1),)))
-    assert actions(out) == [StopFrame(worker="w1", job_id=1, frame=1, attempt=1)]
+    assert actions(out) == [KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)]
     assert "stale frame stopped" in notes(out)
     assert worker_view(core, "w1")["used"] == 1  # until the process has stopped
     assert frame_view(core, 1, 1)["worker"] == "w2"
@@ -748,7 +748,7 @@ def test_a_rejoining_worker_is_told_to_stop_a_frame_that_completed() -> None:
     core.handle(ended(start))
     core.handle(WorkerLost(name="w1", now=1.0))
     out = core.handle(joined("w1", running=((1, 1, 1),)))
-    assert actions(out) == [StopFrame(worker="w1", job_id=1, frame=1, attempt=1)]
+    assert actions(out) == [KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)]
     out = core.handle(ended(start))
     assert actions(out) == []  # no second JobEnded
     assert worker_view(core, "w1")["state"] == "idle"
@@ -758,7 +758,7 @@ def test_a_rejoining_worker_is_told_to_stop_a_frame_that_completed() -> None:
 def test_a_rejoining_worker_is_told_to_stop_frames_of_unknown_jobs() -> None:
     core = Scheduler()
     out = core.handle(joined("w1", slots=2, running=((7, 1, 1),)))
-    assert actions(out) == [StopFrame(worker="w1", job_id=7, frame=1, attempt=1)]
+    assert actions(out) == [KillOnWorker(worker="w1", job_id=7, frame=1, attempt=1)]
     assert worker_view(core, "w1")["used"] == 1
 
 
@@ -774,8 +774,8 @@ def test_a_stopped_attempt_and_a_new_attempt_of_one_frame_each_hold_a_slot() -> 
     core.handle(joined("w2"))
     core.handle(WorkerLost(name="w2", now=2.0))
     out = core.handle(joined("w1", slots=2, running=((1, 1, 1),)))
-    assert [c for c in actions(out) if isinstance(c, StopFrame)] == [
-        StopFrame(worker="w1", job_id=1, frame=1, attempt=1)
+    assert [c for c in actions(out) if isinstance(c, KillOnWorker)] == [
+        KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)
     ]
     assert where(out) == [("w1", 1, 1, 3)]
     # So a second job must wait for a slot, not become a third process on a 2-slot host.
@@ -818,7 +818,7 @@ def test_a_host_returning_with_two_attempts_of_a_frame_keeps_the_live_one(
     core.handle(joined("w1", slots=2, running=((1, 1, 1),)))  # attempt 3 starts on w1
     core.handle(WorkerLost(name="w1", now=3.0))
     out = core.handle(joined("w1", slots=2, running=running))
-    assert actions(out) == [StopFrame(worker="w1", job_id=1, frame=1, attempt=1)]
+    assert actions(out) == [KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)]
     assert frame_view(core, 1, 1)["state"] == "running"
     live = FrameEnded(worker="w1", job_id=1, frame=1, attempt=3, exit_code=0, now=4.0)
     assert actions(core.handle(live)) == [JobEnded(job_id=1, state=JobState.COMPLETE)]
@@ -843,7 +843,7 @@ def test_kill_ends_pending_frames_and_stops_running_ones() -> None:
     out = core.handle(KillJobs(job_ids=(1,), now=4.0))
     assert out.result == [1]
     assert actions(out) == [
-        StopFrame(worker="w1", job_id=1, frame=1, attempt=1),
+        KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1),
         JobEnded(job_id=1, state=JobState.KILLED),
     ]
     assert state(core, 1) == "killed"
@@ -891,7 +891,7 @@ def test_kill_of_an_unknown_id_is_refused_and_kills_nothing() -> None:
 # --------------------------------------------------------------------------- modify
 
 
-def busy_worker(core: Scheduler, name: str, cluster: str = "/") -> StartFrame:
+def busy_worker(core: Scheduler, name: str, cluster: str = "/") -> RunOnWorker:
     """Join a one-slot worker to an empty farm and keep it busy with a job (job 1), so
     that what is submitted next queues and `order_view` shows it."""
     core.handle(joined(name, cluster))
@@ -1252,7 +1252,7 @@ class FarmMachine(RuleBasedStateMachine):
         ended_now: dict[int, JobState] = {}
         for command in out.commands:
             match command:
-                case StartFrame(worker=name, job_id=job_id, frame=number, attempt=attempt):
+                case RunOnWorker(worker=name, job_id=job_id, frame=number, attempt=attempt):
                     host = self.hosts[name]
                     assert host.connected, command
                     key = (job_id, number)
@@ -1265,7 +1265,7 @@ class FarmMachine(RuleBasedStateMachine):
                     assert admits(job.queued(), view), command
                     assert command.rank == rank_key(job.queued(), view)
                     host.held.add((job_id, number, attempt))
-                case StopFrame(worker=name, job_id=job_id, frame=number, attempt=attempt):
+                case KillOnWorker(worker=name, job_id=job_id, frame=number, attempt=attempt):
                     host = self.hosts[name]
                     assert host.connected, command
                     assert (job_id, number, attempt) in host.held, command

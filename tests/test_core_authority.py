@@ -20,7 +20,7 @@ from farmd.core import (
     Principal,
     RemoveJobs,
     Scheduler,
-    SetResource,
+    SetResourceTotal,
     SubmitJob,
 )
 from farmd.core import vocabulary as vocabulary_module
@@ -64,7 +64,7 @@ def test_every_event_that_carries_a_principal_is_checked_at_the_door() -> None:
         (RemoveJobs(job_ids=(1,), now=1.0), "remove jobs"),
         (ModifyJob(job_id=1, priority=3, now=1.0), "modify jobs"),
         (LockWorker(name="w1", now=1.0), "lock workers"),
-        (SetResource(name="license.x", total=2, now=1.0), "set resource totals"),
+        (SetResourceTotal(name="license.x", total=2, now=1.0), "set resource totals"),
     ],
 )
 def test_a_user_is_refused_what_its_rule_does_not_allow_and_nothing_changes(

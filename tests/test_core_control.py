@@ -12,11 +12,11 @@ import pytest
 from farmd.core import (
     ControlFrames,
     KillJobs,
+    KillOnWorker,
     RemoveJobs,
-    ResumeFrame,
+    ResumeOnWorker,
     Scheduler,
-    StopFrame,
-    SuspendFrame,
+    SuspendOnWorker,
 )
 from farmd.errors import JobSpecError, UnknownJobError
 from farmd.frames import FrameState
@@ -68,7 +68,9 @@ def test_every_state_and_control_moves_as_the_table_says_or_is_refused(
     # a frame sent back to pending may have been dispatched again at once, and a
     # stopped process resumes running
     assert after == target.value or (target is FrameState.PENDING and after == "running")
-    signals = [c for c in actions(out) if isinstance(c, StopFrame | SuspendFrame | ResumeFrame)]
+    signals = [
+        c for c in actions(out) if isinstance(c, KillOnWorker | SuspendOnWorker | ResumeOnWorker)
+    ]
     # only a frame with a live process (running, or suspended while running) is signalled
     assert bool(signals) == (frame_state in (FrameState.RUNNING, FrameState.SUSPENDED))
     counts = core.job_view(1)["frames"]
@@ -82,7 +84,7 @@ def test_block_holds_a_whole_job_and_unblock_releases_it() -> None:
     (start,) = starts(core.handle(submit(frames="1-3")))
     out = core.handle(ControlFrames(control=Control.BLOCK, targets=("1",), now=1.0))
     assert out.result == ["1:1", "1:2", "1:3"]
-    assert StopFrame(worker="w1", job_id=1, frame=1, attempt=1) in actions(out)
+    assert KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1) in actions(out)
     assert state(core, 1) == "blocked"
     # the stopped attempt's report frees the slot, and nothing else runs
     assert starts(core.handle(ended(start, -15, now=2.0))) == []

@@ -11,16 +11,16 @@ from farmd.core import (
     ControlFrames,
     JobHeld,
     KillJobs,
+    KillOnWorker,
     ModifyJob,
     Outcome,
     PreemptPolicy,
     RemoveJobs,
     Restore,
-    ResumeFrame,
+    ResumeOnWorker,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
-    StopFrame,
-    SuspendFrame,
+    SuspendOnWorker,
     WorkerLost,
 )
 from farmd.errors import JobSpecError, UnknownJobError
@@ -268,7 +268,7 @@ def test_a_parent_completes_once_its_frames_and_sub_jobs_have() -> None:
     assert reason(core, 1) == "waiting for sub-jobs 2"
     core.handle(ended(sub_frame))
     out = core.handle(ended(last))
-    assert [c.job_id for c in actions(out) if not isinstance(c, StartFrame)] == [2, 1]
+    assert [c.job_id for c in actions(out) if not isinstance(c, RunOnWorker)] == [2, 1]
     assert state(core, 1) == "complete"
 
 
@@ -339,8 +339,8 @@ def test_suspend_stops_running_frames_keeps_their_slots_and_holds_the_rest() -> 
     running = starts(core.handle(submit(frames="1-4")))
     out = core.handle(control(Control.SUSPEND, "1"))
     assert list(actions(out)) == [
-        SuspendFrame(worker="w1", job_id=1, frame=1, attempt=1),
-        SuspendFrame(worker="w1", job_id=1, frame=2, attempt=1),
+        SuspendOnWorker(worker="w1", job_id=1, frame=1, attempt=1),
+        SuspendOnWorker(worker="w1", job_id=1, frame=2, attempt=1),
         JobHeld(job_id=1, state=JobState.SUSPENDED),  # a `wait` for it checks again
     ]
     assert state(core, 1) == "suspended"
@@ -350,8 +350,8 @@ def test_suspend_stops_running_frames_keeps_their_slots_and_holds_the_rest() -> 
     assert starts(core.handle(submit())) == []
     out = core.handle(control(Control.RESUME, "1", now=2.0))
     assert list(actions(out)) == [
-        ResumeFrame(worker="w1", job_id=1, frame=1, attempt=1),
-        ResumeFrame(worker="w1", job_id=1, frame=2, attempt=1),
+        ResumeOnWorker(worker="w1", job_id=1, frame=1, attempt=1),
+        ResumeOnWorker(worker="w1", job_id=1, frame=2, attempt=1),
     ]
     assert [frame_view(core, 1, n)["state"] for n in (1, 2, 3, 4)] == [
         "running",
@@ -392,7 +392,7 @@ def test_kill_of_a_suspended_frame_stops_its_process() -> None:
     starts(core.handle(submit()))
     core.handle(control(Control.SUSPEND, "1:1"))
     out = core.handle(control(Control.KILL, "1:1"))
-    assert actions(out)[0] == StopFrame(worker="w1", job_id=1, frame=1, attempt=1)
+    assert actions(out)[0] == KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)
     assert state(core, 1) == "killed"
 
 
@@ -411,7 +411,7 @@ def test_a_lost_worker_leaves_its_suspended_frame_held() -> None:
 # --------------------------------------------------------------------------- preemption
 
 
-def busy_farm(policy: PreemptPolicy, **low: Any) -> tuple[Scheduler, StartFrame]:
+def busy_farm(policy: PreemptPolicy, **low: Any) -> tuple[Scheduler, RunOnWorker]:
     """One one-slot worker running frame 1 of job 1 (priority 100, frames 1-2)."""
     core = Scheduler(preempt_policy=policy)
     core.handle(joined("w1"))
@@ -422,7 +422,7 @@ def busy_farm(policy: PreemptPolicy, **low: Any) -> tuple[Scheduler, StartFrame]
 def test_aggressive_stops_an_outranked_frame_and_requeues_it_without_a_retry() -> None:
     core, low = busy_farm(PreemptPolicy.AGGRESSIVE)
     out = core.handle(submit(priority=10))
-    assert actions(out) == [StopFrame(worker="w1", job_id=1, frame=1, attempt=1)]
+    assert actions(out) == [KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)]
     assert frame_view(core, 1, 1)["state"] == "pending"
     # the stopped process's report frees the slot for the better job
     (high,) = starts(core.handle(ended(low, -15)))
@@ -444,7 +444,7 @@ def test_aggressive_goes_by_cluster_order_first() -> None:
     core.handle(joined("w1", "/show1"))
     starts(core.handle(submit(cluster="/", priority=1)))  # order 2 on /show1
     out = core.handle(submit(cluster="/show1", priority=5000))  # order 1
-    assert [type(c) for c in actions(out)] == [StopFrame]
+    assert [type(c) for c in actions(out)] == [KillOnWorker]
 
 
 def test_aggressive_stops_one_frame_per_worker_at_a_time() -> None:
@@ -452,9 +452,9 @@ def test_aggressive_stops_one_frame_per_worker_at_a_time() -> None:
     core.handle(joined("w1", slots=2))
     starts(core.handle(submit(priority=100, frames="1-2")))
     out = core.handle(submit(priority=10, frames="1-2"))
-    assert len([c for c in actions(out) if isinstance(c, StopFrame)]) == 1
+    assert len([c for c in actions(out) if isinstance(c, KillOnWorker)]) == 1
     out = core.handle(ModifyJob(job_id=2, priority=5, now=1.0))
-    assert [c for c in actions(out) if isinstance(c, StopFrame)] == []
+    assert [c for c in actions(out) if isinstance(c, KillOnWorker)] == []
 
 
 def test_aggressive_leaves_running_frames_alone_while_a_free_slot_takes_the_job() -> None:
@@ -463,7 +463,7 @@ def test_aggressive_leaves_running_frames_alone_while_a_free_slot_takes_the_job(
     core.handle(joined("w3"))  # idle
     out = core.handle(submit(priority=10))
     assert where(out) == [("w3", 2, 1, 1)]
-    assert [c for c in actions(out) if isinstance(c, StopFrame)] == []
+    assert [c for c in actions(out) if isinstance(c, KillOnWorker)] == []
 
 
 def test_aggressive_stops_only_as_many_frames_as_the_better_job_can_use() -> None:
@@ -472,10 +472,12 @@ def test_aggressive_stops_only_as_many_frames_as_the_better_job_can_use() -> Non
         core.handle(joined(name))
     starts(core.handle(submit(priority=100, frames="1-3")))
     out = core.handle(submit(priority=10, frames="1-2"))
-    stops = [c for c in actions(out) if isinstance(c, StopFrame)]
+    stops = [c for c in actions(out) if isinstance(c, KillOnWorker)]
     assert [c.worker for c in stops] == ["w1", "w2"]
     # a later event does not stop a third frame for the two already on their way back
-    assert [c for c in actions(core.handle(submit(priority=100))) if isinstance(c, StopFrame)] == []
+    assert [
+        c for c in actions(core.handle(submit(priority=100))) if isinstance(c, KillOnWorker)
+    ] == []
 
 
 def test_passive_lets_the_frame_finish_and_gives_the_slot_to_the_better_job() -> None:

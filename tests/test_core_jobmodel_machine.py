@@ -33,16 +33,16 @@ from farmd.core import (
     Event,
     FrameEnded,
     JobEnded,
+    KillOnWorker,
     LockWorker,
     Outcome,
     PreemptPolicy,
     RemoveJobs,
-    ResumeFrame,
+    ResumeOnWorker,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
-    StopFrame,
     SubmitJob,
-    SuspendFrame,
+    SuspendOnWorker,
     Tick,
     UnlockWorker,
     WorkerJoined,
@@ -107,7 +107,7 @@ class JobModelMachine(RuleBasedStateMachine):
         out = self.core.handle(event)
         for command in out.commands:
             match command:
-                case StartFrame(worker=name, job_id=job_id, frame=number, attempt=attempt):
+                case RunOnWorker(worker=name, job_id=job_id, frame=number, attempt=attempt):
                     host = self.hosts[name]
                     assert host.connected
                     assert (job_id, number, attempt) not in host.held
@@ -117,14 +117,14 @@ class JobModelMachine(RuleBasedStateMachine):
                     unit = job.frames[number]
                     assert command.env["FARMD_FRAME_START"] == str(unit.numbers[0])
                     assert command.env["FARMD_FRAME_END"] == str(unit.numbers[-1])
-                case StopFrame(worker=name, job_id=job_id, frame=number, attempt=attempt):
+                case KillOnWorker(worker=name, job_id=job_id, frame=number, attempt=attempt):
                     assert (job_id, number, attempt) in self.hosts[name].held
                     self.hosts[name].stopping.add((job_id, number, attempt))
                     self.hosts[name].stopped.discard((job_id, number, attempt))
-                case SuspendFrame(worker=name, job_id=job_id, frame=number, attempt=attempt):
+                case SuspendOnWorker(worker=name, job_id=job_id, frame=number, attempt=attempt):
                     assert (job_id, number, attempt) in self.hosts[name].held
                     self.hosts[name].stopped.add((job_id, number, attempt))
-                case ResumeFrame(worker=name, job_id=job_id, frame=number, attempt=attempt):
+                case ResumeOnWorker(worker=name, job_id=job_id, frame=number, attempt=attempt):
                     assert (job_id, number, attempt) in self.hosts[name].stopped
                     self.hosts[name].stopped.discard((job_id, number, attempt))
                 case JobEnded(job_id=job_id, state=end):

@@ -9,13 +9,13 @@ import pytest
 
 from farmd.core import (
     FrameEnded,
+    KillOnWorker,
     LockWorker,
     ModifyJob,
     Restore,
+    RunOnWorker,
     Scheduler,
-    SetResource,
-    StartFrame,
-    StopFrame,
+    SetResourceTotal,
     UnlockWorker,
     WorkerLost,
 )
@@ -175,11 +175,13 @@ def test_raising_a_total_at_run_time_lets_waiting_frames_start() -> None:
     core = Scheduler(resources={"license.nuke": 1})
     core.handle(host("w1", slots=3))
     assert len(starts(core.handle(submit(frames="1-3", reserve="license.nuke=1")))) == 1
-    out = core.handle(SetResource(name="license.nuke", total=3, now=1.0))
+    out = core.handle(SetResourceTotal(name="license.nuke", total=3, now=1.0))
     assert len(starts(out)) == 2
     # the answer shows the pool after the frames the new total let start
     assert out.result == {"total": 3, "used": 3, "free": 0}
-    assert_refused(core, SetResource(name="license.maya", total=3, now=1.0), JobSpecError, "maya")
+    assert_refused(
+        core, SetResourceTotal(name="license.maya", total=3, now=1.0), JobSpecError, "maya"
+    )
 
 
 def test_global_resources_must_have_dotted_names() -> None:
@@ -208,7 +210,7 @@ def test_purge_stops_frames_and_requeues_them_without_a_retry() -> None:
     (frame, _) = starts(core.handle(submit(frames="1-2")))
     out = core.handle(LockWorker(name="w1", mode="purge", now=1.0))
     assert out.result == ["1:1"]
-    assert actions(out) == [StopFrame(worker="w1", job_id=1, frame=1, attempt=1)]
+    assert actions(out) == [KillOnWorker(worker="w1", job_id=1, frame=1, attempt=1)]
     core.handle(ended(frame, -15))
     view = next(f for f in core.job_view(1)["frame_list"] if f["frame"] == 1)
     assert (view["state"], view["failures"]) == ("pending", 0)
@@ -321,7 +323,7 @@ def test_a_restart_keeps_held_reservations_until_frames_are_claimed_or_requeued(
     after.handle(FrameEnded(worker="w1", job_id=1, frame=1, attempt=1, exit_code=0, now=5.0))
     assert after.dispatch.pool.used == {"license.nuke": 0}
     assert state(after, 1) == "complete"
-    assert isinstance(frame, StartFrame)
+    assert isinstance(frame, RunOnWorker)
 
 
 def test_modify_keeps_the_demanding_set_true() -> None:

@@ -12,8 +12,8 @@ from farmd.core import (
     FrameEnded,
     ModifyJob,
     Restore,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
     Tick,
     WakeAt,
     WorkerLost,
@@ -113,7 +113,7 @@ def test_the_time_limit_travels_with_each_attempt() -> None:
     core = Scheduler()
     core.handle(joined("w1"))
     (start,) = starts(core.handle(submit(time_limit=90.0)))
-    assert isinstance(start, StartFrame)
+    assert isinstance(start, RunOnWorker)
     assert start.time_limit == 90.0
 
 

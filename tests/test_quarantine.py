@@ -26,8 +26,8 @@ from farmd.core import (
     ModifyJob,
     RemoveJobs,
     Restore,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
     SubmitJob,
     WorkerJoined,
 )
@@ -265,7 +265,7 @@ def test_a_job_that_depends_on_a_quarantined_job_is_blocked_naming_it(tmp_path: 
             assert "'/a//b'" in job["reason"], job
         # nothing blocked runs; the free job does, once a worker asks
         joined = core.handle(WorkerJoined(name="w", cluster="/", slots=4, now=2e9))
-        started = {c.job_id for c in joined.commands if isinstance(c, StartFrame)}
+        started = {c.job_id for c in joined.commands if isinstance(c, RunOnWorker)}
         assert started == {free}
         # the blocked ones can still be killed (and then removed) by an admin
         core.handle(KillJobs(job_ids=(whole, by_frames, done_mode), now=2e9 + 1))
@@ -279,7 +279,7 @@ def test_a_dependency_met_before_the_quarantine_stays_met(tmp_path: Path) -> Non
     farm.apply(WorkerJoined(name="w", cluster="/", slots=1, now=farm.now()))
     outcome = farm.apply(SubmitJob(argv=("true",), name="victim", now=farm.now()))
     victim = outcome.result
-    (start,) = [c for c in outcome.commands if isinstance(c, StartFrame)]
+    (start,) = [c for c in outcome.commands if isinstance(c, RunOnWorker)]
     ended = FrameEnded(
         worker="w", job_id=victim, frame=1, attempt=start.attempt, exit_code=0, now=farm.now()
     )

@@ -33,14 +33,14 @@ from farmd.core import (
     Event,
     FrameEnded,
     KillJobs,
+    KillOnWorker,
     ModifyJob,
     Note,
     Outcome,
     ReclaimOrphans,
     Restore,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
-    StopFrame,
     SubmitJob,
     WorkerJoined,
     WorkerLost,
@@ -502,19 +502,19 @@ class Recorder:
         return outcome
 
 
-def starts(outcome: Outcome) -> list[StartFrame]:
-    return [c for c in outcome.commands if isinstance(c, StartFrame)]
+def starts(outcome: Outcome) -> list[RunOnWorker]:
+    return [c for c in outcome.commands if isinstance(c, RunOnWorker)]
 
 
-def stops(outcome: Outcome) -> list[StopFrame]:
-    return [c for c in outcome.commands if isinstance(c, StopFrame)]
+def stops(outcome: Outcome) -> list[KillOnWorker]:
+    return [c for c in outcome.commands if isinstance(c, KillOnWorker)]
 
 
 def notes(outcome: Outcome) -> list[str]:
     return [c.event for c in outcome.commands if isinstance(c, Note)]
 
 
-def result(start: StartFrame, now: float, exit_code: int = 0) -> FrameEnded:
+def result(start: RunOnWorker, now: float, exit_code: int = 0) -> FrameEnded:
     return FrameEnded(
         worker=start.worker,
         job_id=start.job_id,
@@ -590,7 +590,7 @@ def through_store(directory: Path, batches: list[Changes], *, group: int = 1) ->
         reopened.close()
 
 
-def busy_farm() -> tuple[Recorder, dict[str, int], list[StartFrame]]:
+def busy_farm() -> tuple[Recorder, dict[str, int], list[RunOnWorker]]:
     """A farm in every state at once: waiting, pending, running, complete, failed and
     killed frames; dependencies met and unmet; restrictions, patterns, a modified
     priority, and a frame requeued from a lost worker. Returns the recorder, job ids by
@@ -615,7 +615,7 @@ def busy_farm() -> tuple[Recorder, dict[str, int], list[StartFrame]]:
     submit("solo", priority=3, restrictions="/show2/fx/*")
     submit("later", cluster="/show3", frames="1-3")
 
-    running: dict[tuple[int, int], StartFrame] = {}
+    running: dict[tuple[int, int], RunOnWorker] = {}
 
     def track(out: Outcome) -> None:
         for start in starts(out):
@@ -827,7 +827,7 @@ def test_a_stale_result_after_restart_is_ignored_and_logged(tmp_path: Path) -> N
         )
     )  # fmt: skip
     assert stops(out) == [
-        StopFrame(worker="w1", job_id=old.job_id, frame=old.frame, attempt=old.attempt)
+        KillOnWorker(worker="w1", job_id=old.job_id, frame=old.frame, attempt=old.attempt)
     ]
     out = core.handle(result(old, farm.now()))
     assert "stale result ignored" in notes(out)

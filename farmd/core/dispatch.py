@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from farmd.core.vocabulary import Command, PreemptPolicy, StartFrame, StopFrame
+from farmd.core.vocabulary import Command, KillOnWorker, PreemptPolicy, RunOnWorker
 from farmd.frames import Frame, FrameState
 from farmd.jobs import FrameEvent, Job
 from farmd.ranking import Eligible, QueuedJob, RankingIndex, admits, rank_key
@@ -391,7 +391,7 @@ class Dispatcher:
         number = str(frame.number)
         last, label = (str(frame.members[-1]), frame.label) if frame.members else (number, number)
         self._emit(
-            StartFrame(
+            RunOnWorker(
                 worker=worker.name,
                 job_id=job.id,
                 job_name=job.name,
@@ -420,7 +420,7 @@ class Dispatcher:
         """Tell `worker` to stop an attempt. It is remembered until its end is reported:
         a worker that comes back still running it gets it stopped again, never
         readopted (the stop it was sent would kill it, and count as a failure)."""
-        self._emit(StopFrame(worker=worker, job_id=job_id, frame=frame, attempt=attempt))
+        self._emit(KillOnWorker(worker=worker, job_id=job_id, frame=frame, attempt=attempt))
         self._stopping.add((job_id, frame, attempt))
 
 

@@ -82,6 +82,7 @@ from farmd.core.vocabulary import (
     JobEnded,
     JobHeld,
     KillJobs,
+    KillOnWorker,
     LockWorker,
     ModifyJob,
     Note,
@@ -90,12 +91,11 @@ from farmd.core.vocabulary import (
     ReclaimOrphans,
     RemoveJobs,
     Restore,
-    ResumeFrame,
-    SetResource,
-    StopFrame,
+    ResumeOnWorker,
+    SetResourceTotal,
     SubmitJob,
     SubmitJobs,
-    SuspendFrame,
+    SuspendOnWorker,
     Tick,
     UnlockWorker,
     WakeAt,
@@ -124,7 +124,7 @@ _ACTION_OF: dict[type, Action] = {
     ModifyJob: Action.MODIFY,
     LockWorker: Action.LOCK,
     UnlockWorker: Action.LOCK,
-    SetResource: Action.SET_RESOURCE,
+    SetResourceTotal: Action.SET_RESOURCE,
 }
 
 
@@ -237,7 +237,7 @@ class Scheduler:
                 result = self.workforce.lock(event)
             case UnlockWorker():
                 result = self.workforce.unlock(event)
-            case SetResource():
+            case SetResourceTotal():
                 result = self._set_resource(event)
             case WorkerReconfigured():
                 result = self.workforce.reconfigured(event)
@@ -248,7 +248,7 @@ class Scheduler:
                 msg = f"unknown event {event!r}"
                 raise InternalError(msg)
         self.dispatch.run(event.now)
-        if isinstance(event, SetResource):  # the pool as the frames it let start left it
+        if isinstance(event, SetResourceTotal):  # the pool as the frames it let start left it
             result = self.resources_view()[result]
         commands, self._out = tuple(self._out), []
         return Outcome(result, commands, self._take_changes())
@@ -306,17 +306,17 @@ class Scheduler:
             event = FrameEvent.of(control)
             if frame.holds_process:
                 assert frame.worker is not None
-                command: type[SuspendFrame | ResumeFrame | StopFrame] = StopFrame
+                command: type[SuspendOnWorker | ResumeOnWorker | KillOnWorker] = KillOnWorker
                 if control is Control.SUSPEND:
-                    command = SuspendFrame
+                    command = SuspendOnWorker
                     self._set_stopped(job, frame, True)
                 elif control is Control.RESUME:
-                    command, event = ResumeFrame, FrameEvent.CONTINUE
+                    command, event = ResumeOnWorker, FrameEvent.CONTINUE
                     self._set_stopped(job, frame, False)
                 else:
                     frame.finished_at = now
                     self._set_stopped(job, frame, False)
-                if command is StopFrame:
+                if command is KillOnWorker:
                     self.dispatch.stop(frame.worker, job.id, frame.number, frame.attempts)
                 else:
                     self._out.append(
@@ -391,7 +391,7 @@ class Scheduler:
         self._note("info", "job modified", job=job.id, cluster=cluster, priority=priority)
         return job.summary()
 
-    def _set_resource(self, event: SetResource) -> str:
+    def _set_resource(self, event: SetResourceTotal) -> str:
         """Set a global resource's total; its name, whose figures `handle` answers with
         once dispatch has run."""
         name = check_name(event.name)

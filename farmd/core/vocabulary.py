@@ -142,7 +142,7 @@ class UnlockWorker:
 
 
 @attrs.frozen(kw_only=True)
-class SetResource:
+class SetResourceTotal:
     """An admin changes the total of a global counter (`license.nuke`) at run time."""
 
     name: str
@@ -224,7 +224,7 @@ Event = (
     | Tick
     | LockWorker
     | UnlockWorker
-    | SetResource
+    | SetResourceTotal
     | WorkerReconfigured
     | Restore
 )
@@ -233,7 +233,7 @@ Event = (
 
 
 @attrs.frozen(kw_only=True)
-class StartFrame:
+class RunOnWorker:
     worker: str
     job_id: int
     job_name: str
@@ -247,7 +247,7 @@ class StartFrame:
 
 
 @attrs.frozen(kw_only=True)
-class StopFrame:
+class KillOnWorker:
     worker: str
     job_id: int
     frame: int
@@ -255,7 +255,7 @@ class StopFrame:
 
 
 @attrs.frozen(kw_only=True)
-class SuspendFrame:
+class SuspendOnWorker:
     """SIGSTOP the process group of a running attempt; it keeps its slot."""
 
     worker: str
@@ -265,7 +265,7 @@ class SuspendFrame:
 
 
 @attrs.frozen(kw_only=True)
-class ResumeFrame:
+class ResumeOnWorker:
     """SIGCONT the process group of a suspended attempt."""
 
     worker: str
@@ -306,7 +306,16 @@ class Note:
     fields: dict[str, Any] = attrs.field(factory=dict)
 
 
-Command = StartFrame | StopFrame | SuspendFrame | ResumeFrame | JobEnded | JobHeld | Note | WakeAt
+Command = (
+    RunOnWorker
+    | KillOnWorker
+    | SuspendOnWorker
+    | ResumeOnWorker
+    | JobEnded
+    | JobHeld
+    | Note
+    | WakeAt
+)
 
 
 @attrs.frozen

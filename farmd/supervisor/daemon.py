@@ -61,16 +61,16 @@ from farmd.core import (
     FrameEnded,
     JobEnded,
     JobHeld,
+    KillOnWorker,
     Note,
     Outcome,
     Principal,
     ReclaimOrphans,
     Restore,
-    ResumeFrame,
+    ResumeOnWorker,
+    RunOnWorker,
     Scheduler,
-    StartFrame,
-    StopFrame,
-    SuspendFrame,
+    SuspendOnWorker,
     Tick,
     WakeAt,
     WorkerJoined,
@@ -673,7 +673,7 @@ class Supervisor:
         for the pick-to-start latency."""
         for command in commands:
             match command:
-                case StartFrame():
+                case RunOnWorker():
                     self.metrics.observe_dispatch(trio.current_time() - decided)
                     log_event(
                         log,
@@ -686,7 +686,7 @@ class Supervisor:
                         rank=list(command.rank),
                     )
                     self._send_to_worker(command.worker, worker_message(command, self.token))
-                case StopFrame() | SuspendFrame() | ResumeFrame():
+                case KillOnWorker() | SuspendOnWorker() | ResumeOnWorker():
                     self._send_to_worker(command.worker, worker_message(command, self.token))
                 case WakeAt():
                     self._wake_changed.set()

@@ -27,19 +27,19 @@ from farmd.core import (
     Action,
     ControlFrames,
     KillJobs,
+    KillOnWorker,
     LockWorker,
     ModifyJob,
     Outcome,
     Principal,
     RemoveJobs,
-    ResumeFrame,
+    ResumeOnWorker,
+    RunOnWorker,
     Scheduler,
-    SetResource,
-    StartFrame,
-    StopFrame,
+    SetResourceTotal,
     SubmitJob,
     SubmitJobs,
-    SuspendFrame,
+    SuspendOnWorker,
     UnlockWorker,
     draft_batch,
     draft_job,
@@ -66,20 +66,14 @@ from farmd.protocol import (
     Reload,
     Remove,
     Request,
+    ResumeFrame,
     RunFrame,
+    SetResource,
     Submit,
     SubmitBatch,
+    SuspendFrame,
     Unlock,
     Wait,
-)
-from farmd.protocol import (
-    ResumeFrame as ResumeFrameMessage,
-)
-from farmd.protocol import (
-    SetResource as SetResourceRequest,
-)
-from farmd.protocol import (
-    SuspendFrame as SuspendFrameMessage,
 )
 from farmd.supervisor.tokens import job_token
 
@@ -196,8 +190,8 @@ def answer(
             return outcome.result, outcome
         case Reload():
             return reload(), None
-        case SetResourceRequest():
-            change = SetResource(name=request.name, total=request.total, now=now, by=by)
+        case SetResource():
+            change = SetResourceTotal(name=request.name, total=request.total, now=now, by=by)
             outcome = core.handle(change)
             return outcome.result, outcome
     msg = f"request {request.TYPE!r} is not served here"
@@ -205,11 +199,11 @@ def answer(
 
 
 def worker_message(
-    command: StartFrame | StopFrame | SuspendFrame | ResumeFrame, farm_token: str
+    command: RunOnWorker | KillOnWorker | SuspendOnWorker | ResumeOnWorker, farm_token: str
 ) -> Message:
     """What a frame command is on the wire, to its worker."""
     match command:
-        case StartFrame():
+        case RunOnWorker():
             return RunFrame(
                 job_id=command.job_id,
                 job_name=command.job_name,
@@ -220,13 +214,9 @@ def worker_message(
                 env={**command.env, "FARMD_TOKEN": job_token(farm_token, command.job_id)},
                 time_limit=command.time_limit,
             )
-        case StopFrame():
+        case KillOnWorker():
             return KillFrame(job_id=command.job_id, frame=command.frame, attempt=command.attempt)
-        case SuspendFrame():
-            return SuspendFrameMessage(
-                job_id=command.job_id, frame=command.frame, attempt=command.attempt
-            )
-        case ResumeFrame():
-            return ResumeFrameMessage(
-                job_id=command.job_id, frame=command.frame, attempt=command.attempt
-            )
+        case SuspendOnWorker():
+            return SuspendFrame(job_id=command.job_id, frame=command.frame, attempt=command.attempt)
+        case ResumeOnWorker():
+            return ResumeFrame(job_id=command.job_id, frame=command.frame, attempt=command.attempt)
