@@ -251,7 +251,7 @@ class Job:
     cluster: ClusterPath
     priority: int
     restrictions: Restrictions
-    patterns: CrossClusterPatterns
+    cross_cluster: CrossClusterPatterns
     argv: tuple[str, ...]
     frames: FrameTable  # (a dict of every frame is taken too, and made a table)
     depends_on: tuple[Dependency, ...]
@@ -263,7 +263,7 @@ class Job:
     chunk: int = 1  # frames per dispatch
     parent: int | None = None  # the job whose frame submitted this one (a sub-job)
     uninterruptible: bool = False  # never preempted
-    type: str | None = None  # runs only on workers that advertise this job type
+    job_type: str | None = None  # runs only on workers that advertise this job type
     requires: Requirement = NO_REQUIREMENT  # what a host must satisfy
     reserve: Reservation = ONE_SLOT  # what a frame holds while it runs
     # whole-job dependencies not yet met: once met, a dependency stays met
@@ -344,7 +344,7 @@ class Job:
     def demanding(self) -> bool:
         """Needs more of a worker than a free slot (so dispatch must check it)."""
         return (
-            self.type is not None
+            self.job_type is not None
             or self.requires is not NO_REQUIREMENT
             or not self.reserve.plain
             or self.instances > 0
@@ -357,7 +357,7 @@ class Job:
             "name": self.name,
             "cluster": self.cluster,
             "priority": self.priority,
-            "type": self.type,
+            "type": self.job_type,  # `job.type` in a requirement
             "frames": len(self.frames),
         }
 
@@ -462,7 +462,7 @@ class Job:
             id=self.id,
             cluster=self.cluster,
             priority=self.priority,
-            patterns=self.patterns,
+            patterns=self.cross_cluster,
             restrictions=self.restrictions,
         )
 
@@ -485,7 +485,7 @@ class Job:
             "parent": self.parent,
             "subjobs": len(self.children),
             "uninterruptible": self.uninterruptible,
-            "job_type": self.type,
+            "job_type": self.job_type,
             "requires": str(self.requires),
             "reserve": str(self.reserve),
             "reason": self.reason(state),
@@ -516,7 +516,7 @@ class Job:
         out = self.summary()
         out.update(
             restrictions=str(self.restrictions),
-            cross_cluster=str(self.patterns),
+            cross_cluster=str(self.cross_cluster),
             argv=list(self.argv),
             waiting_on=sorted(self.waiting_on),
             subjob_ids=list(self.children),

@@ -1642,7 +1642,7 @@ class FarmMachine(RuleBasedStateMachine):
             assert keys == sorted(keys)
             for e in entries:
                 job = self.core.jobs[e["id"]]
-                if not job.patterns.matches(worker.cluster):
+                if not job.cross_cluster.matches(worker.cluster):
                     assert e["order"] == oracle_order(job.cluster, worker.cluster)
 
 

@@ -277,7 +277,7 @@ def test_a_lazy_frame_table_behaves_as_a_frame_per_number(
         cluster=parse_cluster("/"),
         priority=1,
         restrictions=parse_restrictions(""),
-        patterns=parse_patterns(""),
+        cross_cluster=parse_patterns(""),
         argv=("x",),
         frames=FrameTable(FrameNumbers(numbers), chunk),
         depends_on=(),

@@ -255,7 +255,7 @@ class Dispatcher:
         """What a frame of `job` would hold on `worker` now (`idle`: with all its slots
         free), or None: a type it lacks, a requirement it fails, the job's instances
         cap, or a resource short."""
-        if job.type is not None and job.type not in worker.types:
+        if job.job_type is not None and job.job_type not in worker.types:
             return None
         if job.at_cap:
             return None

@@ -53,7 +53,7 @@ class Draft:
     argv: tuple[str, ...]
     cluster: ClusterPath | None  # None: the parent's, or the default
     restrictions: Restrictions
-    patterns: CrossClusterPatterns
+    cross_cluster: CrossClusterPatterns
     depends_on: tuple[Dependency, ...]
     job_type: str | None
     requires: Requirement
@@ -99,7 +99,7 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
         argv=argv,
         cluster=cluster,
         restrictions=restrictions,
-        patterns=patterns,
+        cross_cluster=patterns,
         depends_on=depends_on,
         job_type=job_type,
         requires=requires,

@@ -363,7 +363,9 @@ class Scheduler:
             else parse_restrictions(event.restrictions)
         )
         patterns = (
-            job.patterns if event.cross_cluster is None else parse_patterns(event.cross_cluster)
+            job.cross_cluster
+            if event.cross_cluster is None
+            else parse_patterns(event.cross_cluster)
         )
         priority = job.priority if event.priority is None else event.priority
         QueuedJob(id=job.id, cluster=cluster, priority=priority)  # validates the priority
@@ -381,7 +383,7 @@ class Scheduler:
             self.tree.remove(job.cluster, Member.JOB)
             self.tree.add(cluster, Member.JOB)
         job.cluster, job.priority = cluster, priority
-        job.restrictions, job.patterns = restrictions, patterns
+        job.restrictions, job.cross_cluster = restrictions, patterns
         job.instances, job.retries = options[0], options[1]
         job.retry_delay, job.time_limit = float(options[2]), float(options[3])
         self.dispatch.options_changed(job)

@@ -147,9 +147,9 @@ def _explain_on(core: Scheduler, job: Job, worker: Worker, everywhere: list[str]
             f"cluster restriction on the job's side: it accepts workers in "
             f"'{job.restrictions}' only, and the worker is in {worker.cluster}"
         )
-    if job.type is not None and job.type not in worker.types:
+    if job.job_type is not None and job.job_type not in worker.types:
         runs = ", ".join(sorted(worker.types)) or "no typed jobs"
-        reasons.append(f"type missing: the job is a {job.type!r} job; the worker runs {runs}")
+        reasons.append(f"type missing: the job is a {job.job_type!r} job; the worker runs {runs}")
     if job.requires.source:
         clause = job.requires.first_false(worker.facts, job.facts())
         if clause is not None:
