@@ -40,7 +40,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import attrs
 import trio
@@ -72,6 +72,8 @@ from farmd.protocol import (
 )
 
 log = logging.getLogger("farmd.agent")
+
+_M = TypeVar("_M", bound=Message)
 
 KILL_GRACE = 5.0
 HANDSHAKE_TIMEOUT = 10.0
@@ -132,6 +134,69 @@ class _Attempt:
 
 class _SessionLost(Exception):
     pass
+
+
+class _Link:
+    """A session's stream to the supervisor, in messages. Whatever breaks it ends the
+    session (`_SessionLost`, and the agent connects again), except the supervisor's
+    refusal of this worker (`FATAL_CODES`), which no reconnection would change."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.codec = Codec()
+
+    async def receive(self) -> Message:
+        while True:
+            try:
+                message = self.codec.next_message()
+            except ProtocolError as exc:
+                raise _SessionLost(f"protocol error from the supervisor: {exc}") from None
+            if message is not NEED_DATA:
+                assert isinstance(message, Message)
+                if isinstance(message, Error):
+                    if message.code in FATAL_CODES:
+                        msg = f"the supervisor refused this worker: {message.message}"
+                        raise UserError(msg)
+                    raise _SessionLost(f"{message.code}: {message.message}")
+                return message
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _SessionLost(str(exc)) from None
+            if not data:
+                raise _SessionLost("closed by the supervisor")
+            self.codec.receive_data(data)
+
+    async def expect(self, kind: type[_M]) -> _M:
+        """The next message, which the handshake requires to be a `kind`."""
+        message = await self.receive()
+        if not isinstance(message, kind):
+            raise _SessionLost(f"expected {kind.TYPE!r}, got {message.TYPE!r}")
+        return message
+
+    async def send(self, *messages: Message) -> None:
+        try:
+            await self.stream.send_all(b"".join(self.codec.send(m) for m in messages))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _SessionLost(str(exc)) from None
+
+    async def send_from(self, inbox: trio.MemoryReceiveChannel[Message]) -> None:
+        """Send what the session queues, all that is queued in one write."""
+        async for message in inbox:
+            batch = [message]
+            while True:
+                try:
+                    batch.append(inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self.send(*batch)
+
+
+async def _send_heartbeats(outbox: trio.MemorySendChannel[Message], interval: float) -> None:
+    """A heartbeat every `interval`, so the supervisor hears this worker even when idle."""
+    while True:
+        await trio.sleep(interval)
+        outbox.send_nowait(Heartbeat())
 
 
 class Agent:
@@ -225,39 +290,33 @@ class Agent:
     # ------------------------------------------------------------------ a session
 
     async def _session(self, stream: trio.abc.Stream, frames: trio.Nursery) -> None:
-        codec = Codec()
+        link = _Link(stream)
+        welcome, registered = await self._handshake(link)
+        interval = welcome.heartbeat_interval
+        link.codec.max_frame_bytes = welcome.max_frame_bytes
+        # a log goes back in one frame; undecodable bytes may triple when replaced
+        self._log_limit = max(4096, welcome.max_frame_bytes // 4 - 4096)
+        self._log_registration(registered)
+
+        outbox, inbox = trio.open_memory_channel[Message](float("inf"))
+        # results not yet acknowledged go again, before anything else: the supervisor
+        # may not have them (see the module docs)
+        for attempt in self._attempts.values():
+            if attempt.result is not None:
+                outbox.send_nowait(attempt.result)
+        self._outbox = outbox
+        self.registered.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link.send_from, inbox)
+            nursery.start_soon(_send_heartbeats, outbox, interval)
+            await self._follow_supervisor(link, interval, frames, outbox)
+
+    async def _handshake(self, link: _Link) -> tuple[Welcome, Registered]:
+        """hello, welcome, register, registered: within HANDSHAKE_TIMEOUT in all."""
         config = self.config
-
-        async def receive() -> Message:
-            while True:
-                try:
-                    message = codec.next_message()
-                except ProtocolError as exc:
-                    raise _SessionLost(f"protocol error from the supervisor: {exc}") from None
-                if message is not NEED_DATA:
-                    assert isinstance(message, Message)
-                    if isinstance(message, Error):
-                        if message.code in FATAL_CODES:
-                            msg = f"the supervisor refused this worker: {message.message}"
-                            raise UserError(msg)
-                        raise _SessionLost(f"{message.code}: {message.message}")
-                    return message
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise _SessionLost(str(exc)) from None
-                if not data:
-                    raise _SessionLost("closed by the supervisor")
-                codec.receive_data(data)
-
-        async def send(*messages: Message) -> None:
-            try:
-                await stream.send_all(b"".join(codec.send(m) for m in messages))
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise _SessionLost(str(exc)) from None
-
-        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
-            await send(
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            await link.send(
                 Hello(
                     version=PROTOCOL_VERSION,
                     role=Role.WORKER.value,
@@ -265,34 +324,31 @@ class Agent:
                     name=config.name,
                 )
             )
-            welcome = await receive()
-            if not isinstance(welcome, Welcome):
-                raise _SessionLost(f"expected 'welcome', got {welcome.TYPE!r}")
-            await send(
-                Register(
-                    name=config.name,
-                    cluster=config.cluster,
-                    restrictions=config.restrictions,
-                    slots=config.slots,
-                    types=config.types,
-                    # its own --property values override what it found
-                    properties={**host_facts(), **config.properties},
-                    resources={"memory": host_memory(), **config.resources},
-                    running=self.running,
-                    instance=self.instance,
-                )
-            )
-            registered = await receive()
-            if not isinstance(registered, Registered):
-                raise _SessionLost(f"expected 'registered', got {registered.TYPE!r}")
-        if scope.cancelled_caught:
-            raise _SessionLost("no answer to the handshake in time")
-        assert isinstance(welcome, Welcome)
-        interval = welcome.heartbeat_interval
-        codec.max_frame_bytes = welcome.max_frame_bytes
-        # a log goes back in one frame; undecodable bytes may triple when replaced
-        self._log_limit = max(4096, welcome.max_frame_bytes // 4 - 4096)
-        assert isinstance(registered, Registered)
+            welcome = await link.expect(Welcome)
+            await link.send(self._registration())
+            registered = await link.expect(Registered)
+            return welcome, registered
+        # reached only when the timeout cut the handshake short
+        raise _SessionLost("no answer to the handshake in time")
+
+    def _registration(self) -> Register:
+        """This worker as it registers now, with the frames it still holds."""
+        config = self.config
+        return Register(
+            name=config.name,
+            cluster=config.cluster,
+            restrictions=config.restrictions,
+            slots=config.slots,
+            types=config.types,
+            # its own --property values override what it found
+            properties={**host_facts(), **config.properties},
+            resources={"memory": host_memory(), **config.resources},
+            running=self.running,
+            instance=self.instance,
+        )
+
+    def _log_registration(self, registered: Registered) -> None:
+        config = self.config
         # what the supervisor made of it: the central configuration may set any of these
         settings = registered.settings
         log_event(
@@ -307,37 +363,20 @@ class Agent:
             still_running=len(self._attempts),
         )
 
-        outbox, inbox = trio.open_memory_channel[Message](float("inf"))
-        for attempt in self._attempts.values():
-            if attempt.result is not None:
-                outbox.send_nowait(attempt.result)
-        self._outbox = outbox
-        self.registered.set()
-
-        async def sender() -> None:
-            async for message in inbox:
-                batch = [message]
-                while True:
-                    try:
-                        batch.append(inbox.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await send(*batch)
-
-        async def heartbeat() -> None:
-            while True:
-                await trio.sleep(interval)
-                outbox.send_nowait(Heartbeat())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender)
-            nursery.start_soon(heartbeat)
-            while True:
-                with trio.move_on_after(interval * SILENCE_FACTOR) as silence:
-                    message = await receive()
-                if silence.cancelled_caught:
-                    raise _SessionLost("the supervisor went silent")
-                self._on_message(message, frames, outbox)
+    async def _follow_supervisor(
+        self,
+        link: _Link,
+        interval: float,
+        frames: trio.Nursery,
+        outbox: trio.MemorySendChannel[Message],
+    ) -> None:
+        """Act on the supervisor's messages until it goes silent or the session ends."""
+        while True:
+            with trio.move_on_after(interval * SILENCE_FACTOR) as silence:
+                message = await link.receive()
+            if silence.cancelled_caught:
+                raise _SessionLost("the supervisor went silent")
+            self._on_message(message, frames, outbox)
 
     def _on_message(
         self, message: Message, frames: trio.Nursery, outbox: trio.MemorySendChannel[Message]
