@@ -372,6 +372,23 @@ class Supervisor:
     # ------------------------------------------------------------------ workers
 
     async def _worker_session(self, conn: Connection, nursery: trio.Nursery) -> None:
+        """A worker from its registration to the end of its connection, when the core
+        hears it lost."""
+        name = await self._register_worker(conn)
+        nursery.start_soon(self._heartbeats, conn, name)
+        try:
+            while True:
+                await conn.wait_for_room(self.config.idle_timeout)
+                self._on_worker_message(conn, name, await conn.receive())
+        finally:
+            # unless a new session of its name replaced this one (`_register_worker`)
+            if self._workers.get(name) is conn:
+                del self._workers[name]
+                self._registrations.pop(name, None)
+                self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
+
+    async def _register_worker(self, conn: Connection) -> str:
+        """Take the worker's registration to the core and answer it; its name."""
         register = register_of_version(
             await expect(conn, Register, "after the hello"), conn.version
         )
@@ -401,43 +418,35 @@ class Supervisor:
         settings = {**effective, "types": list(effective["types"])}
         conn.send(Registered(name=name, settings=settings))
         self._apply(joined)
-        nursery.start_soon(self._heartbeats, conn, name)
-        try:
-            while True:
-                await conn.wait_for_room(self.config.idle_timeout)
-                message = await conn.receive()
-                match message:
-                    case FrameFinished():
-                        ended = FrameEnded(
-                            worker=name,
-                            job_id=message.job_id,
-                            frame=message.frame,
-                            attempt=message.attempt,
-                            exit_code=message.exit_code,
-                            error=message.error,
-                            now=self._clock(),
-                        )
-                        ack = ResultAck(
-                            job_id=message.job_id, frame=message.frame, attempt=message.attempt
-                        )
-                        # the worker forgets a result once acknowledged: only when durable
-                        self._apply(
-                            self.core.handle(ended), after=functools.partial(conn.send, ack)
-                        )
-                    case LogData():
-                        waiter = self._log_requests.pop(message.request_id, None)
-                        if waiter is not None:
-                            waiter.send_nowait(message)
-                    case Heartbeat():
-                        pass
-                    case _:
-                        msg = f"a worker may not send {message.TYPE!r}"
-                        raise ProtocolError(msg, code="bad_message")
-        finally:
-            if self._workers.get(name) is conn:
-                del self._workers[name]
-                self._registrations.pop(name, None)
-                self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
+        return name
+
+    def _on_worker_message(self, conn: Connection, name: str, message: Message) -> None:
+        match message:
+            case FrameFinished():
+                self._frame_finished(conn, name, message)
+            case LogData():
+                waiter = self._log_requests.pop(message.request_id, None)
+                if waiter is not None:
+                    waiter.send_nowait(message)
+            case Heartbeat():
+                pass
+            case _:
+                msg = f"a worker may not send {message.TYPE!r}"
+                raise ProtocolError(msg, code="bad_message")
+
+    def _frame_finished(self, conn: Connection, name: str, message: FrameFinished) -> None:
+        ended = FrameEnded(
+            worker=name,
+            job_id=message.job_id,
+            frame=message.frame,
+            attempt=message.attempt,
+            exit_code=message.exit_code,
+            error=message.error,
+            now=self._clock(),
+        )
+        ack = ResultAck(job_id=message.job_id, frame=message.frame, attempt=message.attempt)
+        # the worker forgets a result once acknowledged: only when durable
+        self._apply(self.core.handle(ended), after=functools.partial(conn.send, ack))
 
     def _may_replace(self, old: Connection, register: Register) -> bool:
         """Whether a registration may take the name of a connected worker: only the same
