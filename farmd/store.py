@@ -358,60 +358,7 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
-                " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
-                " time_limit, chunk, parent, uninterruptible, waiting_on, type, requires, reserve,"
-                " frames, request_key, request_digest)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        j.id,
-                        j.name,
-                        j.cluster,
-                        j.priority,
-                        j.restrictions,
-                        j.cross_cluster,
-                        json.dumps(j.argv),
-                        json.dumps(j.depends_on),
-                        j.submitted_at,
-                        j.instances,
-                        j.retries,
-                        j.retry_delay,
-                        j.time_limit,
-                        j.chunk,
-                        j.parent,
-                        int(j.uninterruptible),
-                        None if j.waiting_on is None else json.dumps(j.waiting_on),
-                        j.job_type,
-                        j.requires,
-                        j.reserve,
-                        j.frames,
-                        j.request_key,
-                        j.request_digest,
-                    )
-                    for j in changes.jobs
-                ],
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO frames (job_id, number, position, state, worker,"
-                " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at,"
-                " members, stopped, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*attrs.astuple(f)[:-2], int(f.stopped), f.taken) for f in changes.frames],
-            )
-            for job_id in changes.removed:
-                db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            if changes.locks is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('locks', ?)",
-                    (json.dumps(changes.locks, sort_keys=True),),
-                )
-            if changes.next_job_id is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('next_job_id', ?)",
-                    (str(changes.next_job_id),),
-                )
+            self._write(changes)
             db.execute("COMMIT")
         except BaseException:
             # SQLite rolls the transaction back itself after some errors (a full disk,
@@ -422,10 +369,71 @@ class SqliteStore:
                     db.execute("ROLLBACK")
             raise
 
+    def _write(self, changes: Changes) -> None:
+        """The statements of one commit, inside its transaction."""
+        db = self._db
+        db.executemany(
+            "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
+            " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
+            " time_limit, chunk, parent, uninterruptible, waiting_on, type, requires, reserve,"
+            " frames, request_key, request_digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_job_values(j) for j in changes.jobs],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO frames (job_id, number, position, state, worker,"
+            " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at,"
+            " members, stopped, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*attrs.astuple(f)[:-2], int(f.stopped), f.taken) for f in changes.frames],
+        )
+        for job_id in changes.removed:
+            db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        if changes.locks is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('locks', ?)",
+                (json.dumps(changes.locks, sort_keys=True),),
+            )
+        if changes.next_job_id is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('next_job_id', ?)",
+                (str(changes.next_job_id),),
+            )
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._lock.release(keep=True)
+
+
+def _job_values(job: JobRow) -> tuple[object, ...]:
+    """A job's row as the `jobs` columns `_write` inserts, in its order (`load` reads
+    them back, `_array` the JSON ones)."""
+    return (
+        job.id,
+        job.name,
+        job.cluster,
+        job.priority,
+        job.restrictions,
+        job.cross_cluster,
+        json.dumps(job.argv),
+        json.dumps(job.depends_on),
+        job.submitted_at,
+        job.instances,
+        job.retries,
+        job.retry_delay,
+        job.time_limit,
+        job.chunk,
+        job.parent,
+        int(job.uninterruptible),
+        None if job.waiting_on is None else json.dumps(job.waiting_on),
+        job.job_type,
+        job.requires,
+        job.reserve,
+        job.frames,
+        job.request_key,
+        job.request_digest,
+    )
 
 
 def _array(text: object, item: Callable[[Any], Any] | None = None) -> Any:
