@@ -14,6 +14,7 @@ from farmd.core import (
     ADMIN,
     Action,
     Credential,
+    FrameEnded,
     KillJobs,
     LockWorker,
     ModifyJob,
@@ -132,3 +133,21 @@ def test_a_control_that_reaches_sub_jobs_outside_the_subtree_is_refused_whole() 
     with pytest.raises(ForbiddenError, match="control jobs in /show2"):
         core.handle(KillJobs(job_ids=(parent,), now=2.0, by=WRANGLER))
     assert {view["state"] for view in core.jobs_view()} == {"pending"}
+
+
+def test_a_worker_joins_and_reports_only_with_a_credential_that_may_run_one() -> None:
+    core = Scheduler()
+    user = Principal.user(highest_priority=10)
+    with pytest.raises(ForbiddenError, match="not run a worker \\(the user token rule\\)"):
+        core.handle(attrs.evolve(joined("w1"), by=user))
+    with pytest.raises(ForbiddenError, match="may not run a worker in /show2"):
+        core.handle(attrs.evolve(joined("w1", "/show2"), by=WRANGLER))
+    assert core.workers_view() == []
+    core.handle(attrs.evolve(joined("w1", "/show1/fx"), by=WRANGLER))
+    core.handle(submit(frames="1"))
+    result = FrameEnded(worker="w1", job_id=1, frame=1, attempt=1, exit_code=0, now=2.0, by=user)
+    with pytest.raises(ForbiddenError, match="not run a worker"):
+        core.handle(result)
+    assert core.job_view(1)["state"] == "running"
+    core.handle(attrs.evolve(result, by=ADMIN))
+    assert core.job_view(1)["state"] == "complete"

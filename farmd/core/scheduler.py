@@ -113,8 +113,9 @@ from farmd.rows import Changes
 from farmd.workers import Worker
 
 # What each event that an outside party causes asks to do, as the rules name it
-# (`authority.RULES`). Events the shell makes itself (a worker joined or was lost, a
-# result, a tick, a restore) come from sessions `authorize` admitted, or from no one.
+# (`authority.RULES`): an admin's or a user's request, a worker's registration and its
+# results. The events the shell makes itself (a worker lost, a reconfiguration after a
+# reload, a tick, orphans reclaimed, a restore) come from no one and are not checked.
 _ACTION_OF: dict[type, Action] = {
     SubmitJob: Action.SUBMIT,
     SubmitJobs: Action.SUBMIT,
@@ -125,6 +126,8 @@ _ACTION_OF: dict[type, Action] = {
     LockWorker: Action.LOCK,
     UnlockWorker: Action.LOCK,
     SetResourceTotal: Action.SET_RESOURCE,
+    WorkerJoined: Action.WORK,
+    FrameEnded: Action.WORK,
 }
 
 

@@ -121,6 +121,7 @@ class WorkerJoined:
     types: tuple[str, ...] = ()
     properties: dict[str, Any] = attrs.field(factory=dict)
     resources: dict[str, float] = attrs.field(factory=dict)
+    by: Principal = ADMIN  # the credential its session opened with
 
 
 @attrs.frozen(kw_only=True)
@@ -197,6 +198,7 @@ class FrameEnded:
     exit_code: int
     now: float
     error: str = ""
+    by: Principal = ADMIN  # the credential its worker's session opened with
 
 
 @attrs.frozen(kw_only=True)

@@ -117,6 +117,7 @@ class Workforce:
 
     def joined(self, event: WorkerJoined) -> dict[str, Any]:
         worker = self._make_worker(event, self._joins)  # refused before anything changes
+        check_scope(event.by, Action.WORK, [worker.cluster])
         if event.name in self.workers:
             self.lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
         self._joins += 1

@@ -403,7 +403,13 @@ class Supervisor:
         effective = self._effective(register)
         try:
             joined = self.core.handle(
-                WorkerJoined(name=name, running=register.running, now=self._clock(), **effective)
+                WorkerJoined(
+                    name=name,
+                    running=register.running,
+                    now=self._clock(),
+                    by=conn.who,
+                    **effective,
+                )
             )
         except UserError as exc:  # refused: nothing changed, a live namesake included
             raise ProtocolError(f"registration refused: {exc}", code=exc.code) from None
@@ -443,6 +449,7 @@ class Supervisor:
             exit_code=message.exit_code,
             error=message.error,
             now=self._clock(),
+            by=conn.who,
         )
         ack = ResultAck(job_id=message.job_id, frame=message.frame, attempt=message.attempt)
         # the worker forgets a result once acknowledged: only when durable
