@@ -37,7 +37,14 @@ from types import TracebackType
 from typing import Any
 
 from farmd.config import DEFAULT_LISTEN, Address, default_state_dir, parse_address
-from farmd.errors import ConnectionLostError, FarmdError, ProtocolError, UserError, error_for_code
+from farmd.errors import (
+    ConnectionLostError,
+    FarmdError,
+    ProtocolError,
+    SessionIdleError,
+    UserError,
+    error_for_code,
+)
 from farmd.protocol import (
     NEED_DATA,
     PROTOCOL_VERSION,
@@ -250,6 +257,11 @@ class Client:
         except ConnectionLostError as exc:
             if build in _READS and reused:
                 pass  # sent again below, on a fresh connection
+            elif isinstance(exc, SessionIdleError) and reused:
+                # it crossed the idle close on the wire: the supervisor reads nothing
+                # after deciding a session is idle (docs/protocol.md 1.1), so it was
+                # not applied and goes again below, on a fresh connection
+                self.close()
             elif build not in _READS and self._sent:
                 msg = (
                     f"{exc}; the {build.TYPE!r} request may or may not have been applied: "

@@ -70,7 +70,7 @@ from farmd.core.dependencies import Dependencies
 from farmd.core.dispatch import Dispatcher
 from farmd.core.drafting import MAX_COMMAND_BYTES, Draft, _check_options
 from farmd.core.restore import frame_row, job_row, missing_job, read_snapshot
-from farmd.core.stuck import HOLDING, _StuckJobs
+from farmd.core.stuck import HOLDING
 from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
     Command,
@@ -756,45 +756,16 @@ class Scheduler:
 
     def ended(self, job_ids: Iterable[int]) -> dict[int, JobState]:
         """The jobs among `job_ids` that have ended, with their end state."""
-        out = {}
-        for job_id in job_ids:
-            state = self.job(job_id).state
-            if state.ended:
-                out[job_id] = state
-        return out
+        return views.ended(self, job_ids)
 
     def stuck(self, job_ids: Iterable[int]) -> dict[int, str]:
-        """The jobs among `job_ids` that have not ended and cannot end without an admin,
-        each with why in one line (the rule: `_StuckJobs`)."""
-        ids = list(dict.fromkeys(job_ids))
-        for job_id in ids:
-            self.job(job_id)  # refuses an unknown id
-        return _StuckJobs(self.jobs).why(ids)
+        """The jobs among `job_ids` that cannot end without an admin, each with why."""
+        return views.stuck(self, job_ids)
 
     def settled(self, job_ids: Iterable[int]) -> bool:
-        """Every job among `job_ids` has ended or is stuck: what `farmd wait` waits for.
-        Cheap while one of them has work it can run (then it is neither)."""
-        going = [i for i in dict.fromkeys(job_ids) if not self.job(i).state.ended]
-        if any(self.jobs[i].state not in HOLDING for i in going):
-            return False
-        return len(self.stuck(going)) == len(going)
+        """Every job among `job_ids` has ended or is stuck: what `farmd wait` waits for."""
+        return views.settled(self, job_ids)
 
     def frame_holder(self, job_id: int, number: int | None) -> tuple[Frame, str]:
         """The frame whose log `farmd logs` shows and the worker that ran it last."""
-        job = self.job(job_id)
-        if number is None:
-            started = [f for f in job.frames.made.values() if f.worker is not None]
-            if not started:
-                msg = f"job {job_id} has not started a frame yet: no log"
-                raise JobSpecError(msg)
-            frame = min(started, key=lambda f: job.frames.position(f.number) or 0)
-        else:
-            found = job.frames.get(number)
-            if found is None:
-                msg = f"job {job_id} has no frame {number}"
-                raise JobSpecError(msg)
-            frame = found
-        if frame.worker is None:
-            msg = f"frame {job_id}:{frame.number} has not run yet: no log"
-            raise JobSpecError(msg)
-        return frame, frame.worker
+        return views.frame_holder(self, job_id, number)

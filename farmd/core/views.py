@@ -16,11 +16,15 @@ index's order), so what it says and what dispatch does cannot drift apart.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from farmd.core.stuck import HOLDING, _StuckJobs
 from farmd.core.vocabulary import FarmStatistics
+from farmd.errors import JobSpecError
+from farmd.frames import Frame
 from farmd.jobs import Job, JobState
 from farmd.ranking import admits, rank_key
 from farmd.resources import Taken
@@ -203,3 +207,52 @@ def _ahead_of(core: Scheduler, job: Job, worker: Worker, limit: int = 10_000) ->
         ahead += 1
         first = first or ranked
     return ahead, first
+
+
+def ended(core: Scheduler, job_ids: Iterable[int]) -> dict[int, JobState]:
+    """The jobs among `job_ids` that have ended, with their end state."""
+    out = {}
+    for job_id in job_ids:
+        state = core.job(job_id).state
+        if state.ended:
+            out[job_id] = state
+    return out
+
+
+def stuck(core: Scheduler, job_ids: Iterable[int]) -> dict[int, str]:
+    """The jobs among `job_ids` that have not ended and cannot end without an admin,
+    each with why in one line (the rule: `_StuckJobs`)."""
+    ids = list(dict.fromkeys(job_ids))
+    for job_id in ids:
+        core.job(job_id)  # refuses an unknown id
+    return _StuckJobs(core.jobs).why(ids)
+
+
+def settled(core: Scheduler, job_ids: Iterable[int]) -> bool:
+    """Every job among `job_ids` has ended or is stuck: what `farmd wait` waits for.
+    Cheap while one of them has work it can run (then it is neither)."""
+    going = [i for i in dict.fromkeys(job_ids) if not core.job(i).state.ended]
+    if any(core.jobs[i].state not in HOLDING for i in going):
+        return False
+    return len(stuck(core, going)) == len(going)
+
+
+def frame_holder(core: Scheduler, job_id: int, number: int | None) -> tuple[Frame, str]:
+    """The frame whose log `farmd logs` shows and the worker that ran it last."""
+    job = core.job(job_id)
+    if number is None:
+        started = [f for f in job.frames.made.values() if f.worker is not None]
+        if not started:
+            msg = f"job {job_id} has not started a frame yet: no log"
+            raise JobSpecError(msg)
+        frame = min(started, key=lambda f: job.frames.position(f.number) or 0)
+    else:
+        found = job.frames.get(number)
+        if found is None:
+            msg = f"job {job_id} has no frame {number}"
+            raise JobSpecError(msg)
+        frame = found
+    if frame.worker is None:
+        msg = f"frame {job_id}:{frame.number} has not run yet: no log"
+        raise JobSpecError(msg)
+    return frame, frame.worker
