@@ -2,10 +2,11 @@
 
 Four runs, all on 127.0.0.1:
 
-1. baseline: the simulated workers against a *null supervisor* in this process, which
-   answers every `frame_finished` with a `run_frame` at once and schedules nothing. It
-   measures what the harness and the wire alone can carry, so `sim_vs_baseline` says how
-   much of that the real scheduler keeps (a ratio that holds on a noisy machine).
+1. baseline: the simulated workers against a *null supervisor* in a process of its own
+   (as `farmd serve` runs in its own), which answers every `frame_finished` with a
+   `run_frame` at once and schedules nothing. It measures what the harness and the wire
+   alone can carry, so `sim_vs_baseline` says how much of that the real scheduler keeps
+   (a ratio that holds on a noisy machine).
 2. simulated: a real `farmd serve` subprocess and many protocol-level simulated workers
    that finish every frame instantly, once with the SQLite store (the default: every
    change durable before it takes effect) and once with `--store memory`, so
@@ -21,7 +22,11 @@ Four runs, all on 127.0.0.1:
    Frames/s from the first frame's start to the last one's finish (process start-up of
    the workers excluded); `real_wall_s` is the whole run with it.
 
-Usage: python benchmarks/dispatch.py [--quick] [--frames N] [--workers N] [--slots N]
+All four run `--rounds` times (3), one round after another; every figure printed is the
+median of the rounds, and `sim_frames_per_s_rounds` shows the spread of the headline.
+
+Usage: python benchmarks/dispatch.py [--quick] [--rounds N] [--frames N] [--workers N]
+       [--slots N]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -161,8 +167,11 @@ async def run_sim_workers(
 # --------------------------------------------------------------------------- baseline
 
 
-async def null_supervisor_run(workers: int, slots: int, total: int) -> SimStats:
-    """The same simulated workers against a server that only echoes work back."""
+async def serve_null(port_file: Path, total: int) -> None:
+    """A server that only echoes work back: every slot a worker registers, and every
+    result, gets the next `run_frame` at once, until `total` frames have gone out. It
+    schedules nothing, so the simulated workers against it measure what the harness and
+    the wire alone carry. It runs in its own process, as `farmd serve` does."""
     remaining = total
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -218,9 +227,26 @@ async def null_supervisor_run(workers: int, slots: int, total: int) -> SimStats:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        stats = await run_sim_workers(Address("127.0.0.1", port), "x", workers, slots, total)
-        nursery.cancel_scope.cancel()
-    return stats
+        await trio.Path(port_file).write_text(str(port))  # the driver waits for this file
+
+
+def null_run(workdir: Path, workers: int, slots: int, total: int) -> SimStats:
+    """The simulated workers against the null server, started as a process of its own."""
+    port_file = workdir / "null.port"
+    port_file.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve-null", str(port_file), "--frames", str(total)]
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_file.exists() or not port_file.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the null supervisor did not start")
+            time.sleep(0.02)
+        address = Address("127.0.0.1", int(port_file.read_text()))
+        return trio.run(run_sim_workers, address, "x", workers, slots, total)
+    finally:
+        stop(process)
 
 
 # --------------------------------------------------------------------------- processes
@@ -393,6 +419,26 @@ def real_run(workdir: Path, workers: int, slots: int, frames: int) -> dict[str, 
     }
 
 
+def one_round(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure once: the baseline, the simulated runs, submits and real workers."""
+    baseline = null_run(workdir, args.workers, args.slots, args.frames)
+    assert baseline.first_start is not None
+    base_rate = args.frames / (baseline.last_finish - baseline.first_start)
+    sim = (args.workers, args.slots, args.frames, args.latency_frames)
+    figures = simulated_run(workdir, "sqlite", *sim)
+    memory = simulated_run(workdir, "memory", *sim)
+    figures["memory_frames_per_s"] = memory["sim_frames_per_s"]
+    figures["memory_pick_to_start_p50_ms"] = memory["pick_to_start_p50_ms"]
+    figures["persist_vs_memory"] = round(
+        figures["sim_frames_per_s"] / memory["sim_frames_per_s"], 3
+    )
+    figures["baseline_frames_per_s"] = round(base_rate)
+    figures["sim_vs_baseline"] = round(figures["sim_frames_per_s"] / base_rate, 3)
+    figures.update(submit_rates(workdir, args.single_submits, args.batches, args.batch))
+    figures.update(real_run(workdir, args.real_workers, args.real_slots, args.real_frames))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=40_000)
@@ -405,43 +451,40 @@ def main() -> None:
     parser.add_argument("--single-submits", type=int, default=500)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3, help="figures are their medians")
     parser.add_argument("--quick", action="store_true", help="a small run for smoke tests")
+    parser.add_argument("--serve-null", type=Path, metavar="PORT_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_null is not None:  # the baseline's server, in a process of its own
+        trio.run(serve_null, args.serve_null, args.frames)
+        return
     if args.quick:
         args.frames, args.workers, args.real_frames, args.latency_frames = 2_000, 10, 20, 200
-        args.single_submits, args.batches, args.batch = 50, 2, 50
+        args.single_submits, args.batches, args.batch, args.rounds = 50, 2, 50, 1
     workdir = Path(tempfile.mkdtemp(prefix="farmd-bench-"))
     try:
-        baseline = trio.run(null_supervisor_run, args.workers, args.slots, args.frames)
-        assert baseline.first_start is not None
-        base_rate = args.frames / (baseline.last_finish - baseline.first_start)
-        figures: dict[str, Any] = {
-            "benchmark": "dispatch",
-            "frames": args.frames,
-            "sim_workers": args.workers,
-            "sim_slots": args.slots,
-        }
-        sim = (args.workers, args.slots, args.frames, args.latency_frames)
-        figures.update(simulated_run(workdir, "sqlite", *sim))
-        memory = simulated_run(workdir, "memory", *sim)
-        figures["memory_frames_per_s"] = memory["sim_frames_per_s"]
-        figures["memory_pick_to_start_p50_ms"] = memory["pick_to_start_p50_ms"]
-        figures["persist_vs_memory"] = round(
-            figures["sim_frames_per_s"] / memory["sim_frames_per_s"], 3
-        )
-        figures["baseline_frames_per_s"] = round(base_rate)
-        figures["sim_vs_baseline"] = round(figures["sim_frames_per_s"] / base_rate, 3)
-        figures.update(submit_rates(workdir, args.single_submits, args.batches, args.batch))
-        figures.update(real_run(workdir, args.real_workers, args.real_slots, args.real_frames))
-        figures.update(
-            real_frames=args.real_frames,
-            real_workers=args.real_workers,
-            real_slots=args.real_slots,
-            python=platform.python_version(),
-            machine=f"{os.cpu_count()} cores",
-        )
+        rounds = [one_round(workdir, args) for _ in range(max(1, args.rounds))]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    figures: dict[str, Any] = {
+        "benchmark": "dispatch",
+        "frames": args.frames,
+        "sim_workers": args.workers,
+        "sim_slots": args.slots,
+    }
+    # every figure is the median of the rounds (a ratio: the median of each round's own)
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        figures[key] = statistics.median(values) if key != "submit_batch_size" else values[0]
+    figures.update(
+        rounds=len(rounds),
+        sim_frames_per_s_rounds=[r["sim_frames_per_s"] for r in rounds],
+        real_frames=args.real_frames,
+        real_workers=args.real_workers,
+        real_slots=args.real_slots,
+        python=platform.python_version(),
+        machine=f"{os.cpu_count()} cores",
+    )
     print(json.dumps(figures))
 
 
