@@ -36,7 +36,7 @@ def test_ranking_benchmark_quick() -> None:
     for key in (
         "index_picks_per_s",
         "oracle_picks_per_s",
-        "ratio",
+        "index_vs_oracle",
         "filtered_picks_per_s",
         "filtered_vs_plain",
         "page50_per_s",
