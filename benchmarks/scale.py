@@ -631,7 +631,13 @@ def main() -> None:
         per_n = {}
         for workers in args.workers:
             (workdir / str(workers)).mkdir()
-            per_n[str(workers)] = measure(workers, args, workdir / str(workers))
+            figures = measure(workers, args, workdir / str(workers))
+            if figures["workers_dropped"]:
+                progress(
+                    f"{workers} workers: the supervisor dropped {figures['workers_dropped']} "
+                    "of them (heartbeat timeouts): these figures are of fewer workers"
+                )
+            per_n[str(workers)] = figures
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     base = per_n[str(args.workers[0])]
