@@ -70,3 +70,43 @@ def test_dispatch_benchmark_quick() -> None:
         "real_frames_per_s",
     ):
         assert result[key] > 0, key
+
+
+def test_scale_benchmark_quick() -> None:
+    # A real `farmd serve` and simulator processes on 127.0.0.1, all ended by the script.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    result = json.loads(lines[0])
+    assert result["benchmark"] == "scale"
+    assert result["workers"] == [3, 6]
+    assert set(result["per_workers"]) == {"3", "6"}
+    assert result["cpu_per_frame_vs_100"]["3"] == 1.0
+    assert result["cpu_per_frame_vs_100"]["6"] > 0
+    for figures in result["per_workers"].values():
+        # 6 workers are split over two simulator processes of 3 each
+        assert figures["simulator_processes"] == figures["workers"] // 3
+        assert figures["latency_samples"] == 5
+        assert len(figures["rounds"]) == 1
+        for key in (
+            "connect_s",
+            "rss_mb",
+            "peak_rss_mb",
+            "submit_to_start_p50_ms",
+            "submit_to_start_p99_ms",
+            "submit_to_start_max_ms",
+            "frames_per_s",
+            "cpu_ms_per_frame",
+            "submit_s",
+        ):
+            assert figures[key] > 0, key
+        assert figures["idle_cpu_pct"] >= 0
+        assert figures["submit_to_start_p50_ms"] <= figures["submit_to_start_max_ms"]
