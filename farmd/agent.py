@@ -228,6 +228,11 @@ class Agent:
         """(job, frame, attempt) of every frame not yet acknowledged as finished."""
         return sorted(self._attempts)
 
+    @property
+    def launcher_pid(self) -> int | None:
+        """The pid of this agent's frame launcher process, while one runs."""
+        return self._launcher.pid if self._launcher is not None else None
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         if not shepherd.LINKED:
