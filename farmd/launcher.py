@@ -114,11 +114,14 @@ class Launcher:
         try:
             request = shepherd.encode({"start": ident, "argv": argv, "env": env})
             try:
-                await self._send(current, request, [stdin, output.fileno(), report_in])
-            except OSError as exc:
+                # whole or not at all: half a request would garble every later one
+                with trio.CancelScope(shield=True):
+                    await self._send(current, request, [stdin, output.fileno(), report_in])
+            except (OSError, trio.ClosedResourceError) as exc:  # it died meanwhile
                 current.starting.pop(ident, None)
                 os.close(report)
-                return None, f"the frame launcher is gone: {exc.strerror or exc}"
+                why = (exc.strerror if isinstance(exc, OSError) else "") or str(exc) or "closed"
+                return None, f"the frame launcher is gone: {why}"
         finally:
             os.close(stdin)
             os.close(report_in)  # the shepherd's copy is the only one: EOF once it is done
