@@ -15,10 +15,13 @@ suspend sends SIGSTOP and pauses the attempt's time limit; a resume sends SIGCON
 the rest of the limit run.
 
 Frames outlive connections, but not the agent: each frame's command runs under a small
-shepherd process (farmd/shepherd.py), the leader of its group and a child of the agent,
-which kills the whole group when the agent process dies (Linux's parent-death signal). A
+shepherd process (farmd/shepherd.py), the leader of its group, forked by the agent's one
+long-lived launcher process (farmd/launcher.py); the launcher dies with the agent and each
+shepherd kills its whole group when the launcher dies (Linux's parent-death signal). A
 crashed or OOM-killed agent thus leaves no frame running beside the attempt the supervisor
-hands out again. The shepherd passes the command's exit status through unchanged.
+hands out again. The shepherd passes the command's exit status through unchanged. If the
+launcher alone dies, its frames are reported lost (killed by signal 9, with why) and the
+next frame starts a new launcher.
 
 A frame's environment says how to reach the supervisor (FARMD_SUPERVISOR, the address
 this agent uses) with the job token the supervisor put in FARMD_TOKEN, so a frame can
@@ -36,11 +39,10 @@ import random
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
@@ -48,6 +50,7 @@ import trio
 from farmd import shepherd
 from farmd.config import Address
 from farmd.errors import ProtocolError, UserError
+from farmd.launcher import Child, Launcher
 from farmd.logs import log_event
 from farmd.protocol import (
     NEED_DATA,
@@ -81,7 +84,6 @@ SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor i
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 CANNOT_START = 126  # the exit status of a frame whose shepherd could not be started
-REPORT_LIMIT = 4096  # bytes of a shepherd's report read: one line, why a command did not start
 FATAL_CODES = frozenset(
     {"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job", "name_in_use"}
 )
@@ -124,7 +126,7 @@ def host_facts() -> dict[str, object]:
 @attrs.define
 class _Attempt:
     message: RunFrame
-    process: trio.Process | None = None
+    process: Child | None = None
     result: FrameFinished | None = None  # set when it ended; kept until acknowledged
     kill_requested: bool = False
     # the time limit: its deadline moves to infinity while the process is stopped
@@ -216,6 +218,7 @@ class Agent:
         self._attempts: dict[tuple[int, int, int], _Attempt] = {}
         self._outbox: trio.MemorySendChannel[Message] | None = None
         self._log_limit = 1024 * 1024
+        self._launcher: Launcher | None = None  # while `run` runs
         # Sent in every registration: a new session of this process may replace its own
         # old one that the supervisor still holds open, and no other agent's (5.1).
         self.instance = secrets.token_hex(8)
@@ -224,6 +227,11 @@ class Agent:
     def running(self) -> list[tuple[int, int, int]]:
         """(job, frame, attempt) of every frame not yet acknowledged as finished."""
         return sorted(self._attempts)
+
+    @property
+    def launcher_pid(self) -> int | None:
+        """The pid of this agent's frame launcher process, while one runs."""
+        return self._launcher.pid if self._launcher is not None else None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
@@ -235,12 +243,16 @@ class Agent:
                 reason=f"no parent-death signal on {sys.platform} (Linux only)",
             )
         async with trio.open_nursery() as frames:
+            # its reader tasks run in `frames`, shielded until `close`: a stopping agent
+            # still hears how its frames ended
+            self._launcher = Launcher(frames)
             task_status.started()
             try:
                 await self._connect_forever(frames)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(KILL_GRACE + 1):
                     await self._stop_everything()
+                self._launcher.close()  # it exits; a frame still running dies with it
 
     async def _connect_forever(self, frames: trio.Nursery) -> None:
         delay = BACKOFF_FIRST
@@ -434,7 +446,8 @@ class Agent:
         )
         error = ""
         with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output:
-            process, error = await _start(list(message.argv), env, output)
+            assert self._launcher is not None
+            process, error = await self._launcher.start(list(message.argv), env, output)
             if error:
                 output.write(f"farmd: {error}\n".encode())
                 exit_code = CANNOT_START if process is None else await process.wait()
@@ -451,7 +464,10 @@ class Agent:
                     _signal_group(process, signal.SIGSTOP)
                 with timer:
                     exit_code = await process.wait()
-                if timer.cancelled_caught:
+                if process.lost:
+                    error = process.lost
+                    output.write(f"farmd: {error}\n".encode())
+                elif timer.cancelled_caught:
                     error = f"time limit of {message.time_limit:g} s exceeded"
                     output.write(f"farmd: {error}: killed\n".encode())
                     await self._kill(attempt)
@@ -534,45 +550,7 @@ class Agent:
         return LogData(request_id=request.request_id, found=True, text=text)
 
 
-async def _start(
-    argv: list[str], env: dict[str, str], output: BinaryIO
-) -> tuple[trio.Process | None, str]:
-    """Start `argv` under its shepherd (farmd/shepherd.py), with stdout and stderr to
-    `output`, in a session and process group of its own; return once the command itself
-    has started, or with why it could not: the shepherd then exits 127 (not found) or 126.
-
-    The shepherd ties the frame's group to this process: if the agent dies, its frames
-    die with it instead of running on beside the attempts the supervisor hands out again.
-    """
-    report, report_in = os.pipe()
-    try:
-        process = await trio.lowlevel.open_process(
-            shepherd.command(sys.executable, os.getpid(), report_in, argv, env),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group, so a kill reaches all
-            pass_fds=(report_in,),
-        )
-    except OSError as exc:
-        os.close(report)
-        return None, f"could not start the shepherd of {argv[0]!r}: {exc.strerror or exc}"
-    finally:
-        os.close(report_in)  # the shepherd's copy is the only one: EOF once it is done
-    try:
-        # the shepherd writes why the command could not start, or closes it at once
-        async with trio.lowlevel.FdStream(report) as stream:
-            reason = b""
-            while chunk := await stream.receive_some(REPORT_LIMIT):
-                reason = (reason + chunk)[:REPORT_LIMIT]
-    except BaseException:  # cancelled (the agent is stopping) while it started
-        _signal_group(process, signal.SIGKILL)
-        raise
-    return process, reason.decode(errors="replace")
-
-
-def _signal_group(process: trio.Process, signum: int) -> None:
+def _signal_group(process: Child, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
         os.killpg(process.pid, signum)
 

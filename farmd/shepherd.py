@@ -1,92 +1,125 @@
-"""The frame shepherd: one small process per running frame, between the agent and the command.
+"""The frame launcher and its shepherds: the processes between the agent and a command.
 
-Why it exists. A frame runs in a session and process group of its own, so that a kill
-reaches everything it started and so that it keeps running through a lost connection or a
-supervisor restart. But a group of its own also outlived the agent itself: when the agent
-was killed (`kill -9`, the OOM killer), its frames ran on as orphans while the supervisor,
-having lost the worker, handed them out again, and the same frame ran twice at once. The
-shepherd ties the life of the frame's group to the life of the agent *process*.
+Why a shepherd exists. A frame runs in a session and process group of its own, so that a
+kill reaches everything it started and so that it keeps running through a lost connection
+or a supervisor restart. But a group of its own also outlived the agent itself: when the
+agent was killed (`kill -9`, the OOM killer), its frames ran on as orphans while the
+supervisor, having lost the worker, handed them out again, and the same frame ran twice at
+once. The shepherd ties the life of the frame's group to the life of the agent *process*.
 
-How. The agent starts `python -I -S -c BOOTSTRAP FARMD_DIR AGENT_PID REPORT_FD [--lc-ctype
-VALUE] -- ARGV...` (`command` builds it) as the leader of a new session
-(`start_new_session=True`), with the frame's environment, stdin and log file. The shepherd
+Why a launcher. A shepherd used to be a fresh Python interpreter per frame (11-12 ms of
+CPU a frame start: a farm of short frames spent its time starting interpreters). Now the
+agent starts one long-lived launcher (`python -I -S -c BOOTSTRAP FARMD_DIR AGENT_PID
+SOCKET_FD`, `command` builds it) once, in a session of its own, and the launcher *forks*
+a shepherd per frame: no interpreter start-up per frame.
 
-1. handles SIGCONT and asks the kernel to send it SIGCONT when its parent dies
-   (`prctl(PR_SET_PDEATHSIG)`, Linux), then checks that its parent is still AGENT_PID: the
-   agent may have died before the request was made;
-2. starts ARGV (fork and exec, looked up on the environment's PATH as `subprocess` does)
-   in its own process group, with the environment exactly as the agent gave it (see
-   `--lc-ctype` below); not `posix_spawn`, which leaves glibc's internal signals ignored
-   in the command;
-3. writes to REPORT_FD why ARGV could not be started (and exits 127 if it was not found,
-   126 otherwise), or nothing once it has started; either way REPORT_FD is closed then,
-   and the agent reads it to tell "could not start" from an exit status;
-4. waits for the command and exits with its status: `exit(N)` as N, and a death by signal
-   N by raising N on itself, so the agent sees what it saw before there was a shepherd.
+The chain of lives. agent → launcher → shepherd → command's group:
 
-When the agent process dies, the shepherd SIGKILLs its whole process group, itself
-included: the command and everything it started that stayed in the group.
+- the launcher asks the kernel for SIGCONT when its parent dies (`prctl(PR_SET_PDEATHSIG)`,
+  Linux) and exits when `getppid()` is no longer AGENT_PID (then, or when the agent closes
+  its socket); it checks once after asking, since the agent may have died before;
+- each shepherd asks the same of the launcher, and when `getppid()` is no longer the
+  launcher's pid it SIGKILLs its whole process group, itself included: the command and
+  everything it started that stayed in the group.
+
+So when the agent dies, the launcher exits, and every shepherd kills its frame's group.
 
 Why SIGCONT as the parent-death signal: the kernel also delivers it to a *stopped* process
 (a suspended frame: the agent stops the whole group, shepherd included), and SIGCONT is the
 one catchable signal that also resumes the process, so its handler runs and a suspended
 frame dies with its agent too. The handler also runs on every resume (the agent sends
-SIGCONT to the group) and when the *thread* that forked the shepherd ends (the kernel's
-parent-death signal follows the thread, and trio starts processes from worker threads that
-end after 10 s idle): it acts only when `getppid()` is no longer AGENT_PID, that is when the
-agent process is gone (its orphans are then the child of init or of a subreaper).
+SIGCONT to the group) and, for the launcher, when the *thread* that forked it ends (the
+kernel's parent-death signal follows the thread, and trio starts processes from worker
+threads that end after 10 s idle): it acts only when `getppid()` has changed, that is when
+the parent process is gone (its orphans are then the child of init or of a subreaper).
+
+The protocol (agent ↔ launcher, a Unix stream socketpair): each message is 4 bytes of
+length (big-endian) and a JSON object (`encode`, `Decoder`).
+
+- agent → launcher: `{"start": ID, "argv": [...], "env": {...}}` with three descriptors
+  passed alongside (SCM_RIGHTS): the frame's stdin, its log (stdout and stderr), and the
+  write end of its report pipe;
+- launcher → agent: `{"started": ID, "pid": PID}` once the shepherd is forked (or
+  `{"started": ID, "error": TEXT}` if it could not be), then `{"exited": PID, "status": N}`
+  when that shepherd ends: N as `subprocess` gives it, `exit(N)` as N and a death by
+  signal N as -N.
+
+A shepherd (forked by the launcher, `_shepherd`):
+
+1. closes the launcher's descriptors, starts a new session (its own process group), takes
+   the frame's descriptors as 0, 1 and 2, handles SIGCONT and asks for it when the
+   launcher dies, then checks that its parent is still the launcher;
+2. starts ARGV with `subprocess` (looked up on the environment's PATH, with the
+   environment exactly as the agent sent it, every caught signal and SIGPIPE and SIGXFSZ
+   back at their default) in its own process group; `subprocess` uses vfork there, so
+   the shepherd's pages are not copied a second time;
+3. writes to the report pipe why ARGV could not be started (and exits 127 if it was not
+   found, 126 otherwise), or nothing once it has started; either way it closes the pipe
+   then, and the agent reads it to its end to tell "could not start" from an exit status
+   (by then the group exists, so the agent's signals to it reach it);
+4. waits for the command and exits with its status: `exit(N)` as N, and a death by signal
+   N by raising N on itself, so the agent sees what it saw before there was a shepherd.
 
 The signals the agent sends the group (SIGTERM for a kill, SIGSTOP and SIGCONT to suspend
 and resume, SIGKILL when the grace period is over) reach the command directly. The shepherd
 catches the catchable ones that would end it and does nothing with them, so that a kill
 keeps its grace period and the shepherd never exits before its command (an ignored signal
 would stay ignored in the command; a caught one is reset by exec, so the command sees the
-dispositions it would have had). A signal ignored when the shepherd started stays ignored,
-as it would have been for the command (`nohup farmd worker`).
+dispositions it would have had). A signal ignored when the launcher started stays ignored,
+as it would have been for the command (`nohup farmd worker`); the launcher changes only
+SIGCHLD and SIGCONT, which the shepherd puts back for the command.
 
-`--lc-ctype`: Python coerces a C locale by setting `LC_CTYPE=C.UTF-8` in its own
-environment at start-up (PEP 538; `-I` ignores `PYTHONCOERCECLOCALE`). The agent passes the
-frame's own `LC_CTYPE` (absent if it has none) and the shepherd puts it back, so the command
-gets the environment of the frame and not the shepherd's.
+The environment travels on the socket, so Python's C-locale coercion (PEP 538: it sets
+`LC_CTYPE=C.UTF-8` in the launcher's own environment at start-up) never reaches a command:
+the command gets the frame's environment, byte for byte.
 
 Limits: a process that leaves the group (`setsid`, `setpgid`) escapes the shepherd, as it
-escapes a kill. If the shepherd alone is killed with SIGKILL, its command is orphaned (and
-the agent reports the frame ended, killed by signal 9). Without `prctl` (any system but
-Linux) there is no parent-death signal: the shepherd still runs the command with the same
-statuses, but a frame outlives a killed agent there; the agent says so when it starts.
+escapes a kill. If a shepherd alone is killed with SIGKILL, its command is orphaned (and
+the agent reports the frame ended, killed by signal 9). If the launcher alone dies, every
+shepherd kills its group; the agent reports those frames lost (see farmd/launcher.py) and
+starts a new launcher for the next frame. Without `prctl` (any system but Linux) there is
+no parent-death signal: the launcher still runs commands with the same statuses, but a
+frame outlives a killed agent there; the agent says so when it starts.
 
-Cost: one Python start-up per frame, kept small: about 11 ms of CPU on the 2-core machine
-of the README's figures, of which 8 ms is the bare interpreter's start. The
-shepherd runs with `-I -S` (no site-packages, no farmd imports), is imported from its cached
-bytecode, uses the modules the interpreter has loaded at start-up already (`posix`,
-`_signal`) and `_ctypes` rather than `os`, `signal` and `ctypes` (which import `enum`,
-`functools` and more), and exits without the interpreter's clean-up; run as a plain script
-with those modules it took 24 ms.
+Cost: the interpreter's start-up (about 8 ms of the 11-12 ms of CPU the old per-frame
+shepherd took) is paid once per agent. A frame start is now one fork of the launcher (a
+small process: no farmd imports, no site-packages; its objects are frozen out of the
+collector so that a shepherd leaves their pages shared), a little Python in the shepherd
+and a vfork and exec of the command: about 3.6 ms of CPU for the launcher, the shepherd
+and `true` together (0.5 of it `true` itself) and 0.55 ms in the agent, against 12 ms and
+0.8 ms before, measured on the 2-core machine of the README's figures while it was shared.
+Each running frame still holds one shepherd process, its memory mostly shared with the
+launcher (copy-on-write).
 """
 
 from __future__ import annotations
 
-import posix
+import contextlib
+import ctypes
+import functools
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
 import sys
-
-TYPE_CHECKING = False  # `typing` is not imported at run time: it costs 3 ms
-if TYPE_CHECKING:
-    from typing import Any
-
-# `signal` imports enum (5 ms); the interpreter has loaded `_signal` at start-up already.
-# It has no type stubs: its functions are those of `signal`, with plain ints.
-_signal: Any = __import__("_signal")
+from collections import deque
+from collections.abc import Callable
 
 # What the command's exit status is when it could not be started (as a shell reports it).
 NOT_FOUND = 127
 CANNOT_START = 126
-# What the shepherd exits with when its own arguments are wrong (a bug in the agent).
+# What the launcher or a shepherd exits with when its input is wrong (a bug in the agent).
 USAGE = 125
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-DEATH_SIGNAL: int = _signal.SIGCONT
-SIGKILL: int = _signal.SIGKILL
-DEFAULT_PATH = "/bin:/usr/bin"  # os.defpath: where a command is looked for without PATH
+DEATH_SIGNAL = signal.SIGCONT
+FDS_PER_START = 3  # stdin, log, report: the descriptors passed with each start request
+MESSAGE_LIMIT = 64 * 1024 * 1024  # bytes: a longer message is a bug, not an environment
+HEADER = 4  # bytes of a message's length
 
 # Signals whose default action would end the shepherd and that someone may send to the
 # whole group (the agent's SIGTERM, an operator's `kill -USR1 -PGID`...): the shepherd
@@ -104,75 +137,86 @@ PASSED_ON = (
     "SIGPOLL",
     "SIGPWR",
 )
-# Signals Python itself ignores at start-up; the command gets them back at their default,
-# as subprocess's `restore_signals` does.
-RESTORED = ("SIGPIPE", "SIGXFSZ")
 
-
-# Imports this file as the top-level module `shepherd` (so from its cached bytecode: a script
-# run by path is compiled at each start) without importing the farmd package, and exits
-# without the interpreter's clean-up (1.5 ms; the shepherd has nothing to flush).
+# Imports this file as the top-level module `shepherd` (so from its cached bytecode, and
+# without importing the farmd package or anything from site-packages).
 BOOTSTRAP = (
     "import sys; sys.path.append(sys.argv.pop(1)); import shepherd; "
-    "shepherd.posix._exit(shepherd.main(sys.argv[1:]))"
+    "shepherd.os._exit(shepherd.main(sys.argv[1:]))"
 )
 # Whether a frame dies with its agent here (see parent_death_signal).
 LINKED = sys.platform.startswith("linux")
 
 
-def command(
-    python: str, agent: int, report: int, argv: list[str], env: dict[str, str]
-) -> list[str]:
-    """The command line that runs `argv` under a shepherd: `python` (the agent's own
-    interpreter), the agent's pid, the write end of the report pipe, the frame's `env`."""
+def command(python: str, agent: int, sock: int) -> list[str]:
+    """The command line of a launcher: `python` (the agent's own interpreter), the agent's
+    pid, the launcher's end of the socketpair."""
     here = __file__.rpartition("/")[0]
-    lc_ctype = ["--lc-ctype", env["LC_CTYPE"]] if "LC_CTYPE" in env else []
-    return [
-        python,
-        "-I",
-        "-S",
-        "-c",
-        BOOTSTRAP,
-        here,
-        str(agent),
-        str(report),
-        *lc_ctype,
-        "--",
-        *argv,
-    ]
+    return [python, "-I", "-S", "-c", BOOTSTRAP, here, str(agent), str(sock)]
+
+
+def encode(message: dict[str, object]) -> bytes:
+    """One message on the wire: its length, then its JSON."""
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return len(data).to_bytes(HEADER, "big") + data
+
+
+class Decoder:
+    """Messages out of a byte stream: `feed` bytes, then take `messages()`."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def messages(self) -> list[dict[str, object]]:
+        found = []
+        while len(self._buffer) >= HEADER:
+            size = int.from_bytes(self._buffer[:HEADER], "big")
+            if size > MESSAGE_LIMIT:
+                msg = f"a launcher message of {size} bytes (at most {MESSAGE_LIMIT})"
+                raise ValueError(msg)
+            if len(self._buffer) < HEADER + size:
+                break
+            message = json.loads(self._buffer[HEADER : HEADER + size])
+            del self._buffer[: HEADER + size]
+            if not isinstance(message, dict):
+                msg = f"a launcher message that is not an object: {message!r}"
+                raise ValueError(msg)
+            found.append(message)
+        return found
 
 
 def _signals(names: tuple[str, ...]) -> list[int]:
     """The numbers of the signals of `names` that this system has."""
-    return [n for n in (getattr(_signal, name, None) for name in names) if n is not None]
+    return [n for n in (getattr(signal, name, None) for name in names) if n is not None]
 
 
 def parent_death_signal() -> bool:
     """Ask the kernel for DEATH_SIGNAL when this process's parent dies; False if this
     system has no such thing (or refused)."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL, 0, 0, 0) == 0
+
+
+@functools.cache  # looked up once, in the launcher; its shepherds inherit it
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, or None where there is none."""
     if not LINKED:
-        return False
-    # `ctypes` costs 3 ms more than `_ctypes`; this builds a function as `ctypes.CDLL` does.
-    # `_ctypes` is typed as Any: its stubs want ctypes' own classes where these stand in.
-    c: Any = __import__("_ctypes")
-    int_type = type(c._SimpleCData)("Int", (c._SimpleCData,), {"_type_": "i"})
-    ulong_type = type(c._SimpleCData)("ULong", (c._SimpleCData,), {"_type_": "L"})
-    function_type = type(c.CFuncPtr)(
-        "Function",
-        (c.CFuncPtr,),
-        {"_flags_": c.FUNCFLAG_CDECL | c.FUNCFLAG_USE_ERRNO, "_restype_": int_type},
-    )
-    libc = type("Libc", (), {"_handle": c.dlopen(None, posix.RTLD_NOW)})
+        return None
     try:
-        prctl = function_type(("prctl", libc()))
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except AttributeError:  # no prctl in this libc
-        return False
-    prctl.argtypes = (int_type, ulong_type, ulong_type, ulong_type, ulong_type)
-    return bool(prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL, 0, 0, 0) == 0)
+        return None
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+    prctl.restype = ctypes.c_int
+    result: Callable[..., int] = prctl
+    return result
 
 
 def _usage(text: str) -> int:
-    posix.write(2, f"farmd shepherd: {text}\n".encode(errors="replace"))
+    os.write(2, f"farmd launcher: {text}\n".encode(errors="replace"))
     return USAGE
 
 
@@ -180,118 +224,192 @@ def _nothing(signum: int, frame: object) -> None:
     """A caught signal the command also received: the command decides what it means."""
 
 
+# --------------------------------------------------------------------------- the launcher
+
+
 def main(args: list[str]) -> int:
+    """The launcher: start a shepherd per request until the agent closes the socket or
+    dies; report each shepherd's end."""
+    if len(args) != 2:
+        return _usage(f"usage: shepherd.py AGENT_PID SOCKET_FD, not {args!r}")
     try:
-        split = args.index("--")
+        parent, fd = int(args[0]), int(args[1])
     except ValueError:
-        return _usage("usage: shepherd.py AGENT_PID REPORT_FD [--lc-ctype VALUE] -- ARGV...")
-    head, argv = args[:split], args[split + 1 :]
-    if len(head) not in (2, 4) or (len(head) == 4 and head[2] != "--lc-ctype") or not argv:
-        return _usage(f"bad arguments: {args!r}")
-    try:
-        parent, report = int(head[0]), int(head[1])
-    except ValueError:
-        return _usage(f"bad AGENT_PID or REPORT_FD: {head[:2]!r}")
-    posix.set_inheritable(report, False)  # the command must not hold the report open
-    shepherd = posix.getpid()
+        return _usage(f"bad AGENT_PID or SOCKET_FD: {args!r}")
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    wake, wake_in = os.pipe()
+    os.set_blocking(wake, False)
+    os.set_blocking(wake_in, False)
 
     def agent_gone(signum: int, frame: object) -> None:
-        # (a forked child runs this too, until it has reset its handlers: not it)
-        if posix.getppid() != parent and posix.getpid() == shepherd:
-            posix.killpg(posix.getpgid(0), SIGKILL)  # the command, its group, and this
+        # (a shepherd runs this too, until it has set its own handler: not it)
+        if os.getppid() != parent and os.getpid() == launcher:
+            os._exit(0)  # each shepherd hears of it and kills its frame's group
 
-    caught = [s for s in _signals(PASSED_ON) if _signal.getsignal(s) is not _signal.SIG_IGN]
-    for signum in caught:
-        _signal.signal(signum, _nothing)
-    _signal.signal(DEATH_SIGNAL, agent_gone)
+    launcher = os.getpid()
+    signal.signal(signal.SIGCHLD, _nothing)  # wakes `select` through the wake-up pipe
+    signal.set_wakeup_fd(wake_in)
+    signal.signal(DEATH_SIGNAL, agent_gone)
     parent_death_signal()
-    if posix.getppid() != parent:  # the agent died before the kernel was asked to tell
+    if os.getppid() != parent:  # the agent died before the kernel was asked to tell
+        return 1
+    try:
+        return _serve(sock, wake, wake_in, launcher)
+    except (BrokenPipeError, ConnectionResetError):  # the agent is gone: so are we
+        return 0
+
+
+def _serve(sock: socket.socket, wake: int, wake_in: int, launcher: int) -> int:
+    # A shepherd shares the launcher's memory until it writes to it; the collector would
+    # write to every object it scans: it leaves the launcher's objects alone, and does not
+    # run at all in a shepherd (which makes little garbage and lives on one command).
+    gc.disable()
+    gc.freeze()
+    own = [sock.fileno(), wake, wake_in]  # what a shepherd closes first
+    decoder = Decoder()
+    fds: deque[int] = deque()
+    while True:
+        readable, _, _ = select.select([sock.fileno(), wake], [], [])
+        if wake in readable:
+            while True:
+                try:
+                    if not os.read(wake, 512):
+                        break
+                except BlockingIOError:
+                    break
+            _reap(sock)
+        if sock.fileno() not in readable:
+            continue
+        data, received, flags, _ = socket.recv_fds(sock, 1 << 16, 16)
+        for received_fd in received:
+            os.set_inheritable(received_fd, False)
+        fds.extend(received)
+        if not data:  # the agent is done (or gone): the shepherds end their frames
+            return 0
+        if flags & socket.MSG_CTRUNC:
+            return _usage("descriptors were cut off (more than 16 in one read)")
+        decoder.feed(data)
+        try:
+            requests = decoder.messages()
+        except ValueError as exc:
+            return _usage(str(exc))
+        for request in requests:
+            if len(fds) < FDS_PER_START:
+                return _usage(f"a start request without its descriptors: {request!r}")
+            passed = [fds.popleft() for _ in range(FDS_PER_START)]
+            _launch(sock, request, passed, [*own, *fds], launcher)  # fds: later requests'
+
+
+def _reap(sock: socket.socket) -> None:
+    """Report every shepherd that has ended."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        sock.sendall(encode({"exited": pid, "status": code}))
+
+
+def _launch(
+    sock: socket.socket, request: dict[str, object], passed: list[int], own: list[int], me: int
+) -> None:
+    """Fork the shepherd of one start request; say which pid it has, or why it has none."""
+    ident, argv, env = request.get("start"), request.get("argv"), request.get("env")
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        for fd in passed:
+            os.close(fd)
+        reply: dict[str, object] = {"started": ident, "error": f"fork: {exc.strerror or exc}"}
+        sock.sendall(encode(reply))
+        return
+    if pid == 0:
+        code = USAGE
+        try:
+            if not (isinstance(argv, list) and argv and isinstance(env, dict)):
+                code = _usage(f"bad start request: {request!r}")
+            else:
+                code = _shepherd(me, own, passed, argv, env)
+        except Exception as exc:  # a bug: say so in the frame's log
+            code = _usage(f"shepherd failed: {exc!r}")
+        finally:
+            os._exit(code)
+    for fd in passed:
+        os.close(fd)  # the shepherd's copies are the only ones: the report's EOF is its
+    sock.sendall(encode({"started": ident, "pid": pid}))
+
+
+# --------------------------------------------------------------------------- a shepherd
+
+
+def _shepherd(
+    launcher: int, own: list[int], passed: list[int], argv: list[str], env: dict[str, str]
+) -> int:
+    """A frame's shepherd, in the launcher's forked child: run `argv` and exit as it did."""
+    signal.set_wakeup_fd(-1)
+    for fd in own:
+        os.close(fd)
+    os.setsid()  # its own session and process group, which the agent signals
+    stdin, output, report = passed
+    os.dup2(stdin, 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    for fd in (stdin, output):
+        if fd > 2:
+            os.close(fd)
+    shepherd = os.getpid()
+
+    def launcher_gone(signum: int, frame: object) -> None:
+        # (a forked child runs this too, until it has reset its handlers: not it)
+        if os.getppid() != launcher and os.getpid() == shepherd:
+            os.killpg(os.getpgid(0), signal.SIGKILL)  # the command, its group, and this
+
+    caught = [s for s in _signals(PASSED_ON) if signal.getsignal(s) is not signal.SIG_IGN]
+    for signum in caught:
+        signal.signal(signum, _nothing)
+    signal.signal(DEATH_SIGNAL, launcher_gone)
+    parent_death_signal()
+    if os.getppid() != launcher:  # the launcher died before the kernel was asked to tell
         return 1
 
-    env = dict(posix.environ)  # bytes to bytes: passed on exactly
-    if len(head) == 4:
-        env[b"LC_CTYPE"] = head[3].encode(sys.getfilesystemencoding(), "surrogateescape")
-    else:
-        env.pop(b"LC_CTYPE", None)
+    fs = sys.getfilesystemencoding()
+    environ = {
+        k.encode(fs, "surrogateescape"): v.encode(fs, "surrogateescape") for k, v in env.items()
+    }
     try:
-        child = _spawn(argv, env, [*caught, DEATH_SIGNAL, *_signals(RESTORED)])
+        child = _spawn(argv, environ)
     except OSError as exc:
         reason = f"could not start {argv[0]!r}: {exc.strerror or exc}"
-        posix.write(report, reason.encode(errors="replace"))  # a few bytes: one write
-        posix.close(report)
+        os.write(report, reason.encode(errors="replace"))  # a few bytes: one write
+        os.close(report)
         return NOT_FOUND if isinstance(exc, FileNotFoundError) else CANNOT_START
-    posix.close(report)  # started: the agent reads an empty report
+    os.close(report)  # started: the agent reads an empty report
 
-    _, status = posix.waitpid(child, 0)  # retried after each signal handler (PEP 475)
-    code = posix.waitstatus_to_exitcode(status)
+    code = child.wait()  # retried after each signal handler (PEP 475)
     if code >= 0:
         return code
     _die_of(-code)
     return 128 - code  # not reached: the signal ends this process
 
 
-def _spawn(argv: list[str], env: dict[bytes, bytes], defaults: list[int]) -> int:
-    """Start `argv` as a child in this process group, as `subprocess.Popen` would (same
-    PATH search, signals in `defaults` back at their default); its pid, or the OSError
-    that kept it from starting (the child reports its `errno` through a pipe)."""
-    errors, errors_in = posix.pipe()  # both close-on-exec: EOF means it started
-    pid = posix.fork()
-    if pid == 0:
-        try:
-            posix.close(errors)
-            for signum in defaults:
-                _signal.signal(signum, _signal.SIG_DFL)
-            _exec(argv, env)
-        except OSError as exc:
-            posix.write(errors_in, str(exc.errno or 0).encode())
-        finally:
-            posix._exit(CANNOT_START)
-    posix.close(errors_in)
-    try:
-        number = posix.read(errors, 64)
-    finally:
-        posix.close(errors)
-    if not number:
-        return pid
-    posix.waitpid(pid, 0)
-    errno = int(number)
-    raise OSError(errno, posix.strerror(errno))  # FileNotFoundError for ENOENT...
-
-
-def _exec(argv: list[str], env: dict[bytes, bytes]) -> None:
-    """execve `argv[0]`, looked up on the environment's PATH as os.execvpe does: the first
-    error other than not found wins, else the last one."""
-    file = argv[0].encode(sys.getfilesystemencoding(), "surrogateescape")
-    if b"/" in file:
-        posix.execve(file, argv, env)
-    path = env.get(b"PATH", DEFAULT_PATH.encode())
-    first: OSError | None = None
-    last: OSError | None = None
-    for directory in path.split(b":"):
-        try:
-            posix.execve(directory.rstrip(b"/") + b"/" + file if directory else file, argv, env)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            last = exc
-        except OSError as exc:
-            last = exc
-            first = first or exc
-    raise first or last or FileNotFoundError(2, posix.strerror(2))
+def _spawn(argv: list[str], env: dict[bytes, bytes]) -> subprocess.Popen[bytes]:
+    """Start `argv` as a child in this process group: `subprocess` looks it up on the
+    environment's PATH (the first error other than not found wins, else the last), starts
+    it with vfork (no second copy of the shepherd's page tables), resets every caught
+    signal and SIGPIPE and SIGXFSZ to their default, and raises the OSError that kept it
+    from starting. `close_fds` leaves the command 0, 1 and 2 only, and keeps `subprocess`
+    from using posix_spawn, which leaves glibc's internal signals ignored in the command."""
+    return subprocess.Popen(argv, env=env, close_fds=True, restore_signals=True)
 
 
 def _die_of(signum: int) -> None:
     """End this process by signal `signum`, as the command ended, without a core dump."""
-    try:
-        import resource
-
+    with contextlib.suppress(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ImportError, OSError, ValueError):
-        pass
-    try:  # noqa: SIM105 (contextlib would cost an import of 2 ms)
-        _signal.signal(signum, _signal.SIG_DFL)
-    except (OSError, ValueError):  # SIGKILL cannot be changed, and needs no change
-        pass
-    posix.kill(posix.getpid(), signum)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    with contextlib.suppress(OSError, ValueError):  # SIGKILL cannot be changed (nor needs to)
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

@@ -7,7 +7,9 @@ something a MockClock would jump past. The frames are `sh -c` one-liners.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,32 @@ async def test_a_killed_frame_is_stopped_and_the_agent_forgets_it(
     assert not alive(pid)
     (worker,) = await admin.ask(ListWorkers)
     assert (worker["name"], worker["running"]) == ("w1", [])
+
+
+async def test_a_frame_whose_launcher_dies_is_reported_lost_and_the_next_one_runs(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path, store="memory"))
+    agent = await start_agent(nursery, agent_of(farm, tmp_path, "w1"))
+    admin = await farm.admin()
+    pid_file = tmp_path / "frame.pid"
+    job_id = (await admin.ask(Submit, argv=("sh", "-c", f"echo $$ > {pid_file}; exec sleep 60")))[
+        "id"
+    ]
+    pid = int(await until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the pid"))
+    launcher = agent.launcher_pid
+    assert launcher is not None
+    os.kill(launcher, signal.SIGKILL)  # the launcher alone: its shepherd kills the frame
+
+    assert await ended(admin, job_id) == {str(job_id): "failed"}
+    assert not alive(pid)
+    assert (await frames(admin, job_id))[1]["exit_code"] == -signal.SIGKILL
+    text = (await admin.ask(GetLog, job_id=job_id, frame=1))["text"]
+    assert text.startswith(f"farmd: lost: the frame launcher {launcher} ended"), text
+
+    again = (await admin.ask(Submit, argv=("sh", "-c", "echo again")))["id"]
+    assert await ended(admin, again) == {str(again): "complete"}
+    assert agent.launcher_pid not in (None, launcher)
 
 
 def alive(pid: int) -> bool:

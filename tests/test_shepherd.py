@@ -1,13 +1,13 @@
-"""The frame shepherd (farmd/shepherd.py) on real processes: it passes the command's exit
-status, environment, signal dispositions and descriptors through unchanged, gives a killed
-command its grace, and kills the frame's whole process group when the agent process dies,
-and only then.
+"""The frame launcher and its shepherds (farmd/shepherd.py, farmd/launcher.py) on real
+processes: a shepherd passes the command's exit status, environment, signal dispositions
+and descriptors through unchanged, gives a killed command its grace, and kills the frame's
+whole process group when the agent process dies (through the launcher), and only then.
 
-"The agent" here is a small Python process (AGENT below) that starts a shepherd the way
-farmd's agent does (`shepherd.command`, a new session, the report pipe), from a thread that
-ends once the command has started, as trio's worker threads do. The tests kill it with
-SIGKILL and look at the frame's processes through /proc. Every wait is bounded; every
-process a test starts is ended by its pid (or its group) at the end, also when it fails.
+"The agent" here is a small Python process (AGENT below) that starts a frame the way
+farmd's agent does (a `Launcher`: its launcher process, a shepherd forked per frame, the
+report pipe). The tests kill it with SIGKILL and look at the frame's processes through
+/proc. Every wait is bounded; every process a test starts is ended by its pid (or its
+group) at the end, also when it fails.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trio
 
-from farmd import shepherd
+from farmd.launcher import Launcher
 from tests.e2e_support import pid_alive, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -61,37 +63,25 @@ if child is not None:
     child.wait()
 """
 
-# The agent: starts a shepherd for the frame argv in argv[1] (JSON) from a thread, prints
-# {"shepherd": PID, "report": TEXT} once the command started and the thread has ended,
-# then {"status": N} when the shepherd exits.
+# The agent: starts the frame argv in argv[1] (JSON) through a Launcher, prints
+# {"shepherd": PID, "report": TEXT, "launcher": PID} once the command started, then
+# {"status": N} when the shepherd exits.
 AGENT = r"""
-import json, os, subprocess, sys, threading
-from farmd import shepherd
+import json, os, sys, trio
+from farmd.launcher import Launcher
 
-argv = json.loads(sys.argv[1])
-started = {}
+async def main():
+    argv = json.loads(sys.argv[1])
+    async with trio.open_nursery() as nursery:
+        launcher = Launcher(nursery)
+        with open(os.devnull, "wb") as output:  # stdout is the test's, to read to its end
+            child, report = await launcher.start(argv, dict(os.environ), output)
+        started = {"shepherd": child.pid, "report": report, "launcher": launcher.pid}
+        print(json.dumps(started), flush=True)
+        print(json.dumps({"status": await child.wait()}), flush=True)
+        launcher.close()
 
-def start():
-    report, report_in = os.pipe()
-    process = subprocess.Popen(
-        shepherd.command(sys.executable, os.getpid(), report_in, argv, dict(os.environ)),
-        stdout=subprocess.DEVNULL,  # this pipe is the test's, to read to its end
-        pass_fds=(report_in,),
-        start_new_session=True,
-    )
-    os.close(report_in)
-    text = b""
-    while chunk := os.read(report, 4096):
-        text += chunk
-    os.close(report)
-    started.update(process=process, report=text.decode())
-
-thread = threading.Thread(target=start)
-thread.start()
-thread.join()  # the thread that forked the shepherd is gone: its death signal has fired
-process = started["process"]
-print(json.dumps({"shepherd": process.pid, "report": started["report"]}), flush=True)
-print(json.dumps({"status": process.wait()}), flush=True)
+trio.run(main)
 """
 
 
@@ -130,6 +120,7 @@ class Frames:
     root: Path
     agents: list[Agent]
     groups: list[int]
+    launchers: list[int] = field(default_factory=list)
 
     @property
     def script(self) -> Path:
@@ -152,6 +143,11 @@ class Frames:
 
     def agent(self, argv: list[str]) -> tuple[Agent, int, str]:
         """Start AGENT for `argv`; it, the shepherd's pid and its report."""
+        agent, started = self.agent_started(argv)
+        return agent, int(started["shepherd"]), str(started["report"])
+
+    def agent_started(self, argv: list[str]) -> tuple[Agent, dict[str, int | str]]:
+        """Start AGENT for `argv`; it and what it printed once the frame started."""
         process = subprocess.Popen(
             [sys.executable, "-c", AGENT, json.dumps(argv)],
             stdout=subprocess.PIPE,
@@ -170,7 +166,8 @@ class Frames:
         agent.reader.start()
         started = agent.line()
         self.groups.append(int(started["shepherd"]))
-        return agent, int(started["shepherd"]), str(started["report"])
+        self.launchers.append(int(started["launcher"]))
+        return agent, started
 
     def status(self, agent: Agent) -> int:
         """The shepherd's exit status, as its agent saw it."""
@@ -187,7 +184,7 @@ def frames(tmp_path: Path) -> Iterator[Frames]:
         yield made
     finally:
         for group in made.groups:  # what a shepherd left behind (before the fix: all)
-            if made.alive(group):
+            if made.alive(group) or pid_alive(group, "shepherd"):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
         for name in ("frame", "grandchild"):
@@ -195,6 +192,10 @@ def frames(tmp_path: Path) -> Iterator[Frames]:
             if path.exists() and made.alive(pid := int(path.read_text())):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        for launcher in made.launchers:
+            if pid_alive(launcher, "shepherd"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(launcher, signal.SIGKILL)
         for agent in made.agents:
             if agent.process.poll() is None:
                 agent.kill()
@@ -205,21 +206,23 @@ def frames(tmp_path: Path) -> Iterator[Frames]:
 
 
 def shepherded(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    """Run `argv` under a shepherd started from this process; (status, report, output)."""
-    report, report_in = os.pipe()
-    process = subprocess.Popen(
-        shepherd.command(sys.executable, os.getpid(), report_in, argv, env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        pass_fds=(report_in,),
-        start_new_session=True,
-    )
-    os.close(report_in)
-    with os.fdopen(report, "rb") as reader:
-        text = reader.read().decode()
-    output, _ = process.communicate(timeout=30)
-    return process.returncode, text, output.decode()
+    """Run `argv` through a launcher started from this process; (status, report, output)."""
+
+    async def run() -> tuple[int, str]:
+        async with trio.open_nursery() as nursery:
+            launcher = Launcher(nursery)
+            try:
+                child, report = await launcher.start(argv, env, output)
+                assert child is not None, report
+                with trio.fail_after(30):
+                    return await child.wait(), report
+            finally:
+                launcher.close()
+
+    with tempfile.TemporaryFile() as output:
+        code, report = trio.run(run)
+        output.seek(0)
+        return code, report, output.read().decode()
 
 
 def direct(argv: list[str], env: dict[str, str]) -> str:
@@ -267,15 +270,57 @@ def test_a_stopped_frame_dies_with_the_agent_too(frames: Frames) -> None:
 def test_the_forking_thread_ending_or_a_resume_does_not_kill_the_frame(frames: Frames) -> None:
     # The agent's thread that started the shepherd has ended (its parent-death signal
     # fired then); a resume sends the same signal. Neither is the agent's death.
-    agent, group, _ = frames.agent(frames.argv())
+    agent, started = frames.agent_started(frames.argv())
+    group, launcher = int(started["shepherd"]), int(started["launcher"])
     frame = frames.pid("frame")
     os.killpg(group, signal.SIGSTOP)
     wait_for(lambda: process_state(frame) == "T", "the frame to be stopped")
     os.killpg(group, signal.SIGCONT)
     wait_for(lambda: process_state(frame) in {"S", "R"}, "the frame to run again")
+    os.kill(launcher, signal.SIGCONT)  # what the end of the thread that started it sends
 
     frames.release.touch()
     assert frames.status(agent) == 0  # it ran to its end: nothing killed it
+
+
+def test_the_frame_dies_with_its_launcher_and_the_agent_hears_it(frames: Frames) -> None:
+    agent, started = frames.agent_started(frames.argv())
+    launcher = int(started["launcher"])
+    frame, grandchild = frames.pid("frame"), frames.pid("grandchild")
+    os.kill(launcher, signal.SIGKILL)  # the launcher alone
+
+    wait_for(
+        lambda: not frames.alive(frame) and not frames.alive(grandchild),
+        "the frame and its grandchild to die with their launcher",
+        timeout=5.0,
+    )
+    assert frames.status(agent) == -signal.SIGKILL  # reported lost, not left waiting
+
+
+async def test_a_dead_launcher_s_frames_are_lost_and_the_next_frame_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        launcher = Launcher(nursery)
+        try:
+            with (tmp_path / "log").open("wb") as output:
+                child, report = await launcher.start(["sleep", "30"], dict(os.environ), output)
+                assert child is not None
+                assert report == ""
+                first = launcher.pid
+                assert first is not None
+                os.kill(first, signal.SIGKILL)
+                with trio.fail_after(10):
+                    assert await child.wait() == -signal.SIGKILL
+                assert child.lost.startswith(f"lost: the frame launcher {first} ended")
+
+                child, report = await launcher.start(["true"], dict(os.environ), output)
+                assert child is not None
+                with trio.fail_after(10):
+                    assert (await child.wait(), report) == (0, "")
+                assert launcher.pid not in (None, first)
+        finally:
+            launcher.close()
 
 
 def test_a_sigterm_to_the_group_leaves_the_command_its_grace(frames: Frames) -> None:
