@@ -16,10 +16,25 @@ Invariants, restored by `run` at the end of every event:
 
 - every worker with a free slot has been offered the best job it admits, or sits in
   the starved set because it admits none. Anything that makes a job runnable or changes
-  its rank (`track`) moves the starved workers it could serve back to hungry, and `run`
-  drains hungry. Dispatch is therefore event-driven and never polls;
+  its rank (`track`), eases its instances cap or frees a farm-wide counter it reserves
+  marks it *wanting*, and `run` drains hungry and then wakes starved workers for each
+  wanting job (below). Dispatch is therefore event-driven and never polls;
 - the pool holds what every frame that may still run holds, so a frame starts only if
   the farm-wide counters it reserves are free.
+
+Waking starved workers, without a herd: a job wakes only as many starved workers as it
+can use, so a one-frame job on a farm of thousands of idle workers costs one ranking
+lookup, not thousands. `run` wakes for a wanting job only once hungry is drained (no
+frame is then promised to a worker on its way), and then at most as many starved
+workers as the job has ready frames (within its instances cap), the first by join order
+(`seq`, FIFO), passing over those it does not admit or, for a job that needs more than
+a slot, does not fit. Each woken worker still takes the best job it admits, which may be
+another; so once they have chosen, the job is looked at again and more are woken while
+it has ready frames that no one took, until it has none or no starved worker it fits is
+left. Within one `run` a starved worker passed over stays unfit for the job (a drain
+only takes slots, counters and instances), so the scan resumes where it stopped: the
+wake for a job costs one pass over the starved workers at most, and one lookup per
+worker woken.
 
 Preemption (`PreemptPolicy`): `passive` is dispatch itself, a slot that frees goes to
 the best job; `disabled` keeps a slot with the job it ran while that job has frames left;
@@ -31,6 +46,8 @@ frame goes back to pending without using a retry.
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from sortedcontainers import SortedList
 
 from farmd.core.vocabulary import Command, KillOnWorker, PreemptPolicy, RunOnWorker
 from farmd.frames import Frame, FrameState
@@ -61,6 +78,8 @@ class Dispatcher:
         self.index = RankingIndex()
         self.started = 0  # frames started since this process began
         self.preempted = 0  # and preempted
+        self.lookups = 0  # ranking lookups for a free slot (`index.best`) since then
+        self.woken = 0  # and starved workers woken for a job
         # the scheduler's records, read here; frames change only through `move`/`sync`
         self._jobs = jobs
         self._workers = workers
@@ -69,18 +88,24 @@ class Dispatcher:
         self._emit = emit
         self._note = note
         self._hungry: dict[str, None] = {}  # ordered set: workers to offer work, FIFO
-        self._starved: set[str] = set()  # free slots, but nothing they admit is runnable
+        # free slots, but nothing they admit is runnable: by name, each with its place
+        # in `_starved_order` (join order, then name), where wakes look in turn
+        self._starved: dict[str, tuple[int, str]] = {}
+        self._starved_order: SortedList[tuple[int, str]] = SortedList()
         self._demanding: set[int] = set()  # jobs that need more of a worker than a slot
         self._capped: set[int] = set()  # jobs with an instances cap
-        self._below_cap: set[int] = set()  # capped jobs whose running count just fell
+        # ordered set: jobs that may have work for starved workers (runnable, re-ranked,
+        # below their cap again, or a counter they reserve freed), woken for by `run`
+        self._wanting: dict[int, None] = {}
         self._rising: set[int] = set()  # jobs made runnable or re-ranked by this event
         self._stopping: set[tuple[int, int, int]] = set()  # attempts told to stop, not ended
 
     # ------------------------------------------------------------------ once per event
 
     def run(self, now: float) -> None:
-        """Offer work to every hungry worker; then, if this event made jobs runnable or
-        re-ranked them, preempt for them (aggressive policy) and offer again."""
+        """Offer work to every hungry worker, and wake starved ones for the jobs that
+        want them; then, if this event made jobs runnable or re-ranked them, preempt for
+        them (aggressive policy) and offer again."""
         self._dispatch(now)
         if self._rising:  # free slots have taken what they could: preempt for the rest
             if self.policy is PreemptPolicy.AGGRESSIVE:
@@ -99,7 +124,7 @@ class Dispatcher:
         if runnable and not indexed:
             self.index.add(job.queued())
             self._rising.add(job.id)
-            self._wake_for(job)
+            self._wanting[job.id] = None
         elif not runnable and indexed:
             self.index.remove(job.id)
 
@@ -123,23 +148,24 @@ class Dispatcher:
         """A frame of `job` no longer counts towards its instances cap: workers the cap
         starved may take its frames (at the end of this event)."""
         if job.instances:
-            self._below_cap.add(job.id)
+            self._wanting[job.id] = None
 
     def offer(self, name: str) -> None:
         """Worker `name` may have room (it joined, changed, was unlocked, or a slot
         freed): it is offered work at the end of this event."""
-        self._starved.discard(name)
+        self._unstarve(name)
         self._hungry[name] = None
 
     def withdraw(self, name: str) -> None:
         """Worker `name` takes no new work (it left or was locked)."""
         self._hungry.pop(name, None)
-        self._starved.discard(name)
+        self._unstarve(name)
 
     def set_total(self, name: str, total: float) -> None:
-        """A global counter's total changed: every starved worker looks again."""
+        """A global counter's total changed: the jobs that reserve it may fit starved
+        workers now."""
         self.pool.totals[name] = total
-        self._wake_starved()
+        self._counters_freed({name})
 
     def hold(self, taken: Taken) -> None:
         """A frame that may still run (found so in the store) holds its farm-wide part."""
@@ -192,20 +218,54 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _wake_for(self, job: Job) -> None:
-        if not self._starved:
-            return
-        queued = self.index.get(job.id)
-        woken = [name for name in self._starved if admits(queued, self._workers[name].view)]
-        for name in sorted(woken, key=lambda n: self._workers[n].seq):
-            self._starved.discard(name)
-            self._hungry[name] = None
-
     def _dispatch(self, now: float) -> None:
-        for job_id in self._below_cap:  # workers a cap starved may take its frames now
-            if job_id in self.index:
-                self._wake_for(self._jobs[job_id])
-        self._below_cap.clear()
+        """Drain hungry; then wake starved workers for each wanting job, a few at a time
+        (see module docs), draining again after each wake."""
+        self._drain(now)
+        scanned: dict[int, tuple[int, str]] = {}  # per job: the starved looked at so far
+        while self._wanting:
+            job_id = next(iter(self._wanting))
+            del self._wanting[job_id]
+            if self._wake_for(job_id, scanned):
+                self._drain(now)
+                self._wanting[job_id] = None  # again once they chose: any frame left?
+
+    def _wake_for(self, job_id: int, scanned: dict[int, tuple[int, str]]) -> bool:
+        """Move to hungry, in join order, the starved workers after `scanned[job_id]`
+        that admit and fit the job, until they have room for what it can use now.
+        Whether any was woken."""
+        job = self._jobs.get(job_id)
+        if job is None or job_id not in self.index or job.at_cap or not self._starved:
+            return False
+        wants = len(job.pending)
+        if job.instances:
+            wants = min(wants, job.instances - job.counts[FrameState.RUNNING] - job.stopped)
+        queued = self.index.get(job_id)
+        start = scanned.get(job_id)
+        woken: list[tuple[int, str]] = []
+        for key in self._starved_order.irange(minimum=start, inclusive=(False, False)):
+            if wants <= 0:
+                break
+            scanned[job_id] = key
+            worker = self._workers[key[1]]
+            if not admits(queued, worker.view):
+                continue
+            if job.demanding:
+                if self.fits(job, worker) is None:
+                    continue
+                wants -= 1  # what more it would fit there is not worth the reckoning
+            else:
+                wants -= max(1, int(worker.free))
+            woken.append(key)
+        for key in woken:
+            self._unstarve(key[1])
+            self._hungry[key[1]] = None
+        self.woken += len(woken)
+        return bool(woken)
+
+    def _drain(self, now: float) -> None:
+        """Offer work to every hungry worker, first come first served: each takes the
+        best job it admits and fits, or is starved."""
         while self._hungry:
             name = next(iter(self._hungry))
             worker = self._workers[name]
@@ -219,13 +279,24 @@ class Dispatcher:
                     self._start(worker, kept, rank_key(kept.queued(), worker.view), now, taken)
                     continue
             fits: list[Taken] = []
+            self.lookups += 1
             ranked = self.index.best(worker.view, self.eligible_on(worker, fits))
             if ranked is None:
                 del self._hungry[name]
-                self._starved.add(name)
+                self._starve(worker)
                 continue
             taken = fits[-1] if fits else ONE_SLOT_TAKEN
             self._start(worker, self._jobs[ranked.job.id], ranked.key, now, taken)
+
+    def _starve(self, worker: Worker) -> None:
+        key = (worker.seq, worker.name)
+        self._starved[worker.name] = key
+        self._starved_order.add(key)
+
+    def _unstarve(self, name: str) -> None:
+        key = self._starved.pop(name, None)
+        if key is not None:
+            self._starved_order.remove(key)
 
     def eligible_on(
         self, worker: Worker, fits: list[Taken], *, idle: bool = False
@@ -276,12 +347,17 @@ class Dispatcher:
         """A process is gone: the farm-wide counters it held are free; workers starved
         for want of them may find work."""
         if self.pool.release(taken):
-            self._wake_starved()
+            self._counters_freed({name for name in taken if is_global(name)})
 
-    def _wake_starved(self) -> None:
-        for name in sorted(self._starved, key=lambda n: self._workers[n].seq):
-            self._hungry[name] = None
-        self._starved.clear()
+    def _counters_freed(self, names: set[str]) -> None:
+        """More of the farm-wide counters `names` is free: the runnable jobs that
+        reserve one want the starved workers it may now fit (no other job fits a
+        worker any better for it)."""
+        for job_id in sorted(self._demanding):  # the same order in every process
+            if job_id in self.index and any(
+                name in names for name, _ in self._jobs[job_id].reserve.global_amounts
+            ):
+                self._wanting[job_id] = None
 
     def _sticky_job(self, worker: Worker) -> Job | None:
         """Preemption disabled: the job a slot of `worker` just ran, if it still has a

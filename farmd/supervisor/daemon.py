@@ -20,10 +20,12 @@ What it does, and what it leaves to others:
   admin's requests, `translate`), commands into messages to the workers (`_execute`);
   a large submission is drafted in a worker thread, off the loop.
 - It runs the timers, heartbeats and the committer: one timer for the core's next
-  wake (`Tick`), the orphan grace after a restart (`ReclaimOrphans`), a heartbeat task
-  per worker (a worker silent for `heartbeat_timeout` is aborted, and its session's end
-  reports it lost to the core, which requeues its frames), the group committer, and
-  `/metrics` (`metrics_http`).
+  wake (`Tick`), the orphan grace after a restart (`ReclaimOrphans`), one heartbeat
+  sweep for all workers (each interval: a heartbeat to every worker, and a worker silent
+  for `heartbeat_timeout` is aborted, and its session's end reports it lost to the
+  core, which requeues its frames), the group committer, and `/metrics`
+  (`metrics_http`). A timer per worker would cost 10,000 wake-ups an interval on a
+  large farm; one sweep costs one, and a pass over the workers.
 - It holds no scheduling rule. What runs where, what a principal may do, when a job is
   stuck are the core's; how a worker's own settings and the `workers:` configuration
   combine is `WorkerSettings.combine`'s. Its own rules are about sessions: the protocol
@@ -137,6 +139,7 @@ log = logging.getLogger("farmd.supervisor")
 LOG_FETCH_TIMEOUT = 10.0
 GOODBYE_TIMEOUT = 1.0  # seconds a closing connection has to take what is queued for it
 ADDRESS_FILE = "address"
+HEARTBEAT_BATCH = 500  # workers a heartbeat sweep visits between two turns of the loop
 
 
 class Supervisor:
@@ -250,6 +253,7 @@ class Supervisor:
                 )
             nursery.start_soon(self._committer.run, store)
             nursery.start_soon(self._timer)
+            nursery.start_soon(self._heartbeats)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
@@ -365,17 +369,16 @@ class Supervisor:
                 )
             )
             if hello.role == Role.WORKER.value:
-                await self._worker_session(conn, nursery)
+                await self._worker_session(conn)
             else:
                 await self._admin_session(conn, nursery)
 
     # ------------------------------------------------------------------ workers
 
-    async def _worker_session(self, conn: Connection, nursery: trio.Nursery) -> None:
+    async def _worker_session(self, conn: Connection) -> None:
         """A worker from its registration to the end of its connection, when the core
         hears it lost."""
-        name = await self._register_worker(conn)
-        nursery.start_soon(self._heartbeats, conn, name)
+        name = await self._register_worker(conn)  # from now on, in the heartbeat sweep
         try:
             while True:
                 await conn.wait_for_room(self.config.idle_timeout)
@@ -508,16 +511,29 @@ class Supervisor:
         )
         return {"reconfigured": changed, "restart_needed": restart}
 
-    async def _heartbeats(self, conn: Connection, name: str) -> None:
+    async def _heartbeats(self) -> None:
+        """Every interval, one pass over the registered workers: a worker silent for
+        more than `heartbeat_timeout` is aborted (its session's end reports it lost),
+        every other one is sent a heartbeat. A worker is thus lost between the timeout
+        and the timeout plus an interval after it fell silent, and hears a heartbeat
+        within an interval of its registration, then every interval."""
         interval = self.config.heartbeat_interval
         timeout = self.config.heartbeat_timeout
         while True:
             await trio.sleep(interval)
-            if trio.current_time() - conn.last_heard > timeout:
-                log_event(log, "warning", "heartbeat timeout", worker=name, timeout=timeout)
-                conn.abort()  # the session ends (paused or not): the worker is lost
-                return
-            conn.send(Heartbeat())
+            now = trio.current_time()
+            for count, (name, conn) in enumerate(list(self._workers.items()), 1):
+                if conn.closing:  # aborted or ending: its session reports it lost
+                    continue
+                if now - conn.last_heard > timeout:
+                    log_event(log, "warning", "heartbeat timeout", worker=name, timeout=timeout)
+                    conn.abort()  # the session ends (paused or not): the worker is lost
+                else:
+                    conn.send(Heartbeat())
+                if count % HEARTBEAT_BATCH == 0:
+                    # a large farm's pass gives the loop a turn now and then, so a frame
+                    # to dispatch does not wait for all of it
+                    await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ admin requests
 
