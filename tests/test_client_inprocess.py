@@ -74,7 +74,7 @@ async def test_the_client_submits_waits_and_reads_from_synchronous_code(
         with pytest.raises(UnknownJobError, match="job 999 does not exist"):
             client.job(999)
         # a refusal leaves the connection usable
-        assert [j["id"] for j in client.jobs()] == [job_id]
+        assert [j["id"] for j in client.jobs()["jobs"]] == [job_id]
         assert client.wait([job_id], timeout=0) == result
 
     await in_thread(farm, script)
@@ -111,7 +111,7 @@ async def test_tokens_decide_what_a_client_may_do(nursery: trio.Nursery, tmp_pat
 
     def as_user(client: Client) -> int:
         job_id = client.submit(["true"], name="artist")
-        assert [j["name"] for j in client.jobs()] == ["artist"]
+        assert [j["name"] for j in client.jobs()["jobs"]] == ["artist"]
         with pytest.raises(
             ForbiddenError, match="a user token may only submit jobs and read the queue, not"
         ):

@@ -85,7 +85,7 @@ def submit_rank_queue(farm: Farm, order_file: Path) -> dict[str, int]:
 def test_queue_submitted_before_any_worker_runs_in_rank_order(farm: Farm) -> None:
     order_file = farm.root / "order.txt"
     ids = submit_rank_queue(farm, order_file)
-    queued = farm.cli_json("jobs")
+    queued = farm.cli_json("jobs")["jobs"]
     assert [(j["name"], j["state"]) for j in queued] == [(n, "pending") for n, _, _ in RANK_QUEUE]
 
     # Not waiting for it to register: it takes a job at once (and may finish the queue).
@@ -500,7 +500,7 @@ def test_wait_exit_codes_and_kill(farm: Farm) -> None:
 def job_states(farm: Farm) -> list[tuple[Any, ...]]:
     return [
         (j["id"], j["name"], j["state"], j["cluster"], j["priority"], json.dumps(j["frames"]))
-        for j in farm.cli_json("jobs")
+        for j in farm.cli_json("jobs")["jobs"]
     ]
 
 
@@ -596,7 +596,7 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
         "/show/comp": (0, 0, 1, 1),
     }
 
-    jobs = {j["id"]: j for j in farm.cli_json("jobs")}
+    jobs = {j["id"]: j for j in farm.cli_json("jobs")["jobs"]}
     assert set(jobs) == {running, parked}
     for job in jobs.values():
         assert {"id", "name", "cluster", "priority", "state", "frames"} <= set(job)
