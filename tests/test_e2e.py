@@ -725,3 +725,29 @@ def test_up_runs_a_local_farm_with_two_workers(bare_farm: Farm) -> None:
 
 
 # --------------------------------------------------------------------------- Python client
+
+
+def test_jobs_lists_a_page_with_every_jobs_counts_and_the_command_for_the_next(
+    farm: Farm,
+) -> None:
+    ids = farm.api.submit_many(
+        [{"argv": ["true"], "name": f"j{n}", "cluster": "/nowhere"} for n in range(5)]
+    )
+    farm.api.kill([ids[4]])
+    listing = farm.cli_ok("jobs", "--limit", "2").splitlines()
+    assert [row.split()[:3] for row in listing[1:3]] == [
+        [str(ids[0]), "j0", "pending"],
+        [str(ids[1]), "j1", "pending"],
+    ]
+    assert listing[3:] == [
+        "5 jobs: 4 pending, 1 killed",
+        f"listed 2; more after job {ids[1]}: farmd jobs --limit 2 --after {ids[1]} (or --all)",
+    ]
+    rest = farm.cli_json("jobs", "--limit", "2", "--after", str(ids[1]))
+    assert ([j["id"] for j in rest["jobs"]], rest["next"]) == (ids[2:4], ids[3])
+    assert (rest["total"], rest["counts"]["killed"]) == (5, 1)
+    every = farm.cli_json("jobs", "--limit", "2", "--all")
+    assert ([j["id"] for j in every["jobs"]], every["next"]) == (ids, None)
+    refused = farm.cli("jobs", "--limit", "0")
+    assert refused.returncode != 0
+    assert "'0' must be at least 1" in refused.stderr, describe(refused)
