@@ -47,7 +47,7 @@ def test_the_user_token_submits_and_reads_but_controls_nothing(farm: Farm) -> No
     assert user_token.read_text().strip() != farm.token_file.read_text().strip()
     job_id = int(farm.cli_ok(*as_user(farm, "submit", "--priority", "50", "--", "true")))
     assert farm.job(job_id)["priority"] == 50
-    assert [j["id"] for j in farm.cli_json(*as_user(farm, "jobs", "--json"))] == [job_id]
+    assert [j["id"] for j in farm.cli_json(*as_user(farm, "jobs", "--json"))["jobs"]] == [job_id]
     for command in (("kill", str(job_id)), ("modify", str(job_id), "--priority", "20")):
         message = assert_refused(farm.cli(*as_user(farm, *command)))
         assert "a user token may only submit jobs and read the queue, not" in message
