@@ -353,7 +353,7 @@ def submit_rates(workdir: Path, single: int, batches: int, batch: int) -> dict[s
                     for i in range(batch)
                 )
             batched_rate = batches * batch / (time.perf_counter() - started)
-            if len(client.jobs()) != single + batches * batch:
+            if client.jobs(limit=1)["total"] != single + batches * batch:
                 sys.exit("submit run lost jobs")
     finally:
         stop(process)
@@ -404,8 +404,7 @@ def real_run(workdir: Path, workers: int, slots: int, frames: int) -> dict[str, 
                 sys.exit(f"real run did not complete: {result}")
             gaps = []
             for job_id in ids:
-                detail = client.job(job_id)
-                for frame in detail["frame_list"]:
+                for frame in client.iter_frames(job_id):  # every page
                     gaps.append((frame["worker"], frame["started_at"], frame["finished_at"]))
     finally:
         for agent in agents:

@@ -31,7 +31,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -396,13 +396,53 @@ class Client:
         result: list[int] = self._call(SubmitBatch, jobs=tuple(specs), key=key)
         return result
 
-    def jobs(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(ListJobs)
+    def jobs(self, limit: int | None = None, after: int | None = None) -> dict[str, Any]:
+        """A page of jobs by id (docs/protocol.md, `list_jobs`): `jobs`, the summaries of
+        the jobs after id `after` (from the first, when None), at most `limit` (the
+        supervisor's default page, when None); `next`, the `after` of the next page
+        (None: this page ends the list); `counts` by state and `total`, of every job."""
+        fields = {"limit": limit, "after": after}
+        result: dict[str, Any] = self._call(
+            ListJobs, **{k: v for k, v in fields.items() if v is not None}
+        )
         return result
 
-    def job(self, job_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(GetJob, job_id=job_id)
+    def iter_jobs(
+        self, limit: int | None = None, after: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every job's summary after id `after`, by id, asking a page of `limit` at a
+        time and following `next`. Jobs submitted meanwhile with higher ids are listed
+        too; a job removed meanwhile may be missing."""
+        while True:
+            page = self.jobs(limit, after)
+            yield from page["jobs"]
+            after = page["next"]
+            if after is None:
+                return
+
+    def job(
+        self, job_id: int, *, frame_limit: int | None = None, frame_after: int | None = None
+    ) -> dict[str, Any]:
+        """A job's detail with a page of its frames (docs/protocol.md, `get_job`): the
+        entries of `frame_list` after the one that runs frame `frame_after` (from the
+        first, when None), at most `frame_limit` (the supervisor's default page, when
+        None); `frame_next` is the `frame_after` of the next page (None: the last) and
+        `frame_list_total` the number of entries in all. `frames` counts every frame."""
+        fields = {"frame_limit": frame_limit, "frame_after": frame_after}
+        result: dict[str, Any] = self._call(
+            GetJob, job_id=job_id, **{k: v for k, v in fields.items() if v is not None}
+        )
         return result
+
+    def iter_frames(self, job_id: int, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry of a job's `frame_list`, in order, a page of `limit` at a time."""
+        after = None
+        while True:
+            page = self.job(job_id, frame_limit=limit, frame_after=after)
+            yield from page["frame_list"]
+            after = page["frame_next"]
+            if after is None:
+                return
 
     def workers(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(ListWorkers)

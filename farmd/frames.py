@@ -397,11 +397,19 @@ class FrameTable(Mapping[int, Frame]):
         index = self.position(key)
         return None if index is None else self._fresh_frame(key, index)
 
-    def views(self) -> Iterator[Frame]:
-        """Every unit's frame, in order, for reading: fresh ones are made and dropped."""
-        made = self.made
-        for index, key in enumerate(self):
+    def views(self, start: int = 0) -> Iterator[Frame]:
+        """Each unit's frame in order from place `start` on, for reading: fresh ones are
+        made and dropped, so a page of a million-frame job costs the page, not the job."""
+        made, chunk, numbers = self.made, self.chunk, self.numbers
+        for index in range(start, self._units):
+            key = numbers[index * chunk]
             yield made.get(key) or self._fresh_frame(key, index)
+
+    def place_after(self, number: int) -> int | None:
+        """The place of the unit after the one that runs frame `number` (what a page of
+        frames after `number` starts at), or None if the job has no such frame."""
+        at = self.numbers.position(number)
+        return None if at is None else at // self.chunk + 1
 
 
 class ReadyStack:

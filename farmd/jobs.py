@@ -513,6 +513,8 @@ class Job:
         return ""
 
     def detail(self) -> dict[str, Any]:
+        """The summary and the job's own fields; not its frames, which are listed by
+        page (`farmd.core.views.job_view`)."""
         out = self.summary()
         out.update(
             restrictions=str(self.restrictions),
@@ -520,6 +522,5 @@ class Job:
             argv=list(self.argv),
             waiting_on=sorted(self.waiting_on),
             subjob_ids=list(self.children),
-            frame_list=[f.view() for f in self.frames.views()],
         )
         return out

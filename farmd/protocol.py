@@ -41,10 +41,10 @@ from farmd.values import is_str as _is_str
 from farmd.values import odd_character as odd_character
 from farmd.values import show, text_problem
 
-PROTOCOL_VERSION: Final = 3
-# Versions a worker may speak: what a worker sends did not change from 2 to 3, so the
+PROTOCOL_VERSION: Final = 4
+# Versions a worker may speak: what a worker sends did not change from 2 to 4, so the
 # supervisor can be upgraded before its agents (docs/protocol.md, section 2).
-WORKER_VERSIONS: Final = frozenset({2, 3})
+WORKER_VERSIONS: Final = frozenset({2, 3, 4})
 
 
 def register_of_version(register: Register, version: int) -> Register:
@@ -64,6 +64,10 @@ MAX_BATCH: Final = 10_000
 MAX_TARGET_CHARS: Final = 4096  # `ID:RANGE`: a frame list may be long
 MAX_NAMES: Final = 256  # job types a worker runs
 MAX_INSTANCE_CHARS: Final = 64  # register.instance
+# A listing's page (`list_jobs.limit`, `get_job.frame_limit`): entries by default and at
+# most. A page is also cut short to fit one frame (docs/protocol.md, 6.1 "Pages").
+DEFAULT_PAGE: Final = 1000
+MAX_PAGE: Final = 10_000
 
 
 class Role(enum.Enum):
@@ -499,17 +503,33 @@ class SubmitBatch(Request):
     key: str | None = _opt(_is_key, _KEY_WHY)  # as submit's, for the whole batch
 
 
+def _page_field() -> Any:
+    return attrs.field(
+        default=DEFAULT_PAGE,
+        validator=_check(lambda v: _is_int(v) and 1 <= v <= MAX_PAGE, f"must be 1 to {MAX_PAGE}"),
+    )
+
+
 @_message("list_jobs")
 @attrs.frozen(kw_only=True)
 class ListJobs(Request):
+    """A page of jobs by id: those after `after` (every id, when nil), at most `limit`."""
+
     request_id: int = _int_field()
+    limit: int = _page_field()
+    after: int | None = _opt(_is_int, "must be an integer or nil")
 
 
 @_message("get_job")
 @attrs.frozen(kw_only=True)
 class GetJob(Request):
+    """One job in detail, with a page of its frames: those after frame `frame_after` in
+    the job's order (from the first, when nil), at most `frame_limit`."""
+
     request_id: int = _int_field()
     job_id: int = _int_field()
+    frame_limit: int = _page_field()
+    frame_after: int | None = _opt(_is_int, "must be an integer or nil")
 
 
 @_message("list_workers")
@@ -697,6 +717,16 @@ class _NeedData:
 
 
 NEED_DATA: Final = _NeedData()
+
+
+# Room a reply keeps for what is not a listed entry: its own keys, a page's `next`,
+# `counts` and `total`, a job detail's keys around its `frame_list` (a few hundred bytes).
+REPLY_SLACK: Final = 4096
+
+
+def encoded_size(value: Any) -> int:
+    """The bytes `value` takes in a message body, written as `encode` writes it."""
+    return len(msgpack.packb(value, use_bin_type=True))
 
 
 def encode(message: Message) -> bytes:

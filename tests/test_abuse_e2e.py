@@ -270,7 +270,7 @@ def test_no_peer_crashes_stalls_or_bloats_the_supervisor(bare_farm: Farm) -> Non
         sent = never_reading(farm, user_token)
         with session_flood(farm, user_token) as admitted, slowloris(farm, count=80):
             big = farm.submit(["true"], name="big", frames="1-200000")
-            listed = {job["id"]: job for job in farm.api.jobs()}
+            listed = {job["id"]: job for job in farm.api.iter_jobs()}
             assert listed[big]["frames"]["pending"] == 200_000
         wait_for(lambda: len(probe.latencies) >= 20, "the probe to answer 20 times")
     assert not probe.errors, probe.errors[:3]

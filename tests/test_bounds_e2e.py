@@ -118,7 +118,7 @@ def refused_fatally(session: RawSession, field: str) -> Error:
 def test_every_entry_refuses_an_over_deep_cluster_path(farm: Farm, raw: list[RawSession]) -> None:
     farm.worker("w", "/show")
     parked = farm.submit(["true"], name="parked", restrictions="/nowhere")
-    jobs_before = farm.cli_json("jobs")
+    jobs_before = farm.cli_json("jobs")["jobs"]
     workers_before = farm.cli_json("workers")
     deep_levels = "17 levels deep, at most 16 are allowed"
     poison_length = "(40000 characters): longer than 256 characters"
@@ -168,7 +168,7 @@ def test_every_entry_refuses_an_over_deep_cluster_path(farm: Farm, raw: list[Raw
 
     assert farm.supervisor is not None
     assert farm.supervisor.running()
-    assert farm.cli_json("jobs") == jobs_before
+    assert farm.cli_json("jobs")["jobs"] == jobs_before
     assert farm.cli_json("workers") == workers_before
     assert rss_kb(farm.supervisor.pid) < RSS_LIMIT_KB
     done = farm.submit(farm.frame(), cluster="/show")
@@ -205,7 +205,7 @@ def test_the_workers_configuration_refuses_an_over_deep_cluster(bare_farm: Farm)
 def test_names_with_control_characters_or_5000_characters_are_refused_on_the_wire(
     farm: Farm, raw: list[RawSession]
 ) -> None:
-    jobs_before = farm.cli_json("jobs")
+    jobs_before = farm.cli_json("jobs")["jobs"]
     session = open_raw(farm, raw)
     session.send({"type": "submit", "request_id": 1, "argv": ["true"], "name": "a\nb"})
     error = refused_fatally(session, "name")
@@ -242,7 +242,7 @@ def test_names_with_control_characters_or_5000_characters_are_refused_on_the_wir
 
     assert farm.supervisor is not None
     assert farm.supervisor.running()
-    assert farm.cli_json("jobs") == jobs_before
+    assert farm.cli_json("jobs")["jobs"] == jobs_before
     assert farm.cli_json("workers") == []
     # every line the supervisor logged is a whole event: none was split by a name
     log = farm.supervisor.stderr().splitlines()
@@ -280,14 +280,15 @@ def test_a_poisoned_state_dir_starts_with_the_job_quarantined(bare_farm: Farm) -
 
     poisoned = rows()
     proc = farm.restart()  # before the fix: it died here, on every start
-    jobs = farm.cli_json("jobs")
+    jobs = farm.cli_json("jobs")["jobs"]
     assert [job["id"] for job in jobs] == [good, dependent]
     (blocked,) = [job for job in jobs if job["id"] == dependent]
     assert blocked["state"] == "blocked", blocked
     assert blocked["reason"].startswith(f"job {victim} is quarantined"), blocked
     assert "longer than 256 characters" in blocked["reason"], blocked
     listing = farm.cli_ok("jobs").splitlines()
-    assert len(listing) == 3, listing  # the header and two jobs
+    assert len(listing) == 4, listing  # the header, two jobs and their counts
+    assert listing[-1] == "2 jobs: 1 pending, 1 blocked", listing
     line = assert_refused(farm.cli("job", str(victim)))
     assert f"job {victim} is quarantined" in line, line
     assert farm.submit(["true"], name="next") == sub_job + 1  # no id is used twice
@@ -317,7 +318,8 @@ def test_listings_escape_odd_characters_and_show_no_fake_row(bare_farm: Farm) ->
     farm.await_workers({"w": farm.processes[1]})
 
     listing = farm.cli_ok("jobs").splitlines()
-    assert len(listing) == 3, listing  # the header and two jobs, no third
+    assert len(listing) == 4, listing  # the header and two jobs, no third, and the counts
+    assert listing[-1] == "2 jobs: 2 pending", listing
     assert not any(line.startswith("99") for line in listing), listing
     assert repr(fake) in listing[2], listing
     detail = farm.cli_ok("job", str(plain))

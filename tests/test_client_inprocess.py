@@ -74,7 +74,7 @@ async def test_the_client_submits_waits_and_reads_from_synchronous_code(
         with pytest.raises(UnknownJobError, match="job 999 does not exist"):
             client.job(999)
         # a refusal leaves the connection usable
-        assert [j["id"] for j in client.jobs()] == [job_id]
+        assert [j["id"] for j in client.jobs()["jobs"]] == [job_id]
         assert client.wait([job_id], timeout=0) == result
 
     await in_thread(farm, script)
@@ -98,7 +98,9 @@ async def test_an_idle_closed_session_is_replaced_before_the_next_request(
                 lambda before=before: caplog.messages.count("session idle") > before,
                 "the client's session to be closed as idle",
             )
-            assert [j["id"] for j in await trio.to_thread.run_sync(client.jobs)] == [job_id]
+            assert [j["id"] for j in (await trio.to_thread.run_sync(client.jobs))["jobs"]] == [
+                job_id
+            ]
         await until(lambda: caplog.messages.count("session idle") > 2, "one more idle close")
         assert await trio.to_thread.run_sync(client.kill, [job_id]) == [job_id]
     finally:
@@ -111,7 +113,7 @@ async def test_tokens_decide_what_a_client_may_do(nursery: trio.Nursery, tmp_pat
 
     def as_user(client: Client) -> int:
         job_id = client.submit(["true"], name="artist")
-        assert [j["name"] for j in client.jobs()] == ["artist"]
+        assert [j["name"] for j in client.jobs()["jobs"]] == ["artist"]
         with pytest.raises(
             ForbiddenError, match="a user token may only submit jobs and read the queue, not"
         ):
@@ -126,3 +128,23 @@ async def test_tokens_decide_what_a_client_may_do(nursery: trio.Nursery, tmp_pat
 
     with pytest.raises(FarmdError, match="wrong token"):
         await in_thread(farm, as_stranger, "not-the-token")
+
+
+async def test_the_client_follows_next_through_every_page_of_jobs_and_frames(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path, store="memory"))
+
+    def script(client: Client) -> None:
+        ids = client.submit_many([{"argv": ["true"], "cluster": "/nowhere"}] * 5)
+        big = client.submit(["true"], frames="1-2500", cluster="/nowhere")
+        assert [j["id"] for j in client.iter_jobs(limit=2)] == [*ids, big]
+        assert [j["id"] for j in client.iter_jobs(limit=2, after=ids[3])] == [ids[4], big]
+        page = client.jobs(limit=2)
+        assert (page["next"], page["total"], page["counts"]["pending"]) == (ids[1], 6, 6)
+        assert [f["frame"] for f in client.iter_frames(big, limit=1000)] == list(range(1, 2501))
+        detail = client.job(big, frame_limit=3, frame_after=2497)
+        assert [f["frame"] for f in detail["frame_list"]] == [2498, 2499, 2500]
+        assert detail["frame_next"] is None
+
+    await in_thread(farm, script)

@@ -122,7 +122,7 @@ def frame_view(core: Scheduler, job_id: int, number: int) -> dict[str, Any]:
 
 
 def frame_counts(**counts: int) -> dict[str, int]:
-    """A job's frame counts as `jobs_view` shows them: `counts`, zero elsewhere."""
+    """A job's frame counts as `jobs_page` shows them: `counts`, zero elsewhere."""
     return {s.value: counts.get(s.value, 0) for s in FrameState}
 
 
@@ -166,7 +166,7 @@ def drain_order(
 def snapshot(core: Scheduler) -> tuple[Any, ...]:
     """Everything an admin can see of the farm."""
     return (
-        core.jobs_view(),
+        core.jobs_page()["jobs"],
         [core.job_view(job_id) for job_id in core.jobs],
         core.workers_view(),
         core.clusters_view(),
@@ -228,7 +228,7 @@ def test_a_submitted_frame_starts_at_once_on_a_free_worker() -> None:
             rank=(2, 20, 1),  # /A/B is one boundary below the worker's /A
         )
     ]
-    (job,) = core.jobs_view()
+    (job,) = core.jobs_page()["jobs"]
     assert job["state"] == "running"
     assert job["frames"] == frame_counts(running=1)
     assert frame_view(core, 1, 7) == {
@@ -255,10 +255,10 @@ def test_a_job_without_name_priority_cluster_or_frames_gets_the_defaults() -> No
     assert (start.job_name, start.frame, start.rank) == ("job1", 1, (1, 500, 1))
     assert start.argv == ("render", "--frame", "1")
     assert start.env["FARMD_CLUSTER"] == "/farm"
-    assert Scheduler().jobs_view() == []
+    assert Scheduler().jobs_page()["jobs"] == []
     plain = Scheduler()
     plain.handle(submit())
-    (job,) = plain.jobs_view()
+    (job,) = plain.jobs_page()["jobs"]
     assert (job["cluster"], job["priority"]) == ("/", DEFAULT_PRIORITY)
 
 
@@ -267,12 +267,12 @@ def test_a_joining_worker_picks_up_queued_work() -> None:
     out = core.handle(submit(frames="1-3"))
     assert actions(out) == []
     assert state(core, 1) == "pending"
-    assert core.jobs_view()[0]["frames"] == frame_counts(pending=3)
+    assert core.jobs_page()["jobs"][0]["frames"] == frame_counts(pending=3)
 
     out = core.handle(joined("w1", slots=2))
     assert where(out) == [("w1", 1, 1, 1), ("w1", 1, 2, 1)]
     assert state(core, 1) == "running"
-    assert core.jobs_view()[0]["frames"] == frame_counts(running=2, pending=1)
+    assert core.jobs_page()["jobs"][0]["frames"] == frame_counts(running=2, pending=1)
     view = worker_view(core, "w1")
     assert (view["state"], view["used"], view["running"]) == ("busy", 2, ["1:1", "1:2"])
 
@@ -296,7 +296,7 @@ def test_frames_spread_over_free_workers_in_the_order_they_joined() -> None:
     core.handle(joined("w2", slots=2, now=2.0))
     out = core.handle(submit(frames="1-4"))
     assert where(out) == [("w1", 1, 1, 1), ("w2", 1, 2, 1), ("w2", 1, 3, 1)]
-    assert core.jobs_view()[0]["frames"] == frame_counts(running=3, pending=1)
+    assert core.jobs_page()["jobs"][0]["frames"] == frame_counts(running=3, pending=1)
 
 
 def test_frames_start_in_the_order_the_range_lists_them() -> None:
@@ -377,7 +377,7 @@ def test_a_one_slot_worker_drains_the_queue_in_qube_rank_order() -> None:
     started = run_one_at_a_time(core, out)
     assert [s.job_id for s in started] == [6, 3, 8, 4, 7, 1, 2, 5]
     assert [s.rank for s in started] == expected
-    assert {job["state"] for job in core.jobs_view()} == {"complete"}
+    assert {job["state"] for job in core.jobs_page()["jobs"]} == {"complete"}
     assert core.order_view("w1", 100) == []
 
 
@@ -517,7 +517,7 @@ def test_a_non_zero_exit_fails_the_frame_and_the_job_when_nothing_else_runs() ->
 
     out = core.handle(ended(second))
     assert actions(out) == [JobEnded(job_id=1, state=JobState.FAILED)]
-    assert core.jobs_view()[0]["frames"] == frame_counts(complete=1, failed=1)
+    assert core.jobs_page()["jobs"][0]["frames"] == frame_counts(complete=1, failed=1)
     assert state(core, 1) == "failed"
 
 
@@ -530,7 +530,7 @@ def test_an_error_fails_a_frame_even_with_exit_code_zero() -> None:
     assert frame_view(core, 1, 1)["state"] == "failed"
 
 
-def test_every_job_state_as_jobs_view_shows_it() -> None:
+def test_every_job_state_as_a_jobs_page_shows_it() -> None:
     core = Scheduler()
     core.handle(joined("w1", "/A", slots=3, restrictions="/A"))
     running, complete, failed = starts(
@@ -542,7 +542,7 @@ def test_every_job_state_as_jobs_view_shows_it() -> None:
     core.handle(submit(cluster="/B", depends_on=(1,)))  # 3: waits for 1
     core.handle(submit(cluster="/B"))  # 4: killed
     core.handle(KillJobs(job_ids=(4,), now=0.0))
-    assert {job["id"]: job["state"] for job in core.jobs_view()} == {
+    assert {job["id"]: job["state"] for job in core.jobs_page()["jobs"]} == {
         1: "running",
         2: "pending",
         3: "waiting",
@@ -568,7 +568,7 @@ def test_a_dependent_waits_until_all_its_dependencies_complete_across_clusters()
     assert starts(out) == []
     assert state(core, 3) == "waiting"
     assert core.job_view(3)["waiting_on"] == [1, 2]
-    assert core.jobs_view()[2]["depends_on"] == ["1:complete", "2:complete"]
+    assert core.jobs_page()["jobs"][2]["depends_on"] == ["1:complete", "2:complete"]
     assert order_ids(core, "wc") == []
     assert worker_view(core, "wc")["state"] == "idle"
 
@@ -716,7 +716,7 @@ def test_a_replaced_worker_keeps_its_frames() -> None:
     out = core.handle(joined("w1", slots=2, running=((1, 1, 1), (1, 2, 1))))
     assert actions(out) == []
     assert worker_view(core, "w1")["running"] == ["1:1", "1:2"]
-    assert core.jobs_view()[0]["frames"] == frame_counts(running=2, pending=1)
+    assert core.jobs_page()["jobs"][0]["frames"] == frame_counts(running=2, pending=1)
 
 
 def test_a_rejoining_worker_is_told_to_stop_a_frame_someone_else_took() -> None:
@@ -847,7 +847,7 @@ def test_kill_ends_pending_frames_and_stops_running_ones() -> None:
         JobEnded(job_id=1, state=JobState.KILLED),
     ]
     assert state(core, 1) == "killed"
-    assert core.jobs_view()[0]["frames"] == frame_counts(killed=3)
+    assert core.jobs_page()["jobs"][0]["frames"] == frame_counts(killed=3)
     assert frame_view(core, 1, 1)["finished_at"] == 4.0
     # The slot frees only when the worker says the process has stopped.
     assert worker_view(core, "w1")["running"] == ["1:1"]
@@ -1665,17 +1665,17 @@ def test_killing_a_job_with_a_failed_frame_ends_it_killed() -> None:
     )
     out = core.handle(KillJobs(job_ids=(1,), now=3.0))
     assert JobEnded(job_id=1, state=JobState.KILLED) in actions(out)
-    assert core.jobs_view()[0]["state"] == "killed"
+    assert core.jobs_page()["jobs"][0]["state"] == "killed"
 
 
 def test_a_batch_submits_every_job_or_none() -> None:
     core = Scheduler()
     good = SubmitJob(argv=("render",), frames="1-2", now=1.0)
     bad = SubmitJob(argv=("render",), cluster="no-slash", now=1.0)
-    before = (core.jobs_view(), core.clusters_view())
+    before = (core.jobs_page()["jobs"], core.clusters_view())
     with pytest.raises(ClusterPathError, match="job 2 of the batch: bad cluster path 'no-slash'"):
         core.handle(SubmitJobs(jobs=(good, bad, good), now=1.0))
-    assert (core.jobs_view(), core.clusters_view()) == before
+    assert (core.jobs_page()["jobs"], core.clusters_view()) == before
     out = core.handle(SubmitJobs(jobs=(good, good), now=2.0))
     assert out.result == [1, 2]
     assert [row.id for row in out.changes.jobs] == [1, 2]

@@ -92,7 +92,7 @@ def test_a_job_token_stops_working_once_its_job_has_ended() -> None:
         core.authorize(token, Action.READ)
     with pytest.raises(ForbiddenError, match="the job token of job 1 no longer works"):
         core.handle(SubmitJob(argv=("true",), now=3.0, by=token))
-    assert sorted(view["id"] for view in core.jobs_view()) == [1, 2]
+    assert sorted(view["id"] for view in core.jobs_page()["jobs"]) == [1, 2]
 
 
 def test_a_principal_confined_to_a_subtree_acts_only_there() -> None:
@@ -132,7 +132,7 @@ def test_a_control_that_reaches_sub_jobs_outside_the_subtree_is_refused_whole() 
     core.handle(SubmitJob(argv=("b",), cluster="/show2", parent=parent, now=1.0))
     with pytest.raises(ForbiddenError, match="control jobs in /show2"):
         core.handle(KillJobs(job_ids=(parent,), now=2.0, by=WRANGLER))
-    assert {view["state"] for view in core.jobs_view()} == {"pending"}
+    assert {view["state"] for view in core.jobs_page()["jobs"]} == {"pending"}
 
 
 def test_a_worker_joins_and_reports_only_with_a_credential_that_may_run_one() -> None:

@@ -134,6 +134,6 @@ def test_remove_forgets_ended_jobs_only() -> None:
     core.handle(KillJobs(job_ids=(2,), now=4.0))
     out = core.handle(RemoveJobs(job_ids=(1, 2), now=5.0))
     assert (out.result, out.changes.removed) == ([1, 2], (1, 2))
-    assert core.jobs_view() == []
+    assert core.jobs_page()["jobs"] == []
     with pytest.raises(UnknownJobError):
         core.job_view(1)

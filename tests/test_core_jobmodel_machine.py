@@ -404,6 +404,13 @@ class JobModelMachine(RuleBasedStateMachine):
             assert {k: v for k, v in job.summary()["frames"].items() if v} == dict(frames)
 
     @invariant()
+    def a_jobs_page_counts_every_job_by_the_state_it_shows(self) -> None:
+        page = self.core.jobs_page(limit=1)
+        shown = Counter(job.state.value for job in self.core.jobs.values())
+        assert {k: v for k, v in page["counts"].items() if v} == dict(shown)
+        assert page["total"] == len(self.core.jobs)
+
+    @invariant()
     def an_instances_cap_counts_stopped_frames_and_is_never_exceeded(self) -> None:
         for job in self.core.jobs.values():
             stopped = sum(f.stopped for f in job.frames.values())

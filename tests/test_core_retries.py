@@ -149,7 +149,7 @@ def test_bad_options_are_refused_and_change_nothing(field: str, value: object, s
     core = Scheduler()
     with pytest.raises(JobSpecError, match=shown):
         core.handle(submit(**{field: value}))
-    assert core.jobs_view() == []
+    assert core.jobs_page()["jobs"] == []
     core.handle(submit())
     before = core.job_view(1)
     with pytest.raises(JobSpecError, match=shown):

@@ -64,7 +64,7 @@ def test_a_repeated_key_returns_the_first_job_and_changes_nothing() -> None:
     again = core.handle(submit(frames="1-3", key="k-1", now=9.0))
     assert again.result == 1
     assert not again.changes  # nothing to store: the job is the first one's
-    assert [job["id"] for job in core.jobs_view()] == [1]
+    assert [job["id"] for job in core.jobs_page()["jobs"]] == [1]
     assert core.next_job_id == 2
     notes = [c for c in again.commands if getattr(c, "event", "") == "submission repeated"]
     assert [n.fields for n in notes] == [{"key": "k-1", "jobs": [1]}]  # type: ignore[attr-defined]
@@ -79,7 +79,7 @@ def test_a_key_reused_for_a_different_submission_is_refused() -> None:
         "request key 'k-1' was already used for a different submission (job 1): nothing "
         "was submitted; use a new key for a new submission"
     )
-    assert [job["id"] for job in core.jobs_view()] == [1]
+    assert [job["id"] for job in core.jobs_page()["jobs"]] == [1]
     # a batch is a different submission too, and so is the same job from someone else
     with pytest.raises(JobSpecError, match="already used for a different submission"):
         core.handle(SubmitJobs(jobs=(submit(frames="1-3"),), now=1.0, key="k-1"))

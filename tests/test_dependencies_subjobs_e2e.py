@@ -288,7 +288,8 @@ def test_a_frame_submits_sub_jobs_with_the_command_line(farm: Farm) -> None:
     )
 
     table = farm.cli_ok("jobs").splitlines()
-    assert [row.split()[:3] for row in table[1:]] == [
+    assert table[-1] == "5 jobs: 2 waiting, 1 pending, 2 running", table  # every job's counts
+    assert [row.split()[:3] for row in table[1:-1]] == [
         [str(parent), "parent", "waiting"],
         [str(child1), "child1", "running"],
         [str(child2), "child2", "running"],
@@ -300,7 +301,13 @@ def test_a_frame_submits_sub_jobs_with_the_command_line(farm: Farm) -> None:
     assert table[3].startswith(f"  {child2} ")
     assert table[4].startswith(f"{other} ")
     assert table[1].endswith(waiting_for_both)
-    assert [j["parent"] for j in farm.cli_json("jobs")] == [None, None, None, parent, parent]
+    assert [j["parent"] for j in farm.cli_json("jobs")["jobs"]] == [
+        None,
+        None,
+        None,
+        parent,
+        parent,
+    ]
 
     # child2 ends: the parent still waits for child1, and `farmd wait` says so.
     farm.release("child2")
@@ -440,7 +447,7 @@ def test_a_job_token_only_submits_and_reads(farm: Farm) -> None:
     assert (view["state"], view["priority"], view["subjobs"]) == ("running", 70, 0)
     assert [(f["state"], f["attempts"]) for f in view["frame_list"]] == [("running", 1)]
     assert farm.frame_alive(pid)
-    assert [j["id"] for j in farm.cli_json("jobs")] == [other, prober]
+    assert [j["id"] for j in farm.cli_json("jobs")["jobs"]] == [other, prober]
     farm.release("other")
     assert farm.wait_jobs([other]) == {str(other): "complete"}
 
@@ -475,9 +482,9 @@ def test_killing_a_parent_kills_its_sub_jobs_and_removing_it_removes_them(farm: 
         f"farmd: error: job {child} is a sub-job of job {parent}: remove job {parent} "
         "(its sub-jobs go with it)"
     )
-    assert [j["id"] for j in farm.cli_json("jobs")] == [parent, child]
+    assert [j["id"] for j in farm.cli_json("jobs")["jobs"]] == [parent, child]
     assert farm.cli_ok("remove", str(parent)) == f"removed {parent} {child}\n"
-    assert farm.cli_json("jobs") == []
+    assert farm.cli_json("jobs")["jobs"] == []
 
 
 def test_dependents_of_parents_keep_their_state_through_a_restart(farm: Farm) -> None:

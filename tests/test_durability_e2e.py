@@ -250,7 +250,7 @@ def test_every_job_and_frame_comes_back_with_its_state_and_rank(farm: Farm) -> N
     farm.api.modify(ids["c"], priority=3)
 
     def everything() -> dict[str, Any]:
-        jobs = farm.api.jobs()
+        jobs = farm.api.jobs()["jobs"]
         return {
             "jobs": jobs,
             "details": {job["id"]: farm.job(job["id"]) for job in jobs},
@@ -372,9 +372,9 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_job_and_runs_frames_once
     assert len(submitter.acked) >= KILL_CYCLES, "too few submits to prove anything"
 
     # Let everything finish: the workers come back on their own and run what is left.
-    jobs = {job["id"]: job for job in farm.api.jobs()}
+    jobs = {job["id"]: job for job in farm.api.jobs()["jobs"]}
     assert farm.wait_jobs(sorted(jobs), timeout=40) == {str(i): "complete" for i in jobs}
-    jobs = {job["id"]: job for job in farm.api.jobs()}
+    jobs = {job["id"]: job for job in farm.api.jobs()["jobs"]}
 
     # Every acknowledged submit is there, under the name it was given: no id was lost or
     # reused. A submit lost with the supervisor is there at most once.
@@ -518,4 +518,4 @@ def test_a_bad_state_dir_is_refused_with_one_line_and_left_alone(farm: Farm, cas
     assert not serious, f"the refusal changed the state dir ({LOCK_FILE} included): {serious}"
     if case == "locked":
         assert holder.running()
-        assert farm.api.jobs(), "the running supervisor is unaffected"
+        assert farm.api.jobs()["jobs"], "the running supervisor is unaffected"

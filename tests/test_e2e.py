@@ -85,7 +85,7 @@ def submit_rank_queue(farm: Farm, order_file: Path) -> dict[str, int]:
 def test_queue_submitted_before_any_worker_runs_in_rank_order(farm: Farm) -> None:
     order_file = farm.root / "order.txt"
     ids = submit_rank_queue(farm, order_file)
-    queued = farm.cli_json("jobs")
+    queued = farm.cli_json("jobs")["jobs"]
     assert [(j["name"], j["state"]) for j in queued] == [(n, "pending") for n, _, _ in RANK_QUEUE]
 
     # Not waiting for it to register: it takes a job at once (and may finish the queue).
@@ -500,7 +500,7 @@ def test_wait_exit_codes_and_kill(farm: Farm) -> None:
 def job_states(farm: Farm) -> list[tuple[Any, ...]]:
     return [
         (j["id"], j["name"], j["state"], j["cluster"], j["priority"], json.dumps(j["frames"]))
-        for j in farm.cli_json("jobs")
+        for j in farm.cli_json("jobs")["jobs"]
     ]
 
 
@@ -596,7 +596,7 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
         "/show/comp": (0, 0, 1, 1),
     }
 
-    jobs = {j["id"]: j for j in farm.cli_json("jobs")}
+    jobs = {j["id"]: j for j in farm.cli_json("jobs")["jobs"]}
     assert set(jobs) == {running, parked}
     for job in jobs.values():
         assert {"id", "name", "cluster", "priority", "state", "frames"} <= set(job)
@@ -725,3 +725,29 @@ def test_up_runs_a_local_farm_with_two_workers(bare_farm: Farm) -> None:
 
 
 # --------------------------------------------------------------------------- Python client
+
+
+def test_jobs_lists_a_page_with_every_jobs_counts_and_the_command_for_the_next(
+    farm: Farm,
+) -> None:
+    ids = farm.api.submit_many(
+        [{"argv": ["true"], "name": f"j{n}", "cluster": "/nowhere"} for n in range(5)]
+    )
+    farm.api.kill([ids[4]])
+    listing = farm.cli_ok("jobs", "--limit", "2").splitlines()
+    assert [row.split()[:3] for row in listing[1:3]] == [
+        [str(ids[0]), "j0", "pending"],
+        [str(ids[1]), "j1", "pending"],
+    ]
+    assert listing[3:] == [
+        "5 jobs: 4 pending, 1 killed",
+        f"listed 2; more after job {ids[1]}: farmd jobs --limit 2 --after {ids[1]} (or --all)",
+    ]
+    rest = farm.cli_json("jobs", "--limit", "2", "--after", str(ids[1]))
+    assert ([j["id"] for j in rest["jobs"]], rest["next"]) == (ids[2:4], ids[3])
+    assert (rest["total"], rest["counts"]["killed"]) == (5, 1)
+    every = farm.cli_json("jobs", "--limit", "2", "--all")
+    assert ([j["id"] for j in every["jobs"]], every["next"]) == (ids, None)
+    refused = farm.cli("jobs", "--limit", "0")
+    assert refused.returncode != 0
+    assert "'0' must be at least 1" in refused.stderr, describe(refused)

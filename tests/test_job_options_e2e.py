@@ -90,4 +90,4 @@ def test_block_unblock_retry_and_remove_from_the_command_line(farm: Farm) -> Non
     assert farm.wait_jobs([job_id]) == {str(job_id): "failed"}
     assert farm.frames(job_id)[2]["attempts"] == 2
     assert farm.cli_json("remove", str(job_id)) == {"removed": [job_id]}
-    assert all(job["id"] != job_id for job in farm.api.jobs())
+    assert all(job["id"] != job_id for job in farm.api.jobs()["jobs"])

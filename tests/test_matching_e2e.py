@@ -130,7 +130,7 @@ def test_a_worker_of_a_new_type_picks_up_the_waiting_typed_job(farm: Farm) -> No
 def test_a_bad_job_type_is_refused_and_no_job_is_created(farm: Farm) -> None:
     refused = assert_refused(farm.cli("submit", "--job-type", "Blender 4", "--", "true"))
     assert "Blender 4" in refused
-    assert farm.cli_json("jobs") == []
+    assert farm.cli_json("jobs")["jobs"] == []
 
 
 # --------------------------------------------------------------------------- requirements
@@ -192,7 +192,7 @@ def test_a_bad_requirement_is_refused_with_its_column_and_no_job_is_created(
     # an unknown namespace too
     refused = assert_refused(farm.cli("submit", "--requires", "hots.ram > 3", "--", "true"))
     assert "column 1" in refused
-    assert farm.cli_json("jobs") == []
+    assert farm.cli_json("jobs")["jobs"] == []
 
 
 # --------------------------------------------------------------------------- reservations
@@ -301,5 +301,5 @@ def test_resource_refusals_name_what_the_farm_has(bare_farm: Farm) -> None:
     assert "license.maya" in refused
     refused = assert_refused(farm.cli("submit", "--reserve", "slots=0", "--", "true"))
     assert "slots" in refused
-    assert farm.cli_json("jobs") == []
+    assert farm.cli_json("jobs")["jobs"] == []
     assert farm.cli_json("resources") == {"license.nuke": {"total": 2, "used": 0, "free": 2}}

@@ -190,7 +190,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
         (farm.state / "address").unlink()
         farm.serve("--metrics", f"{LOCALHOST}:0")
         with Client(farm.address, token_file=farm.token_file) as client:
-            assert [job["state"] for job in client.jobs()] == ["complete"]  # restored
+            assert [job["state"] for job in client.jobs()["jobs"]] == ["complete"]  # restored
         assert len(assert_private(farm.state)) == 8
     finally:
         os.umask(old_umask)

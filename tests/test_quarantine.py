@@ -159,11 +159,11 @@ def test_a_job_whose_row_cannot_be_used_is_quarantined_and_the_rest_restored(
         assert "\n" not in core.quarantined[victim]
         assert len(core.quarantined[victim]) <= 300
         assert views(core, [before_id, after_id]) == healthy
-        assert [job["id"] for job in core.jobs_view()] == [before_id, after_id]
+        assert [job["id"] for job in core.jobs_page()["jobs"]] == [before_id, after_id]
         # what the shell asks (it reads no dict of the core's)
         assert core.quarantine_report() == core.quarantined
         assert core.size() == FarmSize(jobs=2, frames=4, orphans=0, quarantined=1)
-        assert core.job_summary(after_id) == core.jobs_view()[1]
+        assert core.job_summary(after_id) == core.jobs_page()["jobs"][1]
         with pytest.raises(UnknownJobError, match=f"job {victim} is quarantined"):
             core.job_view(victim)
         # the farm goes on: a new job gets a new id, and its commit leaves the row alone
@@ -186,7 +186,7 @@ def test_frame_rows_without_a_job_row_are_quarantined_by_their_job_id(tmp_path: 
     core, store = reopen(tmp_path)
     try:
         assert core.quarantined == {gone: "it has frame rows but no job row"}
-        assert [job["id"] for job in core.jobs_view()] == [kept]
+        assert [job["id"] for job in core.jobs_page()["jobs"]] == [kept]
         assert core.next_job_id == gone + 1  # its id is not given out again
     finally:
         store.close()
@@ -206,7 +206,7 @@ def test_a_quarantined_job_id_is_never_reused_even_if_the_next_id_was_lost(
         assert list(core.quarantined) == [last]
         assert core.next_job_id == last + 1
         assert core.handle(SubmitJob(argv=("true",), now=1.0)).result == last + 1
-        assert [job["id"] for job in core.jobs_view()] == [first, last + 1]
+        assert [job["id"] for job in core.jobs_page()["jobs"]] == [first, last + 1]
     finally:
         store.close()
 
@@ -234,7 +234,7 @@ def test_a_quarantined_jobs_family_is_quarantined_with_it(tmp_path: Path) -> Non
             grandchild: f"its parent (job {child}) is quarantined",
             sibling: f"its parent (job {top}) is quarantined",
         }
-        assert [job["id"] for job in core.jobs_view()] == [stranger]
+        assert [job["id"] for job in core.jobs_page()["jobs"]] == [stranger]
         # a sub-job cannot be added to a quarantined job either
         with pytest.raises(UnknownJobError, match=f"bad parent: job {top} is quarantined"):
             core.handle(SubmitJob(argv=("true",), parent=top, now=1.0))
@@ -380,7 +380,7 @@ def test_restore_goes_through_the_door_once_and_only_into_an_empty_scheduler() -
     core.handle(SubmitJob(argv=("true",), now=1.0))
     with pytest.raises(InternalError, match=r"restore needs an empty scheduler.*1 jobs"):
         core.handle(Restore(snapshot=Snapshot(), now=2.0))
-    assert core.jobs_view()[0]["id"] == 7  # the refused restore changed nothing
+    assert core.jobs_page()["jobs"][0]["id"] == 7  # the refused restore changed nothing
 
 
 def test_an_event_the_core_does_not_know_is_our_bug() -> None:

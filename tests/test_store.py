@@ -537,8 +537,8 @@ PROBES = [
 def seen(core: Scheduler) -> dict[str, Any]:
     """Everything a user or a worker sees of the queue."""
     return {
-        "jobs": core.jobs_view(),
-        "details": {job["id"]: core.job_view(job["id"]) for job in core.jobs_view()},
+        "jobs": core.jobs_page()["jobs"],
+        "details": {job["id"]: core.job_view(job["id"]) for job in core.jobs_page()["jobs"]},
         "index": sorted(core.dispatch.index, key=lambda queued: queued.id),
         "ranking": {str(view): core.dispatch.index.page(view, 1000) for view in PROBES},
         "job clusters": [
@@ -652,10 +652,10 @@ def busy_farm() -> tuple[Recorder, dict[str, int], list[RunOnWorker]]:
 
 def test_busy_farm_has_every_kind_of_state() -> None:
     farm, _, running = busy_farm()
-    states = {job["state"] for job in farm.core.jobs_view()}
+    states = {job["state"] for job in farm.core.jobs_page()["jobs"]}
     frame_states = {
         frame["state"]
-        for job in farm.core.jobs_view()
+        for job in farm.core.jobs_page()["jobs"]
         for frame in farm.core.job_view(job["id"])["frame_list"]
     }
     assert {"waiting", "running", "killed"} <= states, states
@@ -663,7 +663,7 @@ def test_busy_farm_has_every_kind_of_state() -> None:
     assert running
     requeued = [
         frame
-        for job in farm.core.jobs_view()
+        for job in farm.core.jobs_page()["jobs"]
         for frame in farm.core.job_view(job["id"])["frame_list"]
         if frame["state"] == "pending" and frame["attempts"] > 0
     ]

@@ -109,7 +109,7 @@ def test_a_million_frame_submit_leaves_the_farm_answering(farm: Farm) -> None:
     assert len(probe.waits) > 5, probe.waits
     longest = max(probe.waits)
     assert longest < PROBE_BOUND, f"another client waited {longest:.2f}s (submits took {took:.2f}s)"
-    jobs = farm.cli_json("jobs")
+    jobs = farm.cli_json("jobs")["jobs"]
     assert [(job["id"], job["frames"]["pending"]) for job in jobs] == [(i, BIG) for i in ids]
     # the worker was served throughout: still the same session, never lost
     (after,) = farm.api.workers()
@@ -142,7 +142,7 @@ def test_a_key_submitted_twice_makes_one_job_even_across_a_restart(farm: Farm) -
 
     farm.restart()
     assert farm.submit_cli("--key", "shot-010.v3", *command) == first
-    assert [job["id"] for job in farm.cli_json("jobs")] == [first, other]
+    assert [job["id"] for job in farm.cli_json("jobs")["jobs"]] == [first, other]
     batch = [{"argv": ["true"], "cluster": "/nowhere"}] * 2
     ids = farm.api.submit_many(batch, key="batch-1")
     assert farm.api.submit_many(batch, key="batch-1") == ids
@@ -255,7 +255,7 @@ def test_a_submit_whose_reply_is_lost_is_sent_again_and_gets_the_same_job(farm: 
         assert isinstance(retry, Submit)
         assert first.key is not None
         assert attrs.evolve(retry, request_id=first.request_id) == first  # key and all
-    assert [job["id"] for job in farm.api.jobs()] == [job_id]
+    assert [job["id"] for job in farm.api.jobs()["jobs"]] == [job_id]
 
 
 def test_a_closed_connection_is_replaced_but_a_lost_control_is_not_sent_again(
@@ -271,7 +271,7 @@ def test_a_closed_connection_is_replaced_but_a_lost_control_is_not_sent_again(
     with proxy(farm, rules) as relay:
         client = Client(relay.address, token_file=farm.token_file, timeout=10.0)
         with client:
-            assert [job["id"] for job in client.jobs()] == [killed, kept]
+            assert [job["id"] for job in client.jobs()["jobs"]] == [killed, kept]
             with pytest.raises(ConnectionLostError) as lost:
                 client.kill([killed])
             assert "the 'kill' request may or may not have been applied" in str(lost.value)

@@ -47,7 +47,7 @@ def test_the_user_token_submits_and_reads_but_controls_nothing(farm: Farm) -> No
     assert user_token.read_text().strip() != farm.token_file.read_text().strip()
     job_id = int(farm.cli_ok(*as_user(farm, "submit", "--priority", "50", "--", "true")))
     assert farm.job(job_id)["priority"] == 50
-    assert [j["id"] for j in farm.cli_json(*as_user(farm, "jobs", "--json"))] == [job_id]
+    assert [j["id"] for j in farm.cli_json(*as_user(farm, "jobs", "--json"))["jobs"]] == [job_id]
     for command in (("kill", str(job_id)), ("modify", str(job_id), "--priority", "20")):
         message = assert_refused(farm.cli(*as_user(farm, *command)))
         assert "a user token may only submit jobs and read the queue, not" in message
@@ -58,7 +58,7 @@ def test_the_user_token_submits_and_reads_but_controls_nothing(farm: Farm) -> No
 def test_a_non_admin_may_not_set_a_priority_above_the_farms_limit(farm: Farm) -> None:
     message = assert_refused(farm.cli(*as_user(farm, "submit", "--priority", "5", "--", "true")))
     assert "priority 5 is more urgent than a user token may set (the highest is 10" in message
-    assert farm.cli_json("jobs") == []
+    assert farm.cli_json("jobs")["jobs"] == []
     # the limit itself is allowed, and the admin's farm token has none
     assert farm.cli_ok(*as_user(farm, "submit", "--priority", "10", "--", "true")).strip()
     assert farm.cli_ok("submit", "--priority", "1", "--", "true").strip()
@@ -104,7 +104,7 @@ def test_a_user_token_cannot_add_sub_jobs_to_any_job(farm: Farm) -> None:
     )
     view = farm.cli_json("job", str(admins))
     assert (view["subjobs"], view["state"]) == (0, "pending")
-    assert [job["id"] for job in farm.cli_json("jobs")] == [admins]
+    assert [job["id"] for job in farm.cli_json("jobs")["jobs"]] == [admins]
 
 
 def test_a_frames_sub_job_is_clamped_and_its_token_ends_with_its_job(farm: Farm) -> None:
@@ -122,15 +122,17 @@ def test_a_frames_sub_job_is_clamped_and_its_token_ends_with_its_job(farm: Farm)
     )
     farm.worker("w2", "/")
     parent = int(farm.cli_ok("submit", "--priority", "1", "--", "sh", "-c", script))
-    wait_for(lambda: len(farm.api.jobs()) == 2 and token_file.exists(), "the frame's sub-job")
-    parent_job, child = farm.api.jobs()
+    wait_for(
+        lambda: len(farm.api.jobs()["jobs"]) == 2 and token_file.exists(), "the frame's sub-job"
+    )
+    parent_job, child = farm.api.jobs()["jobs"]
     assert (parent_job["id"], parent_job["priority"]) == (parent, 1)
     assert (child["name"], child["parent"], child["priority"]) == ("child", parent, 10)
 
     token = token_file.read_text()
     assert token.startswith(f"job.{parent}.")
     with Client(farm.address, token=token, timeout=20.0) as frame_session:
-        assert len(frame_session.jobs()) == 2  # works while the job runs
+        assert len(frame_session.jobs()["jobs"]) == 2  # works while the job runs
         farm.cli_ok("kill", str(parent))  # the job (and its sub-job) ends
         with pytest.raises(ForbiddenError) as refused:
             frame_session.jobs()

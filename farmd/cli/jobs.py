@@ -35,11 +35,33 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def jobs_command(args: argparse.Namespace) -> int:
+    """A page of jobs (every page, with `--all`), then every job's counts by state and,
+    when more jobs follow, the command that lists them."""
     with client_for(args) as farm:
-        jobs = farm.jobs()
+        page = farm.jobs(args.limit, args.after)
+        if args.all:
+            jobs = page["jobs"]
+            while page["next"] is not None:
+                page = farm.jobs(args.limit, page["next"])
+                jobs.extend(page["jobs"])
+            page["jobs"] = jobs  # one page of them all, with the last counts
     if args.json:
-        print_json(jobs)
+        print_json(page)
         return 0
+    _print_jobs(page["jobs"])
+    counts = ", ".join(f"{n} {state}" for state, n in page["counts"].items() if n)
+    total = page["total"]
+    print(f"{total} job{'' if total == 1 else 's'}{': ' if counts else ''}{counts}")
+    if page["next"] is not None:
+        limit = f" --limit {args.limit}" if args.limit else ""
+        print(
+            f"listed {len(page['jobs'])}; more after job {page['next']}: "
+            f"farmd jobs{limit} --after {page['next']} (or --all)"
+        )
+    return 0
+
+
+def _print_jobs(jobs: list[dict[str, Any]]) -> None:
     # sub-jobs are listed under their parent, indented; one whose parent was removed
     # is listed at the top
     ids = {job["id"] for job in jobs}
@@ -60,12 +82,11 @@ def jobs_command(args: argparse.Namespace) -> int:
             }
         )
     print_table(rows, ["id", "name", "state", "cluster", "priority", "counts", "reason"])
-    return 0
 
 
 def job_command(args: argparse.Namespace) -> int:
     with client_for(args) as farm:
-        job = farm.job(args.job_id)
+        job = farm.job(args.job_id, frame_limit=args.frame_limit, frame_after=args.frame_after)
     if args.json:
         print_json(job)
         return 0
@@ -82,6 +103,12 @@ def job_command(args: argparse.Namespace) -> int:
         job["frame_list"],
         ["frames", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"],
     )
+    if job["frame_next"] is not None:
+        limit = f" --frame-limit {args.frame_limit}" if args.frame_limit else ""
+        print(
+            f"listed {len(job['frame_list'])} of {job['frame_list_total']}; more after frame "
+            f"{job['frame_next']}: farmd job {job['id']}{limit} --frame-after {job['frame_next']}"
+        )
     return 0
 
 

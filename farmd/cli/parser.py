@@ -42,6 +42,7 @@ from farmd.cli.workers import (
 )
 from farmd.errors import UserError
 from farmd.jobspec import doc, option_flag, spec_fields
+from farmd.protocol import DEFAULT_PAGE, MAX_PAGE
 
 # `farmd`'s exit statuses (see `farmd.cli`): a refused request, and a bad command line.
 ERROR_EXIT = 1
@@ -201,11 +202,32 @@ def _add_submit_command(command: _CommandMaker) -> None:
 
 def _add_listings_command(command: _CommandMaker) -> None:
     """`farmd jobs`, `job`, `workers`, `clusters`: what the farm holds."""
-    jobs = command("jobs", jobs_command, "list jobs")
+    jobs = command("jobs", jobs_command, "list jobs by id, a page at a time, with counts")
+    jobs.add_argument(
+        "--limit",
+        type=_page_size,
+        metavar="N",
+        help=f"jobs per page, 1 to {MAX_PAGE} (default: the supervisor's, {DEFAULT_PAGE})",
+    )
+    jobs.add_argument("--after", type=_job_id, metavar="ID", help="list the jobs after id ID")
+    jobs.add_argument("--all", action="store_true", help="every page, one after the other")
     jobs.add_argument("--json", action="store_true")
 
-    job = command("job", job_command, "show a job and each of its frames")
+    job = command("job", job_command, "show a job and a page of its frames")
     job.add_argument("job_id", type=_job_id, metavar="ID")
+    job.add_argument(
+        "--frame-limit",
+        type=_page_size,
+        metavar="N",
+        help=f"frames (chunks) per page, 1 to {MAX_PAGE} (default: the supervisor's, "
+        f"{DEFAULT_PAGE})",
+    )
+    job.add_argument(
+        "--frame-after",
+        type=_frame_number,
+        metavar="FRAME",
+        help="list the frames after the one that runs frame FRAME, in the job's order",
+    )
     job.add_argument("--json", action="store_true")
 
     workers = command("workers", workers_command, "list connected workers")
@@ -470,6 +492,25 @@ def _dependencies(text: str) -> list[str]:
         return [str(parse_dependency(item)) for item in items]
     except UserError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _page_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_PAGE:
+        msg = f"{text!r} is more than a page holds (at most {MAX_PAGE})"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _frame_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"{text!r} is not a frame number"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _job_id(text: str) -> int:

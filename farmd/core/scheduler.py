@@ -8,7 +8,7 @@ write. Its one door for change is `handle(event)`, which returns an `Outcome`: t
 event's result (a new job id...) and the commands the shell must carry out (start or
 stop a frame on a worker, tell waiters a job ended, log a line). Time arrives inside
 events; the core reads no clock, opens no socket and logs nothing itself. Queries
-(`jobs_view`, `order_view`...) only read.
+(`jobs_page`, `order_view`...) only read.
 
 The scheduler holds one object per concern, each the only owner of its state, and
 routes each event to the one that handles it; they move a frame only through the
@@ -59,8 +59,11 @@ does not know, or one it cannot take in its state, is our bug: `InternalError`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
+
+from sortedcontainers import SortedList
 
 from farmd.cluster import ClusterTree, Member, parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import authority, views
@@ -90,6 +93,7 @@ from farmd.core.vocabulary import (
     PreemptPolicy,
     ReclaimOrphans,
     RemoveJobs,
+    ReplyRoom,
     Restore,
     ResumeOnWorker,
     SetResourceTotal,
@@ -156,6 +160,12 @@ class Scheduler:
         # counts those it started and preempted)
         self.counters: dict[str, int] = dict.fromkeys(("completed", "failed", "retried"), 0)
         self.jobs: dict[int, Job] = {}
+        # the ids of `jobs` in order, so a listing's page after an id is found by
+        # bisection, and every job's count by its synced state: what `jobs_page` shows
+        # of the whole farm without walking it. Kept by `_insert`, `_sync`, `_remove`
+        # and `_restore`, the only places a job comes, changes state or goes.
+        self.job_ids: SortedList[int] = SortedList()
+        self.job_states: Counter[JobState] = Counter()
         self.workers: dict[str, Worker] = {}  # records kept by the workforce
         self.tree = ClusterTree()
         self._next_id = 1
@@ -262,6 +272,8 @@ class Scheduler:
         job_id = job.id
         self._next_id = job_id + 1
         self.jobs[job_id] = job
+        self.job_ids.add(job_id)
+        self.job_states[job.synced] += 1
         self.dependencies.link(job, None)
         self.dispatch.options_changed(job)
         # its job row carries its frames (`frame_range`): a frame gets a row of its
@@ -346,6 +358,8 @@ class Scheduler:
         ids = [job.id for job in jobs]
         for job in jobs:
             del self.jobs[job.id]
+            self.job_ids.remove(job.id)
+            self.job_states[job.synced] -= 1
             self.dispatch.removed(job.id)
             self.dependencies.removed(job)
             self._changed_jobs.pop(job.id, None)
@@ -522,6 +536,9 @@ class Scheduler:
         if before is after:
             return
         job.synced = after
+        if job.id in self.jobs:
+            self.job_states[before] -= 1
+            self.job_states[after] += 1
         if after in HOLDING:
             self._out.append(JobHeld(job_id=job.id, state=after))
         if before.ended == after.ended:
@@ -615,6 +632,9 @@ class Scheduler:
             if not job.synced.ended:
                 self.tree.add(job.cluster, Member.JOB)
             self.dispatch.track(job)
+        self.job_ids.update(self.jobs)
+        self.job_states.clear()  # counted whole, once every job is synced
+        self.job_states.update(job.synced for job in self.jobs.values())
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.workforce.restore(snapshot.locks)
@@ -636,7 +656,7 @@ class Scheduler:
         )
 
     def job_summary(self, job_id: int) -> dict[str, Any]:
-        """One job as `jobs_view` lists it (what a submit answers)."""
+        """One job as `jobs_page` lists it (what a submit answers)."""
         return self.job(job_id).summary()
 
     def worker_settings(self, name: str) -> dict[str, Any] | None:
@@ -728,11 +748,22 @@ class Scheduler:
     def worker(self, name: str) -> Worker:
         return self.workforce.worker(name)
 
-    def jobs_view(self) -> list[dict[str, Any]]:
-        return views.jobs_view(self)
+    def jobs_page(
+        self, limit: int | None = None, after: int | None = None, room: ReplyRoom | None = None
+    ) -> dict[str, Any]:
+        """A page of job summaries after id `after`, with every job's counts (see
+        `views.jobs_page`)."""
+        return views.jobs_page(self, limit, after, room)
 
-    def job_view(self, job_id: int) -> dict[str, Any]:
-        return views.job_view(self, job_id)
+    def job_view(
+        self,
+        job_id: int,
+        frame_limit: int | None = None,
+        frame_after: int | None = None,
+        room: ReplyRoom | None = None,
+    ) -> dict[str, Any]:
+        """A job's detail with a page of its frames (see `views.job_view`)."""
+        return views.job_view(self, job_id, frame_limit, frame_after, room)
 
     def workers_view(self) -> list[dict[str, Any]]:
         return views.workers_view(self)

@@ -3,11 +3,17 @@
 Theory of operation
 -------------------
 Each function here reads a `Scheduler` and changes nothing: the listings an admin asks
-for (`jobs_view`, `workers_view`, `clusters_view`, `order_view`, `resources_view`), the
+for (`jobs_page`, `job_view`, `workers_view`, `clusters_view`, `order_view`, `resources_view`), the
 metrics' `statistics`, and `explain`, which says why a job does or does not run on each
 worker, every reason that applies, in the order an admin would fix them. They return
 plain dicts and lists (what the protocol sends) built from the scheduler's state at the
 moment of the call; the scheduler's methods of the same names delegate here.
+
+The listings that grow with the work (jobs, a job's frames) come by page (`_page`): at
+most a given number of entries, after a given key, and cut short to fit the room the
+shell's frame limit leaves, so no answer is too large to send and none costs more than
+its page: the jobs are walked from a key in the scheduler's sorted ids, a job's frames
+from a place in its `FrameTable` without making a kept `Frame` per frame.
 
 `explain` asks the dispatcher the very questions dispatch asks (`fits`, the ranking
 index's order), so what it says and what dispatch does cannot drift apart.
@@ -16,13 +22,13 @@ index's order), so what it says and what dispatch does cannot drift apart.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from farmd.core.stuck import HOLDING, _StuckJobs
-from farmd.core.vocabulary import FarmStatistics
+from farmd.core.vocabulary import FarmStatistics, ReplyRoom
 from farmd.errors import JobSpecError
 from farmd.frames import Frame
 from farmd.jobs import Job, JobState
@@ -33,13 +39,86 @@ from farmd.workers import Worker
 if TYPE_CHECKING:
     from farmd.core.scheduler import Scheduler
 
-
-def jobs_view(core: Scheduler) -> list[dict[str, Any]]:
-    return [job.summary() for job in core.jobs.values()]
+T = TypeVar("T")
 
 
-def job_view(core: Scheduler, job_id: int) -> dict[str, Any]:
-    return core.job(job_id).detail()
+def jobs_page(
+    core: Scheduler,
+    limit: int | None = None,
+    after: int | None = None,
+    room: ReplyRoom | None = None,
+) -> dict[str, Any]:
+    """A page of job summaries by id: the jobs whose id is above `after` (from the
+    first, when None), at most `limit` of them (no bound, when None), cut short to fit
+    `room`; `next` is the `after` of the next page (None: this page ends the list), and
+    `counts` (by state) and `total` are of every job, whatever the page. The ids are
+    walked from `after` in order (`Scheduler.job_ids`), so a page costs its own length,
+    not the farm's."""
+    ids = core.job_ids.irange(minimum=after, inclusive=(False, True))
+    entries = ((job_id, job_id) for job_id in ids)
+    jobs, next_id = _page(entries, lambda job_id: core.jobs[job_id].summary(), limit, room)
+    return {
+        "jobs": jobs,
+        "next": next_id,
+        "counts": {state.value: core.job_states[state] for state in JobState},
+        "total": len(core.jobs),
+    }
+
+
+def job_view(
+    core: Scheduler,
+    job_id: int,
+    frame_limit: int | None = None,
+    frame_after: int | None = None,
+    room: ReplyRoom | None = None,
+) -> dict[str, Any]:
+    """A job's detail with a page of its frames (chunks, for a chunked job) in the order
+    of its frame range: those after the one that runs frame `frame_after` (from the
+    first, when None), at most `frame_limit` (no bound, when None), cut short so that
+    the whole answer fits `room`. `frame_next` is the `frame_after` of the next page
+    (None: this page ends the list); `frame_list_total` counts every entry. Only the
+    page's frames are looked at: a fresh frame is made for the page and dropped."""
+    job = core.job(job_id)
+    detail = job.detail()
+    start = 0
+    if frame_after is not None:
+        place = job.frames.place_after(frame_after)
+        if place is None:
+            msg = f"job {job_id} has no frame {frame_after} to list its frames after"
+            raise JobSpecError(msg)
+        start = place
+    frame_room = None
+    if room is not None:
+        frame_room = attrs.evolve(room, bytes=room.bytes - room.size(detail))
+    frames = ((frame.number, frame) for frame in job.frames.views(start))
+    listed, next_frame = _page(frames, Frame.view, frame_limit, frame_room)
+    detail.update(frame_list=listed, frame_next=next_frame, frame_list_total=len(job.frames))
+    return detail
+
+
+def _page(
+    entries: Iterator[tuple[int, T]],
+    view: Callable[[T], dict[str, Any]],
+    limit: int | None,
+    room: ReplyRoom | None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The views of `entries` (keyed, in order) up to `limit` of them and while they fit
+    `room` (the first always does: a page is never empty while entries remain), and the
+    key of the last one listed if any entry is left over, else None. An entry's view is
+    built only once it is listed."""
+    page: list[dict[str, Any]] = []
+    used, last = 0, None
+    for key, entry in entries:
+        if limit is not None and len(page) >= limit:
+            return page, last
+        shown = view(entry)
+        if room is not None:
+            used += room.size(shown)
+            if page and used > room.bytes:
+                return page, last
+        page.append(shown)
+        last = key
+    return page, None
 
 
 def workers_view(core: Scheduler) -> list[dict[str, Any]]:

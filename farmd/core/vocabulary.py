@@ -17,6 +17,7 @@ module pulls it at scrape time (`Scheduler.statistics`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -326,6 +327,20 @@ class Outcome:
     commands: tuple[Command, ...] = ()
     # the rows the event changed: durable before any command is carried out
     changes: Changes = attrs.field(factory=Changes)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@attrs.frozen(kw_only=True)
+class ReplyRoom:
+    """How much a listing's page may hold beyond its entry count: `bytes` in all, each
+    entry weighed by `size`. The shell passes its encoder's measure and what its frame
+    limit leaves (the core knows no wire format), so a page is cut short to fit one
+    frame instead of being refused."""
+
+    bytes: int
+    size: Callable[[Any], int]
 
 
 # --------------------------------------------------------------------------- statistics

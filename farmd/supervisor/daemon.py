@@ -629,7 +629,8 @@ class Supervisor:
     def _request(self, request: Request, by: Principal) -> tuple[Any, Outcome | None]:
         """A request's answer, and the outcome it must wait for (None for a query):
         `translate.answer`, with this supervisor's core, clock and reload."""
-        return answer(self.core, request, by, self._clock(), self.reload)
+        frame_bytes = self.config.max_frame_bytes
+        return answer(self.core, request, by, self._clock(), self.reload, frame_bytes)
 
     async def _wait(self, request: Wait) -> dict[str, Any]:
         """Until every job has ended or cannot end without an admin (`Scheduler.stuck`),

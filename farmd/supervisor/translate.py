@@ -33,6 +33,7 @@ from farmd.core import (
     Outcome,
     Principal,
     RemoveJobs,
+    ReplyRoom,
     ResumeOnWorker,
     RunOnWorker,
     Scheduler,
@@ -49,6 +50,8 @@ from farmd.errors import UserError
 from farmd.frames import frames_named
 from farmd.jobs import Control
 from farmd.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    REPLY_SLACK,
     ControlRequest,
     Explain,
     GetJob,
@@ -74,6 +77,7 @@ from farmd.protocol import (
     SuspendFrame,
     Unlock,
     Wait,
+    encoded_size,
 )
 from farmd.supervisor.tokens import job_token
 
@@ -145,17 +149,20 @@ def answer(
     by: Principal,
     now: float,
     reload: Callable[[], dict[str, Any]],
+    frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
 ) -> tuple[Any, Outcome | None]:
     """A request's answer, and the outcome it must wait for (None for a query). A
-    query or a reload is authorised here by the core; an event by the core's door."""
+    query or a reload is authorised here by the core; an event by the core's door.
+    A listing is a page cut short to fit a reply of `frame_bytes` (the frame limit)."""
     action = REQUEST_ACTIONS.get(type(request))
     if action is not None:
         core.authorize(by, action)
     match request:
         case ListJobs():
-            return core.jobs_view(), None
+            return core.jobs_page(request.limit, request.after, _room(frame_bytes)), None
         case GetJob():
-            return core.job_view(request.job_id), None
+            page = (request.frame_limit, request.frame_after, _room(frame_bytes))
+            return core.job_view(request.job_id, *page), None
         case ListWorkers():
             return core.workers_view(), None
         case ListClusters():
@@ -196,6 +203,11 @@ def answer(
             return outcome.result, outcome
     msg = f"request {request.TYPE!r} is not served here"
     raise UserError(msg)
+
+
+def _room(frame_bytes: int) -> ReplyRoom:
+    """What a page may fill of a reply frame of `frame_bytes`, weighed as it is sent."""
+    return ReplyRoom(bytes=frame_bytes - REPLY_SLACK, size=encoded_size)
 
 
 def worker_message(
