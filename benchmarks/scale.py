@@ -468,7 +468,7 @@ def measure(workers: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
             "workers": workers,
             "simulator_processes": len(simulators.processes),
             "connect_s": round(
-                max(a["done"] for a in connected) - min(a["started"] for a in connected), 2
+                max(a["done"] for a in connected) - min(a["started"] for a in connected), 4
             ),
             "connect_refusals": sum(a["refusals"] for a in connected),
             "rss_mb": round(status_mb(pid, "VmRSS"), 1),
