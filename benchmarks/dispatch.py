@@ -53,11 +53,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from farmd.client import Client  # noqa: E402
+from farmd.codec import NEED_DATA, Codec  # noqa: E402
 from farmd.config import Address  # noqa: E402
 from farmd.protocol import (  # noqa: E402
-    NEED_DATA,
     PROTOCOL_VERSION,
-    Codec,
     FrameFinished,
     Heartbeat,
     Hello,

@@ -66,11 +66,10 @@ sys.path.insert(0, str(ROOT))
 import trio  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
+from farmd.codec import NEED_DATA, Codec  # noqa: E402
 from farmd.config import parse_address  # noqa: E402
 from farmd.protocol import (  # noqa: E402
-    NEED_DATA,
     PROTOCOL_VERSION,
-    Codec,
     Error,
     FrameFinished,
     Heartbeat,

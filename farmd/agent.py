@@ -48,14 +48,13 @@ import attrs
 import trio
 
 from farmd import shepherd
+from farmd.codec import NEED_DATA, Codec
 from farmd.config import Address
 from farmd.errors import ProtocolError, UserError
 from farmd.launcher import Child, Launcher
 from farmd.logs import log_event
 from farmd.protocol import (
-    NEED_DATA,
     PROTOCOL_VERSION,
-    Codec,
     Error,
     FetchLog,
     FrameFinished,

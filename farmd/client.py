@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from farmd.codec import NEED_DATA, Codec
 from farmd.config import DEFAULT_LISTEN, Address, default_state_dir, parse_address
 from farmd.errors import (
     ConnectionLostError,
@@ -46,9 +47,7 @@ from farmd.errors import (
     error_for_code,
 )
 from farmd.protocol import (
-    NEED_DATA,
     PROTOCOL_VERSION,
-    Codec,
     ControlRequest,
     Error,
     Explain,

@@ -37,11 +37,10 @@ import trio
 import trio.testing
 
 from farmd.agent import Agent, AgentConfig
+from farmd.codec import NEED_DATA, Codec
 from farmd.config import Address, SupervisorConfig
 from farmd.protocol import (
-    NEED_DATA,
     PROTOCOL_VERSION,
-    Codec,
     Error,
     FrameFinished,
     Heartbeat,

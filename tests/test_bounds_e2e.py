@@ -23,17 +23,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from farmd.protocol import (
-    NEED_DATA,
-    PROTOCOL_VERSION,
-    Codec,
-    Error,
-    Hello,
-    Message,
-    Refused,
-    Reply,
-    Welcome,
-)
+from farmd.codec import NEED_DATA, Codec
+from farmd.protocol import PROTOCOL_VERSION, Error, Hello, Message, Refused, Reply, Welcome
 from farmd.store import DATABASE_FILE
 from tests.e2e_support import CLI_TIMEOUT, Farm, assert_refused, describe
 

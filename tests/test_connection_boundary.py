@@ -15,18 +15,9 @@ from typing import Any
 import pytest
 import trio
 
+from farmd.codec import NEED_DATA, Codec
 from farmd.config import Address, SupervisorConfig
-from farmd.protocol import (
-    NEED_DATA,
-    PROTOCOL_VERSION,
-    Codec,
-    Hello,
-    ListClusters,
-    ListJobs,
-    Message,
-    Reply,
-    Welcome,
-)
+from farmd.protocol import PROTOCOL_VERSION, Hello, ListClusters, ListJobs, Message, Reply, Welcome
 from farmd.supervisor import Supervisor
 
 
@@ -80,23 +71,23 @@ async def test_a_bug_while_serving_one_connection_ends_only_that_connection(
     async with trio.open_nursery() as nursery:
         address = await nursery.start(supervisor.run)
         bystander = await _admin(address, supervisor.token)
-        for attempt in range(3):
-            victim = await _admin(address, supervisor.token)
-            port = victim.stream.socket.getsockname()[1]
-            await victim.send(ListClusters(request_id=1))
-            assert await victim.receive() is None  # closed, without an answer
-            await victim.stream.aclose()
-            failed = [r for r in caplog.records if r.getMessage() == "connection failed"]
-            assert len(failed) == attempt + 1
-            fields = failed[-1].farmd_fields  # type: ignore[attr-defined]
-            assert fields == {
-                "peer": f"127.0.0.1:{port}",
-                "error": "RuntimeError: planted bug",
-            }
-            # the other session, opened before, is served as if nothing happened
-            await bystander.send(ListJobs(request_id=attempt + 1))
-            reply = await bystander.receive()
-            assert isinstance(reply, Reply), reply
-            assert (reply.request_id, reply.result["jobs"]) == (attempt + 1, [])
-        await bystander.stream.aclose()
+        async with bystander.stream:  # closed even when an assertion fails
+            for attempt in range(3):
+                victim = await _admin(address, supervisor.token)
+                async with victim.stream:  # closed even when an assertion fails
+                    port = victim.stream.socket.getsockname()[1]
+                    await victim.send(ListClusters(request_id=1))
+                    assert await victim.receive() is None  # closed, without an answer
+                failed = [r for r in caplog.records if r.getMessage() == "connection failed"]
+                assert len(failed) == attempt + 1
+                fields = failed[-1].farmd_fields  # type: ignore[attr-defined]
+                assert fields == {
+                    "peer": f"127.0.0.1:{port}",
+                    "error": "RuntimeError: planted bug",
+                }
+                # the other session, opened before, is served as if nothing happened
+                await bystander.send(ListJobs(request_id=attempt + 1))
+                reply = await bystander.receive()
+                assert isinstance(reply, Reply), reply
+                assert (reply.request_id, reply.result["jobs"]) == (attempt + 1, [])
         nursery.cancel_scope.cancel()

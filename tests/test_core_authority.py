@@ -26,7 +26,7 @@ from farmd.core import (
 )
 from farmd.core import vocabulary as vocabulary_module
 from farmd.core.authority import RULES, refusal
-from farmd.core.scheduler import _ACTION_OF
+from farmd.core.vocabulary import ACTION_OF
 from farmd.errors import ForbiddenError
 from tests.test_core import joined, submit
 
@@ -55,7 +55,7 @@ def test_every_event_that_carries_a_principal_is_checked_at_the_door() -> None:
         for cls in vars(vocabulary_module).values()
         if isinstance(cls, type) and attrs.has(cls) and "by" in attrs.fields_dict(cls)
     }
-    assert carrying == set(_ACTION_OF)
+    assert carrying == set(ACTION_OF)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from farmd.protocol import NEED_DATA, PROTOCOL_VERSION, Codec, Error, Hello, Message
+from farmd.codec import NEED_DATA, Codec
+from farmd.protocol import PROTOCOL_VERSION, Error, Hello, Message
 from tests.e2e_support import (
     LOCALHOST,
     Farm,

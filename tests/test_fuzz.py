@@ -23,21 +23,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from farmd.codec import NEED_DATA, Codec, decode_body, encode
 from farmd.config import SupervisorConfig
 from farmd.core import ADMIN, Action, Principal, SubmitJob
 from farmd.errors import FarmdError, ProtocolError
-from farmd.protocol import (
-    HEADER_BYTES,
-    MESSAGES,
-    NEED_DATA,
-    Codec,
-    Message,
-    Request,
-    Submit,
-    SubmitBatch,
-    decode_body,
-    encode,
-)
+from farmd.protocol import HEADER_BYTES, MESSAGES, Message, Request, Submit, SubmitBatch
 from farmd.supervisor import Supervisor, _draft, _large, _submit_event
 from tests.test_protocol import message_of
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import trio
 
+from farmd.codec import encode
 from farmd.protocol import (
     MAX_PAGE,
     MIN_FRAME_BYTES,
@@ -22,7 +23,6 @@ from farmd.protocol import (
     Remove,
     Reply,
     Submit,
-    encode,
 )
 from tests.inprocess import Farm, Peer, start_supervisor, supervisor_config
 

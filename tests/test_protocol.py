@@ -35,6 +35,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from farmd.codec import NEED_DATA, Codec, encode
 from farmd.errors import ProtocolError
 from farmd.protocol import (
     CONTROL_ACTIONS,
@@ -42,9 +43,7 @@ from farmd.protocol import (
     HEADER_BYTES,
     MAX_PAGE,
     MESSAGES,
-    NEED_DATA,
     PROTOCOL_VERSION,
-    Codec,
     ControlRequest,
     Error,
     Explain,
@@ -69,7 +68,6 @@ from farmd.protocol import (
     Unlock,
     Wait,
     Welcome,
-    encode,
     is_plain,
 )
 

@@ -23,8 +23,9 @@ import attrs
 import pytest
 
 from farmd.client import Client
+from farmd.codec import decode_body
 from farmd.errors import ConnectionLostError
-from farmd.protocol import HEADER_BYTES, Submit, decode_body
+from farmd.protocol import HEADER_BYTES, Submit
 from tests.e2e_support import LOCALHOST, Farm, assert_refused, forget_farmd_env, open_farm
 
 pytestmark = pytest.mark.e2e

@@ -76,6 +76,7 @@ from farmd.core.restore import frame_row, job_row, missing_job, read_snapshot
 from farmd.core.stuck import HOLDING
 from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
+    ACTION_OF,
     Command,
     ControlFrames,
     Event,
@@ -115,25 +116,6 @@ from farmd.ranking import DEFAULT_PRIORITY, QueuedJob
 from farmd.resources import Pool, check_name, is_global
 from farmd.rows import Changes
 from farmd.workers import Worker
-
-# What each event that an outside party causes asks to do, as the rules name it
-# (`authority.RULES`): an admin's or a user's request, a worker's registration and its
-# results. The events the shell makes itself (a worker lost, a reconfiguration after a
-# reload, a tick, orphans reclaimed, a restore) come from no one and are not checked.
-_ACTION_OF: dict[type, Action] = {
-    SubmitJob: Action.SUBMIT,
-    SubmitJobs: Action.SUBMIT,
-    KillJobs: Action.CONTROL,
-    ControlFrames: Action.CONTROL,
-    RemoveJobs: Action.REMOVE,
-    ModifyJob: Action.MODIFY,
-    LockWorker: Action.LOCK,
-    UnlockWorker: Action.LOCK,
-    SetResourceTotal: Action.SET_RESOURCE,
-    WorkerJoined: Action.WORK,
-    FrameEnded: Action.WORK,
-}
-
 
 # --------------------------------------------------------------------------- scheduler
 
@@ -219,7 +201,7 @@ class Scheduler:
 
     def handle(self, event: Event) -> Outcome:
         self._out = []
-        action = _ACTION_OF.get(type(event))
+        action = ACTION_OF.get(type(event))
         if action is not None:  # refused before anything changes
             self.authorize(event.by, action)  # type: ignore[union-attr]
         match event:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from farmd.core.authority import ADMIN, Principal
+from farmd.core.authority import ADMIN, Action, Principal
 from farmd.jobs import Control, JobState
 from farmd.jobspec import JobSpec, unchecked
 from farmd.rows import Changes, Snapshot
@@ -231,6 +231,25 @@ Event = (
     | WorkerReconfigured
     | Restore
 )
+
+# What each event that an outside party causes asks to do, as the rules name it
+# (`authority.RULES`): an admin's or a user's request, a worker's registration and its
+# results. The events the shell makes itself (a worker lost, a reconfiguration after a
+# reload, a tick, orphans reclaimed, a restore) come from no one and are not checked.
+ACTION_OF: dict[type, Action] = {
+    SubmitJob: Action.SUBMIT,
+    SubmitJobs: Action.SUBMIT,
+    KillJobs: Action.CONTROL,
+    ControlFrames: Action.CONTROL,
+    RemoveJobs: Action.REMOVE,
+    ModifyJob: Action.MODIFY,
+    LockWorker: Action.LOCK,
+    UnlockWorker: Action.LOCK,
+    SetResourceTotal: Action.SET_RESOURCE,
+    WorkerJoined: Action.WORK,
+    FrameEnded: Action.WORK,
+}
+
 
 # --------------------------------------------------------------------------- commands
 

@@ -24,11 +24,12 @@ from typing import TypeVar
 import attrs
 import trio
 
+from farmd.codec import NEED_DATA, Codec
 from farmd.config import Address, SupervisorConfig
 from farmd.core import Principal
 from farmd.errors import InternalError, ProtocolError, UserError
 from farmd.logs import log_event
-from farmd.protocol import NEED_DATA, PROTOCOL_VERSION, Codec, Error, Message
+from farmd.protocol import PROTOCOL_VERSION, Error, Message
 
 # the supervisor's logger: a connection's lines are the supervisor's, as before the split
 log = logging.getLogger("farmd.supervisor")

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from farmd.codec import REPLY_SLACK, encoded_size
 from farmd.core import (
     Action,
     ControlFrames,
@@ -51,7 +52,6 @@ from farmd.frames import frames_named
 from farmd.jobs import Control
 from farmd.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
-    REPLY_SLACK,
     ControlRequest,
     Explain,
     GetJob,
@@ -77,7 +77,6 @@ from farmd.protocol import (
     SuspendFrame,
     Unlock,
     Wait,
-    encoded_size,
 )
 from farmd.supervisor.tokens import job_token
 
