@@ -363,6 +363,35 @@ def submit_rates(workdir: Path, single: int, batches: int, batch: int) -> dict[s
     }
 
 
+def start_worker(
+    workdir: Path, address: Address, token_file: Path, name: str, slots: int
+) -> subprocess.Popen[bytes]:
+    """A real `farmd worker` process, its output in WORKDIR/NAME.log."""
+    log = (workdir / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "farmd",
+            "worker",
+            "--supervisor",
+            str(address),
+            "--token-file",
+            str(token_file),
+            "--name",
+            name,
+            "--slots",
+            str(slots),
+            "--log-dir",
+            str(workdir / f"logs-{name}"),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def real_run(workdir: Path, workers: int, slots: int, frames: int) -> dict[str, Any]:
     state = workdir / "real-state"
     process, address, token = start_supervisor(state)
@@ -371,32 +400,10 @@ def real_run(workdir: Path, workers: int, slots: int, frames: int) -> dict[str, 
         with Client(address, token=token) as client:
             ids = submit_queue(client, frames, 50)
             started = time.perf_counter()
-            for number in range(workers):
-                log = (workdir / f"worker{number}.log").open("wb")
-                agents.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "farmd",
-                            "worker",
-                            "--supervisor",
-                            str(address),
-                            "--token-file",
-                            str(state / "token"),
-                            "--name",
-                            f"real{number}",
-                            "--slots",
-                            str(slots),
-                            "--log-dir",
-                            str(workdir / f"logs{number}"),
-                            "--log-level",
-                            "warning",
-                        ],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+            agents.extend(
+                start_worker(workdir, address, state / "token", f"real{number}", slots)
+                for number in range(workers)
+            )
             result = client.wait(ids, timeout=600)
             elapsed = time.perf_counter() - started
             if result["pending"] or set(result["ended"].values()) != {"complete"}:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dispatch import start_supervisor, stop  # noqa: E402
+from dispatch import start_supervisor, start_worker, stop  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
 
@@ -52,37 +52,6 @@ READY_TIMEOUT = 60.0
 def run_true(_: int) -> int:
     """One Dask task: the same child process a farmd frame runs."""
     return subprocess.run(["true"], check=False).returncode
-
-
-def start_workers(workdir: Path, address: str, token_file: Path) -> list[subprocess.Popen[bytes]]:
-    agents = []
-    for number in range(WORKERS):
-        log = (workdir / f"worker{number}.log").open("wb")
-        agents.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "farmd",
-                    "worker",
-                    "--supervisor",
-                    address,
-                    "--token-file",
-                    str(token_file),
-                    "--name",
-                    f"peer{number}",
-                    "--slots",
-                    str(SLOTS),
-                    "--log-dir",
-                    str(workdir / f"logs{number}"),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return agents
 
 
 def wait_for_workers(client: Client) -> None:
@@ -134,7 +103,10 @@ def main() -> None:
     farmd_rates: list[float] = []
     dask_rates: list[float] = []
     try:
-        agents = start_workers(workdir, str(address), state / "token")
+        agents = [
+            start_worker(workdir, address, state / "token", f"peer{number}", SLOTS)
+            for number in range(WORKERS)
+        ]
         with (
             Client(address, token=token) as client,
             LocalCluster(
