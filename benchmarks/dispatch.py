@@ -284,11 +284,12 @@ def start_supervisor(
     return process, Address(host, int(port)), (state / "token").read_text().strip()
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """End `process`: SIGTERM, and SIGKILL if it is still there after `timeout` s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

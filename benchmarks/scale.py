@@ -62,8 +62,10 @@ from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import trio  # noqa: E402
+from dispatch import percentile, stop  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
 from farmd.codec import NEED_DATA, Codec  # noqa: E402
@@ -107,13 +109,6 @@ def raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard one: 10,000 sockets need more than 1,024."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --------------------------------------------------------------------------- simulator
@@ -366,17 +361,7 @@ class Simulators:
                 except OSError:
                     pass
         for process in self.processes:
-            end(process)
-
-
-def end(process: subprocess.Popen[Any], signal_number: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(signal_number)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            stop(process, timeout=30)  # 10,000 connections take a while to close
 
 
 def start_supervisor(
@@ -416,7 +401,7 @@ def start_supervisor(
     deadline = time.monotonic() + START_TIMEOUT
     while not (state / "address").exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            end(process)
+            stop(process, timeout=30)  # 10,000 connections take a while to close
             sys.exit(f"farmd serve did not start: {(workdir / 'serve.log').read_text()}")
         time.sleep(0.02)
     address = (state / "address").read_text().strip()
@@ -496,7 +481,7 @@ def measure(workers: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
     finally:
         simulators.stop()
         if process is not None:
-            end(process)
+            stop(process, timeout=30)  # 10,000 connections take a while to close
         if log is not None:
             log.close()
         progress(f"{workers} workers: stopped")

@@ -9,24 +9,31 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ranking_benchmark_quick() -> None:
+def run_quick(script: str, timeout: float) -> dict[str, Any]:
+    """`benchmarks/SCRIPT --quick`: it must succeed and print exactly one JSON line."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "ranking.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
-    # Exit status 1 means the index disagreed with reference_order; stderr says where.
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout
-    result = json.loads(lines[0])
+    result: dict[str, Any] = json.loads(lines[0])
+    return result
+
+
+def test_ranking_benchmark_quick() -> None:
+    # Exit status 1 means the index disagreed with reference_order; stderr says where.
+    result = run_quick("ranking.py", timeout=120)
     assert result["benchmark"] == "ranking"
     assert result["jobs"] == 5_000
     assert result["verified_workers"] > 0
@@ -48,18 +55,7 @@ def test_ranking_benchmark_quick() -> None:
 
 def test_dispatch_benchmark_quick() -> None:
     # Starts a real `farmd serve` and `farmd worker` processes on 127.0.0.1 and stops them.
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "dispatch.py"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
-    result = json.loads(lines[0])
+    result = run_quick("dispatch.py", timeout=300)
     assert result["benchmark"] == "dispatch"
     assert result["frames"] == 2_000
     for key in (
@@ -74,18 +70,7 @@ def test_dispatch_benchmark_quick() -> None:
 
 def test_scale_benchmark_quick() -> None:
     # A real `farmd serve` and simulator processes on 127.0.0.1, all ended by the script.
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
-    result = json.loads(lines[0])
+    result = run_quick("scale.py", timeout=120)
     assert result["benchmark"] == "scale"
     assert result["workers"] == [3, 6]
     assert set(result["per_workers"]) == {"3", "6"}
