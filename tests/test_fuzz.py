@@ -28,7 +28,7 @@ from farmd.config import SupervisorConfig
 from farmd.core import ADMIN, Action, Principal, SubmitJob
 from farmd.errors import FarmdError, ProtocolError
 from farmd.protocol import HEADER_BYTES, MESSAGES, Message, Request, Submit, SubmitBatch
-from farmd.supervisor import Supervisor, _draft, _large, _submit_event
+from farmd.supervisor import Supervisor, draft_submission, is_large, submit_event
 from tests.test_protocol import message_of
 
 # Field values a hostile peer might send: every msgpack type, odd strings (control
@@ -169,9 +169,9 @@ def _answer(supervisor: Supervisor, by: Principal, request: Request) -> None:
     try:
         if isinstance(request, Submit | SubmitBatch):  # as `_answer_submit`, minus the thread
             supervisor.core.authorize(by, Action.SUBMIT)
-            event = _submit_event(request, by, 1000.0)
-            if _large(event):
-                event = _draft(event, supervisor.core.max_command_bytes)
+            event = submit_event(request, by, 1000.0)
+            if is_large(event):
+                event = draft_submission(event, supervisor.core.max_command_bytes)
             supervisor.core.handle(event)
         else:
             supervisor._request(request, by)

@@ -23,11 +23,6 @@ from farmd.supervisor.metrics_http import METRICS_ADDRESS_FILE
 from farmd.supervisor.tokens import TOKEN_FILE, USER_TOKEN_FILE, ensure_token, job_token
 from farmd.supervisor.translate import draft_submission, is_large, submit_event
 
-# the names tests/test_fuzz.py imports from before the split
-_draft = draft_submission
-_large = is_large
-_submit_event = submit_event
-
 __all__ = [
     "ADDRESS_FILE",
     "METRICS_ADDRESS_FILE",
