@@ -63,6 +63,7 @@ from farmd.protocol import (
     Message,
     Modify,
     Order,
+    PruneHistory,
     Refused,
     Reload,
     Remove,
@@ -395,25 +396,28 @@ class Client:
         result: list[int] = self._call(SubmitBatch, jobs=tuple(specs), key=key)
         return result
 
-    def jobs(self, limit: int | None = None, after: int | None = None) -> dict[str, Any]:
+    def jobs(
+        self, limit: int | None = None, after: int | None = None, *, history: bool = False
+    ) -> dict[str, Any]:
         """A page of jobs by id (docs/protocol.md, `list_jobs`): `jobs`, the summaries of
         the jobs after id `after` (from the first, when None), at most `limit` (the
         supervisor's default page, when None); `next`, the `after` of the next page
-        (None: this page ends the list); `counts` by state and `total`, of every job."""
-        fields = {"limit": limit, "after": after}
+        (None: this page ends the list); `counts` by state and `total`, of every job.
+        The live queue only, or with `history` the jobs that moved to history too."""
+        fields = {"limit": limit, "after": after, "history": history or None}
         result: dict[str, Any] = self._call(
             ListJobs, **{k: v for k, v in fields.items() if v is not None}
         )
         return result
 
     def iter_jobs(
-        self, limit: int | None = None, after: int | None = None
+        self, limit: int | None = None, after: int | None = None, *, history: bool = False
     ) -> Iterator[dict[str, Any]]:
         """Every job's summary after id `after`, by id, asking a page of `limit` at a
         time and following `next`. Jobs submitted meanwhile with higher ids are listed
         too; a job removed meanwhile may be missing."""
         while True:
-            page = self.jobs(limit, after)
+            page = self.jobs(limit, after, history=history)
             yield from page["jobs"]
             after = page["next"]
             if after is None:
@@ -485,6 +489,14 @@ class Client:
 
     def set_resource(self, name: str, total: float) -> dict[str, float]:
         result: dict[str, float] = self._call(SetResource, name=name, total=total)
+        return result
+
+    def prune_history(self, days: float | None = None) -> dict[str, Any]:
+        """Remove from the store the jobs that moved to history more than `days` ago (the
+        supervisor's `history_days`, when None): `removed`, how many, and `before`, the
+        cut-off time (None when nothing is pruned: `history_days` is 0)."""
+        fields = {} if days is None else {"days": float(days)}
+        result: dict[str, Any] = self._call(PruneHistory, **fields)
         return result
 
     def reload(self) -> dict[str, list[str]]:

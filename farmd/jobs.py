@@ -287,6 +287,8 @@ class Job:
     # the submitter's idempotency key and the digest of what it submitted (6.2)
     request_key: str | None = None
     request_digest: str = ""
+    # taken back from history and unchanged since: it moves back without a row written
+    recalled: bool = False
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.frames, dict):

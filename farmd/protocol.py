@@ -37,10 +37,10 @@ from farmd.values import is_str as _is_str
 from farmd.values import odd_character as odd_character
 from farmd.values import show, text_problem
 
-PROTOCOL_VERSION: Final = 4
-# Versions a worker may speak: what a worker sends did not change from 2 to 4, so the
+PROTOCOL_VERSION: Final = 5
+# Versions a worker may speak: what a worker sends did not change from 2 to 5, so the
 # supervisor can be upgraded before its agents (docs/protocol.md, section 2).
-WORKER_VERSIONS: Final = frozenset({2, 3, 4})
+WORKER_VERSIONS: Final = frozenset({2, 3, 4, 5})
 
 
 def register_of_version(register: Register, version: int) -> Register:
@@ -509,11 +509,15 @@ def _page_field() -> Any:
 @_message("list_jobs")
 @attrs.frozen(kw_only=True)
 class ListJobs(Request):
-    """A page of jobs by id: those after `after` (every id, when nil), at most `limit`."""
+    """A page of jobs by id: those after `after` (every id, when nil), at most `limit`;
+    the live queue, or with `history` the jobs in history too."""
 
     request_id: int = _int_field()
     limit: int = _page_field()
     after: int | None = _opt(_is_int, "must be an integer or nil")
+    history: bool = attrs.field(
+        default=False, validator=_check(lambda v: isinstance(v, bool), "must be a bool")
+    )
 
 
 @_message("get_job")
@@ -647,6 +651,16 @@ class Reload(Request):
     """Read the configuration file again (as SIGHUP does); a bad file changes nothing."""
 
     request_id: int = _int_field()
+
+
+@_message("prune_history")
+@attrs.frozen(kw_only=True)
+class PruneHistory(Request):
+    """Remove the jobs that moved to history more than `days` ago (the configured
+    `history_days`, when nil) from the store."""
+
+    request_id: int = _int_field()
+    days: float | None = _opt(lambda v: _is_number(v) and 0 <= v <= 1e6, "must be 0 to 1e6")
 
 
 @_message("order")

@@ -5,7 +5,8 @@ A row holds only plain values (strings, numbers, and tuples and dicts of them): 
 ranges, dependencies, restrictions, requirements and reservations are kept as the text
 their parsers read back, so the store needs none of the core's types.
 `Changes` is what one or more events changed, merged so that the last row for a job or
-frame wins and nothing follows a removed job; `Snapshot` is everything, for a restore.
+frame wins and nothing follows a removed job; `Snapshot` is everything live, for a
+restore, or the rows of jobs recalled from history.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class JobRow:
     frames: str | None = None
     request_key: str | None = None  # the submitter's idempotency key, if it gave one
     request_digest: str = ""  # what was submitted under that key
+    # set once the job has moved to history (`farmd.core.history`): when it did, and its
+    # summary as `farmd jobs` lists it (JSON), so history is listed without its frames.
+    # A row with `retired_at` set is not loaded on restore.
+    retired_at: float | None = None
+    summary: str | None = None
 
 
 @attrs.frozen

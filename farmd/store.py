@@ -39,7 +39,8 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
@@ -82,23 +83,58 @@ def write_state_file(path: Path, text: str) -> None:
 
 
 class Store(Protocol):
-    def load(self) -> Snapshot: ...
+    # whether ended jobs can move out of memory into this store's history
+    keeps_history: bool
+
+    def load(self) -> Snapshot:
+        """Every live job (not those in history), for a restore."""
 
     def commit(self, changes: Changes) -> None:
         """Make `changes` durable, atomically; returns only once they are."""
+
+    def recall(self, job_ids: Iterable[int], keys: Iterable[str] = ()) -> Snapshot:
+        """The rows of the jobs named (by id, or by the idempotency key they were
+        submitted under), with their families and the jobs they depend on: what the
+        scheduler needs to take them back from history (`farmd.core.history`)."""
+
+    def history(self, limit: int, after: int | None) -> list[dict[str, Any]]:
+        """The summaries of at most `limit` jobs in history with an id above `after`
+        (from the first, when None), by id."""
+
+    def history_counts(self) -> dict[str, int]:
+        """How many jobs history holds, by their state."""
+
+    def expired(self, before: float, limit: int) -> list[int]:
+        """At most `limit` ids of jobs that moved to history at or before `before`, oldest
+        first: what a prune removes (with `Changes.removed`)."""
 
     def close(self) -> None: ...
 
 
 class MemoryStore:
     """Keeps nothing: a farm on it forgets everything when it stops. For throwaway farms
-    and as the in-memory baseline of the benchmarks."""
+    and as the in-memory baseline of the benchmarks. It has no history: ended jobs stay
+    in memory."""
+
+    keeps_history = False
 
     def load(self) -> Snapshot:
         return Snapshot()
 
     def commit(self, changes: Changes) -> None:
         pass
+
+    def recall(self, job_ids: Iterable[int], keys: Iterable[str] = ()) -> Snapshot:
+        return Snapshot()
+
+    def history(self, limit: int, after: int | None) -> list[dict[str, Any]]:
+        return []
+
+    def history_counts(self) -> dict[str, int]:
+        return {}
+
+    def expired(self, before: float, limit: int) -> list[int]:
+        return []
 
     def close(self) -> None:
         pass
@@ -172,13 +208,44 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN request_key TEXT;
     ALTER TABLE jobs ADD COLUMN request_digest TEXT NOT NULL DEFAULT '';
     """,
+    # 6: history: a job that ended moves out of the live queue, its rows kept (0.6)
+    """
+    ALTER TABLE jobs ADD COLUMN retired_at REAL;    -- NULL: live, loaded on restore
+    ALTER TABLE jobs ADD COLUMN summary TEXT;       -- JSON, as `farmd jobs` lists it
+    CREATE INDEX jobs_retired ON jobs (retired_at) WHERE retired_at IS NOT NULL;
+    CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
+    CREATE INDEX jobs_request_key ON jobs (request_key) WHERE request_key IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
+# the `jobs` columns in `JobRow`'s field order (`_job_values` writes, `_job_from` reads)
+_JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRow))
+_JOB_COLUMNS = tuple(COLUMN_OF.get(name, name) for name in _JOB_FIELDS)
+_JOB_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+_FRAME_SELECT = f"SELECT {', '.join(_FRAME_COLUMNS)} FROM frames"
+# Every job id that has frame rows, one index probe per id (not per row); and the
+# frames of the live jobs plus those of ids without a job row (`load`).
+_FRAME_JOBS = (
+    "frame_jobs(j) AS (SELECT min(job_id) FROM frames UNION ALL"
+    " SELECT (SELECT min(job_id) FROM frames WHERE job_id > j) FROM frame_jobs"
+    " WHERE j IS NOT NULL)"
+)
+_LIVE_FRAMES = (
+    f"WITH RECURSIVE {_FRAME_JOBS} {_FRAME_SELECT} WHERE job_id IN"
+    " (SELECT id FROM jobs WHERE retired_at IS NULL UNION"
+    " SELECT j FROM frame_jobs WHERE j IS NOT NULL AND j NOT IN (SELECT id FROM jobs))"
+    " ORDER BY job_id, position"
+)
+# The most jobs one recall brings back (a family and what it depends on, transitively):
+# a recall is for a person looking at a job, not a way to load history wholesale.
+MAX_RECALL = 10_000
 
 
 class SqliteStore:
     """The embedded default store: `STATE/farmd.db` (see module docs)."""
+
+    keeps_history = True
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DATABASE_FILE
@@ -193,6 +260,10 @@ class SqliteStore:
                 self._create()
                 created = True
             self._db = self._open()
+            self._reader = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+            )
+            self._reading = threading.Lock()
         except BaseException:
             if created:  # a refusal leaves nothing behind
                 for path in (self.path, *self._side_files()):
@@ -278,52 +349,19 @@ class SqliteStore:
         finally:
             db.close()
         if result != "ok":
+            result = " ".join(str(result).split())  # SQLite's report spans lines: one
             msg = f"the farm database {self.path} is corrupt ({result}); nothing was changed"
             raise StoreError(msg)
 
     def load(self) -> Snapshot:
         db = self._db
         jobs = tuple(
-            JobRow(
-                id=row[0],
-                name=row[1],
-                cluster=row[2],
-                priority=row[3],
-                restrictions=row[4],
-                cross_cluster=row[5],
-                argv=_array(row[6]),
-                depends_on=_array(row[7], str),
-                submitted_at=row[8],
-                instances=row[9],
-                retries=row[10],
-                retry_delay=row[11],
-                time_limit=row[12],
-                chunk=row[13],
-                parent=row[14],
-                uninterruptible=bool(row[15]),
-                waiting_on=None if row[16] is None else _array(row[16]),
-                job_type=row[17],
-                requires=row[18],
-                reserve=row[19],
-                frames=row[20],
-                request_key=row[21],
-                request_digest=row[22],
-            )
-            for row in db.execute(
-                "SELECT id, name, cluster, priority, restrictions, patterns, argv, depends_on,"
-                " submitted_at, instances, retries, retry_delay, time_limit, chunk, parent,"
-                " uninterruptible, waiting_on, type, requires, reserve, frames, request_key,"
-                " request_digest FROM jobs ORDER BY id"
-            )
+            map(_job_from, db.execute(f"{_JOB_SELECT} WHERE retired_at IS NULL ORDER BY id"))
         )
-        frames = tuple(
-            FrameRow(**{**dict(zip(_FRAME_COLUMNS, row, strict=True)), "stopped": bool(row[13])})
-            for row in db.execute(
-                "SELECT job_id, number, position, state, worker, attempts, started_at,"
-                " finished_at, exit_code, failures, failed_on, retry_at, members, stopped, taken"
-                " FROM frames ORDER BY job_id, position"
-            )
-        )
+        # the live jobs' frames, and those of job ids with no job row at all (a hand
+        # edit: `Restore` quarantines them), found by skipping from one job id to the next
+        # rather than by reading every frame row history keeps
+        frames = tuple(map(_frame_from, db.execute(_LIVE_FRAMES)))
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         try:
             next_job_id = int(meta.get("next_job_id", 1))
@@ -373,11 +411,8 @@ class SqliteStore:
         """The statements of one commit, inside its transaction."""
         db = self._db
         db.executemany(
-            "INSERT OR REPLACE INTO jobs (id, name, cluster, priority, restrictions,"
-            " patterns, argv, depends_on, submitted_at, instances, retries, retry_delay,"
-            " time_limit, chunk, parent, uninterruptible, waiting_on, type, requires, reserve,"
-            " frames, request_key, request_digest)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
             [_job_values(j) for j in changes.jobs],
         )
         db.executemany(
@@ -400,7 +435,75 @@ class SqliteStore:
                 (str(changes.next_job_id),),
             )
 
+    # ------------------------------------------------------------------ history
+    # Read on a connection of their own, from worker threads, while commits go on: WAL
+    # lets a reader see the last commit without waiting for the writer.
+
+    def recall(self, job_ids: Iterable[int], keys: Iterable[str] = ()) -> Snapshot:
+        with self._reading:
+            db = self._reader
+            wanted = [int(i) for i in job_ids]
+            for key in keys:
+                found = db.execute("SELECT id FROM jobs WHERE request_key = ?", (key,))
+                wanted.extend(row[0] for row in found)
+            jobs: dict[int, JobRow] = {}
+            while wanted and len(jobs) < MAX_RECALL:
+                job_id = wanted.pop()
+                if job_id in jobs:
+                    continue
+                found = db.execute(
+                    "WITH RECURSIVE up(id, parent) AS (SELECT id, parent FROM jobs WHERE id = ?"
+                    " UNION SELECT j.id, j.parent FROM jobs j JOIN up ON j.id = up.parent),"
+                    " family(id) AS (SELECT id FROM up WHERE parent IS NULL"
+                    " UNION SELECT j.id FROM jobs j JOIN family ON j.parent = family.id)"
+                    f" {_JOB_SELECT} WHERE id IN (SELECT id FROM family)",
+                    (job_id,),
+                )
+                for job in map(_job_from, found):
+                    jobs[job.id] = job
+                    for dep in job.depends_on if isinstance(job.depends_on, tuple) else ():
+                        head = str(dep).split(":", 1)[0]
+                        if head.isdigit() and int(head) not in jobs:
+                            wanted.append(int(head))
+            frames = [
+                frame
+                for job_id in sorted(jobs)
+                for frame in map(
+                    _frame_from,
+                    db.execute(f"{_FRAME_SELECT} WHERE job_id = ? ORDER BY position", (job_id,)),
+                )
+            ]
+        return Snapshot(tuple(jobs[i] for i in sorted(jobs)), tuple(frames))
+
+    def history(self, limit: int, after: int | None) -> list[dict[str, Any]]:
+        with self._reading:
+            found = self._reader.execute(
+                "SELECT id, summary FROM jobs WHERE retired_at IS NOT NULL AND id > ?"
+                " ORDER BY id LIMIT ?",
+                (0 if after is None else after, limit),
+            ).fetchall()
+        return [_summary(job_id, text) for job_id, text in found]
+
+    def history_counts(self) -> dict[str, int]:
+        with self._reading:
+            found = self._reader.execute(
+                "SELECT json_extract(summary, '$.state'), count(*) FROM jobs"
+                " WHERE retired_at IS NOT NULL GROUP BY 1"
+            ).fetchall()
+        return {str(state): count for state, count in found}
+
+    def expired(self, before: float, limit: int) -> list[int]:
+        with self._reading:
+            found = self._reader.execute(
+                "SELECT id FROM jobs WHERE retired_at IS NOT NULL AND retired_at <= ?"
+                " ORDER BY retired_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
+        return [job_id for (job_id,) in found]
+
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._reader.close()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._lock.release(keep=True)
@@ -433,7 +536,38 @@ def _job_values(job: JobRow) -> tuple[object, ...]:
         job.frames,
         job.request_key,
         job.request_digest,
+        job.retired_at,
+        job.summary,
     )
+
+
+def _job_from(row: tuple[Any, ...]) -> JobRow:
+    """A `jobs` row read with `_JOB_SELECT` as a `JobRow` (JSON columns as tuples)."""
+    fields = dict(zip(_JOB_FIELDS, row, strict=True))
+    fields["argv"] = _array(fields["argv"])
+    fields["depends_on"] = _array(fields["depends_on"], str)
+    fields["uninterruptible"] = bool(fields["uninterruptible"])
+    waiting_on = fields["waiting_on"]
+    fields["waiting_on"] = None if waiting_on is None else _array(waiting_on)
+    return JobRow(**fields)
+
+
+def _summary(job_id: int, text: object) -> dict[str, Any]:
+    """A history row's stored summary; one that cannot be read (a hand edit) is listed
+    as what it is rather than failing the whole page."""
+    try:
+        summary = json.loads(text)  # type: ignore[arg-type]  # a column may hold anything
+    except (TypeError, ValueError, RecursionError):
+        summary = None
+    if not isinstance(summary, dict):
+        return {"id": job_id, "state": "unknown", "reason": "its stored summary is unreadable"}
+    return summary
+
+
+def _frame_from(row: tuple[Any, ...]) -> FrameRow:
+    fields = dict(zip(_FRAME_COLUMNS, row, strict=True))
+    fields["stopped"] = bool(fields["stopped"])
+    return FrameRow(**fields)
 
 
 def _array(text: object, item: Callable[[Any], Any] | None = None) -> Any:

@@ -42,6 +42,8 @@ ALL_KEYS = (
     "max_admin_sessions",
     "max_user_sessions",
     "max_worker_sessions",
+    "history_after",
+    "history_days",
 )
 
 
@@ -249,6 +251,8 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.max_admin_sessions == 256
     assert config.max_user_sessions == 1024
     assert config.max_worker_sessions == 10_000
+    assert config.history_after == 300.0
+    assert config.history_days == 30.0
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 

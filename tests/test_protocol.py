@@ -337,7 +337,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "remove": ({"request_id": ints}, {"job_ids": int_lists}),
     "list_jobs": (
         {"request_id": ints},
-        {"limit": st.integers(1, MAX_PAGE), "after": maybe(ints)},
+        {"limit": st.integers(1, MAX_PAGE), "after": maybe(ints), "history": st.booleans()},
     ),
     "get_job": (
         {"request_id": ints, "job_id": ints},
@@ -368,6 +368,10 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "list_resources": ({"request_id": ints}, {}),
     "set_resource": ({"request_id": ints, "name": name_texts, "total": seconds_or_zero}, {}),
     "reload": ({"request_id": ints}, {}),
+    "prune_history": (
+        {"request_id": ints},
+        {"days": maybe(st.floats(0, 1e6) | st.integers(0, 10**6))},
+    ),
     "order": ({"request_id": ints, "worker": name_texts}, {"limit": st.integers(1, 2**64 - 1)}),
     "get_log": ({"request_id": ints, "job_id": ints}, {"frame": maybe(ints)}),
     "wait": ({"request_id": ints}, {"job_ids": int_lists, "timeout": timeouts}),

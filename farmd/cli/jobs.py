@@ -35,14 +35,16 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def jobs_command(args: argparse.Namespace) -> int:
-    """A page of jobs (every page, with `--all`), then every job's counts by state and,
-    when more jobs follow, the command that lists them."""
+    """A page of the live queue's jobs (with `--history`, of history's too; every page
+    of both, with `--all`), then every job's counts by state and, when more jobs follow,
+    the command that lists them."""
+    history = args.all or args.history
     with client_for(args) as farm:
-        page = farm.jobs(args.limit, args.after)
+        page = farm.jobs(args.limit, args.after, history=history)
         if args.all:
             jobs = page["jobs"]
             while page["next"] is not None:
-                page = farm.jobs(args.limit, page["next"])
+                page = farm.jobs(args.limit, page["next"], history=True)
                 jobs.extend(page["jobs"])
             page["jobs"] = jobs  # one page of them all, with the last counts
     if args.json:
@@ -56,7 +58,8 @@ def jobs_command(args: argparse.Namespace) -> int:
         limit = f" --limit {args.limit}" if args.limit else ""
         print(
             f"listed {len(page['jobs'])}; more after job {page['next']}: "
-            f"farmd jobs{limit} --after {page['next']} (or --all)"
+            f"farmd jobs{limit}{' --history' if history else ''} --after {page['next']}"
+            " (or --all)"
         )
     return 0
 

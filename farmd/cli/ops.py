@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,21 @@ def reload_command(args: argparse.Namespace) -> int:
     print("reloaded; workers reconfigured: " + (" ".join(map(safe_text, moved)) or "none"))
     if result["restart_needed"]:
         print("changed, applies at the next restart: " + ", ".join(result["restart_needed"]))
+    return 0
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        result = farm.prune_history(args.days)
+    if args.json:
+        print_json(result)
+        return 0
+    if result["before"] is None:
+        print("history is kept for ever (history_days: 0); nothing was pruned")
+        return 0
+    cut = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result["before"]))
+    removed = result["removed"]
+    print(f"removed {removed} job{'' if removed == 1 else 's'} that moved to history before {cut}")
     return 0
 
 

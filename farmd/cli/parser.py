@@ -28,6 +28,7 @@ from farmd.cli.jobs import (
 )
 from farmd.cli.ops import (
     config_check_command,
+    prune_command,
     reload_command,
     serve_command,
     up_command,
@@ -210,7 +211,16 @@ def _add_listings_command(command: _CommandMaker) -> None:
         help=f"jobs per page, 1 to {MAX_PAGE} (default: the supervisor's, {DEFAULT_PAGE})",
     )
     jobs.add_argument("--after", type=_job_id, metavar="ID", help="list the jobs after id ID")
-    jobs.add_argument("--all", action="store_true", help="every page, one after the other")
+    jobs.add_argument(
+        "--all",
+        action="store_true",
+        help="every job, those in history too, every page one after the other",
+    )
+    jobs.add_argument(
+        "--history",
+        action="store_true",
+        help="list the jobs in history too (ended, out of the live queue), a page at a time",
+    )
     jobs.add_argument("--json", action="store_true")
 
     job = command("job", job_command, "show a job and a page of its frames")
@@ -357,6 +367,17 @@ def _add_order_command(command: _CommandMaker) -> None:
     order.add_argument("--json", action="store_true")
 
 
+def _add_history_command(command: _CommandMaker) -> None:
+    """`farmd history prune`: jobs that ended and left the live queue."""
+    text = "jobs that ended and left the queue: prune removes those older than DAYS days"
+    history = command("history", prune_command, text)
+    history.add_argument("action", choices=["prune"], metavar="prune")
+    history.add_argument(
+        "--days", type=_days, metavar="DAYS", help="default: the supervisor's history_days"
+    )
+    history.add_argument("--json", action="store_true")
+
+
 def _add_config_command(command: _CommandMaker) -> None:
     """`farmd config check`: a group with its own subcommands."""
     config = command.subparsers.add_parser("config", help="farm configuration files")
@@ -387,6 +408,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_logs_command,
     _add_order_command,
     _add_config_command,
+    _add_history_command,
 )
 
 
@@ -492,6 +514,18 @@ def _dependencies(text: str) -> list[str]:
         return [str(parse_dependency(item)) for item in items]
     except UserError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number of days"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value <= 1e6:  # NaN fails this too
+        msg = f"{text!r} must be 0 to 1000000 days"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _page_size(text: str) -> int:

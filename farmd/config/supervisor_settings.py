@@ -220,6 +220,12 @@ class SupervisorConfig:
       `max_worker_sessions`: how many connections may be open at once still in their
       hello, with the farm token, with the user token or a job token, and as workers.
       The excess is refused with an `error` (`unavailable`).
+    - `history_after`: seconds a job that ended (with its sub-jobs) stays in the live
+      queue (`farmd jobs`) before it moves to history (`farmd jobs --all`, `farmd job
+      ID`): kept in the store, not in memory, not read on a restart. With `store:
+      memory` there is no history and ended jobs stay in memory.
+    - `history_days`: days a job stays in history before it is pruned (hourly, and by
+      `farmd history prune`); 0 keeps history for ever.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -252,6 +258,8 @@ class SupervisorConfig:
     max_admin_sessions: int = attrs.field(default=256, validator=_check_sessions)
     max_user_sessions: int = attrs.field(default=1024, validator=_check_sessions)
     max_worker_sessions: int = attrs.field(default=10_000, validator=_check_sessions)
+    history_after: float = attrs.field(default=300.0, converter=_to_seconds, validator=_check_grace)
+    history_days: float = attrs.field(default=30.0, converter=_to_seconds, validator=_check_grace)
 
 
 SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

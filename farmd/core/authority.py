@@ -50,6 +50,7 @@ class Action(enum.Enum):
     SET_RESOURCE = "set resource totals"
     RELOAD = "reload the configuration"
     WORK = "run a worker"  # register, heartbeat, report results
+    PRUNE = "prune history"
 
 
 # What each credential may do, whole: anything else is refused, naming the rule.

@@ -59,20 +59,23 @@ does not know, or one it cannot take in its state, is our bug: `InternalError`.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
+import attrs
 from sortedcontainers import SortedList
 
 from farmd.cluster import ClusterTree, Member, parse_cluster, parse_patterns, parse_restrictions
-from farmd.core import authority, views
+from farmd.core import authority
 from farmd.core.authority import Action, Principal, check_scope
 from farmd.core.controls import Plan, control_plan, kill_plan, removal
 from farmd.core.dependencies import Dependencies
 from farmd.core.dispatch import Dispatcher
-from farmd.core.drafting import MAX_COMMAND_BYTES, Draft, _check_options
-from farmd.core.restore import frame_row, job_row, missing_job, read_snapshot
+from farmd.core.drafting import MAX_COMMAND_BYTES, _check_options
+from farmd.core.history import History
+from farmd.core.queries import Queries
+from farmd.core.restore import frame_row, job_row, read_snapshot
 from farmd.core.stuck import HOLDING
 from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
@@ -80,8 +83,6 @@ from farmd.core.vocabulary import (
     Command,
     ControlFrames,
     Event,
-    FarmSize,
-    FarmStatistics,
     FrameEnded,
     JobEnded,
     JobHeld,
@@ -92,9 +93,10 @@ from farmd.core.vocabulary import (
     Note,
     Outcome,
     PreemptPolicy,
+    PruneJobs,
+    RecallJobs,
     ReclaimOrphans,
     RemoveJobs,
-    ReplyRoom,
     Restore,
     ResumeOnWorker,
     SetResourceTotal,
@@ -109,18 +111,18 @@ from farmd.core.vocabulary import (
     WorkerReconfigured,
 )
 from farmd.core.workforce import Workforce
-from farmd.errors import ForbiddenError, InternalError, JobSpecError, UnknownJobError
+from farmd.errors import ForbiddenError, InternalError, JobSpecError
 from farmd.frames import Frame, FrameState
 from farmd.jobs import DONE, Control, FrameEvent, Job, JobState
 from farmd.ranking import DEFAULT_PRIORITY, QueuedJob
 from farmd.resources import Pool, check_name, is_global
-from farmd.rows import Changes
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot
 from farmd.workers import Worker
 
 # --------------------------------------------------------------------------- scheduler
 
 
-class Scheduler:
+class Scheduler(Queries):
     """The farm's state and the rules that change it (see module docs)."""
 
     def __init__(
@@ -131,6 +133,7 @@ class Scheduler:
         max_command_bytes: int = MAX_COMMAND_BYTES,
         preempt_policy: PreemptPolicy | str = PreemptPolicy.PASSIVE,
         resources: dict[str, float] | None = None,
+        history_after: float | None = None,
     ) -> None:
         QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
         cluster = parse_cluster(default_cluster)
@@ -156,6 +159,9 @@ class Scheduler:
         self._changed_frames: dict[tuple[int, int], None] = {}
         self._held: dict[tuple[int, int], float] = {}  # frames waiting out a retry delay
         self._removed: list[int] = []
+        # the last rows of the jobs that moved to history in this event
+        self._retired: tuple[list[JobRow], list[FrameRow]] = ([], [])
+        self._now = 0.0  # the time of the event being handled
         # jobs whose stored rows `Restore` could not use, with why (`read_snapshot`)
         self.quarantined: dict[int, str] = {}
         self.dispatch = Dispatcher(
@@ -186,6 +192,9 @@ class Scheduler:
             insert=self._insert,
             note=self._note,
         )
+        self.history = History(
+            after=history_after, jobs=self.jobs, dependents_of=self.dependencies.dependents_of
+        )
         self.workforce = Workforce(
             jobs=self.jobs,
             workers=self.workers,
@@ -201,6 +210,10 @@ class Scheduler:
 
     def handle(self, event: Event) -> Outcome:
         self._out = []
+        if not isinstance(event, Event):
+            msg = f"unknown event {event!r}"
+            raise InternalError(msg)
+        self._now = event.now
         action = ACTION_OF.get(type(event))
         if action is not None:  # refused before anything changes
             self.authorize(event.by, action)  # type: ignore[union-attr]
@@ -228,6 +241,7 @@ class Scheduler:
                 result = self.workforce.reclaim_orphans()
             case Tick():
                 result = self._release_due(event.now)
+                self._retire_due(event.now)
             case LockWorker():
                 result = self.workforce.lock(event)
             case UnlockWorker():
@@ -239,6 +253,10 @@ class Scheduler:
             case Restore():
                 self._restore(event)
                 result = None
+            case RecallJobs():
+                result = self._recall(event)
+            case PruneJobs():
+                result = self._prune(event)
             case _:
                 msg = f"unknown event {event!r}"
                 raise InternalError(msg)
@@ -338,17 +356,9 @@ class Scheduler:
     def _remove(self, event: RemoveJobs) -> list[int]:
         jobs = removal(self.jobs, event, self.job, self.dependencies.dependents_of)
         ids = [job.id for job in jobs]
-        for job in jobs:
-            del self.jobs[job.id]
-            self.job_ids.remove(job.id)
-            self.job_states[job.synced] -= 1
-            self.dispatch.removed(job.id)
-            self.dependencies.removed(job)
-            self._changed_jobs.pop(job.id, None)
-            for frame_key in [k for k in self._changed_frames if k[0] == job.id]:
-                del self._changed_frames[frame_key]
-            self._removed.append(job.id)
-        self.submissions.forget(jobs)
+        self._removed.extend(ids)
+        self._forget(jobs)
+        self.history.released(jobs, event.now)
         self._note("info", "jobs removed", jobs=ids)
         return ids
 
@@ -505,8 +515,88 @@ class Scheduler:
         return [f"{j}:{n}" for j, n in due]
 
     def next_wake(self) -> float | None:
-        """When the next retry delay ends, if any frame waits for one."""
-        return min(self._held.values(), default=None)
+        """When the next retry delay ends or family moves to history, if any."""
+        wakes = [min(self._held.values(), default=None), self.history.next_wake()]
+        return min((at for at in wakes if at is not None), default=None)
+
+    # ------------------------------------------------------------------ history
+
+    def _retire_due(self, now: float) -> None:
+        """Move the families that are due to history (`farmd.core.history`): their last
+        rows marked with when they moved and their summaries, then out of memory like
+        a removal. A family that nothing changed since its recall writes no row."""
+        for family in self.history.due(now):  # a move may make another due, now
+            rows, frame_rows = self._retired
+            for job in family:
+                changed = [k for k in self._changed_frames if k[0] == job.id]
+                if not job.recalled or changed or job.id in self._changed_jobs:
+                    summary = json.dumps(job.summary(), separators=(",", ":"))
+                    row = attrs.evolve(job_row(job), retired_at=now, summary=summary)
+                    rows.append(row)
+                    frame_rows.extend(frame_row(job, job.frames[n]) for _, n in changed)
+            self._forget(family)
+            self.history.released(family, now)
+            self._note("debug", "jobs moved to history", jobs=[job.id for job in family])
+
+    def _forget(self, jobs: list[Job]) -> None:
+        """`jobs` leave memory (removed, or moved to history), and no row of theirs is
+        written any more from it."""
+        for job in jobs:
+            del self.jobs[job.id]
+            self.job_ids.remove(job.id)
+            self.job_states[job.synced] -= 1
+            self.dispatch.removed(job.id)
+            self.dependencies.removed(job)
+            self.history.forget(job.id)
+        self.submissions.forget(jobs)
+        gone = {job.id for job in jobs}
+        for job_id in gone:
+            self._changed_jobs.pop(job_id, None)
+        for frame_key in [k for k in self._changed_frames if k[0] in gone]:
+            del self._changed_frames[frame_key]
+
+    def _prune(self, event: PruneJobs) -> list[int]:
+        """Remove jobs in history for good: those not in memory, and the families of
+        those read back unchanged; the ids whose rows go."""
+        gone: dict[int, Job] = {}
+        kept: set[int] = set()
+        for job_id in event.job_ids:
+            job = self.jobs.get(job_id)
+            root = self.history.root(job) if job is not None else None
+            if job is None or job_id in gone or job_id in kept:
+                continue
+            family = list(self.history.family(root)) if root is not None else [job]
+            target = gone if all(member.recalled for member in family) else None
+            for member in family:
+                if target is None:
+                    kept.add(member.id)
+                else:
+                    target[member.id] = member
+        self._forget(list(gone.values()))
+        self.history.released(list(gone.values()), event.now)
+        removed = [i for i in dict.fromkeys([*event.job_ids, *gone]) if i not in kept]
+        self._removed.extend(removed)
+        return removed
+
+    def _recall(self, event: RecallJobs) -> list[int]:
+        """Install the jobs of `event.snapshot` that are not in memory, as a restore
+        does; they move back to history in `history_after` unless they change."""
+        snapshot = event.snapshot
+        rows = tuple(
+            row
+            for row in snapshot.jobs
+            if row.id not in self.jobs and row.id not in self.quarantined
+        )
+        ids = {row.id for row in rows}
+        frames = tuple(f for f in snapshot.frames if f.job_id in ids)
+        restored, quarantined = read_snapshot(Snapshot(rows, frames))
+        self.quarantined.update(quarantined)
+        self._install(restored, rows)
+        for job in restored.values():
+            job.recalled = True
+            if (at := self.history.schedule(job, event.now)) is not None:
+                self._out.append(WakeAt(at=at))
+        return sorted(restored)
 
     # ------------------------------------------------------------------ invariants
 
@@ -531,6 +621,8 @@ class Scheduler:
             self.tree.remove(job.cluster, Member.JOB)
             self._out.append(JobEnded(job_id=job.id, state=after))
             self._note("info", "job ended", job=job.id, state=after.value)
+            if job.parent is None and (at := self.history.schedule(job, self._now)) is not None:
+                self._out.append(WakeAt(at=at))
         self.dependencies.job_changed(job, after)
         parent = self.jobs.get(job.parent) if job.parent is not None else None
         if parent is not None:
@@ -567,14 +659,22 @@ class Scheduler:
 
     def _take_changes(self) -> Changes:
         locks = self.workforce.take_locks()
-        if not (self._changed_jobs or self._changed_frames or self._removed or locks is not None):
+        retired, retired_frames = self._retired
+        changed = self._changed_jobs or self._changed_frames or self._removed or retired
+        if not (changed or locks is not None):
             return Changes()
-        jobs = tuple(job_row(self.jobs[i]) for i in self._changed_jobs)
-        frames = tuple(
-            frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames
+        for job_id in self._changed_jobs:
+            self.jobs[job_id].recalled = False  # changed: its rows are written again
+        for job_id, _ in self._changed_frames:
+            self.jobs[job_id].recalled = False
+        jobs = (*(job_row(self.jobs[i]) for i in self._changed_jobs), *retired)
+        frames = (
+            *(frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames),
+            *retired_frames,
         )
         removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
+        self._retired = ([], [])
         return Changes(jobs, frames, self._next_id, removed, locks)
 
     # ------------------------------------------------------------------ restart
@@ -595,6 +695,16 @@ class Scheduler:
         restored, quarantined = read_snapshot(snapshot)
         self.quarantined.clear()  # the same dict: its readers hold it
         self.quarantined.update(quarantined)
+        self._install(restored, snapshot.jobs)
+        highest = max([*self.jobs, *self.quarantined], default=0)
+        self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
+        self.workforce.restore(snapshot.locks)
+        for job in restored.values():  # ended before the restart: due to move
+            if job.parent is None:
+                self.history.schedule(job, event.now)
+
+    def _install(self, restored: dict[int, Job], rows: tuple[JobRow, ...]) -> None:
+        """Add jobs read from the store (`read_snapshot`) to the farm and its indexes."""
         for job_id, job in restored.items():
             self.jobs[job_id] = job
             for frame in job.frames.made.values():  # a fresh frame holds nothing
@@ -606,83 +716,16 @@ class Scheduler:
             self.dispatch.options_changed(job)
         # whether a job has ended depends on its frames and sub-jobs only, so the
         # dependencies are linked once those are known
-        for row in snapshot.jobs:  # as stored: a dependency met once stays met
-            if row.id in self.jobs:
-                self.dependencies.link(self.jobs[row.id], row.waiting_on)
-        for job in self.jobs.values():
+        for row in rows:  # as stored: a dependency met once stays met
+            if row.id in restored:
+                self.dependencies.link(restored[row.id], row.waiting_on)
+        for job in restored.values():
             job.synced = job.state
             if not job.synced.ended:
                 self.tree.add(job.cluster, Member.JOB)
             self.dispatch.track(job)
-        self.job_ids.update(self.jobs)
-        self.job_states.clear()  # counted whole, once every job is synced
-        self.job_states.update(job.synced for job in self.jobs.values())
-        highest = max([*self.jobs, *self.quarantined], default=0)
-        self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
-        self.workforce.restore(snapshot.locks)
-
-    # ------------------------------------------------------------------ named queries
-    # What the shell asks of the farm; it reads no dict of the core's.
-
-    def quarantine_report(self) -> dict[int, str]:
-        """The jobs `Restore` quarantined, by id, each with why (a copy)."""
-        return dict(self.quarantined)
-
-    def size(self) -> FarmSize:
-        """How much the farm holds, for the shell's log lines."""
-        return FarmSize(
-            jobs=len(self.jobs),
-            frames=sum(len(job.frames) for job in self.jobs.values()),
-            orphans=self.workforce.orphans,
-            quarantined=len(self.quarantined),
-        )
-
-    def job_summary(self, job_id: int) -> dict[str, Any]:
-        """One job as `jobs_page` lists it (what a submit answers)."""
-        return self.job(job_id).summary()
-
-    def worker_settings(self, name: str) -> dict[str, Any] | None:
-        """The settings connected worker `name` runs with (as a `WorkerReconfigured`
-        would set them), or None if it is not connected."""
-        worker = self.workers.get(name)
-        return worker.settings() if worker is not None else None
-
-    @property
-    def next_job_id(self) -> int:
-        """The id the next submitted job gets (ids are never reused)."""
-        return self._next_id
-
-    @property
-    def orphans(self) -> int:
-        """How many frames a restart found running still wait for their worker."""
-        return self.workforce.orphans
-
-    @property
-    def locks(self) -> dict[str, str]:
-        """The locked workers by name, connected or not, with their mode (`drain`,
-        `purge`); the workforce's, to read."""
-        return self.workforce.locks
-
-    @property
-    def max_command_bytes(self) -> int:
-        """The longest command a job may have (see `Submissions`)."""
-        return self.submissions.max_command_bytes
-
-    def knows_key(self, key: str | None) -> bool:
-        """A submission under `key` would repeat an earlier one (and build nothing)."""
-        return self.submissions.knows_key(key)
-
-    def draft(self, event: SubmitJob) -> Draft:
-        """`draft_job` with this farm's limits (pure: see `Submissions.draft`)."""
-        return self.submissions.draft(event)
-
-    def draft_batch(self, jobs: tuple[SubmitJob, ...]) -> tuple[Draft, ...]:
-        """`draft` of each job of a batch (pure as `draft`), refused whole."""
-        return self.submissions.draft_batch(jobs)
-
-    def dependents_of(self, job_id: int) -> list[int]:
-        """The jobs that depend on job `job_id` (in id order), whatever their state."""
-        return self.dependencies.dependents_of(job_id)
+        self.job_ids.update(restored)
+        self.job_states.update(job.synced for job in restored.values())
 
     def _emit(self, command: Command) -> None:
         self._out.append(command)
@@ -705,80 +748,3 @@ class Scheduler:
             why = self.job_token_refusal(by.job)
         if why is not None:
             raise ForbiddenError(why)
-
-    # ------------------------------------------------------------------ queries
-
-    def job_token_refusal(self, job_id: int) -> str | None:
-        """Why a frame's job token of `job_id` no longer opens or serves a session
-        (its job is gone or has ended), or None while it works."""
-        job = self.jobs.get(job_id)
-        why = f"the job token of job {job_id} no longer works: the job"
-        if job is None:
-            return f"{why} does not exist"
-        state = job.state
-        if state.ended:
-            return f"{why} has ended ({state.value})"
-        return None
-
-    def job(self, job_id: int) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            msg = missing_job(job_id, self.quarantined)
-            raise UnknownJobError(msg)
-        return job
-
-    def worker(self, name: str) -> Worker:
-        return self.workforce.worker(name)
-
-    def jobs_page(
-        self, limit: int | None = None, after: int | None = None, room: ReplyRoom | None = None
-    ) -> dict[str, Any]:
-        """A page of job summaries after id `after`, with every job's counts (see
-        `views.jobs_page`)."""
-        return views.jobs_page(self, limit, after, room)
-
-    def job_view(
-        self,
-        job_id: int,
-        frame_limit: int | None = None,
-        frame_after: int | None = None,
-        room: ReplyRoom | None = None,
-    ) -> dict[str, Any]:
-        """A job's detail with a page of its frames (see `views.job_view`)."""
-        return views.job_view(self, job_id, frame_limit, frame_after, room)
-
-    def workers_view(self) -> list[dict[str, Any]]:
-        return views.workers_view(self)
-
-    def clusters_view(self) -> list[dict[str, Any]]:
-        return views.clusters_view(self)
-
-    def order_view(self, worker_name: str, limit: int) -> list[dict[str, Any]]:
-        return views.order_view(self, worker_name, limit)
-
-    def statistics(self) -> FarmStatistics:
-        """Counts for the metrics, by cluster and state (see `FarmStatistics`)."""
-        return views.statistics(self)
-
-    def resources_view(self) -> dict[str, dict[str, float]]:
-        return views.resources_view(self)
-
-    def explain(self, job_id: int, worker_name: str | None = None) -> dict[str, Any]:
-        """Why `job_id` does or does not run on each connected worker (see `views.explain`)."""
-        return views.explain(self, job_id, worker_name)
-
-    def ended(self, job_ids: Iterable[int]) -> dict[int, JobState]:
-        """The jobs among `job_ids` that have ended, with their end state."""
-        return views.ended(self, job_ids)
-
-    def stuck(self, job_ids: Iterable[int]) -> dict[int, str]:
-        """The jobs among `job_ids` that cannot end without an admin, each with why."""
-        return views.stuck(self, job_ids)
-
-    def settled(self, job_ids: Iterable[int]) -> bool:
-        """Every job among `job_ids` has ended or is stuck: what `farmd wait` waits for."""
-        return views.settled(self, job_ids)
-
-    def frame_holder(self, job_id: int, number: int | None) -> tuple[Frame, str]:
-        """The frame whose log `farmd logs` shows and the worker that ran it last."""
-        return views.frame_holder(self, job_id, number)

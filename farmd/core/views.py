@@ -9,7 +9,7 @@ worker, every reason that applies, in the order an admin would fix them. They re
 plain dicts and lists (what the protocol sends) built from the scheduler's state at the
 moment of the call; the scheduler's methods of the same names delegate here.
 
-The listings that grow with the work (jobs, a job's frames) come by page (`_page`): at
+The listings that grow with the work (jobs, a job's frames) come by page (`page`): at
 most a given number of entries, after a given key, and cut short to fit the room the
 shell's frame limit leaves, so no answer is too large to send and none costs more than
 its page: the jobs are walked from a key in the scheduler's sorted ids, a job's frames
@@ -56,7 +56,7 @@ def jobs_page(
     not the farm's."""
     ids = core.job_ids.irange(minimum=after, inclusive=(False, True))
     entries = ((job_id, job_id) for job_id in ids)
-    jobs, next_id = _page(entries, lambda job_id: core.jobs[job_id].summary(), limit, room)
+    jobs, next_id = page(entries, lambda job_id: core.jobs[job_id].summary(), limit, room)
     return {
         "jobs": jobs,
         "next": next_id,
@@ -91,12 +91,12 @@ def job_view(
     if room is not None:
         frame_room = attrs.evolve(room, bytes=room.bytes - room.size(detail))
     frames = ((frame.number, frame) for frame in job.frames.views(start))
-    listed, next_frame = _page(frames, Frame.view, frame_limit, frame_room)
+    listed, next_frame = page(frames, Frame.view, frame_limit, frame_room)
     detail.update(frame_list=listed, frame_next=next_frame, frame_list_total=len(job.frames))
     return detail
 
 
-def _page(
+def page(
     entries: Iterator[tuple[int, T]],
     view: Callable[[T], dict[str, Any]],
     limit: int | None,

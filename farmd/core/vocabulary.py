@@ -213,6 +213,26 @@ class Restore:
     now: float
 
 
+@attrs.frozen(kw_only=True)
+class RecallJobs:
+    """Take jobs back from history (`farmd.core.history`): the store's rows of the jobs
+    a request names, their families and what they depend on. Rows of jobs already in
+    memory are ignored, so a recall that raced another one changes nothing."""
+
+    snapshot: Snapshot
+    now: float
+
+
+@attrs.frozen(kw_only=True)
+class PruneJobs:
+    """Remove jobs in history for good (`farmd history prune`): their rows go. A job
+    read back into memory unchanged goes with its family; one that changed since (a
+    retry made it live again) is kept, and is not among the ids the event answers."""
+
+    job_ids: tuple[int, ...]
+    now: float
+
+
 Event = (
     SubmitJob
     | SubmitJobs
@@ -230,6 +250,8 @@ Event = (
     | SetResourceTotal
     | WorkerReconfigured
     | Restore
+    | RecallJobs
+    | PruneJobs
 )
 
 # What each event that an outside party causes asks to do, as the rules name it

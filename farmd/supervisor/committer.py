@@ -48,6 +48,13 @@ class Committer:
             for effect in effects:
                 effect()
 
+    async def durable(self) -> None:
+        """Return once everything handed in so far is durable (and its effects done):
+        what a read of the store waits for, to see every change made before it."""
+        done = trio.Event()
+        self.after_durable(Changes(), [done.set])
+        await done.wait()
+
     async def run(self, store: Store) -> None:
         """Group commit: everything that accumulated while the last commit ran goes into
         the next one; then, in order, what each outcome was waiting to do."""

@@ -87,6 +87,7 @@ from farmd.errors import (
     UnavailableError,
     UserError,
 )
+from farmd.jobs import JobState
 from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
 from farmd.protocol import (
@@ -98,8 +99,10 @@ from farmd.protocol import (
     GetLog,
     Heartbeat,
     Hello,
+    ListJobs,
     LogData,
     Message,
+    PruneHistory,
     Refused,
     Register,
     Registered,
@@ -114,6 +117,7 @@ from farmd.protocol import (
     register_of_version,
 )
 from farmd.store import MemoryStore, SqliteStore, Store, write_state_file
+from farmd.supervisor.archive import Archive
 from farmd.supervisor.committer import Committer
 from farmd.supervisor.connection import (
     Connection,
@@ -130,6 +134,7 @@ from farmd.supervisor.translate import (
     answer,
     draft_submission,
     is_large,
+    reply_room,
     submit_event,
     worker_message,
 )
@@ -167,6 +172,8 @@ class Supervisor:
             max_command_bytes=min(MAX_COMMAND_BYTES, config.max_frame_bytes // 4),
             preempt_policy=config.preempt_policy,
             resources=dict(config.resources),
+            # a memory store has no history to move ended jobs to
+            history_after=None if config.store == "memory" else config.history_after,
         )
         self.token = ""
         self.user_token = ""
@@ -226,6 +233,14 @@ class Supervisor:
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.store = store = self._open_store()
+        self.archive = Archive(
+            core=self.core,
+            store=store,
+            committer=self._committer,
+            apply=self._apply,
+            clock=self._clock,
+            history_days=self.config.history_days,
+        )
         try:
             await self._serve(store, task_status)
         finally:
@@ -254,6 +269,7 @@ class Supervisor:
             nursery.start_soon(self._committer.run, store)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._heartbeats)
+            nursery.start_soon(self.archive.prune_hourly)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
@@ -550,8 +566,13 @@ class Supervisor:
             elif isinstance(message, Submit | SubmitBatch):
                 # awaited here: this session's next request sees the job
                 await self._answer_submit(conn, message)
+            elif isinstance(message, PruneHistory) or (
+                isinstance(message, ListJobs) and message.history
+            ):
+                await self._answer_history(conn, message)
             else:
-                self._answer(conn, message)
+                if await self._recalled(conn, message):
+                    self._answer(conn, message)
 
     async def _next_request(self, conn: Connection) -> Message:
         """The session's next message; a session with no request in flight for
@@ -565,6 +586,31 @@ class Supervisor:
                     f"session closed after {timeout:g} s without a request (connect again to go on)"
                 )
                 raise Goodbye("info", "session idle", Error(code="idle", message=msg))
+
+    async def _recalled(self, conn: Connection, request: Request) -> bool:
+        """Bring back from history what `request` names (`Archive.recall`); False,
+        with the refusal sent, if the store could not be read."""
+        try:
+            await self.archive.recall(request)
+        except FarmdError as exc:
+            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            return False
+        return True
+
+    async def _answer_history(self, conn: Connection, request: ListJobs | PruneHistory) -> None:
+        """`list_jobs` with history, or `prune_history`: answers read from the store."""
+        try:
+            if isinstance(request, ListJobs):
+                self.core.authorize(conn.who, Action.READ)
+                room = reply_room(self.config.max_frame_bytes)
+                result = await self.archive.jobs_page(request, room)
+            else:
+                self.core.authorize(conn.who, Action.PRUNE)
+                result = await self.archive.prune(request.days)
+        except FarmdError as exc:
+            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            return
+        self._apply(Outcome(), after=functools.partial(self._respond, conn, request, result))
 
     def _answer(self, conn: Connection, request: Request) -> None:
         try:
@@ -584,6 +630,7 @@ class Supervisor:
         checked against the farm and inserted in one step."""
         try:
             self.core.authorize(conn.who, Action.SUBMIT)  # before any drafting
+            await self.archive.recall(request)  # its dependencies, parent, or repeated key
             event = submit_event(request, conn.who, self._clock())
             if not self.core.knows_key(event.key) and is_large(event):
                 # one at a time: concurrent huge submissions queue, not multiply memory
@@ -601,6 +648,7 @@ class Supervisor:
     async def _answer_slow(self, conn: Connection, request: Wait | GetLog) -> None:
         try:
             self.core.authorize(conn.who, Action.READ)
+            await self.archive.recall(request)
             if isinstance(request, Wait):
                 result = await self._wait(request)
             else:
@@ -634,20 +682,25 @@ class Supervisor:
 
     async def _wait(self, request: Wait) -> dict[str, Any]:
         """Until every job has ended or cannot end without an admin (`Scheduler.stuck`),
-        or the timeout."""
+        or the timeout. A job may end and move to history meanwhile: its end is kept
+        as seen, and one that left before it was seen is read back."""
         ids = tuple(dict.fromkeys(request.job_ids))
         self.core.ended(ids)  # refuses unknown ids at once
+        ended: dict[int, JobState] = {}
         timeout = math.inf if request.timeout is None else request.timeout
         with trio.move_on_after(timeout):
             while True:
                 changed = self._jobs_changed
-                if self.core.settled(ids):
+                await self.archive.recall_ids(self.core.unknown_jobs(ids))
+                ended.update(self.core.ended(i for i in ids if i not in ended))
+                if self.core.settled(i for i in ids if i not in ended):
                     break
                 await changed.wait()
-        ended = self.core.ended(ids)
+        await self.archive.recall_ids(self.core.unknown_jobs(ids))
+        ended.update(self.core.ended(i for i in ids if i not in ended))
         pending = [i for i in ids if i not in ended]
         return {
-            "ended": {str(k): v.value for k, v in ended.items()},
+            "ended": {str(k): v.value for k, v in sorted(ended.items())},
             "pending": pending,
             "stuck": {str(k): why for k, why in self.core.stuck(pending).items()},
         }

@@ -158,9 +158,9 @@ def answer(
         core.authorize(by, action)
     match request:
         case ListJobs():
-            return core.jobs_page(request.limit, request.after, _room(frame_bytes)), None
+            return core.jobs_page(request.limit, request.after, reply_room(frame_bytes)), None
         case GetJob():
-            page = (request.frame_limit, request.frame_after, _room(frame_bytes))
+            page = (request.frame_limit, request.frame_after, reply_room(frame_bytes))
             return core.job_view(request.job_id, *page), None
         case ListWorkers():
             return core.workers_view(), None
@@ -204,7 +204,7 @@ def answer(
     raise UserError(msg)
 
 
-def _room(frame_bytes: int) -> ReplyRoom:
+def reply_room(frame_bytes: int) -> ReplyRoom:
     """What a page may fill of a reply frame of `frame_bytes`, weighed as it is sent."""
     return ReplyRoom(bytes=frame_bytes - REPLY_SLACK, size=encoded_size)
 

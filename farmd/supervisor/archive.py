@@ -1,0 +1,203 @@
+"""The supervisor's side of history: reading the jobs that left memory for the store.
+
+Ended jobs move to history (`farmd.core.history`): their rows stay in the store and the
+scheduler forgets them. This module is the shell's part of that, the only one that does
+I/O for it:
+
+- `Archive.recall` runs before a request is answered: if the request names a job (by
+  id, as a dependency or parent of a new job, or by a repeated idempotency key) that
+  the scheduler does not hold, the store's rows of it come back in as a `RecallJobs`
+  event, so the request is answered exactly as if the job had never left.
+- `Archive.jobs_page` is `list_jobs` with `history`: the live page from the scheduler
+  and history's page from the store, merged by id, with the counts of both.
+- `Archive.prune` removes the jobs that have been in history longer than
+  `history_days`, a batch at a time, as `PruneJobs` events (the scheduler drops those
+  it holds read back, and its changes delete the rows); `prune_hourly` does it every
+  hour.
+
+Every read of the store first waits until everything handed to it before is durable
+(`Committer.durable`), so it sees each job either in memory or with its last rows.
+Reads run in a worker thread, one at a time: history is for people looking at it, and
+the loop keeps serving workers meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+
+from farmd.core import Outcome, PruneJobs, RecallJobs, ReplyRoom, Scheduler
+from farmd.core.views import page
+from farmd.logs import log_event
+from farmd.protocol import (
+    ControlRequest,
+    Explain,
+    GetJob,
+    GetLog,
+    Kill,
+    ListJobs,
+    Message,
+    Modify,
+    Remove,
+    Submit,
+    SubmitBatch,
+    Wait,
+)
+from farmd.store import Store
+from farmd.supervisor.committer import Committer
+
+log = logging.getLogger("farmd.supervisor")
+
+DAY = 86_400.0
+PRUNE_EVERY = 3600.0  # seconds between two automatic prunes
+PRUNE_BATCH = 1000  # jobs removed by one commit of a prune
+_LEADING_ID = re.compile(r"\s*(\d{1,19})")
+
+
+def named_jobs(request: Message) -> tuple[list[int], list[str]]:
+    """The job ids a request names, and the idempotency key it repeats, if any: what
+    must be in memory before the scheduler answers it."""
+    match request:
+        case Kill() | Remove() | Wait():
+            return list(request.job_ids), []
+        case GetJob() | Explain() | GetLog() | Modify():
+            return [request.job_id], []
+        case ControlRequest():
+            return _ids(request.targets), []
+        case Submit():
+            return _submitted([request]), [request.key] if request.key else []
+        case SubmitBatch():
+            return _submitted(list(request.jobs)), [request.key] if request.key else []
+    return [], []
+
+
+def _submitted(jobs: list[Submit]) -> list[int]:
+    ids = _ids([dep for job in jobs for dep in job.depends_on])
+    return ids + [job.parent for job in jobs if job.parent is not None]
+
+
+def _ids(values: Iterable[Any]) -> list[int]:
+    """The job id at the head of each of `values` (`12`, `"12"`, `"12:1-10"`,
+    `"12:done"`); the rest is checked by the core, which refuses what is wrong."""
+    ids = []
+    for value in values:
+        match = _LEADING_ID.match(str(value)) if isinstance(value, int | str) else None
+        if match is not None:
+            ids.append(int(match.group(1)))
+    return ids
+
+
+class Archive:
+    """History in the store, as the supervisor reads and prunes it (see module docs)."""
+
+    def __init__(
+        self,
+        *,
+        core: Scheduler,
+        store: Store,
+        committer: Committer,
+        apply: Callable[[Outcome], None],
+        clock: Callable[[], float],
+        history_days: float,
+    ) -> None:
+        self._core = core
+        self._store = store
+        self._committer = committer
+        self._apply = apply
+        self._clock = clock
+        self._history_days = history_days
+        self._reading = trio.CapacityLimiter(1)
+
+    async def recall(self, request: Message) -> None:
+        """Bring back from history the jobs `request` names that are not in memory."""
+        ids, keys = named_jobs(request)
+        await self.recall_ids(ids, keys)
+
+    async def recall_ids(self, ids: list[int], keys: list[str] | None = None) -> None:
+        """Bring back from history the jobs `ids`, and those submitted under `keys`,
+        that are not in memory (nothing to do, at once, when all are)."""
+        if not self._store.keeps_history:
+            return
+        ids = self._core.unknown_jobs(dict.fromkeys(ids))
+        keys = [key for key in keys or () if not self._core.knows_key(key)]
+        if not ids and not keys:
+            return
+        await self._committer.durable()
+        snapshot = await self._read(self._store.recall, ids, keys)
+        if snapshot.jobs:
+            self._apply(self._core.handle(RecallJobs(snapshot=snapshot, now=self._clock())))
+
+    async def jobs_page(self, request: ListJobs, room: ReplyRoom) -> dict[str, Any]:
+        """A page of the live jobs and history's together, by id (`list_jobs` with
+        `history`): each side asked for a page after `after`, the first `limit` of the
+        two kept. A job recalled into memory is listed once, from memory."""
+        live = self._core.jobs_page(request.limit, request.after, room)
+        if not self._store.keeps_history:
+            return live
+        await self._committer.durable()
+        kept = await self._read(self._store.history, request.limit, request.after)
+        counts = await self._read(self._store.history_counts)
+        entries = {job["id"]: job for job in kept if self._core.unknown_jobs([job["id"]])}
+        entries.update((job["id"], job) for job in live["jobs"])
+        # Each side's page is complete only up to its last id when more follow it: the
+        # merged page stops at the lower of those, and goes on from there.
+        bound = math.inf
+        if live["next"] is not None:
+            bound = live["next"]
+        if len(kept) == request.limit:
+            bound = min(bound, kept[-1]["id"])
+        ordered = [(job_id, job) for job_id, job in sorted(entries.items()) if job_id <= bound]
+        jobs, next_id = page(iter(ordered), lambda job: job, request.limit, room)
+        if next_id is None and bound != math.inf and jobs:
+            next_id = jobs[-1]["id"]
+        all_counts = dict(live["counts"])
+        for state, n in counts.items():
+            if state in all_counts:
+                all_counts[state] += n
+        return {
+            "jobs": jobs,
+            "next": next_id,
+            "counts": all_counts,
+            "total": live["total"] + sum(counts.values()),
+        }
+
+    async def prune(self, days: float | None) -> dict[str, Any]:
+        """Remove the jobs in history for more than `days` (`history_days`, when None;
+        0 there keeps them for ever), a batch per commit; how many, and the cut-off."""
+        if days is None:
+            days = self._history_days
+            if days == 0:  # kept for ever
+                return {"removed": 0, "before": None}
+        if not self._store.keeps_history:
+            return {"removed": 0, "before": None}
+        before = self._clock() - days * DAY
+        removed = 0
+        while True:  # bounded: each round removes what it found, or stops
+            await self._committer.durable()
+            found = await self._read(self._store.expired, before, PRUNE_BATCH)
+            if not found:
+                break
+            outcome = self._core.handle(PruneJobs(job_ids=tuple(found), now=self._clock()))
+            self._apply(outcome)
+            removed += len(outcome.result)
+            if len(found) < PRUNE_BATCH or not outcome.result:
+                break
+        if removed:
+            log_event(log, "info", "history pruned", jobs=removed, days=days)
+        return {"removed": removed, "before": before}
+
+    async def prune_hourly(self) -> None:
+        """`prune` with `history_days`, every hour, from the first hour on."""
+        if self._history_days == 0 or not math.isfinite(self._history_days):
+            return
+        while True:
+            await trio.sleep(PRUNE_EVERY)
+            await self.prune(None)
+
+    async def _read(self, read: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(read, *args, limiter=self._reading)
