@@ -252,30 +252,40 @@ def null_run(workdir: Path, workers: int, slots: int, total: int) -> SimStats:
 
 
 def start_supervisor(
-    state: Path, store: str = "sqlite"
+    state: Path,
+    store: str = "sqlite",
+    *,
+    listen: str = "127.0.0.1:0",
+    log_level: str = "warning",
+    timeout: float = START_TIMEOUT,
 ) -> tuple[subprocess.Popen[bytes], Address, str]:
-    log = (state.parent / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "farmd",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--state",
-            str(state),
-            "--store",
-            store,
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + START_TIMEOUT
+    """`farmd serve` on STATE, its output appended to STATE/../serve.log; returns once it
+    listens (it writes STATE/address after restoring the farm the state dir holds, so
+    `timeout` must allow for a large restore)."""
     address_file = state / "address"
-    while not address_file.exists():
+    address_file.unlink(missing_ok=True)  # a killed supervisor's would say ready at once
+    with (state.parent / "serve.log").open("ab") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "farmd",
+                "serve",
+                "--listen",
+                listen,
+                "--state",
+                str(state),
+                "--store",
+                store,
+                "--log-level",
+                log_level,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    # whole once it ends with its newline (the file is created, then written)
+    while not (address_file.exists() and address_file.read_text().endswith("\n")):
         if process.poll() is not None or time.monotonic() > deadline:
             stop(process)
             sys.exit(f"farmd serve did not start; see {state.parent / 'serve.log'}")

@@ -410,7 +410,7 @@ def start_supervisor(
 
 def progress(text: str) -> None:
     """A line on stderr, so a long run shows where it is (stdout carries the JSON)."""
-    sys.stderr.write(f"[scale {time.strftime('%H:%M:%S')}] {text}\n")
+    sys.stderr.write(f"[{Path(sys.argv[0]).stem} {time.strftime('%H:%M:%S')}] {text}\n")
     sys.stderr.flush()
 
 

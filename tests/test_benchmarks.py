@@ -95,3 +95,32 @@ def test_scale_benchmark_quick() -> None:
             assert figures[key] > 0, key
         assert figures["idle_cpu_pct"] >= 0
         assert figures["submit_to_start_p50_ms"] <= figures["submit_to_start_max_ms"]
+
+
+def test_restart_benchmark_quick() -> None:
+    # A real `farmd serve` killed with SIGKILL and started again on its state dir, and a
+    # real `farmd worker` whose frames run through the restarts; all ended by the script.
+    result = run_quick("restart.py", timeout=120)
+    assert result["benchmark"] == "restart"
+    assert result["frames"] == [1_000, 2_000]
+    assert set(result["per_frames"]) == {"1000", "2000"}
+    for size, figures in result["per_frames"].items():
+        # ten jobs: one running (its first 2 frames, the worker's slots), four queued,
+        # five killed; the script checked every count again after each restart
+        per_job = int(size) // 10
+        assert figures["kept"] == {
+            "running": 2,
+            "pending": 5 * per_job - 2,
+            "killed": 5 * per_job,
+        }
+        assert len(figures["rounds"]) == 1
+        for key in (
+            "rss_empty_mb",
+            "rss_kept_mb",
+            "peak_rss_mb",
+            "restart_until_serving_s",
+            "rss_after_restart_mb",
+            "rss_after_vs_before",
+        ):
+            assert figures[key] > 0, key
+        assert figures["rss_empty_mb"] <= figures["peak_rss_mb"]
