@@ -258,6 +258,7 @@ def start_supervisor(
     listen: str = "127.0.0.1:0",
     log_level: str = "warning",
     timeout: float = START_TIMEOUT,
+    config: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Address, str]:
     """`farmd serve` on STATE, its output appended to STATE/../serve.log; returns once it
     listens (it writes STATE/address after restoring the farm the state dir holds, so
@@ -279,6 +280,7 @@ def start_supervisor(
                 store,
                 "--log-level",
                 log_level,
+                *(["--config", str(config)] if config is not None else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
