@@ -289,6 +289,7 @@ class Job:
     request_digest: str = ""
     # taken back from history and unchanged since: it moves back without a row written
     recalled: bool = False
+    owner: str = ""  # who submitted it (`Principal.owner`); "" from before owners
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.frames, dict):
@@ -491,6 +492,7 @@ class Job:
             "requires": str(self.requires),
             "reserve": str(self.reserve),
             "reason": self.reason(state),
+            "owner": self.owner,
         }
 
     def reason(self, state: JobState) -> str:

@@ -46,6 +46,7 @@ class JobRow:
     # A row with `retired_at` set is not loaded on restore.
     retired_at: float | None = None
     summary: str | None = None
+    owner: str = ""  # who submitted it; "" in rows from before owners (schema 7)
 
 
 @attrs.frozen

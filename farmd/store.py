@@ -216,6 +216,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
     CREATE INDEX jobs_request_key ON jobs (request_key) WHERE request_key IS NOT NULL;
     """,
+    # 7: who submitted each job (personal identities; 0.7)
+    """
+    ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
@@ -510,35 +514,17 @@ class SqliteStore:
 
 
 def _job_values(job: JobRow) -> tuple[object, ...]:
-    """A job's row as the `jobs` columns `_write` inserts, in its order (`load` reads
-    them back, `_array` the JSON ones)."""
-    return (
-        job.id,
-        job.name,
-        job.cluster,
-        job.priority,
-        job.restrictions,
-        job.cross_cluster,
-        json.dumps(job.argv),
-        json.dumps(job.depends_on),
-        job.submitted_at,
-        job.instances,
-        job.retries,
-        job.retry_delay,
-        job.time_limit,
-        job.chunk,
-        job.parent,
-        int(job.uninterruptible),
-        None if job.waiting_on is None else json.dumps(job.waiting_on),
-        job.job_type,
-        job.requires,
-        job.reserve,
-        job.frames,
-        job.request_key,
-        job.request_digest,
-        job.retired_at,
-        job.summary,
-    )
+    """A job's row as the `jobs` columns of `_JOB_COLUMNS`, in order (`_job_from` reads
+    them back): arrays as JSON, the flag as an integer."""
+    values = attrs.astuple(job, recurse=False)
+    out: list[object] = []
+    for name, value in zip(_JOB_FIELDS, values, strict=True):
+        if name in ("argv", "depends_on") or (name == "waiting_on" and value is not None):
+            value = json.dumps(value)
+        elif name == "uninterruptible":
+            value = int(value)
+        out.append(value)
+    return tuple(out)
 
 
 def _job_from(row: tuple[Any, ...]) -> JobRow:

@@ -36,7 +36,7 @@ WRANGLER = Principal(credential=Credential.FARM_TOKEN, clusters=parse_restrictio
 
 def test_the_rules_are_a_table_and_a_refusal_names_the_rule() -> None:
     assert RULES[Credential.FARM_TOKEN] == frozenset(Action)
-    user = Principal.user(highest_priority=10)
+    user = Principal.shared_user(highest_priority=10)
     assert refusal(user, Action.SUBMIT) is None
     assert refusal(user, Action.READ) is None
     assert refusal(user, Action.CONTROL) == (
@@ -75,7 +75,7 @@ def test_a_user_is_refused_what_its_rule_does_not_allow_and_nothing_changes(
     core.handle(joined("w1"))
     core.handle(submit(frames="1-3"))
     before = core.job_view(1), core.workers_view(), core.resources_view()
-    user = Principal.user(highest_priority=10)
+    user = Principal.shared_user(highest_priority=10)
     with pytest.raises(ForbiddenError, match=f"a user token may only .*, not {action} "):
         core.handle(attrs.evolve(event, by=user))  # type: ignore[misc]
     assert (core.job_view(1), core.workers_view(), core.resources_view()) == before
@@ -137,7 +137,7 @@ def test_a_control_that_reaches_sub_jobs_outside_the_subtree_is_refused_whole() 
 
 def test_a_worker_joins_and_reports_only_with_a_credential_that_may_run_one() -> None:
     core = Scheduler()
-    user = Principal.user(highest_priority=10)
+    user = Principal.shared_user(highest_priority=10)
     with pytest.raises(ForbiddenError, match="not run a worker \\(the user token rule\\)"):
         core.handle(attrs.evolve(joined("w1"), by=user))
     with pytest.raises(ForbiddenError, match="may not run a worker in /show2"):

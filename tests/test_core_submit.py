@@ -51,7 +51,7 @@ def submit(**fields: object) -> SubmitJob:
     return SubmitJob(**values)  # type: ignore[arg-type]
 
 
-USER = Principal.user(highest_priority=10)
+USER = Principal.shared_user(highest_priority=10)
 
 
 # --------------------------------------------------------------------------- keys

@@ -216,7 +216,7 @@ def test_any_decoded_request_is_answered_or_refused(requests: list[Request], who
     supervisor.core.handle(SubmitJob(argv=("true",), frames="1-3", now=1000.0))
     supervisor.core.handle(SubmitJob(argv=("true",), parent=1, now=1000.0))
     highest = supervisor.config.highest_user_priority
-    by = [ADMIN, Principal.user(highest), Principal.job_token(1, highest)][who]
+    by = [ADMIN, Principal.shared_user(highest), Principal.job_token(1, highest)][who]
     for request in requests:
         _answer(supervisor, by, request)
 

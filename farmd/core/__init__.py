@@ -29,7 +29,7 @@ This module re-exports the names other code imports, so `from farmd.core import 
 keeps working wherever X now lives.
 """
 
-from farmd.core.authority import ADMIN, Action, Credential, Principal
+from farmd.core.authority import ADMIN, RESERVED_NAMES, Action, Credential, Principal, Role
 from farmd.core.drafting import (
     MAX_COMMAND_BYTES,
     Draft,
@@ -81,6 +81,7 @@ __all__ = [
     "EMPTY_STATISTICS",
     "MAX_COMMAND_BYTES",
     "MAX_STUCK_NODES",
+    "RESERVED_NAMES",
     "Action",
     "Command",
     "ControlFrames",
@@ -107,6 +108,7 @@ __all__ = [
     "ReplyRoom",
     "Restore",
     "ResumeOnWorker",
+    "Role",
     "RunOnWorker",
     "Scheduler",
     "SetResourceTotal",

@@ -12,30 +12,48 @@ decides, before it changes anything, whether the principal may take the event's
 nothing: it turns the token a session presented into a principal and passes it on.
 
 The rules are data: `RULES` maps each credential to the actions it may take, and a
-scope is an expression checked against the cluster of each job an event touches. A
-role scoped to a cluster subtree (a show's wranglers own `/show1/+`) is therefore a
-principal with `clusters` set and a row in `RULES`, not a new code path. The rules that
-need the farm's state (a job token stops working once its job ends; its sub-jobs go
-under its own job) live with the scheduler, which knows the jobs.
+person's own token (`PERSONAL`, `farmd user add`) takes those of its `Role` in
+`ROLE_RULES`; a scope is an expression checked against the cluster of each job an event
+touches. A role scoped to a cluster subtree (a show's wranglers own `/show1/+`) is
+therefore a principal with `clusters` set and a row in `ROLE_RULES`, not a new code
+path. Some actions a role takes on its own jobs only (`OWN_JOBS_ONLY`: an artist kills
+their own jobs, a wrangler anyone's in scope): every job records its `owner`
+(`owner_of`), and `check_jobs` checks scope and ownership of each job an event touches.
+The rules that need the farm's state (a job token stops working once its job ends; its
+sub-jobs go under its own job) live with the scheduler, which knows the jobs.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from farmd.cluster import ClusterPath, Restrictions, parse_restrictions
 from farmd.errors import ForbiddenError
 
+if TYPE_CHECKING:
+    from farmd.jobs import Job
+
 
 class Credential(enum.Enum):
     """What opened a session."""
 
     FARM_TOKEN = "farm token"  # the root credential: everything
-    USER_TOKEN = "user token"  # artists: submit and read
+    USER_TOKEN = "user token"  # the shared token of older farms: submit and read
     JOB_TOKEN = "job token"  # a frame's FARMD_TOKEN: sub-jobs of its job, and read
+    PERSONAL = "personal token"  # one person's (`farmd user add`): what their role may
+
+
+class Role(enum.Enum):
+    """What a person may do, within their cluster scope (`ROLE_RULES`)."""
+
+    VIEWER = "viewer"
+    ARTIST = "artist"
+    WRANGLER = "wrangler"
+    ADMIN = "admin"
 
 
 class Action(enum.Enum):
@@ -51,14 +69,35 @@ class Action(enum.Enum):
     RELOAD = "reload the configuration"
     WORK = "run a worker"  # register, heartbeat, report results
     PRUNE = "prune history"
+    MOVE = "move jobs between clusters"
+    MANAGE_USERS = "manage users and worker tokens"
 
 
-# What each credential may do, whole: anything else is refused, naming the rule.
+# What each credential may do, whole: anything else is refused, naming the rule. A
+# personal token's actions are its role's.
 RULES: dict[Credential, frozenset[Action]] = {
     Credential.FARM_TOKEN: frozenset(Action),
     Credential.USER_TOKEN: frozenset({Action.SUBMIT, Action.READ}),
     Credential.JOB_TOKEN: frozenset({Action.SUBMIT, Action.READ}),
+    Credential.PERSONAL: frozenset(),
 }
+_ARTIST = frozenset({Action.READ, Action.SUBMIT, Action.CONTROL, Action.REMOVE, Action.MODIFY})
+ROLE_RULES: dict[Role, frozenset[Action]] = {
+    Role.VIEWER: frozenset({Action.READ}),
+    Role.ARTIST: _ARTIST,
+    Role.WRANGLER: _ARTIST | {Action.LOCK, Action.MOVE},
+    Role.ADMIN: frozenset(Action) - {Action.WORK},
+}
+# What a role does to its own jobs only; anyone else's job in scope is refused.
+OWN_JOBS_ONLY: dict[Role, frozenset[Action]] = {
+    Role.ARTIST: frozenset({Action.CONTROL, Action.REMOVE, Action.MODIFY}),
+}
+# The roles held to the priority floor (`highest_user_priority`); the others set any.
+FLOORED_ROLES = frozenset({Role.VIEWER, Role.ARTIST})
+# The owners recorded for jobs submitted without a personal token; no user takes them.
+FARM_OWNER = "farm"
+SHARED_OWNER = "shared"
+RESERVED_NAMES = frozenset({FARM_OWNER, SHARED_OWNER})
 
 _WHO = {
     Credential.FARM_TOKEN: "the farm token",
@@ -76,9 +115,11 @@ class Principal:
     job: int | None = None
     highest_priority: int = 1
     clusters: Restrictions | None = None
+    user: str = ""  # a personal token's user, or the owner a job token acts as
+    role: Role | None = None  # a personal token's
 
     @classmethod
-    def user(cls, highest_priority: int = 1, clusters: str | None = None) -> Principal:
+    def shared_user(cls, highest_priority: int = 1, clusters: str | None = None) -> Principal:
         scope = parse_restrictions(clusters) if clusters is not None else None
         return cls(
             credential=Credential.USER_TOKEN, highest_priority=highest_priority, clusters=scope
@@ -88,13 +129,47 @@ class Principal:
     def job_token(cls, job: int, highest_priority: int = 1) -> Principal:
         return cls(credential=Credential.JOB_TOKEN, job=job, highest_priority=highest_priority)
 
+    @classmethod
+    def personal(
+        cls, user: str, role: Role, clusters: str | None = None, floor: int = 1
+    ) -> Principal:
+        """A person's token: their role's rules within `clusters` (None: the whole farm);
+        viewers and artists are held to the priority `floor`."""
+        scope = parse_restrictions(clusters) if clusters is not None else None
+        highest = floor if role in FLOORED_ROLES else 1
+        return cls(
+            credential=Credential.PERSONAL,
+            user=user,
+            role=role,
+            clusters=scope,
+            highest_priority=highest,
+        )
+
     @property
     def who(self) -> str:
+        if self.credential is Credential.PERSONAL:
+            assert self.role is not None
+            scope = str(self.clusters) if self.clusters is not None else "the whole farm"
+            return f"{self.user} ({self.role.value}, {scope})"
         return _WHO[self.credential]
 
     @property
     def is_admin(self) -> bool:
-        return self.credential is Credential.FARM_TOKEN
+        return self.credential is Credential.FARM_TOKEN or self.role is Role.ADMIN
+
+    @property
+    def allowed(self) -> frozenset[Action]:
+        if self.role is not None:
+            return ROLE_RULES[self.role]
+        return RULES[self.credential]
+
+    @property
+    def owner(self) -> str:
+        """The owner a job this principal submits records (a job token's sub-jobs get
+        its job's owner from the scheduler)."""
+        if self.credential is Credential.PERSONAL or self.credential is Credential.JOB_TOKEN:
+            return self.user
+        return FARM_OWNER if self.credential is Credential.FARM_TOKEN else SHARED_OWNER
 
 
 ADMIN = Principal(credential=Credential.FARM_TOKEN)
@@ -102,10 +177,14 @@ ADMIN = Principal(credential=Credential.FARM_TOKEN)
 
 def refusal(principal: Principal, action: Action) -> str | None:
     """Why `principal` may not take `action` at all, or None: the rule, in one line."""
-    allowed = RULES[principal.credential]
+    allowed = principal.allowed
     if action in allowed:
         return None
     may = " and ".join(a.value for a in Action if a in allowed)
+    if principal.role is not None:
+        return (
+            f"{principal.who} may only {may}, not {action.value} (the {principal.role.value} role)"
+        )
     rule = principal.credential.value
     return f"{principal.who} may only {may}, not {action.value} (the {rule} rule)"
 
@@ -125,5 +204,20 @@ def check_scope(principal: Principal, action: Action, clusters: Iterable[str]) -
         return
     for cluster in clusters:
         why = scope_refusal(principal, action, ClusterPath(cluster))
+        if why is not None:
+            raise ForbiddenError(why)
+
+
+def check_jobs(principal: Principal, action: Action, jobs: Iterable[Job], verb: str = "") -> None:
+    """Refuse (ForbiddenError, naming the rule) unless `principal` may take `action` on
+    every job of `jobs`: each within its subtree, and its own where its role acts on its
+    own jobs only (`OWN_JOBS_ONLY`). `verb` says what the action does (`kill`)."""
+    own_only = principal.role is not None and action in OWN_JOBS_ONLY.get(principal.role, ())
+    for job in jobs:
+        why = scope_refusal(principal, action, job.cluster)
+        if why is None and own_only and job.owner != principal.user:
+            owner = job.owner or "no one"
+            what = verb or action.value
+            why = f"{principal.who} may not {what} job {job.id}: it belongs to {owner}"
         if why is not None:
             raise ForbiddenError(why)

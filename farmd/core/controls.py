@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from farmd.core.authority import Action, Principal, check_scope
+from farmd.core.authority import Action, Principal, check_jobs
 from farmd.core.vocabulary import ControlFrames, RemoveJobs
 from farmd.errors import JobSpecError
 from farmd.frames import Frame, FrameState
@@ -48,7 +48,7 @@ def kill_plan(jobs: Mapping[int, Job], named: list[Job], by: Principal) -> Plan:
     """Every frame a kill of `named` stops, theirs and their sub-jobs'; a job that has
     ended already is left alone."""
     family = with_subjobs(jobs, named)
-    check_scope(by, Action.CONTROL, [j.cluster for j in family])
+    check_jobs(by, Action.CONTROL, family, "kill")
     return {
         (job.id, frame.number): (job, frame, CONTROLS[(frame.state, Control.KILL)])
         for job in family
@@ -67,7 +67,7 @@ def control_plan(jobs: Mapping[int, Job], event: ControlFrames, find: Callable[[
         job_id, numbers = parse_target(text)
         job = find(job_id)
         subtree = with_subjobs(jobs, [job]) if control in CASCADING else [job]
-        check_scope(event.by, Action.CONTROL, [j.cluster for j in subtree])
+        check_jobs(event.by, Action.CONTROL, subtree, control.value)
         if numbers is None:
             _plan_whole_job(control, subtree, plan)
             continue
@@ -116,7 +116,7 @@ def removal(
     have ended, be no sub-job of a job that stays, and be needed by no job still going."""
     named = [find(job_id) for job_id in dict.fromkeys(event.job_ids)]
     family = with_subjobs(jobs, named)
-    check_scope(event.by, Action.REMOVE, [job.cluster for job in family])
+    check_jobs(event.by, Action.REMOVE, family, "remove")
     ids = [job.id for job in family]
     for job in family:
         if not job.state.ended:

@@ -170,6 +170,7 @@ def _digest(kind: str, specs: Iterable[SubmitJob], by: Principal) -> str:
         Credential.FARM_TOKEN: "admin",
         Credential.USER_TOKEN: "user",
         Credential.JOB_TOKEN: f"job {by.job}",
+        Credential.PERSONAL: f"user {by.user}",
     }[by.credential]
     text = json.dumps([kind, who, body], sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -205,6 +205,7 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         reserve=parse_reservation(row.reserve),
         request_key=row.request_key,
         request_digest=row.request_digest or "",
+        owner=row.owner if isinstance(row.owner, str) else "",
     )
     job.frame_range = row.frames or numbers.text()
     job.queued()  # checks the priority, as a submit does
@@ -236,6 +237,7 @@ def job_row(job: Job) -> JobRow:
         frames=job.frame_range,
         request_key=job.request_key,
         request_digest=job.request_digest,
+        owner=job.owner,
     )
 
 

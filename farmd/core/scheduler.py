@@ -68,7 +68,7 @@ from sortedcontainers import SortedList
 
 from farmd.cluster import ClusterTree, Member, parse_cluster, parse_patterns, parse_restrictions
 from farmd.core import authority
-from farmd.core.authority import Action, Principal, check_scope
+from farmd.core.authority import Action, Principal, check_jobs, check_scope
 from farmd.core.controls import Plan, control_plan, kill_plan, removal
 from farmd.core.dependencies import Dependencies
 from farmd.core.dispatch import Dispatcher
@@ -365,7 +365,10 @@ class Scheduler(Queries):
     def _modify(self, event: ModifyJob) -> dict[str, Any]:
         job = self.job(event.job_id)
         cluster = job.cluster if event.cluster is None else parse_cluster(event.cluster)
-        check_scope(event.by, Action.MODIFY, [job.cluster, cluster])  # from, to
+        check_jobs(event.by, Action.MODIFY, [job], "modify")
+        check_scope(event.by, Action.MODIFY, [cluster])  # to
+        if cluster != job.cluster:
+            self.authorize(event.by, Action.MOVE)
         restrictions = (
             job.restrictions
             if event.restrictions is None
@@ -378,6 +381,12 @@ class Scheduler(Queries):
         )
         priority = job.priority if event.priority is None else event.priority
         QueuedJob(id=job.id, cluster=cluster, priority=priority)  # validates the priority
+        if event.priority is not None and event.priority < event.by.highest_priority:
+            msg = (
+                f"priority {event.priority} is more urgent than {event.by.who} may set "
+                f"(the highest is {event.by.highest_priority}; 1 is the most urgent)"
+            )
+            raise ForbiddenError(msg)
         options = (
             job.instances if event.instances is None else event.instances,
             job.retries if event.retries is None else event.retries,

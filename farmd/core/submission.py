@@ -198,6 +198,8 @@ class Submissions:
             requires=draft.requires,
             reserve=draft.reserve,
             frame_range=draft.frame_range,
+            # a frame's job token acts as its job's owner
+            owner=parent.owner if by.job is not None and parent is not None else by.owner,
         )
 
     def _parent(self, asked: int | None, known: dict[int, Job], by: Principal) -> Job | None:

@@ -66,7 +66,7 @@ def principal_for(
     if hmac.compare_digest(presented.encode(), farm_token.encode()):
         return ADMIN
     if user_token and hmac.compare_digest(presented.encode(), user_token.encode()):
-        return Principal.user(highest_priority=highest_user_priority)
+        return Principal.shared_user(highest_priority=highest_user_priority)
     parts = presented.split(".")
     if len(parts) == 3 and parts[0] == "job" and parts[1].isdigit() and len(parts[1]) < 20:
         job_id = int(parts[1])
