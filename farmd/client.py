@@ -48,6 +48,7 @@ from farmd.errors import (
 )
 from farmd.protocol import (
     PROTOCOL_VERSION,
+    AddUser,
     ControlRequest,
     Error,
     Explain,
@@ -58,10 +59,12 @@ from farmd.protocol import (
     ListClusters,
     ListJobs,
     ListResources,
+    ListUsers,
     ListWorkers,
     Lock,
     Message,
     Modify,
+    ModifyUser,
     Order,
     PruneHistory,
     Refused,
@@ -69,6 +72,7 @@ from farmd.protocol import (
     Remove,
     Reply,
     Request,
+    RevokeUser,
     Role,
     SetResource,
     Submit,
@@ -105,14 +109,25 @@ def resolve_address(supervisor: str | Address | None = None) -> Address:
     return parse_address(text)
 
 
+def personal_token_file() -> Path:
+    """Where `farmd login` keeps a person's token: $XDG_CONFIG_HOME/farmd/token, else
+    ~/.config/farmd/token."""
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".config") / "farmd" / "token"
+
+
 def resolve_token(
     token: str | None = None, token_file: str | os.PathLike[str] | None = None
 ) -> str:
-    """`token`, else `token_file`, else $FARMD_TOKEN, else the local default state dir's."""
+    """`token`, else `token_file`, else $FARMD_TOKEN, else the personal token `farmd
+    login` wrote (`personal_token_file`), else the local default state dir's."""
     if token:
         return token
     if not token_file and os.environ.get("FARMD_TOKEN", "").strip():
         return os.environ["FARMD_TOKEN"].strip()
+    personal = personal_token_file()
+    if not token_file and personal.is_file():
+        token_file = personal
     path = Path(token_file) if token_file else default_state_dir() / "token"
     try:
         text = path.read_text().strip()
@@ -489,6 +504,37 @@ class Client:
 
     def set_resource(self, name: str, total: float) -> dict[str, float]:
         result: dict[str, float] = self._call(SetResource, name=name, total=total)
+        return result
+
+    def add_user(self, name: str, role: str, clusters: str | None = None) -> dict[str, Any]:
+        """Make a user (`farmd user add`): the answer's `token` is the user's, shown this
+        once; the supervisor keeps only its salted hash."""
+        result: dict[str, Any] = self._call(AddUser, name=name, role=role, clusters=clusters)
+        return result
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user: name, role, clusters (None: the whole farm), created_at, revoked_at."""
+        result: list[dict[str, Any]] = self._call(ListUsers)
+        return result
+
+    def modify_user(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        clusters: str | None = None,
+        new_token: bool = False,
+    ) -> dict[str, Any]:
+        """Change a user's role or scope (`clusters=""`: the whole farm), or give them a
+        new token (`token` in the answer; the old one stops working at once)."""
+        result: dict[str, Any] = self._call(
+            ModifyUser, name=name, role=role, clusters=clusters, new_token=new_token
+        )
+        return result
+
+    def revoke_user(self, name: str) -> dict[str, Any]:
+        """The user's token stops working, on sessions already open too."""
+        result: dict[str, Any] = self._call(RevokeUser, name=name)
         return result
 
     def prune_history(self, days: float | None = None) -> dict[str, Any]:

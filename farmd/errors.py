@@ -123,6 +123,12 @@ class UnknownWorkerError(UserError):
     code = "unknown_worker"
 
 
+class UnknownUserError(UserError):
+    """A request named a user the farm does not have."""
+
+    code = "unknown_user"
+
+
 class ForbiddenError(UserError):
     """The session's token does not allow the request (a frame's job token only
     submits sub-jobs and reads)."""

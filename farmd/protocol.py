@@ -653,6 +653,50 @@ class Reload(Request):
     request_id: int = _int_field()
 
 
+@_message("add_user")
+@attrs.frozen(kw_only=True)
+class AddUser(Request):
+    """Make a user with a role and a cluster scope (nil: the whole farm); the answer
+    carries the user's token, the only time the supervisor ever sends it."""
+
+    request_id: int = _int_field()
+    name: str = _name_field(empty=False)
+    role: str = _name_field(empty=False)
+    clusters: str | None = _opt(_is_str, "must be a string")
+
+
+@_message("list_users")
+@attrs.frozen(kw_only=True)
+class ListUsers(Request):
+    """Every user, revoked ones too: name, role, scope, when made and revoked."""
+
+    request_id: int = _int_field()
+
+
+@_message("modify_user")
+@attrs.frozen(kw_only=True)
+class ModifyUser(Request):
+    """Change a user's role or scope (`clusters` "": the whole farm; nil: unchanged),
+    or with `new_token` give them a new token (the old one stops working)."""
+
+    request_id: int = _int_field()
+    name: str = _name_field(empty=False)
+    role: str | None = _opt(_is_str, "must be a string")
+    clusters: str | None = _opt(_is_str, "must be a string")
+    new_token: bool = attrs.field(
+        default=False, validator=_check(lambda v: isinstance(v, bool), "must be a bool")
+    )
+
+
+@_message("revoke_user")
+@attrs.frozen(kw_only=True)
+class RevokeUser(Request):
+    """The user's token stops working, on sessions already open too."""
+
+    request_id: int = _int_field()
+    name: str = _name_field(empty=False)
+
+
 @_message("prune_history")
 @attrs.frozen(kw_only=True)
 class PruneHistory(Request):

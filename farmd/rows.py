@@ -69,6 +69,20 @@ class FrameRow:
 
 
 @attrs.frozen
+class UserRow:
+    """A person (`farmd.core.identities.User`): role, scope, and the salted hash of
+    their token, never the token."""
+
+    name: str
+    role: str
+    clusters: str | None
+    salt: str
+    digest: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@attrs.frozen
 class Changes:
     """What one or more events changed: whole rows (last one wins) and removed jobs."""
 
@@ -77,6 +91,7 @@ class Changes:
     next_job_id: int | None = None
     removed: tuple[int, ...] = ()  # job ids whose rows (job and frames) go
     locks: dict[str, str] | None = None  # every locked worker's mode, when that changed
+    users: tuple[UserRow, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -85,6 +100,7 @@ class Changes:
             or self.next_job_id is not None
             or self.removed
             or self.locks is not None
+            or self.users
         )
 
     @staticmethod
@@ -96,9 +112,12 @@ class Changes:
         removed: dict[int, None] = {}
         next_job_id = None
         locks = None
+        users: dict[str, UserRow] = {}
         for batch in batches:
             if batch.locks is not None:
                 locks = batch.locks
+            for user in batch.users:
+                users[user.name] = user
             for job in batch.jobs:
                 jobs[job.id] = job
             for frame in batch.frames:
@@ -111,7 +130,12 @@ class Changes:
         if removed:
             frames = {key: row for key, row in frames.items() if key[0] not in removed}
         return Changes(
-            tuple(jobs.values()), tuple(frames.values()), next_job_id, tuple(removed), locks
+            tuple(jobs.values()),
+            tuple(frames.values()),
+            next_job_id,
+            tuple(removed),
+            locks,
+            tuple(users.values()),
         )
 
 
@@ -121,3 +145,4 @@ class Snapshot:
     frames: tuple[FrameRow, ...] = ()
     next_job_id: int = 1
     locks: dict[str, str] = attrs.field(factory=dict)  # locked workers, by name
+    users: tuple[UserRow, ...] = ()

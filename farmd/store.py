@@ -47,7 +47,7 @@ from typing import IO, Any, Final, Protocol
 import attrs
 
 from farmd.errors import UserError
-from farmd.rows import Changes, FrameRow, JobRow, Snapshot
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot, UserRow
 
 DATABASE_FILE = "farmd.db"
 LOCK_FILE = "supervisor.lock"
@@ -216,9 +216,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
     CREATE INDEX jobs_request_key ON jobs (request_key) WHERE request_key IS NOT NULL;
     """,
-    # 7: who submitted each job (personal identities; 0.7)
+    # 7: who submitted each job, and the farm's users (personal identities; 0.7)
     """
     ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        clusters TEXT,               -- NULL: the whole farm
+        salt TEXT NOT NULL,
+        digest TEXT NOT NULL,        -- scrypt of the token's secret; never the token
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -380,7 +389,14 @@ class SqliteStore:
             msg = f"the farm database {self.path} has an unreadable meta table ({shown}); "
             msg += "nothing was changed"
             raise StoreError(msg) from None
-        return Snapshot(jobs, frames, next_job_id, locks=locks)
+        users = tuple(
+            UserRow(*row)
+            for row in db.execute(
+                "SELECT name, role, clusters, salt, digest, created_at, revoked_at FROM users"
+                " ORDER BY name"
+            )
+        )
+        return Snapshot(jobs, frames, next_job_id, locks=locks, users=users)
 
     def commit(self, changes: Changes) -> None:
         try:
@@ -428,6 +444,11 @@ class SqliteStore:
         for job_id in changes.removed:
             db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        db.executemany(
+            "INSERT OR REPLACE INTO users (name, role, clusters, salt, digest, created_at,"
+            " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [attrs.astuple(user) for user in changes.users],
+        )
         if changes.locks is not None:
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('locks', ?)",

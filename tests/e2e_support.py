@@ -218,6 +218,7 @@ def clean_env(root: Path) -> dict[str, str]:
     """The environment of every process: no FARMD_* from the caller, a private state dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMD_")}
     env["FARMD_STATE"] = str(root / "default-state")
+    env["XDG_CONFIG_HOME"] = str(root / "config")  # where `farmd login` writes
     env["E2E_FRAME_BLOCK_LIMIT"] = str(FRAME_BLOCK_LIMIT)
     return env
 

@@ -613,7 +613,9 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
     assert (jobs[running]["state"], jobs[running]["frames"]["running"]) == ("running", 1)
     assert (jobs[parked]["state"], jobs[parked]["priority"]) == ("pending", 9999)
     table = farm.cli_ok("jobs").splitlines()
-    assert table[0].split() == ["ID", "NAME", "STATE", "CLUSTER", "PRIORITY", "COUNTS", "REASON"]
+    header = ["ID", "NAME", "STATE", "CLUSTER", "PRIORITY", "OWNER", "COUNTS", "REASON"]
+    assert table[0].split() == header
+    assert {jobs[running]["owner"], jobs[parked]["owner"]} == {"farm"}  # the farm token's
 
     detail = farm.cli_json("job", str(running))
     (frame,) = detail["frame_list"]

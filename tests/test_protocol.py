@@ -368,6 +368,16 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "list_resources": ({"request_id": ints}, {}),
     "set_resource": ({"request_id": ints, "name": name_texts, "total": seconds_or_zero}, {}),
     "reload": ({"request_id": ints}, {}),
+    "add_user": (
+        {"request_id": ints, "name": names, "role": names},
+        {"clusters": maybe(texts)},
+    ),
+    "list_users": ({"request_id": ints}, {}),
+    "modify_user": (
+        {"request_id": ints, "name": names},
+        {"role": maybe(texts), "clusters": maybe(texts), "new_token": st.booleans()},
+    ),
+    "revoke_user": ({"request_id": ints, "name": names}, {}),
     "prune_history": (
         {"request_id": ints},
         {"days": maybe(st.floats(0, 1e6) | st.integers(0, 10**6))},

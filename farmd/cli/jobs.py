@@ -84,7 +84,7 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
                 "reason": job["reason"] or None,
             }
         )
-    print_table(rows, ["id", "name", "state", "cluster", "priority", "counts", "reason"])
+    print_table(rows, ["id", "name", "state", "cluster", "priority", "owner", "counts", "reason"])
 
 
 def job_command(args: argparse.Namespace) -> int:

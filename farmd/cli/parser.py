@@ -34,6 +34,7 @@ from farmd.cli.ops import (
     up_command,
     worker_command,
 )
+from farmd.cli.users import add_user_options, login_command, user_command
 from farmd.cli.workers import (
     clusters_command,
     lock_command,
@@ -378,6 +379,15 @@ def _add_history_command(command: _CommandMaker) -> None:
     history.add_argument("--json", action="store_true")
 
 
+def _add_user_commands(command: _CommandMaker) -> None:
+    """`farmd user ...` (an admin's) and `farmd login`."""
+    user = command("user", user_command, "people: add, list, show, modify or revoke a user")
+    add_user_options(user)
+    text = "keep a personal token (read from stdin) where farmd commands find it"
+    login = command("login", login_command, text)
+    login.set_defaults(token_file=None)
+
+
 def _add_config_command(command: _CommandMaker) -> None:
     """`farmd config check`: a group with its own subcommands."""
     config = command.subparsers.add_parser("config", help="farm configuration files")
@@ -409,6 +419,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_order_command,
     _add_config_command,
     _add_history_command,
+    _add_user_commands,
 )
 
 

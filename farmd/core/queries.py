@@ -19,8 +19,10 @@ from farmd.jobs import Job, JobState
 from farmd.workers import Worker
 
 if TYPE_CHECKING:
+    from farmd.core.authority import Principal
     from farmd.core.dependencies import Dependencies
     from farmd.core.drafting import Draft
+    from farmd.core.identities import Identities
     from farmd.core.scheduler import Scheduler
     from farmd.core.submission import Submissions
     from farmd.core.vocabulary import SubmitJob
@@ -36,6 +38,7 @@ class Queries:
     workforce: Workforce
     submissions: Submissions
     dependencies: Dependencies
+    identities: Identities
     _next_id: int
 
     @property
@@ -177,6 +180,21 @@ class Queries:
     def frame_holder(self, job_id: int, number: int | None) -> tuple[Frame, str]:
         """The frame whose log `farmd logs` shows and the worker that ran it last."""
         return views.frame_holder(self._core, job_id, number)
+
+    def users_view(self) -> list[dict[str, object]]:
+        """Every user, revoked ones too, by name (no salt, no digest)."""
+        return [user.view() for _, user in sorted(self.identities.users.items())]
+
+    def user_secret(self, name: str) -> tuple[str, str] | None:
+        """The salt and digest an active user's token must match, or None."""
+        user = self.identities.users.get(name)
+        if user is None or user.revoked_at is not None:
+            return None
+        return user.salt, user.digest
+
+    def user_principal(self, name: str, floor: int) -> Principal | None:
+        """The principal of active user `name` now (None: none, or revoked)."""
+        return self.identities.principal(name, floor)
 
     def unknown_jobs(self, job_ids: Iterable[int]) -> list[int]:
         """The ids among `job_ids` of jobs not in memory and not quarantined: those the

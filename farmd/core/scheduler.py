@@ -74,12 +74,14 @@ from farmd.core.dependencies import Dependencies
 from farmd.core.dispatch import Dispatcher
 from farmd.core.drafting import MAX_COMMAND_BYTES, _check_options
 from farmd.core.history import History
+from farmd.core.identities import Identities
 from farmd.core.queries import Queries
 from farmd.core.restore import frame_row, job_row, read_snapshot
 from farmd.core.stuck import HOLDING
 from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
     ACTION_OF,
+    AddUser,
     Command,
     ControlFrames,
     Event,
@@ -90,6 +92,7 @@ from farmd.core.vocabulary import (
     KillOnWorker,
     LockWorker,
     ModifyJob,
+    ModifyUser,
     Note,
     Outcome,
     PreemptPolicy,
@@ -99,6 +102,7 @@ from farmd.core.vocabulary import (
     RemoveJobs,
     Restore,
     ResumeOnWorker,
+    RevokeUser,
     SetResourceTotal,
     SubmitJob,
     SubmitJobs,
@@ -192,6 +196,7 @@ class Scheduler(Queries):
             insert=self._insert,
             note=self._note,
         )
+        self.identities = Identities()
         self.history = History(
             after=history_after, jobs=self.jobs, dependents_of=self.dependencies.dependents_of
         )
@@ -257,6 +262,19 @@ class Scheduler(Queries):
                 result = self._recall(event)
             case PruneJobs():
                 result = self._prune(event)
+            case AddUser():
+                result = self.identities.add(
+                    event.name, event.role, event.clusters, event.salt, event.digest, event.now
+                )
+                self._note("info", "user added", user=event.name, by=event.by.who)
+            case ModifyUser():
+                result = self.identities.modify(
+                    event.name, event.role, event.clusters, event.salt, event.digest
+                )
+                self._note("info", "user modified", user=event.name, by=event.by.who)
+            case RevokeUser():
+                result = self.identities.revoke(event.name, event.now)
+                self._note("info", "user revoked", user=event.name, by=event.by.who)
             case _:
                 msg = f"unknown event {event!r}"
                 raise InternalError(msg)
@@ -669,7 +687,8 @@ class Scheduler(Queries):
     def _take_changes(self) -> Changes:
         locks = self.workforce.take_locks()
         retired, retired_frames = self._retired
-        changed = self._changed_jobs or self._changed_frames or self._removed or retired
+        users, self.identities.changed = tuple(self.identities.changed), []
+        changed = self._changed_jobs or self._changed_frames or self._removed or retired or users
         if not (changed or locks is not None):
             return Changes()
         for job_id in self._changed_jobs:
@@ -684,7 +703,7 @@ class Scheduler(Queries):
         removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
         self._retired = ([], [])
-        return Changes(jobs, frames, self._next_id, removed, locks)
+        return Changes(jobs, frames, self._next_id, removed, locks, users)
 
     # ------------------------------------------------------------------ restart
 
@@ -708,6 +727,7 @@ class Scheduler(Queries):
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.workforce.restore(snapshot.locks)
+        self.identities.restore(snapshot.users)
         for job in restored.values():  # ended before the restart: due to move
             if job.parent is None:
                 self.history.schedule(job, event.now)

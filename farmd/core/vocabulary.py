@@ -233,6 +233,43 @@ class PruneJobs:
     now: float
 
 
+@attrs.frozen(kw_only=True)
+class AddUser:
+    """`farmd user add`: a person, their role and scope, and the salted hash of the token
+    the shell made for them (`farmd.core.identities`)."""
+
+    name: str
+    role: str
+    clusters: str | None
+    salt: str
+    digest: str
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class ModifyUser:
+    """`farmd user modify`: a new role, scope ("" for the whole farm) or token (a new
+    salt and digest); None (or "" for the token) keeps what there is."""
+
+    name: str
+    now: float
+    role: str | None = None
+    clusters: str | None = None
+    salt: str = ""
+    digest: str = ""
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class RevokeUser:
+    """`farmd user revoke`: the user's token opens nothing any more, open sessions too."""
+
+    name: str
+    now: float
+    by: Principal = ADMIN
+
+
 Event = (
     SubmitJob
     | SubmitJobs
@@ -252,6 +289,9 @@ Event = (
     | Restore
     | RecallJobs
     | PruneJobs
+    | AddUser
+    | ModifyUser
+    | RevokeUser
 )
 
 # What each event that an outside party causes asks to do, as the rules name it
@@ -270,6 +310,9 @@ ACTION_OF: dict[type, Action] = {
     SetResourceTotal: Action.SET_RESOURCE,
     WorkerJoined: Action.WORK,
     FrameEnded: Action.WORK,
+    AddUser: Action.MANAGE_USERS,
+    ModifyUser: Action.MANAGE_USERS,
+    RevokeUser: Action.MANAGE_USERS,
 }
 
 

@@ -78,6 +78,7 @@ class Connection:
     limit_bytes: int
     last_heard: float = 0.0
     principal: Principal | None = None  # who its token stands for, once it is known
+    token_digest: str | None = None  # a personal token's digest at the hello
     version: int = PROTOCOL_VERSION  # the protocol version its hello named
     unsent: int = 0
     slow: int = 0  # wait and get_log requests being answered

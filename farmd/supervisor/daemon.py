@@ -93,6 +93,7 @@ from farmd.metrics import FarmMetrics
 from farmd.protocol import (
     PROTOCOL_VERSION,
     WORKER_VERSIONS,
+    AddUser,
     Error,
     FetchLog,
     FrameFinished,
@@ -100,8 +101,10 @@ from farmd.protocol import (
     Heartbeat,
     Hello,
     ListJobs,
+    ListUsers,
     LogData,
     Message,
+    ModifyUser,
     PruneHistory,
     Refused,
     Register,
@@ -109,6 +112,7 @@ from farmd.protocol import (
     Reply,
     Request,
     ResultAck,
+    RevokeUser,
     Role,
     Submit,
     SubmitBatch,
@@ -129,6 +133,7 @@ from farmd.supervisor.connection import (
     peer_of,
 )
 from farmd.supervisor.metrics_http import serve_metrics
+from farmd.supervisor.people import People, Revoked, UserRequest
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     answer,
@@ -191,6 +196,7 @@ class Supervisor:
         self.metrics = FarmMetrics(self.core.statistics)
         self.metrics_address: Address | None = None
         # outcomes waiting for their changes to be durable, with what to do after
+        self.people = People(self.core, self._clock, config.highest_user_priority)
         self._committer = Committer(self.metrics.observe_commit)
 
     # ------------------------------------------------------------------ lifetime
@@ -361,9 +367,12 @@ class Supervisor:
                     f"(this is {PROTOCOL_VERSION})"
                 )
                 raise ProtocolError(msg, code="bad_version")
-            principal = principal_for(
-                self.token, self.user_token, hello.token, config.highest_user_priority
-            )
+            principal = await self.people.principal(hello.token)
+            if principal is None:  # not a personal token: the farm's, the shared, a job's
+                principal = principal_for(
+                    self.token, self.user_token, hello.token, config.highest_user_priority
+                )
+            conn.token_digest = self.people.digest_of(principal)
             try:  # a job token whose job has ended opens nothing
                 self.core.authorize(principal, Action.WORK if worker else Action.READ)
             except ForbiddenError as exc:
@@ -560,12 +569,19 @@ class Supervisor:
             if not isinstance(message, Request):
                 msg = f"an admin may not send {message.TYPE!r}"
                 raise ProtocolError(msg, code="bad_message")
+            try:  # the user's role and scope as they are now; revoked: the session ends
+                conn.principal = self.people.current(conn.who, conn.token_digest)
+            except Revoked as exc:
+                error = Error(code="bad_token", message=str(exc))
+                raise Goodbye("info", "session revoked", error) from None
             if isinstance(message, Wait | GetLog):
                 conn.slow += 1
                 nursery.start_soon(self._answer_slow, conn, message)
             elif isinstance(message, Submit | SubmitBatch):
                 # awaited here: this session's next request sees the job
                 await self._answer_submit(conn, message)
+            elif isinstance(message, AddUser | ListUsers | ModifyUser | RevokeUser):
+                await self._answer_people(conn, message)
             elif isinstance(message, PruneHistory) or (
                 isinstance(message, ListJobs) and message.history
             ):
@@ -596,6 +612,16 @@ class Supervisor:
             conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
             return False
         return True
+
+    async def _answer_people(self, conn: Connection, request: UserRequest) -> None:
+        """A user request (`People.answer`): tokens are made and hashed off the loop."""
+        try:
+            result, outcome = await self.people.answer(request, conn.who)
+        except FarmdError as exc:
+            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            return
+        after = functools.partial(self._respond, conn, request, result)
+        self._apply(outcome or Outcome(), after=after)
 
     async def _answer_history(self, conn: Connection, request: ListJobs | PruneHistory) -> None:
         """`list_jobs` with history, or `prune_history`: answers read from the store."""

@@ -1,0 +1,102 @@
+"""The handlers of the commands about people: `farmd user add|list|show|modify|revoke`
+(an admin's) and `farmd login` (anyone's: keep a personal token where the CLI finds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any
+
+from farmd.cli.connection import client_for
+from farmd.cli.output import print_json, print_table, safe_text
+from farmd.errors import UserError
+
+COLUMNS = ["name", "role", "clusters", "created_at", "revoked_at"]
+
+
+def user_command(args: argparse.Namespace) -> int:
+    action = args.action
+    if action != "list" and not args.name:
+        msg = f"farmd user {action} needs a NAME"
+        raise UserError(msg)
+    with client_for(args) as farm:
+        if action == "add":
+            if not args.role:
+                raise UserError("farmd user add needs --role (viewer, artist, wrangler, admin)")
+            result: Any = farm.add_user(args.name, args.role, args.clusters)
+        elif action == "modify":
+            clusters = "" if args.whole_farm else args.clusters
+            result = farm.modify_user(
+                args.name, role=args.role, clusters=clusters, new_token=args.new_token
+            )
+        elif action == "revoke":
+            result = farm.revoke_user(args.name)
+        else:
+            users = farm.users()
+            if action == "show":
+                found = [user for user in users if user["name"] == args.name]
+                if not found:
+                    msg = f"user {args.name!r} does not exist"
+                    raise UserError(msg)
+                users = found
+            result = users
+    if args.json:
+        print_json(result)
+        return 0
+    if isinstance(result, list):
+        print_table([_shown(user) for user in result], COLUMNS)
+        return 0
+    print_table([_shown(result)], COLUMNS)
+    if "token" in result:
+        print(f"token (shown this once; the farm keeps only its hash): {result['token']}")
+        print(f"give it to {safe_text(result['name'])}, who runs: farmd login")
+    return 0
+
+
+def _shown(user: dict[str, Any]) -> dict[str, Any]:
+    return {**user, "clusters": user["clusters"] or "(whole farm)"}
+
+
+def login_command(args: argparse.Namespace) -> int:
+    """Read a personal token (from stdin, or asked for on a terminal), check it opens a
+    session, and keep it in the personal token file, mode 0600."""
+    from farmd.client import Client, personal_token_file
+
+    if sys.stdin.isatty():
+        token = getpass.getpass("farmd token: ").strip()
+    else:
+        token = sys.stdin.readline().strip()
+    if not token:
+        raise UserError("no token given: paste the token `farmd user add` printed")
+    with Client(args.supervisor, token=token) as farm:
+        farm.jobs(limit=1)  # the token opens a session: it is the farm's
+    path = personal_token_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(fd, 0o600)
+        handle.write(token + "\n")
+    print(f"logged in; the token is kept in {path}")
+    return 0
+
+
+def add_user_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("action", choices=["add", "list", "show", "modify", "revoke"])
+    sub.add_argument("name", nargs="?", metavar="NAME")
+    sub.add_argument("--role", choices=["viewer", "artist", "wrangler", "admin"])
+    sub.add_argument(
+        "--clusters",
+        metavar="EXPR",
+        help="the cluster scope, a restriction expression such as /show1/+ (default: the "
+        "whole farm)",
+    )
+    sub.add_argument(
+        "--whole-farm", action="store_true", help="modify: scope the user to the whole farm"
+    )
+    sub.add_argument(
+        "--new-token", action="store_true", help="modify: a new token; the old one stops working"
+    )
+    sub.add_argument("--json", action="store_true")

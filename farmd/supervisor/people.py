@@ -1,0 +1,138 @@
+"""Personal tokens as the supervisor checks and hands them out.
+
+The users themselves (role, scope, the salted hash of their token) are the core's
+(`farmd.core.identities`): it decides who may manage them and keeps the records with
+the farm's rows. This is the shell's part, the I/O and the slow work:
+
+- `People.principal` turns a personal token (`NAME~SECRET`) presented in a `hello` into
+  the user's principal: the secret's scrypt digest (in a worker thread, one at a time,
+  so a flood of bad tokens costs one thread, not the loop) must match the user's. A token
+  once checked is remembered (by a SHA-256 of it) while the user's digest is unchanged, so
+  a CLI that connects for every command pays the hash once.
+- `People.current` is asked before every request of an open personal session: the
+  user's role and scope as they are now, or `Revoked` once the user was revoked or given
+  a new token, which ends the session.
+- `People.answer` serves `add_user`, `list_users`, `modify_user` and `revoke_user`: it
+  makes a new token and its digest off the loop, then hands the core the event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from farmd.core import (
+    Action,
+    Credential,
+    Outcome,
+    Principal,
+    Scheduler,
+)
+from farmd.core import AddUser as AddUserEvent
+from farmd.core import ModifyUser as ModifyUserEvent
+from farmd.core import RevokeUser as RevokeUserEvent
+from farmd.core.identities import check_name, split_token
+from farmd.errors import ProtocolError
+from farmd.protocol import AddUser, ListUsers, ModifyUser, RevokeUser
+from farmd.supervisor.tokens import personal_token, token_digest
+
+MAX_VERIFIED = 4096  # tokens remembered as checked; past it the memory starts again
+
+UserRequest = AddUser | ListUsers | ModifyUser | RevokeUser
+
+
+class Revoked(Exception):
+    """The user of an open session was revoked, or given a new token."""
+
+
+class People:
+    """The shell's side of personal tokens (see module docs)."""
+
+    def __init__(self, core: Scheduler, clock: Callable[[], float], floor: int) -> None:
+        self._core = core
+        self._clock = clock
+        self._floor = floor  # highest_user_priority
+        self._verified: dict[tuple[str, str], str] = {}  # (name, sha256) -> digest
+        self._hashing = trio.CapacityLimiter(1)
+
+    async def principal(self, token: str) -> Principal | None:
+        """The principal of the personal token `token`; None if it is no personal token
+        at all (the farm's, a job's...); refused (`bad_token`) if it is a wrong one."""
+        parts = split_token(token)
+        if parts is None:
+            return None
+        name, secret = parts
+        kept = self._core.user_secret(name)
+        if kept is None:
+            raise ProtocolError("wrong token", code="bad_token")
+        salt, digest = kept
+        key = (name, hashlib.sha256(secret.encode()).hexdigest())
+        if self._verified.get(key) != digest:
+            computed = await trio.to_thread.run_sync(
+                token_digest, secret, salt, limiter=self._hashing
+            )
+            if not hmac.compare_digest(computed, digest):
+                raise ProtocolError("wrong token", code="bad_token")
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[key] = digest
+        principal = self._core.user_principal(name, self._floor)
+        if principal is None:  # revoked while its token was being checked
+            raise ProtocolError("wrong token", code="bad_token")
+        return principal
+
+    def current(self, principal: Principal, digest_at_hello: str | None) -> Principal:
+        """`principal` as its user is now (role and scope may have changed); `Revoked`
+        if the user was revoked, or given a new token since the session opened."""
+        if principal.credential is not Credential.PERSONAL:
+            return principal
+        kept = self._core.user_secret(principal.user)
+        now = self._core.user_principal(principal.user, self._floor)
+        if now is None or kept is None or kept[1] != digest_at_hello:
+            raise Revoked(f"the token of user {principal.user!r} was revoked")
+        return now
+
+    def digest_of(self, principal: Principal) -> str | None:
+        """The digest a personal session's token matched (to notice a new token)."""
+        kept = self._core.user_secret(principal.user)
+        return kept[1] if kept is not None else None
+
+    async def answer(self, request: UserRequest, by: Principal) -> tuple[Any, Outcome | None]:
+        """A user request's answer, and the outcome it must wait for (None: a read)."""
+        self._core.authorize(by, Action.MANAGE_USERS)  # before any hashing
+        now = self._clock()
+        match request:
+            case ListUsers():
+                return self._core.users_view(), None
+            case AddUser() | ModifyUser():
+                adding = isinstance(request, AddUser)
+                if adding:
+                    check_name(request.name)  # before spending the hash on it
+                token, salt, digest = "", "", ""
+                if adding or (isinstance(request, ModifyUser) and request.new_token):
+                    token, salt, digest = await self._new_token(request.name)
+                kind: Any = AddUserEvent if adding else ModifyUserEvent
+                event = kind(
+                    name=request.name,
+                    role=request.role,
+                    clusters=request.clusters,
+                    salt=salt,
+                    digest=digest,
+                    now=now,
+                    by=by,
+                )
+                outcome = self._core.handle(event)
+                result = dict(outcome.result)
+                if token:  # the one time it is ever sent
+                    result["token"] = token
+                return result, outcome
+            case RevokeUser():
+                outcome = self._core.handle(RevokeUserEvent(name=request.name, now=now, by=by))
+                return outcome.result, outcome
+
+    async def _new_token(self, name: str) -> tuple[str, str, str]:
+        return await trio.to_thread.run_sync(personal_token, name, limiter=self._hashing)

@@ -1,0 +1,66 @@
+"""End-to-end: people on real `farmd serve` processes, through the CLI. An admin adds an
+artist scoped to /show1/+; the artist logs in (the token kept in their config dir,
+0600) and submits and steers as themselves; the admin revokes them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e_support import CLI_TIMEOUT, Farm, describe
+
+pytestmark = pytest.mark.e2e
+
+
+def as_person(farm: Farm, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`farmd ARGS... --supervisor ADDR` with no token option: the person's own."""
+    command, *rest = args
+    return subprocess.run(
+        [sys.executable, "-m", "farmd", command, "--supervisor", farm.address, *rest],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=farm.env,
+        cwd=farm.root,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+
+
+def test_an_artist_logs_in_submits_as_themselves_and_is_revoked(farm: Farm) -> None:
+    added = farm.cli_ok("user", "add", "alice", "--role", "artist", "--clusters", "/show1/+")
+    token_line = next(line for line in added.splitlines() if line.startswith("token "))
+    token = token_line.rsplit(" ", 1)[1]
+    assert token.startswith("alice~")
+    assert "give it to alice, who runs: farmd login" in added
+
+    login = as_person(farm, "login", stdin=token + "\n")
+    assert login.returncode == 0, describe(login)
+    kept = farm.root / "config" / "farmd" / "token"
+    assert kept.read_text() == token + "\n"
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+
+    submitted = as_person(farm, "submit", "--cluster", "/show1/a", "--job-type", "x", "--", "true")
+    assert submitted.returncode == 0, describe(submitted)
+    job_id = submitted.stdout.strip()
+    listing = as_person(farm, "jobs")
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(job_id + " "))
+    assert "alice" in row.split(), row
+    outside = as_person(farm, "submit", "--cluster", "/show2", "--", "true")
+    assert outside.returncode == 1
+    assert outside.stderr == (
+        "farmd: error: alice (artist, /show1/+) may not submit jobs in /show2: "
+        "it is confined to /show1/+\n"
+    ), describe(outside)
+
+    farm.cli_ok("user", "revoke", "alice")
+    after = as_person(farm, "jobs")
+    assert after.returncode != 0
+    assert "wrong token" in after.stderr, describe(after)
+    listed = farm.cli_json("user", "list")
+    assert [(u["name"], u["revoked_at"] is not None) for u in listed] == [("alice", True)]

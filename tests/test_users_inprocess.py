@@ -1,0 +1,129 @@
+"""In-process: personal identities (issue 14). An admin adds users with a role and a
+cluster scope; each user's token opens a session that acts as that person, and their
+jobs carry them as owner; a refusal names the rule; a revocation or a change of role
+takes effect on a session already open; users survive a restart. A real `Supervisor` in
+the test's trio run on the SQLite store, the real clock (tokens are hashed in threads).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from farmd.protocol import (
+    PROTOCOL_VERSION,
+    AddUser,
+    Error,
+    Hello,
+    Kill,
+    ListJobs,
+    ListUsers,
+    ModifyUser,
+    Refused,
+    RevokeUser,
+    Role,
+    Submit,
+)
+from tests.inprocess import Farm, Peer, start_supervisor, supervisor_config
+
+
+async def session(farm: Farm, token: str) -> Peer:
+    peer = farm.connect("person")
+    await peer.hello(token)
+    return peer
+
+
+async def add(admin: Peer, name: str, role: str, clusters: str | None = None) -> str:
+    added = await admin.ask(AddUser, name=name, role=role, clusters=clusters)
+    assert added["name"] == name
+    token: str = added["token"]
+    assert token.startswith(f"{name}~")
+    return token
+
+
+async def test_a_person_acts_as_themselves_within_their_role_and_scope(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path))
+    admin = await farm.admin()
+    alice = await session(farm, await add(admin, "alice", "artist", "/show1/+"))
+    bob = await session(farm, await add(admin, "bob", "wrangler", "/show1/+"))
+
+    mine = await alice.ask(Submit, argv=("true",), cluster="/show1/a", job_type="never")
+    assert mine["owner"] == "alice"
+    theirs = await bob.ask(Submit, argv=("true",), cluster="/show1/a", job_type="never")
+    out = await alice.request(Submit, argv=("true",), cluster="/show2/a")
+    assert isinstance(out, Refused)
+    assert out.code == "forbidden"
+    assert out.message == (
+        "alice (artist, /show1/+) may not submit jobs in /show2/a: it is confined to /show1/+"
+    )
+    refused = await alice.request(Kill, job_ids=[theirs["id"]])
+    assert isinstance(refused, Refused)
+    assert refused.message == (
+        f"alice (artist, /show1/+) may not kill job {theirs['id']}: it belongs to bob"
+    )
+    assert await bob.ask(Kill, job_ids=[mine["id"]]) == [mine["id"]]  # a wrangler's is any
+
+    users = await admin.ask(ListUsers)
+    assert [(u["name"], u["role"], u["clusters"]) for u in users] == [
+        ("alice", "artist", "/show1/+"),
+        ("bob", "wrangler", "/show1/+"),
+    ]
+    assert all("token" not in u and "digest" not in u for u in users)
+    refused = await alice.request(ListUsers)
+    assert isinstance(refused, Refused)
+    assert "(the artist role)" in refused.message
+
+
+async def test_a_wrong_token_opens_nothing(nursery: trio.Nursery, tmp_path: Path) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path))
+    token = await add(await farm.admin(), "alice", "viewer")
+    for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), "mallory~" + token[6:]):
+        peer = farm.connect("person")
+        await peer.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=wrong))
+        assert await peer.expect(Error) == Error(code="bad_token", message="wrong token")
+        await peer.expect_closed()
+
+
+async def test_a_revocation_or_a_new_role_takes_effect_on_an_open_session(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path))
+    admin = await farm.admin()
+    carol = await session(farm, await add(admin, "carol", "viewer"))
+    refused = await carol.request(Submit, argv=("true",), job_type="never")
+    assert isinstance(refused, Refused)
+    await admin.ask(ModifyUser, name="carol", role="artist")
+    assert (await carol.ask(Submit, argv=("true",), job_type="never"))["owner"] == "carol"
+
+    await admin.ask(RevokeUser, name="carol")
+    await carol.send(ListJobs(request_id=99))
+    assert await carol.expect(Error) == Error(
+        code="bad_token", message="the token of user 'carol' was revoked"
+    )
+    await carol.expect_closed()
+
+
+async def test_users_survive_a_restart_and_a_new_token_replaces_the_old(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config = supervisor_config(tmp_path)
+    farm = await start_supervisor(nursery, config)
+    admin = await farm.admin()
+    old = await add(admin, "dave", "artist")
+    await farm.stop()
+
+    farm = await start_supervisor(nursery, config)
+    dave = await session(farm, old)
+    assert (await dave.ask(Submit, argv=("true",), job_type="never"))["owner"] == "dave"
+    admin = await farm.admin()
+    new = (await admin.ask(ModifyUser, name="dave", new_token=True))["token"]
+    assert new != old
+    await dave.send(ListJobs(request_id=99))  # the open session of the old token ends
+    assert (await dave.expect(Error)).code == "bad_token"
+    await session(farm, new)
+    stale = farm.connect("person")
+    await stale.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=old))
+    assert (await stale.expect(Error)).code == "bad_token"
