@@ -56,6 +56,7 @@ from farmd.protocol import (
     GetLog,
     Hello,
     Kill,
+    ListAudit,
     ListClusters,
     ListJobs,
     ListResources,
@@ -535,6 +536,25 @@ class Client:
     def revoke_user(self, name: str) -> dict[str, Any]:
         """The user's token stops working, on sessions already open too."""
         result: dict[str, Any] = self._call(RevokeUser, name=name)
+        return result
+
+    def audit(
+        self,
+        *,
+        limit: int | None = None,
+        before: int | None = None,
+        user: str | None = None,
+        job: int | None = None,
+        since: float | None = None,
+    ) -> dict[str, Any]:
+        """A page of the audit log, newest first (docs/protocol.md, `list_audit`):
+        `entries` (id, at, who, user, peer, request, target, result) and `next`, the
+        `before` of the next page (None: the last)."""
+        fields: dict[str, Any] = {"limit": limit, "before": before, "user": user, "job": job}
+        fields["since"] = since
+        result: dict[str, Any] = self._call(
+            ListAudit, **{k: v for k, v in fields.items() if v is not None}
+        )
         return result
 
     def prune_history(self, days: float | None = None) -> dict[str, Any]:

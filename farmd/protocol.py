@@ -697,6 +697,21 @@ class RevokeUser(Request):
     name: str = _name_field(empty=False)
 
 
+@_message("list_audit")
+@attrs.frozen(kw_only=True)
+class ListAudit(Request):
+    """A page of the audit log, newest first: the entries with an id below `before`
+    (from the newest, when nil), at most `limit`, of `user` and naming job `job` when
+    given, at `since` (seconds since the epoch) or later."""
+
+    request_id: int = _int_field()
+    limit: int = _page_field()
+    before: int | None = _opt(_is_int, "must be an integer or nil")
+    user: str | None = _opt(_is_str, "must be a string")
+    job: int | None = _opt(_is_int, "must be an integer or nil")
+    since: float | None = _opt(_is_seconds, "must be a number >= 0")
+
+
 @_message("prune_history")
 @attrs.frozen(kw_only=True)
 class PruneHistory(Request):

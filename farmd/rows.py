@@ -83,6 +83,22 @@ class UserRow:
 
 
 @attrs.frozen
+class AuditRow:
+    """One entry of the audit log: an accepted change, or a request refused for want of
+    permission; who (as a refusal names them), their user name ("" for a token that is
+    not a person's), from where, when, the request and its result, in one line each."""
+
+    at: float
+    who: str
+    user: str
+    peer: str
+    request: str  # the request's type
+    target: str  # what it named: jobs, frames, a worker, a user (bounded)
+    result: str  # "ok", or the refusal
+    job_ids: str = ""  # ",12,13,": the jobs it named, for `farmd audit --job`
+
+
+@attrs.frozen
 class Changes:
     """What one or more events changed: whole rows (last one wins) and removed jobs."""
 
@@ -92,6 +108,8 @@ class Changes:
     removed: tuple[int, ...] = ()  # job ids whose rows (job and frames) go
     locks: dict[str, str] | None = None  # every locked worker's mode, when that changed
     users: tuple[UserRow, ...] = ()
+    audit: tuple[AuditRow, ...] = ()  # appended, never replaced
+    audit_before: float | None = None  # audit entries older than this go (retention)
 
     def __bool__(self) -> bool:
         return bool(
@@ -101,6 +119,8 @@ class Changes:
             or self.removed
             or self.locks is not None
             or self.users
+            or self.audit
+            or self.audit_before is not None
         )
 
     @staticmethod
@@ -113,7 +133,12 @@ class Changes:
         next_job_id = None
         locks = None
         users: dict[str, UserRow] = {}
+        audit: list[AuditRow] = []
+        audit_before = None
         for batch in batches:
+            audit.extend(batch.audit)
+            if batch.audit_before is not None:
+                audit_before = batch.audit_before
             if batch.locks is not None:
                 locks = batch.locks
             for user in batch.users:
@@ -136,6 +161,8 @@ class Changes:
             tuple(removed),
             locks,
             tuple(users.values()),
+            tuple(audit),
+            audit_before,
         )
 
 

@@ -104,6 +104,12 @@ class Store(Protocol):
     def history_counts(self) -> dict[str, int]:
         """How many jobs history holds, by their state."""
 
+    def audit(
+        self, limit: int, before: int | None, user: str | None, job: int | None, since: float
+    ) -> list[dict[str, Any]]:
+        """At most `limit` audit entries, newest first, with an id below `before` (from
+        the newest, when None), of `user` and naming `job` if given, at `since` or after."""
+
     def expired(self, before: float, limit: int) -> list[int]:
         """At most `limit` ids of jobs that moved to history at or before `before`, oldest
         first: what a prune removes (with `Changes.removed`)."""
@@ -132,6 +138,11 @@ class MemoryStore:
 
     def history_counts(self) -> dict[str, int]:
         return {}
+
+    def audit(
+        self, limit: int, before: int | None, user: str | None, job: int | None, since: float
+    ) -> list[dict[str, Any]]:
+        return []
 
     def expired(self, before: float, limit: int) -> list[int]:
         return []
@@ -228,6 +239,18 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         revoked_at REAL
     );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        who TEXT NOT NULL,
+        user TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        request TEXT NOT NULL,
+        target TEXT NOT NULL,
+        result TEXT NOT NULL,
+        job_ids TEXT NOT NULL        -- ",12,13,": for `farmd audit --job`
+    );
+    CREATE INDEX audit_at ON audit (at);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -449,6 +472,13 @@ class SqliteStore:
             " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [attrs.astuple(user) for user in changes.users],
         )
+        db.executemany(
+            "INSERT INTO audit (at, who, user, peer, request, target, result, job_ids)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [attrs.astuple(entry) for entry in changes.audit],
+        )
+        if changes.audit_before is not None:
+            db.execute("DELETE FROM audit WHERE at < ?", (changes.audit_before,))
         if changes.locks is not None:
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('locks', ?)",
@@ -525,6 +555,27 @@ class SqliteStore:
                 (before, limit),
             ).fetchall()
         return [job_id for (job_id,) in found]
+
+    def audit(
+        self, limit: int, before: int | None, user: str | None, job: int | None, since: float
+    ) -> list[dict[str, Any]]:
+        with self._reading:
+            found = self._reader.execute(
+                "SELECT id, at, who, user, peer, request, target, result FROM audit"
+                " WHERE id < ? AND at >= ? AND (? IS NULL OR user = ?)"
+                " AND (? IS NULL OR job_ids LIKE ?) ORDER BY id DESC LIMIT ?",
+                (
+                    2**63 - 1 if before is None else before,
+                    since,
+                    user,
+                    user,
+                    job,
+                    f"%,{job},%",
+                    limit,
+                ),
+            ).fetchall()
+        names = ("id", "at", "who", "user", "peer", "request", "target", "result")
+        return [dict(zip(names, row, strict=True)) for row in found]
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -44,6 +44,7 @@ ALL_KEYS = (
     "max_worker_sessions",
     "history_after",
     "history_days",
+    "audit_days",
 )
 
 
@@ -253,6 +254,7 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.max_worker_sessions == 10_000
     assert config.history_after == 300.0
     assert config.history_days == 30.0
+    assert config.audit_days == 90.0
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 

@@ -373,6 +373,16 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"clusters": maybe(texts)},
     ),
     "list_users": ({"request_id": ints}, {}),
+    "list_audit": (
+        {"request_id": ints},
+        {
+            "limit": st.integers(1, MAX_PAGE),
+            "before": maybe(ints),
+            "user": maybe(texts),
+            "job": maybe(ints),
+            "since": maybe(seconds_or_zero),
+        },
+    ),
     "modify_user": (
         {"request_id": ints, "name": names},
         {"role": maybe(texts), "clusters": maybe(texts), "new_token": st.booleans()},

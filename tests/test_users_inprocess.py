@@ -7,6 +7,7 @@ the test's trio run on the SQLite store, the real clock (tokens are hashed in th
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import trio
@@ -17,6 +18,7 @@ from farmd.protocol import (
     Error,
     Hello,
     Kill,
+    ListAudit,
     ListJobs,
     ListUsers,
     ModifyUser,
@@ -127,3 +129,50 @@ async def test_users_survive_a_restart_and_a_new_token_replaces_the_old(
     stale = farm.connect("person")
     await stale.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=old))
     assert (await stale.expect(Error)).code == "bad_token"
+
+
+async def test_the_audit_log_records_changes_and_refusals_newest_first(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config = supervisor_config(tmp_path)
+    farm = await start_supervisor(nursery, config)
+    admin = await farm.admin()
+    alice = await session(farm, await add(admin, "alice", "artist"))
+    mine = await alice.ask(Submit, argv=("true",), job_type="never", name="mine")
+    theirs = await admin.ask(Submit, argv=("true",), job_type="never", name="theirs")
+    refused = await alice.request(Kill, job_ids=[theirs["id"]])
+    assert isinstance(refused, Refused)
+    await alice.ask(ListJobs)  # a read: not logged
+    await admin.ask(Kill, job_ids=[mine["id"]])
+
+    log = (await admin.ask(ListAudit))["entries"]
+    assert [(e["user"], e["request"], e["result"]) for e in log] == [
+        ("", "kill", "ok"),
+        ("alice", "kill", refused.message),
+        ("", "submit", "ok"),
+        ("alice", "submit", "ok"),
+        ("", "add_user", "ok"),
+    ]
+    assert log[0]["who"] == "the farm token"
+    assert log[1]["who"] == "alice (artist, the whole farm)"
+    assert log[1]["peer"] == "person"
+    assert "name=mine" in log[3]["target"]
+    only_alice = (await admin.ask(ListAudit, user="alice"))["entries"]
+    assert [e["request"] for e in only_alice] == ["kill", "submit"]
+    about_mine = (await admin.ask(ListAudit, job=mine["id"]))["entries"]
+    assert [(e["user"], e["request"]) for e in about_mine] == [("", "kill"), ("alice", "submit")]
+    page = await admin.ask(ListAudit, limit=2)
+    rest = await admin.ask(ListAudit, limit=10, before=page["next"])
+    assert [e["id"] for e in page["entries"] + rest["entries"]] == [e["id"] for e in log]
+    forbidden = await alice.request(ListAudit)
+    assert isinstance(forbidden, Refused)
+
+    await farm.stop()  # as a crash: what was acknowledged is there, each with its row
+    db = sqlite3.connect(config.state_dir / "farmd.db")
+    try:
+        jobs = {row[0] for row in db.execute("SELECT id FROM jobs")}
+        named = [row[0] for row in db.execute("SELECT job_ids FROM audit WHERE result = 'ok'")]
+    finally:
+        db.close()
+    assert jobs == {mine["id"], theirs["id"]}
+    assert {int(i) for text in named for i in text.strip(",").split(",") if i} == jobs

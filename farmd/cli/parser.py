@@ -34,7 +34,13 @@ from farmd.cli.ops import (
     up_command,
     worker_command,
 )
-from farmd.cli.users import add_user_options, login_command, user_command
+from farmd.cli.users import (
+    add_audit_options,
+    add_user_options,
+    audit_command,
+    login_command,
+    user_command,
+)
 from farmd.cli.workers import (
     clusters_command,
     lock_command,
@@ -386,6 +392,8 @@ def _add_user_commands(command: _CommandMaker) -> None:
     text = "keep a personal token (read from stdin) where farmd commands find it"
     login = command("login", login_command, text)
     login.set_defaults(token_file=None)
+    text = "the audit log, newest first: every change and every refusal, who, from where"
+    add_audit_options(command("audit", audit_command, text), _page_size, _job_id)
 
 
 def _add_config_command(command: _CommandMaker) -> None:

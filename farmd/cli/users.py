@@ -100,3 +100,53 @@ def add_user_options(sub: argparse.ArgumentParser) -> None:
         "--new-token", action="store_true", help="modify: a new token; the old one stops working"
     )
     sub.add_argument("--json", action="store_true")
+
+
+AUDIT_COLUMNS = ["id", "when", "who", "peer", "request", "target", "result"]
+_SPANS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(text: str) -> float:
+    """`--since`: an ISO date or time (`2026-12-03`, `2026-12-03T10:00`), or a span
+    back from now (`30m`, `2h`, `7d`); as seconds since the epoch."""
+    import datetime
+    import re
+    import time
+
+    span = re.fullmatch(r"(\d{1,9})([smhd])", text.strip())
+    if span:
+        return time.time() - int(span.group(1)) * _SPANS[span.group(2)]
+    try:
+        return datetime.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        msg = f"bad time {text!r}: an ISO date or time (2026-12-03T10:00) or a span (2h, 7d)"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    import time
+
+    with client_for(args) as farm:
+        page = farm.audit(
+            limit=args.limit, before=args.before, user=args.user, job=args.job, since=args.since
+        )
+    if args.json:
+        print_json(page)
+        return 0
+    rows = [
+        {**entry, "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))}
+        for entry in page["entries"]
+    ]
+    print_table(rows, AUDIT_COLUMNS)
+    if page["next"] is not None:
+        print(f"more before entry {page['next']}: farmd audit --before {page['next']}")
+    return 0
+
+
+def add_audit_options(sub: argparse.ArgumentParser, page_size: Any, job_id: Any) -> None:
+    sub.add_argument("--user", metavar="NAME", help="only what this user did or was refused")
+    sub.add_argument("--job", type=job_id, metavar="ID", help="only what named this job")
+    sub.add_argument("--since", type=since_time, metavar="TIME", help="ISO time, or 2h, 7d")
+    sub.add_argument("--limit", type=page_size, metavar="N", help="entries per page")
+    sub.add_argument("--before", type=job_id, metavar="ID", help="the entries before id ID")
+    sub.add_argument("--json", action="store_true")

@@ -26,6 +26,7 @@ Leaving a section out, or the whole file empty, means its defaults::
       max_worker_sessions: 10000    # worker connections
       history_after: 300.0          # seconds an ended job stays in `farmd jobs`
       history_days: 30              # days history keeps it; 0: for ever
+      audit_days: 90                # days the audit log keeps an entry; 0: for ever
       store: sqlite                 # or memory
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot

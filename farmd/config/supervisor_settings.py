@@ -226,6 +226,7 @@ class SupervisorConfig:
       memory` there is no history and ended jobs stay in memory.
     - `history_days`: days a job stays in history before it is pruned (hourly, and by
       `farmd history prune`); 0 keeps history for ever.
+    - `audit_days`: days the audit log keeps an entry (pruned hourly); 0: for ever.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -260,6 +261,7 @@ class SupervisorConfig:
     max_worker_sessions: int = attrs.field(default=10_000, validator=_check_sessions)
     history_after: float = attrs.field(default=300.0, converter=_to_seconds, validator=_check_grace)
     history_days: float = attrs.field(default=30.0, converter=_to_seconds, validator=_check_grace)
+    audit_days: float = attrs.field(default=90.0, converter=_to_seconds, validator=_check_grace)
 
 
 SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

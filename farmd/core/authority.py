@@ -71,6 +71,7 @@ class Action(enum.Enum):
     PRUNE = "prune history"
     MOVE = "move jobs between clusters"
     MANAGE_USERS = "manage users and worker tokens"
+    READ_AUDIT = "read the audit log"
 
 
 # What each credential may do, whole: anything else is refused, naming the rule. A

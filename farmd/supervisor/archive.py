@@ -40,6 +40,7 @@ from farmd.protocol import (
     GetJob,
     GetLog,
     Kill,
+    ListAudit,
     ListJobs,
     Message,
     Modify,
@@ -48,6 +49,7 @@ from farmd.protocol import (
     SubmitBatch,
     Wait,
 )
+from farmd.rows import Changes
 from farmd.store import Store
 from farmd.supervisor.committer import Committer
 
@@ -191,13 +193,29 @@ class Archive:
             log_event(log, "info", "history pruned", jobs=removed, days=days)
         return {"removed": removed, "before": before}
 
-    async def prune_hourly(self) -> None:
-        """`prune` with `history_days`, every hour, from the first hour on."""
-        if self._history_days == 0 or not math.isfinite(self._history_days):
-            return
+    async def audit(self, request: ListAudit) -> dict[str, Any]:
+        """A page of the audit log, newest first (`list_audit`); `next` is the `before`
+        of the next page (None: this one ends it)."""
+        if not self._store.keeps_history:
+            return {"entries": [], "next": None}
+        await self._committer.durable()
+        since = request.since or 0.0
+        entries = await self._read(
+            self._store.audit, request.limit, request.before, request.user, request.job, since
+        )
+        full = len(entries) == request.limit
+        return {"entries": entries, "next": entries[-1]["id"] if full else None}
+
+    async def prune_hourly(self, audit_days: float) -> None:
+        """Every hour, from the first hour on: `prune` with `history_days`, and the
+        audit entries older than `audit_days` (0 keeps either for ever)."""
         while True:
             await trio.sleep(PRUNE_EVERY)
-            await self.prune(None)
+            if self._history_days:
+                await self.prune(None)
+            if audit_days and self._store.keeps_history:
+                before = self._clock() - audit_days * DAY
+                self._apply(Outcome(changes=Changes(audit_before=before)))
 
     async def _read(self, read: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(read, *args, limiter=self._reading)

@@ -100,6 +100,7 @@ from farmd.protocol import (
     GetLog,
     Heartbeat,
     Hello,
+    ListAudit,
     ListJobs,
     ListUsers,
     LogData,
@@ -120,7 +121,9 @@ from farmd.protocol import (
     Welcome,
     register_of_version,
 )
+from farmd.rows import Changes
 from farmd.store import MemoryStore, SqliteStore, Store, write_state_file
+from farmd.supervisor import audit
 from farmd.supervisor.archive import Archive
 from farmd.supervisor.committer import Committer
 from farmd.supervisor.connection import (
@@ -275,7 +278,7 @@ class Supervisor:
             nursery.start_soon(self._committer.run, store)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._heartbeats)
-            nursery.start_soon(self.archive.prune_hourly)
+            nursery.start_soon(self.archive.prune_hourly, self.config.audit_days)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
@@ -582,7 +585,7 @@ class Supervisor:
                 await self._answer_submit(conn, message)
             elif isinstance(message, AddUser | ListUsers | ModifyUser | RevokeUser):
                 await self._answer_people(conn, message)
-            elif isinstance(message, PruneHistory) or (
+            elif isinstance(message, PruneHistory | ListAudit) or (
                 isinstance(message, ListJobs) and message.history
             ):
                 await self._answer_history(conn, message)
@@ -609,7 +612,7 @@ class Supervisor:
         try:
             await self.archive.recall(request)
         except FarmdError as exc:
-            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            self._refuse(conn, request, exc)
             return False
         return True
 
@@ -618,37 +621,38 @@ class Supervisor:
         try:
             result, outcome = await self.people.answer(request, conn.who)
         except FarmdError as exc:
-            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            self._refuse(conn, request, exc)
             return
-        after = functools.partial(self._respond, conn, request, result)
-        self._apply(outcome or Outcome(), after=after)
+        self._reply(conn, request, result, outcome)
 
-    async def _answer_history(self, conn: Connection, request: ListJobs | PruneHistory) -> None:
-        """`list_jobs` with history, or `prune_history`: answers read from the store."""
+    async def _answer_history(
+        self, conn: Connection, request: ListJobs | PruneHistory | ListAudit
+    ) -> None:
+        """`list_jobs` with history, `list_audit` or `prune_history`: answers read from
+        the store."""
         try:
             if isinstance(request, ListJobs):
                 self.core.authorize(conn.who, Action.READ)
                 room = reply_room(self.config.max_frame_bytes)
                 result = await self.archive.jobs_page(request, room)
+            elif isinstance(request, ListAudit):
+                self.core.authorize(conn.who, Action.READ_AUDIT)
+                result = await self.archive.audit(request)
             else:
                 self.core.authorize(conn.who, Action.PRUNE)
                 result = await self.archive.prune(request.days)
         except FarmdError as exc:
-            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            self._refuse(conn, request, exc)
             return
-        self._apply(Outcome(), after=functools.partial(self._respond, conn, request, result))
+        self._reply(conn, request, result, None)
 
     def _answer(self, conn: Connection, request: Request) -> None:
         try:
             result, outcome = self._request(request, conn.who)
         except FarmdError as exc:
-            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            self._refuse(conn, request, exc)
             return
-        # Sent once everything handled so far is durable: a reply shows nothing that a
-        # crash could still take back (a query included: it may show an uncommitted change).
-        self._apply(
-            outcome or Outcome(), after=functools.partial(self._respond, conn, request, result)
-        )
+        self._reply(conn, request, result, outcome)
 
     async def _answer_submit(self, conn: Connection, request: Submit | SubmitBatch) -> None:
         """A submission: drafted (validated, its frames built) in a worker thread when
@@ -664,12 +668,12 @@ class Supervisor:
                 event = await trio.to_thread.run_sync(draft, limiter=self._drafting)
             outcome = self.core.handle(event)
         except FarmdError as exc:
-            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            self._refuse(conn, request, exc)
             return
         result = outcome.result
         if isinstance(request, Submit):
             result = self.core.job_summary(result)
-        self._apply(outcome, after=functools.partial(self._respond, conn, request, result))
+        self._reply(conn, request, result, outcome)
 
     async def _answer_slow(self, conn: Connection, request: Wait | GetLog) -> None:
         try:
@@ -680,15 +684,34 @@ class Supervisor:
             else:
                 result = await self._fetch_log(request)
         except FarmdError as exc:
-            conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+            self._refuse(conn, request, exc)
         else:
-            self._apply(Outcome(), after=functools.partial(self._respond, conn, request, result))
+            self._reply(conn, request, result, None)
         finally:
             conn.slow -= 1
             conn.quiet_since = trio.current_time()  # idle from this answer on
             if conn.idle is not None:
                 conn.idle.deadline = conn.idle_deadline(self.config.idle_timeout)
             conn.made_room()
+
+    def _reply(
+        self, conn: Connection, request: Request, result: Any, outcome: Outcome | None
+    ) -> None:
+        """Answer `request` once everything handled so far is durable: a reply shows
+        nothing a crash could still take back (a query included: it may show an
+        uncommitted change). An accepted change commits with its audit row."""
+        outcome = outcome or Outcome()
+        if not isinstance(request, audit.READS):
+            row = audit.entry(request, conn.who, conn.peer, self._clock(), result)
+            outcome = attrs.evolve(outcome, changes=audit.with_entry(outcome.changes, row))
+        self._apply(outcome, after=functools.partial(self._respond, conn, request, result))
+
+    def _refuse(self, conn: Connection, request: Request, exc: FarmdError) -> None:
+        """Refuse `request` in one line; a refusal for want of permission is audited."""
+        conn.send(Refused(request_id=request.request_id, code=exc.code, message=str(exc)))
+        if isinstance(exc, ForbiddenError):
+            row = audit.entry(request, conn.who, conn.peer, self._clock(), None, str(exc))
+            self._apply(Outcome(changes=Changes(audit=(row,))))
 
     @staticmethod
     def _respond(conn: Connection, request: Request, result: Any) -> None:
