@@ -49,6 +49,7 @@ from farmd.errors import (
 from farmd.protocol import (
     PROTOCOL_VERSION,
     AddUser,
+    AddWorkerToken,
     ControlRequest,
     Error,
     Explain,
@@ -62,6 +63,7 @@ from farmd.protocol import (
     ListResources,
     ListUsers,
     ListWorkers,
+    ListWorkerTokens,
     Lock,
     Message,
     Modify,
@@ -74,6 +76,7 @@ from farmd.protocol import (
     Reply,
     Request,
     RevokeUser,
+    RevokeWorkerToken,
     Role,
     SetResource,
     Submit,
@@ -536,6 +539,22 @@ class Client:
     def revoke_user(self, name: str) -> dict[str, Any]:
         """The user's token stops working, on sessions already open too."""
         result: dict[str, Any] = self._call(RevokeUser, name=name)
+        return result
+
+    def add_worker_token(self, hosts: str, clusters: str | None = None) -> dict[str, Any]:
+        """Make a worker enrolment token (`farmd worker-token add`) for the hosts `hosts`
+        names, into `clusters` (None: any); `token` in the answer, shown this once."""
+        result: dict[str, Any] = self._call(AddWorkerToken, hosts=hosts, clusters=clusters)
+        return result
+
+    def worker_tokens(self) -> list[dict[str, Any]]:
+        """Every worker token: id, hosts, clusters, created_at, revoked_at."""
+        result: list[dict[str, Any]] = self._call(ListWorkerTokens)
+        return result
+
+    def revoke_worker_token(self, token_id: int) -> dict[str, Any]:
+        """The token registers nothing any more; its workers' sessions end."""
+        result: dict[str, Any] = self._call(RevokeWorkerToken, token_id=token_id)
         return result
 
     def audit(

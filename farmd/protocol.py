@@ -697,6 +697,35 @@ class RevokeUser(Request):
     name: str = _name_field(empty=False)
 
 
+@_message("add_worker_token")
+@attrs.frozen(kw_only=True)
+class AddWorkerToken(Request):
+    """Make a worker enrolment token for the hosts `hosts` names (a host name, glob or
+    range) into the clusters `clusters` accepts (nil: any); the answer carries the token,
+    the only time the supervisor ever sends it."""
+
+    request_id: int = _int_field()
+    hosts: str = _name_field(empty=False)
+    clusters: str | None = _opt(_is_str, "must be a string")
+
+
+@_message("list_worker_tokens")
+@attrs.frozen(kw_only=True)
+class ListWorkerTokens(Request):
+    """Every worker token, revoked ones too: id, hosts, clusters, when made and revoked."""
+
+    request_id: int = _int_field()
+
+
+@_message("revoke_worker_token")
+@attrs.frozen(kw_only=True)
+class RevokeWorkerToken(Request):
+    """The worker token registers nothing any more; its workers' sessions end."""
+
+    request_id: int = _int_field()
+    token_id: int = _int_field()
+
+
 @_message("list_audit")
 @attrs.frozen(kw_only=True)
 class ListAudit(Request):

@@ -83,6 +83,20 @@ class UserRow:
 
 
 @attrs.frozen
+class WorkerTokenRow:
+    """A worker enrolment token: the hosts it may register as (a host pattern), the
+    clusters it may register into, and the salted hash of its secret."""
+
+    id: int
+    hosts: str
+    clusters: str | None
+    salt: str
+    digest: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@attrs.frozen
 class AuditRow:
     """One entry of the audit log: an accepted change, or a request refused for want of
     permission; who (as a refusal names them), their user name ("" for a token that is
@@ -110,6 +124,7 @@ class Changes:
     users: tuple[UserRow, ...] = ()
     audit: tuple[AuditRow, ...] = ()  # appended, never replaced
     audit_before: float | None = None  # audit entries older than this go (retention)
+    worker_tokens: tuple[WorkerTokenRow, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -121,6 +136,7 @@ class Changes:
             or self.users
             or self.audit
             or self.audit_before is not None
+            or self.worker_tokens
         )
 
     @staticmethod
@@ -135,7 +151,10 @@ class Changes:
         users: dict[str, UserRow] = {}
         audit: list[AuditRow] = []
         audit_before = None
+        worker_tokens: dict[int, WorkerTokenRow] = {}
         for batch in batches:
+            for token in batch.worker_tokens:
+                worker_tokens[token.id] = token
             audit.extend(batch.audit)
             if batch.audit_before is not None:
                 audit_before = batch.audit_before
@@ -163,6 +182,7 @@ class Changes:
             tuple(users.values()),
             tuple(audit),
             audit_before,
+            tuple(worker_tokens.values()),
         )
 
 
@@ -173,3 +193,4 @@ class Snapshot:
     next_job_id: int = 1
     locks: dict[str, str] = attrs.field(factory=dict)  # locked workers, by name
     users: tuple[UserRow, ...] = ()
+    worker_tokens: tuple[WorkerTokenRow, ...] = ()

@@ -47,7 +47,7 @@ from typing import IO, Any, Final, Protocol
 import attrs
 
 from farmd.errors import UserError
-from farmd.rows import Changes, FrameRow, JobRow, Snapshot, UserRow
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot, UserRow, WorkerTokenRow
 
 DATABASE_FILE = "farmd.db"
 LOCK_FILE = "supervisor.lock"
@@ -251,6 +251,15 @@ MIGRATIONS: tuple[str, ...] = (
         job_ids TEXT NOT NULL        -- ",12,13,": for `farmd audit --job`
     );
     CREATE INDEX audit_at ON audit (at);
+    CREATE TABLE worker_tokens (
+        id INTEGER PRIMARY KEY,
+        hosts TEXT NOT NULL,         -- a host pattern: node07, gpu-*, render[001-120]
+        clusters TEXT,               -- NULL: any cluster
+        salt TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -419,7 +428,16 @@ class SqliteStore:
                 " ORDER BY name"
             )
         )
-        return Snapshot(jobs, frames, next_job_id, locks=locks, users=users)
+        worker_tokens = tuple(
+            WorkerTokenRow(*row)
+            for row in db.execute(
+                "SELECT id, hosts, clusters, salt, digest, created_at, revoked_at"
+                " FROM worker_tokens ORDER BY id"
+            )
+        )
+        return Snapshot(
+            jobs, frames, next_job_id, locks=locks, users=users, worker_tokens=worker_tokens
+        )
 
     def commit(self, changes: Changes) -> None:
         try:
@@ -476,6 +494,11 @@ class SqliteStore:
             "INSERT INTO audit (at, who, user, peer, request, target, result, job_ids)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [attrs.astuple(entry) for entry in changes.audit],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO worker_tokens (id, hosts, clusters, salt, digest,"
+            " created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [attrs.astuple(token) for token in changes.worker_tokens],
         )
         if changes.audit_before is not None:
             db.execute("DELETE FROM audit WHERE at < ?", (changes.audit_before,))

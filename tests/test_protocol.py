@@ -373,6 +373,9 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"clusters": maybe(texts)},
     ),
     "list_users": ({"request_id": ints}, {}),
+    "add_worker_token": ({"request_id": ints, "hosts": names}, {"clusters": maybe(texts)}),
+    "list_worker_tokens": ({"request_id": ints}, {}),
+    "revoke_worker_token": ({"request_id": ints, "token_id": ints}, {}),
     "list_audit": (
         {"request_id": ints},
         {

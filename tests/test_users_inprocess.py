@@ -15,19 +15,23 @@ import trio
 from farmd.protocol import (
     PROTOCOL_VERSION,
     AddUser,
+    AddWorkerToken,
     Error,
     Hello,
     Kill,
     ListAudit,
     ListJobs,
     ListUsers,
+    ListWorkerTokens,
     ModifyUser,
     Refused,
+    Registered,
     RevokeUser,
+    RevokeWorkerToken,
     Role,
     Submit,
 )
-from tests.inprocess import Farm, Peer, start_supervisor, supervisor_config
+from tests.inprocess import FakeWorker, Farm, Peer, start_supervisor, supervisor_config
 
 
 async def session(farm: Farm, token: str) -> Peer:
@@ -176,3 +180,41 @@ async def test_the_audit_log_records_changes_and_refusals_newest_first(
         db.close()
     assert jobs == {mine["id"], theirs["id"]}
     assert {int(i) for text in named for i in text.strip(",").split(",") if i} == jobs
+
+
+async def test_a_worker_token_registers_only_its_hosts_into_its_clusters(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path))
+    admin = await farm.admin()
+    made = await admin.ask(AddWorkerToken, hosts="render[01-02]", clusters="/show1/+")
+    token = made["token"]
+    assert token.startswith(f"worker.{made['id']}.")
+    assert (made["hosts"], made["clusters"]) == ("render[01-02]", "/show1/+")
+
+    good = FakeWorker(farm.open_stream("render01"))
+    assert isinstance(await good.try_register(token, "render01", cluster="/show1/a"), Registered)
+    who = f"worker token {made['id']} (render[01-02], /show1/+)"
+    for name, cluster, why in (
+        ("render03", "/show1/a", f"{who} may not register a worker named 'render03'"),
+        ("render02", "/show2", f"{who} may not run a worker in /show2: it is confined to /show1/+"),
+    ):
+        bad = FakeWorker(farm.open_stream(name))
+        refused = await bad.try_register(token, name, cluster=cluster)
+        assert isinstance(refused, Error)
+        assert refused.message.startswith(f"registration refused: {why}"), refused.message
+    user = farm.connect("someone")
+    await user.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=token))
+    assert (await user.expect(Error)).code == "bad_token"  # it opens no admin session
+
+    await admin.ask(RevokeWorkerToken, token_id=made["id"])
+    assert await good.expect(Error) == Error(
+        code="bad_token", message=f"worker token {made['id']} was revoked"
+    )
+    again = FakeWorker(farm.open_stream("render01"))
+    await again.send(
+        Hello(version=PROTOCOL_VERSION, role=Role.WORKER.value, token=token, name="render01")
+    )
+    assert await again.expect(Error) == Error(code="bad_token", message="wrong token")
+    listed = await admin.ask(ListWorkerTokens)
+    assert [(t["id"], t["revoked_at"] is not None) for t in listed] == [(made["id"], True)]

@@ -37,9 +37,11 @@ from farmd.cli.ops import (
 from farmd.cli.users import (
     add_audit_options,
     add_user_options,
+    add_worker_token_options,
     audit_command,
     login_command,
     user_command,
+    worker_token_command,
 )
 from farmd.cli.workers import (
     clusters_command,
@@ -392,6 +394,8 @@ def _add_user_commands(command: _CommandMaker) -> None:
     text = "keep a personal token (read from stdin) where farmd commands find it"
     login = command("login", login_command, text)
     login.set_defaults(token_file=None)
+    text = "worker enrolment tokens: add one for some hosts and clusters, list, revoke"
+    add_worker_token_options(command("worker-token", worker_token_command, text))
     text = "the audit log, newest first: every change and every refusal, who, from where"
     add_audit_options(command("audit", audit_command, text), _page_size, _job_id)
 

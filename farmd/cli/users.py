@@ -150,3 +150,42 @@ def add_audit_options(sub: argparse.ArgumentParser, page_size: Any, job_id: Any)
     sub.add_argument("--limit", type=page_size, metavar="N", help="entries per page")
     sub.add_argument("--before", type=job_id, metavar="ID", help="the entries before id ID")
     sub.add_argument("--json", action="store_true")
+
+
+def worker_token_command(args: argparse.Namespace) -> int:
+    with client_for(args) as farm:
+        if args.action == "add":
+            if not args.target:
+                raise UserError(
+                    "farmd worker-token add needs HOSTS (node07, gpu-*, render[001-120])"
+                )
+            result: Any = farm.add_worker_token(args.target, args.clusters)
+        elif args.action == "revoke":
+            if not (args.target or "").isdigit():
+                raise UserError(
+                    "farmd worker-token revoke needs the token's ID (farmd worker-token list)"
+                )
+            result = farm.revoke_worker_token(int(args.target))
+        else:
+            result = farm.worker_tokens()
+    if args.json:
+        print_json(result)
+        return 0
+    rows = result if isinstance(result, list) else [result]
+    print_table(
+        [{**row, "clusters": row["clusters"] or "(any)"} for row in rows],
+        ["id", "hosts", "clusters", "created_at", "revoked_at"],
+    )
+    if isinstance(result, dict) and "token" in result:
+        print(f"token (shown this once; the farm keeps only its hash): {result['token']}")
+        print("give it to those hosts' workers: farmd worker --token-file FILE")
+    return 0
+
+
+def add_worker_token_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("action", choices=["add", "list", "revoke"])
+    sub.add_argument("target", nargs="?", metavar="HOSTS|ID")
+    sub.add_argument(
+        "--clusters", metavar="EXPR", help="the clusters its workers may join (default: any)"
+    )
+    sub.add_argument("--json", action="store_true")

@@ -45,6 +45,7 @@ class Credential(enum.Enum):
     USER_TOKEN = "user token"  # the shared token of older farms: submit and read
     JOB_TOKEN = "job token"  # a frame's FARMD_TOKEN: sub-jobs of its job, and read
     PERSONAL = "personal token"  # one person's (`farmd user add`): what their role may
+    WORKER_TOKEN = "worker token"  # an enrolment token: register some hosts, in some clusters
 
 
 class Role(enum.Enum):
@@ -81,6 +82,7 @@ RULES: dict[Credential, frozenset[Action]] = {
     Credential.USER_TOKEN: frozenset({Action.SUBMIT, Action.READ}),
     Credential.JOB_TOKEN: frozenset({Action.SUBMIT, Action.READ}),
     Credential.PERSONAL: frozenset(),
+    Credential.WORKER_TOKEN: frozenset({Action.WORK}),
 }
 _ARTIST = frozenset({Action.READ, Action.SUBMIT, Action.CONTROL, Action.REMOVE, Action.MODIFY})
 ROLE_RULES: dict[Role, frozenset[Action]] = {
@@ -118,6 +120,8 @@ class Principal:
     clusters: Restrictions | None = None
     user: str = ""  # a personal token's user, or the owner a job token acts as
     role: Role | None = None  # a personal token's
+    token_id: int | None = None  # a worker token's
+    hosts: str | None = None  # a worker token's host pattern: the names it may register
 
     @classmethod
     def shared_user(cls, highest_priority: int = 1, clusters: str | None = None) -> Principal:
@@ -146,8 +150,19 @@ class Principal:
             highest_priority=highest,
         )
 
+    @classmethod
+    def worker_token(cls, token_id: int, hosts: str, clusters: str | None) -> Principal:
+        """An enrolment token: registers workers named by `hosts` into `clusters`."""
+        scope = parse_restrictions(clusters) if clusters is not None else None
+        return cls(
+            credential=Credential.WORKER_TOKEN, token_id=token_id, hosts=hosts, clusters=scope
+        )
+
     @property
     def who(self) -> str:
+        if self.credential is Credential.WORKER_TOKEN:
+            scope = str(self.clusters) if self.clusters is not None else "any cluster"
+            return f"worker token {self.token_id} ({self.hosts}, {scope})"
         if self.credential is Credential.PERSONAL:
             assert self.role is not None
             scope = str(self.clusters) if self.clusters is not None else "the whole farm"
@@ -222,3 +237,15 @@ def check_jobs(principal: Principal, action: Action, jobs: Iterable[Job], verb: 
             why = f"{principal.who} may not {what} job {job.id}: it belongs to {owner}"
         if why is not None:
             raise ForbiddenError(why)
+
+
+def check_host(principal: Principal, name: str) -> None:
+    """Refuse (ForbiddenError) a worker token registering a host its pattern does not
+    name: a stolen token cannot register as another host."""
+    if principal.hosts is None:
+        return
+    from farmd.config.workers import parse_host_pattern  # a value type of the config's
+
+    if not parse_host_pattern(principal.hosts).matches(name):
+        msg = f"{principal.who} may not register a worker named {name!r}: not one of its hosts"
+        raise ForbiddenError(msg)

@@ -26,8 +26,15 @@ import attrs
 
 from farmd.cluster import parse_restrictions
 from farmd.core.authority import RESERVED_NAMES, Principal, Role
+from farmd.core.vocabulary import (
+    AddUser,
+    AddWorkerToken,
+    ModifyUser,
+    RevokeUser,
+    RevokeWorkerToken,
+)
 from farmd.errors import JobSpecError, UnknownUserError
-from farmd.rows import UserRow
+from farmd.rows import UserRow, WorkerTokenRow
 
 # POSIX-like account names, so that a user can be mapped to the OS account frames run as
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
@@ -92,36 +99,147 @@ class User:
         }
 
     def row(self) -> UserRow:
-        return UserRow(
-            name=self.name,
-            role=self.role.value,
-            clusters=self.clusters,
-            salt=self.salt,
-            digest=self.digest,
-            created_at=self.created_at,
-            revoked_at=self.revoked_at,
-        )
+        return UserRow(**{**attrs.asdict(self), "role": self.role.value})
+
+
+@attrs.frozen(kw_only=True)
+class WorkerToken:
+    """An enrolment token: the hosts it may register as, into which clusters."""
+
+    id: int
+    hosts: str  # a host pattern: node07, gpu-*, render[001-120]
+    clusters: str | None
+    salt: str
+    digest: str
+    created_at: float
+    revoked_at: float | None = None
+
+    def view(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "hosts": self.hosts,
+            "clusters": self.clusters,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+    def row(self) -> WorkerTokenRow:
+        return WorkerTokenRow(**attrs.asdict(self))
+
+
+def check_hosts(hosts: object) -> str:
+    """A worker token's host pattern, as the workers config reads one."""
+    from farmd.config.workers import parse_host_pattern
+    from farmd.errors import ConfigError
+
+    try:
+        return parse_host_pattern(hosts).text
+    except ConfigError as exc:
+        msg = f"bad hosts {str(hosts)[:80]!r}: a host name, glob (gpu-*) or range (render[001-120])"
+        raise JobSpecError(msg) from exc
+
+
+def split_worker_token(token: str) -> tuple[int, str] | None:
+    """(id, secret) of a worker token (`worker.ID.SECRET`), or None if it is not one."""
+    kind, _, rest = token.partition(".")
+    number, _, secret = rest.partition(".")
+    if kind != "worker" or not number.isdigit() or len(number) > 18 or not secret:
+        return None
+    return int(number), secret
 
 
 class Identities:
-    """The farm's users (see module docs); the scheduler routes user events here."""
+    """The farm's users and worker tokens (see module docs); the scheduler routes their
+    events here."""
 
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
+        self.worker_tokens: dict[int, WorkerToken] = {}
         self.changed: list[UserRow] = []  # rows to write, taken with the event's changes
+        self.changed_tokens: list[WorkerTokenRow] = []
 
-    def restore(self, rows: tuple[UserRow, ...]) -> None:
-        for row in rows:
-            user = User(
-                name=row.name,
-                role=check_role(row.role),
-                clusters=check_clusters(row.clusters),
-                salt=row.salt,
-                digest=row.digest,
-                created_at=row.created_at,
-                revoked_at=row.revoked_at,
-            )
-            self.users[user.name] = user
+    def handle(
+        self, event: AddUser | ModifyUser | RevokeUser | AddWorkerToken | RevokeWorkerToken
+    ) -> tuple[dict[str, object], tuple[str, dict[str, object]]]:
+        """Carry out a user or worker-token event (authorised by the scheduler's door):
+        its result, and the log line it makes (event, fields)."""
+        match event:
+            case AddUser():
+                result = self.add(
+                    event.name, event.role, event.clusters, event.salt, event.digest, event.now
+                )
+                return result, ("user added", {"user": event.name, "role": event.role})
+            case ModifyUser():
+                result = self.modify(
+                    event.name, event.role, event.clusters, event.salt, event.digest
+                )
+                return result, ("user modified", {"user": event.name})
+            case RevokeUser():
+                return self.revoke(event.name, event.now), ("user revoked", {"user": event.name})
+            case AddWorkerToken():
+                result = self.add_token(
+                    event.hosts, event.clusters, event.salt, event.digest, event.now, event.token_id
+                )
+                return result, ("worker token added", {"token": event.token_id})
+            case RevokeWorkerToken():
+                result = self.revoke_token(event.token_id, event.now)
+                return result, ("worker token revoked", {"token": event.token_id})
+
+    def add_token(
+        self, hosts: str, clusters: str | None, salt: str, digest: str, now: float, token_id: int
+    ) -> dict[str, object]:
+        """A new worker token; `token_id` is the one its secret was made for, which must be
+        the next (`next_token_id`)."""
+        if token_id != self.next_token_id:
+            msg = f"worker token {token_id} is not the next one ({self.next_token_id}): ask again"
+            raise JobSpecError(msg)
+        if len(self.worker_tokens) >= MAX_USERS:
+            msg = f"the farm has {MAX_USERS} worker tokens, the most it keeps"
+            raise JobSpecError(msg)
+        token = WorkerToken(
+            id=token_id,
+            hosts=check_hosts(hosts),
+            clusters=check_clusters(clusters),
+            salt=salt,
+            digest=digest,
+            created_at=now,
+        )
+        self._set_token(token)
+        return token.view()
+
+    def revoke_token(self, token_id: int, now: float) -> dict[str, object]:
+        token = self.worker_tokens.get(token_id)
+        if token is None:
+            msg = f"worker token {token_id} does not exist"
+            raise UnknownUserError(msg)
+        if token.revoked_at is None:
+            self._set_token(attrs.evolve(token, revoked_at=now))
+        return self.worker_tokens[token_id].view()
+
+    @property
+    def next_token_id(self) -> int:
+        return max(self.worker_tokens, default=0) + 1
+
+    def worker_principal(self, token_id: int) -> Principal | None:
+        token = self.worker_tokens.get(token_id)
+        if token is None or token.revoked_at is not None:
+            return None
+        return Principal.worker_token(token.id, token.hosts, token.clusters)
+
+    def _set_token(self, token: WorkerToken) -> None:
+        self.worker_tokens[token.id] = token
+        self.changed_tokens.append(token.row())
+
+    def restore(self, users: tuple[UserRow, ...], tokens: tuple[WorkerTokenRow, ...]) -> None:
+        """The records as stored, each checked as it was when made."""
+        for row in users:
+            fields = attrs.asdict(row)
+            fields.update(role=check_role(row.role), clusters=check_clusters(row.clusters))
+            self.users[row.name] = User(**fields)
+        for token in tokens:
+            fields = attrs.asdict(token)
+            fields.update(hosts=check_hosts(token.hosts), clusters=check_clusters(token.clusters))
+            self.worker_tokens[token.id] = WorkerToken(**fields)
 
     def add(
         self, name: str, role: str, clusters: str | None, salt: str, digest: str, now: float

@@ -196,6 +196,25 @@ class Queries:
         """The principal of active user `name` now (None: none, or revoked)."""
         return self.identities.principal(name, floor)
 
+    def worker_tokens_view(self) -> list[dict[str, object]]:
+        """Every worker token, revoked ones too, by id (no salt, no digest)."""
+        return [token.view() for _, token in sorted(self.identities.worker_tokens.items())]
+
+    @property
+    def next_worker_token_id(self) -> int:
+        """The id the next worker token gets (its secret is made for it)."""
+        return self.identities.next_token_id
+
+    def worker_token_secret(self, token_id: int) -> tuple[str, str] | None:
+        """The salt and digest an active worker token's secret must match, or None."""
+        token = self.identities.worker_tokens.get(token_id)
+        if token is None or token.revoked_at is not None:
+            return None
+        return token.salt, token.digest
+
+    def worker_token_principal(self, token_id: int) -> Principal | None:
+        return self.identities.worker_principal(token_id)
+
     def unknown_jobs(self, job_ids: Iterable[int]) -> list[int]:
         """The ids among `job_ids` of jobs not in memory and not quarantined: those the
         shell recalls from history before a request that names them."""

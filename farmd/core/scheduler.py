@@ -82,6 +82,7 @@ from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
     ACTION_OF,
     AddUser,
+    AddWorkerToken,
     Command,
     ControlFrames,
     Event,
@@ -103,6 +104,7 @@ from farmd.core.vocabulary import (
     Restore,
     ResumeOnWorker,
     RevokeUser,
+    RevokeWorkerToken,
     SetResourceTotal,
     SubmitJob,
     SubmitJobs,
@@ -262,19 +264,9 @@ class Scheduler(Queries):
                 result = self._recall(event)
             case PruneJobs():
                 result = self._prune(event)
-            case AddUser():
-                result = self.identities.add(
-                    event.name, event.role, event.clusters, event.salt, event.digest, event.now
-                )
-                self._note("info", "user added", user=event.name, by=event.by.who)
-            case ModifyUser():
-                result = self.identities.modify(
-                    event.name, event.role, event.clusters, event.salt, event.digest
-                )
-                self._note("info", "user modified", user=event.name, by=event.by.who)
-            case RevokeUser():
-                result = self.identities.revoke(event.name, event.now)
-                self._note("info", "user revoked", user=event.name, by=event.by.who)
+            case AddUser() | ModifyUser() | RevokeUser() | AddWorkerToken() | RevokeWorkerToken():
+                result, (what, fields) = self.identities.handle(event)
+                self._note("info", what, by=event.by.who, **fields)
             case _:
                 msg = f"unknown event {event!r}"
                 raise InternalError(msg)
@@ -688,7 +680,15 @@ class Scheduler(Queries):
         locks = self.workforce.take_locks()
         retired, retired_frames = self._retired
         users, self.identities.changed = tuple(self.identities.changed), []
-        changed = self._changed_jobs or self._changed_frames or self._removed or retired or users
+        tokens, self.identities.changed_tokens = tuple(self.identities.changed_tokens), []
+        changed = (
+            self._changed_jobs
+            or self._changed_frames
+            or self._removed
+            or retired
+            or users
+            or tokens
+        )
         if not (changed or locks is not None):
             return Changes()
         for job_id in self._changed_jobs:
@@ -703,7 +703,7 @@ class Scheduler(Queries):
         removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
         self._retired = ([], [])
-        return Changes(jobs, frames, self._next_id, removed, locks, users)
+        return Changes(jobs, frames, self._next_id, removed, locks, users, worker_tokens=tokens)
 
     # ------------------------------------------------------------------ restart
 
@@ -727,7 +727,7 @@ class Scheduler(Queries):
         highest = max([*self.jobs, *self.quarantined], default=0)
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.workforce.restore(snapshot.locks)
-        self.identities.restore(snapshot.users)
+        self.identities.restore(snapshot.users, snapshot.worker_tokens)
         for job in restored.values():  # ended before the restart: due to move
             if job.parent is None:
                 self.history.schedule(job, event.now)

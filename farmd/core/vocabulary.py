@@ -270,6 +270,30 @@ class RevokeUser:
     by: Principal = ADMIN
 
 
+@attrs.frozen(kw_only=True)
+class AddWorkerToken:
+    """`farmd worker-token add`: the hosts a new enrolment token registers (a host
+    pattern), into which clusters, and the salted hash of the secret the shell made for
+    token `token_id` (the next one: `Scheduler.next_worker_token_id`)."""
+
+    token_id: int
+    hosts: str
+    clusters: str | None
+    salt: str
+    digest: str
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class RevokeWorkerToken:
+    """`farmd worker-token revoke`: the token registers nothing any more."""
+
+    token_id: int
+    now: float
+    by: Principal = ADMIN
+
+
 Event = (
     SubmitJob
     | SubmitJobs
@@ -292,6 +316,8 @@ Event = (
     | AddUser
     | ModifyUser
     | RevokeUser
+    | AddWorkerToken
+    | RevokeWorkerToken
 )
 
 # What each event that an outside party causes asks to do, as the rules name it
@@ -313,6 +339,8 @@ ACTION_OF: dict[type, Action] = {
     AddUser: Action.MANAGE_USERS,
     ModifyUser: Action.MANAGE_USERS,
     RevokeUser: Action.MANAGE_USERS,
+    AddWorkerToken: Action.MANAGE_USERS,
+    RevokeWorkerToken: Action.MANAGE_USERS,
 }
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from farmd.cluster import ClusterTree, Member
-from farmd.core.authority import Action, check_scope
+from farmd.core.authority import Action, check_host, check_scope
 from farmd.core.dispatch import Dispatcher
 from farmd.core.vocabulary import (
     LockWorker,
@@ -118,6 +118,7 @@ class Workforce:
     def joined(self, event: WorkerJoined) -> dict[str, Any]:
         worker = self._make_worker(event, self._joins)  # refused before anything changes
         check_scope(event.by, Action.WORK, [worker.cluster])
+        check_host(event.by, worker.name)
         if event.name in self.workers:
             self.lost(WorkerLost(name=event.name, now=event.now, reason="replaced"))
         self._joins += 1

@@ -93,7 +93,6 @@ from farmd.metrics import FarmMetrics
 from farmd.protocol import (
     PROTOCOL_VERSION,
     WORKER_VERSIONS,
-    AddUser,
     Error,
     FetchLog,
     FrameFinished,
@@ -102,10 +101,8 @@ from farmd.protocol import (
     Hello,
     ListAudit,
     ListJobs,
-    ListUsers,
     LogData,
     Message,
-    ModifyUser,
     PruneHistory,
     Refused,
     Register,
@@ -113,7 +110,7 @@ from farmd.protocol import (
     Reply,
     Request,
     ResultAck,
-    RevokeUser,
+    RevokeWorkerToken,
     Role,
     Submit,
     SubmitBatch,
@@ -136,7 +133,7 @@ from farmd.supervisor.connection import (
     peer_of,
 )
 from farmd.supervisor.metrics_http import serve_metrics
-from farmd.supervisor.people import People, Revoked, UserRequest
+from farmd.supervisor.people import PEOPLE_REQUESTS, People, Revoked, UserRequest
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     answer,
@@ -583,7 +580,7 @@ class Supervisor:
             elif isinstance(message, Submit | SubmitBatch):
                 # awaited here: this session's next request sees the job
                 await self._answer_submit(conn, message)
-            elif isinstance(message, AddUser | ListUsers | ModifyUser | RevokeUser):
+            elif isinstance(message, PEOPLE_REQUESTS):
                 await self._answer_people(conn, message)
             elif isinstance(message, PruneHistory | ListAudit) or (
                 isinstance(message, ListJobs) and message.history
@@ -624,6 +621,12 @@ class Supervisor:
             self._refuse(conn, request, exc)
             return
         self._reply(conn, request, result, outcome)
+        if isinstance(request, RevokeWorkerToken):  # its workers register no more: out
+            why = Error(code="bad_token", message=f"worker token {request.token_id} was revoked")
+            for worker in list(self._workers.values()):
+                if worker.principal is not None and worker.principal.token_id == request.token_id:
+                    worker.send(why)
+                    worker.close()
 
     async def _answer_history(
         self, conn: Connection, request: ListJobs | PruneHistory | ListAudit

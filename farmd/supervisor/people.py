@@ -33,16 +33,45 @@ from farmd.core import (
     Scheduler,
 )
 from farmd.core import AddUser as AddUserEvent
+from farmd.core import AddWorkerToken as AddWorkerTokenEvent
 from farmd.core import ModifyUser as ModifyUserEvent
 from farmd.core import RevokeUser as RevokeUserEvent
-from farmd.core.identities import check_name, split_token
+from farmd.core import RevokeWorkerToken as RevokeWorkerTokenEvent
+from farmd.core.identities import check_name, split_token, split_worker_token
 from farmd.errors import ProtocolError
-from farmd.protocol import AddUser, ListUsers, ModifyUser, RevokeUser
-from farmd.supervisor.tokens import personal_token, token_digest
+from farmd.protocol import (
+    AddUser,
+    AddWorkerToken,
+    ListUsers,
+    ListWorkerTokens,
+    ModifyUser,
+    RevokeUser,
+    RevokeWorkerToken,
+)
+from farmd.supervisor.tokens import personal_token, token_digest, worker_token
 
 MAX_VERIFIED = 4096  # tokens remembered as checked; past it the memory starts again
 
-UserRequest = AddUser | ListUsers | ModifyUser | RevokeUser
+UserRequest = (
+    AddUser
+    | ListUsers
+    | ModifyUser
+    | RevokeUser
+    | AddWorkerToken
+    | ListWorkerTokens
+    | RevokeWorkerToken
+)
+
+
+PEOPLE_REQUESTS = (
+    AddUser,
+    ListUsers,
+    ModifyUser,
+    RevokeUser,
+    AddWorkerToken,
+    ListWorkerTokens,
+    RevokeWorkerToken,
+)
 
 
 class Revoked(Exception):
@@ -60,13 +89,29 @@ class People:
         self._hashing = trio.CapacityLimiter(1)
 
     async def principal(self, token: str) -> Principal | None:
-        """The principal of the personal token `token`; None if it is no personal token
-        at all (the farm's, a job's...); refused (`bad_token`) if it is a wrong one."""
-        parts = split_token(token)
-        if parts is None:
-            return None
-        name, secret = parts
-        kept = self._core.user_secret(name)
+        """The principal of a personal or worker token; None if `token` is neither (the
+        farm's, a job's...); refused (`bad_token`) if it is a wrong one."""
+        worker = split_worker_token(token)
+        if worker is not None:
+            token_id, secret = worker
+            await self._check(
+                f"worker.{token_id}", secret, self._core.worker_token_secret(token_id)
+            )
+            found = self._core.worker_token_principal(token_id)
+        else:
+            parts = split_token(token)
+            if parts is None:
+                return None
+            name, secret = parts
+            await self._check(name, secret, self._core.user_secret(name))
+            found = self._core.user_principal(name, self._floor)
+        if found is None:  # revoked while its token was being checked
+            raise ProtocolError("wrong token", code="bad_token")
+        return found
+
+    async def _check(self, name: str, secret: str, kept: tuple[str, str] | None) -> None:
+        """Refuse (`bad_token`) unless `secret` hashes, with the kept salt, to the kept
+        digest of `name` (None: no such active user or token)."""
         if kept is None:
             raise ProtocolError("wrong token", code="bad_token")
         salt, digest = kept
@@ -80,14 +125,16 @@ class People:
             if len(self._verified) >= MAX_VERIFIED:
                 self._verified.clear()
             self._verified[key] = digest
-        principal = self._core.user_principal(name, self._floor)
-        if principal is None:  # revoked while its token was being checked
-            raise ProtocolError("wrong token", code="bad_token")
-        return principal
 
     def current(self, principal: Principal, digest_at_hello: str | None) -> Principal:
         """`principal` as its user is now (role and scope may have changed); `Revoked`
-        if the user was revoked, or given a new token since the session opened."""
+        if the user was revoked, or given a new token since the session opened (or, for
+        a worker token, once it is revoked)."""
+        if principal.credential is Credential.WORKER_TOKEN:
+            assert principal.token_id is not None
+            if self._core.worker_token_principal(principal.token_id) is None:
+                raise Revoked(f"worker token {principal.token_id} was revoked")
+            return principal
         if principal.credential is not Credential.PERSONAL:
             return principal
         kept = self._core.user_secret(principal.user)
@@ -98,6 +145,8 @@ class People:
 
     def digest_of(self, principal: Principal) -> str | None:
         """The digest a personal session's token matched (to notice a new token)."""
+        if principal.credential is not Credential.PERSONAL:
+            return None
         kept = self._core.user_secret(principal.user)
         return kept[1] if kept is not None else None
 
@@ -132,6 +181,28 @@ class People:
                 return result, outcome
             case RevokeUser():
                 outcome = self._core.handle(RevokeUserEvent(name=request.name, now=now, by=by))
+                return outcome.result, outcome
+            case ListWorkerTokens():
+                return self._core.worker_tokens_view(), None
+            case AddWorkerToken():
+                token_id = self._core.next_worker_token_id
+                token, salt, digest = await trio.to_thread.run_sync(
+                    worker_token, token_id, limiter=self._hashing
+                )
+                event = AddWorkerTokenEvent(
+                    token_id=token_id,
+                    hosts=request.hosts,
+                    clusters=request.clusters,
+                    salt=salt,
+                    digest=digest,
+                    now=now,
+                    by=by,
+                )
+                outcome = self._core.handle(event)
+                return {**outcome.result, "token": token}, outcome
+            case RevokeWorkerToken():
+                revoke = RevokeWorkerTokenEvent(token_id=request.token_id, now=now, by=by)
+                outcome = self._core.handle(revoke)
                 return outcome.result, outcome
 
     async def _new_token(self, name: str) -> tuple[str, str, str]:

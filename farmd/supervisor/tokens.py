@@ -74,6 +74,13 @@ def token_digest(secret: str, salt: str) -> str:
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT).hex()
 
 
+def worker_token(token_id: int) -> tuple[str, str, str]:
+    """A new worker token (`worker.ID.SECRET`) and its salt and digest. Slow: a thread."""
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    return f"worker.{token_id}.{secret}", salt, token_digest(secret, salt)
+
+
 def principal_for(
     farm_token: str,
     user_token: str,
