@@ -101,8 +101,8 @@ class Store(Protocol):
         """The summaries of at most `limit` jobs in history with an id above `after`
         (from the first, when None), by id."""
 
-    def history_counts(self) -> dict[str, int]:
-        """How many jobs history holds, by their state."""
+    def history_counts(self) -> list[tuple[str, str, int]]:
+        """How many jobs history holds, by cluster and state: (cluster, state, count)."""
 
     def audit(
         self, limit: int, before: int | None, user: str | None, job: int | None, since: float
@@ -136,8 +136,8 @@ class MemoryStore:
     def history(self, limit: int, after: int | None) -> list[dict[str, Any]]:
         return []
 
-    def history_counts(self) -> dict[str, int]:
-        return {}
+    def history_counts(self) -> list[tuple[str, str, int]]:
+        return []
 
     def audit(
         self, limit: int, before: int | None, user: str | None, job: int | None, since: float
@@ -562,13 +562,13 @@ class SqliteStore:
             ).fetchall()
         return [_summary(job_id, text) for job_id, text in found]
 
-    def history_counts(self) -> dict[str, int]:
+    def history_counts(self) -> list[tuple[str, str, int]]:
         with self._reading:
             found = self._reader.execute(
-                "SELECT json_extract(summary, '$.state'), count(*) FROM jobs"
-                " WHERE retired_at IS NOT NULL GROUP BY 1"
+                "SELECT cluster, json_extract(summary, '$.state'), count(*) FROM jobs"
+                " WHERE retired_at IS NOT NULL GROUP BY 1, 2"
             ).fetchall()
-        return {str(state): count for state, count in found}
+        return [(str(cluster), str(state), count) for cluster, state, count in found]
 
     def expired(self, before: float, limit: int) -> list[int]:
         with self._reading:

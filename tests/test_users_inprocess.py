@@ -17,11 +17,14 @@ from farmd.protocol import (
     AddUser,
     AddWorkerToken,
     Error,
+    GetJob,
     Hello,
     Kill,
     ListAudit,
+    ListClusters,
     ListJobs,
     ListUsers,
+    ListWorkers,
     ListWorkerTokens,
     ModifyUser,
     Refused,
@@ -218,3 +221,32 @@ async def test_a_worker_token_registers_only_its_hosts_into_its_clusters(
     assert await again.expect(Error) == Error(code="bad_token", message="wrong token")
     listed = await admin.ask(ListWorkerTokens)
     assert [(t["id"], t["revoked_at"] is not None) for t in listed] == [(made["id"], True)]
+
+
+async def test_a_scoped_person_reads_only_what_is_in_their_scope(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path))
+    admin = await farm.admin()
+    await farm.worker("w1", cluster="/show1/a", types=("other",))
+    await farm.worker("w2", cluster="/show2/a", types=("other",))
+    inside = await admin.ask(Submit, argv=("true",), cluster="/show1/a", job_type="never")
+    outside = await admin.ask(Submit, argv=("true",), cluster="/show2/a", job_type="never")
+    viewer = await session(farm, await add(admin, "vera", "viewer", "/show1/+"))
+
+    page = await viewer.ask(ListJobs)
+    assert [j["id"] for j in page["jobs"]] == [inside["id"]]
+    assert page["total"] == 1
+    assert sum(page["counts"].values()) == 1
+    assert (await admin.ask(ListJobs))["total"] == 2
+    refused = await viewer.request(GetJob, job_id=outside["id"])
+    assert isinstance(refused, Refused)
+    assert refused.message == (
+        "vera (viewer, /show1/+) may not read the queue in /show2/a: it is confined to /show1/+"
+    )
+    assert (await viewer.ask(GetJob, job_id=inside["id"]))["id"] == inside["id"]
+    assert [w["name"] for w in await viewer.ask(ListWorkers)] == ["w1"]
+    paths = [node["path"] for node in await viewer.ask(ListClusters)]
+    assert "/show2" not in paths
+    assert "/show2/a" not in paths
+    assert {"/", "/show1", "/show1/a"} <= set(paths)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from farmd.core import views
+from farmd.core.authority import ADMIN
 from farmd.core.restore import missing_job
 from farmd.core.vocabulary import FarmSize, FarmStatistics, ReplyRoom
 from farmd.errors import UnknownJobError
@@ -129,11 +130,19 @@ class Queries:
         return self.workforce.worker(name)
 
     def jobs_page(
-        self, limit: int | None = None, after: int | None = None, room: ReplyRoom | None = None
+        self,
+        limit: int | None = None,
+        after: int | None = None,
+        room: ReplyRoom | None = None,
+        by: Principal = ADMIN,
     ) -> dict[str, Any]:
         """A page of job summaries after id `after`, with every job's counts (see
-        `views.jobs_page`)."""
-        return views.jobs_page(self._core, limit, after, room)
+        `views.jobs_page`), as `by` may see them."""
+        return views.jobs_page(self._core, limit, after, room, by)
+
+    def readable(self, by: Principal, job_ids: Iterable[int]) -> None:
+        """Refuse unless `by` may read each of `job_ids` (its cluster scope)."""
+        views.readable(self._core, by, job_ids)
 
     def job_view(
         self,
@@ -145,11 +154,11 @@ class Queries:
         """A job's detail with a page of its frames (see `views.job_view`)."""
         return views.job_view(self._core, job_id, frame_limit, frame_after, room)
 
-    def workers_view(self) -> list[dict[str, Any]]:
-        return views.workers_view(self._core)
+    def workers_view(self, by: Principal = ADMIN) -> list[dict[str, Any]]:
+        return views.workers_view(self._core, by)
 
-    def clusters_view(self) -> list[dict[str, Any]]:
-        return views.clusters_view(self._core)
+    def clusters_view(self, by: Principal = ADMIN) -> list[dict[str, Any]]:
+        return views.clusters_view(self._core, by)
 
     def order_view(self, worker_name: str, limit: int) -> list[dict[str, Any]]:
         return views.order_view(self._core, worker_name, limit)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from farmd.core.authority import ADMIN, Action, Principal, check_jobs
 from farmd.core.stuck import HOLDING, _StuckJobs
 from farmd.core.vocabulary import FarmStatistics, ReplyRoom
 from farmd.errors import JobSpecError
@@ -47,22 +48,36 @@ def jobs_page(
     limit: int | None = None,
     after: int | None = None,
     room: ReplyRoom | None = None,
+    by: Principal = ADMIN,
 ) -> dict[str, Any]:
     """A page of job summaries by id: the jobs whose id is above `after` (from the
     first, when None), at most `limit` of them (no bound, when None), cut short to fit
     `room`; `next` is the `after` of the next page (None: this page ends the list), and
     `counts` (by state) and `total` are of every job, whatever the page. The ids are
     walked from `after` in order (`Scheduler.job_ids`), so a page costs its own length,
-    not the farm's."""
+    not the farm's. A principal confined to a cluster scope (`by`) sees the jobs in it
+    only, and their counts (counted for it: its listing costs the farm's length)."""
     ids = core.job_ids.irange(minimum=after, inclusive=(False, True))
+    counts, total = core.job_states, len(core.jobs)
+    scope = by.clusters
+    if scope is not None:
+        ids = (job_id for job_id in ids if scope.accepts(core.jobs[job_id].cluster))
+        seen = [job.synced for job in core.jobs.values() if scope.accepts(job.cluster)]
+        counts, total = Counter(seen), len(seen)
     entries = ((job_id, job_id) for job_id in ids)
     jobs, next_id = page(entries, lambda job_id: core.jobs[job_id].summary(), limit, room)
     return {
         "jobs": jobs,
         "next": next_id,
-        "counts": {state.value: core.job_states[state] for state in JobState},
-        "total": len(core.jobs),
+        "counts": {state.value: counts[state] for state in JobState},
+        "total": total,
     }
+
+
+def readable(core: Scheduler, by: Principal, job_ids: Iterable[int]) -> None:
+    """Refuse (unknown job, or ForbiddenError naming the scope) unless `by` may read
+    each job of `job_ids`."""
+    check_jobs(by, Action.READ, [core.job(job_id) for job_id in job_ids], "read")
 
 
 def job_view(
@@ -121,12 +136,27 @@ def page(
     return page, None
 
 
-def workers_view(core: Scheduler) -> list[dict[str, Any]]:
-    return [w.summary() for w in sorted(core.workers.values(), key=lambda w: w.name)]
+def workers_view(core: Scheduler, by: Principal = ADMIN) -> list[dict[str, Any]]:
+    """Every worker (in `by`'s cluster scope), by name."""
+    scope = by.clusters
+    workers = sorted(core.workers.values(), key=lambda w: w.name)
+    return [w.summary() for w in workers if scope is None or scope.accepts(w.cluster)]
 
 
-def clusters_view(core: Scheduler) -> list[dict[str, Any]]:
-    return [attrs.asdict(node) for node in core.tree.nodes()]
+def clusters_view(core: Scheduler, by: Principal = ADMIN) -> list[dict[str, Any]]:
+    """The cluster tree (in `by`'s scope: the clusters it accepts and the paths down
+    to them)."""
+    nodes = list(core.tree.nodes())
+    scope = by.clusters
+    if scope is not None:
+        shown: set[str] = {node.path for node in nodes if scope.accepts(node.path)}
+        for accepted in list(shown):
+            path = accepted
+            while path != "/":
+                path = path.rsplit("/", 1)[0] or "/"
+                shown.add(path)
+        nodes = [node for node in nodes if node.path in shown]
+    return [attrs.asdict(node) for node in nodes]
 
 
 def order_view(core: Scheduler, worker_name: str, limit: int) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from farmd.core import Outcome, PruneJobs, RecallJobs, ReplyRoom, Scheduler
+from farmd.core import Outcome, Principal, PruneJobs, RecallJobs, ReplyRoom, Scheduler
 from farmd.core.views import page
 from farmd.logs import log_event
 from farmd.protocol import (
@@ -134,17 +134,26 @@ class Archive:
         if snapshot.jobs:
             self._apply(self._core.handle(RecallJobs(snapshot=snapshot, now=self._clock())))
 
-    async def jobs_page(self, request: ListJobs, room: ReplyRoom) -> dict[str, Any]:
+    async def jobs_page(self, request: ListJobs, room: ReplyRoom, by: Principal) -> dict[str, Any]:
         """A page of the live jobs and history's together, by id (`list_jobs` with
         `history`): each side asked for a page after `after`, the first `limit` of the
         two kept. A job recalled into memory is listed once, from memory."""
-        live = self._core.jobs_page(request.limit, request.after, room)
+        live = self._core.jobs_page(request.limit, request.after, room, by)
         if not self._store.keeps_history:
             return live
         await self._committer.durable()
         kept = await self._read(self._store.history, request.limit, request.after)
-        counts = await self._read(self._store.history_counts)
-        entries = {job["id"]: job for job in kept if self._core.unknown_jobs([job["id"]])}
+        scope = by.clusters
+        counts: dict[str, int] = {}
+        for cluster, state, n in await self._read(self._store.history_counts):
+            if scope is None or scope.accepts(cluster):
+                counts[state] = counts.get(state, 0) + n
+        entries = {
+            job["id"]: job
+            for job in kept
+            if self._core.unknown_jobs([job["id"]])
+            and (scope is None or scope.accepts(str(job.get("cluster", ""))))
+        }
         entries.update((job["id"], job) for job in live["jobs"])
         # Each side's page is complete only up to its last id when more follow it: the
         # merged page stops at the lower of those, and goes on from there.

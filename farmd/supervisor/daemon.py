@@ -637,7 +637,7 @@ class Supervisor:
             if isinstance(request, ListJobs):
                 self.core.authorize(conn.who, Action.READ)
                 room = reply_room(self.config.max_frame_bytes)
-                result = await self.archive.jobs_page(request, room)
+                result = await self.archive.jobs_page(request, room, conn.who)
             elif isinstance(request, ListAudit):
                 self.core.authorize(conn.who, Action.READ_AUDIT)
                 result = await self.archive.audit(request)
@@ -682,6 +682,8 @@ class Supervisor:
         try:
             self.core.authorize(conn.who, Action.READ)
             await self.archive.recall(request)
+            ids = request.job_ids if isinstance(request, Wait) else [request.job_id]
+            self.core.readable(conn.who, dict.fromkeys(ids))
             if isinstance(request, Wait):
                 result = await self._wait(request)
             else:

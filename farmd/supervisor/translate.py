@@ -158,14 +158,16 @@ def answer(
         core.authorize(by, action)
     match request:
         case ListJobs():
-            return core.jobs_page(request.limit, request.after, reply_room(frame_bytes)), None
+            room = reply_room(frame_bytes)
+            return core.jobs_page(request.limit, request.after, room, by), None
         case GetJob():
+            core.readable(by, [request.job_id])
             page = (request.frame_limit, request.frame_after, reply_room(frame_bytes))
             return core.job_view(request.job_id, *page), None
         case ListWorkers():
-            return core.workers_view(), None
+            return core.workers_view(by), None
         case ListClusters():
-            return core.clusters_view(), None
+            return core.clusters_view(by), None
         case Kill():
             outcome = core.handle(event_from(KillJobs, request, now, by))
             return outcome.result, outcome
@@ -184,6 +186,7 @@ def answer(
         case Order():
             return core.order_view(request.worker, request.limit), None
         case Explain():
+            core.readable(by, [request.job_id])
             return core.explain(request.job_id, request.worker), None
         case ListResources():
             return core.resources_view(), None
