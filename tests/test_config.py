@@ -45,6 +45,7 @@ ALL_KEYS = (
     "history_after",
     "history_days",
     "audit_days",
+    "shared_user_token",
 )
 
 
@@ -255,6 +256,7 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.history_after == 300.0
     assert config.history_days == 30.0
     assert config.audit_days == 90.0
+    assert config.shared_user_token is True
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 import trio
 
 from farmd.protocol import (
@@ -250,3 +251,18 @@ async def test_a_scoped_person_reads_only_what_is_in_their_scope(
     assert "/show2" not in paths
     assert "/show2/a" not in paths
     assert {"/", "/show1", "/show1/a"} <= set(paths)
+
+
+async def test_without_the_shared_user_token_an_old_one_opens_nothing(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config = supervisor_config(tmp_path)
+    farm = await start_supervisor(nursery, config)
+    shared = farm.user_token
+    assert (await session(farm, shared)).stream is not None  # it works while allowed
+    await farm.stop()
+
+    farm = await start_supervisor(nursery, attrs.evolve(config, shared_user_token=False))
+    peer = farm.connect("someone")
+    await peer.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=shared))
+    assert await peer.expect(Error) == Error(code="bad_token", message="wrong token")

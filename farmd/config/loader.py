@@ -27,6 +27,7 @@ Leaving a section out, or the whole file empty, means its defaults::
       history_after: 300.0          # seconds an ended job stays in `farmd jobs`
       history_days: 30              # days history keeps it; 0: for ever
       audit_days: 90                # days the audit log keeps an entry; 0: for ever
+      shared_user_token: true       # the old shared STATE/user_token still works
       store: sqlite                 # or memory
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot

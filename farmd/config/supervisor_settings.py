@@ -177,6 +177,11 @@ def _check_store(_: object, attribute: attrs.Attribute[Any], value: object) -> N
 PREEMPT_POLICIES: Final = ("passive", "aggressive", "disabled")
 
 
+def _check_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        _refuse(attribute, value, "must be true or false")
+
+
 def _check_preempt_policy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in PREEMPT_POLICIES:
         _refuse(attribute, value, f"must be one of {', '.join(PREEMPT_POLICIES)}")
@@ -227,6 +232,8 @@ class SupervisorConfig:
     - `history_days`: days a job stays in history before it is pruned (hourly, and by
       `farmd history prune`); 0 keeps history for ever.
     - `audit_days`: days the audit log keeps an entry (pruned hourly); 0: for ever.
+    - `shared_user_token`: whether the shared user token of older farms
+      (STATE/user_token) opens sessions; false once everyone has a personal token.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -262,6 +269,7 @@ class SupervisorConfig:
     history_after: float = attrs.field(default=300.0, converter=_to_seconds, validator=_check_grace)
     history_days: float = attrs.field(default=30.0, converter=_to_seconds, validator=_check_grace)
     audit_days: float = attrs.field(default=90.0, converter=_to_seconds, validator=_check_grace)
+    shared_user_token: bool = attrs.field(default=True, validator=_check_bool)
 
 
 SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

@@ -214,7 +214,8 @@ class Supervisor:
                 msg = f"restoring the farm asked for commands or rows: {restored!r:.200}"
                 raise InternalError(msg)
             self.token = ensure_token(self.config.state_dir)
-            self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
+            if self.config.shared_user_token:  # else it opens nothing (personal tokens)
+                self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
         except BaseException:
             store.close()
             raise
