@@ -40,6 +40,7 @@ class Queries:
     submissions: Submissions
     dependencies: Dependencies
     identities: Identities
+    recalled: set[int]
     _next_id: int
 
     @property
@@ -223,6 +224,11 @@ class Queries:
 
     def worker_token_principal(self, token_id: int) -> Principal | None:
         return self.identities.worker_principal(token_id)
+
+    def live(self, job_id: int) -> bool:
+        """Job `job_id` is in the live queue (in memory, and not only read back from
+        history for a moment)."""
+        return job_id in self.jobs and job_id not in self.recalled
 
     def unknown_jobs(self, job_ids: Iterable[int]) -> list[int]:
         """The ids among `job_ids` of jobs not in memory and not quarantined: those the

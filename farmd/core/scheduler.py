@@ -157,6 +157,9 @@ class Scheduler(Queries):
         # and `_restore`, the only places a job comes, changes state or goes.
         self.job_ids: SortedList[int] = SortedList()
         self.job_states: Counter[JobState] = Counter()
+        # jobs read back from history and unchanged since: still history's, so the
+        # listings leave them to history's side (`views.jobs_page`)
+        self.recalled: set[int] = set()
         self.workers: dict[str, Worker] = {}  # records kept by the workforce
         self.tree = ClusterTree()
         self._next_id = 1
@@ -567,6 +570,7 @@ class Scheduler(Queries):
             self.dispatch.removed(job.id)
             self.dependencies.removed(job)
             self.history.forget(job.id)
+            self.recalled.discard(job.id)
         self.submissions.forget(jobs)
         gone = {job.id for job in jobs}
         for job_id in gone:
@@ -613,6 +617,7 @@ class Scheduler(Queries):
         self._install(restored, rows)
         for job in restored.values():
             job.recalled = True
+            self.recalled.add(job.id)
             if (at := self.history.schedule(job, event.now)) is not None:
                 self._out.append(WakeAt(at=at))
         return sorted(restored)
@@ -693,8 +698,10 @@ class Scheduler(Queries):
             return Changes()
         for job_id in self._changed_jobs:
             self.jobs[job_id].recalled = False  # changed: its rows are written again
+            self.recalled.discard(job_id)
         for job_id, _ in self._changed_frames:
             self.jobs[job_id].recalled = False
+            self.recalled.discard(job_id)
         jobs = (*(job_row(self.jobs[i]) for i in self._changed_jobs), *retired)
         frames = (
             *(frame_row(self.jobs[j], self.jobs[j].frames[n]) for j, n in self._changed_frames),

@@ -60,10 +60,20 @@ def jobs_page(
     ids = core.job_ids.irange(minimum=after, inclusive=(False, True))
     counts, total = core.job_states, len(core.jobs)
     scope = by.clusters
+    recalled = core.recalled  # history's, read back for a moment: listed as history
     if scope is not None:
         ids = (job_id for job_id in ids if scope.accepts(core.jobs[job_id].cluster))
-        seen = [job.synced for job in core.jobs.values() if scope.accepts(job.cluster)]
+        seen = [
+            job.synced
+            for job in core.jobs.values()
+            if scope.accepts(job.cluster) and job.id not in recalled
+        ]
         counts, total = Counter(seen), len(seen)
+    elif recalled:
+        counts = counts - Counter(core.jobs[job_id].synced for job_id in recalled)
+        total -= len(recalled)
+    if recalled:
+        ids = (job_id for job_id in ids if job_id not in recalled)
     entries = ((job_id, job_id) for job_id in ids)
     jobs, next_id = page(entries, lambda job_id: core.jobs[job_id].summary(), limit, room)
     return {

@@ -151,7 +151,7 @@ class Archive:
         entries = {
             job["id"]: job
             for job in kept
-            if self._core.unknown_jobs([job["id"]])
+            if not self._core.live(job["id"])
             and (scope is None or scope.accepts(str(job.get("cluster", ""))))
         }
         entries.update((job["id"], job) for job in live["jobs"])
