@@ -86,11 +86,14 @@ Cost: the interpreter's start-up (about 8 ms of the 11-12 ms of CPU the old per-
 shepherd took) is paid once per agent. A frame start is now one fork of the launcher (a
 small process: no farmd imports, no site-packages; its objects are frozen out of the
 collector so that a shepherd leaves their pages shared), a little Python in the shepherd
-and a vfork and exec of the command: about 3.6 ms of CPU for the launcher, the shepherd
-and `true` together (0.5 of it `true` itself) and 0.55 ms in the agent, against 12 ms and
-0.8 ms before, measured on the 2-core machine of the README's figures while it was shared.
-Each running frame still holds one shepherd process, its memory mostly shared with the
-launcher (copy-on-write).
+and a vfork and exec of the command. What runs in every fork is kept out: the launcher
+never imports `threading` (its at-fork hook runs Python in each child, about 0.5 ms) and
+a shepherd imports nothing (`os.get_exec_path` would import `warnings` in each one, about
+1 ms). 1,000 frames of `true`, 4 at a time through a `Launcher` on the shared 2-core
+machine (load 4-6), took per frame 1.2 ms of CPU in the launcher and 3.0 ms in the
+shepherd and `true` (0.5-0.9 of it `true` itself), against 1.4 and 4.3 ms when the
+shepherd used `subprocess.Popen`. Each running frame still holds one shepherd process,
+its memory mostly shared with the launcher (copy-on-write).
 """
 
 from __future__ import annotations
@@ -106,7 +109,6 @@ import resource
 import select
 import signal
 import socket
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -249,6 +251,8 @@ def main(args: list[str]) -> int:
         if os.getppid() != parent and os.getpid() == launcher:
             os._exit(0)  # each shepherd hears of it and kills its frame's group
 
+    if not _FORK_EXEC:  # once here rather than in each shepherd (see _spawn)
+        import subprocess  # noqa: F401
     launcher = os.getpid()
     signal.signal(signal.SIGCHLD, _nothing)  # wakes `select` through the wake-up pipe
     signal.set_wakeup_fd(wake_in)
@@ -418,16 +422,16 @@ def _spawn(argv: list[str], env: dict[bytes, bytes]) -> int:
     signal and SIGPIPE and SIGXFSZ back at their default and 0, 1 and 2 its only
     descriptors; the OSError that kept it from starting is raised. Not posix_spawn: glibc's
     leaves its internal signals (32 and 33) ignored in the command."""
-    if not _FORK_EXEC:  # another Python: Popen's own call of it
+    if not _FORK_EXEC:  # another Python: Popen's own call of it (imported by `main`)
+        import subprocess
+
         return subprocess.Popen(argv, env=env, close_fds=True, restore_signals=True).pid
     executable = os.fsencode(argv[0])
     if os.path.dirname(executable):
         candidates: tuple[bytes, ...] = (executable,)
-    else:  # as subprocess (and os.execvpe) search the PATH
-        path = {"PATH": os.fsdecode(env[b"PATH"])} if b"PATH" in env else {}
-        candidates = tuple(
-            os.path.join(os.fsencode(folder), executable) for folder in os.get_exec_path(path)
-        )
+    else:  # as subprocess (os.get_exec_path, which imports `warnings`: 1 ms a shepherd)
+        path = env.get(b"PATH", os.fsencode(os.defpath))
+        candidates = tuple(os.path.join(folder, executable) for folder in path.split(b":"))
     env_list = []
     for key, value in env.items():
         if b"=" in key:
