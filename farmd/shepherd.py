@@ -36,13 +36,17 @@ the parent process is gone (its orphans are then the child of init or of a subre
 The protocol (agent ↔ launcher, a Unix stream socketpair): each message is 4 bytes of
 length (big-endian) and a JSON object (`encode`, `Decoder`).
 
-- agent → launcher: `{"start": ID, "argv": [...], "env": {...}}` with three descriptors
-  passed alongside (SCM_RIGHTS): the frame's stdin, its log (stdout and stderr), and the
-  write end of its report pipe;
-- launcher → agent: `{"started": ID, "pid": PID}` once the shepherd is forked (or
-  `{"started": ID, "error": TEXT}` if it could not be), then `{"exited": PID, "status": N}`
-  when that shepherd ends: N as `subprocess` gives it, `exit(N)` as N and a death by
-  signal N as -N.
+- agent → launcher: `{"start": ID, "argv": [...], "env": {...}}` with one descriptor
+  passed alongside (SCM_RIGHTS): the frame's log (its stdout and stderr; its stdin is
+  /dev/null, which the launcher opens once);
+- launcher → agent: `{"started": ID, "pid": PID, "report": TEXT}` once the shepherd has
+  started the command (TEXT is empty) or could not (TEXT says why, and the shepherd exits
+  127 or 126), or `{"started": ID, "error": TEXT}` if there is no shepherd (it could not
+  be forked); then `{"exited": PID, "status": N}` when that shepherd ends: N as
+  `subprocess` gives it, `exit(N)` as N and a death by signal N as -N. The launcher learns
+  that the command started from the shepherd's report pipe, which it reads to its end
+  (`_Starting`): the agent learns the pid only once the group exists, so its signals to
+  the group reach it; one read, not a pipe and a task per frame in the agent.
 
 A shepherd (forked by the launcher, `_shepherd`):
 
@@ -56,8 +60,7 @@ A shepherd (forked by the launcher, `_shepherd`):
    shepherd's pages are not copied a second time;
 3. writes to the report pipe why ARGV could not be started (and exits 127 if it was not
    found, 126 otherwise), or nothing once it has started; either way it closes the pipe
-   then, and the agent reads it to its end to tell "could not start" from an exit status
-   (by then the group exists, so the agent's signals to it reach it);
+   then, and the launcher, at its end, tells the agent (a "started" reply);
 4. waits for the command and exits with its status: `exit(N)` as N, and a death by signal
    N by raising N on itself, so the agent sees what it saw before there was a shepherd.
 
@@ -121,7 +124,8 @@ USAGE = 125
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DEATH_SIGNAL = signal.SIGCONT
-FDS_PER_START = 3  # stdin, log, report: the descriptors passed with each start request
+FDS_PER_START = 1  # the log: the descriptors passed with each start request
+REPORT_LIMIT = 4096  # bytes of a shepherd's report kept: one line, why a command did not start
 MESSAGE_LIMIT = 64 * 1024 * 1024  # bytes: a longer message is a bug, not an environment
 HEADER = 4  # bytes of a message's length
 
@@ -272,11 +276,17 @@ def _serve(sock: socket.socket, wake: int, wake_in: int, launcher: int) -> int:
     # run at all in a shepherd (which makes little garbage and lives on one command).
     gc.disable()
     gc.freeze()
+    stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # every frame's
     own = [sock.fileno(), wake, wake_in]  # what a shepherd closes first
     decoder = Decoder()
     fds: deque[int] = deque()
+    starting: dict[int, _Starting] = {}  # by the read end of its report pipe
     while True:
-        readable, _, _ = select.select([sock.fileno(), wake], [], [])
+        readable, _, _ = select.select([sock.fileno(), wake, *starting], [], [])
+        replies = []  # sent together: one write for all this round has to say
+        for fd in readable:
+            if fd in starting and (reply := _read_report(fd, starting)):
+                replies.append(reply)
         if wake in readable:
             while True:
                 try:
@@ -284,36 +294,60 @@ def _serve(sock: socket.socket, wake: int, wake_in: int, launcher: int) -> int:
                         break
                 except BlockingIOError:
                     break
-            _reap(sock)
-        if sock.fileno() not in readable:
-            continue
-        data, received, flags, _ = socket.recv_fds(sock, 1 << 16, 16)
-        for received_fd in received:
-            os.set_inheritable(received_fd, False)
-        fds.extend(received)
-        if not data:  # the agent is done (or gone): the shepherds end their frames
-            return 0
-        if flags & socket.MSG_CTRUNC:
-            return _usage("descriptors were cut off (more than 16 in one read)")
-        decoder.feed(data)
-        try:
-            requests = decoder.messages()
-        except ValueError as exc:
-            return _usage(str(exc))
-        replies = []  # sent together: one write for the requests of one read
-        for request in requests:
-            if len(fds) < FDS_PER_START:
-                return _usage(f"a start request without its descriptors: {request!r}")
-            passed = [fds.popleft() for _ in range(FDS_PER_START)]
-            # fds: later requests'
-            replies.append(_launch(request, passed, [*own, *fds], launcher))
+            replies.extend(_reap(starting))
+        if sock.fileno() in readable:
+            data, received, flags, _ = socket.recv_fds(sock, 1 << 16, 16)
+            for received_fd in received:
+                os.set_inheritable(received_fd, False)
+            fds.extend(received)
+            if not data:  # the agent is done (or gone): the shepherds end their frames
+                return 0
+            if flags & socket.MSG_CTRUNC:
+                return _usage("descriptors were cut off (more than 16 in one read)")
+            decoder.feed(data)
+            try:
+                requests = decoder.messages()
+            except ValueError as exc:
+                return _usage(str(exc))
+            for request in requests:
+                if len(fds) < FDS_PER_START:
+                    return _usage(f"a start request without its descriptors: {request!r}")
+                output = fds.popleft()
+                # a shepherd closes the launcher's own, the other reports', later requests'
+                closed = [*own, *starting, *fds]
+                if reply := _launch(request, stdin, output, closed, launcher, starting):
+                    replies.append(reply)
         if replies:
             sock.sendall(b"".join(replies))
 
 
-def _reap(sock: socket.socket) -> None:
-    """Report every shepherd that has ended, in one write."""
-    ended = []
+class _Starting:
+    """A shepherd whose report pipe the launcher has not read to its end yet."""
+
+    __slots__ = ("ident", "pid", "text")
+
+    def __init__(self, ident: object, pid: int) -> None:
+        self.ident, self.pid, self.text = ident, pid, b""
+
+
+def _read_report(fd: int, starting: dict[int, _Starting]) -> bytes:
+    """Read the report pipe `fd` once; at its end, close it and return the "started"
+    reply of its shepherd (b"" until then)."""
+    shepherd = starting[fd]
+    chunk = os.read(fd, REPORT_LIMIT)
+    if chunk:
+        shepherd.text = (shepherd.text + chunk)[:REPORT_LIMIT]
+        return b""
+    del starting[fd]
+    os.close(fd)
+    report = shepherd.text.decode(errors="replace")
+    return encode({"started": shepherd.ident, "pid": shepherd.pid, "report": report})
+
+
+def _reap(starting: dict[int, _Starting]) -> list[bytes]:
+    """The replies for every shepherd that has ended: its "started" first if it was not
+    sent yet (its report pipe is at its end now: the shepherd held the only writer)."""
+    replies = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -321,20 +355,35 @@ def _reap(sock: socket.socket) -> None:
             break
         if pid == 0:
             break
+        for fd in [fd for fd, shepherd in starting.items() if shepherd.pid == pid]:
+            while not (reply := _read_report(fd, starting)):
+                pass
+            replies.append(reply)
         code = os.waitstatus_to_exitcode(status)
-        ended.append(encode({"exited": pid, "status": code}))
-    if ended:
-        sock.sendall(b"".join(ended))
+        replies.append(encode({"exited": pid, "status": code}))
+    return replies
 
 
-def _launch(request: dict[str, object], passed: list[int], own: list[int], me: int) -> bytes:
-    """Fork the shepherd of one start request; the reply that says which pid it has, or
-    why it has none."""
+def _launch(
+    request: dict[str, object],
+    stdin: int,
+    output: int,
+    closed: list[int],
+    me: int,
+    starting: dict[int, _Starting],
+) -> bytes:
+    """Fork the shepherd of one start request (its "started" reply comes at the end of its
+    report pipe), or return the reply that says why there is none."""
     ident, argv, env = request.get("start"), request.get("argv"), request.get("env")
+    try:
+        report, report_in = os.pipe()
+    except OSError as exc:
+        os.close(output)
+        return encode({"started": ident, "error": f"pipe: {exc.strerror or exc}"})
     try:
         pid = os.fork()
     except OSError as exc:
-        for fd in passed:
+        for fd in (output, report, report_in):
             os.close(fd)
         return encode({"started": ident, "error": f"fork: {exc.strerror or exc}"})
     if pid == 0:
@@ -343,14 +392,15 @@ def _launch(request: dict[str, object], passed: list[int], own: list[int], me: i
             if not (isinstance(argv, list) and argv and isinstance(env, dict)):
                 code = _usage(f"bad start request: {request!r}")
             else:
-                code = _shepherd(me, own, passed, argv, env)
+                code = _shepherd(me, [*closed, report], [stdin, output, report_in], argv, env)
         except Exception as exc:  # a bug: say so in the frame's log
             code = _usage(f"shepherd failed: {exc!r}")
         finally:
             os._exit(code)
-    for fd in passed:
-        os.close(fd)  # the shepherd's copies are the only ones: the report's EOF is its
-    return encode({"started": ident, "pid": pid})
+    os.close(output)
+    os.close(report_in)  # the shepherd's copy is the only one: the report's end is its
+    starting[report] = _Starting(ident, pid)
+    return b""
 
 
 # --------------------------------------------------------------------------- a shepherd
