@@ -446,12 +446,8 @@ def _shepherd(
     if os.getppid() != launcher:  # the launcher died before the kernel was asked to tell
         return 1
 
-    fs = sys.getfilesystemencoding()
-    environ = {
-        k.encode(fs, "surrogateescape"): v.encode(fs, "surrogateescape") for k, v in env.items()
-    }
     try:
-        child = _spawn(argv, environ)
+        child = _spawn(argv, env)
     except OSError as exc:
         reason = f"could not start {argv[0]!r}: {exc.strerror or exc}"
         os.write(report, reason.encode(errors="replace"))  # a few bytes: one write
@@ -474,7 +470,7 @@ _FORK_EXEC = (3, 11) <= sys.version_info[:2] <= (3, 13)
 _fork_exec: Callable[..., int] = _posixsubprocess.fork_exec  # (typeshed's types are wrong)
 
 
-def _spawn(argv: list[str], env: dict[bytes, bytes]) -> int:
+def _spawn(argv: list[str], env: dict[str, str]) -> int:
     """Start `argv` as a child in this process group, as `subprocess.Popen(argv, env=env,
     close_fds=True, restore_signals=True)` does, and return its pid: it is looked up on
     the environment's PATH (the first error other than not found wins, else the last),
@@ -482,22 +478,25 @@ def _spawn(argv: list[str], env: dict[bytes, bytes]) -> int:
     signal and SIGPIPE and SIGXFSZ back at their default and 0, 1 and 2 its only
     descriptors; the OSError that kept it from starting is raised. Not posix_spawn: glibc's
     leaves its internal signals (32 and 33) ignored in the command."""
+    fs = sys.getfilesystemencoding()  # as os.fsencode, in one pass (a shepherd's CPU)
     if not _FORK_EXEC:  # another Python: Popen's own call of it (imported by `main`)
         import subprocess
 
         return subprocess.Popen(argv, env=env, close_fds=True, restore_signals=True).pid
-    executable = os.fsencode(argv[0])
-    if os.path.dirname(executable):
+    executable = argv[0].encode(fs, "surrogateescape")
+    if b"/" in executable:
         candidates: tuple[bytes, ...] = (executable,)
     else:  # as subprocess (os.get_exec_path, which imports `warnings`: 1 ms a shepherd)
-        path = env.get(b"PATH", os.fsencode(os.defpath))
-        candidates = tuple(os.path.join(folder, executable) for folder in path.split(b":"))
+        path = env.get("PATH", os.defpath).encode(fs, "surrogateescape")
+        candidates = tuple(
+            folder + b"/" + executable if folder else executable for folder in path.split(b":")
+        )
     env_list = []
     for key, value in env.items():
-        if b"=" in key:
+        if "=" in key:
             msg = f"an environment variable name with '=': {key!r}"
             raise ValueError(msg)
-        env_list.append(key + b"=" + value)
+        env_list.append(f"{key}={value}".encode(fs, "surrogateescape"))
     # the child writes "ExceptionName:errno in hex:description" here if it cannot exec
     errors, errors_in = os.pipe()  # both above 2: 0, 1 and 2 are the frame's
     try:
