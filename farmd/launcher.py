@@ -2,10 +2,11 @@
 
 The agent holds one `Launcher`. Its first `start` starts the launcher process (in a
 session of its own, tied to the agent's life) over a Unix socketpair; every `start` then
-sends one request with the frame's descriptors and returns a `Child` (the frame's
+sends one request with the frame's log descriptor and returns a `Child` (the frame's
 shepherd: its pid is the frame's process group) once the command has started, or with
 why it could not. One reader task per launcher process takes its replies: the pid of each
-new shepherd, then each shepherd's exit status, which resolves that `Child`.
+new shepherd once its command has started (or why it could not), then each shepherd's
+exit status, which resolves that `Child`.
 
 If the launcher process dies while frames run (someone killed it; it never exits on its
 own while the agent holds its socket), each of its shepherds has killed its frame's group
@@ -40,7 +41,6 @@ from farmd.logs import log_event
 
 log = logging.getLogger("farmd.agent")
 
-REPORT_LIMIT = 4096  # bytes of a shepherd's report read: one line, why a command did not start
 EXIT_TIMEOUT = 5.0  # seconds for a launcher whose socket was closed to exit, then SIGKILL
 
 
@@ -107,41 +107,21 @@ class Launcher:
         except OSError as exc:
             return None, f"could not start the frame launcher: {exc.strerror or exc}"
         ident = next(self._ids)
-        report, report_in = os.pipe()
         send, receive = trio.open_memory_channel[tuple[Child | None, str]](1)
         current.starting[ident] = send
-        stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            request = shepherd.encode({"start": ident, "argv": argv, "env": env})
+        request = shepherd.encode({"start": ident, "argv": argv, "env": env})
+        # Shielded: a request goes whole or not at all (half of one would garble every
+        # later one), and its answer comes soon: the reader's, once the shepherd has
+        # started the command or could not, or when the launcher ends.
+        with trio.CancelScope(shield=True):
             try:
-                # whole or not at all: half a request would garble every later one
-                with trio.CancelScope(shield=True):
-                    await self._send(current, request, [stdin, output.fileno(), report_in])
+                await self._send(current, request, [output.fileno()])
             except (OSError, trio.ClosedResourceError) as exc:  # it died meanwhile
-                current.starting.pop(ident, None)
-                os.close(report)
                 why = (exc.strerror if isinstance(exc, OSError) else "") or str(exc) or "closed"
-                return None, f"the frame launcher is gone: {why}"
-        finally:
-            os.close(stdin)
-            os.close(report_in)  # the shepherd's copy is the only one: EOF once it is done
-        try:
-            # the reader answers it, or ends it when the launcher ends: always, and soon
-            with trio.CancelScope(shield=True):
-                child, error = await receive.receive()
-        except BaseException:
-            os.close(report)
-            raise
-        if child is None:
-            os.close(report)
-            return None, error
-        try:
-            # the shepherd writes why the command could not start, or closes it at once
-            reason = await _read_report(report)
-        except BaseException:  # cancelled (the agent is stopping) while it started
-            _kill_group(child.pid)
-            raise
-        return child, reason.decode(errors="replace")
+                if current.starting.pop(ident, None) is not None:  # else the reader answered
+                    send.send_nowait((None, f"the frame launcher is gone: {why}"))
+            child, reason = await receive.receive()
+        return child, reason
 
     def close(self) -> None:
         """Close the socket of the launcher: it exits, and its reader with it."""
@@ -151,6 +131,8 @@ class Launcher:
             self._current = None
 
     async def _launcher(self) -> _Process:
+        if self._current is not None:  # (the lock is for starting one)
+            return self._current
         async with self._starting:
             if self._current is None:
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -197,9 +179,9 @@ class Launcher:
 
     def _on_reply(self, current: _Process, message: dict[str, object]) -> None:
         match message:
-            case {"started": int(ident), "pid": int(pid)}:
+            case {"started": int(ident), "pid": int(pid), "report": str(report)}:
                 child = current.children[pid] = Child(pid)  # its end comes after this
-                current.starting.pop(ident).send_nowait((child, ""))
+                current.starting.pop(ident).send_nowait((child, report))
             case {"started": int(ident), "error": str(error)}:
                 reason = f"the frame launcher could not start a shepherd: {error}"
                 current.starting.pop(ident).send_nowait((None, reason))
@@ -221,7 +203,9 @@ class Launcher:
         if waiting.cancelled_caught:
             current.process.kill()
             status = await current.process.wait()
-        if current.closing:
+        if current.closing:  # the agent is stopping: a frame still starting is not run
+            for waiter in current.starting.values():
+                waiter.send_nowait((None, "could not start: the agent is stopping"))
             return
         lost = f"lost: the frame launcher {current.process.pid} ended ({why}, status {status})"
         log_event(
@@ -237,15 +221,6 @@ class Launcher:
         for pid, child in current.children.items():
             _kill_group(pid)  # its shepherd did; this covers one that could not
             child._end(-signal.SIGKILL, f"{lost}; its shepherd killed the frame's group")
-
-
-async def _read_report(fd: int) -> bytes:
-    """The report pipe's content, to its end (and closed)."""
-    reason = b""
-    async with trio.lowlevel.FdStream(fd) as stream:
-        while chunk := await stream.receive_some(REPORT_LIMIT):
-            reason = (reason + chunk)[:REPORT_LIMIT]
-    return reason
 
 
 def _kill_group(pid: int) -> None:

@@ -36,27 +36,31 @@ the parent process is gone (its orphans are then the child of init or of a subre
 The protocol (agent ↔ launcher, a Unix stream socketpair): each message is 4 bytes of
 length (big-endian) and a JSON object (`encode`, `Decoder`).
 
-- agent → launcher: `{"start": ID, "argv": [...], "env": {...}}` with three descriptors
-  passed alongside (SCM_RIGHTS): the frame's stdin, its log (stdout and stderr), and the
-  write end of its report pipe;
-- launcher → agent: `{"started": ID, "pid": PID}` once the shepherd is forked (or
-  `{"started": ID, "error": TEXT}` if it could not be), then `{"exited": PID, "status": N}`
-  when that shepherd ends: N as `subprocess` gives it, `exit(N)` as N and a death by
-  signal N as -N.
+- agent → launcher: `{"start": ID, "argv": [...], "env": {...}}` with one descriptor
+  passed alongside (SCM_RIGHTS): the frame's log (its stdout and stderr; its stdin is
+  /dev/null, which the launcher opens once);
+- launcher → agent: `{"started": ID, "pid": PID, "report": TEXT}` once the shepherd has
+  started the command (TEXT is empty) or could not (TEXT says why, and the shepherd exits
+  127 or 126), or `{"started": ID, "error": TEXT}` if there is no shepherd (it could not
+  be forked); then `{"exited": PID, "status": N}` when that shepherd ends: N as
+  `subprocess` gives it, `exit(N)` as N and a death by signal N as -N. The launcher learns
+  that the command started from the shepherd's report pipe, which it reads to its end
+  (`_Starting`): the agent learns the pid only once the group exists, so its signals to
+  the group reach it; one read, not a pipe and a task per frame in the agent.
 
 A shepherd (forked by the launcher, `_shepherd`):
 
 1. closes the launcher's descriptors, starts a new session (its own process group), takes
    the frame's descriptors as 0, 1 and 2, handles SIGCONT and asks for it when the
    launcher dies, then checks that its parent is still the launcher;
-2. starts ARGV with `subprocess` (looked up on the environment's PATH, with the
+2. starts ARGV as `subprocess.Popen` would (looked up on the environment's PATH, with the
    environment exactly as the agent sent it, every caught signal and SIGPIPE and SIGXFSZ
-   back at their default) in its own process group; `subprocess` uses vfork there, so
-   the shepherd's pages are not copied a second time;
+   back at their default) in its own process group, with the C function Popen calls
+   (`_spawn`: Popen's own Python work cost about 0.5 ms of CPU a frame); it uses vfork, so the
+   shepherd's pages are not copied a second time;
 3. writes to the report pipe why ARGV could not be started (and exits 127 if it was not
    found, 126 otherwise), or nothing once it has started; either way it closes the pipe
-   then, and the agent reads it to its end to tell "could not start" from an exit status
-   (by then the group exists, so the agent's signals to it reach it);
+   then, and the launcher, at its end, tells the agent (a "started" reply);
 4. waits for the command and exits with its status: `exit(N)` as N, and a death by signal
    N by raising N on itself, so the agent sees what it saw before there was a shepherd.
 
@@ -85,15 +89,20 @@ Cost: the interpreter's start-up (about 8 ms of the 11-12 ms of CPU the old per-
 shepherd took) is paid once per agent. A frame start is now one fork of the launcher (a
 small process: no farmd imports, no site-packages; its objects are frozen out of the
 collector so that a shepherd leaves their pages shared), a little Python in the shepherd
-and a vfork and exec of the command: about 3.6 ms of CPU for the launcher, the shepherd
-and `true` together (0.5 of it `true` itself) and 0.55 ms in the agent, against 12 ms and
-0.8 ms before, measured on the 2-core machine of the README's figures while it was shared.
-Each running frame still holds one shepherd process, its memory mostly shared with the
-launcher (copy-on-write).
+and a vfork and exec of the command. What runs in every fork is kept out: the launcher
+never imports `threading` (its at-fork hook runs Python in each child, about 0.5 ms) and
+a shepherd imports nothing (`os.get_exec_path` would import `warnings` in each one, about
+1 ms). 1,000 frames of `true`, 4 at a time through a `Launcher` on the shared 2-core
+machine (load 4-6), took per frame 1.2 ms of CPU in the launcher and 3.0 ms in the
+shepherd and `true` (0.5-0.9 of it `true` itself), against 1.4 and 4.3 ms when the
+shepherd used `subprocess.Popen`. Each running frame still holds one shepherd process,
+its memory mostly shared with the launcher (copy-on-write).
 """
 
 from __future__ import annotations
 
+import _posixsubprocess
+import _signal  # type: ignore[import-not-found]
 import contextlib
 import ctypes
 import functools
@@ -104,7 +113,6 @@ import resource
 import select
 import signal
 import socket
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -117,7 +125,8 @@ USAGE = 125
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DEATH_SIGNAL = signal.SIGCONT
-FDS_PER_START = 3  # stdin, log, report: the descriptors passed with each start request
+FDS_PER_START = 1  # the log: the descriptors passed with each start request
+REPORT_LIMIT = 4096  # bytes of a shepherd's report kept: one line, why a command did not start
 MESSAGE_LIMIT = 64 * 1024 * 1024  # bytes: a longer message is a bug, not an environment
 HEADER = 4  # bytes of a message's length
 
@@ -215,6 +224,13 @@ def _prctl() -> Callable[..., int] | None:
     return result
 
 
+# The signals of PASSED_ON that a shepherd catches (not those ignored): set by `main`.
+_CAUGHT: list[int] = []
+# `signal.signal` without the `signal` module's enum conversions, which cost a shepherd
+# about 0.3 ms of CPU (in a forked child, each first write to a page copies it).
+_set_handler: Callable[[int, Callable[[int, object], None]], object] = _signal.signal
+
+
 def _usage(text: str) -> int:
     os.write(2, f"farmd launcher: {text}\n".encode(errors="replace"))
     return USAGE
@@ -247,6 +263,11 @@ def main(args: list[str]) -> int:
         if os.getppid() != parent and os.getpid() == launcher:
             os._exit(0)  # each shepherd hears of it and kills its frame's group
 
+    if not _FORK_EXEC:  # once here rather than in each shepherd (see _spawn)
+        import subprocess  # noqa: F401
+    # the signals each shepherd catches: the launcher never changes them, so its
+    # shepherds see what it sees now
+    _CAUGHT.extend(s for s in _signals(PASSED_ON) if signal.getsignal(s) is not signal.SIG_IGN)
     launcher = os.getpid()
     signal.signal(signal.SIGCHLD, _nothing)  # wakes `select` through the wake-up pipe
     signal.set_wakeup_fd(wake_in)
@@ -266,11 +287,17 @@ def _serve(sock: socket.socket, wake: int, wake_in: int, launcher: int) -> int:
     # run at all in a shepherd (which makes little garbage and lives on one command).
     gc.disable()
     gc.freeze()
+    stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # every frame's
     own = [sock.fileno(), wake, wake_in]  # what a shepherd closes first
     decoder = Decoder()
     fds: deque[int] = deque()
+    starting: dict[int, _Starting] = {}  # by the read end of its report pipe
     while True:
-        readable, _, _ = select.select([sock.fileno(), wake], [], [])
+        readable, _, _ = select.select([sock.fileno(), wake, *starting], [], [])
+        replies = []  # sent together: one write for all this round has to say
+        for fd in readable:
+            if fd in starting and (reply := _read_report(fd, starting)):
+                replies.append(reply)
         if wake in readable:
             while True:
                 try:
@@ -278,69 +305,113 @@ def _serve(sock: socket.socket, wake: int, wake_in: int, launcher: int) -> int:
                         break
                 except BlockingIOError:
                     break
-            _reap(sock)
-        if sock.fileno() not in readable:
-            continue
-        data, received, flags, _ = socket.recv_fds(sock, 1 << 16, 16)
-        for received_fd in received:
-            os.set_inheritable(received_fd, False)
-        fds.extend(received)
-        if not data:  # the agent is done (or gone): the shepherds end their frames
-            return 0
-        if flags & socket.MSG_CTRUNC:
-            return _usage("descriptors were cut off (more than 16 in one read)")
-        decoder.feed(data)
-        try:
-            requests = decoder.messages()
-        except ValueError as exc:
-            return _usage(str(exc))
-        for request in requests:
-            if len(fds) < FDS_PER_START:
-                return _usage(f"a start request without its descriptors: {request!r}")
-            passed = [fds.popleft() for _ in range(FDS_PER_START)]
-            _launch(sock, request, passed, [*own, *fds], launcher)  # fds: later requests'
+            replies.extend(_reap(starting))
+        if sock.fileno() in readable:
+            data, received, flags, _ = socket.recv_fds(sock, 1 << 16, 16)
+            for received_fd in received:
+                os.set_inheritable(received_fd, False)
+            fds.extend(received)
+            if not data:  # the agent is done (or gone): the shepherds end their frames
+                return 0
+            if flags & socket.MSG_CTRUNC:
+                return _usage("descriptors were cut off (more than 16 in one read)")
+            decoder.feed(data)
+            try:
+                requests = decoder.messages()
+            except ValueError as exc:
+                return _usage(str(exc))
+            for request in requests:
+                if len(fds) < FDS_PER_START:
+                    return _usage(f"a start request without its descriptors: {request!r}")
+                output = fds.popleft()
+                # a shepherd closes the launcher's own, the other reports', later requests'
+                closed = [*own, *starting, *fds]
+                if reply := _launch(request, stdin, output, closed, launcher, starting):
+                    replies.append(reply)
+        if replies:
+            sock.sendall(b"".join(replies))
 
 
-def _reap(sock: socket.socket) -> None:
-    """Report every shepherd that has ended."""
+class _Starting:
+    """A shepherd whose report pipe the launcher has not read to its end yet."""
+
+    __slots__ = ("ident", "pid", "text")
+
+    def __init__(self, ident: object, pid: int) -> None:
+        self.ident, self.pid, self.text = ident, pid, b""
+
+
+def _read_report(fd: int, starting: dict[int, _Starting]) -> bytes:
+    """Read the report pipe `fd` once; at its end, close it and return the "started"
+    reply of its shepherd (b"" until then)."""
+    shepherd = starting[fd]
+    chunk = os.read(fd, REPORT_LIMIT)
+    if chunk:
+        shepherd.text = (shepherd.text + chunk)[:REPORT_LIMIT]
+        return b""
+    del starting[fd]
+    os.close(fd)
+    report = shepherd.text.decode(errors="replace")
+    return encode({"started": shepherd.ident, "pid": shepherd.pid, "report": report})
+
+
+def _reap(starting: dict[int, _Starting]) -> list[bytes]:
+    """The replies for every shepherd that has ended: its "started" first if it was not
+    sent yet (its report pipe is at its end now: the shepherd held the only writer)."""
+    replies = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
+        for fd in [fd for fd, shepherd in starting.items() if shepherd.pid == pid]:
+            while not (reply := _read_report(fd, starting)):
+                pass
+            replies.append(reply)
         code = os.waitstatus_to_exitcode(status)
-        sock.sendall(encode({"exited": pid, "status": code}))
+        replies.append(encode({"exited": pid, "status": code}))
+    return replies
 
 
 def _launch(
-    sock: socket.socket, request: dict[str, object], passed: list[int], own: list[int], me: int
-) -> None:
-    """Fork the shepherd of one start request; say which pid it has, or why it has none."""
+    request: dict[str, object],
+    stdin: int,
+    output: int,
+    closed: list[int],
+    me: int,
+    starting: dict[int, _Starting],
+) -> bytes:
+    """Fork the shepherd of one start request (its "started" reply comes at the end of its
+    report pipe), or return the reply that says why there is none."""
     ident, argv, env = request.get("start"), request.get("argv"), request.get("env")
+    try:
+        report, report_in = os.pipe()
+    except OSError as exc:
+        os.close(output)
+        return encode({"started": ident, "error": f"pipe: {exc.strerror or exc}"})
     try:
         pid = os.fork()
     except OSError as exc:
-        for fd in passed:
+        for fd in (output, report, report_in):
             os.close(fd)
-        reply: dict[str, object] = {"started": ident, "error": f"fork: {exc.strerror or exc}"}
-        sock.sendall(encode(reply))
-        return
+        return encode({"started": ident, "error": f"fork: {exc.strerror or exc}"})
     if pid == 0:
         code = USAGE
         try:
             if not (isinstance(argv, list) and argv and isinstance(env, dict)):
                 code = _usage(f"bad start request: {request!r}")
             else:
-                code = _shepherd(me, own, passed, argv, env)
+                code = _shepherd(me, [*closed, report], [stdin, output, report_in], argv, env)
         except Exception as exc:  # a bug: say so in the frame's log
             code = _usage(f"shepherd failed: {exc!r}")
         finally:
             os._exit(code)
-    for fd in passed:
-        os.close(fd)  # the shepherd's copies are the only ones: the report's EOF is its
-    sock.sendall(encode({"started": ident, "pid": pid}))
+    os.close(output)
+    os.close(report_in)  # the shepherd's copy is the only one: the report's end is its
+    starting[report] = _Starting(ident, pid)
+    return b""
 
 
 # --------------------------------------------------------------------------- a shepherd
@@ -368,20 +439,15 @@ def _shepherd(
         if os.getppid() != launcher and os.getpid() == shepherd:
             os.killpg(os.getpgid(0), signal.SIGKILL)  # the command, its group, and this
 
-    caught = [s for s in _signals(PASSED_ON) if signal.getsignal(s) is not signal.SIG_IGN]
-    for signum in caught:
-        signal.signal(signum, _nothing)
-    signal.signal(DEATH_SIGNAL, launcher_gone)
+    for signum in _CAUGHT:
+        _set_handler(signum, _nothing)
+    _set_handler(DEATH_SIGNAL, launcher_gone)
     parent_death_signal()
     if os.getppid() != launcher:  # the launcher died before the kernel was asked to tell
         return 1
 
-    fs = sys.getfilesystemencoding()
-    environ = {
-        k.encode(fs, "surrogateescape"): v.encode(fs, "surrogateescape") for k, v in env.items()
-    }
     try:
-        child = _spawn(argv, environ)
+        child = _spawn(argv, env)
     except OSError as exc:
         reason = f"could not start {argv[0]!r}: {exc.strerror or exc}"
         os.write(report, reason.encode(errors="replace"))  # a few bytes: one write
@@ -389,21 +455,73 @@ def _shepherd(
         return NOT_FOUND if isinstance(exc, FileNotFoundError) else CANNOT_START
     os.close(report)  # started: the agent reads an empty report
 
-    code = child.wait()  # retried after each signal handler (PEP 475)
+    _, status = os.waitpid(child, 0)  # retried after each signal handler (PEP 475)
+    code = os.waitstatus_to_exitcode(status)
     if code >= 0:
         return code
     _die_of(-code)
     return 128 - code  # not reached: the signal ends this process
 
 
-def _spawn(argv: list[str], env: dict[bytes, bytes]) -> subprocess.Popen[bytes]:
-    """Start `argv` as a child in this process group: `subprocess` looks it up on the
-    environment's PATH (the first error other than not found wins, else the last), starts
-    it with vfork (no second copy of the shepherd's page tables), resets every caught
-    signal and SIGPIPE and SIGXFSZ to their default, and raises the OSError that kept it
-    from starting. `close_fds` leaves the command 0, 1 and 2 only, and keeps `subprocess`
-    from using posix_spawn, which leaves glibc's internal signals ignored in the command."""
-    return subprocess.Popen(argv, env=env, close_fds=True, restore_signals=True)
+# `subprocess.Popen` starts a command with `_posixsubprocess.fork_exec`, with these
+# arguments on the Python versions that take them; called directly, it costs about half
+# a millisecond of CPU less per frame (Popen's own Python work, measured on `true`).
+_FORK_EXEC = (3, 11) <= sys.version_info[:2] <= (3, 13)
+_fork_exec: Callable[..., int] = _posixsubprocess.fork_exec  # (typeshed's types are wrong)
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> int:
+    """Start `argv` as a child in this process group, as `subprocess.Popen(argv, env=env,
+    close_fds=True, restore_signals=True)` does, and return its pid: it is looked up on
+    the environment's PATH (the first error other than not found wins, else the last),
+    started with vfork (no second copy of the shepherd's page tables), with every caught
+    signal and SIGPIPE and SIGXFSZ back at their default and 0, 1 and 2 its only
+    descriptors; the OSError that kept it from starting is raised. Not posix_spawn: glibc's
+    leaves its internal signals (32 and 33) ignored in the command."""
+    fs = sys.getfilesystemencoding()  # as os.fsencode, in one pass (a shepherd's CPU)
+    if not _FORK_EXEC:  # another Python: Popen's own call of it (imported by `main`)
+        import subprocess
+
+        return subprocess.Popen(argv, env=env, close_fds=True, restore_signals=True).pid
+    executable = argv[0].encode(fs, "surrogateescape")
+    if b"/" in executable:
+        candidates: tuple[bytes, ...] = (executable,)
+    else:  # as subprocess (os.get_exec_path, which imports `warnings`: 1 ms a shepherd)
+        path = env.get("PATH", os.defpath).encode(fs, "surrogateescape")
+        candidates = tuple(
+            folder + b"/" + executable if folder else executable for folder in path.split(b":")
+        )
+    env_list = []
+    for key, value in env.items():
+        if "=" in key:
+            msg = f"an environment variable name with '=': {key!r}"
+            raise ValueError(msg)
+        env_list.append(f"{key}={value}".encode(fs, "surrogateescape"))
+    # the child writes "ExceptionName:errno in hex:description" here if it cannot exec
+    errors, errors_in = os.pipe()  # both above 2: 0, 1 and 2 are the frame's
+    try:
+        pid = _fork_exec(
+            argv, candidates, True, (errors_in,), None, env_list,
+            -1, -1, -1, -1, -1, -1,  # stdin, stdout, stderr: this process's
+            errors, errors_in, True, False, -1, None, None, None, -1, None, True,
+        )  # fmt: skip
+    finally:
+        os.close(errors_in)
+    try:
+        failure = b""
+        while chunk := os.read(errors, 50000):
+            failure += chunk
+    finally:
+        os.close(errors)
+    if not failure:
+        return pid
+    os.waitpid(pid, 0)  # it exited 255 after it wrote why
+    _, number, text = failure.split(b":", 2)
+    errno = int(number, 16)
+    if errno:
+        raise OSError(errno, os.strerror(errno))  # FileNotFoundError for ENOENT...
+    msg = f"the command's child failed before exec: {text.decode(errors='replace')}"
+    raise RuntimeError(msg)
 
 
 def _die_of(signum: int) -> None:

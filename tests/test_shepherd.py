@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from farmd import shepherd
 from farmd.launcher import Launcher
 from tests.e2e_support import pid_alive, wait_for
 
@@ -402,3 +403,22 @@ def process_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except OSError:
         return ""
+
+
+def test_the_launcher_imports_nothing_that_slows_each_fork() -> None:
+    # `threading` runs Python in every forked child (its at-fork hook: about 0.5 ms of a
+    # shepherd's CPU); a module the launcher lacks is imported anew by each shepherd that
+    # needs it (`os.get_exec_path` imports `warnings`: about 1 ms a shepherd)
+    probe = (
+        "import sys; sys.path.append(sys.argv[1]); import shepherd; "
+        "print(sorted({'threading', 'warnings', 'subprocess'} & set(sys.modules)))"
+    )
+    here = str(Path(shepherd.__file__).parent)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, here],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
