@@ -23,14 +23,19 @@ hands out again. The shepherd passes the command's exit status through unchanged
 launcher alone dies, its frames are reported lost (killed by signal 9, with why) and the
 next frame starts a new launcher.
 
-A frame's environment says how to reach the supervisor (FARMD_SUPERVISOR, the address
-this agent uses) with the job token the supervisor put in FARMD_TOKEN, so a frame can
-submit sub-jobs with `farmd submit` or `farmd.client`.
+A frame's environment is documented, not inherited whole: the variables of the agent's
+own environment that its allow-list names (`env_passthrough`: PATH, HOME, the locale
+and a few more by default; `farmd worker --pass-env NAME` adds names or patterns such as
+`OCIO` or `ARNOLD_*`), then the supervisor's `FARMD_*` (how to reach it:
+FARMD_SUPERVISOR, the address this agent uses, and in FARMD_TOKEN the job token, so a
+frame can submit sub-jobs). A secret in the agent's environment (its own token, a
+`MY_SECRET`) reaches no frame.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import math
 import os
@@ -40,9 +45,9 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
@@ -88,6 +93,33 @@ FATAL_CODES = frozenset(
 )
 
 
+# What a frame gets of the agent's environment unless told otherwise: where programs
+# are, whose home, the locale and the time zone, the temporary directory.
+DEFAULT_ENV_PASSTHROUGH: Final = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+)
+
+
+def passed_through(environ: Mapping[str, str], allowed: tuple[str, ...]) -> dict[str, str]:
+    """The variables of `environ` that `allowed` names (exactly, or by fnmatch pattern);
+    never the agent's own FARMD_* (its token among them)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.startswith("FARMD_")
+        and any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed)
+    }
+
+
 @attrs.frozen(kw_only=True)
 class AgentConfig:
     supervisor: Address
@@ -100,6 +132,8 @@ class AgentConfig:
     types: tuple[str, ...] = ()  # job types it runs (`--type blender`)
     properties: dict[str, object] = attrs.field(factory=dict)  # `--property key=value`
     resources: dict[str, float] = attrs.field(factory=dict)  # `--resource gpu=2`
+    # the agent's environment variables a frame gets (names, or fnmatch patterns)
+    env_passthrough: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_PASSTHROUGH)
 
 
 def host_memory() -> int:
@@ -434,7 +468,7 @@ class Agent:
         message = attempt.message
         path = self._log_path(*key)
         if self._environ is None:
-            self._environ = dict(os.environ)
+            self._environ = passed_through(os.environ, self.config.env_passthrough)
         env = {**self._environ, "FARMD_SUPERVISOR": str(self.config.supervisor), **message.env}
         log_event(
             log,

@@ -64,3 +64,23 @@ def test_an_artist_logs_in_submits_as_themselves_and_is_revoked(farm: Farm) -> N
     assert "wrong token" in after.stderr, describe(after)
     listed = farm.cli_json("user", "list")
     assert [(u["name"], u["revoked_at"] is not None) for u in listed] == [("alice", True)]
+
+
+def test_a_frame_gets_its_documented_environment_not_the_agent_s(farm: Farm) -> None:
+    farm.env.update(MY_SECRET="do-not-leak", OCIO="/studio/ocio.config", ARNOLD_X="1")
+    farm.worker("w1", extra=["--pass-env", "OCIO"])
+    job_id = farm.submit_cli("--", "env")
+    wait = farm.cli("wait", str(job_id), "--timeout", "20")
+    assert wait.returncode == 0, describe(wait)
+    seen = dict(
+        line.split("=", 1)
+        for line in farm.cli_ok("logs", f"{job_id}:1").splitlines()
+        if "=" in line
+    )
+    assert "MY_SECRET" not in seen
+    assert "ARNOLD_X" not in seen  # not asked for
+    assert seen["OCIO"] == "/studio/ocio.config"
+    assert seen["PATH"] == farm.env["PATH"]
+    assert seen["FARMD_JOB_ID"] == str(job_id)
+    assert seen["FARMD_TOKEN"].startswith(f"job.{job_id}.")
+    assert "FARMD_STATE" not in seen  # the agent's own FARMD_* stay the agent's

@@ -80,7 +80,7 @@ def worker_command(args: argparse.Namespace) -> int:
     import trio
 
     from farmd import logs
-    from farmd.agent import AgentConfig, run_agent
+    from farmd.agent import DEFAULT_ENV_PASSTHROUGH, AgentConfig, run_agent
     from farmd.client import resolve_address, resolve_token
     from farmd.config import default_state_dir
     from farmd.resources import parse_resources
@@ -120,6 +120,7 @@ def worker_command(args: argparse.Namespace) -> int:
         types=types,
         properties=properties,
         resources=resources,
+        env_passthrough=(*DEFAULT_ENV_PASSTHROUGH, *args.pass_env),
     )
     trio.run(run_agent, config)
     return 0

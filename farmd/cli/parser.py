@@ -174,6 +174,16 @@ def _add_worker_command(command: _CommandMaker) -> None:
         help="a counter jobs reserve here, e.g. gpu=2 (memory defaults to the host's)",
     )
     worker.add_argument(
+        "--pass-env",
+        dest="pass_env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a variable of this agent's environment its frames get too (a name, or a "
+        "pattern such as 'ARNOLD_*'); frames get PATH, HOME, USER, LOGNAME, SHELL, LANG, "
+        "LANGUAGE, LC_*, TZ and TMPDIR, their FARMD_* and nothing else",
+    )
+    worker.add_argument(
         "--log-dir",
         metavar="DIR",
         help="where frame logs are kept (default STATE/worker-logs/NAME)",
