@@ -19,6 +19,7 @@ import collections
 import errno
 import logging
 import math
+import os
 from typing import TypeVar
 
 import attrs
@@ -77,6 +78,7 @@ class Connection:
     pause_bytes: int
     limit_bytes: int
     last_heard: float = 0.0
+    fd: int = -1  # the socket's file descriptor, or -1: writes go through the sender
     principal: Principal | None = None  # who its token stands for, once it is known
     version: int = PROTOCOL_VERSION  # the protocol version its hello named
     unsent: int = 0
@@ -94,6 +96,9 @@ class Connection:
 
     @classmethod
     def open(cls, stream: trio.abc.Stream, peer: str, config: SupervisorConfig) -> Connection:
+        # a socket's frames may be written straight to it (`send_frame`); an in-memory
+        # stream's (tests) always go through the sender
+        fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         return cls(
             stream,
             Codec(config.max_frame_bytes),
@@ -101,6 +106,7 @@ class Connection:
             config.outbox_pause_bytes,
             config.max_outbox_bytes,
             trio.current_time(),
+            fd=fd,
         )
 
     @property
@@ -115,15 +121,45 @@ class Connection:
         """Queue a message; raises ProtocolError (and queues nothing) if it is too large.
         Once the connection is closing, nothing more is queued: its peer is reported lost
         (a worker) or has gone."""
-        data = self.codec.send(message)
+        self.send_frame(self.codec.send(message))
+
+    def send_frame(self, data: bytes) -> None:
+        """Queue an encoded frame (one encoded once for many peers: the heartbeat).
+
+        When nothing waits to be sent and the stream is a socket, the frame goes straight
+        to the kernel: most frames fit in the socket's buffer at once, and a write from
+        here costs one system call where the sender task costs two task switches (the
+        wake-up and trio's checkpoint after its write). Only what the kernel did not take
+        is queued for the sender; it is the only writer while anything is queued, so the
+        order holds."""
         if self.closing:
             return
         if self.unsent > self.limit_bytes:
             self.drop(f"more than {self.limit_bytes} bytes wait to be sent to it")
             return
+        if not self.unsent and self.fd >= 0:
+            try:
+                # os.write, not trio's send: synchronous, and the fd is non-blocking
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # reset or closed: as the sender's failed write
+                self.closing = True
+                self._queued.set()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
         self._queue.append(data)
         self.unsent += len(data)
         self._queued.set()
+
+    def closed(self) -> None:
+        """The stream is being closed: nothing more is written to its file descriptor,
+        which the kernel may give to the next connection (a result's acknowledgement
+        may still be sent once its commit is durable)."""
+        self.closing = True
+        self.fd = -1
 
     def close(self) -> None:
         """Queue nothing more: the sender sends what is queued, then ends."""
@@ -198,13 +234,37 @@ class Connection:
                 assert isinstance(message, Message)
                 self.last_heard = trio.current_time()
                 return message
-            try:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise PeerGone from None
+            data: bytes | bytearray
+            if self.fd >= 0:
+                data = await self._read()
+            else:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise PeerGone from None
             if not data:
                 raise PeerGone
             self.codec.receive_data(data)
+
+    async def _read(self) -> bytes:
+        """The socket's next bytes, waited for with `wait_readable` itself.
+
+        Much the same as the stream's `receive_some`, for a fraction of the objects: a
+        connection waits for its peer's next message most of its life, and each wait is
+        a chain of coroutines that the collector scans. trio's stream waits in a chain
+        of eight; this one in five. Like `receive_some`, it is a checkpoint: it yields
+        once per read, so a peer that sends without pause cannot starve the others."""
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(self.fd)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise PeerGone from None
+            try:
+                return os.read(self.fd, RECEIVE_BYTES)  # the fd is non-blocking
+            except BlockingIOError:
+                continue  # woken, and nothing after all
+            except OSError:
+                raise PeerGone from None
 
 
 async def expect(conn: Connection, kind: type[M], when: str) -> M:

@@ -55,6 +55,7 @@ import attrs
 import trio
 
 from farmd import __version__
+from farmd.codec import HEARTBEAT_FRAME
 from farmd.config import Address, SupervisorConfig, WorkersConfig, load_farm_config
 from farmd.core import (
     MAX_COMMAND_BYTES,
@@ -284,6 +285,7 @@ class Supervisor:
         Cancelled, KeyboardInterrupt): any other exception, a bug included, costs one
         log line naming the peer and this connection, never the listener's nursery and
         with it the supervisor."""
+        conn = None
         try:
             if isinstance(stream, trio.SocketStream):
                 peer = peer_of(stream)
@@ -295,6 +297,8 @@ class Supervisor:
             errors = "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(group))
             log_event(log, "error", "connection failed", peer=peer, error=errors)
         finally:
+            if conn is not None:
+                conn.closed()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
@@ -529,7 +533,7 @@ class Supervisor:
                     log_event(log, "warning", "heartbeat timeout", worker=name, timeout=timeout)
                     conn.abort()  # the session ends (paused or not): the worker is lost
                 else:
-                    conn.send(Heartbeat())
+                    conn.send_frame(HEARTBEAT_FRAME)  # encoded once for all
                 if count % HEARTBEAT_BATCH == 0:
                     # a large farm's pass gives the loop a turn now and then, so a frame
                     # to dispatch does not wait for all of it
