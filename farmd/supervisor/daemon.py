@@ -32,9 +32,10 @@ What it does, and what it leaves to others:
   version, the handshake and session caps, idle admin sessions, which registration may
   take a connected worker's name, how long a log fetch may take.
 
-Each connection is served by `serve_stream` (a `connection.Connection`: a bounded outbox
-drained by one sender task, so a slow peer never blocks the scheduler); nothing raised
-while serving one connection leaves that connection.
+Each connection is served by `serve_stream` (a `connection.Connection`: frames written
+straight to the socket, a bounded outbox drained by a sender task when the socket is
+full, so a slow peer never blocks the scheduler; a worker's messages read by the one
+`Poller`); nothing raised while serving one connection leaves that connection.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ from farmd.supervisor.connection import (
     Connection,
     Goodbye,
     PeerGone,
+    Poller,
     expect,
     last_word,
     open_listeners,
@@ -175,6 +177,7 @@ class Supervisor:
         self.address: Address | None = None
         self._clock = clock
         self._workers: dict[str, Connection] = {}
+        self._poller = Poller()  # reads the workers' sockets while their sessions wait
         self._sessions: collections.Counter[str] = collections.Counter()  # open, by kind
         self._log_requests: dict[int, trio.MemorySendChannel[LogData]] = {}
         self._next_log_request = 1
@@ -255,6 +258,7 @@ class Supervisor:
             nursery.start_soon(self._committer.run, store)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._heartbeats)
+            nursery.start_soon(self._poller.run)
             if self.core.orphans:
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
@@ -304,7 +308,7 @@ class Supervisor:
 
     async def _run_connection(self, conn: Connection) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.sender)
+            conn.nursery = nursery  # where its sender runs, when it has one
             try:
                 await self._converse(conn, nursery)
             except ProtocolError as exc:
@@ -321,7 +325,7 @@ class Supervisor:
             # connection closes, whether or not the peer took it all.
             conn.close()
             with trio.move_on_after(GOODBYE_TIMEOUT):
-                await conn.flushed.wait()
+                await conn.flushed()
             nursery.cancel_scope.cancel()
 
     @contextlib.contextmanager
@@ -384,9 +388,8 @@ class Supervisor:
         hears it lost."""
         name = await self._register_worker(conn)  # from now on, in the heartbeat sweep
         try:
-            while True:
-                await conn.wait_for_room(self.config.idle_timeout)
-                self._on_worker_message(conn, name, await conn.receive())
+            handle = functools.partial(self._on_worker_message, conn, name)
+            await conn.serve(handle, self.config.idle_timeout, self._poller)
         finally:
             # unless a new session of its name replaced this one (`_register_worker`)
             if self._workers.get(name) is conn:
