@@ -111,9 +111,11 @@ class Connection:
     _room: trio.Event | None = attrs.field(default=None, init=False)  # set by made_room
     _flushed: trio.Event | None = attrs.field(default=None, init=False)  # the sender ended
     # while a `Poller` reads for the session (`serve`): what takes each message, and
-    # what wakes the session when the poller stops (with the exception that ends it)
+    # the exception that ends it
     _handle: Callable[[Message], None] | None = attrs.field(default=None, init=False)
-    _stopped: trio.Event | None = attrs.field(default=None, init=False)
+    # the session's task, parked (no event: a farm holds one per worker) while the
+    # poller reads for it
+    _parked: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
 
     @classmethod
@@ -328,29 +330,36 @@ class Connection:
                 handle(message)
             else:  # the loop ended for want of room, not for want of a message
                 continue
-            self._handle, self._stopped, self._failure = handle, trio.Event(), None
+            self._handle, self._failure = handle, None
+            self._parked = trio.lowlevel.current_task()
             poller.watch(self)
             try:
-                await self._stopped.wait()
+                await trio.lowlevel.wait_task_rescheduled(self._cancel_parked)
             finally:
                 poller.unwatch(self)
-                self._handle = self._stopped = None
+                self._handle = self._parked = None
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 raise failure
 
+    def _cancel_parked(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._parked = None  # cancelled (the connection aborted, or the supervisor ends)
+        return trio.lowlevel.Abort.SUCCEEDED
+
     def release(self) -> None:
-        """The poller has stopped: the session goes on reading in its own task."""
-        if self._stopped is not None:
-            self._stopped.set()
+        """Wake the parked session: it goes on in its own task (the poller stopped
+        reading for it, or stopped altogether)."""
+        task, self._parked = self._parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     def readable(self) -> bool:
         """The poller's part of `serve`: the socket has bytes (or its end) for the
         session. Reads once and hands on every whole message; False once the poller
         is to stop reading for it: the peer is gone, `handle` raised, or there is no
         room for the next message (the session waits for room, then watches again)."""
-        stopped, handle = self._stopped, self._handle
-        if stopped is None or handle is None or self.cancel_scope.cancel_called:
+        handle = self._handle
+        if self._parked is None or handle is None or self.cancel_scope.cancel_called:
             return False  # aborted: the session ends as it is cancelled
         try:
             data = os.read(self.fd, RECEIVE_BYTES)
@@ -371,7 +380,7 @@ class Connection:
                 handle(message)
         except Exception as exc:  # ends the session, raised again in its own task
             self._failure = exc
-        stopped.set()
+        self.release()
         return False
 
 
