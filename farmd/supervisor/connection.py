@@ -93,6 +93,7 @@ class Connection:
     pause_bytes: int
     limit_bytes: int
     last_heard: float = 0.0
+    last_sent: float = 0.0  # when a frame was last written or queued (not dropped)
     fd: int = -1  # the socket's file descriptor, or -1: writes go through the sender
     principal: Principal | None = None  # who its token stands for, once it is known
     version: int = PROTOCOL_VERSION  # the protocol version its hello named
@@ -161,6 +162,7 @@ class Connection:
         if self.unsent > self.limit_bytes:
             self.drop(f"more than {self.limit_bytes} bytes wait to be sent to it")
             return
+        self.last_sent = trio.current_time()
         if not self.unsent and self.fd >= 0:
             try:
                 # os.write, not trio's send: synchronous, and the fd is non-blocking
