@@ -223,10 +223,12 @@ class Simulator:
                     sys.exit(f"simulated worker dropped: {message.code}: {message.message}")
                 # welcome, heartbeat, result_ack need no answer
             if out:
-                async with sending:
-                    await stream.send_all(b"".join(out))
+                # counted before the write: once it is written the supervisor may end
+                # the job, and the driver ask for the count, before this task runs again
                 self.last_finish = time.monotonic()
                 self.finished += len(out)
+                async with sending:
+                    await stream.send_all(b"".join(out))
 
     async def run(self) -> None:
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
