@@ -223,10 +223,12 @@ class Simulator:
                     sys.exit(f"simulated worker dropped: {message.code}: {message.message}")
                 # welcome, heartbeat, result_ack need no answer
             if out:
-                async with sending:
-                    await stream.send_all(b"".join(out))
+                # counted before the write: once it is written the supervisor may end
+                # the job, and the driver ask for the count, before this task runs again
                 self.last_finish = time.monotonic()
                 self.finished += len(out)
+                async with sending:
+                    await stream.send_all(b"".join(out))
 
     async def run(self) -> None:
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -399,12 +401,14 @@ def start_supervisor(
         command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit, cwd=ROOT
     )
     deadline = time.monotonic() + START_TIMEOUT
-    while not (state / "address").exists():
+    address_file = state / "address"
+    # the file is created, then written: its line is whole once it ends in a newline
+    while not (address_file.exists() and address_file.read_text().endswith("\n")):
         if process.poll() is not None or time.monotonic() > deadline:
             stop(process, timeout=30)  # 10,000 connections take a while to close
             sys.exit(f"farmd serve did not start: {(workdir / 'serve.log').read_text()}")
         time.sleep(0.02)
-    address = (state / "address").read_text().strip()
+    address = address_file.read_text().strip()
     return process, address, (state / "token").read_text().strip(), log
 
 

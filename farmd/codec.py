@@ -24,6 +24,7 @@ from farmd.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER_BYTES,
     MESSAGES,
+    Heartbeat,
     Message,
     Submit,
     SubmitBatch,
@@ -61,6 +62,15 @@ def encode(message: Message) -> bytes:
     return len(payload).to_bytes(HEADER_BYTES, "big") + payload
 
 
+# A heartbeat's frame never changes: encoded once, sent to every worker; and one that
+# arrives is known by its bytes, without msgpack (a large farm's commonest message).
+HEARTBEAT_FRAME: Final = encode(Heartbeat())
+_HEARTBEAT_BODY: Final = HEARTBEAT_FRAME[HEADER_BYTES:]
+_HEARTBEAT: Final = Heartbeat()
+# each message class's field names, for the unknown-field check: read once per class
+_FIELD_NAMES: dict[type[Message], frozenset[str]] = {}
+
+
 def _fields(job: Submit) -> dict[str, Any]:
     fields = attrs.asdict(job, recurse=False)
     del fields["request_id"], fields["key"]  # a batch's key is the batch's own
@@ -82,7 +92,9 @@ def decode_body(payload: bytes) -> Message:
     if cls is None:
         msg = f"unknown message type {kind!r}"
         raise ProtocolError(msg, code="bad_message")
-    names = {a.name for a in attrs.fields(cls)}  # type: ignore[arg-type]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(a.name for a in attrs.fields(cls))  # type: ignore[arg-type]
     unknown = sorted(str(k) for k in body if k not in names)
     if unknown:
         msg = f"unknown field(s) {', '.join(map(repr, unknown))} in {kind!r}"
@@ -129,6 +141,8 @@ class Codec:
             return NEED_DATA
         payload = bytes(self._buffer[start + HEADER_BYTES : start + HEADER_BYTES + size])
         self._start += HEADER_BYTES + size
+        if payload == _HEARTBEAT_BODY:  # frozen and fieldless: one instance serves
+            return _HEARTBEAT
         try:
             return decode_body(payload)
         except ProtocolError as exc:
