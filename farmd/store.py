@@ -94,8 +94,9 @@ class Store(Protocol):
 
     def recall(self, job_ids: Iterable[int], keys: Iterable[str] = ()) -> Snapshot:
         """The rows of the jobs named (by id, or by the idempotency key they were
-        submitted under), with their families and the jobs they depend on: what the
-        scheduler needs to take them back from history (`farmd.core.history`)."""
+        submitted under), with their families and the jobs they depend on, of those in
+        history only (a live job's rows are the scheduler's, and may be a million frame
+        rows): what it needs to take them back from history (`farmd.core.history`)."""
 
     def history(self, limit: int, after: int | None) -> list[dict[str, Any]]:
         """The summaries of at most `limit` jobs in history with an id above `after`
@@ -534,7 +535,9 @@ class SqliteStore:
                     " UNION SELECT j.id, j.parent FROM jobs j JOIN up ON j.id = up.parent),"
                     " family(id) AS (SELECT id FROM up WHERE parent IS NULL"
                     " UNION SELECT j.id FROM jobs j JOIN family ON j.parent = family.id)"
-                    f" {_JOB_SELECT} WHERE id IN (SELECT id FROM family)",
+                    # a live job's rows are the scheduler's: it holds them, newer
+                    f" {_JOB_SELECT} WHERE id IN (SELECT id FROM family)"
+                    " AND retired_at IS NOT NULL",
                     (job_id,),
                 )
                 for job in map(_job_from, found):
