@@ -26,10 +26,10 @@ next frame starts a new launcher.
 A frame's environment is documented, not inherited whole: the variables of the agent's
 own environment that its allow-list names (`env_passthrough`: PATH, HOME, the locale
 and a few more by default; `farmd worker --pass-env NAME` adds names or patterns such as
-`OCIO` or `ARNOLD_*`), then the supervisor's `FARMD_*` (how to reach it:
-FARMD_SUPERVISOR, the address this agent uses, and in FARMD_TOKEN the job token, so a
-frame can submit sub-jobs). A secret in the agent's environment (its own token, a
-`MY_SECRET`) reaches no frame.
+`OCIO` or `ARNOLD_*`), then what the supervisor sends: the job's own variables (`farmd
+submit --env`) and the `FARMD_*` (how to reach it: FARMD_SUPERVISOR, the address this
+agent uses, and in FARMD_TOKEN the job token, so a frame can submit sub-jobs). A secret
+in the agent's environment (its own token, a `MY_SECRET`) reaches no frame.
 """
 
 from __future__ import annotations

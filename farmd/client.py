@@ -348,6 +348,7 @@ class Client:
         job_type: str | None = None,
         requires: str = "",
         reserve: str = "",
+        env: Iterable[str] = (),
         key: str | None = None,
     ) -> dict[str, Any]:
         """Submit a job; returns its summary (`id`, `state`, frame counts...).
@@ -362,7 +363,8 @@ class Client:
         `parent` names another parent. An `uninterruptible` job is never preempted.
         A job of a `job_type` runs only on workers that advertise it; `requires` is an
         expression hosts must satisfy (`"host.os == linux and host.memory >= 16G"`);
-        `reserve` is what a frame holds while it runs (`"slots=2,gpu=1,license.nuke=1"`).
+        `reserve` is what a frame holds while it runs (`"slots=2,gpu=1,license.nuke=1"`);
+        `env` adds `"NAME=VALUE"` variables to each frame's environment.
         `key` (1 to 128 of `A-Z a-z 0-9 . _ : -`) makes the submission idempotent: a
         repeat of the same key and job gets the first job back, even after a restart of
         the supervisor (a fresh key is made when none is given, for this call's own
@@ -387,6 +389,7 @@ class Client:
             job_type=job_type,
             requires=requires,
             reserve=reserve,
+            env=tuple(env),
             key=key,
         )
         return result

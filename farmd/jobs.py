@@ -290,6 +290,7 @@ class Job:
     # taken back from history and unchanged since: it moves back without a row written
     recalled: bool = False
     owner: str = ""  # who submitted it (`Principal.owner`); "" from before owners
+    env: dict[str, str] = attrs.field(factory=dict)  # added to each frame's environment
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.frames, dict):
@@ -524,6 +525,7 @@ class Job:
             restrictions=str(self.restrictions),
             cross_cluster=str(self.cross_cluster),
             argv=list(self.argv),
+            env=[f"{name}={value}" for name, value in self.env.items()],
             waiting_on=sorted(self.waiting_on),
             subjob_ids=list(self.children),
         )

@@ -68,7 +68,7 @@ class Doc:
 
 
 PARSES: Final = frozenset(
-    {"text", "int", "count", "positive", "seconds", "job_id", "dependencies", "flag"}
+    {"text", "int", "count", "positive", "seconds", "job_id", "dependencies", "flag", "env"}
 )
 
 
@@ -264,6 +264,16 @@ class JobSpec:
         "what a frame holds while it runs: slots=N (N+ at least, N* an idle host), "
         "memory=8G, gpu=1, license.nuke=1 (default slots=1)",
         "NAME=AMOUNT,...",
+    )
+    env: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=as_tuple,
+        validator=[_IS_STRINGS, _rule(lambda v: len(v) <= 256, "at most 256 variables")],
+        metadata=_meta(
+            "a variable of the frame's environment, NAME=VALUE (not FARMD_*); repeatable",
+            metavar="NAME=VALUE",
+            parse="env",
+        ),
     )
 
     @classmethod

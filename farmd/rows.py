@@ -47,6 +47,7 @@ class JobRow:
     retired_at: float | None = None
     summary: str | None = None
     owner: str = ""  # who submitted it; "" in rows from before owners (schema 7)
+    env: tuple[str, ...] = ()  # NAME=VALUE for each frame's environment
 
 
 @attrs.frozen

@@ -231,6 +231,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: who submitted each job, and the farm's users (personal identities; 0.7)
     """
     ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN env TEXT NOT NULL DEFAULT '[]';  -- JSON: NAME=VALUE
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
         role TEXT NOT NULL,
@@ -617,7 +618,7 @@ def _job_values(job: JobRow) -> tuple[object, ...]:
     values = attrs.astuple(job, recurse=False)
     out: list[object] = []
     for name, value in zip(_JOB_FIELDS, values, strict=True):
-        if name in ("argv", "depends_on") or (name == "waiting_on" and value is not None):
+        if name in ("argv", "depends_on", "env") or (name == "waiting_on" and value is not None):
             value = json.dumps(value)
         elif name == "uninterruptible":
             value = int(value)
@@ -630,6 +631,7 @@ def _job_from(row: tuple[Any, ...]) -> JobRow:
     fields = dict(zip(_JOB_FIELDS, row, strict=True))
     fields["argv"] = _array(fields["argv"])
     fields["depends_on"] = _array(fields["depends_on"], str)
+    fields["env"] = _array(fields["env"], str)
     fields["uninterruptible"] = bool(fields["uninterruptible"])
     waiting_on = fields["waiting_on"]
     fields["waiting_on"] = None if waiting_on is None else _array(waiting_on)

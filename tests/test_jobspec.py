@@ -148,6 +148,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
         "job_type": ("nuke",),
         "requires": ("host.os == linux",),
         "reserve": ("gpu=1",),
+        "env": ("OCIO=/studio/ocio.config",),
     }
     assert set(texts) == set(OPTIONS), "a field is missing from this test's command line"
     line = [part for name in OPTIONS for part in (option_flag(name), *texts[name])]
@@ -173,6 +174,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
         "job_type": "nuke",
         "requires": "host.os == linux",
         "reserve": "gpu=1",
+        "env": ["OCIO=/studio/ocio.config"],
     }
 
 

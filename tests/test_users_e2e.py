@@ -69,7 +69,7 @@ def test_an_artist_logs_in_submits_as_themselves_and_is_revoked(farm: Farm) -> N
 def test_a_frame_gets_its_documented_environment_not_the_agent_s(farm: Farm) -> None:
     farm.env.update(MY_SECRET="do-not-leak", OCIO="/studio/ocio.config", ARNOLD_X="1")
     farm.worker("w1", extra=["--pass-env", "OCIO"])
-    job_id = farm.submit_cli("--", "env")
+    job_id = farm.submit_cli("--env", "SHOT=a010", "--env", "OCIO=/shot/ocio", "--", "env")
     wait = farm.cli("wait", str(job_id), "--timeout", "20")
     assert wait.returncode == 0, describe(wait)
     seen = dict(
@@ -79,8 +79,17 @@ def test_a_frame_gets_its_documented_environment_not_the_agent_s(farm: Farm) -> 
     )
     assert "MY_SECRET" not in seen
     assert "ARNOLD_X" not in seen  # not asked for
-    assert seen["OCIO"] == "/studio/ocio.config"
+    assert seen["OCIO"] == "/shot/ocio"  # the job's own wins over the agent's
+    assert seen["SHOT"] == "a010"
     assert seen["PATH"] == farm.env["PATH"]
     assert seen["FARMD_JOB_ID"] == str(job_id)
     assert seen["FARMD_TOKEN"].startswith(f"job.{job_id}.")
     assert "FARMD_STATE" not in seen  # the agent's own FARMD_* stay the agent's
+
+
+def test_a_job_may_not_set_the_farm_s_variables(farm: Farm) -> None:
+    refused = farm.cli("submit", "--env", "FARMD_TOKEN=x", "--", "true")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "farmd: error: bad env entry 'FARMD_TOKEN=x': FARMD_* variables are the farm's\n"
+    ), describe(refused)

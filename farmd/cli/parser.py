@@ -469,6 +469,15 @@ def _add_spec_options(
         flag, default = option_flag(field.name), field.default if defaults else None
         if meta.parse == "flag":
             sub.add_argument(flag, dest=field.name, action="store_true", help=meta.help)
+        elif meta.parse == "env":  # repeatable: NAME=VALUE, each its own
+            sub.add_argument(
+                flag,
+                dest=field.name,
+                action="append",
+                default=list(field.default or ()) if defaults else None,
+                metavar=meta.metavar,
+                help=meta.help,
+            )
         elif meta.parse == "dependencies":  # repeatable: the values add up
             sub.add_argument(
                 flag,

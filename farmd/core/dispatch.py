@@ -475,6 +475,7 @@ class Dispatcher:
                 attempt=frame.attempts,
                 argv=tuple(_fill(arg, number, number, last) for arg in job.argv),
                 env={
+                    **job.env,  # the job's own: FARMD_* are refused there
                     "FARMD_JOB_ID": str(job.id),
                     "FARMD_JOB_NAME": job.name,
                     "FARMD_FRAME": number,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import reprlib
 from collections.abc import Iterable
 
 import attrs
@@ -60,6 +62,7 @@ class Draft:
     reserve: Reservation
     numbers: FrameNumbers = attrs.field(eq=False, repr=False)  # every frame, in order
     frame_range: str  # the same as a frame range, for the store
+    env: dict[str, str] = attrs.field(factory=dict)  # added to each frame's environment
 
 
 def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> Draft:
@@ -106,6 +109,7 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
         reserve=reserve,
         numbers=numbers,
         frame_range=numbers.text(),
+        env=parse_env(event.env),
     )
 
 
@@ -177,6 +181,38 @@ def _digest(kind: str, specs: Iterable[SubmitJob], by: Principal) -> str:
 
 
 MAX_RETRIES = 1000
+
+
+# A job's own variables for its frames: names as a shell writes them, a value a line of
+# text; never FARMD_* (the supervisor's), and bounded (they ride in every run_frame).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_ENV_BYTES = 65536
+
+
+def parse_env(entries: object) -> dict[str, str]:
+    """A job's `env` (`NAME=VALUE` strings) as a dict; refused naming the bad entry."""
+    if not isinstance(entries, tuple | list):
+        msg = f"bad env {reprlib.repr(entries)}: expected NAME=VALUE strings"
+        raise JobSpecError(msg)
+    env: dict[str, str] = {}
+    size = 0
+    for entry in entries:
+        name, mark, value = entry.partition("=") if isinstance(entry, str) else ("", "", "")
+        if not mark or not _ENV_NAME.fullmatch(name):
+            msg = f"bad env entry {reprlib.repr(entry)}: expected NAME=VALUE, NAME a variable name"
+            raise JobSpecError(msg)
+        if name.startswith("FARMD_"):
+            msg = f"bad env entry {reprlib.repr(entry)}: FARMD_* variables are the farm's"
+            raise JobSpecError(msg)
+        if "\0" in value or "\n" in value:
+            msg = f"bad env entry {reprlib.repr(entry)}: a value is one line of text"
+            raise JobSpecError(msg)
+        size += len(entry.encode())
+        env[name] = value
+    if size > MAX_ENV_BYTES:
+        msg = f"bad env: {size} bytes, over the {MAX_ENV_BYTES} limit"
+        raise JobSpecError(msg)
+    return env
 
 
 def _check_options(instances: int, retries: int, retry_delay: float, time_limit: float) -> None:

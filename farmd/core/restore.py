@@ -23,7 +23,7 @@ import reprlib
 from typing import TypeGuard
 
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
-from farmd.core.drafting import _check_options
+from farmd.core.drafting import _check_options, parse_env
 from farmd.errors import FarmdError, JobSpecError
 from farmd.frames import (
     Frame,
@@ -206,6 +206,7 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         request_key=row.request_key,
         request_digest=row.request_digest or "",
         owner=row.owner if isinstance(row.owner, str) else "",
+        env=parse_env(row.env),
     )
     job.frame_range = row.frames or numbers.text()
     job.queued()  # checks the priority, as a submit does
@@ -238,6 +239,7 @@ def job_row(job: Job) -> JobRow:
         request_key=job.request_key,
         request_digest=job.request_digest,
         owner=job.owner,
+        env=tuple(f"{name}={value}" for name, value in job.env.items()),
     )
 
 

@@ -198,6 +198,7 @@ class Submissions:
             requires=draft.requires,
             reserve=draft.reserve,
             frame_range=draft.frame_range,
+            env=draft.env,
             # a frame's job token acts as its job's owner
             owner=parent.owner if by.job is not None and parent is not None else by.owner,
         )
