@@ -11,7 +11,9 @@ import sqlite3
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
+import trio.testing
 
 from farmd.protocol import (
     PROTOCOL_VERSION,
@@ -35,6 +37,7 @@ from farmd.protocol import (
     Role,
     Submit,
 )
+from farmd.supervisor import people
 from tests.inprocess import FakeWorker, Farm, Peer, start_supervisor, supervisor_config
 
 
@@ -266,3 +269,34 @@ async def test_without_the_shared_user_token_an_old_one_opens_nothing(
     peer = farm.connect("someone")
     await peer.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=shared))
     assert await peer.expect(Error) == Error(code="bad_token", message="wrong token")
+
+
+async def test_a_host_guessing_tokens_is_refused_without_hashing_for_a_while(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the real clock (the hashing thread is not the one a MockClock's metronome watches)
+    # and a short window
+    monkeypatch.setattr(people, "WRONG_TOKEN_WINDOW", 2.0)
+    farm = await start_supervisor(nursery, supervisor_config(tmp_path))
+    token = await add(await farm.admin(), "alice", "viewer")
+    wrong = token[:-4] + "AAAA" if not token.endswith("AAAA") else token[:-4] + "BBBB"
+
+    async def hello(peer_name: str, presented: str) -> Error | None:
+        peer = farm.connect(peer_name)
+        await peer.send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=presented))
+        answer = await peer.receive()
+        await peer.aclose()
+        return answer if isinstance(answer, Error) else None
+
+    for _ in range(people.MAX_WRONG_TOKENS):
+        assert await hello("guesser", wrong) == Error(code="bad_token", message="wrong token")
+    refused = await hello("guesser", token)  # even the right one, for now
+    assert refused is not None
+    assert refused.message.startswith("too many wrong tokens from guesser: try again in ")
+    assert await hello("elsewhere", token) is None  # another host is not held back
+    for _ in range(50):  # the window passes (2 s): the host is heard again
+        if await hello("guesser", token) is None:
+            break
+        await trio.sleep(0.2)
+    else:
+        raise AssertionError("the host was still refused after 10 s")

@@ -358,7 +358,8 @@ class Supervisor(AdminRequests):
                     f"(this is {PROTOCOL_VERSION})"
                 )
                 raise ProtocolError(msg, code="bad_version")
-            principal = await self.people.principal(hello.token)
+            host = conn.peer.rsplit(":", 1)[0]  # the address, whatever the port
+            principal = await self.people.principal(hello.token, host)
             if principal is None:  # not a personal token: the farm's, the shared, a job's
                 principal = principal_for(
                     self.token, self.user_token, hello.token, config.highest_user_priority

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,12 @@ from farmd.protocol import (
 from farmd.supervisor.tokens import personal_token, token_digest, worker_token
 
 MAX_VERIFIED = 4096  # tokens remembered as checked; past it the memory starts again
+# A host that presents this many wrong personal or worker tokens within the window is
+# refused at once, without hashing, until the window has passed: a guesser cannot keep
+# the one hashing thread busy for everyone else. Hosts remembered: bounded too.
+MAX_WRONG_TOKENS = 10
+WRONG_TOKEN_WINDOW = 60.0  # seconds
+MAX_WRONG_HOSTS = 10_000
 
 UserRequest = (
     AddUser
@@ -87,10 +94,29 @@ class People:
         self._floor = floor  # highest_user_priority
         self._verified: dict[tuple[str, str], str] = {}  # (name, sha256) -> digest
         self._hashing = trio.CapacityLimiter(1)
+        self._wrong: dict[str, list[float]] = {}  # host -> when it presented a wrong token
 
-    async def principal(self, token: str) -> Principal | None:
+    async def principal(self, token: str, host: str = "") -> Principal | None:
         """The principal of a personal or worker token; None if `token` is neither (the
-        farm's, a job's...); refused (`bad_token`) if it is a wrong one."""
+        farm's, a job's...); refused (`bad_token`) if it is a wrong one, or at once if
+        `host` presented `MAX_WRONG_TOKENS` wrong ones within `WRONG_TOKEN_WINDOW`."""
+        if split_worker_token(token) is None and split_token(token) is None:
+            return None
+        now = trio.current_time()
+        recent = [at for at in self._wrong.get(host, ()) if now - at < WRONG_TOKEN_WINDOW]
+        if len(recent) >= MAX_WRONG_TOKENS:
+            wait = math.ceil(WRONG_TOKEN_WINDOW - (now - recent[0]))
+            msg = f"too many wrong tokens from {host or 'this host'}: try again in {wait} s"
+            raise ProtocolError(msg, code="bad_token")
+        try:
+            return await self._principal(token)
+        except ProtocolError:
+            if len(self._wrong) >= MAX_WRONG_HOSTS and host not in self._wrong:
+                self._wrong.clear()
+            self._wrong[host] = [*recent, now]
+            raise
+
+    async def _principal(self, token: str) -> Principal | None:
         worker = split_worker_token(token)
         if worker is not None:
             token_id, secret = worker
