@@ -113,7 +113,9 @@ class Archive:
         self._apply = apply
         self._clock = clock
         self._history_days = history_days
-        self._reading = trio.CapacityLimiter(1)
+        # one read at a time, in a thread of trio's own pool (whose use a test's
+        # MockClock watches), so a reader queues rather than taking every thread
+        self._reading = trio.Lock()
 
     async def recall(self, request: Message) -> None:
         """Bring back from history the jobs `request` names that are not in memory."""
@@ -227,4 +229,5 @@ class Archive:
                 self._apply(Outcome(changes=Changes(audit_before=before)))
 
     async def _read(self, read: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(read, *args, limiter=self._reading)
+        async with self._reading:
+            return await trio.to_thread.run_sync(read, *args)

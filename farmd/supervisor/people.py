@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -50,6 +50,8 @@ from farmd.protocol import (
     RevokeWorkerToken,
 )
 from farmd.supervisor.tokens import personal_token, token_digest, worker_token
+
+T = TypeVar("T")
 
 MAX_VERIFIED = 4096  # tokens remembered as checked; past it the memory starts again
 # A host that presents this many wrong personal or worker tokens within the window is
@@ -93,7 +95,9 @@ class People:
         self._clock = clock
         self._floor = floor  # highest_user_priority
         self._verified: dict[tuple[str, str], str] = {}  # (name, sha256) -> digest
-        self._hashing = trio.CapacityLimiter(1)
+        # one hash at a time, in a thread of trio's own pool (whose use a test's
+        # MockClock watches): a flood of tokens queues here, not on every thread
+        self._hashing = trio.Lock()
         self._wrong: dict[str, list[float]] = {}  # host -> when it presented a wrong token
 
     async def principal(self, token: str, host: str = "") -> Principal | None:
@@ -143,9 +147,7 @@ class People:
         salt, digest = kept
         key = (name, hashlib.sha256(secret.encode()).hexdigest())
         if self._verified.get(key) != digest:
-            computed = await trio.to_thread.run_sync(
-                token_digest, secret, salt, limiter=self._hashing
-            )
+            computed = await self._in_thread(token_digest, secret, salt)
             if not hmac.compare_digest(computed, digest):
                 raise ProtocolError("wrong token", code="bad_token")
             if len(self._verified) >= MAX_VERIFIED:
@@ -212,9 +214,7 @@ class People:
                 return self._core.worker_tokens_view(), None
             case AddWorkerToken():
                 token_id = self._core.next_worker_token_id
-                token, salt, digest = await trio.to_thread.run_sync(
-                    worker_token, token_id, limiter=self._hashing
-                )
+                token, salt, digest = await self._in_thread(worker_token, token_id)
                 event = AddWorkerTokenEvent(
                     token_id=token_id,
                     hosts=request.hosts,
@@ -232,4 +232,8 @@ class People:
                 return outcome.result, outcome
 
     async def _new_token(self, name: str) -> tuple[str, str, str]:
-        return await trio.to_thread.run_sync(personal_token, name, limiter=self._hashing)
+        return await self._in_thread(personal_token, name)
+
+    async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        async with self._hashing:
+            return await trio.to_thread.run_sync(work, *args)
