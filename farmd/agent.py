@@ -30,6 +30,11 @@ and a few more by default; `farmd worker --pass-env NAME` adds names or patterns
 submit --env`) and the `FARMD_*` (how to reach it: FARMD_SUPERVISOR, the address this
 agent uses, and in FARMD_TOKEN the job token, so a frame can submit sub-jobs). A secret
 in the agent's environment (its own token, a `MY_SECRET`) reaches no frame.
+
+With `run_as: owner` (`farmd worker --run-as owner`, an agent running as root) each frame
+runs as the OS account of its job's owner (`FARMD_OWNER`, mapped by `user_map`), never as
+root: the shepherd takes that account's groups, group and user, and its home as the
+working directory, before it starts the command (`frame_account`, `shepherd._become`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import logging
 import math
 import os
 import platform
+import pwd
 import random
 import secrets
 import signal
@@ -134,6 +140,24 @@ class AgentConfig:
     resources: dict[str, float] = attrs.field(factory=dict)  # `--resource gpu=2`
     # the agent's environment variables a frame gets (names, or fnmatch patterns)
     env_passthrough: tuple[str, ...] = attrs.field(default=DEFAULT_ENV_PASSTHROUGH)
+    # "owner": each frame runs as the OS account of its job's owner (the agent is root)
+    run_as: str = "agent"
+    user_map: dict[str, str] = attrs.field(factory=dict)  # owner -> account; else the same
+
+
+def frame_account(owner: str, user_map: Mapping[str, str]) -> tuple[int, int, list[int], str]:
+    """The account a frame of `owner` runs as (`run_as: owner`): uid, gid, groups and
+    home; refused (UserError, naming the owner and the account) for none, or root."""
+    account = user_map.get(owner, owner)
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:
+        msg = f"the job's owner {owner!r} has no account {account!r} on this host"
+        raise UserError(msg) from None
+    if entry.pw_uid == 0:
+        msg = f"the job's owner {owner!r} maps to {account!r}, which is root: never as root"
+        raise UserError(msg)
+    return entry.pw_uid, entry.pw_gid, os.getgrouplist(account, entry.pw_gid), entry.pw_dir
 
 
 def host_memory() -> int:
@@ -479,10 +503,24 @@ class Agent:
             attempt=message.attempt,
             argv=list(message.argv),
         )
-        error = ""
+        error, user = "", None
+        if self.config.run_as == "owner":
+            owner = message.env.get("FARMD_OWNER", "")
+            try:
+                user = frame_account(owner, self.config.user_map)
+            except UserError as exc:
+                error = str(exc)
+            else:
+                name = self.config.user_map.get(owner, owner)
+                env.update(HOME=user[3], USER=name, LOGNAME=name)
         with os.fdopen(_open_log(path), "ab") as output:
             assert self._launcher is not None
-            process, error = await self._launcher.start(list(message.argv), env, output)
+            if error:
+                process = None
+            else:
+                if user is not None:  # its log is its own to read
+                    os.fchown(output.fileno(), user[0], user[1])
+                process, error = await self._launcher.start(list(message.argv), env, output, user)
             if error:
                 output.write(f"farmd: {error}\n".encode())
                 exit_code = CANNOT_START if process is None else await process.wait()

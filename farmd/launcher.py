@@ -95,13 +95,18 @@ class Launcher:
         return self._current.process.pid if self._current is not None else None
 
     async def start(
-        self, argv: list[str], env: dict[str, str], output: BinaryIO
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        output: BinaryIO,
+        user: tuple[int, int, list[int], str] | None = None,
     ) -> tuple[Child | None, str]:
         """Start `argv` under a shepherd with stdout and stderr to `output`, stdin from
         /dev/null and exactly `env`, in a session and process group of its own; return
         once the command itself has started, or with why it could not: the shepherd then
         exits 127 (not found) or 126. None if there is no shepherd at all (no launcher,
-        or it could not fork one)."""
+        or it could not fork one). With `user` (uid, gid, groups, working directory) the
+        shepherd becomes that account before it starts the command."""
         try:
             current = await self._launcher()
         except OSError as exc:
@@ -109,7 +114,10 @@ class Launcher:
         ident = next(self._ids)
         send, receive = trio.open_memory_channel[tuple[Child | None, str]](1)
         current.starting[ident] = send
-        request = shepherd.encode({"start": ident, "argv": argv, "env": env})
+        fields: dict[str, object] = {"start": ident, "argv": argv, "env": env}
+        if user is not None:
+            fields["user"] = list(user)
+        request = shepherd.encode(fields)
         # Shielded: a request goes whole or not at all (half of one would garble every
         # later one), and its answer comes soon: the reader's, once the shepherd has
         # started the command or could not, or when the launcher ends.

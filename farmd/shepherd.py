@@ -403,7 +403,9 @@ def _launch(
             if not (isinstance(argv, list) and argv and isinstance(env, dict)):
                 code = _usage(f"bad start request: {request!r}")
             else:
-                code = _shepherd(me, [*closed, report], [stdin, output, report_in], argv, env)
+                passed = [stdin, output, report_in]
+                user = request.get("user")
+                code = _shepherd(me, [*closed, report], passed, argv, env, user)
         except Exception as exc:  # a bug: say so in the frame's log
             code = _usage(f"shepherd failed: {exc!r}")
         finally:
@@ -418,9 +420,15 @@ def _launch(
 
 
 def _shepherd(
-    launcher: int, own: list[int], passed: list[int], argv: list[str], env: dict[str, str]
+    launcher: int,
+    own: list[int],
+    passed: list[int],
+    argv: list[str],
+    env: dict[str, str],
+    user: object = None,
 ) -> int:
-    """A frame's shepherd, in the launcher's forked child: run `argv` and exit as it did."""
+    """A frame's shepherd, in the launcher's forked child: run `argv` and exit as it did
+    (as the account `user` names, [uid, gid, groups, directory], when it names one)."""
     signal.set_wakeup_fd(-1)
     for fd in own:
         os.close(fd)
@@ -433,6 +441,12 @@ def _shepherd(
         if fd > 2:
             os.close(fd)
     shepherd = os.getpid()
+    if user is not None:  # before the parent-death signal: a change of uid clears it
+        why = _become(user)
+        if why:
+            os.write(report, why.encode(errors="replace"))
+            os.close(report)
+            return CANNOT_START
 
     def launcher_gone(signum: int, frame: object) -> None:
         # (a forked child runs this too, until it has reset its handlers: not it)
@@ -461,6 +475,27 @@ def _shepherd(
         return code
     _die_of(-code)
     return 128 - code  # not reached: the signal ends this process
+
+
+def _become(user: object) -> str:
+    """Take the account `user` names ([uid, gid, groups, directory]: its groups, then its
+    group, then its user, never root) and its directory (else /); why not, or ""."""
+    if not (isinstance(user, list) and len(user) == 4):
+        return f"bad account {user!r}"
+    uid, gid, groups, directory = user
+    if not (isinstance(uid, int) and isinstance(gid, int) and uid > 0):
+        return f"refused to run a frame as uid {uid!r}: never as root"
+    try:
+        os.setgroups([g for g in groups if isinstance(g, int)] if isinstance(groups, list) else [])
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as exc:
+        return f"could not become uid {uid}: {exc.strerror or exc}"
+    try:
+        os.chdir(directory if isinstance(directory, str) else "/")
+    except OSError:
+        os.chdir("/")
+    return ""
 
 
 # `subprocess.Popen` starts a command with `_posixsubprocess.fork_exec`, with these

@@ -215,6 +215,7 @@ def test_a_submitted_frame_starts_at_once_on_a_free_worker() -> None:
             env={
                 "FARMD_JOB_ID": "1",
                 "FARMD_JOB_NAME": "shot010",
+                "FARMD_OWNER": "farm",
                 "FARMD_FRAME": "7",
                 "FARMD_FRAME_START": "7",
                 "FARMD_FRAME_END": "7",

@@ -6,6 +6,7 @@ artist scoped to /show1/+; the artist logs in (the token kept in their config di
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -93,3 +94,44 @@ def test_a_job_may_not_set_the_farm_s_variables(farm: Farm) -> None:
     assert refused.stderr == (
         "farmd: error: bad env entry 'FARMD_TOKEN=x': FARMD_* variables are the farm's\n"
     ), describe(refused)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="frames run as their owner only under a root agent")
+def test_a_root_agent_runs_each_frame_as_its_owner_s_account_never_as_root(farm: Farm) -> None:
+    nobody = pwd.getpwnam("nobody")
+    farm.worker(
+        "w1",
+        extra=["--run-as", "owner", "--user-map", "farm=nobody", "--user-map", "shared=root"],
+    )
+    job_id = farm.submit_cli("--", "sh", "-c", 'id -u; id -g; echo "$USER $HOME"; pwd')
+    wait = farm.cli("wait", str(job_id), "--timeout", "20")
+    assert wait.returncode == 0, describe(wait)
+    printed = farm.cli_ok("logs", f"{job_id}:1").splitlines()
+    home = nobody.pw_dir if os.path.isdir(nobody.pw_dir) else "/"
+    assert printed == [
+        str(nobody.pw_uid),
+        str(nobody.pw_gid),
+        f"nobody {nobody.pw_dir}",
+        home,
+    ]
+    log = next((farm.root / "worker-logs" / "w1").rglob("1.1.log"))
+    assert log.stat().st_uid == nobody.pw_uid  # its own to read
+
+    # the shared user token's jobs are owned by `shared`, mapped here to root: refused
+    shared = (farm.state / "user_token").read_text().strip()
+    farm.env["FARMD_TOKEN"] = shared
+    refused_id = int(farm.run("submit", "--supervisor", farm.address, "--", "true").stdout)
+    del farm.env["FARMD_TOKEN"]
+    wait = farm.cli("wait", str(refused_id), "--timeout", "20")
+    assert wait.returncode == 1, describe(wait)
+    log_text = farm.cli_ok("logs", f"{refused_id}:1")
+    assert "maps to 'root', which is root: never as root" in log_text, log_text
+
+
+def test_run_as_owner_needs_a_root_agent_or_says_why(bare_farm: Farm) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("the refusal is for an agent that is not root")
+    bare_farm.serve()
+    proc = bare_farm.worker("w1", extra=["--run-as", "owner"], wait=False)
+    assert proc.popen.wait(timeout=20) == 1
+    assert "--run-as owner needs the agent to run as root" in proc.stderr()

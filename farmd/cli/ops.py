@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,12 @@ def worker_command(args: argparse.Namespace) -> int:
         properties=properties,
         resources=resources,
         env_passthrough=(*DEFAULT_ENV_PASSTHROUGH, *args.pass_env),
+        run_as=args.run_as,
+        user_map=_user_map(args.user_map),
     )
+    if args.run_as == "owner" and os.geteuid() != 0:
+        msg = "--run-as owner needs the agent to run as root (it starts each frame as its owner)"
+        raise UserError(msg)
     trio.run(run_agent, config)
     return 0
 
@@ -140,6 +146,18 @@ def _fact_value(text: str) -> object:
     except ValueError:
         return text
     return number if math.isfinite(number) else text
+
+
+def _user_map(entries: list[str]) -> dict[str, str]:
+    """`--user-map OWNER=ACCOUNT` flags as a dict; a bad one is refused naming it."""
+    found = {}
+    for entry in entries:
+        owner, mark, account = entry.partition("=")
+        if not mark or not owner or not account:
+            msg = f"bad --user-map {entry!r}: expected OWNER=ACCOUNT"
+            raise UserError(msg)
+        found[owner] = account
+    return found
 
 
 def up_command(args: argparse.Namespace) -> int:

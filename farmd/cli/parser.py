@@ -184,6 +184,21 @@ def _add_worker_command(command: _CommandMaker) -> None:
         "LANGUAGE, LC_*, TZ and TMPDIR, their FARMD_* and nothing else",
     )
     worker.add_argument(
+        "--run-as",
+        choices=["agent", "owner"],
+        default="agent",
+        help="owner: run each frame as the OS account of its job's owner (needs an agent "
+        "running as root; never as root)",
+    )
+    worker.add_argument(
+        "--user-map",
+        dest="user_map",
+        action="append",
+        default=[],
+        metavar="OWNER=ACCOUNT",
+        help="with --run-as owner: the account for a job owner (default: the same name)",
+    )
+    worker.add_argument(
         "--log-dir",
         metavar="DIR",
         help="where frame logs are kept (default STATE/worker-logs/NAME)",

@@ -478,6 +478,7 @@ class Dispatcher:
                     **job.env,  # the job's own: FARMD_* are refused there
                     "FARMD_JOB_ID": str(job.id),
                     "FARMD_JOB_NAME": job.name,
+                    "FARMD_OWNER": job.owner,  # an agent that runs frames as owners reads it
                     "FARMD_FRAME": number,
                     "FARMD_FRAME_START": number,
                     "FARMD_FRAME_END": last,
