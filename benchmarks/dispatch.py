@@ -481,7 +481,12 @@ def main() -> None:
         args.single_submits, args.batches, args.batch, args.rounds = 50, 2, 50, 1
     workdir = Path(tempfile.mkdtemp(prefix="farmd-bench-"))
     try:
-        rounds = [one_round(workdir, args) for _ in range(max(1, args.rounds))]
+        rounds = []
+        for number in range(max(1, args.rounds)):
+            # each round's supervisors start on state dirs of their own: a second round on
+            # the first's would restore (and count) what the first left behind
+            (workdir / f"round{number}").mkdir()
+            rounds.append(one_round(workdir / f"round{number}", args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     figures: dict[str, Any] = {

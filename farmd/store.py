@@ -269,6 +269,10 @@ _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
 # the `jobs` columns in `JobRow`'s field order (`_job_values` writes, `_job_from` reads)
 _JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRow))
 _JOB_COLUMNS = tuple(COLUMN_OF.get(name, name) for name in _JOB_FIELDS)
+_JSON_AT = tuple(
+    _JOB_FIELDS.index(name) for name in ("argv", "depends_on", "waiting_on", "env")
+)  # the columns kept as JSON arrays
+_FLAG_AT = _JOB_FIELDS.index("uninterruptible")
 _JOB_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 _FRAME_SELECT = f"SELECT {', '.join(_FRAME_COLUMNS)} FROM frames"
 # Every job id that has frame rows, one index probe per id (not per row); and the
@@ -614,16 +618,14 @@ class SqliteStore:
 
 def _job_values(job: JobRow) -> tuple[object, ...]:
     """A job's row as the `jobs` columns of `_JOB_COLUMNS`, in order (`_job_from` reads
-    them back): arrays as JSON, the flag as an integer."""
-    values = attrs.astuple(job, recurse=False)
-    out: list[object] = []
-    for name, value in zip(_JOB_FIELDS, values, strict=True):
-        if name in ("argv", "depends_on", "env") or (name == "waiting_on" and value is not None):
-            value = json.dumps(value)
-        elif name == "uninterruptible":
-            value = int(value)
-        out.append(value)
-    return tuple(out)
+    them back): arrays as JSON, the flag as an integer. Positions found once: a batch
+    of submissions writes hundreds of rows per commit."""
+    values = [getattr(job, name) for name in _JOB_FIELDS]
+    for index in _JSON_AT:
+        if values[index] is not None:  # waiting_on may be None: recompute
+            values[index] = json.dumps(values[index])
+    values[_FLAG_AT] = int(values[_FLAG_AT])
+    return tuple(values)
 
 
 def _job_from(row: tuple[Any, ...]) -> JobRow:

@@ -59,6 +59,11 @@ DAY = 86_400.0
 PRUNE_EVERY = 3600.0  # seconds between two automatic prunes
 PRUNE_BATCH = 1000  # jobs removed by one commit of a prune
 _LEADING_ID = re.compile(r"\s*(\d{1,19})")
+# the form of the keys farmd's client makes for its own retries (`new_request_key`)
+RETRY_KEY = re.compile(r"farmd-[0-9a-f]{32}")
+# a client retries for a few seconds: with history kept in memory this long at least, its
+# own keys' jobs cannot have moved there yet
+MIN_HISTORY_AFTER_FOR_RETRY_KEYS = 60.0
 
 
 def named_jobs(request: Message) -> tuple[list[int], list[str]]:
@@ -106,6 +111,7 @@ class Archive:
         apply: Callable[[Outcome], None],
         clock: Callable[[], float],
         history_days: float,
+        history_after: float = 300.0,
     ) -> None:
         self._core = core
         self._store = store
@@ -113,6 +119,7 @@ class Archive:
         self._apply = apply
         self._clock = clock
         self._history_days = history_days
+        self._history_after = history_after
         # one read at a time, in a thread of trio's own pool (whose use a test's
         # MockClock watches), so a reader queues rather than taking every thread
         self._reading = trio.Lock()
@@ -128,13 +135,26 @@ class Archive:
         if not self._store.keeps_history:
             return
         ids = self._core.unknown_jobs(dict.fromkeys(ids))
-        keys = [key for key in keys or () if not self._core.knows_key(key)]
+        keys = [key for key in keys or () if self._may_be_history(key)]
         if not ids and not keys:
             return
         await self._committer.durable()
         snapshot = await self._read(self._store.recall, ids, keys)
         if snapshot.jobs:
             self._apply(self._core.handle(RecallJobs(snapshot=snapshot, now=self._clock())))
+
+    def _may_be_history(self, key: str) -> bool:
+        """Whether a submission's key may name a job in history: one the scheduler does
+        not know, unless it is a key farmd's client made for one call's own retries
+        (`client.new_request_key`), which come within seconds of the first attempt,
+        long before its job could have ended and moved (`history_after`). Every submit
+        carries such a key: looking each up in the store cost a third of the rate of
+        single submits."""
+        if self._core.knows_key(key):
+            return False
+        return not (
+            self._history_after >= MIN_HISTORY_AFTER_FOR_RETRY_KEYS and RETRY_KEY.fullmatch(key)
+        )
 
     async def jobs_page(self, request: ListJobs, room: ReplyRoom, by: Principal) -> dict[str, Any]:
         """A page of the live jobs and history's together, by id (`list_jobs` with

@@ -233,6 +233,7 @@ class Supervisor(AdminRequests):
             apply=self._apply,
             clock=self._clock,
             history_days=self.config.history_days,
+            history_after=self.config.history_after,
         )
         try:
             await self._serve(store, task_status)
