@@ -575,11 +575,11 @@ def _dependencies(text: str) -> list[str]:
 
 def _days(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        msg = f"{text!r} is not a number of days"
+        value = _seconds(text)  # a finite number, 0 or more
+    except argparse.ArgumentTypeError:
+        msg = f"{text!r} is not a number of days (0 or more)"
         raise argparse.ArgumentTypeError(msg) from None
-    if not 0 <= value <= 1e6:  # NaN fails this too
+    if value > 1e6:
         msg = f"{text!r} must be 0 to 1000000 days"
         raise argparse.ArgumentTypeError(msg)
     return value

@@ -64,21 +64,23 @@ SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 def personal_token(name: str) -> tuple[str, str, str]:
     """A new personal token for user `name` (`NAME~SECRET`), and the salt and digest of
     its secret the farm keeps instead of it (hex). Slow: call it from a thread."""
-    secret = secrets.token_urlsafe(32)
-    salt = secrets.token_hex(16)
-    return f"{name}{TOKEN_MARK}{secret}", salt, token_digest(secret, salt)
-
-
-def token_digest(secret: str, salt: str) -> str:
-    """The digest kept for a personal token's `secret`. Slow: call it from a thread."""
-    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT).hex()
+    return _hashed_token(f"{name}{TOKEN_MARK}")
 
 
 def worker_token(token_id: int) -> tuple[str, str, str]:
     """A new worker token (`worker.ID.SECRET`) and its salt and digest. Slow: a thread."""
+    return _hashed_token(f"worker.{token_id}.")
+
+
+def _hashed_token(prefix: str) -> tuple[str, str, str]:
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    return f"worker.{token_id}.{secret}", salt, token_digest(secret, salt)
+    return prefix + secret, salt, token_digest(secret, salt)
+
+
+def token_digest(secret: str, salt: str) -> str:
+    """The digest kept for a token's `secret` (personal or worker). Slow: a thread."""
+    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT).hex()
 
 
 def principal_for(
