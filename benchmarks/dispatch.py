@@ -10,7 +10,10 @@ Four runs, all on 127.0.0.1:
 2. simulated: a real `farmd serve` subprocess and many protocol-level simulated workers
    that finish every frame instantly, once with the SQLite store (the default: every
    change durable before it takes effect) and once with `--store memory`, so
-   `persist_vs_memory` is the share of the in-memory rate that persistence keeps.
+   `persist_vs_memory` is the share of the in-memory rate that persistence keeps;
+   and once more with SQLite and `tls.mode: required`, every worker and client on TLS
+   verifying the farm's CA, so `tls_vs_plain` is the share of the plaintext rate that
+   TLS keeps (issue 14 asks for 0.75 or more).
    Frames/s completed at saturation, and how long a freed slot waited for its next
    `run_frame` there (queueing, by Little's law about slots / rate). Then one simulated
    worker with one slot, so nothing queues: the time from sending a result to receiving
@@ -37,6 +40,7 @@ import os
 import platform
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -91,9 +95,18 @@ class SimStats:
 
 
 async def sim_worker(
-    address: Address, token: str, name: str, cluster: str, slots: int, stats: SimStats
+    address: Address,
+    token: str,
+    name: str,
+    cluster: str,
+    slots: int,
+    stats: SimStats,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    stream: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
+    if tls is not None:  # as `farmd worker` does with a CA file (farmd.agent)
+        stream = trio.SSLStream(stream, tls, server_hostname=address.host)
+        await stream.do_handshake()
     codec = Codec()
     freed: deque[float] = deque()
     async with stream:
@@ -143,7 +156,12 @@ async def sim_worker(
 
 
 async def run_sim_workers(
-    address: Address, token: str, workers: int, slots: int, total: int
+    address: Address,
+    token: str,
+    workers: int,
+    slots: int,
+    total: int,
+    tls: ssl.SSLContext | None = None,
 ) -> SimStats:
     stats = SimStats(total)
     async with trio.open_nursery() as nursery:
@@ -156,6 +174,7 @@ async def run_sim_workers(
                 CLUSTERS[number % len(CLUSTERS)],
                 slots,
                 stats,
+                tls,
             )
         with trio.fail_after(600):
             await stats.done.wait()
@@ -323,18 +342,35 @@ def submit_queue(client: Client, frames: int, per_job: int) -> list[int]:
 
 
 def simulated_run(
-    workdir: Path, store: str, workers: int, slots: int, frames: int, latency_frames: int
+    workdir: Path,
+    store: str,
+    workers: int,
+    slots: int,
+    frames: int,
+    latency_frames: int,
+    tls: bool = False,
 ) -> dict[str, Any]:
-    process, address, token = start_supervisor(workdir / f"sim-{store}", store)
+    """The simulated workers against `farmd serve`; with `tls`, the supervisor has
+    `tls.mode: required` and every worker and client speaks TLS, verifying the farm's CA
+    (the same run otherwise: same store, same workers, same queue)."""
+    state = workdir / f"sim-{store}{'-tls' if tls else ''}"
+    config = None
+    if tls:
+        state.mkdir(parents=True, exist_ok=True)
+        config = workdir / "tls.yaml"
+        config.write_text("supervisor:\n  tls: {mode: required}\n")
+    process, address, token = start_supervisor(state, store, config=config)
+    ca = state / "tls" / "ca.pem" if tls else None
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     try:
-        with Client(address, token=token) as client:
+        with Client(address, token=token, ca=ca) as client:
             submit_queue(client, frames, 100)
-        loaded = trio.run(run_sim_workers, address, token, workers, slots, frames)
+        loaded = trio.run(run_sim_workers, address, token, workers, slots, frames, context)
         # One slot alone: every result is answered by the next pick, nothing queues, so
         # this is the pick-to-start latency itself (result in -> pick -> run_frame out).
-        with Client(address, token=token) as client:
+        with Client(address, token=token, ca=ca) as client:
             submit_queue(client, latency_frames, 100)
-        alone = trio.run(run_sim_workers, address, token, 1, 1, latency_frames)
+        alone = trio.run(run_sim_workers, address, token, 1, 1, latency_frames, context)
     finally:
         stop(process)
     assert loaded.first_start is not None
@@ -450,6 +486,10 @@ def one_round(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     figures["persist_vs_memory"] = round(
         figures["sim_frames_per_s"] / memory["sim_frames_per_s"], 3
     )
+    secure = simulated_run(workdir, "sqlite", *sim, tls=True)
+    figures["tls_frames_per_s"] = secure["sim_frames_per_s"]
+    figures["tls_pick_to_start_p50_ms"] = secure["pick_to_start_p50_ms"]
+    figures["tls_vs_plain"] = round(secure["sim_frames_per_s"] / figures["sim_frames_per_s"], 3)
     figures["baseline_frames_per_s"] = round(base_rate)
     figures["sim_vs_baseline"] = round(figures["sim_frames_per_s"] / base_rate, 3)
     figures.update(submit_rates(workdir, args.single_submits, args.batches, args.batch))

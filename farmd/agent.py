@@ -28,7 +28,8 @@ own environment that its allow-list names (`env_passthrough`: PATH, HOME, the lo
 and a few more by default; `farmd worker --pass-env NAME` adds names or patterns such as
 `OCIO` or `ARNOLD_*`), then what the supervisor sends: the job's own variables (`farmd
 submit --env`) and the `FARMD_*` (how to reach it: FARMD_SUPERVISOR, the address this
-agent uses, and in FARMD_TOKEN the job token, so a frame can submit sub-jobs). A secret
+agent uses, in FARMD_TOKEN the job token, so a frame can submit sub-jobs, and FARMD_CA
+or FARMD_PIN if the agent trusts the supervisor over TLS by one). A secret
 in the agent's environment (its own token, a `MY_SECRET`) reaches no frame.
 
 With `run_as: owner` (`farmd worker --run-as owner`, an agent running as root) each frame
@@ -83,6 +84,7 @@ from farmd.protocol import (
     SuspendFrame,
     Welcome,
 )
+from farmd.tls import TlsError, Trust, handshake_failure
 
 log = logging.getLogger("farmd.agent")
 
@@ -143,6 +145,8 @@ class AgentConfig:
     # "owner": each frame runs as the OS account of its job's owner (the agent is root)
     run_as: str = "agent"
     user_map: dict[str, str] = attrs.field(factory=dict)  # owner -> account; else the same
+    # how it trusts the supervisor (`farmd.tls.trust_for`); None: plaintext (loopback)
+    trust: Trust | None = None
 
 
 def frame_account(owner: str, user_map: Mapping[str, str]) -> tuple[int, int, list[int], str]:
@@ -320,7 +324,7 @@ class Agent:
         while True:
             try:
                 stream = await self._connect()
-            except OSError as exc:
+            except (OSError, TlsError) as exc:
                 log_event(
                     log,
                     "info",
@@ -357,7 +361,21 @@ class Agent:
         except OSError:  # reset already: unreachable, tried again after the backoff
             await stream.aclose()
             raise
-        return stream
+        trust = self.config.trust
+        if trust is None:
+            return stream
+        secure = trio.SSLStream(stream, trust.context(), server_hostname=address.host)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await secure.do_handshake()
+            trust.verify(secure.getpeercert(binary_form=True), address)
+        except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            await trio.aclose_forcefully(secure)
+            raise handshake_failure(exc.__cause__ or exc, address) from None
+        except TlsError:
+            await trio.aclose_forcefully(secure)
+            raise
+        return secure
 
     # ------------------------------------------------------------------ a session
 
@@ -494,6 +512,12 @@ class Agent:
         if self._environ is None:
             self._environ = passed_through(os.environ, self.config.env_passthrough)
         env = {**self._environ, "FARMD_SUPERVISOR": str(self.config.supervisor), **message.env}
+        trust = self.config.trust
+        if trust is not None:  # a frame's own farmd commands trust the supervisor as this does
+            if trust.ca is not None:
+                env["FARMD_CA"] = str(trust.ca.resolve())
+            elif trust.pin is not None:
+                env["FARMD_PIN"] = trust.pin
         log_event(
             log,
             "info",

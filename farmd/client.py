@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import select
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -85,6 +87,7 @@ from farmd.protocol import (
     Wait,
     Welcome,
 )
+from farmd.tls import Trust, handshake_failure, trust_for
 
 DEFAULT_TIMEOUT = 30.0
 SUBMIT_ATTEMPTS = 4  # a submission is sent at most this many times (same key)
@@ -154,10 +157,13 @@ class Client:
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        ca: str | os.PathLike[str] | None = None,
+        pin: str | None = None,
     ) -> None:
         self.address = resolve_address(supervisor)
         self._token = resolve_token(token, token_file)
         self.timeout = timeout
+        self._ca, self._pin = ca, pin  # how to trust the supervisor (`farmd.tls.trust_for`)
         self._codec = Codec()
         self._next_id = 1
         self._socket: socket.socket | None = None
@@ -168,14 +174,18 @@ class Client:
     def connect(self) -> None:
         if self._socket is not None:
             return
+        trust = trust_for(self.address, ca=self._ca, pin=self._pin)
         try:
-            self._socket = socket.create_connection(
+            sock = socket.create_connection(
                 (self.address.host, self.address.port), timeout=self.timeout
             )
         except OSError as exc:
             msg = f"cannot reach the supervisor at {self.address}: {exc.strerror or exc}"
             raise ConnectionLostError(msg) from None
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if trust is not None:
+            sock = self._secure(sock, trust)
+        self._socket = sock
         self._codec = Codec()
         self._send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=self._token))
         welcome = self._receive()
@@ -184,6 +194,23 @@ class Client:
             msg = f"the supervisor answered the hello with {welcome.TYPE!r}"
             raise ProtocolError(msg)
         self._codec.max_frame_bytes = welcome.max_frame_bytes
+
+    def _secure(self, sock: socket.socket, trust: Trust) -> ssl.SSLSocket:
+        """The TLS handshake, and the pin's check; one clear line if either fails."""
+        try:
+            secure = trust.context().wrap_socket(sock, server_hostname=self.address.host)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            if isinstance(exc, ssl.SSLError | ConnectionResetError | BrokenPipeError):
+                raise handshake_failure(exc, self.address) from None
+            msg = f"cannot reach the supervisor at {self.address}: {exc.strerror or exc}"
+            raise ConnectionLostError(msg) from None
+        try:
+            trust.verify(secure.getpeercert(binary_form=True), self.address)
+        except FarmdError:
+            secure.close()
+            raise
+        return secure
 
     def close(self) -> None:
         if self._socket is not None:
@@ -252,6 +279,8 @@ class Client:
         sock = self._socket
         if sock is None:
             return False
+        if isinstance(sock, ssl.SSLSocket):  # no peeking through TLS: is it readable?
+            return bool(sock.pending()) or bool(select.select([sock], [], [], 0)[0])
         timeout = sock.gettimeout()
         try:
             sock.setblocking(False)

@@ -64,6 +64,8 @@ def test_dispatch_benchmark_quick() -> None:
         "pick_to_start_p50_ms",
         "pick_to_start_p99_ms",
         "real_frames_per_s",
+        "tls_frames_per_s",
+        "tls_vs_plain",
     ):
         assert result[key] > 0, key
 

@@ -14,6 +14,7 @@ from farmd.config import (
     DEFAULT_PORT,
     Address,
     SupervisorConfig,
+    TlsSettings,
     default_state_dir,
     load_supervisor_config,
     parse_address,
@@ -46,6 +47,7 @@ ALL_KEYS = (
     "history_days",
     "audit_days",
     "shared_user_token",
+    "tls",
 )
 
 
@@ -257,6 +259,7 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.history_days == 30.0
     assert config.audit_days == 90.0
     assert config.shared_user_token is True
+    assert config.tls == TlsSettings(mode="auto")
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 

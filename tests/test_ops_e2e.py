@@ -177,6 +177,10 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
             "farmd.db-wal",
             "metrics_address",
             "supervisor.lock",
+            "tls/ca.key",
+            "tls/ca.pem",
+            "tls/cert.pem",
+            "tls/key.pem",
             "token",
             "user_token",
         ]
@@ -186,12 +190,13 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
         # makes them private again before it uses them.
         supervisor.stop(signal.SIGKILL)
         for path in farm.state.iterdir():
-            path.chmod(0o644)
+            if path.is_file():
+                path.chmod(0o644)
         (farm.state / "address").unlink()
         farm.serve("--metrics", f"{LOCALHOST}:0")
         with Client(farm.address, token_file=farm.token_file) as client:
             assert [job["state"] for job in client.jobs()["jobs"]] == ["complete"]  # restored
-        assert len(assert_private(farm.state)) == 8
+        assert len(assert_private(farm.state)) == 12
     finally:
         os.umask(old_umask)
 

@@ -85,6 +85,7 @@ def worker_command(args: argparse.Namespace) -> int:
     from farmd.client import resolve_address, resolve_token
     from farmd.config import default_state_dir
     from farmd.resources import parse_resources
+    from farmd.tls import trust_for
     from farmd.worker_settings import check_worker
 
     resources = parse_resources(",".join(args.resources), "--resource")
@@ -110,8 +111,9 @@ def worker_command(args: argparse.Namespace) -> int:
     log_dir = (
         Path(args.log_dir) if args.log_dir else default_state_dir() / "worker-logs" / args.name
     )
+    supervisor = resolve_address(args.supervisor)
     config = AgentConfig(
-        supervisor=resolve_address(args.supervisor),
+        supervisor=supervisor,
         token=resolve_token(None, args.token_file),
         name=args.name,
         cluster=args.cluster,
@@ -124,6 +126,7 @@ def worker_command(args: argparse.Namespace) -> int:
         env_passthrough=(*DEFAULT_ENV_PASSTHROUGH, *args.pass_env),
         run_as=args.run_as,
         user_map=_user_map(args.user_map),
+        trust=trust_for(supervisor, ca=args.ca, pin=args.pin),
     )
     if args.run_as == "owner" and os.geteuid() != 0:
         msg = "--run-as owner needs the agent to run as root (it starts each frame as its owner)"

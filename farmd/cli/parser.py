@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, NoReturn
 
 from farmd import __version__
-from farmd.cli.connection import add_connection_options
+from farmd.cli.connection import add_connection_options, add_trust_options, trust_command
 from farmd.cli.jobs import (
     control_command,
     explain_command,
@@ -137,6 +137,7 @@ def _add_worker_command(command: _CommandMaker) -> None:
         help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
     )
     worker.add_argument("--token-file", metavar="FILE", help="file holding the farm token")
+    add_trust_options(worker)
     worker.add_argument(
         "--name", default=socket.gethostname(), help="worker name (default: the host name)"
     )
@@ -419,6 +420,14 @@ def _add_user_commands(command: _CommandMaker) -> None:
     text = "keep a personal token (read from stdin) where farmd commands find it"
     login = command("login", login_command, text)
     login.set_defaults(token_file=None)
+    text = "show the key of the supervisor at HOST:PORT and, once confirmed, trust it (TLS)"
+    trust = command.subparsers.add_parser("trust", help=text, description=text)
+    trust.set_defaults(run=trust_command)
+    trust.add_argument("address", metavar="HOST:PORT")
+    trust.add_argument("--yes", action="store_true", help="trust it without asking")
+    trust.add_argument(
+        "--expect", metavar="sha256:HEX", help="trust it only if its key has this pin"
+    )
     text = "worker enrolment tokens: add one for some hosts and clusters, list, revoke"
     add_worker_token_options(command("worker-token", worker_token_command, text))
     text = "the audit log, newest first: every change and every refusal, who, from where"

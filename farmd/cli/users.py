@@ -71,7 +71,7 @@ def login_command(args: argparse.Namespace) -> int:
         token = sys.stdin.readline().strip()
     if not token:
         raise UserError("no token given: paste the token `farmd user add` printed")
-    with Client(args.supervisor, token=token) as farm:
+    with Client(args.supervisor, token=token, ca=args.ca, pin=args.pin) as farm:
         farm.jobs(limit=1)  # the token opens a session: it is the farm's
     path = personal_token_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

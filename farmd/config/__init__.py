@@ -10,6 +10,7 @@ One module per concern; this package re-exports what the rest of farmd imports:
   `WorkersConfig.settings_for(host)` -> `WorkerSettings`.
 - `yaml_nodes`: reads YAML nodes with their line and column, for located refusals.
 - `loader`: the file's sections and `parse_*`/`load_*`; its docstring shows a file.
+- `tls_settings`: `TlsSettings`, the `supervisor.tls:` part.
 - `fields`: `FieldError`, how a settings class refuses a value so the loader can point
   at it.
 """
@@ -40,6 +41,7 @@ from farmd.config.supervisor_settings import (
     STORES,
     SupervisorConfig,
 )
+from farmd.config.tls_settings import TLS_MODES, TlsSettings
 from farmd.config.workers import (
     ENTRY_KEYS,
     MAX_RANGE_HOSTS,
@@ -65,11 +67,13 @@ __all__ = [
     "MIN_OUTBOX_BYTES",
     "PREEMPT_POLICIES",
     "STORES",
+    "TLS_MODES",
     "Address",
     "FarmConfig",
     "HostPattern",
     "PatternKind",
     "SupervisorConfig",
+    "TlsSettings",
     "WorkerEntry",
     "WorkerSettings",
     "WorkersConfig",

@@ -32,6 +32,12 @@ Leaving a section out, or the whole file empty, means its defaults::
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot
         license.nuke: 10
+      tls:                          # farmd.tls
+        mode: auto                  # TLS; plaintext only on loopback. Or required, off
+        names: [farm.example.com]   # more names the farm's own certificate names
+        # cert: site.pem            # a site's certificate and key instead of the
+        # key: site.key             # farm's own (made in STATE/tls), and the CA
+        # ca: site-ca.pem           # its peers are given
     workers:                        # Qube's qbwrk.conf
       default:                      # every host
         slots: 1
@@ -78,6 +84,7 @@ from farmd.config.addresses import Address, address_or_problem
 from farmd.config.fields import FieldError
 from farmd.config.state_dir import expand_user
 from farmd.config.supervisor_settings import SUPERVISOR_KEYS, SupervisorConfig
+from farmd.config.tls_settings import TLS_MODES, TlsSettings
 from farmd.config.workers import (
     ENTRY_KEYS,
     WorkerEntry,
@@ -128,6 +135,9 @@ def _supervisor_section(source: Source, node: yaml.Node, doc: _Document) -> None
         if name == "resources":
             values[name] = _resources_value(source, value_node, key)
             continue
+        if name == "tls":
+            values[name] = _tls_value(source, value_node, key)
+            continue
         value = source.scalar(value_node, key)
         if name == "listen" or (name == "metrics" and value is not None):
             value = _address_value(source, value_node, key, value)
@@ -165,6 +175,47 @@ def _resources_value(source: Source, node: yaml.Node, key: str) -> dict[str, flo
             raise source.error(value_node, f"{key}.{name}", "must be a number, 0 or more")
         totals[name] = value
     return totals
+
+
+_TLS_KEYS: Final = ("mode", "cert", "key", "ca", "names")
+
+
+def _tls_value(source: Source, node: yaml.Node, key: str) -> TlsSettings:
+    """`tls: {mode: auto, cert: FILE, key: FILE, ca: FILE, names: [NAME, ...]}`."""
+    items = source.mapping(node, key, _TLS_KEYS, "TLS settings")
+    values: dict[str, Any] = {}
+    for name, (_, value_node) in items.items():
+        where = f"{key}.{name}"
+        if name == "names":
+            if not isinstance(value_node, yaml.SequenceNode) or value_node.tag != _SEQ_TAG:
+                raise source.error(value_node, where, "must be a list of host names or addresses")
+            names = []
+            for item in value_node.value:
+                text = source.scalar(item, where)
+                if not isinstance(text, str):
+                    raise source.error(item, where, "must be a host name or address")
+                names.append(text)
+            values[name] = tuple(names)
+            continue
+        value = source.scalar(value_node, where)
+        if name == "mode":
+            if value is False:  # YAML 1.1 reads an unquoted `off` as false
+                value = "off"
+            if value not in TLS_MODES:
+                raise source.error(value_node, where, f"must be one of {', '.join(TLS_MODES)}")
+            values[name] = value
+        elif value is not None:
+            values[name] = _file_value(source, value_node, where, value)
+    try:
+        return TlsSettings(**values)
+    except ConfigError as exc:
+        raise source.error(node, key, str(exc)) from None
+
+
+def _file_value(source: Source, node: yaml.Node, key: str, value: object) -> Path:
+    if not isinstance(value, str) or not value:
+        raise source.error(node, key, "must be a file path")
+    return _path_value(source, node, key, value)
 
 
 def _address_value(source: Source, node: yaml.Node, key: str, value: object) -> Address:

@@ -14,6 +14,7 @@ from farmd.cluster import ROOT, ClusterPath, parse_cluster, quote
 from farmd.config.addresses import DEFAULT_LISTEN, Address
 from farmd.config.fields import FieldError
 from farmd.config.state_dir import default_state_dir
+from farmd.config.tls_settings import TlsSettings
 from farmd.errors import ClusterPathError
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 
@@ -187,6 +188,11 @@ def _check_preempt_policy(_: object, attribute: attrs.Attribute[Any], value: obj
         _refuse(attribute, value, f"must be one of {', '.join(PREEMPT_POLICIES)}")
 
 
+def _check_tls(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, TlsSettings):
+        _refuse(attribute, value, "must be TlsSettings (mode, cert, key, ca, names)")
+
+
 @attrs.frozen(kw_only=True)
 class SupervisorConfig:
     """The supervisor's settings; every value is checked on construction.
@@ -234,6 +240,8 @@ class SupervisorConfig:
     - `audit_days`: days the audit log keeps an entry (pruned hourly); 0: for ever.
     - `shared_user_token`: whether the shared user token of older farms
       (STATE/user_token) opens sessions; false once everyone has a personal token.
+    - `tls`: TLS on the supervisor's port and its metrics (`TlsSettings`, `farmd.tls`):
+      on by default, plaintext accepted only on a loopback connection.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -270,6 +278,7 @@ class SupervisorConfig:
     history_days: float = attrs.field(default=30.0, converter=_to_seconds, validator=_check_grace)
     audit_days: float = attrs.field(default=90.0, converter=_to_seconds, validator=_check_grace)
     shared_user_token: bool = attrs.field(default=True, validator=_check_bool)
+    tls: TlsSettings = attrs.field(factory=TlsSettings, validator=_check_tls)
 
 
 SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import select
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -40,6 +41,7 @@ from farmd.core import Principal
 from farmd.errors import InternalError, ProtocolError, UserError
 from farmd.logs import log_event
 from farmd.protocol import PROTOCOL_VERSION, Error, Heartbeat, Message
+from farmd.tls import TlsClosed, TlsSession, is_loopback
 
 # the supervisor's logger: a connection's lines are the supervisor's, as before the split
 log = logging.getLogger("farmd.supervisor")
@@ -100,6 +102,7 @@ class Connection:
     last_sent: float = 0.0  # when a frame was last written or queued (not dropped)
     fd: int = -1  # the socket's file descriptor, or -1: writes go through the sender
     principal: Principal | None = None  # who its token stands for, once it is known
+    tls: TlsSession | None = None  # its TLS session, once the handshake is done
     token_digest: str | None = None  # a personal token's digest at the hello
     version: int = PROTOCOL_VERSION  # the protocol version its hello named
     unsent: int = 0
@@ -168,6 +171,15 @@ class Connection:
             self.drop(f"more than {self.limit_bytes} bytes wait to be sent to it")
             return
         self.last_sent = trio.current_time()
+        if self.tls is not None:  # encrypted in the order sent, so queued records keep it
+            data = self.tls.encrypt(data)
+        self._send_bytes(data)
+
+    def _send_bytes(self, data: bytes) -> None:
+        """Write bytes as they go on the wire (ciphertext, with TLS): straight to the
+        socket while nothing is queued, else queued for the sender."""
+        if self.closing:
+            return
         if not self.unsent and self.fd >= 0:
             try:
                 # os.write, not trio's send: synchronous, and the fd is non-blocking
@@ -292,7 +304,79 @@ class Connection:
                     raise PeerGone from None
             if not data:
                 raise PeerGone
-            self.codec.receive_data(data)
+            self.codec.receive_data(self._plain(data))
+
+    def _plain(self, data: bytes | bytearray) -> bytes | bytearray:
+        """The plaintext of bytes read from the wire (none yet, if a TLS record is still
+        arriving); what TLS owes the peer in answer is sent. PeerGone if the peer ended
+        or broke its TLS session."""
+        if self.tls is None:
+            return data
+        try:
+            plain = self.tls.decrypt(bytes(data))
+        except TlsClosed:
+            raise PeerGone from None
+        owed = self.tls.owed()
+        if owed:
+            self._send_bytes(owed)
+        return plain
+
+    async def start_tls(self, session: TlsSession) -> None:
+        """The server's side of the TLS handshake, within HANDSHAKE_TIMEOUT; then every
+        byte of the connection goes through `session`."""
+        data: bytes | bytearray = b""
+        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+            while True:
+                try:
+                    done, out = session.handshake(data)
+                except TlsClosed as exc:
+                    log_event(
+                        log, "warning", "tls handshake failed", peer=self.peer, error=str(exc)
+                    )
+                    raise PeerGone from None
+                try:
+                    if out:
+                        await self.stream.send_all(out)
+                    if done:
+                        break
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise PeerGone from None
+                if not data:
+                    raise PeerGone
+        if scope.cancelled_caught:
+            msg = f"no TLS handshake within the handshake time ({HANDSHAKE_TIMEOUT:g} s)"
+            raise ProtocolError(msg, code="timeout")
+        self.tls = session
+        # the peer's first message may have come with its last handshake record
+        self.codec.receive_data(self._plain(b""))
+
+    async def first_byte(self) -> int | None:
+        """The first byte the peer sent (within HANDSHAKE_TIMEOUT), left unread; None
+        for an in-memory stream."""
+        if not isinstance(self.stream, trio.SocketStream):
+            return None
+        with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+            try:
+                first = await self.stream.socket.recv(1, socket.MSG_PEEK)
+            except OSError:
+                raise PeerGone from None
+        if scope.cancelled_caught:
+            msg = f"nothing sent within the handshake time ({HANDSHAKE_TIMEOUT:g} s)"
+            raise ProtocolError(msg, code="timeout")
+        if not first:
+            raise PeerGone
+        return first[0]
+
+    def local_loopback(self) -> bool:
+        """Whether the peer reached this socket at a loopback address: its bytes never
+        crossed a network (an in-memory stream's never left the process)."""
+        if not isinstance(self.stream, trio.SocketStream):
+            return True
+        try:
+            return is_loopback(str(self.stream.socket.getsockname()[0]))
+        except OSError:
+            return False
 
     async def _read(self) -> bytes:
         """The socket's next bytes, waited for with `wait_readable` itself.
@@ -379,7 +463,7 @@ class Connection:
         try:
             if not data:
                 raise PeerGone
-            self.codec.receive_data(data)
+            self.codec.receive_data(self._plain(data))
             news = False
             while not self.paused():
                 message = self.codec.next_message()

@@ -49,6 +49,7 @@ import functools
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,6 +128,15 @@ from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     worker_message,
 )
+from farmd.tls import (
+    HANDSHAKE_RECORD,
+    CertificateFiles,
+    TlsSession,
+    certificate_files,
+    is_loopback,
+    pin_of_file,
+    server_context,
+)
 
 log = logging.getLogger("farmd.supervisor")
 
@@ -184,6 +194,8 @@ class Supervisor(AdminRequests):
         # outcomes waiting for their changes to be durable, with what to do after
         self.people = People(self.core, self._clock, config.highest_user_priority)
         self._committer = Committer(self.metrics.observe_commit)
+        self.tls: ssl.SSLContext | None = None  # the TLS context, once `run` made it
+        self.tls_files: CertificateFiles | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -242,6 +254,10 @@ class Supervisor(AdminRequests):
 
     async def _serve(self, store: Store, task_status: trio.TaskStatus[Address]) -> None:
         listen = self.config.listen
+        settings = self.config.tls
+        if settings.mode != "off":
+            self.tls_files = certificate_files(settings, self.config.state_dir)
+            self.tls = server_context(self.tls_files)
         listeners = await open_listeners(listen)
         sockname = listeners[0].socket.getsockname()
         self.address = Address(listen.host, sockname[1])
@@ -254,11 +270,33 @@ class Supervisor(AdminRequests):
             address=str(self.address),
             state_dir=str(self.config.state_dir),
             version=__version__,
+            tls=settings.mode,
         )
+        if self.tls_files is not None:
+            log_event(
+                log,
+                "info",
+                "tls ready",
+                pin=pin_of_file(self.tls_files.cert),
+                ca=str(self.tls_files.ca) if self.tls_files.ca else "-",
+                cert=str(self.tls_files.cert),
+            )
+        elif not is_loopback(listen.host):
+            log_event(
+                log,
+                "warning",
+                "tls off on a network address: tokens and jobs cross the network in clear",
+                address=str(self.address),
+            )
         async with trio.open_nursery() as nursery:
             if self.config.metrics is not None:
                 self.metrics_address = await nursery.start(
-                    serve_metrics, self.metrics, self.config.metrics, self.config.state_dir
+                    serve_metrics,
+                    self.metrics,
+                    self.config.metrics,
+                    self.config.state_dir,
+                    self.tls,
+                    settings.mode == "auto",
                 )
             nursery.start_soon(self._committer.run, store)
             nursery.start_soon(self._timer)
@@ -349,6 +387,7 @@ class Supervisor(AdminRequests):
     async def _converse(self, conn: Connection, nursery: trio.Nursery) -> None:
         config = self.config
         with self._session_slot("handshake", config.max_handshakes, "connections in the handshake"):
+            await self._secure(conn)
             hello = await expect(conn, Hello, "first")
             worker = hello.role == Role.WORKER.value
             if hello.version != PROTOCOL_VERSION and not (
@@ -390,6 +429,22 @@ class Supervisor(AdminRequests):
                 await self._worker_session(conn)
             else:
                 await self._admin_session(conn, nursery)
+
+    async def _secure(self, conn: Connection) -> None:
+        """TLS or plaintext, by the peer's first byte (`farmd.tls`): plaintext only on a
+        loopback connection in `tls.mode: auto`, else one clear refusal, in plaintext."""
+        if self.tls is None:
+            return
+        first = await conn.first_byte()
+        plaintext_allowed = self.config.tls.mode == "auto" and conn.local_loopback()
+        if first == HANDSHAKE_RECORD:
+            await conn.start_tls(TlsSession(self.tls))
+        elif first is not None and not plaintext_allowed:
+            msg = (
+                "this supervisor speaks TLS only: connect with TLS (`farmd trust HOST:PORT`, "
+                "or --ca with the farm's CA file)"
+            )
+            raise ProtocolError(msg, code="tls_required")
 
     # ------------------------------------------------------------------ workers
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
+import ssl
 from pathlib import Path
 
 import trio
@@ -25,6 +27,7 @@ from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
 from farmd.store import write_state_file
 from farmd.supervisor.connection import open_listeners
+from farmd.tls import HANDSHAKE_RECORD, is_loopback
 
 # the supervisor's logger: these lines are the supervisor's, as before the split
 log = logging.getLogger("farmd.supervisor")
@@ -38,20 +41,57 @@ async def serve_metrics(
     metrics: FarmMetrics,
     where: Address,
     state_dir: Path,
+    tls: ssl.SSLContext | None = None,
+    plaintext: bool = True,
     *,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `metrics` on `where`; started with the address it listens on (a port 0
-    is chosen by the kernel), which is also written to STATE/metrics_address."""
+    is chosen by the kernel), which is also written to STATE/metrics_address.
+
+    With a `tls` context a scrape may come over HTTPS (`farmd.tls`: the first byte says
+    which); plain HTTP is answered only where `plaintext` is allowed (`tls.mode: auto`)
+    and the connection is to a loopback address, else with a 400 saying to use HTTPS."""
     listeners = await open_listeners(where)
     address = Address(where.host, listeners[0].socket.getsockname()[1])
     write_state_file(state_dir / METRICS_ADDRESS_FILE, f"{address}\n")
-    log_event(log, "info", "metrics listening", address=str(address))
+    log_event(log, "info", "metrics listening", address=str(address), tls=tls is not None)
     task_status.started(address)
-    await trio.serve_listeners(functools.partial(_metrics_request, metrics), listeners)
+    handler = functools.partial(_metrics_connection, metrics, tls, plaintext)
+    await trio.serve_listeners(handler, listeners)
 
 
-async def _metrics_request(metrics: FarmMetrics, stream: trio.SocketStream) -> None:
+async def _metrics_connection(
+    metrics: FarmMetrics, tls: ssl.SSLContext | None, plaintext: bool, stream: trio.SocketStream
+) -> None:
+    """HTTPS or HTTP, by the first byte; then one scrape."""
+    if tls is None:
+        await _metrics_request(metrics, stream)
+        return
+    first = b""
+    with trio.move_on_after(HTTP_TIMEOUT):
+        with contextlib.suppress(OSError):
+            first = await stream.socket.recv(1, socket.MSG_PEEK)
+    if not first:
+        await stream.aclose()
+    elif first[0] == HANDSHAKE_RECORD:
+        secure = trio.SSLStream(stream, tls, server_side=True)
+        try:
+            with trio.fail_after(HTTP_TIMEOUT):
+                await secure.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError):
+            await trio.aclose_forcefully(secure)
+            return
+        await _metrics_request(metrics, secure)
+    elif plaintext and is_loopback(str(stream.socket.getsockname()[0])):
+        await _metrics_request(metrics, stream)
+    else:
+        await _metrics_request(metrics, stream, refuse="this endpoint speaks HTTPS only\n")
+
+
+async def _metrics_request(
+    metrics: FarmMetrics, stream: trio.abc.Stream, refuse: str | None = None
+) -> None:
     """One scrape: read the request head, answer it, close."""
     async with stream:
         request = b""
@@ -65,7 +105,9 @@ async def _metrics_request(metrics: FarmMetrics, stream: trio.SocketStream) -> N
                     break
                 request += chunk
         line = request.split(b"\r\n", 1)[0].split()
-        if line[:1] == [b"GET"] and line[1:2] in ([b"/metrics"], [b"/"]):
+        if refuse is not None:
+            body, kind, status = refuse.encode(), "text/plain", "400 Bad Request"
+        elif line[:1] == [b"GET"] and line[1:2] in ([b"/metrics"], [b"/"]):
             try:
                 body, kind = metrics.exposition()
                 status = "200 OK"
