@@ -185,7 +185,7 @@ def _param(source: Source, name: str, node: yaml.Node, key: str) -> Param:
     if "choices" in items:
         choices_node = items["choices"][1]
         if kind is not ParamType.CHOICE:
-            what = f"only a choice parameter has choices, not a {kind.value}"
+            what = f"only a choice parameter has choices (this one is {kind.value})"
             raise source.error(items["choices"][0], f"{key}.choices", what)
         nodes = _sequence(source, choices_node, f"{key}.choices", "choices")
         if not nodes or len(nodes) > model.MAX_CHOICES:
@@ -194,7 +194,7 @@ def _param(source: Source, name: str, node: yaml.Node, key: str) -> Param:
         listed: list[str] = []
         for item in nodes:
             choice = _text(source, item, f"{key}.choices")
-            _located(source, item, f"{key}.choices", model.name_problem, choice)
+            _located(source, item, f"{key}.choices", model.choice_problem, choice)
             if choice in listed:
                 raise source.error(item, f"{key}.choices", "choice listed twice")
             listed.append(choice)

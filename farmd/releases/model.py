@@ -12,11 +12,12 @@ takes hostile input: it checks the shape (a mapping with known keys, lists, boun
 before it builds anything, and names the path of the bad field
 (`job_types[1].params[0].type`).
 
-Names: a release, a job type and a choice are names in the sense of
+Names: a release and a job type are names in the sense of
 `farmd.resources.check_name` (lowercase letters, digits, '_' and '-', dot-separated; at
 most `MAX_NAME_CHARS`), which makes them safe as directory names and as worker
-`--type` labels. A parameter is an identifier (`[A-Za-z_][A-Za-z0-9_]*`, at most
-`MAX_PARAM_NAME_CHARS`), as it is written `{name}` in a template and `--param name=v`.
+`--type` labels. A choice is any short text without control characters. A parameter
+is an identifier (`[A-Za-z_][A-Za-z0-9_]*`, at most `MAX_PARAM_NAME_CHARS`), as it is
+written `{name}` in a template and `--param name=v`.
 A version is `[A-Za-z0-9][A-Za-z0-9._+-]*`, at most `MAX_VERSION_CHARS`: `2.3`,
 `2.3.1-rc1`.
 """
@@ -78,6 +79,11 @@ def name_problem(value: object) -> str | None:
     except UserError:
         return "must be lowercase letters, digits, '_' and '-', dot-separated, such as blender"
     return None
+
+
+def choice_problem(value: object) -> str | None:
+    """A choice: any short text without control characters (`4k`, `ProRes 422`)."""
+    return text_problem(value, MAX_NAME_CHARS, empty=False)
 
 
 def version_problem(value: object) -> str | None:
@@ -211,6 +217,10 @@ def _check(problem: Callable[[Any], str | None]) -> Callable[[Any, Any, Any], No
     return validate
 
 
+def _bool_problem(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
 def _optional(problem: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return lambda v: None if v is None else problem(v)
 
@@ -226,7 +236,7 @@ class Param:
     name: str = attrs.field(validator=_check(param_name_problem))
     type: ParamType = attrs.field(validator=attrs.validators.instance_of(ParamType))
     default: ParamValue | None = None
-    required: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    required: bool = attrs.field(default=False, validator=_check(_bool_problem))
     choices: tuple[str, ...] = ()
     description: str = attrs.field(default="", validator=_check(text_value_problem))
 
@@ -238,13 +248,14 @@ class Param:
             if len(self.choices) > MAX_CHOICES:
                 raise _refuse(owner, f"more than {MAX_CHOICES} choices")
             for choice in self.choices:
-                why = name_problem(choice)
+                why = choice_problem(choice)
                 if why is not None:
                     raise _refuse(owner, f"choice {show(choice)} {why}")
             if len(set(self.choices)) != len(self.choices):
                 raise _refuse(owner, "a choice is listed twice")
         elif self.choices:
-            raise _refuse(owner, f"only a choice parameter has choices, not a {self.type.value}")
+            what = f"only a choice parameter has choices (this one is {self.type.value})"
+            raise _refuse(owner, what)
         if self.default is not None:
             if self.required:
                 raise _refuse(owner, "a required parameter may not have a default")
