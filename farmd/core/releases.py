@@ -41,7 +41,7 @@ from typing import Any, Final
 import attrs
 
 from farmd.cluster import ROOT, ClusterPath, ancestors, is_within, parse_cluster
-from farmd.errors import DeploymentError, ReleaseError
+from farmd.errors import DeploymentError, UserError
 from farmd.releases.model import JobType, Release, name_problem, version_problem
 from farmd.values import show
 
@@ -418,7 +418,7 @@ class Deployments:
         (DeploymentError, naming the entry), not half restored."""
         try:
             return _restore(cls(), data)
-        except (ReleaseError, DeploymentError, KeyError, TypeError, ValueError) as exc:
+        except (UserError, KeyError, TypeError, ValueError) as exc:
             msg = f"bad release state: {exc}"
             raise DeploymentError(msg) from None
 
