@@ -91,6 +91,26 @@ class ConfigError(UserError):
     code = "bad_config"
 
 
+class ReleaseError(UserError):
+    """A release that cannot be used: a bad `farmd-release.yaml` (located
+    `FILE:LINE:COLUMN: ...`), a hostile or oversized bundle, or bad release data."""
+
+    code = "bad_release"
+
+
+class ParamError(ReleaseError):
+    """A job type's parameter given a bad value, or missing, or unknown."""
+
+    code = "bad_param"
+
+
+class DeploymentError(UserError):
+    """A deploy, undeploy, rollback or remove that the deployment state refuses: an
+    unknown release, a type that would become ambiguous, a version still deployed."""
+
+    code = "bad_deployment"
+
+
 class ProtocolError(FarmdError):
     """A peer broke the wire protocol: malformed or oversized frame, bad message."""
 

@@ -11,7 +11,7 @@ from typing import Final
 import attrs
 import yaml
 
-from farmd.errors import ConfigError
+from farmd.errors import ConfigError, UserError
 
 TAG: Final = "tag:yaml.org,2002:"
 _MAP_TAG: Final = TAG + "map"
@@ -27,19 +27,23 @@ _MAX_SHOWN: Final = 60
 
 @attrs.frozen
 class Source:
-    """The file being read: its name for messages and its directory for relative paths."""
+    """The file being read: its name for messages and its directory for relative paths.
+
+    `error_type` is the error its refusals are (ConfigError for the farm config,
+    ReleaseError for a release manifest)."""
 
     filename: str
     directory: Path
     constructor: yaml.constructor.SafeConstructor = attrs.field(
         factory=yaml.constructor.SafeConstructor, eq=False
     )
+    error_type: type[UserError] = attrs.field(default=ConfigError, kw_only=True)
 
-    def error(self, node: yaml.Node, key: str, what: str) -> ConfigError:
+    def error(self, node: yaml.Node, key: str, what: str) -> UserError:
         """`FILE:LINE:COLUMN: KEY: what (got VALUE)`, at the start of `node`."""
         mark = node.start_mark
         where = f"{self.filename}:{mark.line + 1}:{mark.column + 1}"
-        return ConfigError(f"{where}: {key}: {what} (got {_show(node)})")
+        return self.error_type(f"{where}: {key}: {what} (got {_show(node)})")
 
     def mapping(
         self, node: yaml.Node, key: str, allowed: tuple[str, ...] | None, what: str

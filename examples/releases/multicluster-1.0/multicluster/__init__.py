@@ -1,0 +1,1 @@
+"""Tilebox's MultiCluster example as farmd Python tasks."""
