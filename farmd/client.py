@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from farmd.client_releases import ReleaseCalls
 from farmd.codec import NEED_DATA, Codec
 from farmd.config import DEFAULT_LISTEN, Address, default_state_dir, parse_address
 from farmd.errors import (
@@ -49,6 +50,7 @@ from farmd.errors import (
     error_for_code,
 )
 from farmd.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     AddUser,
     AddWorkerToken,
@@ -147,7 +149,7 @@ def resolve_token(
     return text
 
 
-class Client:
+class Client(ReleaseCalls):
     """A blocking connection to a supervisor, as an admin (see module docs)."""
 
     def __init__(
@@ -168,6 +170,7 @@ class Client:
         self._next_id = 1
         self._socket: socket.socket | None = None
         self._sent = False  # the last request was sent whole (it may have been applied)
+        self._frame_bytes = DEFAULT_MAX_FRAME_BYTES  # the supervisor's, once connected
 
     # ------------------------------------------------------------------ connection
 
@@ -194,6 +197,7 @@ class Client:
             msg = f"the supervisor answered the hello with {welcome.TYPE!r}"
             raise ProtocolError(msg)
         self._codec.max_frame_bytes = welcome.max_frame_bytes
+        self._frame_bytes = welcome.max_frame_bytes
 
     def _secure(self, sock: socket.socket, trust: Trust) -> ssl.SSLSocket:
         """The TLS handshake, and the pin's check; one clear line if either fails."""
@@ -378,6 +382,7 @@ class Client:
         requires: str = "",
         reserve: str = "",
         env: Iterable[str] = (),
+        params: Mapping[str, object] | Iterable[str] = (),
         key: str | None = None,
     ) -> dict[str, Any]:
         """Submit a job; returns its summary (`id`, `state`, frame counts...).
@@ -394,6 +399,10 @@ class Client:
         expression hosts must satisfy (`"host.os == linux and host.memory >= 16G"`);
         `reserve` is what a frame holds while it runs (`"slots=2,gpu=1,license.nuke=1"`);
         `env` adds `"NAME=VALUE"` variables to each frame's environment.
+        A job of a release's type has no `argv` of its own (`[]`): its `job_type` is
+        resolved from the releases deployed at its cluster, which pins the version,
+        and `params` gives its parameters (`{"scene": "/a.blend", "samples": 64}`;
+        `job_types(cluster)` lists them).
         `key` (1 to 128 of `A-Z a-z 0-9 . _ : -`) makes the submission idempotent: a
         repeat of the same key and job gets the first job back, even after a restart of
         the supervisor (a fresh key is made when none is given, for this call's own
@@ -419,6 +428,7 @@ class Client:
             requires=requires,
             reserve=reserve,
             env=tuple(env),
+            params=dict(params) if isinstance(params, Mapping) else tuple(params),
             key=key,
         )
         return result

@@ -26,6 +26,7 @@ from farmd.protocol import (
     MESSAGES,
     Heartbeat,
     Message,
+    RunFrame,
     Submit,
     SubmitBatch,
 )
@@ -55,6 +56,8 @@ def encode(message: Message) -> bytes:
     fields = attrs.asdict(message, recurse=False)  # type: ignore[arg-type]
     if "request_id" in fields:  # first, as the doc's tables list it (a spec's fields follow)
         body["request_id"] = fields.pop("request_id")
+    if isinstance(message, RunFrame) and message.release is None:
+        del fields["release"]  # a plain frame: the run_frame of versions before 6
     body.update(fields)
     if isinstance(message, SubmitBatch):  # the one message that nests others
         body["jobs"] = [_fields(job) for job in message.jobs]

@@ -291,6 +291,10 @@ class Job:
     recalled: bool = False
     owner: str = ""  # who submitted it (`Principal.owner`); "" from before owners
     env: dict[str, str] = attrs.field(factory=dict)  # added to each frame's environment
+    # a job of a release's type: the release it is pinned to (name, version, digest,
+    # size, and the type's `python` task if it has one) and its parameters' values
+    pinned: dict[str, Any] | None = None
+    params: dict[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.frames, dict):
@@ -494,6 +498,7 @@ class Job:
             "reserve": str(self.reserve),
             "reason": self.reason(state),
             "owner": self.owner,
+            "release": (f"{self.pinned['name']} {self.pinned['version']}" if self.pinned else None),
         }
 
     def reason(self, state: JobState) -> str:
@@ -526,6 +531,7 @@ class Job:
             cross_cluster=str(self.cross_cluster),
             argv=list(self.argv),
             env=[f"{name}={value}" for name, value in self.env.items()],
+            params=dict(self.params),
             waiting_on=sorted(self.waiting_on),
             subjob_ids=list(self.children),
         )

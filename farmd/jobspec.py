@@ -139,6 +139,20 @@ def _text(help: str, metavar: str | None = None) -> Any:
     return attrs.field(default="", validator=_IS_STR, metadata=_meta(help, metavar=metavar))
 
 
+def _params(value: Any) -> Any:
+    """A job type's parameters as `NAME=VALUE` strings; a mapping (the Python client's
+    `params={"scene": "/a.blend", "frames": 10}`) is written so, a bool as true/false."""
+    if isinstance(value, dict):
+        return tuple(f"{name}={_param_text(item)}" for name, item in value.items())
+    return as_tuple(value)
+
+
+def _param_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -271,6 +285,18 @@ class JobSpec:
         validator=[_IS_STRINGS, _rule(lambda v: len(v) <= 256, "at most 256 variables")],
         metadata=_meta(
             "a variable of the frame's environment, NAME=VALUE (not FARMD_*); repeatable",
+            metavar="NAME=VALUE",
+            parse="env",
+        ),
+    )
+
+    params: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_params,
+        validator=[_IS_STRINGS, _rule(lambda v: len(v) <= 256, "at most 256 parameters")],
+        metadata=_meta(
+            "a parameter of the job type, NAME=VALUE (a job of a release's type, with no "
+            "command of its own: `farmd types` lists them); repeatable",
             metavar="NAME=VALUE",
             parse="env",
         ),

@@ -37,10 +37,12 @@ from farmd.values import is_str as _is_str
 from farmd.values import odd_character as odd_character
 from farmd.values import show, text_problem
 
-PROTOCOL_VERSION: Final = 5
-# Versions a worker may speak: what a worker sends did not change from 2 to 5, so the
+PROTOCOL_VERSION: Final = 6
+# Versions a worker may speak: what a worker sends did not change from 2 to 5, and 6
+# adds releases, which the supervisor sends only to a worker that speaks 6, so the
 # supervisor can be upgraded before its agents (docs/protocol.md, section 2).
-WORKER_VERSIONS: Final = frozenset({2, 3, 4, 5})
+WORKER_VERSIONS: Final = frozenset({2, 3, 4, 5, 6})
+RELEASE_VERSION: Final = 6  # the first version whose workers fetch releases
 
 
 def register_of_version(register: Register, version: int) -> Register:
@@ -351,6 +353,15 @@ class RunFrame(Message):
     env: dict[str, str] = _str_map()  # noqa: RUF009 (an attrs field with a factory, not a call)
     # seconds the attempt may run before the worker kills it; 0: no limit
     time_limit: float = attrs.field(default=0.0, validator=_check(_is_seconds, "must be >= 0"))
+    # a release job's pinned release (version 6): the worker fills argv's {release}
+    # and {python} itself, and {frame}, {start}, {end} (`farmd.releases.template`)
+    release: dict[str, Any] | None = attrs.field(
+        default=None,
+        validator=_check(
+            lambda v: v is None or _releases.is_release_pin(v),
+            "must be nil or {name, version, digest, size[, python]}",
+        ),
+    )
 
 
 @_message("kill_frame")
@@ -804,3 +815,7 @@ class Refused(Message):
     request_id: int = _int_field()
     code: str = _str_field()
     message: str = _str_field()
+
+
+# the release messages register themselves here; they use the helpers above
+from farmd import protocol_releases as _releases  # noqa: E402

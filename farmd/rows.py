@@ -11,6 +11,8 @@ restore, or the rows of jobs recalled from history.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -48,6 +50,9 @@ class JobRow:
     summary: str | None = None
     owner: str = ""  # who submitted it; "" in rows from before owners (schema 7)
     env: tuple[str, ...] = ()  # NAME=VALUE for each frame's environment
+    # a release job's pinned release and its parameters, as JSON (schema 8)
+    release: str | None = None
+    params: str = "{}"
 
 
 @attrs.frozen
@@ -126,6 +131,8 @@ class Changes:
     audit: tuple[AuditRow, ...] = ()  # appended, never replaced
     audit_before: float | None = None  # audit entries older than this go (retention)
     worker_tokens: tuple[WorkerTokenRow, ...] = ()
+    # the farm's releases and deployments, whole, when they changed (plain data)
+    deployments: dict[str, Any] | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -138,6 +145,7 @@ class Changes:
             or self.audit
             or self.audit_before is not None
             or self.worker_tokens
+            or self.deployments is not None
         )
 
     @staticmethod
@@ -153,7 +161,10 @@ class Changes:
         audit: list[AuditRow] = []
         audit_before = None
         worker_tokens: dict[int, WorkerTokenRow] = {}
+        deployments = None
         for batch in batches:
+            if batch.deployments is not None:
+                deployments = batch.deployments
             for token in batch.worker_tokens:
                 worker_tokens[token.id] = token
             audit.extend(batch.audit)
@@ -184,6 +195,7 @@ class Changes:
             tuple(audit),
             audit_before,
             tuple(worker_tokens.values()),
+            deployments,
         )
 
 
@@ -195,3 +207,4 @@ class Snapshot:
     locks: dict[str, str] = attrs.field(factory=dict)  # locked workers, by name
     users: tuple[UserRow, ...] = ()
     worker_tokens: tuple[WorkerTokenRow, ...] = ()
+    deployments: Any = None  # `Deployments.snapshot()` as stored; None: none yet

@@ -263,6 +263,14 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at REAL
     );
     """,
+    # 8: releases (0.8): a job of a release's type records its pinned release and its
+    # parameters; the farm's releases and deployments are one JSON document in `meta`
+    # (`farmd.core.releases.Deployments.snapshot`; bounded by MAX_KNOWN_RELEASES), and
+    # each bundle is a file of its own, STATE/releases/<digest>.tar.gz
+    """
+    ALTER TABLE jobs ADD COLUMN release TEXT;                  -- JSON; NULL: no release
+    ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';  -- JSON object
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
@@ -441,8 +449,19 @@ class SqliteStore:
                 " FROM worker_tokens ORDER BY id"
             )
         )
+        try:
+            deployments = json.loads(meta["deployments"]) if "deployments" in meta else None
+        except (TypeError, ValueError, RecursionError):
+            msg = f"the farm database {self.path} has unreadable deployments; nothing was changed"
+            raise StoreError(msg) from None
         return Snapshot(
-            jobs, frames, next_job_id, locks=locks, users=users, worker_tokens=worker_tokens
+            jobs,
+            frames,
+            next_job_id,
+            locks=locks,
+            users=users,
+            worker_tokens=worker_tokens,
+            deployments=deployments,
         )
 
     def commit(self, changes: Changes) -> None:
@@ -512,6 +531,11 @@ class SqliteStore:
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('locks', ?)",
                 (json.dumps(changes.locks, sort_keys=True),),
+            )
+        if changes.deployments is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('deployments', ?)",
+                (json.dumps(changes.deployments, sort_keys=True),),
             )
         if changes.next_job_id is not None:
             db.execute(

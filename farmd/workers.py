@@ -37,6 +37,16 @@ class Worker:
     running: dict[tuple[int, int, int], Taken] = attrs.field(factory=dict)
     # preemption disabled: jobs whose frame just ended here, to keep the freed slots
     sticky: list[int] = attrs.field(factory=list)
+    # releases (`farmd.core.rollout`): those it has ready (name -> version), those it
+    # could not get (name -> "version: why"), and the job types they give it
+    release_ready: dict[str, str] = attrs.field(factory=dict)
+    release_failures: dict[str, str] = attrs.field(factory=dict)
+    release_types: frozenset[str] = frozenset()
+
+    def runs(self, job_type: str, pinned: bool) -> bool:
+        """Whether it runs jobs of `job_type`: a release's (`pinned`) only by a release
+        it has ready; a plain one by its own labels or a release's."""
+        return job_type in self.release_types or (not pinned and job_type in self.types)
 
     @property
     def free(self) -> float:
@@ -70,7 +80,7 @@ class Worker:
             "name": self.name,
             "cluster": self.cluster,
             "slots": self.slots,
-            "types": sorted(self.types),
+            "types": sorted(self.types | self.release_types),
             **self.resources,
             "memory": self.resources.get("memory", 0),
         }
@@ -106,7 +116,9 @@ class Worker:
             "locked": self.locked,
             "slots": self.slots,
             "used": self.used.get("slots", 0),
-            "types": sorted(self.types),
+            "types": sorted(self.types | self.release_types),
+            "releases": dict(sorted(self.release_ready.items())),
+            "release_failures": dict(sorted(self.release_failures.items())),
             "properties": dict(self.properties),
             "resources": {n: [self.used.get(n, 0), t] for n, t in sorted(self.resources.items())},
             "running": sorted({f"{job}:{frame}" for job, frame, _ in self.running}),

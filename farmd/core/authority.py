@@ -73,6 +73,8 @@ class Action(enum.Enum):
     MOVE = "move jobs between clusters"
     MANAGE_USERS = "manage users and worker tokens"
     READ_AUDIT = "read the audit log"
+    RELEASE = "upload and remove releases"
+    DEPLOY = "deploy releases"  # and undeploy, roll back: checked against the cluster
 
 
 # What each credential may do, whole: anything else is refused, naming the rule. A
@@ -88,7 +90,7 @@ _ARTIST = frozenset({Action.READ, Action.SUBMIT, Action.CONTROL, Action.REMOVE, 
 ROLE_RULES: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset({Action.READ}),
     Role.ARTIST: _ARTIST,
-    Role.WRANGLER: _ARTIST | {Action.LOCK, Action.MOVE},
+    Role.WRANGLER: _ARTIST | {Action.LOCK, Action.MOVE, Action.RELEASE, Action.DEPLOY},
     Role.ADMIN: frozenset(Action) - {Action.WORK},
 }
 # What a role does to its own jobs only; anyone else's job in scope is refused.

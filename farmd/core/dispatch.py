@@ -45,6 +45,7 @@ frame goes back to pending without using a retry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from sortedcontainers import SortedList
@@ -326,7 +327,7 @@ class Dispatcher:
         """What a frame of `job` would hold on `worker` now (`idle`: with all its slots
         free), or None: a type it lacks, a requirement it fails, the job's instances
         cap, or a resource short."""
-        if job.job_type is not None and job.job_type not in worker.types:
+        if job.job_type is not None and not worker.runs(job.job_type, job.pinned is not None):
             return None
         if job.at_cap:
             return None
@@ -473,7 +474,13 @@ class Dispatcher:
                 job_name=job.name,
                 frame=frame.number,
                 attempt=frame.attempts,
-                argv=tuple(_fill(arg, number, number, last) for arg in job.argv),
+                # a release job's command is filled by its worker, which knows where the
+                # release is (`farmd.releases.template`)
+                argv=(
+                    job.argv
+                    if job.pinned is not None
+                    else tuple(_fill(arg, number, number, last) for arg in job.argv)
+                ),
                 env={
                     **job.env,  # the job's own: FARMD_* are refused there
                     "FARMD_JOB_ID": str(job.id),
@@ -488,8 +495,10 @@ class Dispatcher:
                     "FARMD_WORKER": worker.name,
                     "FARMD_CLUSTER": job.cluster,
                     "FARMD_WORKER_CLUSTER": worker.cluster,
+                    **_params_env(job),
                 },
                 time_limit=job.time_limit,
+                release=job.pinned,
                 rank=rank,
             )
         )
@@ -500,6 +509,13 @@ class Dispatcher:
         readopted (the stop it was sent would kill it, and count as a failure)."""
         self._emit(KillOnWorker(worker=worker, job_id=job_id, frame=frame, attempt=attempt))
         self._stopping.add((job_id, frame, attempt))
+
+
+def _params_env(job: Job) -> dict[str, str]:
+    """A release job's parameters for its frames (a Python task reads them)."""
+    if job.pinned is None:
+        return {}
+    return {"FARMD_PARAMS": json.dumps(job.params, sort_keys=True)}
 
 
 def _fill(arg: str, frame: str, first: str, last: str) -> str:

@@ -63,6 +63,14 @@ class Draft:
     numbers: FrameNumbers = attrs.field(eq=False, repr=False)  # every frame, in order
     frame_range: str  # the same as a frame range, for the store
     env: dict[str, str] = attrs.field(factory=dict)  # added to each frame's environment
+    # a job of a release's type (no command of its own): its parameters as given, which
+    # the farm's releases resolve at the job's cluster (`farmd.core.rollout`)
+    params: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def typed(self) -> bool:
+        """A job of a release's type: it has no command of its own."""
+        return not self.argv
 
 
 def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> Draft:
@@ -70,8 +78,20 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
     it reads only `event`, so the supervisor runs it in a worker thread for a large
     job (a million frames take seconds) while the loop serves everyone else."""
     argv = tuple(event.argv)
-    if not argv or not argv[0]:
-        msg = "bad job: a command is required (farmd submit ... -- COMMAND ARG...)"
+    params = parse_params(event.params)
+    if not argv and event.job_type:
+        pass  # a job of a release's type: the release gives the command
+    elif not argv or not argv[0]:
+        msg = (
+            "bad job: a command is required (farmd submit ... -- COMMAND ARG...), "
+            "or a job type from a release (farmd submit --type TYPE --param NAME=VALUE)"
+        )
+        raise JobSpecError(msg)
+    elif params:
+        msg = (
+            "bad job: --param is for a job of a release's type, which has no command of "
+            f"its own; this job has one ({reprlib.repr(argv[0])})"
+        )
         raise JobSpecError(msg)
     size = sum(len(arg.encode()) + 1 for arg in argv)
     if size > max_command_bytes:
@@ -110,6 +130,7 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
         numbers=numbers,
         frame_range=numbers.text(),
         env=parse_env(event.env),
+        params=params,
     )
 
 
@@ -213,6 +234,75 @@ def parse_env(entries: object) -> dict[str, str]:
         msg = f"bad env: {size} bytes, over the {MAX_ENV_BYTES} limit"
         raise JobSpecError(msg)
     return env
+
+
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_PARAMS_BYTES = 65536
+
+
+def parse_params(entries: object) -> dict[str, str]:
+    """A job's `params` (`NAME=VALUE` strings) as a dict of text; refused naming the bad
+    entry. What each means is its job type's to say (`farmd.releases.params`)."""
+    if not isinstance(entries, tuple | list):
+        msg = f"bad params {reprlib.repr(entries)}: expected NAME=VALUE strings"
+        raise JobSpecError(msg)
+    params: dict[str, str] = {}
+    size = 0
+    for entry in entries:
+        name, mark, value = entry.partition("=") if isinstance(entry, str) else ("", "", "")
+        if not mark or not _PARAM_NAME.fullmatch(name):
+            msg = f"bad param {reprlib.repr(entry)}: expected NAME=VALUE, NAME an identifier"
+            raise JobSpecError(msg)
+        if name in params:
+            msg = f"bad param {reprlib.repr(entry)}: {name} is given twice"
+            raise JobSpecError(msg)
+        if "\0" in value or "\n" in value:
+            msg = f"bad param {reprlib.repr(entry)}: a value is one line of text"
+            raise JobSpecError(msg)
+        size += len(entry.encode())
+        params[name] = value
+    if size > MAX_PARAMS_BYTES:
+        msg = f"bad params: {size} bytes, over the {MAX_PARAMS_BYTES} limit"
+        raise JobSpecError(msg)
+    return params
+
+
+_PIN_KEYS = frozenset({"name", "version", "digest", "size", "python"})
+
+
+def release_pin(text: object) -> dict[str, object] | None:
+    """A stored job's pinned release (JSON text, or None); refused (a poisoned row is
+    quarantined) unless it is the shape the farm writes."""
+    if text is None:
+        return None
+    try:
+        pin = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        pin = None
+    if (
+        not isinstance(pin, dict)
+        or not {"name", "version", "digest", "size"} <= set(pin) <= _PIN_KEYS
+        or not all(isinstance(pin[k], str) for k in ("name", "version", "digest"))
+        or isinstance(pin["size"], bool)
+        or not isinstance(pin["size"], int)
+        or not isinstance(pin.get("python", ""), str)
+    ):
+        msg = f"bad release of a job: {reprlib.repr(text)}"
+        raise JobSpecError(msg)
+    return pin
+
+
+def release_params(text: object) -> dict[str, object]:
+    """A stored job's resolved parameters (a JSON object of plain values)."""
+    try:
+        params = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        params = None
+    plain = (str, int, float, bool)
+    if not isinstance(params, dict) or not all(isinstance(v, plain) for v in params.values()):
+        msg = f"bad params of a job: {reprlib.repr(text)}"
+        raise JobSpecError(msg)
+    return params
 
 
 def _check_options(instances: int, retries: int, retry_delay: float, time_limit: float) -> None:

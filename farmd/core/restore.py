@@ -18,12 +18,13 @@ what `read_snapshot` returns when it handles a `Restore` event.
 
 from __future__ import annotations
 
+import json
 import math
 import reprlib
 from typing import TypeGuard
 
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
-from farmd.core.drafting import _check_options, parse_env
+from farmd.core.drafting import _check_options, parse_env, release_params, release_pin
 from farmd.errors import FarmdError, JobSpecError
 from farmd.frames import (
     Frame,
@@ -207,6 +208,8 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         request_digest=row.request_digest or "",
         owner=row.owner if isinstance(row.owner, str) else "",
         env=parse_env(row.env),
+        pinned=release_pin(row.release),
+        params=release_params(row.params),
     )
     job.frame_range = row.frames or numbers.text()
     job.queued()  # checks the priority, as a submit does
@@ -240,6 +243,8 @@ def job_row(job: Job) -> JobRow:
         request_digest=job.request_digest,
         owner=job.owner,
         env=tuple(f"{name}={value}" for name, value in job.env.items()),
+        release=json.dumps(job.pinned, sort_keys=True) if job.pinned is not None else None,
+        params=json.dumps(job.params, sort_keys=True),
     )
 
 

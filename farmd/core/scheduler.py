@@ -77,14 +77,17 @@ from farmd.core.history import History
 from farmd.core.identities import Identities
 from farmd.core.queries import Queries
 from farmd.core.restore import frame_row, job_row, read_snapshot
+from farmd.core.rollout import Rollout
 from farmd.core.stuck import HOLDING
 from farmd.core.submission import Submissions
 from farmd.core.vocabulary import (
     ACTION_OF,
+    AddRelease,
     AddUser,
     AddWorkerToken,
     Command,
     ControlFrames,
+    DeployRelease,
     Event,
     FrameEnded,
     JobEnded,
@@ -101,20 +104,24 @@ from farmd.core.vocabulary import (
     RecallJobs,
     ReclaimOrphans,
     RemoveJobs,
+    RemoveRelease,
     Restore,
     ResumeOnWorker,
     RevokeUser,
     RevokeWorkerToken,
+    RollbackRelease,
     SetResourceTotal,
     SubmitJob,
     SubmitJobs,
     SuspendOnWorker,
     Tick,
+    UndeployRelease,
     UnlockWorker,
     WakeAt,
     WorkerJoined,
     WorkerLost,
     WorkerReconfigured,
+    WorkerReleases,
 )
 from farmd.core.workforce import Workforce
 from farmd.errors import ForbiddenError, InternalError, JobSpecError
@@ -202,6 +209,8 @@ class Scheduler(Queries):
             note=self._note,
         )
         self.identities = Identities()
+        self.rollout = Rollout(self.workers, self.dispatch.offer, self._note)
+        self.submissions.resolve = self.rollout.resolve
         self.history = History(
             after=history_after, jobs=self.jobs, dependents_of=self.dependencies.dependents_of
         )
@@ -242,6 +251,7 @@ class Scheduler(Queries):
                 result = self._modify(event)
             case WorkerJoined():
                 result = self.workforce.joined(event)
+                self.rollout.tell(self.workers[event.name], self._out)
             case WorkerLost():
                 result = self.workforce.lost(event)
             case FrameEnded():
@@ -260,6 +270,7 @@ class Scheduler(Queries):
                 result = self._set_resource(event)
             case WorkerReconfigured():
                 result = self.workforce.reconfigured(event)
+                self.rollout.tell(self.workers[event.name], self._out)
             case Restore():
                 self._restore(event)
                 result = None
@@ -270,6 +281,15 @@ class Scheduler(Queries):
             case AddUser() | ModifyUser() | RevokeUser() | AddWorkerToken() | RevokeWorkerToken():
                 result, (what, fields) = self.identities.handle(event)
                 self._note("info", what, by=event.by.who, **fields)
+            case (
+                AddRelease()
+                | DeployRelease()
+                | UndeployRelease()
+                | RollbackRelease()
+                | RemoveRelease()
+                | WorkerReleases()
+            ):
+                result = self.rollout.handle(event, self._out)
             case _:
                 msg = f"unknown event {event!r}"
                 raise InternalError(msg)
@@ -686,8 +706,10 @@ class Scheduler(Queries):
         retired, retired_frames = self._retired
         users, self.identities.changed = tuple(self.identities.changed), []
         tokens, self.identities.changed_tokens = tuple(self.identities.changed_tokens), []
+        deployments = self.rollout.take_snapshot()
         changed = (
-            self._changed_jobs
+            deployments is not None
+            or self._changed_jobs
             or self._changed_frames
             or self._removed
             or retired
@@ -710,7 +732,16 @@ class Scheduler(Queries):
         removed, self._removed = tuple(self._removed), []
         self._changed_jobs, self._changed_frames = {}, {}
         self._retired = ([], [])
-        return Changes(jobs, frames, self._next_id, removed, locks, users, worker_tokens=tokens)
+        return Changes(
+            jobs,
+            frames,
+            self._next_id,
+            removed,
+            locks,
+            users,
+            worker_tokens=tokens,
+            deployments=deployments,
+        )
 
     # ------------------------------------------------------------------ restart
 
@@ -735,6 +766,7 @@ class Scheduler(Queries):
         self._next_id = max(snapshot.next_job_id, highest + 1)  # no id is used twice
         self.workforce.restore(snapshot.locks)
         self.identities.restore(snapshot.users, snapshot.worker_tokens)
+        self.rollout.restore(snapshot.deployments)
         for job in restored.values():  # ended before the restart: due to move
             if job.parent is None:
                 self.history.schedule(job, event.now)

@@ -26,6 +26,9 @@ It reads the scheduler's jobs and the quarantine, and the dispatcher's resource 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from farmd.cluster import ClusterPath
 from farmd.core.authority import Action, Principal, check_scope
@@ -36,7 +39,26 @@ from farmd.errors import ForbiddenError, JobSpecError, UnknownJobError, UserErro
 from farmd.frames import FrameTable
 from farmd.jobs import Dependency, DependencyMode, Job
 from farmd.ranking import QueuedJob
-from farmd.resources import Pool
+from farmd.requirements import Requirement, parse_requirement
+from farmd.resources import Pool, Reservation, parse_reservation
+
+if TYPE_CHECKING:
+    from farmd.core.rollout import Resolved
+
+
+@attrs.frozen(kw_only=True)
+class _Typed:
+    """What a job of a release's type takes from its type (`Submissions._typed`)."""
+
+    argv: tuple[str, ...]
+    pinned: dict[str, Any]
+    params: dict[str, Any]
+    chunk: int
+    retries: int
+    time_limit: float
+    requires: Requirement
+    reserve: Reservation
+    env: dict[str, str]
 
 
 class Submissions:
@@ -67,6 +89,8 @@ class Submissions:
         self._next_id = next_id
         self._insert = insert
         self._note = note
+        # resolves a job of a release's type at its cluster (`farmd.core.rollout`)
+        self.resolve: Callable[[ClusterPath, str, dict[str, str]], Resolved] | None = None
         # idempotency keys of submissions: the jobs each made, and a digest of what it was
         self._keys: dict[str, tuple[tuple[int, ...], str]] = {}
 
@@ -171,11 +195,14 @@ class Submissions:
         priority = self._priority(event.priority, parent, by)
         self._check_dependencies(draft.depends_on, known)
         QueuedJob(id=job_id, cluster=cluster, priority=priority)  # validates the priority
-        for name, _ in draft.reserve.global_amounts:
+        typed = self._typed(draft, cluster, event)
+        reserve = typed.reserve if typed is not None else draft.reserve
+        for name, _ in reserve.global_amounts:
             if name not in self._pool.totals:
                 declared = ", ".join(sorted(self._pool.totals)) or "none"
                 msg = f"bad reservation: no global resource {name!r} (the farm has: {declared})"
                 raise JobSpecError(msg)
+        chunk = typed.chunk if typed is not None else event.chunk
         return Job(
             id=job_id,
             name=event.name or f"job{job_id}",
@@ -183,24 +210,61 @@ class Submissions:
             priority=priority,
             restrictions=draft.restrictions,
             cross_cluster=draft.cross_cluster,
-            argv=draft.argv,
-            frames=FrameTable(draft.numbers, event.chunk),
+            argv=typed.argv if typed is not None else draft.argv,
+            frames=FrameTable(draft.numbers, chunk),
             depends_on=draft.depends_on,
             submitted_at=event.now,
             instances=event.instances,
-            retries=event.retries,
+            retries=typed.retries if typed is not None else event.retries,
             retry_delay=float(event.retry_delay),
-            time_limit=float(event.time_limit),
-            chunk=event.chunk,
+            time_limit=typed.time_limit if typed is not None else float(event.time_limit),
+            chunk=chunk,
             parent=parent.id if parent is not None else None,
             uninterruptible=bool(event.uninterruptible),
             job_type=draft.job_type,
-            requires=draft.requires,
-            reserve=draft.reserve,
+            requires=typed.requires if typed is not None else draft.requires,
+            reserve=reserve,
             frame_range=draft.frame_range,
-            env=draft.env,
+            env=typed.env if typed is not None else draft.env,
+            pinned=typed.pinned if typed is not None else None,
+            params=typed.params if typed is not None else {},
             # a frame's job token acts as its job's owner
             owner=parent.owner if by.job is not None and parent is not None else by.owner,
+        )
+
+    def _typed(self, draft: Draft, cluster: ClusterPath, event: SubmitJob) -> _Typed | None:
+        """A job of a release's type, resolved at its cluster, with the type's defaults
+        for the options the submission left at theirs; None for a job with a command."""
+        if not draft.typed:
+            return None
+        assert draft.job_type is not None
+        assert self.resolve is not None
+        resolved = self.resolve(cluster, draft.job_type, draft.params)
+        kind = resolved.job_type
+        return _Typed(
+            argv=resolved.argv,
+            pinned=resolved.pinned,
+            params=resolved.params,
+            chunk=kind.chunk if kind.chunk is not None and event.chunk == 1 else event.chunk,
+            retries=kind.retries
+            if kind.retries is not None and not event.retries
+            else event.retries,
+            time_limit=float(
+                kind.frame_timelimit
+                if kind.frame_timelimit is not None and not event.time_limit
+                else event.time_limit
+            ),
+            requires=(
+                parse_requirement(kind.requires)
+                if kind.requires and not draft.requires.source
+                else draft.requires
+            ),
+            reserve=(
+                parse_reservation(kind.reserve)
+                if kind.reserve and draft.reserve.plain
+                else draft.reserve
+            ),
+            env={**kind.environment, **draft.env},  # the job's own win
         )
 
     def _parent(self, asked: int | None, known: dict[int, Job], by: Principal) -> Job | None:

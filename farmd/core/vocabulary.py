@@ -29,6 +29,7 @@ from farmd.rows import Changes, Snapshot
 
 if TYPE_CHECKING:
     from farmd.core.drafting import Draft
+    from farmd.releases.model import Release
 
 
 class PreemptPolicy(enum.Enum):
@@ -294,6 +295,69 @@ class RevokeWorkerToken:
     by: Principal = ADMIN
 
 
+@attrs.frozen(kw_only=True)
+class AddRelease:
+    """`farmd release deploy` uploaded a release: its bundle is durable in the state dir
+    (the shell wrote it before this event), by its digest (`farmd.core.rollout`)."""
+
+    release: Release
+    digest: str
+    size: int
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class DeployRelease:
+    """Deploy (name, version) at a cluster: it serves that subtree, unless deeper."""
+
+    name: str
+    version: str
+    cluster: str
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class UndeployRelease:
+    name: str
+    cluster: str
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class RollbackRelease:
+    """Back to the version deployed at that cluster before the current one."""
+
+    name: str
+    cluster: str
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class RemoveRelease:
+    """Forget a version deployed nowhere; its bundle file goes after the commit."""
+
+    name: str
+    version: str
+    now: float
+    by: Principal = ADMIN
+
+
+@attrs.frozen(kw_only=True)
+class WorkerReleases:
+    """A worker says which of the releases it was told of it has ready (fetched,
+    verified, unpacked) and which it could not get, with why."""
+
+    name: str
+    ready: tuple[tuple[str, str], ...]  # (release name, version)
+    failed: tuple[tuple[str, str, str], ...]  # (release name, version, why)
+    now: float
+    by: Principal = ADMIN
+
+
 Event = (
     SubmitJob
     | SubmitJobs
@@ -318,6 +382,12 @@ Event = (
     | RevokeUser
     | AddWorkerToken
     | RevokeWorkerToken
+    | AddRelease
+    | DeployRelease
+    | UndeployRelease
+    | RollbackRelease
+    | RemoveRelease
+    | WorkerReleases
 )
 
 # What each event that an outside party causes asks to do, as the rules name it
@@ -341,6 +411,12 @@ ACTION_OF: dict[type, Action] = {
     RevokeUser: Action.MANAGE_USERS,
     AddWorkerToken: Action.MANAGE_USERS,
     RevokeWorkerToken: Action.MANAGE_USERS,
+    AddRelease: Action.RELEASE,
+    RemoveRelease: Action.RELEASE,
+    DeployRelease: Action.DEPLOY,
+    UndeployRelease: Action.DEPLOY,
+    RollbackRelease: Action.DEPLOY,
+    WorkerReleases: Action.WORK,
 }
 
 
@@ -359,6 +435,7 @@ class RunOnWorker:
     time_limit: float = 0.0
     # why this job: its rank key for this worker, for the dispatch log
     rank: tuple[int, int, int]
+    release: dict[str, Any] | None = None  # a release job's pinned release
 
 
 @attrs.frozen(kw_only=True)
@@ -397,6 +474,22 @@ class WakeAt:
 
 
 @attrs.frozen(kw_only=True)
+class TellReleases:
+    """Tell a worker the releases effective at its cluster now (`ReleaseRef` data:
+    name, version, digest, size), after they changed for it."""
+
+    worker: str
+    releases: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen(kw_only=True)
+class DropBundle:
+    """A removed release's bundle file may go: no version the farm knows uses it."""
+
+    digest: str
+
+
+@attrs.frozen(kw_only=True)
 class JobEnded:
     job_id: int
     state: JobState
@@ -430,6 +523,8 @@ Command = (
     | JobHeld
     | Note
     | WakeAt
+    | TellReleases
+    | DropBundle
 )
 
 

@@ -62,6 +62,7 @@ from farmd.supervisor.connection import (
     Goodbye,
 )
 from farmd.supervisor.people import PEOPLE_REQUESTS, People, Revoked, UserRequest
+from farmd.supervisor.shelf import RELEASE_REQUESTS, ReleaseRequest, ReleaseShelf
 from farmd.supervisor.translate import (
     answer,
     draft_submission,
@@ -81,6 +82,7 @@ class AdminRequests:
     config: SupervisorConfig
     core: Scheduler
     people: People
+    shelf: ReleaseShelf
     archive: Archive
     _clock: Callable[[], float]
     _drafting: trio.CapacityLimiter
@@ -115,6 +117,8 @@ class AdminRequests:
                 await self._answer_submit(conn, message)
             elif isinstance(message, PEOPLE_REQUESTS):
                 await self._answer_people(conn, message)
+            elif isinstance(message, RELEASE_REQUESTS):
+                await self._answer_release(conn, message)
             elif isinstance(message, PruneHistory | ListAudit) or (
                 isinstance(message, ListJobs) and message.history
             ):
@@ -160,6 +164,16 @@ class AdminRequests:
                 if worker.principal is not None and worker.principal.token_id == request.token_id:
                     worker.send(why)
                     worker.close()
+
+    async def _answer_release(self, conn: Connection, request: ReleaseRequest) -> None:
+        """A release request (`ReleaseShelf.answer`): uploads are hashed as they come and
+        inspected off the loop."""
+        try:
+            result, outcome = await self.shelf.answer(request, conn.who, id(conn), self._clock())
+        except FarmdError as exc:
+            self._refuse(conn, request, exc)
+            return
+        self._reply(conn, request, result, outcome)
 
     async def _answer_history(
         self, conn: Connection, request: ListJobs | PruneHistory | ListAudit
@@ -239,7 +253,7 @@ class AdminRequests:
         nothing a crash could still take back (a query included: it may show an
         uncommitted change). An accepted change commits with its audit row."""
         outcome = outcome or Outcome()
-        if not isinstance(request, audit.READS):
+        if audit.recorded(request):
             row = audit.entry(request, conn.who, conn.peer, self._clock(), result)
             outcome = attrs.evolve(outcome, changes=audit.with_entry(outcome.changes, row))
         self._apply(outcome, after=functools.partial(self._respond, conn, request, result))

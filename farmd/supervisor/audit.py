@@ -35,6 +35,7 @@ from farmd.protocol import (
     SubmitBatch,
     Wait,
 )
+from farmd.protocol_releases import ListJobTypes, ListReleases, UploadRelease
 from farmd.rows import AuditRow, Changes
 from farmd.supervisor.archive import named_jobs
 
@@ -51,9 +52,20 @@ READS = (
     Wait,
     ListUsers,
     ListAudit,
+    ListReleases,
+    ListJobTypes,
 )
 MAX_TARGET = 300  # characters of what a request named, kept per entry
-_NOT_SHOWN = frozenset({"request_id", "env"})  # a job's env may hold secrets
+# a job's env may hold secrets; an upload's data is the bundle itself
+_NOT_SHOWN = frozenset({"request_id", "env", "data"})
+
+
+def recorded(request: Request) -> bool:
+    """Whether an accepted `request` gets an audit entry: every change, and of an
+    upload only its last chunk, which adds the release."""
+    if isinstance(request, UploadRelease):
+        return request.done
+    return not isinstance(request, READS)
 
 
 def entry(

@@ -83,6 +83,7 @@ from farmd.core import (
     WorkerLost,
     WorkerReconfigured,
 )
+from farmd.core.vocabulary import DropBundle, TellReleases, WorkerReleases
 from farmd.errors import (
     FarmdError,
     ForbiddenError,
@@ -94,6 +95,7 @@ from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
 from farmd.protocol import (
     PROTOCOL_VERSION,
+    RELEASE_VERSION,
     WORKER_VERSIONS,
     Error,
     FrameFinished,
@@ -107,6 +109,13 @@ from farmd.protocol import (
     Role,
     Welcome,
     register_of_version,
+)
+from farmd.protocol_releases import (
+    FetchRelease,
+    ReleaseData,
+    Releases,
+    ReleaseStatus,
+    encode_chunk,
 )
 from farmd.store import MemoryStore, SqliteStore, Store, write_state_file
 from farmd.supervisor.admin import AdminRequests
@@ -124,6 +133,7 @@ from farmd.supervisor.connection import (
 )
 from farmd.supervisor.metrics_http import serve_metrics
 from farmd.supervisor.people import People
+from farmd.supervisor.shelf import ReleaseShelf
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     worker_message,
@@ -193,6 +203,7 @@ class Supervisor(AdminRequests):
         self.metrics_address: Address | None = None
         # outcomes waiting for their changes to be durable, with what to do after
         self.people = People(self.core, self._clock, config.highest_user_priority)
+        self.shelf = ReleaseShelf(config.state_dir, self.core)
         self._committer = Committer(self.metrics.observe_commit)
         self.tls: ssl.SSLContext | None = None  # the TLS context, once `run` made it
         self.tls_files: CertificateFiles | None = None
@@ -258,6 +269,7 @@ class Supervisor(AdminRequests):
         if settings.mode != "off":
             self.tls_files = certificate_files(settings, self.config.state_dir)
             self.tls = server_context(self.tls_files)
+        self.shelf.start()
         listeners = await open_listeners(listen)
         sockname = listeners[0].socket.getsockname()
         self.address = Address(listen.host, sockname[1])
@@ -347,6 +359,7 @@ class Supervisor(AdminRequests):
         finally:
             if conn is not None:
                 conn.closed()
+                self.shelf.forget(id(conn))
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
@@ -509,6 +522,21 @@ class Supervisor(AdminRequests):
                 waiter = self._log_requests.pop(message.request_id, None)
                 if waiter is not None:
                     waiter.send_nowait(message)
+            case FetchRelease():
+                try:
+                    data, size = self.shelf.read(message.digest, message.offset, message.length)
+                except UserError as exc:
+                    conn.send(ReleaseData(request_id=message.request_id, error=str(exc)))
+                else:
+                    chunk = encode_chunk(data)
+                    conn.send(ReleaseData(request_id=message.request_id, data=chunk, size=size))
+            case ReleaseStatus():
+                ready = tuple((r[0], r[1]) for r in message.ready)
+                failed = tuple((f[0], f[1], f[2]) for f in message.failed)
+                event = WorkerReleases(
+                    name=name, ready=ready, failed=failed, now=self._clock(), by=conn.who
+                )
+                self._apply(self.core.handle(event))
             case Heartbeat():
                 pass
             case _:
@@ -652,6 +680,12 @@ class Supervisor(AdminRequests):
                     self._jobs_changed = trio.Event()
                 case Note():
                     log_event(log, command.level, command.event, **command.fields)
+                case TellReleases():
+                    conn = self._workers.get(command.worker)
+                    if conn is not None and conn.version >= RELEASE_VERSION:
+                        conn.send(Releases(releases=command.releases))
+                case DropBundle():
+                    self.shelf.drop(command.digest)
 
     def _send_to_worker(self, name: str, message: Message) -> None:
         conn = self._workers.get(name)

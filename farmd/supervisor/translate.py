@@ -227,6 +227,7 @@ def worker_message(
                 # what a frame needs to submit sub-jobs of its job
                 env={**command.env, "FARMD_TOKEN": job_token(farm_token, command.job_id)},
                 time_limit=command.time_limit,
+                release=command.release,
             )
         case KillOnWorker():
             return KillFrame(job_id=command.job_id, frame=command.frame, attempt=command.attempt)
