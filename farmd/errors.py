@@ -104,11 +104,28 @@ class ParamError(ReleaseError):
     code = "bad_param"
 
 
+class TaskSetupError(ReleaseError):
+    """A Python task that cannot be started as asked: a bad `module:function`, a missing
+    release directory, or a frame environment that is not farmd's. The task runner
+    prints it as one line and exits 2 (`farmd.releases.task_runner`)."""
+
+    code = "bad_task"
+
+
 class DeploymentError(UserError):
     """A deploy, undeploy, rollback or remove that the deployment state refuses: an
     unknown release, a type that would become ambiguous, a version still deployed."""
 
     code = "bad_deployment"
+
+
+class ReleaseFetchError(FarmdError):
+    """A worker could not bring a release into its cache (`farmd.releases.cache`): the
+    fetch failed, the bytes were short or did not match the digest, or the bundle was
+    refused. The message names the release (`pipeline 2.3`) and why; nothing is left
+    half-written, so the next try starts afresh."""
+
+    code = "release_fetch"
 
 
 class ProtocolError(FarmdError):

@@ -3,6 +3,7 @@ parameters and the two-step template filling (submit, then the worker)."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from farmd.releases import (
     parse_manifest,
     read_manifest_from,
     resolve_params,
+    task_command,
 )
 from farmd.releases.manifest import MAX_MANIFEST_BYTES
 from farmd.releases.model import MAX_JOB_TYPES, MAX_PARAMS
@@ -153,6 +155,11 @@ def test_all_options_and_param_types() -> None:
             BASE.replace("scene: {", "frame: {").replace("{scene}", "x"),
             "rel.yaml:6:7: job_types.render.params.frame:",
             "reserved",
+        ),
+        (
+            BASE.replace("scene: {", "python: {").replace("{scene}", "x"),
+            "rel.yaml:6:7: job_types.render.params.python:",
+            "{python} is filled in by the worker",
         ),
         (
             BASE.replace('"{scene}"', '"{scnee}"'),
@@ -472,11 +479,32 @@ def test_missing_required_param() -> None:
         resolve_params(SINK, {})
 
 
-def test_python_type_has_no_command() -> None:
-    task = JobType(name="t", python="m:f")
-    assert resolve_params(task, {}) == {}
-    with pytest.raises(ParamError, match="runs python m:f, it has no command"):
-        fill_command(task, {})
+def test_python_type_runs_the_task_runner() -> None:
+    task = JobType(
+        name="t",
+        params=(Param(name="n", type=ParamType.INT, default=1),),
+        python="pkg.tasks:run",
+    )
+    values = resolve_params(task, {"n": "3"})
+    assert values == {"n": 3}
+    # Its values travel in FARMD_PARAMS, not in the argv.
+    argv = fill_command(task, values)
+    assert argv == task_command(task)
+    assert fill_frame(argv, 7, 1, 9, "/c/{x}", python="/opt/py {3}/bin/python") == [
+        "/opt/py {3}/bin/python", "-m", "farmd.releases.task_runner", "/c/{x}", "pkg.tasks:run",
+    ]  # fmt: skip
+
+
+def test_task_command_refuses_a_command_type() -> None:
+    with pytest.raises(ParamError, match="job type 'sink' runs a command, not a python function"):
+        task_command(SINK)
+
+
+def test_python_placeholder_in_a_command() -> None:
+    job_type = JobType(name="t", command=("{python}", "{release}/tool.py", "{{python}}"))
+    argv = fill_command(job_type, {})
+    assert fill_frame(argv, 1, 1, 1, "/r", python="/py") == ["/py", "/r/tool.py", "{python}"]
+    assert fill_frame(argv, 1, 1, 1, "/r")[0] == sys.executable
 
 
 # --------------------------------------------------------------------------- templates

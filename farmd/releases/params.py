@@ -19,9 +19,16 @@ Text is read as:
 No value holds a NUL or is longer than `model.MAX_TEXT_CHARS`: they become arguments.
 
 `fill_command(job_type, values)` is step 1 of `farmd.releases.template`: parameter
-placeholders filled (values escaped), `{frame}`, `{start}`, `{end}` and `{release}` left
-for the worker's `fill_frame`. A value is written as text the way it reads back: an
-int in decimal, a float by `repr` (`0.5`, `1e+20`), a bool as `true`/`false`.
+placeholders filled (values escaped), `{frame}`, `{start}`, `{end}`, `{release}` and
+`{python}` left for the worker's `fill_frame`. A value is written as text the way it
+reads back: an int in decimal, a float by `repr` (`0.5`, `1e+20`), a bool as
+`true`/`false`.
+
+A Python job type (`python: module:function`) has no template: its argv is
+`task_command`, the worker's interpreter running `farmd.releases.task_runner` on the
+release directory and the function. Its parameters do not go into the argv at all; the
+frame reads them as JSON from `FARMD_PARAMS` (typed values, as `resolve_params` made
+them), so they need no escaping and keep their types.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Final
 from farmd.errors import ParamError
 from farmd.releases import model
 from farmd.releases.model import JobType, Param, ParamType, ParamValue
-from farmd.releases.template import RESERVED, fill_params, placeholders
+from farmd.releases.template import RESERVED, escape, fill_params, placeholders
 from farmd.values import is_int, show
 
 _INT: Final = re.compile(r"[+-]?[0-9]+")
@@ -42,6 +49,7 @@ _FLOAT: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 _TRUE: Final = frozenset({"true", "yes", "1"})
 _FALSE: Final = frozenset({"false", "no", "0"})
 MAX_GIVEN: Final = model.MAX_PARAMS
+TASK_RUNNER: Final = "farmd.releases.task_runner"
 
 
 def resolve_params(job_type: JobType, given: Mapping[str, object]) -> dict[str, ParamValue]:
@@ -128,9 +136,12 @@ def format_value(value: ParamValue) -> str:
 
 def fill_command(job_type: JobType, values: Mapping[str, ParamValue]) -> tuple[str, ...]:
     """The argv a release job stores: its type's template with `values` (from
-    `resolve_params`) filled in, escaped, and the worker's placeholders left in place."""
-    if job_type.command is None:
-        msg = f"job type {job_type.name!r} runs python {job_type.python}, it has no command"
+    `resolve_params`) filled in, escaped, and the worker's placeholders left in place.
+    A Python job type's is `task_command` (its values travel in `FARMD_PARAMS`)."""
+    if job_type.python is not None:
+        return task_command(job_type)
+    if job_type.command is None:  # the model holds exactly one of command and python
+        msg = f"job type {job_type.name!r} has neither a command nor a python function"
         raise ParamError(msg)
     texts = {name: format_value(value) for name, value in values.items()}
     for arg in job_type.command:
@@ -139,3 +150,16 @@ def fill_command(job_type: JobType, values: Mapping[str, ParamValue]) -> tuple[s
                 msg = f"job type {job_type.name!r}: param {name!r} has no value"
                 raise ParamError(msg)
     return fill_params(job_type.command, texts)
+
+
+def task_command(job_type: JobType) -> tuple[str, ...]:
+    """The argv template of a Python job type: the worker's interpreter (`{python}`)
+    running `farmd.releases.task_runner` on the release directory (`{release}`) and the
+    type's `module:function`, which `fill_frame` turns into exactly
+    `[python, -m, farmd.releases.task_runner, RELEASE_DIR, module:function]`."""
+    if job_type.python is None:
+        msg = f"job type {job_type.name!r} runs a command, not a python function"
+        raise ParamError(msg)
+    # escape() is a no-op on a valid `module:function` (no braces); it keeps the
+    # template a template should the rule ever allow more.
+    return ("{python}", "-m", TASK_RUNNER, "{release}", escape(job_type.python))

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 A job type's `command` is an argv template. In it, `{name}` stands for a declared
-parameter, `{frame}`, `{start}`, `{end}` and `{release}` (`RESERVED`) for what the worker
-knows when it runs a frame, and `{{` / `}}` are literal braces. Any other brace is an
-error at manifest time (`template_problem`).
+parameter, `{frame}`, `{start}`, `{end}`, `{release}` and `{python}` (`RESERVED`) for what
+the worker knows when it runs a frame (`{python}` is the worker's own interpreter, which
+runs Python tasks: `farmd.releases.params.task_command`), and `{{` / `}}` are literal
+braces. Any other brace is an error at manifest time (`template_problem`).
 
 A template is filled in two steps, at two places:
 
@@ -14,8 +15,9 @@ A template is filled in two steps, at two places:
    `}}` of the template are kept as they are, and so are the reserved placeholders. The
    result is still a template, in the same syntax, holding only reserved placeholders:
    this is the argv a release job stores.
-2. On the worker, `fill_frame(argv, frame, start, end, release_dir)` reads that argv in
-   one left-to-right pass: `{{` -> `{`, `}}` -> `}`, reserved placeholder -> its value.
+2. On the worker, `fill_frame(argv, frame, start, end, release_dir, python=...)` reads
+   that argv in one left-to-right pass: `{{` -> `{`, `}}` -> `}`, reserved placeholder ->
+   its value.
    Because step 1 doubled every brace of a value, a parameter whose value is the text
    `{frame}` reaches the frame as the text `{frame}`, never as a frame number.
 
@@ -23,20 +25,22 @@ A job that is not from a release (a raw argv, as every job was before releases) 
 escapes: `fill_frame(..., release_dir=None)` fills it exactly as the supervisor's
 dispatch has always done (`farmd.core.dispatch._fill`): plain text replacement of
 `{frame}`, `{start}` and `{end}`, nothing else touched (`{{` stays `{{`, `{release}`
-stays `{release}`). So the two forms must never be mixed: a release job's argv is
-filled only by the worker, with its release directory; dispatch must pass it through
-untouched.
+and `{python}` stay as written). So the two forms must never be mixed: a release job's
+argv is filled only by the worker, with its release directory; dispatch must pass it
+through untouched.
 
-Everything here is pure.
+Everything here is pure, but for `fill_frame` reading `sys.executable` when it is not
+told which interpreter fills `{python}`.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final
 
-RESERVED: Final = ("frame", "start", "end", "release")
+RESERVED: Final = ("frame", "start", "end", "release", "python")
 
 # `{{`, `}}`, a placeholder `{...}` (group 1), or a lone brace: every brace of a template
 # is one of these, so a scan by this pattern sees all of them, in order.
@@ -113,20 +117,26 @@ def fill_frame(
     start: int | str,
     end: int | str,
     release_dir: str | None,
+    *,
+    python: str | None = None,
 ) -> list[str]:
     """Step 2, on the worker: the argv a frame runs.
 
     `release_dir` None: a job without a release, filled exactly as dispatch has always
-    filled it (plain replacement of `{frame}`, `{start}`, `{end}`; no escapes). A
-    release directory: a release job's argv (from `fill_params`), read in one pass:
-    `{{`/`}}` are single braces, `{frame}`, `{start}`, `{end}`, `{release}` are filled.
-    A lone brace (which `fill_params` never leaves) is kept as written.
+    filled it (plain replacement of `{frame}`, `{start}`, `{end}`; no escapes; `python`
+    is not used). A release directory: a release job's argv (from `fill_params`), read
+    in one pass: `{{`/`}}` are single braces, `{frame}`, `{start}`, `{end}`,
+    `{release}` and `{python}` are filled; `{python}` by `python`, else by the
+    interpreter running this code (`sys.executable`), so a release job never runs with
+    a placeholder left in it. A lone brace (which `fill_params` never leaves) is kept.
     """
     frame_text, start_text, end_text = str(frame), str(start), str(end)
     if release_dir is None:
         return [_legacy_fill(arg, frame_text, start_text, end_text) for arg in argv]
     reserved = {"frame": frame_text, "start": start_text, "end": end_text}
     reserved["release"] = release_dir
+    # sys.executable is "" when Python cannot tell; "python3" is then the best guess.
+    reserved["python"] = python if python is not None else (sys.executable or "python3")
     return [_substitute(arg, reserved.get, unescape=True) for arg in argv]
 
 
