@@ -62,7 +62,13 @@ import trio
 from farmd import shepherd
 from farmd.codec import NEED_DATA, Codec
 from farmd.config import Address
-from farmd.errors import ProtocolError, UserError
+from farmd.errors import (
+    ConnectionLostError,
+    FarmdError,
+    ProtocolError,
+    UnavailableError,
+    UserError,
+)
 from farmd.launcher import Child, Launcher
 from farmd.logs import log_event
 from farmd.protocol import (
@@ -84,6 +90,16 @@ from farmd.protocol import (
     SuspendFrame,
     Welcome,
 )
+from farmd.protocol_releases import (
+    MAX_CHUNK_BYTES,
+    FetchRelease,
+    ReleaseData,
+    Releases,
+    ReleaseStatus,
+    decode_chunk,
+)
+from farmd.releases.cache import ReleaseCache, ReleaseRef
+from farmd.releases.template import fill_frame
 from farmd.tls import TlsError, Trust, handshake_failure
 
 log = logging.getLogger("farmd.agent")
@@ -92,6 +108,7 @@ _M = TypeVar("_M", bound=Message)
 
 KILL_GRACE = 5.0
 HANDSHAKE_TIMEOUT = 10.0
+RELEASE_FETCH_TIMEOUT = 30.0  # seconds the supervisor has to send a chunk of a release
 SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor is presumed gone
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
@@ -147,6 +164,8 @@ class AgentConfig:
     user_map: dict[str, str] = attrs.field(factory=dict)  # owner -> account; else the same
     # how it trusts the supervisor (`farmd.tls.trust_for`); None: plaintext (loopback)
     trust: Trust | None = None
+    # where releases are unpacked (`farmd.releases.cache`); None: beside log_dir
+    release_dir: Path | None = None
 
 
 def frame_account(owner: str, user_map: Mapping[str, str]) -> tuple[int, int, list[int], str]:
@@ -286,6 +305,14 @@ class Agent:
         # Sent in every registration: a new session of this process may replace its own
         # old one that the supervisor still holds open, and no other agent's (5.1).
         self.instance = secrets.token_hex(8)
+        release_dir = (
+            config.release_dir or config.log_dir.parent / f"{config.log_dir.name}.releases"
+        )
+        self.releases = ReleaseCache(release_dir, self._fetch_release)
+        self._effective: tuple[ReleaseRef, ...] = ()  # what the supervisor last said
+        self._release_sync = 0  # the latest sync: an older one does not report
+        self._fetches: dict[int, trio.MemorySendChannel[ReleaseData]] = {}
+        self._next_fetch = 1
 
     @property
     def running(self) -> list[tuple[int, int, int]]:
@@ -495,10 +522,99 @@ class Agent:
                     del self._attempts[key]
             case FetchLog():
                 outbox.send_nowait(self._read_log(message))
+            case Releases():
+                try:
+                    self._effective = tuple(ReleaseRef(**ref) for ref in message.releases)
+                except FarmdError as exc:  # the wire checked the shape; this the values
+                    log_event(log, "warning", "bad release list", error=str(exc))
+                    return
+                self._release_sync += 1
+                frames.start_soon(self._sync_releases, self._release_sync)
+            case ReleaseData():
+                waiter = self._fetches.pop(message.request_id, None)
+                if waiter is not None:
+                    waiter.send_nowait(message)
             case Heartbeat():
                 pass
             case _:
                 log_event(log, "warning", "unexpected message", type=message.TYPE)
+
+    # ------------------------------------------------------------------ releases
+
+    async def _sync_releases(self, generation: int) -> None:
+        """Fetch what the supervisor says is effective here, say what is ready and what
+        could not be had, and drop what no one needs any more."""
+        ready, failed = await self.releases.sync(self._effective)
+        if generation != self._release_sync or self._outbox is None:
+            return  # a newer list came meanwhile: its sync reports
+        for ref, why in failed:
+            log_event(log, "warning", "release unavailable", release=ref.label, error=why)
+        self._outbox.send_nowait(
+            ReleaseStatus(
+                ready=tuple((r.name, r.version) for r in ready),
+                failed=tuple((r.name, r.version, why) for r, why in failed),
+            )
+        )
+        log_event(log, "info", "releases ready", releases=[r.label for r in ready])
+        keep = {r.digest for r in self._effective}
+        keep |= {
+            str(a.message.release["digest"])
+            for a in self._attempts.values()
+            if a.message.release is not None
+        }
+        await trio.to_thread.run_sync(self.releases.prune, keep)
+
+    async def _fetch_release(self, digest: str, offset: int, length: int) -> bytes:
+        """Bytes of a bundle, asked of the supervisor over this session."""
+        outbox = self._outbox
+        if outbox is None:
+            msg = "not connected to the supervisor"
+            raise ConnectionLostError(msg)
+        request_id = self._next_fetch
+        self._next_fetch += 1
+        send, receive = trio.open_memory_channel[ReleaseData](1)
+        self._fetches[request_id] = send
+        outbox.send_nowait(
+            FetchRelease(
+                request_id=request_id,
+                digest=digest,
+                offset=offset,
+                length=min(length, MAX_CHUNK_BYTES),
+            )
+        )
+        try:
+            with trio.move_on_after(RELEASE_FETCH_TIMEOUT):
+                answer = await receive.receive()
+                if answer.error:
+                    raise UnavailableError(answer.error)
+                return decode_chunk(answer.data)
+        finally:
+            self._fetches.pop(request_id, None)
+        msg = f"the supervisor sent nothing in {RELEASE_FETCH_TIMEOUT:g} s"
+        raise UnavailableError(msg)
+
+    async def _release_argv(self, message: RunFrame) -> list[str]:
+        """A frame's argv: a release job's filled here, where its release is unpacked
+        (fetched now if it is not: a pinned version need not be the one deployed)."""
+        pin = message.release
+        if pin is None:
+            return list(message.argv)
+        ref = ReleaseRef(
+            name=str(pin["name"]),
+            version=str(pin["version"]),
+            digest=str(pin["digest"]),
+            size=int(pin["size"]),
+        )
+        where = await self.releases.ensure(ref)
+        env = message.env
+        return fill_frame(
+            message.argv,
+            message.frame,
+            env.get("FARMD_FRAME_START", message.frame),
+            env.get("FARMD_FRAME_END", message.frame),
+            str(where),
+            python=sys.executable,
+        )
 
     # ------------------------------------------------------------------ frames
 
@@ -518,6 +634,11 @@ class Agent:
                 env["FARMD_CA"] = str(trust.ca.resolve())
             elif trust.pin is not None:
                 env["FARMD_PIN"] = trust.pin
+        error, user = "", None
+        try:
+            argv = await self._release_argv(message)
+        except FarmdError as exc:
+            error, argv = str(exc), list(message.argv)
         log_event(
             log,
             "info",
@@ -525,10 +646,11 @@ class Agent:
             job=message.job_id,
             frame=message.frame,
             attempt=message.attempt,
-            argv=list(message.argv),
+            argv=argv,
         )
-        error, user = "", None
-        if self.config.run_as == "owner":
+        if error:
+            pass
+        elif self.config.run_as == "owner":
             owner = message.env.get("FARMD_OWNER", "")
             try:
                 user = frame_account(owner, self.config.user_map)
@@ -544,7 +666,7 @@ class Agent:
             else:
                 if user is not None:  # its log is its own to read
                     os.fchown(output.fileno(), user[0], user[1])
-                process, error = await self._launcher.start(list(message.argv), env, output, user)
+                process, error = await self._launcher.start(argv, env, output, user)
             if error:
                 output.write(f"farmd: {error}\n".encode())
                 exit_code = CANNOT_START if process is None else await process.wait()

@@ -93,3 +93,6 @@ def text_problem(value: object, limit: int, *, empty: bool) -> str | None:
     if len(value) > limit:
         return f"is {len(value)} characters long, at most {limit} are allowed"
     return odd_character(value)
+
+
+MAX_RETRIES = 1000  # a job's retries per frame, at most

@@ -248,6 +248,7 @@ def test_submit_subjob_defaults(tmp_path: Path) -> None:
                 "job_type": "dummy",
                 "params": {},
                 "cluster": "/show1/fx",
+                "restrictions": "/show1/fx/+",
                 "parent": 12,
                 "depends_on": [],
                 "name": "",
@@ -260,6 +261,7 @@ def test_submit_subjob_defaults(tmp_path: Path) -> None:
                 "job_type": "render",
                 "params": {"n": 3},
                 "cluster": "/show1/fx",
+                "restrictions": "/show1/fx/+",
                 "parent": 12,
                 "depends_on": ["100:done"],
                 "name": "r",
@@ -290,6 +292,7 @@ def test_the_multicluster_example_submits_across_clusters(
     assert (first[1]["cluster"], first[1]["depends_on"]) == ("/testing", [])
     # The second runs only in the other cluster, after the first: a cross-cluster dependency.
     assert (second[1]["cluster"], second[1]["depends_on"]) == ("/other-cluster", [100])
+    assert second[1]["restrictions"] == "/other-cluster/+"  # never on another's worker
     assert first[1]["parent"] == second[1]["parent"] == 12
     load_task("multicluster.tasks:dummy")(ctx)
     assert len(client.submitted) == 2

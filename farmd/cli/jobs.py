@@ -21,8 +21,11 @@ def submit_command(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
-        msg = "a command is required: farmd submit [OPTIONS] -- COMMAND ARG..."
+    if not command and not args.job_type:
+        msg = (
+            "a command is required: farmd submit [OPTIONS] -- COMMAND ARG..., or a job type "
+            "from a release: farmd submit --type TYPE --param NAME=VALUE... (farmd types)"
+        )
         raise UserError(msg)
     with client_for(args) as farm:
         spec = {f.name: getattr(args, f.name) for f in spec_fields() if doc(f).option}
@@ -101,6 +104,10 @@ def job_command(args: argparse.Namespace) -> int:
     for key in keys:
         print(f"  {key}: {cell_text(job[key]) if job[key] != '' else '-'}")
     print(f"  command: {' '.join(map(safe_text, job['argv']))}")
+    if job.get("release"):
+        print(f"  release: {safe_text(job['release'])} (job type {safe_text(job['job_type'])})")
+        params = " ".join(f"{k}={v}" for k, v in sorted(job.get("params", {}).items()))
+        print(f"  params: {safe_text(params)}")
     print(f"  frames: {frame_counts(job)}")
     print_table(
         job["frame_list"],

@@ -127,6 +127,7 @@ def worker_command(args: argparse.Namespace) -> int:
         run_as=args.run_as,
         user_map=_user_map(args.user_map),
         trust=trust_for(supervisor, ca=args.ca, pin=args.pin),
+        release_dir=Path(args.release_dir) if args.release_dir else None,
     )
     if args.run_as == "owner" and os.geteuid() != 0:
         msg = "--run-as owner needs the agent to run as root (it starts each frame as its owner)"

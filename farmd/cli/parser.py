@@ -34,6 +34,12 @@ from farmd.cli.ops import (
     up_command,
     worker_command,
 )
+from farmd.cli.releases import (
+    add_release_options,
+    add_types_options,
+    release_command,
+    types_command,
+)
 from farmd.cli.users import (
     add_audit_options,
     add_user_options,
@@ -137,6 +143,11 @@ def _add_worker_command(command: _CommandMaker) -> None:
         help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
     )
     worker.add_argument("--token-file", metavar="FILE", help="file holding the farm token")
+    worker.add_argument(
+        "--release-dir",
+        metavar="DIR",
+        help="where releases are unpacked (default: beside the frame logs, LOG_DIR.releases)",
+    )
     add_trust_options(worker)
     worker.add_argument(
         "--name", default=socket.gethostname(), help="worker name (default: the host name)"
@@ -434,6 +445,14 @@ def _add_user_commands(command: _CommandMaker) -> None:
     add_audit_options(command("audit", audit_command, text), _page_size, _job_id)
 
 
+def _add_release_commands(command: _CommandMaker) -> None:
+    """`farmd release ...` and `farmd types`."""
+    text = "releases per cluster: deploy (upload), list, show, undeploy, rollback, remove"
+    add_release_options(command("release", release_command, text))
+    text = "the job types the releases at a cluster provide, with their parameters"
+    add_types_options(command("types", types_command, text))
+
+
 def _add_config_command(command: _CommandMaker) -> None:
     """`farmd config check`: a group with its own subcommands."""
     config = command.subparsers.add_parser("config", help="farm configuration files")
@@ -466,6 +485,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_config_command,
     _add_history_command,
     _add_user_commands,
+    _add_release_commands,
 )
 
 

@@ -42,6 +42,7 @@ from farmd.jobs import Dependency, parse_dependency
 from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.requirements import Requirement, parse_requirement
 from farmd.resources import Reservation, check_name, parse_reservation
+from farmd.values import MAX_RETRIES
 
 MAX_COMMAND_BYTES = 256 * 1024
 
@@ -199,9 +200,6 @@ def _digest(kind: str, specs: Iterable[SubmitJob], by: Principal) -> str:
     }[by.credential]
     text = json.dumps([kind, who, body], sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-MAX_RETRIES = 1000
 
 
 # A job's own variables for its frames: names as a shell writes them, a value a line of

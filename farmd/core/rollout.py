@@ -55,7 +55,6 @@ from farmd.core.vocabulary import (
 from farmd.errors import DeploymentError, JobSpecError
 from farmd.releases.model import JobType
 from farmd.releases.params import fill_command, resolve_params
-from farmd.releases.template import escape
 from farmd.workers import Worker
 
 MAX_KNOWN_RELEASES: Final = 500  # versions the farm holds at once (remove old ones)
@@ -226,10 +225,7 @@ class Rollout:
         }
         if job_type.python is not None:
             pinned["python"] = job_type.python
-            runner = ("{python}", "-m", "farmd.releases.task_runner", "{release}")
-            argv: tuple[str, ...] = (*runner, escape(job_type.python))
-        else:
-            argv = fill_command(job_type, values)  # the worker fills the rest
+        argv = fill_command(job_type, values)  # the worker fills the rest
         return Resolved(argv=argv, pinned=pinned, params=dict(values), job_type=job_type)
 
     # ------------------------------------------------------------------ reads

@@ -270,9 +270,19 @@ def _explain_on(core: Scheduler, job: Job, worker: Worker, everywhere: list[str]
             f"cluster restriction on the job's side: it accepts workers in "
             f"'{job.restrictions}' only, and the worker is in {worker.cluster}"
         )
-    if job.job_type is not None and job.job_type not in worker.types:
-        runs = ", ".join(sorted(worker.types)) or "no typed jobs"
-        reasons.append(f"type missing: the job is a {job.job_type!r} job; the worker runs {runs}")
+    if job.job_type is not None and not worker.runs(job.job_type, job.pinned is not None):
+        runs = ", ".join(sorted(worker.types | worker.release_types)) or "no typed jobs"
+        reason = f"type missing: the job is a {job.job_type!r} job; the worker runs {runs}"
+        if job.pinned is not None:
+            name = job.pinned["name"]
+            failure = worker.release_failures.get(name)
+            if failure is not None:
+                reason += f"; it could not get release {name} {failure}"
+            elif name not in core.rollout.deployments.effective(worker.cluster):
+                reason += f" (release {name} is not deployed at {worker.cluster} or above)"
+            else:
+                reason += f" (it is still fetching release {name})"
+        reasons.append(reason)
     if job.requires.source:
         clause = job.requires.first_false(worker.facts, job.facts())
         if clause is not None:

@@ -32,12 +32,11 @@ from typing import Any, Final
 
 import attrs
 
-from farmd.core.drafting import MAX_RETRIES
 from farmd.errors import ReleaseError, UserError
 from farmd.releases.template import RESERVED, placeholders, template_problem
 from farmd.requirements import parse_requirement
 from farmd.resources import check_name, parse_reservation
-from farmd.values import MAX_NAME_CHARS, is_int, show, text_problem
+from farmd.values import MAX_NAME_CHARS, MAX_RETRIES, is_int, show, text_problem
 
 MAX_VERSION_CHARS: Final = 64
 MAX_PARAM_NAME_CHARS: Final = 64

@@ -129,14 +129,20 @@ class TaskContext:
         `params`, as a sub-job of this task's job; its id. It runs in this job's cluster
         unless `cluster` says another, after the jobs of `depends_on` (ids, or
         `"ID:MODE"` as `farmd submit --depends-on`), which may be in other clusters.
+        It runs only on workers of that cluster or below it (a restriction), so a
+        cluster with no capable worker keeps it queued rather than send it elsewhere.
         A refusal raises the supervisor's error (a `farmd.errors.FarmdError`)."""
         if not self._client:
             self._client.append(self.connect())
+        where = cluster or self.cluster
         return self._client[0].submit(
             [],
             job_type=job_type,
             params=dict(params or {}),
-            cluster=cluster or self.cluster,
+            cluster=where,
+            # Tilebox's rule: a task for a cluster runs there (its subtree) or waits,
+            # never on another cluster's worker that happens to have the type too
+            restrictions="/+" if where.rstrip("/") == "" else f"{where.rstrip('/')}/+",
             parent=self.job_id,
             depends_on=list(depends_on),
             name=name or "",
