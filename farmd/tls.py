@@ -476,7 +476,9 @@ class TlsSession:
         """The plaintext in `data` (possibly none yet: a record arrives in pieces)."""
         self._incoming.write(data)
         chunks = []
-        while True:
+        # read while there is something to read: a final read that only finds "want
+        # more" costs an exception, at every message of every session
+        while self._incoming.pending or self._object.pending():
             try:
                 chunk = self._object.read(1 << 16)
             except ssl.SSLWantReadError:
