@@ -146,7 +146,31 @@ def families(stats: FarmStatistics) -> list[Metric]:
         *_worker_families(stats),
         *_resource_families(stats),
         *_counter_families(stats),
+        *_release_families(stats),
     ]
+
+
+def _release_families(stats: FarmStatistics) -> list[Metric]:
+    effective = GaugeMetricFamily(
+        "farmd_release_effective",
+        "1 for each release version effective at a cluster that has workers",
+        labels=["cluster", "release", "version"],
+    )
+    for cluster, name, version in stats.releases_effective:
+        effective.add_metric([cluster, name, version], 1)
+    workers = GaugeMetricFamily(
+        "farmd_release_workers",
+        "Workers that have a release version ready (fetched, verified, unpacked)",
+        labels=["release", "version"],
+    )
+    for name, version, count in stats.release_workers:
+        workers.add_metric([name, version], count)
+    failures = GaugeMetricFamily(
+        "farmd_release_fetch_failures",
+        "Releases that workers were told of and could not get (per worker and release)",
+        value=stats.release_fetch_failures,
+    )
+    return [effective, workers, failures]
 
 
 def _table(

@@ -20,6 +20,7 @@ import pytest
 
 from farmd import cli
 from farmd.cli import jobs as cli_jobs
+from farmd.cli.parser import OPTION_ALIASES
 from farmd.client import Client
 from farmd.core import ModifyJob, Scheduler, SubmitJob, submission_digest
 from farmd.errors import JobSpecError, ProtocolError
@@ -107,7 +108,8 @@ def test_farmd_submit_has_an_option_for_every_field() -> None:
     for name in OPTIONS:
         action = actions.get(name)
         assert action is not None, f"farmd submit has no option for {name!r}"
-        assert action.option_strings == [option_flag(name)], name
+        flags = [option_flag(name), *OPTION_ALIASES.get(name, ())]  # --type, --param
+        assert action.option_strings == flags, name
         expected = SPEC[name].default
         assert action.default == (list(expected) if isinstance(expected, tuple) else expected)
         assert action.help == doc(SPEC[name]).help, name
@@ -149,6 +151,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
         "requires": ("host.os == linux",),
         "reserve": ("gpu=1",),
         "env": ("OCIO=/studio/ocio.config",),
+        "params": ("scene=/a.blend",),
     }
     assert set(texts) == set(OPTIONS), "a field is missing from this test's command line"
     line = [part for name in OPTIONS for part in (option_flag(name), *texts[name])]
@@ -172,6 +175,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
         "parent": 2,
         "uninterruptible": True,
         "job_type": "nuke",
+        "params": ["scene=/a.blend"],
         "requires": "host.os == linux",
         "reserve": "gpu=1",
         "env": ["OCIO=/studio/ocio.config"],

@@ -213,6 +213,14 @@ requirements = st.one_of(
     st.sampled_from(["", "host.os == linux", "host.memory >= 32G and not host.gpu"]), texts
 )
 # submit.key: an idempotency key, 1 to 128 characters of A-Z a-z 0-9 . _ : -
+digests = st.text("0123456789abcdef", min_size=64, max_size=64).map(lambda h: "sha256:" + h)
+release_refs = st.fixed_dictionaries(
+    {"name": texts, "version": texts, "digest": digests, "size": counts}
+)
+release_pins = st.fixed_dictionaries(
+    {"name": texts, "version": texts, "digest": digests, "size": counts},
+    optional={"python": texts},
+)
 request_keys = st.text(
     alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-",
     min_size=1,
@@ -265,7 +273,11 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "attempt": ints,
             "argv": st.lists(texts, max_size=6),
         },
-        {"env": st.dictionaries(texts, texts, max_size=8), "time_limit": seconds_or_zero},
+        {
+            "env": st.dictionaries(texts, texts, max_size=8),
+            "time_limit": seconds_or_zero,
+            "release": maybe(release_pins),
+        },
     ),
     "kill_frame": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
     "suspend_frame": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
@@ -298,8 +310,46 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "requires": requirements,
             "reserve": reservations,
             "env": st.lists(texts, max_size=3),
+            "params": st.lists(texts, max_size=3),
             "key": maybe(request_keys),
         },
+    ),
+    "upload_release": (
+        {
+            "request_id": ints,
+            "digest": digests,
+            "size": counts,
+            "offset": counts,
+            "data": st.text(max_size=40),
+        },
+        {"done": st.booleans()},
+    ),
+    "deploy_release": (
+        {"request_id": ints, "name": names, "version": names, "cluster": texts},
+        {},
+    ),
+    "undeploy_release": ({"request_id": ints, "name": names, "cluster": texts}, {}),
+    "rollback_release": ({"request_id": ints, "name": names, "cluster": texts}, {}),
+    "remove_release": ({"request_id": ints, "name": names, "version": names}, {}),
+    "list_releases": ({"request_id": ints}, {"cluster": maybe(texts)}),
+    "list_job_types": ({"request_id": ints}, {"cluster": texts}),
+    "releases": ({"releases": st.lists(release_refs, max_size=4)}, {}),
+    "fetch_release": (
+        {
+            "request_id": ints,
+            "digest": digests,
+            "offset": counts,
+            "length": st.integers(1, 1 << 20),
+        },
+        {},
+    ),
+    "release_data": (
+        {"request_id": ints},
+        {"data": st.text(max_size=40), "size": counts, "error": texts},
+    ),
+    "release_status": (
+        {"ready": st.lists(st.tuples(texts, texts), max_size=4)},
+        {"failed": st.lists(st.tuples(texts, texts, texts), max_size=4)},
     ),
     "submit_batch": (
         {

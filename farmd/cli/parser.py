@@ -491,7 +491,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
 
 # Shorter spellings of some spec options, as people type them: `farmd submit --type
 # blender-render --param scene=/a.blend` (issue 15's words).
-_ALIASES: Final = {"job_type": ("--type",), "params": ("--param",)}
+OPTION_ALIASES: Final = {"job_type": ("--type",), "params": ("--param",)}
 
 
 def _add_spec_options(
@@ -516,7 +516,7 @@ def _add_spec_options(
         if not meta.option or (wanted is not None and field.name not in wanted):
             continue
         flag, default = option_flag(field.name), field.default if defaults else None
-        flags = (flag, *_ALIASES.get(field.name, ()))
+        flags = (flag, *OPTION_ALIASES.get(field.name, ()))
         if meta.parse == "flag":
             sub.add_argument(flag, dest=field.name, action="store_true", help=meta.help)
         elif meta.parse == "env":  # repeatable: NAME=VALUE, each its own

@@ -136,7 +136,9 @@ def types_command(args: argparse.Namespace) -> int:
             if param.get("required"):
                 note = "required"
             elif param.get("default") is not None:
-                note = f"default {param['default']}"
+                default = param["default"]
+                shown = str(default).lower() if isinstance(default, bool) else str(default)
+                note = f"default {shown}"
             else:
                 note = "optional"
             choices = f" {'|'.join(param['choices'])}" if param.get("choices") else ""

@@ -181,7 +181,8 @@ class Rollout:
                     "size": known.size,
                 }
             )
-        out.append(TellReleases(worker=worker.name, releases=tuple(refs)))
+        if refs or worker.release_ready:  # a farm without releases says nothing
+            out.append(TellReleases(worker=worker.name, releases=tuple(refs)))
         self._update_types(worker)
 
     def _update_types(self, worker: Worker) -> bool:

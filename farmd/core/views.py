@@ -203,7 +203,17 @@ def statistics(core: Scheduler) -> FarmStatistics:
         used_total[0] += worker.used.get("slots", 0)
         used_total[1] += worker.slots
     pool = core.dispatch.pool
+    rollout = core.rollout.statistics()
+    effective = []
+    for cluster in sorted(slots):  # the clusters that have workers
+        for name, found in sorted(core.rollout.deployments.effective(cluster).items()):
+            effective.append((cluster, name, found.version))
     return FarmStatistics(
+        releases_effective=tuple(effective),
+        release_workers=tuple(
+            (name, version, n) for (name, version), n in sorted(rollout["workers_ready"].items())
+        ),
+        release_fetch_failures=rollout["fetch_failures"],
         frames=tuple((c, s, n) for (c, s), n in sorted(frames.items())),
         jobs=tuple((c, s, n) for (c, s), n in sorted(jobs.items())),
         workers=tuple((c, s, n) for (c, s), n in sorted(workers.items())),

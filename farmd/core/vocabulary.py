@@ -571,6 +571,11 @@ class FarmStatistics:
     frames_failed: int
     frames_retried: int
     frames_preempted: int
+    # releases: (cluster of workers, release, version) effective there; (release,
+    # version, workers that have it ready); workers' releases they could not get
+    releases_effective: tuple[tuple[str, str, str], ...] = ()
+    release_workers: tuple[tuple[str, str, int], ...] = ()
+    release_fetch_failures: int = 0
 
 
 @attrs.frozen(kw_only=True)
