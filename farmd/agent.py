@@ -101,6 +101,7 @@ from farmd.protocol_releases import (
 from farmd.releases.cache import ReleaseCache, ReleaseRef
 from farmd.releases.template import fill_frame
 from farmd.tls import TlsError, Trust, handshake_failure
+from farmd.worker_settings import check_env_passthrough, check_run_as, check_user_map
 
 log = logging.getLogger("farmd.agent")
 
@@ -291,6 +292,7 @@ class Agent:
         connect: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
     ) -> None:
         self.config = config
+        self._own = config  # as its flags made it; the farm's configuration may add to it
         # how a session's stream is opened: TCP to `config.supervisor`, unless a test
         # hands the agent an in-memory stream to an in-process supervisor
         self._connect = connect if connect is not None else self._open_tcp
@@ -414,6 +416,7 @@ class Agent:
         # a log goes back in one frame; undecodable bytes may triple when replaced
         self._log_limit = max(4096, welcome.max_frame_bytes // 4 - 4096)
         self._log_registration(registered)
+        self._apply_central(registered.settings.get("agent"))
 
         outbox, inbox = trio.open_memory_channel[Message](float("inf"))
         # results not yet acknowledged go again, before anything else: the supervisor
@@ -463,6 +466,37 @@ class Agent:
             running=self.running,
             instance=self.instance,
         )
+
+    def _apply_central(self, central: object) -> None:
+        """How to run frames, as the farm's `workers:` configuration sets it for this
+        host (`registered.settings.agent`): `run_as` and `env_passthrough` replace the
+        flags', `users` merges over `--user-map`. What it does not set stays the flags'
+        (`_own`), so a configuration that no longer sets a key gives it back to them."""
+        own = self._own
+        agent = central if isinstance(central, dict) else {}
+        try:
+            run_as = check_run_as(agent["run_as"]) if "run_as" in agent else own.run_as
+            users = {**own.user_map, **check_user_map(agent.get("users", {}))}
+            passthrough = (
+                check_env_passthrough(agent["env_passthrough"])
+                if "env_passthrough" in agent
+                else own.env_passthrough
+            )
+        except UserError as exc:  # from a supervisor; keep what the flags say
+            log_event(log, "warning", "central settings refused", error=str(exc))
+            return
+        config = attrs.evolve(own, run_as=run_as, user_map=users, env_passthrough=passthrough)
+        if config != self.config:
+            self.config = config
+            self._environ = None  # built again from the new allow-list at the next frame
+            log_event(
+                log,
+                "info",
+                "frame settings",
+                run_as=run_as,
+                users=len(users),
+                env_passthrough=list(passthrough),
+            )
 
     def _log_registration(self, registered: Registered) -> None:
         config = self.config
@@ -650,6 +684,10 @@ class Agent:
         )
         if error:
             pass
+        elif self.config.run_as == "owner" and os.geteuid() != 0:
+            # set by the farm's configuration for an agent not started as root: the frame
+            # fails rather than run as the agent's own account
+            error = "run_as owner needs the agent to run as root; this one does not"
         elif self.config.run_as == "owner":
             owner = message.env.get("FARMD_OWNER", "")
             try:

@@ -253,3 +253,50 @@ def check_worker(
         shown = _SHOW.repr(exc.value)
         msg = f"bad worker {checked_name!r}: {exc.field}: {exc.problem} (got {shown})"
         raise WorkerSettingsError(msg, exc.field, exc.value, exc.problem) from None
+
+
+# --------------------------------------------------------------------------- the agent's own
+
+RUN_AS: Final = ("agent", "owner")
+MAX_ENV_PASSTHROUGH: Final = 256
+MAX_USER_MAP: Final = 10_000
+# an account name as POSIX tools accept it, and a variable name or fnmatch pattern
+_ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+_ENV_PATTERN = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]{0,127}")
+
+
+def check_run_as(value: object) -> str:
+    """`run_as`: `agent` (frames run as the agent's account) or `owner` (as the OS
+    account of the job's owner; the agent must be root, and never runs one as root)."""
+    if value not in RUN_AS:
+        raise _refuse("run_as", value, "must be agent or owner")
+    return str(value)
+
+
+def check_user_map(value: object) -> dict[str, str]:
+    """`users`: a job owner's name -> the OS account its frames run as."""
+    if not isinstance(value, Mapping):
+        raise _refuse("users", value, "must map job owners to OS accounts")
+    if len(value) > MAX_USER_MAP:
+        raise _refuse("users", len(value), f"at most {MAX_USER_MAP} entries")
+    for owner, account in value.items():
+        if not isinstance(owner, str) or not _ACCOUNT.fullmatch(owner):
+            raise _refuse("users", owner, "an owner is a user name (a-z 0-9 _ . -)")
+        if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+            raise _refuse(f"users.{owner}", account, "an account name is a-z 0-9 _ . -")
+    return dict(value)
+
+
+def check_env_passthrough(value: object) -> tuple[str, ...]:
+    """`env_passthrough`: the agent's variables a frame gets, names or patterns."""
+    if not isinstance(value, list | tuple):
+        raise _refuse("env_passthrough", value, "must be a list of variable names")
+    if len(value) > MAX_ENV_PASSTHROUGH:
+        raise _refuse("env_passthrough", len(value), f"at most {MAX_ENV_PASSTHROUGH} names")
+    for name in value:
+        if not isinstance(name, str) or not _ENV_PATTERN.fullmatch(name):
+            why = "a variable name, or a pattern such as ARNOLD_* (letters, digits, _, * ?)"
+            raise _refuse("env_passthrough", name, why)
+        if name.startswith("FARMD_"):
+            raise _refuse("env_passthrough", name, "FARMD_* variables are the farm's")
+    return tuple(value)

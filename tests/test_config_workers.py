@@ -445,7 +445,7 @@ def test_bad_host_keys_are_refused_at_the_key(key: str, fragment: str) -> None:
             "workers:\n  hosts:\n    h1:\n      slot: 2\n",
             "4:7 workers.hosts.h1",
             "unknown key; allowed: template, cluster, restrictions, slots, types, "
-            "properties, resources (got 'slot')",
+            "properties, resources, run_as, users, env_passthrough (got 'slot')",
         ),
         (
             "workers:\n  default:\n    templates: gpu\n",

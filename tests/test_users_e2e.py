@@ -135,3 +135,45 @@ def test_run_as_owner_needs_a_root_agent_or_says_why(bare_farm: Farm) -> None:
     proc = bare_farm.worker("w1", extra=["--run-as", "owner"], wait=False)
     assert proc.popen.wait(timeout=20) == 1
     assert "--run-as owner needs the agent to run as root" in proc.stderr()
+
+
+def test_the_farm_configuration_sets_how_each_host_runs_frames(bare_farm: Farm) -> None:
+    """`workers:` entries set `env_passthrough`, `run_as` and `users` for the hosts they
+    name; the agent applies them from its registration, over its own flags."""
+    farm = bare_farm
+    root = os.geteuid() == 0
+    config = farm.root / "farm.yaml"
+    config.write_text(
+        "workers:\n"
+        "  default:\n"
+        "    env_passthrough: [PATH, MY_VISIBLE, 'ARNOLD_*']\n"
+        "  hosts:\n"
+        "    owned: {run_as: owner, users: {farm: nobody}}\n"
+    )
+    farm.env.update(MY_SECRET="do-not-leak", MY_VISIBLE="shown", ARNOLD_X="1", OCIO="/o")
+    farm.serve("--config", str(config))
+    farm.worker("plain", extra=["--pass-env", "OCIO"])  # the file's list replaces this
+    job_id = farm.submit_cli("--restrictions", "/", "--", "env")
+    assert farm.cli("wait", str(job_id), "--timeout", "20").returncode == 0
+    seen = dict(
+        line.split("=", 1)
+        for line in farm.cli_ok("logs", f"{job_id}:1").splitlines()
+        if "=" in line
+    )
+    assert seen["MY_VISIBLE"] == "shown"
+    assert seen["ARNOLD_X"] == "1"
+    assert "OCIO" not in seen  # the worker's flag, replaced by the farm's list
+    assert "MY_SECRET" not in seen
+    assert "HOME" not in seen  # not in the farm's list
+
+    farm.cli_ok("lock", "plain")
+    farm.worker("owned")
+    job_id = farm.submit_cli("--", "sh", "-c", "id -un")
+    wait = farm.cli("wait", str(job_id), "--timeout", "20")
+    log_text = farm.cli_ok("logs", f"{job_id}:1")
+    if root:  # run as the account the farm's `users` maps its owner to
+        assert wait.returncode == 0, describe(wait)
+        assert log_text.splitlines() == ["nobody"]
+    else:  # never as the agent's own account when the farm says owner
+        assert wait.returncode == 1, describe(wait)
+        assert "run_as owner needs the agent to run as root" in log_text, log_text

@@ -48,6 +48,10 @@ Leaving a section out, or the whole file empty, means its defaults::
         render[001-120]: {template: lighting, slots: 8}   # render001 .. render120
         gpu-*: {template: gpu}                            # a glob: * and ?
         node07: {cluster: /show2/comp, properties: {rack: b}}
+        # how agents run frames (applied when they register): as the job's owner
+        # (a root agent; never as root), mapped to an OS account; which of the agent's
+        # environment variables a frame gets
+        farm[01-40]: {run_as: owner, users: {alice: alice_r}, env_passthrough: [PATH, OCIO]}
 
 The file is strict (STYLE.md, "Config is strict"): an unknown key, a duplicate key, a
 value of the wrong type, a value out of range, a non-standard tag, a YAML syntax error or
@@ -99,8 +103,11 @@ from farmd.config.workers import (
     template_cycle,
     template_name,
     worker_cluster,
+    worker_env_passthrough,
     worker_restrictions,
+    worker_run_as,
     worker_slots,
+    worker_user_map,
 )
 from farmd.config.yaml_nodes import TAG, Source
 from farmd.errors import ConfigError, UserError
@@ -296,14 +303,37 @@ def _worker_entry(source: Source, node: yaml.Node, key: str, refs: list[_Ref]) -
             values[name] = _facts_value(source, value_node, where)
         elif name == "resources":
             values[name] = _amounts_value(source, value_node, where)
+        elif name == "users":
+            values[name] = _users_value(source, value_node, where)
+        elif name == "env_passthrough":
+            names = []
+            for item in _sequence(source, value_node, where, "variable names"):
+                one = _located(
+                    source, item, where, worker_env_passthrough, [source.scalar(item, where)]
+                )
+                names.extend(one)
+            values[name] = _located(source, value_node, where, worker_env_passthrough, names)
         else:
             convert = {
                 "cluster": worker_cluster,
                 "restrictions": worker_restrictions,
                 "slots": worker_slots,
+                "run_as": worker_run_as,
             }[name]
             values[name] = _located(source, value_node, where, convert)
     return WorkerEntry(**values)
+
+
+def _users_value(source: Source, node: yaml.Node, key: str) -> dict[str, str]:
+    """`users: {alice: alice_r}`: a job owner -> the OS account its frames run as."""
+    found: dict[str, str] = {}
+    for owner, (key_node, value_node) in source.mapping(node, key, None, "owners").items():
+        account = source.scalar(value_node, f"{key}.{owner}")
+        # each checked where it is written: the owner at its key, the account at its value
+        _located(source, key_node, key, worker_user_map, {owner: "account"})
+        _located(source, value_node, f"{key}.{owner}", worker_user_map, {"owner": account})
+        found[owner] = str(account)
+    return found
 
 
 _FROM_NODE: Final = object()

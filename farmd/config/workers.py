@@ -56,6 +56,9 @@ ENTRY_KEYS: Final = (
     "types",
     "properties",
     "resources",
+    "run_as",
+    "users",
+    "env_passthrough",
 )
 MAX_RANGE_HOSTS: Final = 100_000
 _MAX_RANGE_DIGITS: Final = 18
@@ -131,6 +134,26 @@ def _worker_resources(value: object) -> dict[str, float]:
     return _setting(worker_settings.check_resources, value)
 
 
+def worker_run_as(value: object) -> str:
+    return _setting(worker_settings.check_run_as, value)
+
+
+def worker_user_map(value: object) -> dict[str, str]:
+    return _setting(worker_settings.check_user_map, value)
+
+
+def worker_env_passthrough(value: object) -> tuple[str, ...]:
+    return _setting(worker_settings.check_env_passthrough, value)
+
+
+def _opt_run_as(value: object) -> str | None:
+    return None if value is None else worker_run_as(value)
+
+
+def _opt_passthrough(value: object) -> tuple[str, ...] | None:
+    return None if value is None else worker_env_passthrough(value)
+
+
 def template_name(name: object) -> str:
     if not isinstance(name, str) or not _TEMPLATE_NAME.fullmatch(name):
         problem = "a template's name is letters, digits, '_' and '-', starting with a letter"
@@ -183,6 +206,10 @@ class WorkerEntry:
     types: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_types)
     properties: dict[str, Fact] = attrs.field(factory=dict, converter=_worker_properties)
     resources: dict[str, float] = attrs.field(factory=dict, converter=_worker_resources)
+    # the agent's own: how it runs frames (it applies them from its registration)
+    run_as: str | None = attrs.field(default=None, converter=_opt_run_as)
+    users: dict[str, str] = attrs.field(factory=dict, converter=worker_user_map)
+    env_passthrough: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_passthrough)
 
 
 class PatternKind(enum.Enum):
@@ -342,6 +369,9 @@ class WorkerSettings:
     types: tuple[str, ...] | None = None
     properties: dict[str, Fact] = attrs.field(factory=dict)
     resources: dict[str, float] = attrs.field(factory=dict)
+    run_as: str | None = None
+    users: dict[str, str] = attrs.field(factory=dict)
+    env_passthrough: tuple[str, ...] | None = None
     sources: tuple[str, ...] = ()
     origins: dict[str, str] = attrs.field(factory=dict)
 
@@ -367,9 +397,23 @@ class WorkerSettings:
             "resources": {**resources, **self.resources},
         }
 
+    def agent_settings(self) -> dict[str, Any]:
+        """What the agent itself applies (how it runs frames), as set centrally: the
+        keys this configuration sets, for `registered.settings.agent` (docs/protocol.md
+        5.1). Each replaces the agent's own flag; `users` merges over `--user-map`."""
+        out: dict[str, Any] = {}
+        if self.run_as is not None:
+            out["run_as"] = self.run_as
+        if self.users:
+            out["users"] = dict(self.users)
+        if self.env_passthrough is not None:
+            out["env_passthrough"] = list(self.env_passthrough)
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values: lists for tuples."""
         return {
+            **self.agent_settings(),
             "cluster": self.cluster,
             "restrictions": self.restrictions,
             "slots": self.slots,
@@ -415,7 +459,7 @@ class WorkersConfig:
             for pattern, entry in self._patterns
             if pattern.kind is PatternKind.EXACT and pattern.matches(host)
         ]
-        values: dict[str, Any] = {"properties": {}, "resources": {}}
+        values: dict[str, Any] = {"properties": {}, "resources": {}, "users": {}}
         origins: dict[str, str] = {}
         sources: list[str] = []
         for label, entry in chain:
@@ -441,8 +485,8 @@ class WorkersConfig:
         return order
 
 
-_REPLACED: Final = ("cluster", "restrictions", "slots", "types")
-_MERGED: Final = ("properties", "resources")
+_REPLACED: Final = ("cluster", "restrictions", "slots", "types", "run_as", "env_passthrough")
+_MERGED: Final = ("properties", "resources", "users")
 
 
 def _apply(

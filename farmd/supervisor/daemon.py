@@ -510,6 +510,9 @@ class Supervisor(AdminRequests):
             old.abort()
         # before any run_frame the join dispatched; the worker learns what it is now
         settings = {**effective, "types": list(effective["types"])}
+        agent = self.workers_config.settings_for(name).agent_settings()
+        if agent:  # how the agent runs frames, set centrally (docs/protocol.md 5.1)
+            settings["agent"] = agent
         conn.send(Registered(name=name, settings=settings))
         self._apply(joined)
         return name
