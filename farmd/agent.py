@@ -60,13 +60,12 @@ import attrs
 import trio
 
 from farmd import shepherd
+from farmd.agent_releases import AgentReleases
 from farmd.codec import NEED_DATA, Codec
 from farmd.config import Address
 from farmd.errors import (
-    ConnectionLostError,
     FarmdError,
     ProtocolError,
-    UnavailableError,
     UserError,
 )
 from farmd.launcher import Child, Launcher
@@ -90,16 +89,7 @@ from farmd.protocol import (
     SuspendFrame,
     Welcome,
 )
-from farmd.protocol_releases import (
-    MAX_CHUNK_BYTES,
-    FetchRelease,
-    ReleaseData,
-    Releases,
-    ReleaseStatus,
-    decode_chunk,
-)
-from farmd.releases.cache import ReleaseCache, ReleaseRef
-from farmd.releases.template import fill_frame
+from farmd.protocol_releases import ReleaseData, Releases
 from farmd.tls import TlsError, Trust, handshake_failure
 from farmd.worker_settings import check_env_passthrough, check_run_as, check_user_map
 
@@ -109,7 +99,6 @@ _M = TypeVar("_M", bound=Message)
 
 KILL_GRACE = 5.0
 HANDSHAKE_TIMEOUT = 10.0
-RELEASE_FETCH_TIMEOUT = 30.0  # seconds the supervisor has to send a chunk of a release
 SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor is presumed gone
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
@@ -310,11 +299,7 @@ class Agent:
         release_dir = (
             config.release_dir or config.log_dir.parent / f"{config.log_dir.name}.releases"
         )
-        self.releases = ReleaseCache(release_dir, self._fetch_release)
-        self._effective: tuple[ReleaseRef, ...] = ()  # what the supervisor last said
-        self._release_sync = 0  # the latest sync: an older one does not report
-        self._fetches: dict[int, trio.MemorySendChannel[ReleaseData]] = {}
-        self._next_fetch = 1
+        self.releases = AgentReleases(release_dir, lambda: self._outbox)
 
     @property
     def running(self) -> list[tuple[int, int, int]]:
@@ -557,98 +542,14 @@ class Agent:
             case FetchLog():
                 outbox.send_nowait(self._read_log(message))
             case Releases():
-                try:
-                    self._effective = tuple(ReleaseRef(**ref) for ref in message.releases)
-                except FarmdError as exc:  # the wire checked the shape; this the values
-                    log_event(log, "warning", "bad release list", error=str(exc))
-                    return
-                self._release_sync += 1
-                frames.start_soon(self._sync_releases, self._release_sync)
+                running = [a.message for a in self._attempts.values()]
+                self.releases.told(message, frames, running)
             case ReleaseData():
-                waiter = self._fetches.pop(message.request_id, None)
-                if waiter is not None:
-                    waiter.send_nowait(message)
+                self.releases.answered(message)
             case Heartbeat():
                 pass
             case _:
                 log_event(log, "warning", "unexpected message", type=message.TYPE)
-
-    # ------------------------------------------------------------------ releases
-
-    async def _sync_releases(self, generation: int) -> None:
-        """Fetch what the supervisor says is effective here, say what is ready and what
-        could not be had, and drop what no one needs any more."""
-        ready, failed = await self.releases.sync(self._effective)
-        if generation != self._release_sync or self._outbox is None:
-            return  # a newer list came meanwhile: its sync reports
-        for ref, why in failed:
-            log_event(log, "warning", "release unavailable", release=ref.label, error=why)
-        self._outbox.send_nowait(
-            ReleaseStatus(
-                ready=tuple((r.name, r.version) for r in ready),
-                failed=tuple((r.name, r.version, why) for r, why in failed),
-            )
-        )
-        log_event(log, "info", "releases ready", releases=[r.label for r in ready])
-        keep = {r.digest for r in self._effective}
-        keep |= {
-            str(a.message.release["digest"])
-            for a in self._attempts.values()
-            if a.message.release is not None
-        }
-        await trio.to_thread.run_sync(self.releases.prune, keep)
-
-    async def _fetch_release(self, digest: str, offset: int, length: int) -> bytes:
-        """Bytes of a bundle, asked of the supervisor over this session."""
-        outbox = self._outbox
-        if outbox is None:
-            msg = "not connected to the supervisor"
-            raise ConnectionLostError(msg)
-        request_id = self._next_fetch
-        self._next_fetch += 1
-        send, receive = trio.open_memory_channel[ReleaseData](1)
-        self._fetches[request_id] = send
-        outbox.send_nowait(
-            FetchRelease(
-                request_id=request_id,
-                digest=digest,
-                offset=offset,
-                length=min(length, MAX_CHUNK_BYTES),
-            )
-        )
-        try:
-            with trio.move_on_after(RELEASE_FETCH_TIMEOUT):
-                answer = await receive.receive()
-                if answer.error:
-                    raise UnavailableError(answer.error)
-                return decode_chunk(answer.data)
-        finally:
-            self._fetches.pop(request_id, None)
-        msg = f"the supervisor sent nothing in {RELEASE_FETCH_TIMEOUT:g} s"
-        raise UnavailableError(msg)
-
-    async def _release_argv(self, message: RunFrame) -> list[str]:
-        """A frame's argv: a release job's filled here, where its release is unpacked
-        (fetched now if it is not: a pinned version need not be the one deployed)."""
-        pin = message.release
-        if pin is None:
-            return list(message.argv)
-        ref = ReleaseRef(
-            name=str(pin["name"]),
-            version=str(pin["version"]),
-            digest=str(pin["digest"]),
-            size=int(pin["size"]),
-        )
-        where = await self.releases.ensure(ref)
-        env = message.env
-        return fill_frame(
-            message.argv,
-            message.frame,
-            env.get("FARMD_FRAME_START", message.frame),
-            env.get("FARMD_FRAME_END", message.frame),
-            str(where),
-            python=sys.executable,
-        )
 
     # ------------------------------------------------------------------ frames
 
@@ -670,7 +571,7 @@ class Agent:
                 env["FARMD_PIN"] = trust.pin
         error, user = "", None
         try:
-            argv = await self._release_argv(message)
+            argv = await self.releases.argv(message)
         except FarmdError as exc:
             error, argv = str(exc), list(message.argv)
         log_event(
