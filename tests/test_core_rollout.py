@@ -202,3 +202,17 @@ def test_deployments_survive_a_restore() -> None:
     again = Scheduler()
     again.handle(Restore(snapshot=Snapshot(deployments=outcome.changes.deployments), now=4.0))
     assert again.rollout.deployments.effective("/show1/lighting")["pipeline"].version == "2.3"
+
+
+def test_a_worker_may_fetch_only_what_serves_its_cluster_or_what_it_runs() -> None:
+    core = farm()
+    core.handle(DeployRelease(name="pipeline", version="2.3", cluster="/show1", now=3.0))
+    assert core.rollout.fetchable("light1", DIGEST)
+    assert not core.rollout.fetchable("other", DIGEST)  # /show2: another show's code
+    assert not core.rollout.fetchable("nobody", DIGEST)
+    # a job pinned to 2.3 that runs on a /show2 worker (its restrictions allow it)
+    core.handle(WorkerReleases(name="light1", ready=(("pipeline", "2.3"),), failed=(), now=4))
+    core.handle(DeployRelease(name="pipeline", version="2.3", cluster="/show2", now=5.0))
+    core.handle(WorkerReleases(name="other", ready=(("pipeline", "2.3"),), failed=(), now=6))
+    core.handle(UndeployRelease(name="pipeline", cluster="/show2", now=7.0))
+    assert not core.rollout.fetchable("other", DIGEST)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from farmd.cli.connection import client_for
-from farmd.cli.output import print_json, print_table
+from farmd.cli.output import print_json, print_table, safe_text
 
 
 def workers_command(args: argparse.Namespace) -> int:
@@ -18,9 +18,19 @@ def workers_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(workers)
         return 0
+    columns = ["name", "cluster", "state", "slots", "types", "running", "restrictions"]
+    failures = []
     for worker in workers:
         worker["slots"] = f"{worker['used']:g}/{worker['slots']}"
-    print_table(workers, ["name", "cluster", "state", "slots", "types", "running", "restrictions"])
+        releases = worker.get("releases") or {}
+        worker["releases"] = ",".join(f"{n} {v}" for n, v in sorted(releases.items())) or "-"
+        for name, why in sorted((worker.get("release_failures") or {}).items()):
+            failures.append(f"{worker['name']} could not get release {name} {why}")
+    if any(w["releases"] != "-" for w in workers) or failures:
+        columns.insert(5, "releases")
+    print_table(workers, columns)
+    for line in failures:
+        print(safe_text(line))
     return 0
 
 

@@ -53,6 +53,7 @@ from farmd.core.vocabulary import (
     WorkerReleases,
 )
 from farmd.errors import DeploymentError, JobSpecError
+from farmd.jobs import Job
 from farmd.releases.model import JobType
 from farmd.releases.params import fill_command, resolve_params
 from farmd.workers import Worker
@@ -81,11 +82,13 @@ class Rollout:
     def __init__(
         self,
         workers: dict[str, Worker],
+        jobs: dict[int, Job],
         offer: Callable[[str], None],
         note: Callable[..., None],
     ) -> None:
         self.deployments = Deployments()
         self._workers = workers
+        self._jobs = jobs
         self._offer = offer  # a worker may run more now: offer it work
         self._note = note
         self.changed = False  # the deployments changed since the shell last took them
@@ -201,6 +204,22 @@ class Rollout:
         gained = bool(new - worker.release_types)
         worker.release_types = new
         return gained
+
+    def fetchable(self, worker_name: str, digest: str) -> bool:
+        """Whether a worker may fetch a bundle: one effective at its cluster, or the
+        pinned release of a frame it runs. A worker enrolled for one show's clusters
+        gets no other show's pipeline code."""
+        worker = self._workers.get(worker_name)
+        if worker is None:
+            return False
+        for name, found in self.deployments.effective(worker.cluster).items():
+            if self.deployments.known(name, found.version).digest == digest:
+                return True
+        for job_id, _, _ in worker.running:
+            job = self._jobs.get(job_id)
+            if job is not None and job.pinned is not None and job.pinned["digest"] == digest:
+                return True
+        return False
 
     # ------------------------------------------------------------------ jobs
 

@@ -209,7 +209,7 @@ class Scheduler(Queries):
             note=self._note,
         )
         self.identities = Identities()
-        self.rollout = Rollout(self.workers, self.dispatch.offer, self._note)
+        self.rollout = Rollout(self.workers, self.jobs, self.dispatch.offer, self._note)
         self.submissions.resolve = self.rollout.resolve
         self.history = History(
             after=history_after, jobs=self.jobs, dependents_of=self.dependencies.dependents_of

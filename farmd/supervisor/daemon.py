@@ -527,6 +527,12 @@ class Supervisor(AdminRequests):
                     waiter.send_nowait(message)
             case FetchRelease():
                 try:
+                    if not self.core.rollout.fetchable(name, message.digest):
+                        msg = (
+                            f"release {message.digest} is neither deployed at this worker's "
+                            "cluster nor the release of a frame it runs"
+                        )
+                        raise ForbiddenError(msg)
                     data, size = self.shelf.read(message.digest, message.offset, message.length)
                 except UserError as exc:
                     conn.send(ReleaseData(request_id=message.request_id, error=str(exc)))
