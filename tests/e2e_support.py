@@ -569,3 +569,23 @@ def assert_refused(result: subprocess.CompletedProcess[str], exit_code: int = 1)
     assert lines[0].startswith("farmd: error: "), describe(result)
     assert "Traceback" not in result.stderr, describe(result)
     return lines[0]
+
+
+def serve_again(farm: Farm, *extra: str) -> Proc:
+    """Start `farmd serve` again on the farm's state dir and port after its supervisor
+    ended however, a `kill -9` too (which `Farm.restart`, asserting a clean stop, does
+    not allow); return once it wrote its address."""
+    assert farm.supervisor is not None
+    assert not farm.supervisor.running(), "stop (or kill) the supervisor first"
+    port = farm.address.rpartition(":")[2]
+    (farm.state / "address").unlink(missing_ok=True)  # the dead one's would be found
+    farm.restarts += 1
+    proc = farm.spawn(
+        f"supervisor-{farm.restarts + 1}",
+        ["serve", "--listen", f"{LOCALHOST}:{port}", "--state", str(farm.state), *extra],
+    )
+    farm._await_address(proc)
+    assert farm.address.endswith(f":{port}"), farm.address
+    farm.supervisor = proc
+    farm.api.close()  # the next request connects to the new supervisor
+    return proc
