@@ -7,7 +7,8 @@ every release listed (`farmd.releases.cache`, fetching a bundle by `fetch_releas
 chunks, checking its size and digest before it unpacks it), then reports what is ready
 and what could not be had (`release_status`) and drops from the cache what is neither
 effective nor used by a frame still held. A newer list supersedes an older one: an older
-sync still running does not report. A release job's frame names its pinned release,
+sync still running does not report, and a sync that could not get every release tries
+again after RETRY_FIRST seconds, doubling up to RETRY_MAX. A release job's frame names its pinned release,
 which need not be the one deployed now; `argv` makes sure of that one too, then fills
 the frame's template with where it is unpacked (`farmd.releases.template`).
 """
@@ -39,6 +40,8 @@ from farmd.releases.template import fill_frame
 log = logging.getLogger("farmd.agent")
 
 RELEASE_FETCH_TIMEOUT: Final = 30.0  # seconds the supervisor has to send a chunk
+RETRY_FIRST: Final = 5.0  # seconds before a release that could not be had is tried again
+RETRY_MAX: Final = 120.0  # ... doubling up to this
 
 
 class AgentReleases:
@@ -73,20 +76,28 @@ class AgentReleases:
             waiter.send_nowait(message)
 
     async def _sync(self, generation: int, keep: set[str]) -> None:
-        ready, failed = await self.cache.sync(self._effective)
-        outbox = self._outbox()
-        if generation != self._generation or outbox is None:
-            return  # a newer list came meanwhile: its sync reports
-        for ref, why in failed:
-            log_event(log, "warning", "release unavailable", release=ref.label, error=why)
-        outbox.send_nowait(
-            ReleaseStatus(
-                ready=tuple((r.name, r.version) for r in ready),
-                failed=tuple((r.name, r.version, why) for r, why in failed),
+        """Sync, report, prune; while some release could not be had, try again later
+        (a bundle uploaded again, a supervisor back), until a newer list comes."""
+        pause = RETRY_FIRST
+        while True:
+            ready, failed = await self.cache.sync(self._effective)
+            outbox = self._outbox()
+            if generation != self._generation or outbox is None:
+                return  # a newer list came meanwhile (or a new session will): it reports
+            for ref, why in failed:
+                log_event(log, "warning", "release unavailable", release=ref.label, error=why)
+            outbox.send_nowait(
+                ReleaseStatus(
+                    ready=tuple((r.name, r.version) for r in ready),
+                    failed=tuple((r.name, r.version, why) for r, why in failed),
+                )
             )
-        )
-        log_event(log, "info", "releases ready", releases=[r.label for r in ready])
-        await trio.to_thread.run_sync(self.cache.prune, keep)
+            log_event(log, "info", "releases ready", releases=[r.label for r in ready])
+            await trio.to_thread.run_sync(self.cache.prune, keep)
+            if not failed:
+                return
+            await trio.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX)
 
     async def _fetch(self, digest: str, offset: int, length: int) -> bytes:
         """Bytes of a bundle, asked of the supervisor over the current session."""
