@@ -9,8 +9,9 @@ and what could not be had (`release_status`) and drops from the cache what is ne
 effective nor used by a frame still held. A newer list supersedes an older one: an older
 sync still running does not report, and a sync that could not get every release tries
 again after RETRY_FIRST seconds, doubling up to RETRY_MAX. A release job's frame names
-its pinned release, which need not be the one deployed now; `argv` makes sure of that one too, then fills
-the frame's template with where it is unpacked (`farmd.releases.template`).
+its pinned release, which need not be the one deployed now; `argv` makes sure of that
+one too, then fills the frame's template with where it is unpacked
+(`farmd.releases.template`).
 """
 
 from __future__ import annotations
