@@ -61,8 +61,8 @@ from farmd.supervisor.connection import (
     Connection,
     Goodbye,
 )
-from farmd.supervisor.people import PEOPLE_REQUESTS, People, Revoked, UserRequest
-from farmd.supervisor.shelf import RELEASE_REQUESTS, ReleaseRequest, ReleaseShelf
+from farmd.supervisor.people import PEOPLE_REQUESTS, People, Revoked
+from farmd.supervisor.shelf import RELEASE_REQUESTS, ReleaseShelf
 from farmd.supervisor.translate import (
     answer,
     draft_submission,
@@ -112,20 +112,10 @@ class AdminRequests:
             if isinstance(message, Wait | GetLog):
                 conn.slow += 1
                 nursery.start_soon(self._answer_slow, conn, message)
-            elif isinstance(message, Submit | SubmitBatch):
-                # awaited here: this session's next request sees the job
-                await self._answer_submit(conn, message)
-            elif isinstance(message, PEOPLE_REQUESTS):
-                await self._answer_people(conn, message)
-            elif isinstance(message, RELEASE_REQUESTS):
-                await self._answer_release(conn, message)
-            elif isinstance(message, PruneHistory | ListAudit) or (
-                isinstance(message, ListJobs) and message.history
-            ):
-                await self._answer_history(conn, message)
             else:
-                if await self._recalled(conn, message):
-                    self._answer(conn, message)
+                # awaited here, in order: this session's next request sees what this one
+                # changed (a submitted job, a deployed release)
+                await self._answer(conn, message)
 
     async def _next_request(self, conn: Connection) -> Message:
         """The session's next message; a session with no request in flight for
@@ -140,101 +130,100 @@ class AdminRequests:
                 )
                 raise Goodbye("info", "session idle", Error(code="idle", message=msg))
 
-    async def _recalled(self, conn: Connection, request: Request) -> bool:
-        """Bring back from history what `request` names (`Archive.recall`); False,
-        with the refusal sent, if the store could not be read."""
-        try:
+    async def _decide(
+        self, request: Request, who: Principal, session: int
+    ) -> tuple[Any, Outcome | None]:
+        """A request's result and the outcome it must wait for (None: a query), or a
+        FarmdError refusing it, changing nothing. The one way a request is answered:
+        an admin session's (`_answer`) and the HTTP API's (`perform`)."""
+        if isinstance(request, Wait | GetLog):
+            self.core.authorize(who, Action.READ)
             await self.archive.recall(request)
-        except FarmdError as exc:
-            self._refuse(conn, request, exc)
-            return False
-        return True
+            ids = request.job_ids if isinstance(request, Wait) else [request.job_id]
+            self.core.readable(who, dict.fromkeys(ids))
+            if isinstance(request, Wait):
+                return await self._wait(request), None
+            return await self._fetch_log(request), None
+        if isinstance(request, Submit | SubmitBatch):
+            return await self._submit(request, who)
+        if isinstance(request, PEOPLE_REQUESTS):
+            result, outcome = await self.people.answer(request, who)
+            if isinstance(request, RevokeWorkerToken):
+                self._drop_token_workers(request.token_id)
+            return result, outcome
+        if isinstance(request, RELEASE_REQUESTS):
+            return await self.shelf.answer(request, who, session, self._clock())
+        if isinstance(request, ListJobs) and request.history:
+            self.core.authorize(who, Action.READ)
+            room = reply_room(self.config.max_frame_bytes)
+            return await self.archive.jobs_page(request, room, who), None
+        if isinstance(request, ListAudit):
+            self.core.authorize(who, Action.READ_AUDIT)
+            return await self.archive.audit(request), None
+        if isinstance(request, PruneHistory):
+            self.core.authorize(who, Action.PRUNE)
+            return await self.archive.prune(request.days), None
+        await self.archive.recall(request)  # what it names, back from history
+        return self._request(request, who)
 
-    async def _answer_people(self, conn: Connection, request: UserRequest) -> None:
-        """A user request (`People.answer`): tokens are made and hashed off the loop."""
-        try:
-            result, outcome = await self.people.answer(request, conn.who)
-        except FarmdError as exc:
-            self._refuse(conn, request, exc)
-            return
-        self._reply(conn, request, result, outcome)
-        if isinstance(request, RevokeWorkerToken):  # its workers register no more: out
-            why = Error(code="bad_token", message=f"worker token {request.token_id} was revoked")
-            for worker in list(self._workers.values()):
-                if worker.principal is not None and worker.principal.token_id == request.token_id:
-                    worker.send(why)
-                    worker.close()
+    def _drop_token_workers(self, token_id: int) -> None:
+        """A revoked worker token's workers register no more: their sessions end."""
+        why = Error(code="bad_token", message=f"worker token {token_id} was revoked")
+        for worker in list(self._workers.values()):
+            if worker.principal is not None and worker.principal.token_id == token_id:
+                worker.send(why)
+                worker.close()
 
-    async def _answer_release(self, conn: Connection, request: ReleaseRequest) -> None:
-        """A release request (`ReleaseShelf.answer`): uploads are hashed as they come and
-        inspected off the loop."""
+    async def _answer(self, conn: Connection, request: Request) -> None:
         try:
-            result, outcome = await self.shelf.answer(request, conn.who, id(conn), self._clock())
-        except FarmdError as exc:
-            self._refuse(conn, request, exc)
-            return
-        self._reply(conn, request, result, outcome)
-
-    async def _answer_history(
-        self, conn: Connection, request: ListJobs | PruneHistory | ListAudit
-    ) -> None:
-        """`list_jobs` with history, `list_audit` or `prune_history`: answers read from
-        the store."""
-        try:
-            if isinstance(request, ListJobs):
-                self.core.authorize(conn.who, Action.READ)
-                room = reply_room(self.config.max_frame_bytes)
-                result = await self.archive.jobs_page(request, room, conn.who)
-            elif isinstance(request, ListAudit):
-                self.core.authorize(conn.who, Action.READ_AUDIT)
-                result = await self.archive.audit(request)
-            else:
-                self.core.authorize(conn.who, Action.PRUNE)
-                result = await self.archive.prune(request.days)
-        except FarmdError as exc:
-            self._refuse(conn, request, exc)
-            return
-        self._reply(conn, request, result, None)
-
-    def _answer(self, conn: Connection, request: Request) -> None:
-        try:
-            result, outcome = self._request(request, conn.who)
+            result, outcome = await self._decide(request, conn.who, id(conn))
         except FarmdError as exc:
             self._refuse(conn, request, exc)
             return
         self._reply(conn, request, result, outcome)
 
-    async def _answer_submit(self, conn: Connection, request: Submit | SubmitBatch) -> None:
+    async def perform(self, request: Request, who: Principal, peer: str, session: int) -> Any:
+        """A request from outside an admin session (the HTTP API): its result once what
+        it changed is durable, with its audit row; a refusal raises the FarmdError, a
+        refusal for want of permission audited, as in a session."""
+        now = self._clock()
+        try:
+            result, outcome = await self._decide(request, who, session)
+        except ForbiddenError as exc:
+            row = audit.entry(request, who, peer, now, None, str(exc))
+            self._apply(Outcome(changes=Changes(audit=(row,))))
+            raise
+        outcome = outcome or Outcome()
+        if audit.recorded(request):
+            row = audit.entry(request, who, peer, now, result)
+            outcome = attrs.evolve(outcome, changes=audit.with_entry(outcome.changes, row))
+        durable = trio.Event()
+        self._apply(outcome, after=durable.set)
+        await durable.wait()
+        return result
+
+    async def _submit(
+        self, request: Submit | SubmitBatch, who: Principal
+    ) -> tuple[Any, Outcome | None]:
         """A submission: drafted (validated, its frames built) in a worker thread when
         it is large, so the loop keeps serving heartbeats and other clients; then
         checked against the farm and inserted in one step."""
-        try:
-            self.core.authorize(conn.who, Action.SUBMIT)  # before any drafting
-            await self.archive.recall(request)  # its dependencies, parent, or repeated key
-            event = submit_event(request, conn.who, self._clock())
-            if not self.core.knows_key(event.key) and is_large(event):
-                # one at a time: concurrent huge submissions queue, not multiply memory
-                draft = functools.partial(draft_submission, event, self.core.max_command_bytes)
-                event = await trio.to_thread.run_sync(draft, limiter=self._drafting)
-            outcome = self.core.handle(event)
-        except FarmdError as exc:
-            self._refuse(conn, request, exc)
-            return
+        self.core.authorize(who, Action.SUBMIT)  # before any drafting
+        await self.archive.recall(request)  # its dependencies, parent, or repeated key
+        event = submit_event(request, who, self._clock())
+        if not self.core.knows_key(event.key) and is_large(event):
+            # one at a time: concurrent huge submissions queue, not multiply memory
+            draft = functools.partial(draft_submission, event, self.core.max_command_bytes)
+            event = await trio.to_thread.run_sync(draft, limiter=self._drafting)
+        outcome = self.core.handle(event)
         result = outcome.result
         if isinstance(request, Submit):
             result = self.core.job_summary(result)
-        self._reply(conn, request, result, outcome)
+        return result, outcome
 
     async def _answer_slow(self, conn: Connection, request: Wait | GetLog) -> None:
         try:
-            self.core.authorize(conn.who, Action.READ)
-            await self.archive.recall(request)
-            ids = request.job_ids if isinstance(request, Wait) else [request.job_id]
-            self.core.readable(conn.who, dict.fromkeys(ids))
-            if isinstance(request, Wait):
-                result = await self._wait(request)
-            else:
-                result = await self._fetch_log(request)
+            result, _ = await self._decide(request, conn.who, id(conn))
         except FarmdError as exc:
             self._refuse(conn, request, exc)
         else:
