@@ -382,6 +382,7 @@ class Client(ReleaseCalls):
         requires: str = "",
         reserve: str = "",
         env: Iterable[str] = (),
+        notify: str = "",
         params: Mapping[str, object] | Iterable[str] = (),
         key: str | None = None,
     ) -> dict[str, Any]:
@@ -402,7 +403,8 @@ class Client(ReleaseCalls):
         A job of a release's type has no `argv` of its own (`[]`): its `job_type` is
         resolved from the releases deployed at its cluster, which pins the version,
         and `params` gives its parameters (`{"scene": "/a.blend", "samples": 64}`;
-        `job_types(cluster)` lists them).
+        `job_types(cluster)` lists them). `notify` is an http(s) URL the supervisor
+        POSTs the job's summary to, as JSON, when it ends.
         `key` (1 to 128 of `A-Z a-z 0-9 . _ : -`) makes the submission idempotent: a
         repeat of the same key and job gets the first job back, even after a restart of
         the supervisor (a fresh key is made when none is given, for this call's own
@@ -428,6 +430,7 @@ class Client(ReleaseCalls):
             requires=requires,
             reserve=reserve,
             env=tuple(env),
+            notify=notify,
             params=dict(params) if isinstance(params, Mapping) else tuple(params),
             key=key,
         )

@@ -311,6 +311,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "reserve": reservations,
             "env": st.lists(texts, max_size=3),
             "params": st.lists(texts, max_size=3),
+            "notify": texts,
             "key": maybe(request_keys),
         },
     ),

@@ -132,6 +132,7 @@ from farmd.supervisor.connection import (
     peer_of,
 )
 from farmd.supervisor.metrics_http import serve_metrics
+from farmd.supervisor.notifier import Notifier
 from farmd.supervisor.people import People
 from farmd.supervisor.shelf import ReleaseShelf
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
@@ -184,6 +185,7 @@ class Supervisor(AdminRequests):
             resources=dict(config.resources),
             # a memory store has no history to move ended jobs to
             history_after=None if config.store == "memory" else config.history_after,
+            notify_allow=config.notify_allow,
         )
         self.token = ""
         self.user_token = ""
@@ -204,6 +206,7 @@ class Supervisor(AdminRequests):
         # outcomes waiting for their changes to be durable, with what to do after
         self.people = People(self.core, self._clock, config.highest_user_priority)
         self.shelf = ReleaseShelf(config.state_dir, self.core)
+        self.notifier = Notifier(config.notify, lambda: str(self.address))
         self._committer = Committer(self.metrics.observe_commit)
         self.tls: ssl.SSLContext | None = None  # the TLS context, once `run` made it
         self.tls_files: CertificateFiles | None = None
@@ -311,6 +314,7 @@ class Supervisor(AdminRequests):
                     settings.mode == "auto",
                 )
             nursery.start_soon(self._committer.run, store)
+            await nursery.start(self.notifier.run)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._heartbeats)
             nursery.start_soon(self.archive.prune_hourly, self.config.audit_days)
@@ -687,6 +691,10 @@ class Supervisor(AdminRequests):
                 case JobEnded() | JobHeld():
                     self._jobs_changed.set()
                     self._jobs_changed = trio.Event()
+                    if isinstance(command, JobEnded):
+                        job = self.core.jobs.get(command.job_id)
+                        if job is not None:
+                            self.notifier.job_ended(job.summary(), job.notify)
                 case Note():
                     log_event(log, command.level, command.event, **command.fields)
                 case TellReleases():
