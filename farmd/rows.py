@@ -53,6 +53,9 @@ class JobRow:
     # a release job's pinned release and its parameters, as JSON (schema 8)
     release: str | None = None
     params: str = "{}"
+    # when its first frame started and when it ended, if it has (schema 9)
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 @attrs.frozen

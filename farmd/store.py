@@ -271,6 +271,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN release TEXT;                  -- JSON; NULL: no release
     ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';  -- JSON object
     """,
+    # 9: a job's times (issue 16): when its first frame started, when it ended; NULL in
+    # rows from before (restore takes its frames' earliest start)
+    """
+    ALTER TABLE jobs ADD COLUMN started_at REAL;
+    ALTER TABLE jobs ADD COLUMN ended_at REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
