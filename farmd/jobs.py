@@ -65,6 +65,8 @@ class JobState(enum.Enum):
 
 
 _ENDED = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.KILLED})
+# the frame states that do not run again unless an admin retries the frame
+_ENDED_FRAMES = (FrameState.COMPLETE, FrameState.FAILED, FrameState.KILLED)
 
 
 class Control(enum.Enum):
@@ -296,6 +298,15 @@ class Job:
     pinned: dict[str, Any] | None = None
     params: dict[str, Any] = attrs.field(factory=dict)
     notify: str = ""  # an http(s) URL told when the job ends; "": the farm's default
+    # when its first frame started, and when it last ended (None while it runs again):
+    # set by the scheduler, which has the event's time, and kept in its row
+    started_at: float | None = None
+    ended_at: float | None = None
+    # running sums over its completed frames, kept by `move` so that a listing reads
+    # the mean frame time without walking a million frames: the seconds their last
+    # attempts took (a chunk's whole run), and how many frames (not chunks) that covers
+    done_seconds: float = attrs.field(init=False, default=0.0)
+    done_frames: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.frames, dict):
@@ -312,6 +323,9 @@ class Job:
             touched = sum(len(frame.numbers) for frame in made)
             self.frame_counts[FrameState.PENDING] += len(self.frames.numbers) - touched
         self.stopped = sum(1 for f in made if f.stopped)
+        for frame in made:
+            if frame.state is FrameState.COMPLETE:
+                self._count_done(frame)
         self.reindex()
 
     def reindex(self) -> None:
@@ -414,6 +428,8 @@ class Job:
             elif frame.retry_at is None:
                 self.pending.discard(frame.number)
         frame.state = state
+        if state is FrameState.COMPLETE:  # for good: no row leaves COMPLETE
+            self._count_done(frame)
         if state is FrameState.PENDING:
             if frame.waits_on:
                 self.gated += 1
@@ -421,6 +437,13 @@ class Job:
             elif frame.retry_at is None:
                 self._push_pending(frame.number)
         return state
+
+    def _count_done(self, frame: Frame) -> None:
+        """Add a completed frame's last attempt to the running sums (one whose times
+        were not kept, from an older store, adds nothing)."""
+        if frame.started_at is not None and frame.finished_at is not None:
+            self.done_seconds += max(0.0, frame.finished_at - frame.started_at)
+            self.done_frames += len(frame.numbers)
 
     def release(self, frame: Frame) -> None:
         """A frame held for its retry delay may run again."""
@@ -475,7 +498,46 @@ class Job:
             restrictions=self.restrictions,
         )
 
-    def summary(self) -> dict[str, Any]:
+    def elapsed(self, state: JobState, now: float | None) -> float | None:
+        """Seconds from its first frame's start to its end, or to `now` while it has
+        not ended; None before a frame started, when that needs `now` and there is none
+        (a pure reading with no clock), or when its end time was not kept (older rows)."""
+        if self.started_at is None:
+            return None
+        end = self.ended_at if state.ended else now
+        return None if end is None else max(0.0, end - self.started_at)
+
+    def progress(self) -> float:
+        """Its completed frames over all its frames, 0 to 1 (sub-jobs not counted)."""
+        total = len(self.frames.numbers)
+        return self.frame_counts[FrameState.COMPLETE] / total if total else 1.0
+
+    def eta(self, state: JobState) -> float | None:
+        """Seconds until its frames are done, estimated while it runs as
+
+            remaining × mean ÷ running
+
+        - remaining: its frames that have not ended (pending, running, blocked,
+          suspended: a failed or killed frame runs again only if retried);
+        - mean: the mean duration of its completed frames, each frame's share of its
+          last attempt (`finished_at - started_at` of the frame or its chunk), from the
+          running sums `done_seconds / done_frames`;
+        - running: its frames running now (a chunk counts the frames it covers).
+
+        None (cannot be estimated) unless the job is running and a frame has
+        completed. It assumes the frames left take as long as those done and that as
+        many run at once as now; a running frame counts whole (the time it has run is
+        not credited), so the estimate errs long by up to one frame's time. Costs O(1)."""
+        running = self.frame_counts[FrameState.RUNNING]
+        if state is not JobState.RUNNING or not self.done_frames or not running:
+            return None
+        ended = sum(self.frame_counts[s] for s in _ENDED_FRAMES)
+        remaining = len(self.frames.numbers) - ended
+        return remaining * (self.done_seconds / self.done_frames) / running
+
+    def summary(self, now: float | None = None) -> dict[str, Any]:
+        """The job as `farmd jobs` lists it; `now` (the shell's clock) dates the
+        elapsed time of a job that has not ended (None: no elapsed time for it)."""
         state = self.state
         return {
             "id": self.id,
@@ -500,6 +562,11 @@ class Job:
             "reason": self.reason(state),
             "owner": self.owner,
             "release": (f"{self.pinned['name']} {self.pinned['version']}" if self.pinned else None),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "elapsed": self.elapsed(state, now),
+            "progress": self.progress(),
+            "eta": self.eta(state),
         }
 
     def reason(self, state: JobState) -> str:
@@ -523,10 +590,10 @@ class Job:
             return "suspended by an admin (farmd resume)"
         return ""
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self, now: float | None = None) -> dict[str, Any]:
         """The summary and the job's own fields; not its frames, which are listed by
         page (`farmd.core.views.job_view`)."""
-        out = self.summary()
+        out = self.summary(now)
         out.update(
             restrictions=str(self.restrictions),
             cross_cluster=str(self.cross_cluster),

@@ -184,11 +184,15 @@ class JobSpec:
         validator=_rule(_optional(is_int), "must be an integer"),
         metadata=_meta("1 is the most urgent (default 9999)", metavar="P", parse="int"),
     )
-    restrictions: str = _text("worker clusters the job accepts, e.g. '/show1/*'", "EXPR")
-    cross_cluster: str = _text(
-        "clusters where the job ranks as in its own, e.g. '/showA+'", "PATTERNS"
+    restrictions: str = _text(
+        "worker clusters the job accepts, e.g. '/show1/*' (default: any)", "EXPR"
     )
-    frames: str = _text("frames as Qube writes them: 1-100, 1,3,5, 1-10x3", "RANGE")
+    cross_cluster: str = _text(
+        "clusters where the job ranks as in its own, e.g. '/showA+' (default: none)", "PATTERNS"
+    )
+    frames: str = _text(
+        "frames as Qube writes them: 1-100, 1,3,5, 1-10x3 (default: frame 1)", "RANGE"
+    )
     depends_on: tuple[int | str, ...] = attrs.field(
         default=(),
         converter=_dependencies,
@@ -244,7 +248,7 @@ class JobSpec:
         validator=_rule(lambda v: is_int(v) and v >= 1, "must be >= 1"),
         metadata=_meta(
             "run N frames per dispatch: {start} and {end} in the command, "
-            "FARMD_FRAME_START and FARMD_FRAME_END in its environment",
+            "FARMD_FRAME_START and FARMD_FRAME_END in its environment (default 1)",
             unit="frames",
             metavar="N",
             parse="positive",
@@ -255,7 +259,7 @@ class JobSpec:
         default=None,
         validator=_rule(_optional(is_int), "must be an integer"),
         metadata=_meta(
-            "submit as a sub-job of job ID (inside a frame, its own job is the parent)",
+            "submit as a sub-job of job ID (default: none; inside a frame, its own job)",
             metavar="ID",
             parse="job_id",
         ),
@@ -269,10 +273,13 @@ class JobSpec:
     job_type: str | None = attrs.field(
         default=None,
         validator=_names(optional=True),
-        metadata=_meta("run only on workers that advertise this job type", metavar="TYPE"),
+        metadata=_meta(
+            "run only on workers that advertise this job type (default: any worker)", metavar="TYPE"
+        ),
     )
     requires: str = _text(
-        "what a host must satisfy, e.g. 'host.os == linux and host.memory >= 16G'", "EXPR"
+        "what a host must satisfy, e.g. 'host.os == linux and host.memory >= 16G' (default: none)",
+        "EXPR",
     )
     reserve: str = _text(
         "what a frame holds while it runs: slots=N (N+ at least, N* an idle host), "

@@ -54,6 +54,9 @@ class JobRow:
     release: str | None = None
     params: str = "{}"
     notify: str = ""  # the URL told when the job ends
+    # when its first frame started and when it ended, if it has (schema 9)
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 @attrs.frozen

@@ -263,14 +263,20 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at REAL
     );
     """,
-    # 8: releases (0.8): a job of a release's type records its pinned release and its
-    # parameters; the farm's releases and deployments are one JSON document in `meta`
-    # (`farmd.core.releases.Deployments.snapshot`; bounded by MAX_KNOWN_RELEASES), and
-    # each bundle is a file of its own, STATE/releases/<digest>.tar.gz
+    # 8: releases and notifications (0.8): a job of a release's type records its pinned
+    # release and its parameters, any job its notify URL; the farm's releases and
+    # deployments are one JSON document in `meta` (`Deployments.snapshot`; bounded by
+    # MAX_KNOWN_RELEASES), and each bundle is a file of its own, STATE/releases/HEX.tar.gz
     """
     ALTER TABLE jobs ADD COLUMN release TEXT;                  -- JSON; NULL: no release
     ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';  -- JSON object
     ALTER TABLE jobs ADD COLUMN notify TEXT NOT NULL DEFAULT '';     -- a URL told at the end
+    """,
+    # 9: a job's times (issue 16): when its first frame started, when it ended; NULL in
+    # rows from before (restore takes its frames' earliest start)
+    """
+    ALTER TABLE jobs ADD COLUMN started_at REAL;
+    ALTER TABLE jobs ADD COLUMN ended_at REAL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

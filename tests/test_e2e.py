@@ -613,8 +613,15 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
     assert (jobs[running]["state"], jobs[running]["frames"]["running"]) == ("running", 1)
     assert (jobs[parked]["state"], jobs[parked]["priority"]) == ("pending", 9999)
     table = farm.cli_ok("jobs").splitlines()
-    header = ["ID", "NAME", "STATE", "CLUSTER", "PRIORITY", "OWNER", "COUNTS", "REASON"]
+    header = ["ID", "NAME", "STATE", "CLUSTER", "PRIORITY", "OWNER", "PROGRESS", "DONE"]
+    header += ["ELAPSED", "ETA", "COUNTS", "REASON"]
     assert table[0].split() == header
+    rows = {line.split()[0]: line for line in table[1:3]}  # then the counts
+    # progress, done/total, elapsed (a running job's: it started), no estimate yet
+    assert rows[str(running)].split()[6:8] == ["0%", "0/1"]
+    assert rows[str(running)].split()[9] == "-"
+    assert rows[str(parked)].endswith("restrictions '/x' match no worker")
+    assert jobs[parked]["reason"] == "restrictions '/x' match no worker"
     assert {jobs[running]["owner"], jobs[parked]["owner"]} == {"farm"}  # the farm token's
 
     detail = farm.cli_json("job", str(running))

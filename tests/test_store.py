@@ -534,11 +534,19 @@ PROBES = [
 ]
 
 
+def workerless(view: dict[str, Any]) -> dict[str, Any]:
+    """A job's view without what depends on the workers connected, which a restart
+    does not bring back: a pending job's reason (`farmd.core.placement`)."""
+    return {**view, "reason": None} if view["state"] == "pending" else view
+
+
 def seen(core: Scheduler) -> dict[str, Any]:
-    """Everything a user or a worker sees of the queue."""
+    """Everything a user or a worker sees of the queue (but the workers it has)."""
     return {
-        "jobs": core.jobs_page()["jobs"],
-        "details": {job["id"]: core.job_view(job["id"]) for job in core.jobs_page()["jobs"]},
+        "jobs": [workerless(job) for job in core.jobs_page()["jobs"]],
+        "details": {
+            job["id"]: workerless(core.job_view(job["id"])) for job in core.jobs_page()["jobs"]
+        },
         "index": sorted(core.dispatch.index, key=lambda queued: queued.id),
         "ranking": {str(view): core.dispatch.index.page(view, 1000) for view in PROBES},
         "job clusters": [

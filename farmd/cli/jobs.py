@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from farmd.cli.connection import client_for
-from farmd.cli.output import cell_text, frame_counts, one_line, print_json, print_table, safe_text
+from farmd.cli.output import (
+    cell_text,
+    done_of,
+    duration,
+    frame_counts,
+    one_line,
+    percent,
+    print_json,
+    print_table,
+    safe_text,
+    when,
+)
 from farmd.errors import UserError
 from farmd.jobs import DONE, Control
 from farmd.jobspec import doc, spec_fields
@@ -83,11 +95,33 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
             {
                 **job,
                 "id": "  " * depth + str(job["id"]),
+                "progress": percent(job.get("progress")),
+                "done": done_of(job),
+                "elapsed": duration(job.get("elapsed")),
+                "eta": duration(job.get("eta")),
                 "counts": frame_counts(job),
                 "reason": job["reason"] or None,
             }
         )
-    print_table(rows, ["id", "name", "state", "cluster", "priority", "owner", "counts", "reason"])
+    print_table(rows, JOBS_COLUMNS)
+
+
+# `farmd jobs`'s columns: progress and done count frames (not chunks), elapsed runs from
+# the first frame's start, eta is the protocol's estimate (docs/protocol.md 6.1)
+JOBS_COLUMNS = [
+    "id",
+    "name",
+    "state",
+    "cluster",
+    "priority",
+    "owner",
+    "progress",
+    "done",
+    "elapsed",
+    "eta",
+    "counts",
+    "reason",
+]
 
 
 def job_command(args: argparse.Namespace) -> int:
@@ -99,6 +133,8 @@ def job_command(args: argparse.Namespace) -> int:
     print(f"job {job['id']} {job['name']!r}: {job['state']}")
     if job["reason"]:
         print(f"  reason: {safe_text(job['reason'])}")
+    for line in _times(job, time.time()):
+        print(f"  {line}")
     keys = ["cluster", "priority", "restrictions", "cross_cluster", "depends_on", "waiting_on"]
     keys += ["parent", "subjob_ids", "chunk"]
     for key in keys:
@@ -109,9 +145,21 @@ def job_command(args: argparse.Namespace) -> int:
         params = " ".join(f"{k}={v}" for k, v in sorted(job.get("params", {}).items()))
         print(f"  params: {safe_text(params)}")
     print(f"  frames: {frame_counts(job)}")
+    now = time.time()
+    for frame in job["frame_list"]:
+        frame["duration"] = _frame_duration(frame, now)
     print_table(
         job["frame_list"],
-        ["frames", "state", "worker", "attempts", "started_at", "finished_at", "exit_code"],
+        [
+            "frames",
+            "state",
+            "worker",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "duration",
+            "exit_code",
+        ],
     )
     if job["frame_next"] is not None:
         limit = f" --frame-limit {args.frame_limit}" if args.frame_limit else ""
@@ -120,6 +168,39 @@ def job_command(args: argparse.Namespace) -> int:
             f"{job['frame_next']}: farmd job {job['id']}{limit} --frame-after {job['frame_next']}"
         )
     return 0
+
+
+def _times(job: dict[str, Any], now: float) -> list[str]:
+    """A job's dates and durations as `farmd job` prints them: submitted, started (after
+    how long a wait), ended (after how long a run), progress and the estimate of what
+    is left. `now` (this host's clock) dates a wait that has not ended."""
+    submitted, started = job["submitted_at"], job.get("started_at")
+    ended, elapsed = job.get("ended_at"), job.get("elapsed")
+    lines = [f"submitted: {when(submitted)}"]
+    if started is None:
+        lines.append(f"started: - (waiting for {duration(now - submitted)})")
+    else:
+        lines.append(f"started: {when(started)} (after {duration(started - submitted)})")
+    if ended is not None:
+        lines.append(f"ended: {when(ended)} (ran {duration(elapsed)})")
+    elif started is not None:
+        lines.append(f"ended: - (running for {duration(elapsed)})")
+    progress = f"progress: {percent(job.get('progress'))}, {done_of(job)} frames"
+    if job.get("eta") is not None:
+        progress += f", about {duration(job['eta'])} left"
+    lines.append(progress)
+    return lines
+
+
+def _frame_duration(frame: dict[str, Any], now: float) -> str:
+    """How long a frame's last attempt ran (runs, for a running one: by this host's
+    clock)."""
+    started, finished = frame.get("started_at"), frame.get("finished_at")
+    if started is None:
+        return "-"
+    if finished is None:
+        return duration(now - started) if frame.get("state") == "running" else "-"
+    return duration(finished - started)
 
 
 def wait_command(args: argparse.Namespace) -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Final, NoReturn
 
 from farmd import __version__
+from farmd.cli.completion import SHELLS, script
 from farmd.cli.connection import add_connection_options, add_trust_options, trust_command
 from farmd.cli.jobs import (
     control_command,
@@ -80,7 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     command = _CommandMaker(parser.add_subparsers(title="commands", metavar="COMMAND"))
     for add_command in _COMMANDS:
         add_command(command)
+    _fill_json_help(parser)
     return parser
+
+
+def _fill_json_help(parser: argparse.ArgumentParser) -> None:
+    """Every command's `--json` says what it prints, in one place rather than in each."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _fill_json_help(sub)
+        elif "--json" in action.option_strings and not action.help:
+            action.help = "print the answer as JSON, as the protocol gives it (docs/protocol.md)"
 
 
 class _CommandMaker:
@@ -113,7 +126,11 @@ def _add_serve_command(command: _CommandMaker) -> None:
         help="state directory (default $FARMD_STATE, else the config file's state_dir, "
         "else $XDG_STATE_HOME/farmd, else ~/.local/state/farmd)",
     )
-    serve.add_argument("--config", metavar="FILE", help="YAML farm configuration")
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML farm configuration (default: none, built-in settings)",
+    )
     serve.add_argument(
         "--store",
         choices=["sqlite", "memory"],
@@ -142,7 +159,11 @@ def _add_worker_command(command: _CommandMaker) -> None:
         metavar="HOST:PORT",
         help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
     )
-    worker.add_argument("--token-file", metavar="FILE", help="file holding the farm token")
+    worker.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the farm token (default $FARMD_TOKEN, else STATE/token)",
+    )
     worker.add_argument(
         "--release-dir",
         metavar="DIR",
@@ -153,12 +174,14 @@ def _add_worker_command(command: _CommandMaker) -> None:
         "--name", default=socket.gethostname(), help="worker name (default: the host name)"
     )
     worker.add_argument("--cluster", default="/", help="cluster path (default /)")
-    worker.add_argument("--slots", type=_positive_int, default=1, help="frames run at once")
+    worker.add_argument(
+        "--slots", type=_positive_int, default=1, help="frames run at once (default 1)"
+    )
     worker.add_argument(
         "--restrictions",
         default="",
         metavar="EXPR",
-        help="job clusters this worker accepts, e.g. '/show1/+ || /comp'",
+        help="job clusters this worker accepts, e.g. '/show1/+ || /comp' (default: any)",
     )
     worker.add_argument(
         "--type",
@@ -166,7 +189,8 @@ def _add_worker_command(command: _CommandMaker) -> None:
         action="append",
         default=[],
         metavar="TYPE",
-        help="a job type this worker runs (repeatable); jobs of a type run only where it is",
+        help="a job type this worker runs (repeatable; default: none); jobs of a type run "
+        "only where it is",
     )
     worker.add_argument(
         "--property",
@@ -200,7 +224,7 @@ def _add_worker_command(command: _CommandMaker) -> None:
         choices=["agent", "owner"],
         default="agent",
         help="owner: run each frame as the OS account of its job's owner (needs an agent "
-        "running as root; never as root)",
+        "running as root; never as root); agent (default): as the agent's own account",
     )
     worker.add_argument(
         "--user-map",
@@ -224,11 +248,17 @@ def _add_up_command(command: _CommandMaker) -> None:
         "up", up_command, "run a supervisor and N local workers in one process", admin=False
     )
     up.add_argument("--workers", type=_positive_int, default=2, help="local workers (default 2)")
-    up.add_argument("--slots", type=_positive_int, default=1, help="slots per worker")
-    up.add_argument("--listen", metavar="HOST:PORT")
-    up.add_argument("--state", metavar="DIR")
-    up.add_argument("--config", metavar="FILE")
-    up.add_argument("--store", choices=["sqlite", "memory"])
+    up.add_argument("--slots", type=_positive_int, default=1, help="slots per worker (default 1)")
+    up.add_argument(
+        "--listen", metavar="HOST:PORT", help="supervisor address (default 127.0.0.1:7531)"
+    )
+    up.add_argument("--state", metavar="DIR", help="state directory (default as for serve)")
+    up.add_argument("--config", metavar="FILE", help="YAML farm configuration (default: none)")
+    up.add_argument(
+        "--store",
+        choices=["sqlite", "memory"],
+        help="where the queue is kept: sqlite (default, STATE/farmd.db) or memory",
+    )
     _add_log_options(up)
 
 
@@ -256,7 +286,12 @@ def _add_listings_command(command: _CommandMaker) -> None:
         metavar="N",
         help=f"jobs per page, 1 to {MAX_PAGE} (default: the supervisor's, {DEFAULT_PAGE})",
     )
-    jobs.add_argument("--after", type=_job_id, metavar="ID", help="list the jobs after id ID")
+    jobs.add_argument(
+        "--after",
+        type=_job_id,
+        metavar="ID",
+        help="list the jobs after id ID (default: from the first)",
+    )
     jobs.add_argument(
         "--all",
         action="store_true",
@@ -282,7 +317,8 @@ def _add_listings_command(command: _CommandMaker) -> None:
         "--frame-after",
         type=_frame_number,
         metavar="FRAME",
-        help="list the frames after the one that runs frame FRAME, in the job's order",
+        help="list the frames after the one that runs frame FRAME, in the job's order "
+        "(default: from the first)",
     )
     job.add_argument("--json", action="store_true")
 
@@ -303,7 +339,9 @@ def _add_wait_command(command: _CommandMaker) -> None:
         "3 error)",
     )
     wait.add_argument("job_ids", type=_job_id, nargs="+", metavar="ID")
-    wait.add_argument("--timeout", type=float, metavar="S")
+    wait.add_argument(
+        "--timeout", type=float, metavar="S", help="seconds to wait at most (default: no limit)"
+    )
     wait.add_argument("--json", action="store_true")
     wait.set_defaults(error_exit=3)
 
@@ -337,10 +375,20 @@ def _add_modify_command(command: _CommandMaker) -> None:
         "modify", modify_command, "change a job's rank (takes effect at the next pick)"
     )
     modify.add_argument("job_id", type=_job_id, metavar="ID")
-    modify.add_argument("--priority", type=int)
-    modify.add_argument("--cluster")
-    modify.add_argument("--restrictions", metavar="EXPR")
-    modify.add_argument("--cross-cluster", metavar="PATTERNS")
+    modify.add_argument(
+        "--priority", type=int, metavar="P", help="new priority, 1 most urgent (default: kept)"
+    )
+    modify.add_argument("--cluster", metavar="PATH", help="move to this cluster (default: kept)")
+    modify.add_argument(
+        "--restrictions",
+        metavar="EXPR",
+        help="worker clusters it accepts, e.g. '/show1/+ || /comp'; '' for any (default: kept)",
+    )
+    modify.add_argument(
+        "--cross-cluster",
+        metavar="PATTERNS",
+        help="clusters where it ranks as local, e.g. '/showA+,/showB' (default: kept)",
+    )
     _add_job_options(modify, defaults=False)
     modify.add_argument("--json", action="store_true")
 
@@ -351,7 +399,11 @@ def _add_lock_command(command: _CommandMaker) -> None:
     lock.add_argument("worker", metavar="WORKER")
     mode = lock.add_mutually_exclusive_group()
     mode.add_argument(
-        "--drain", dest="mode", action="store_const", const="drain", help="running frames finish"
+        "--drain",
+        dest="mode",
+        action="store_const",
+        const="drain",
+        help="running frames finish (the default)",
     )
     mode.add_argument(
         "--purge",
@@ -375,7 +427,9 @@ def _add_explain_command(command: _CommandMaker) -> None:
     """`farmd explain`."""
     explain = command("explain", explain_command, "why a job does or does not run on each worker")
     explain.add_argument("job_id", type=_job_id, metavar="ID")
-    explain.add_argument("--worker", metavar="NAME", help="only this worker")
+    explain.add_argument(
+        "--worker", metavar="NAME", help="only this worker (default: every connected one)"
+    )
     explain.add_argument("--json", action="store_true")
 
 
@@ -415,7 +469,9 @@ def _add_order_command(command: _CommandMaker) -> None:
     """`farmd order`."""
     order = command("order", order_command, "the jobs a worker would run next, in rank order")
     order.add_argument("worker", metavar="WORKER")
-    order.add_argument("--limit", type=_positive_int, default=50)
+    order.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="jobs listed (default 50)"
+    )
     order.add_argument("--json", action="store_true")
 
 
@@ -471,6 +527,18 @@ def _add_config_command(command: _CommandMaker) -> None:
     check.add_argument("--json", action="store_true")
 
 
+def _add_completion_command(command: _CommandMaker) -> None:
+    """`farmd completion`: a shell completion script made from this parser."""
+    text = 'print a completion script for bash, zsh or fish (e.g. eval "$(farmd completion bash)")'
+    completion = command("completion", completion_command, text, admin=False)
+    completion.add_argument("shell", choices=SHELLS, metavar="bash|zsh|fish")
+
+
+def completion_command(args: argparse.Namespace) -> int:
+    sys.stdout.write(script(build_parser(), args.shell))
+    return 0
+
+
 _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_serve_command,
     _add_worker_command,
@@ -492,6 +560,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_history_command,
     _add_user_commands,
     _add_release_commands,
+    _add_completion_command,
 )
 
 
@@ -588,7 +657,12 @@ def _seconds(text: str) -> float:
 
 
 def _add_log_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe log lines written (default info)",
+    )
     sub.add_argument("--log-json", action="store_true", help="one JSON object per line")
 
 

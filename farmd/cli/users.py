@@ -86,7 +86,11 @@ def login_command(args: argparse.Namespace) -> int:
 def add_user_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("action", choices=["add", "list", "show", "modify", "revoke"])
     sub.add_argument("name", nargs="?", metavar="NAME")
-    sub.add_argument("--role", choices=["viewer", "artist", "wrangler", "admin"])
+    sub.add_argument(
+        "--role",
+        choices=["viewer", "artist", "wrangler", "admin"],
+        help="what the user may do (required by add; modify: kept unless given)",
+    )
     sub.add_argument(
         "--clusters",
         metavar="EXPR",
@@ -146,8 +150,15 @@ def audit_command(args: argparse.Namespace) -> int:
 def add_audit_options(sub: argparse.ArgumentParser, page_size: Any, job_id: Any) -> None:
     sub.add_argument("--user", metavar="NAME", help="only what this user did or was refused")
     sub.add_argument("--job", type=job_id, metavar="ID", help="only what named this job")
-    sub.add_argument("--since", type=since_time, metavar="TIME", help="ISO time, or 2h, 7d")
-    sub.add_argument("--limit", type=page_size, metavar="N", help="entries per page")
+    sub.add_argument(
+        "--since",
+        type=since_time,
+        metavar="TIME",
+        help="ISO time, or an age: 2h, 7d (default: all)",
+    )
+    sub.add_argument(
+        "--limit", type=page_size, metavar="N", help="entries per page (default: the supervisor's)"
+    )
     sub.add_argument("--before", type=job_id, metavar="ID", help="the entries before id ID")
     sub.add_argument("--json", action="store_true")
 

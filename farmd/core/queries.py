@@ -63,7 +63,7 @@ class Queries:
 
     def job_summary(self, job_id: int) -> dict[str, Any]:
         """One job as `jobs_page` lists it (what a submit answers)."""
-        return self.job(job_id).summary()
+        return views.job_summary(self._core, job_id)
 
     def worker_settings(self, name: str) -> dict[str, Any] | None:
         """The settings connected worker `name` runs with (as a `WorkerReconfigured`
@@ -136,10 +136,12 @@ class Queries:
         after: int | None = None,
         room: ReplyRoom | None = None,
         by: Principal = ADMIN,
+        now: float | None = None,
     ) -> dict[str, Any]:
         """A page of job summaries after id `after`, with every job's counts (see
-        `views.jobs_page`), as `by` may see them."""
-        return views.jobs_page(self._core, limit, after, room, by)
+        `views.jobs_page`), as `by` may see them; `now` (the shell's clock) dates the
+        elapsed times."""
+        return views.jobs_page(self._core, limit, after, room, by, now)
 
     def readable(self, by: Principal, job_ids: Iterable[int]) -> None:
         """Refuse unless `by` may read each of `job_ids` (its cluster scope)."""
@@ -151,9 +153,10 @@ class Queries:
         frame_limit: int | None = None,
         frame_after: int | None = None,
         room: ReplyRoom | None = None,
+        now: float | None = None,
     ) -> dict[str, Any]:
         """A job's detail with a page of its frames (see `views.job_view`)."""
-        return views.job_view(self._core, job_id, frame_limit, frame_after, room)
+        return views.job_view(self._core, job_id, frame_limit, frame_after, room, now)
 
     def workers_view(self, by: Principal = ADMIN) -> list[dict[str, Any]]:
         return views.workers_view(self._core, by)

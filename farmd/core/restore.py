@@ -187,6 +187,11 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
     outside = [key for key in made if numbers.position(key) is None]
     _row_field(not outside, "frame rows", f"{outside[:3]} outside the frame range")
     frames = FrameTable(numbers, row.chunk, made)
+    for name, at in (("start time", row.started_at), ("end time", row.ended_at)):
+        _row_field(at is None or _is_time(at), name, at)
+    started_at = row.started_at
+    if started_at is None:  # a row from before schema 9: its frames' earliest start
+        started_at = min((f.started_at for f in made.values() if f.started_at), default=None)
     key_ok = row.request_key is None or isinstance(row.request_key, str)
     _row_field(key_ok, "request key", row.request_key)
     job = Job(
@@ -217,6 +222,8 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         pinned=release_pin(row.release),
         params=release_params(row.params),
         notify=check_notify(row.notify) if isinstance(row.notify, str) else "",
+        started_at=started_at,
+        ended_at=row.ended_at,
     )
     job.frame_range = row.frames or numbers.text()
     job.queued()  # checks the priority, as a submit does
@@ -253,6 +260,8 @@ def job_row(job: Job) -> JobRow:
         release=json.dumps(job.pinned, sort_keys=True) if job.pinned is not None else None,
         params=json.dumps(job.params, sort_keys=True),
         notify=job.notify,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
     )
 
 

@@ -654,7 +654,12 @@ class Scheduler(Queries):
         if before is after:
             return
         job.synced = after
-        if job.id in self.jobs:
+        in_farm = job.id in self.jobs
+        if before.ended != after.ended:  # ended, or retried (and so going again)
+            job.ended_at = self._now if after.ended else None
+            if in_farm:
+                self._changed_jobs[job.id] = None  # its row keeps the time
+        if in_farm:
             self.job_states[before] -= 1
             self.job_states[after] += 1
         if after in HOLDING:
@@ -696,6 +701,9 @@ class Scheduler(Queries):
         """Every frame change goes through here, so the store hears of it."""
         was_running = frame.state is FrameState.RUNNING
         state = job.move(frame, event)  # InvalidTransition unless the table has the pair
+        if state is FrameState.RUNNING and job.started_at is None:  # its first frame
+            job.started_at = self._now
+            self._job_changed(job.id)
         if was_running:
             self.dispatch.cap_eased(job)
         self._changed_frames[(job.id, frame.number)] = None

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from farmd.core import placement
 from farmd.core.authority import ADMIN, Action, Principal, check_jobs
 from farmd.core.shares import shares
 from farmd.core.stuck import HOLDING, _StuckJobs
@@ -50,6 +51,7 @@ def jobs_page(
     after: int | None = None,
     room: ReplyRoom | None = None,
     by: Principal = ADMIN,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """A page of job summaries by id: the jobs whose id is above `after` (from the
     first, when None), at most `limit` of them (no bound, when None), cut short to fit
@@ -57,7 +59,10 @@ def jobs_page(
     `counts` (by state) and `total` are of every job, whatever the page. The ids are
     walked from `after` in order (`Scheduler.job_ids`), so a page costs its own length,
     not the farm's. A principal confined to a cluster scope (`by`) sees the jobs in it
-    only, and their counts (counted for it: its listing costs the farm's length)."""
+    only, and their counts (counted for it: its listing costs the farm's length).
+    `now` (the shell's clock; the core has none) dates the elapsed time of the jobs
+    that have not ended; a pending job's reason is judged against the workers'
+    shapes, found once for the page (`farmd.core.placement`)."""
     ids = core.job_ids.irange(minimum=after, inclusive=(False, True))
     counts, total = core.job_states, len(core.jobs)
     scope = by.clusters
@@ -76,13 +81,21 @@ def jobs_page(
     if recalled:
         ids = (job_id for job_id in ids if job_id not in recalled)
     entries = ((job_id, job_id) for job_id in ids)
-    jobs, next_id = page(entries, lambda job_id: core.jobs[job_id].summary(), limit, room)
+    reasons = _PendingReasons(core)
+    jobs, next_id = page(
+        entries, lambda job_id: reasons.fill(core.jobs[job_id].summary(now)), limit, room
+    )
     return {
         "jobs": jobs,
         "next": next_id,
         "counts": {state.value: counts[state] for state in JobState},
         "total": total,
     }
+
+
+def job_summary(core: Scheduler, job_id: int, now: float | None = None) -> dict[str, Any]:
+    """One job as `jobs_page` lists it (what a submit answers)."""
+    return _PendingReasons(core).fill(core.job(job_id).summary(now))
 
 
 def readable(core: Scheduler, by: Principal, job_ids: Iterable[int]) -> None:
@@ -97,6 +110,7 @@ def job_view(
     frame_limit: int | None = None,
     frame_after: int | None = None,
     room: ReplyRoom | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """A job's detail with a page of its frames (chunks, for a chunked job) in the order
     of its frame range: those after the one that runs frame `frame_after` (from the
@@ -105,7 +119,7 @@ def job_view(
     (None: this page ends the list); `frame_list_total` counts every entry. Only the
     page's frames are looked at: a fresh frame is made for the page and dropped."""
     job = core.job(job_id)
-    detail = job.detail()
+    detail = _PendingReasons(core).fill(job.detail(now))
     start = 0
     if frame_after is not None:
         place = job.frames.place_after(frame_after)
@@ -120,6 +134,25 @@ def job_view(
     listed, next_frame = page(frames, Frame.view, frame_limit, frame_room)
     detail.update(frame_list=listed, frame_next=next_frame, frame_list_total=len(job.frames))
     return detail
+
+
+class _PendingReasons:
+    """Fills in the reason of a pending job's summary (`placement.pending_reason`),
+    finding the workers' shapes once, when the first pending job asks."""
+
+    def __init__(self, core: Scheduler) -> None:
+        self._core = core
+        self._shapes: list[placement.Shape] | None = None
+
+    def fill(self, summary: dict[str, Any]) -> dict[str, Any]:
+        if summary["state"] != JobState.PENDING.value or summary["reason"]:
+            return summary
+        core = self._core
+        if self._shapes is None:
+            self._shapes = placement.shapes(core.workers.values())
+        job = core.jobs[summary["id"]]
+        summary["reason"] = placement.pending_reason(job, self._shapes, core.dispatch.pool.totals)
+        return summary
 
 
 def page(
@@ -385,7 +418,9 @@ def settled(core: Scheduler, job_ids: Iterable[int]) -> bool:
 
 
 def frame_holder(core: Scheduler, job_id: int, number: int | None) -> tuple[Frame, str]:
-    """The frame whose log `farmd logs` shows and the worker that ran it last."""
+    """The frame whose log `farmd logs` shows and the worker that ran it last: the
+    frame, or the chunk that holds frame `number`; the job's first started frame when
+    `number` is None."""
     job = core.job(job_id)
     if number is None:
         started = [f for f in job.frames.made.values() if f.worker is not None]
@@ -393,8 +428,9 @@ def frame_holder(core: Scheduler, job_id: int, number: int | None) -> tuple[Fram
             msg = f"job {job_id} has not started a frame yet: no log"
             raise JobSpecError(msg)
         frame = min(started, key=lambda f: job.frames.position(f.number) or 0)
-    else:
-        found = job.frames.get(number)
+    else:  # any frame of a chunk names the chunk, as `ID:FRAME` does in a control
+        key = job.frames.unit_key(number)
+        found = job.frames.peek(key) if key is not None else None
         if found is None:
             msg = f"job {job_id} has no frame {number}"
             raise JobSpecError(msg)

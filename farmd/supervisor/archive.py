@@ -160,7 +160,7 @@ class Archive:
         """A page of the live jobs and history's together, by id (`list_jobs` with
         `history`): each side asked for a page after `after`, the first `limit` of the
         two kept. A job recalled into memory is listed once, from memory."""
-        live = self._core.jobs_page(request.limit, request.after, room, by)
+        live = self._core.jobs_page(request.limit, request.after, room, by, self._clock())
         if not self._store.keeps_history:
             return live
         await self._committer.durable()

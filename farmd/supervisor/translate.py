@@ -159,11 +159,11 @@ def answer(
     match request:
         case ListJobs():
             room = reply_room(frame_bytes)
-            return core.jobs_page(request.limit, request.after, room, by), None
+            return core.jobs_page(request.limit, request.after, room, by, now), None
         case GetJob():
             core.readable(by, [request.job_id])
             page = (request.frame_limit, request.frame_after, reply_room(frame_bytes))
-            return core.job_view(request.job_id, *page), None
+            return core.job_view(request.job_id, *page, now=now), None
         case ListWorkers():
             return core.workers_view(by), None
         case ListClusters():
