@@ -175,6 +175,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
             "farmd.db",
             "farmd.db-shm",
             "farmd.db-wal",
+            "http_address",
             "metrics_address",
             "supervisor.lock",
             "tls/ca.key",
@@ -196,7 +197,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
         farm.serve("--metrics", f"{LOCALHOST}:0")
         with Client(farm.address, token_file=farm.token_file) as client:
             assert [job["state"] for job in client.jobs()["jobs"]] == ["complete"]  # restored
-        assert len(assert_private(farm.state)) == 12
+        assert len(assert_private(farm.state)) == 13
     finally:
         os.umask(old_umask)
 
