@@ -692,20 +692,39 @@ class Agent:
                     nursery.start_soon(self._kill, attempt)
 
     def _read_log(self, request: FetchLog) -> LogData:
+        """The end of a frame's log, or (`offset` >= 0) what follows that byte, at most
+        `_log_limit` bytes of it; with the log's size, for the next ask."""
         path = self._log_path(request.job_id, request.frame, request.attempt)
+        limit = self._log_limit
         try:
             with path.open("rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 size = handle.tell()
-                limit = self._log_limit
-                handle.seek(max(0, size - limit))
+                start = max(0, size - limit) if request.offset < 0 else min(request.offset, size)
+                handle.seek(start)
                 data = handle.read(limit)
         except OSError:
             return LogData(request_id=request.request_id, found=False)
+        # a character cut at the end of the read is left for the next ask
+        if (request.offset >= 0 and start + len(data) < size) or len(data) == limit:
+            data = _whole_characters(data)
         text = data.decode("utf-8", errors="replace")
-        if size > limit:
+        if request.offset < 0 and size > limit:
             text = f"[farmd: showing the last {limit} of {size} bytes]\n" + text
-        return LogData(request_id=request.request_id, found=True, text=text)
+        next_offset = start + len(data) if request.offset >= 0 else size
+        return LogData(request_id=request.request_id, found=True, text=text, size=next_offset)
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """`data` without a UTF-8 character its end cuts in two (at most 3 bytes)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data  # ASCII: whole
+        if byte >= 0xC0:  # a lead byte: whole if its sequence fits
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data
 
 
 def _open_log(path: Path) -> int:

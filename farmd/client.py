@@ -382,6 +382,7 @@ class Client(ReleaseCalls):
         requires: str = "",
         reserve: str = "",
         env: Iterable[str] = (),
+        notify: str = "",
         params: Mapping[str, object] | Iterable[str] = (),
         key: str | None = None,
     ) -> dict[str, Any]:
@@ -402,7 +403,8 @@ class Client(ReleaseCalls):
         A job of a release's type has no `argv` of its own (`[]`): its `job_type` is
         resolved from the releases deployed at its cluster, which pins the version,
         and `params` gives its parameters (`{"scene": "/a.blend", "samples": 64}`;
-        `job_types(cluster)` lists them).
+        `job_types(cluster)` lists them). `notify` is an http(s) URL the supervisor
+        POSTs the job's summary to, as JSON, when it ends.
         `key` (1 to 128 of `A-Z a-z 0-9 . _ : -`) makes the submission idempotent: a
         repeat of the same key and job gets the first job back, even after a restart of
         the supervisor (a fresh key is made when none is given, for this call's own
@@ -428,6 +430,7 @@ class Client(ReleaseCalls):
             requires=requires,
             reserve=reserve,
             env=tuple(env),
+            notify=notify,
             params=dict(params) if isinstance(params, Mapping) else tuple(params),
             key=key,
         )
@@ -691,12 +694,37 @@ class Client(ReleaseCalls):
         result: list[dict[str, Any]] = self._call(Order, worker=worker, limit=limit)
         return result
 
-    def logs(self, job_id: int, frame: int | None = None) -> dict[str, Any]:
-        """The log of a frame's latest attempt (`text`, `worker`, `attempt`)."""
+    def logs(
+        self, job_id: int, frame: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """The log of a frame's latest attempt (`text`, `worker`, `attempt`): its end,
+        or what follows byte `offset`; `size` is where the next ask starts, `running`
+        whether more may come (`follow_log`)."""
         result: dict[str, Any] = self._call(
-            GetLog, wait=self.timeout + 15, job_id=job_id, frame=frame
+            GetLog, wait=self.timeout + 15, job_id=job_id, frame=frame, offset=offset
         )
         return result
+
+    def follow_log(
+        self, job_id: int, frame: int | None = None, pause: float = 1.0
+    ) -> Iterator[str]:
+        """A running frame's log as it grows, piece by piece, until the attempt ends
+        (`farmd logs --follow`): its end first, then what follows, asked every `pause`
+        seconds while the frame runs."""
+        log = self.logs(job_id, frame)
+        yield log["text"]
+        if not log.get("size") and log["text"]:
+            return  # a worker older than version 6 sends only a log's end: no following
+        running = bool(log.get("running"))
+        while True:
+            if running:
+                time.sleep(pause)
+            log = self.logs(job_id, log["frame"], offset=log["size"])
+            if log["text"]:
+                yield log["text"]
+            if not running:  # this ask came after the end: the log is whole
+                return
+            running = bool(log.get("running"))
 
     def wait(self, job_ids: Iterable[int], timeout: float | None = None) -> dict[str, Any]:
         """Block until every job has ended or cannot end without an admin (it is blocked

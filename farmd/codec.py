@@ -24,7 +24,9 @@ from farmd.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER_BYTES,
     MESSAGES,
+    FetchLog,
     Heartbeat,
+    LogData,
     Message,
     RunFrame,
     Submit,
@@ -58,6 +60,10 @@ def encode(message: Message) -> bytes:
         body["request_id"] = fields.pop("request_id")
     if isinstance(message, RunFrame) and message.release is None:
         del fields["release"]  # a plain frame: the run_frame of versions before 6
+    if isinstance(message, FetchLog) and message.offset < 0:
+        del fields["offset"]  # the log's end: the fetch_log of versions before 6
+    if isinstance(message, LogData) and message.size == 0:
+        del fields["size"]  # as a worker before version 6 answers
     body.update(fields)
     if isinstance(message, SubmitBatch):  # the one message that nests others
         body["jobs"] = [_fields(job) for job in message.jobs]

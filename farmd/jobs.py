@@ -295,6 +295,7 @@ class Job:
     # size, and the type's `python` task if it has one) and its parameters' values
     pinned: dict[str, Any] | None = None
     params: dict[str, Any] = attrs.field(factory=dict)
+    notify: str = ""  # an http(s) URL told when the job ends; "": the farm's default
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.frames, dict):
@@ -532,6 +533,7 @@ class Job:
             argv=list(self.argv),
             env=[f"{name}={value}" for name, value in self.env.items()],
             params=dict(self.params),
+            notify=self.notify,
             waiting_on=sorted(self.waiting_on),
             subjob_ids=list(self.children),
         )

@@ -290,6 +290,11 @@ class JobSpec:
         ),
     )
 
+    notify: str = _text(
+        "POST the job's summary as JSON to this http(s) URL when it ends (retried for "
+        "up to an hour; default: the farm's for the job's cluster)",
+        "URL",
+    )
     params: tuple[str, ...] = attrs.field(
         default=(),
         converter=_params,

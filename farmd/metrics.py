@@ -147,7 +147,21 @@ def families(stats: FarmStatistics) -> list[Metric]:
         *_resource_families(stats),
         *_counter_families(stats),
         *_release_families(stats),
+        *_share_families(stats),
     ]
+
+
+def _share_families(stats: FarmStatistics) -> list[Metric]:
+    family = GaugeMetricFamily(
+        "farmd_cluster_share",
+        "Each cluster subtree's share of the farm: slots its workers own, free of them, "
+        "used by its jobs anywhere, lent to other clusters' jobs, borrowed from other "
+        "clusters' workers, and its frames queued (figure)",
+        labels=["cluster", "figure"],
+    )
+    for cluster, figure, value in stats.shares:
+        family.add_metric([cluster, figure], value)
+    return [family]
 
 
 def _release_families(stats: FarmStatistics) -> list[Metric]:

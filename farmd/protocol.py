@@ -427,6 +427,10 @@ class FetchLog(Message):
     job_id: int = _int_field()
     frame: int = _int_field()
     attempt: int = _int_field()
+    # version 6: the bytes from this offset on; -1 (and absent, for older workers): the end
+    offset: int = attrs.field(
+        default=-1, validator=_check(lambda v: _is_int(v) and v >= -1, "must be >= -1")
+    )
 
 
 @_message("log_data")
@@ -437,6 +441,7 @@ class LogData(Message):
     request_id: int = _int_field()
     found: bool = attrs.field(validator=_check(lambda v: isinstance(v, bool), "must be a bool"))
     text: str = _str_field("")
+    size: int = attrs.field(default=0, validator=_check(_is_count, "must be >= 0"))  # version 6
 
 
 # --------------------------------------------------------------------------- admin side
@@ -777,9 +782,13 @@ class Order(Request):
 @_message("get_log")
 @attrs.frozen(kw_only=True)
 class GetLog(Request):
+    """A frame's log: its end (nil `offset`), or what follows byte `offset` (version 6:
+    `farmd logs --follow` asks again from the `size` it was given)."""
+
     request_id: int = _int_field()
     job_id: int = _int_field()
     frame: int | None = _opt(_is_int, "must be an integer")
+    offset: int | None = _opt(_is_count, "must be an integer >= 0")
 
 
 @_message("wait")

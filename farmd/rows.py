@@ -53,6 +53,7 @@ class JobRow:
     # a release job's pinned release and its parameters, as JSON (schema 8)
     release: str | None = None
     params: str = "{}"
+    notify: str = ""  # the URL told when the job ends
 
 
 @attrs.frozen

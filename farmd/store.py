@@ -270,6 +270,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN release TEXT;                  -- JSON; NULL: no release
     ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT '{}';  -- JSON object
+    ALTER TABLE jobs ADD COLUMN notify TEXT NOT NULL DEFAULT '';     -- a URL told at the end
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -50,6 +50,8 @@ ALL_KEYS = (
     "audit_days",
     "shared_user_token",
     "tls",
+    "notify",
+    "notify_allow",
 )
 
 

@@ -152,6 +152,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
         "reserve": ("gpu=1",),
         "env": ("OCIO=/studio/ocio.config",),
         "params": ("scene=/a.blend",),
+        "notify": ("https://hooks.example/farm",),
     }
     assert set(texts) == set(OPTIONS), "a field is missing from this test's command line"
     line = [part for name in OPTIONS for part in (option_flag(name), *texts[name])]
@@ -176,6 +177,7 @@ def test_farmd_submit_passes_every_option_to_the_client(
         "uninterruptible": True,
         "job_type": "nuke",
         "params": ["scene=/a.blend"],
+        "notify": "https://hooks.example/farm",
         "requires": "host.os == linux",
         "reserve": "gpu=1",
         "env": ["OCIO=/studio/ocio.config"],

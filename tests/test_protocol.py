@@ -287,8 +287,11 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"error": texts},
     ),
     "result_ack": ({"job_id": ints, "frame": ints, "attempt": ints}, {}),
-    "fetch_log": ({"request_id": ints, "job_id": ints, "frame": ints, "attempt": ints}, {}),
-    "log_data": ({"request_id": ints, "found": st.booleans()}, {"text": texts}),
+    "fetch_log": (
+        {"request_id": ints, "job_id": ints, "frame": ints, "attempt": ints},
+        {"offset": st.integers(-1, 2**63 - 1)},
+    ),
+    "log_data": ({"request_id": ints, "found": st.booleans()}, {"text": texts, "size": counts}),
     "submit": (
         {"request_id": ints, "argv": st.lists(texts, max_size=6)},
         {
@@ -311,6 +314,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
             "reserve": reservations,
             "env": st.lists(texts, max_size=3),
             "params": st.lists(texts, max_size=3),
+            "notify": texts,
             "key": maybe(request_keys),
         },
     ),
@@ -448,7 +452,10 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"days": maybe(st.floats(0, 1e6) | st.integers(0, 10**6))},
     ),
     "order": ({"request_id": ints, "worker": name_texts}, {"limit": st.integers(1, 2**64 - 1)}),
-    "get_log": ({"request_id": ints, "job_id": ints}, {"frame": maybe(ints)}),
+    "get_log": (
+        {"request_id": ints, "job_id": ints},
+        {"frame": maybe(ints), "offset": maybe(st.integers(0, 2**63 - 1))},
+    ),
     "wait": ({"request_id": ints}, {"job_ids": int_lists, "timeout": timeouts}),
     "reply": ({"request_id": ints}, {"result": plain_data}),
     "refused": ({"request_id": ints, "code": texts, "message": texts}, {}),

@@ -213,6 +213,11 @@ def logs_command(args: argparse.Namespace) -> int:
         msg = f"bad log target {text!r}: expected ID or ID:FRAME"
         raise UserError(msg) from None
     with client_for(args) as farm:
+        if args.follow and not args.json:
+            for piece in farm.follow_log(job_id, frame):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            return 0
         log = farm.logs(job_id, frame)
     if args.json:
         print_json(log)

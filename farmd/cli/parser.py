@@ -414,6 +414,12 @@ def _add_logs_command(command: _CommandMaker) -> None:
     """`farmd logs`."""
     logs = command("logs", logs_command, "print the log of a frame (ID or ID:FRAME)")
     logs.add_argument("target", metavar="ID[:FRAME]")
+    logs.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing a running frame's log as it grows, until the attempt ends",
+    )
     logs.add_argument("--json", action="store_true")
 
 

@@ -44,15 +44,24 @@ def clusters_command(args: argparse.Namespace) -> int:
     for node in nodes:
         path = node["path"]
         label = "/" if path == "/" else "  " * (path.count("/") - 1) + path.rsplit("/", 1)[1]
+        share = node.get("shares") or {}
         rows.append(
             {
                 "cluster": label,
                 "workers": f"{node['workers_here']} ({node['workers_total']})",
                 "jobs": f"{node['jobs_here']} ({node['jobs_total']})",
+                "slots": f"{share.get('slots', 0):g}",
+                "used": f"{share.get('used', 0):g}",
+                "lent": f"{share.get('lent', 0):g}",
+                "borrowed": f"{share.get('borrowed', 0):g}",
+                "queued": share.get("queued", 0),
             }
         )
-    print_table(rows, ["cluster", "workers", "jobs"])
-    print("counts: at the cluster (at and below it)")
+    columns = ["cluster", "workers", "jobs", "slots", "used", "lent", "borrowed", "queued"]
+    print_table(rows, columns)
+    print("counts: at the cluster (at and below it). Of each subtree: slots its workers own,")
+    print("used by its jobs anywhere, lent (its slots held by other clusters' jobs), borrowed")
+    print("(its jobs on other clusters' workers), queued frames")
     return 0
 
 

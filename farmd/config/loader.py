@@ -32,6 +32,9 @@ Leaving a section out, or the whole file empty, means its defaults::
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot
         license.nuke: 10
+      notify:                       # told (a JSON POST) when a job there ends
+        /show1: https://chat.example.com/hooks/show1
+      notify_allow: [https://chat.example.com/]   # what a job's own --notify may be
       tls:                          # farmd.tls
         mode: auto                  # TLS; plaintext only on loopback. Or required, off
         names: [farm.example.com]   # more names the farm's own certificate names
@@ -144,6 +147,16 @@ def _supervisor_section(source: Source, node: yaml.Node, doc: _Document) -> None
             continue
         if name == "tls":
             values[name] = _tls_value(source, value_node, key)
+            continue
+        if name == "notify":
+            urls = {}
+            for cluster, (_, url_node) in source.mapping(value_node, key, None, "URLs").items():
+                urls[cluster] = source.scalar(url_node, f"{key}.{cluster}")
+            values[name] = urls
+            continue
+        if name == "notify_allow":
+            prefixes = _sequence(source, value_node, key, "URL prefixes")
+            values[name] = [source.scalar(item, key) for item in prefixes]
             continue
         value = source.scalar(value_node, key)
         if name == "listen" or (name in ("metrics", "http") and value is not None):

@@ -15,7 +15,8 @@ from farmd.config.addresses import DEFAULT_HTTP, DEFAULT_LISTEN, Address
 from farmd.config.fields import FieldError
 from farmd.config.state_dir import default_state_dir
 from farmd.config.tls_settings import TlsSettings
-from farmd.errors import ClusterPathError
+from farmd.core.drafting import check_notify
+from farmd.errors import ClusterPathError, UserError
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 
 MIN_FRAME_BYTES: Final = 64 * 1024
@@ -193,6 +194,33 @@ def _check_preempt_policy(_: object, attribute: attrs.Attribute[Any], value: obj
         _refuse(attribute, value, f"must be one of {', '.join(PREEMPT_POLICIES)}")
 
 
+def _to_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_notify(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, dict):
+        _refuse(attribute, value, "must map cluster paths to http(s) URLs")
+        return
+    for cluster, url in value.items():
+        try:
+            parse_cluster(cluster)
+            if not url:
+                raise UserError("must be a URL")
+            check_notify(url)
+        except UserError as exc:
+            raise FieldError.refuse(("notify",), cluster, str(exc)) from None
+
+
+def _check_notify_allow(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(p, str) and p for p in value):
+        _refuse(attribute, value, "must be a list of URL prefixes")
+        return
+    for prefix in value:
+        if not prefix.startswith(("http://", "https://")):
+            _refuse(attribute, prefix, "a prefix starts with http:// or https://")
+
+
 def _check_tls(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, TlsSettings):
         _refuse(attribute, value, "must be TlsSettings (mode, cert, key, ca, names)")
@@ -251,6 +279,10 @@ class SupervisorConfig:
       (STATE/user_token) opens sessions; false once everyone has a personal token.
     - `tls`: TLS on the supervisor's port and its metrics (`TlsSettings`, `farmd.tls`):
       on by default, plaintext accepted only on a loopback connection.
+    - `notify`: a cluster path -> the URL told (a JSON POST) when a job there ends,
+      unless the job names its own (`--notify`); the deepest cluster above a job wins.
+    - `notify_allow`: URL prefixes a job's own `--notify` must start with (the
+      supervisor posts to it); empty, the default: any http(s) URL.
     """
 
     listen: Address = attrs.field(default=DEFAULT_LISTEN, validator=_check_listen)
@@ -289,6 +321,10 @@ class SupervisorConfig:
     audit_days: float = attrs.field(default=90.0, converter=_to_seconds, validator=_check_grace)
     shared_user_token: bool = attrs.field(default=True, validator=_check_bool)
     tls: TlsSettings = attrs.field(factory=TlsSettings, validator=_check_tls)
+    notify: dict[str, str] = attrs.field(factory=dict, validator=_check_notify)
+    notify_allow: tuple[str, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=_check_notify_allow
+    )
 
 
 def http_address(config: SupervisorConfig) -> Address | None:

@@ -21,6 +21,7 @@ import json
 import math
 import re
 import reprlib
+import urllib.parse
 from collections.abc import Iterable
 
 import attrs
@@ -67,6 +68,7 @@ class Draft:
     # a job of a release's type (no command of its own): its parameters as given, which
     # the farm's releases resolve at the job's cluster (`farmd.core.rollout`)
     params: dict[str, str] = attrs.field(factory=dict)
+    notify: str = ""  # an http(s) URL told when the job ends (`check_notify`)
 
     @property
     def typed(self) -> bool:
@@ -132,6 +134,7 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
         frame_range=numbers.text(),
         env=parse_env(event.env),
         params=params,
+        notify=check_notify(event.notify),
     )
 
 
@@ -232,6 +235,27 @@ def parse_env(entries: object) -> dict[str, str]:
         msg = f"bad env: {size} bytes, over the {MAX_ENV_BYTES} limit"
         raise JobSpecError(msg)
     return env
+
+
+MAX_URL_CHARS = 2048
+
+
+def check_notify(url: object) -> str:
+    """A job's `notify` URL: "" (none), or an http(s) URL with a host, one line, bounded;
+    refused naming it. Which URLs a farm allows is the supervisor's (`notify_allow`)."""
+    if url == "":
+        return ""
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        msg = f"bad notify URL {reprlib.repr(url)}: at most {MAX_URL_CHARS} characters of text"
+        raise JobSpecError(msg)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        msg = f"bad notify URL {reprlib.repr(url)}: expected http:// or https:// and a host"
+        raise JobSpecError(msg)
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        msg = f"bad notify URL {reprlib.repr(url)}: no spaces or control characters"
+        raise JobSpecError(msg)
+    return url
 
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -24,7 +24,13 @@ import reprlib
 from typing import TypeGuard
 
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
-from farmd.core.drafting import _check_options, parse_env, release_params, release_pin
+from farmd.core.drafting import (
+    _check_options,
+    check_notify,
+    parse_env,
+    release_params,
+    release_pin,
+)
 from farmd.errors import FarmdError, JobSpecError
 from farmd.frames import (
     Frame,
@@ -210,6 +216,7 @@ def _restored_job(row: JobRow, frame_rows: list[FrameRow]) -> Job:
         env=parse_env(row.env),
         pinned=release_pin(row.release),
         params=release_params(row.params),
+        notify=check_notify(row.notify) if isinstance(row.notify, str) else "",
     )
     job.frame_range = row.frames or numbers.text()
     job.queued()  # checks the priority, as a submit does
@@ -245,6 +252,7 @@ def job_row(job: Job) -> JobRow:
         env=tuple(f"{name}={value}" for name, value in job.env.items()),
         release=json.dumps(job.pinned, sort_keys=True) if job.pinned is not None else None,
         params=json.dumps(job.params, sort_keys=True),
+        notify=job.notify,
     )
 
 

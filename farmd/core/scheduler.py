@@ -147,6 +147,7 @@ class Scheduler(Queries):
         preempt_policy: PreemptPolicy | str = PreemptPolicy.PASSIVE,
         resources: dict[str, float] | None = None,
         history_after: float | None = None,
+        notify_allow: tuple[str, ...] = (),
     ) -> None:
         QueuedJob(id=1, cluster=default_cluster, priority=default_priority)  # validates both
         cluster = parse_cluster(default_cluster)
@@ -211,6 +212,7 @@ class Scheduler(Queries):
         self.identities = Identities()
         self.rollout = Rollout(self.workers, self.jobs, self.dispatch.offer, self._note)
         self.submissions.resolve = self.rollout.resolve
+        self.submissions.notify_allow = notify_allow
         self.history = History(
             after=history_after, jobs=self.jobs, dependents_of=self.dependencies.dependents_of
         )

@@ -89,6 +89,7 @@ class Submissions:
         self._next_id = next_id
         self._insert = insert
         self._note = note
+        self.notify_allow: tuple[str, ...] = ()  # the URL prefixes notify may use
         # resolves a job of a release's type at its cluster (`farmd.core.rollout`)
         self.resolve: Callable[[ClusterPath, str, dict[str, str]], Resolved] | None = None
         # idempotency keys of submissions: the jobs each made, and a digest of what it was
@@ -228,9 +229,22 @@ class Submissions:
             env=typed.env if typed is not None else draft.env,
             pinned=typed.pinned if typed is not None else None,
             params=typed.params if typed is not None else {},
+            notify=self._notify_allowed(draft.notify),
             # a frame's job token acts as its job's owner
             owner=parent.owner if by.job is not None and parent is not None else by.owner,
         )
+
+    def _notify_allowed(self, url: str) -> str:
+        """A job's notify URL, if the farm allows it (`notify_allow`: URL prefixes; none:
+        any http(s) URL): the supervisor posts to it, so a farm may confine where."""
+        allowed = self.notify_allow
+        if url and allowed and not any(url.startswith(prefix) for prefix in allowed):
+            msg = (
+                f"bad notify URL {url[:200]!r}: the farm allows only URLs starting with "
+                f"{', '.join(allowed)} (notify_allow)"
+            )
+            raise JobSpecError(msg)
+        return url
 
     def _typed(self, draft: Draft, cluster: ClusterPath, event: SubmitJob) -> _Typed | None:
         """A job of a release's type, resolved at its cluster, with the type's defaults

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from farmd.core.authority import ADMIN, Action, Principal, check_jobs
+from farmd.core.shares import shares
 from farmd.core.stuck import HOLDING, _StuckJobs
 from farmd.core.vocabulary import FarmStatistics, ReplyRoom
 from farmd.errors import JobSpecError
@@ -166,7 +167,8 @@ def clusters_view(core: Scheduler, by: Principal = ADMIN) -> list[dict[str, Any]
                 path = path.rsplit("/", 1)[0] or "/"
                 shown.add(path)
         nodes = [node for node in nodes if node.path in shown]
-    return [attrs.asdict(node) for node in nodes]
+    budget = shares(core.workers.values(), core.jobs, (node.path for node in nodes))
+    return [{**attrs.asdict(node), "shares": budget[node.path].view()} for node in nodes]
 
 
 def order_view(core: Scheduler, worker_name: str, limit: int) -> list[dict[str, Any]]:
@@ -208,7 +210,13 @@ def statistics(core: Scheduler) -> FarmStatistics:
     for cluster in sorted(slots):  # the clusters that have workers
         for name, found in sorted(core.rollout.deployments.effective(cluster).items()):
             effective.append((cluster, name, found.version))
+    budget = shares(core.workers.values(), core.jobs, (n.path for n in core.tree.nodes()))
     return FarmStatistics(
+        shares=tuple(
+            (path, figure, float(value))
+            for path, share in sorted(budget.items())
+            for figure, value in share.view().items()
+        ),
         releases_effective=tuple(effective),
         release_workers=tuple(
             (name, version, n) for (name, version), n in sorted(rollout["workers_ready"].items())

@@ -576,6 +576,8 @@ class FarmStatistics:
     releases_effective: tuple[tuple[str, str, str], ...] = ()
     release_workers: tuple[tuple[str, str, int], ...] = ()
     release_fetch_failures: int = 0
+    # each cluster's share of the farm (`farmd.core.shares`): (cluster, figure, value)
+    shares: tuple[tuple[str, str, float], ...] = ()
 
 
 @attrs.frozen(kw_only=True)

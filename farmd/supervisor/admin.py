@@ -38,6 +38,7 @@ from farmd.errors import (
 )
 from farmd.jobs import JobState
 from farmd.protocol import (
+    RELEASE_VERSION,
     Error,
     FetchLog,
     GetLog,
@@ -312,6 +313,12 @@ class AdminRequests:
                 job_id=request.job_id,
                 frame=frame.number,
                 attempt=frame.attempts,
+                # a worker before version 6 sends the end only
+                offset=(
+                    request.offset
+                    if request.offset is not None and conn.version >= RELEASE_VERSION
+                    else -1
+                ),
             )
         )
         try:
@@ -326,6 +333,9 @@ class AdminRequests:
                     "attempt": frame.attempts,
                     "worker": worker_name,
                     "text": data.text,
+                    # where the next ask starts (`offset`), and whether more may come
+                    "size": data.size,
+                    "running": frame.state.value == "running",
                 }
         finally:
             self._log_requests.pop(request_id, None)

@@ -139,6 +139,7 @@ from farmd.supervisor.connection import (
     open_listeners,
     peer_of,
 )
+from farmd.supervisor.notifier import Notifier
 from farmd.supervisor.people import People
 from farmd.supervisor.shelf import ReleaseShelf
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
@@ -196,6 +197,7 @@ class Supervisor(AdminRequests):
             resources=dict(config.resources),
             # a memory store has no history to move ended jobs to
             history_after=None if config.store == "memory" else config.history_after,
+            notify_allow=config.notify_allow,
         )
         self.token = ""
         self.user_token = ""
@@ -219,6 +221,7 @@ class Supervisor(AdminRequests):
         # outcomes waiting for their changes to be durable, with what to do after
         self.people = People(self.core, self._clock, config.highest_user_priority)
         self.shelf = ReleaseShelf(config.state_dir, self.core)
+        self.notifier = Notifier(config.notify, lambda: str(self.address))
         self._committer = Committer(self.metrics.observe_commit)
         self.tls: ssl.SSLContext | None = None  # the TLS context, once `run` made it
         self.tls_files: CertificateFiles | None = None
@@ -319,6 +322,7 @@ class Supervisor(AdminRequests):
             await self._serve_http(nursery)
             nursery.start_soon(self.notices.run)
             nursery.start_soon(self._committer.run, store)
+            await nursery.start(self.notifier.run)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._heartbeats)
             nursery.start_soon(self.archive.prune_hourly, self.config.audit_days)
@@ -726,6 +730,10 @@ class Supervisor(AdminRequests):
                 case JobEnded() | JobHeld():
                     self._jobs_changed.set()
                     self._jobs_changed = trio.Event()
+                    if isinstance(command, JobEnded):
+                        job = self.core.jobs.get(command.job_id)
+                        if job is not None:
+                            self.notifier.job_ended(job.summary(), job.notify)
                 case Note():
                     log_event(log, command.level, command.event, **command.fields)
                 case TellReleases():

@@ -150,8 +150,9 @@ async def explain(call: Call) -> Any:
 
 
 async def frame_log(call: Call) -> Any:
+    p = call.params
     return await call.perform(
-        GetLog(request_id=0, job_id=call.params["job_id"], frame=call.params["frame"])
+        GetLog(request_id=0, job_id=p["job_id"], frame=p["frame"], offset=p["offset"])
     )
 
 
@@ -308,8 +309,9 @@ ENDPOINTS: Final = (
         method="GET",
         path=f"{V1}/jobs/{{job_id}}/frames/{{frame}}/log",
         handler=frame_log,
-        summary="A frame's log, from the worker that last ran it",
+        summary="A frame's log, from the worker that last ran it (its end, or from `offset`)",
         path_params=(JOB_ID, Param(name="frame", low=0, help="a frame (any in a chunk)")),
+        query=(Param(name="offset", low=0, help="the `size` of the last answer: what follows"),),
         result="Log",
     ),
     Endpoint(
