@@ -280,7 +280,16 @@ class Farm:
         self.restarts += 1
         proc = self.spawn(
             f"supervisor-{self.restarts + 1}",
-            ["serve", "--listen", f"{LOCALHOST}:{port}", "--state", str(self.state), *extra],
+            [
+                "serve",
+                "--listen",
+                f"{LOCALHOST}:{port}",
+                "--http",  # its own port 0: the fixed one may be another farm's
+                f"{LOCALHOST}:0",
+                "--state",
+                str(self.state),
+                *extra,
+            ],
         )
         self._await_address(proc)
         assert self.address.endswith(f":{port}"), self.address
@@ -582,7 +591,16 @@ def serve_again(farm: Farm, *extra: str) -> Proc:
     farm.restarts += 1
     proc = farm.spawn(
         f"supervisor-{farm.restarts + 1}",
-        ["serve", "--listen", f"{LOCALHOST}:{port}", "--state", str(farm.state), *extra],
+        [
+            "serve",
+            "--listen",
+            f"{LOCALHOST}:{port}",
+            "--http",  # its own port 0: the fixed one may be another farm's
+            f"{LOCALHOST}:0",
+            "--state",
+            str(farm.state),
+            *extra,
+        ],
     )
     farm._await_address(proc)
     assert farm.address.endswith(f":{port}"), farm.address

@@ -68,12 +68,14 @@ M = TypeVar("M", bound=Message)
 
 
 def supervisor_config(tmp_path: Path, **settings: Any) -> SupervisorConfig:
-    """A supervisor on 127.0.0.1 port 0 with its state in `tmp_path/state`; admin
-    sessions are not closed as idle unless a test says so."""
+    """A supervisor on 127.0.0.1 port 0 with its state in `tmp_path/state`, serving no
+    HTTP; admin sessions are not closed as idle unless a test says so."""
     defaults: dict[str, Any] = {
         "listen": Address(LOCALHOST, 0),
         "state_dir": tmp_path / "state",
         "idle_timeout": 3600.0,
+        # no HTTP server: the API's tests call the app in process (tests/test_web_api.py)
+        "http": None,
     }
     return SupervisorConfig(**{**defaults, **settings})
 

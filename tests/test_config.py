@@ -16,6 +16,7 @@ from farmd.config import (
     SupervisorConfig,
     TlsSettings,
     default_state_dir,
+    http_address,
     load_supervisor_config,
     parse_address,
     parse_supervisor_config,
@@ -35,6 +36,7 @@ ALL_KEYS = (
     "preempt_policy",
     "resources",
     "metrics",
+    "http",
     "highest_user_priority",
     "outbox_pause_bytes",
     "max_outbox_bytes",
@@ -48,6 +50,8 @@ ALL_KEYS = (
     "audit_days",
     "shared_user_token",
     "tls",
+    "notify",
+    "notify_allow",
 )
 
 
@@ -260,6 +264,14 @@ def test_supervisor_defaults(state_env: Path) -> None:
     assert config.audit_days == 90.0
     assert config.shared_user_token is True
     assert config.tls == TlsSettings(mode="auto")
+    assert config.http == Address("127.0.0.1", 7532)
+    assert http_address(config) == config.http
+    # a supervisor on port 0 takes a port 0 for its HTTP too, unless told otherwise
+    on_zero = attrs.evolve(config, listen=Address("127.0.0.1", 0))
+    assert http_address(on_zero) == Address("127.0.0.1", 0)
+    there = Address("127.0.0.1", 8080)
+    assert http_address(attrs.evolve(on_zero, http=there)) == there
+    assert http_address(attrs.evolve(on_zero, http=None)) is None
     assert tuple(f.name for f in attrs.fields(SupervisorConfig)) == ALL_KEYS
 
 
@@ -359,6 +371,9 @@ def test_empty_file_means_defaults(tmp_path: Path, state_env: Path, text: str) -
         ("listen: 0.0.0.0:7000", "listen", Address("0.0.0.0", 7000)),
         ("listen: ':0'", "listen", Address("127.0.0.1", 0)),
         ('listen: "[::1]:7531"', "listen", Address("::1", 7531)),
+        ("http: 0.0.0.0:8080", "http", Address("0.0.0.0", 8080)),
+        ("http: null", "http", None),
+        ("metrics: ':9531'", "metrics", Address("127.0.0.1", 9531)),
         ("state_dir: /var/lib/farmd", "state_dir", Path("/var/lib/farmd")),
         ("default_priority: 10", "default_priority", 10),
         ("default_priority: 1", "default_priority", 1),

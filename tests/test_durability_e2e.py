@@ -81,6 +81,8 @@ def start_supervisor(farm: Farm, label: str, config: Path, port: int = 0) -> Pro
             "serve",
             "--listen",
             f"{LOCALHOST}:{port}",
+            "--http",  # its own port 0: the fixed one may be another farm's
+            f"{LOCALHOST}:0",
             "--state",
             str(farm.state),
             "--config",

@@ -81,12 +81,13 @@ def test_wait_returns_1_at_once_for_a_job_a_failed_dependency_blocks(farm: Farm)
 # --------------------------------------------------------------------------- busy port
 
 
-def test_a_busy_port_is_one_line_for_serve_up_and_metrics(farm: Farm) -> None:
+def test_a_busy_port_is_one_line_for_serve_up_http_and_metrics(farm: Farm) -> None:
     expected = f"farmd: error: cannot listen on {farm.address}: {BUSY}"
     for name, args in [
         ("serve", ["serve", "--listen", farm.address]),
         ("up", ["up", "--workers", "1", "--listen", farm.address]),
         ("metrics", ["serve", "--listen", f"{LOCALHOST}:0", "--metrics", farm.address]),
+        ("http", ["serve", "--listen", f"{LOCALHOST}:0", "--http", farm.address]),
     ]:
         result = farmd(farm, *args, "--state", str(farm.root / f"state-{name}"))
         assert result.returncode == 1, describe(result)
@@ -175,6 +176,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
             "farmd.db",
             "farmd.db-shm",
             "farmd.db-wal",
+            "http_address",
             "metrics_address",
             "supervisor.lock",
             "tls/ca.key",
@@ -196,7 +198,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
         farm.serve("--metrics", f"{LOCALHOST}:0")
         with Client(farm.address, token_file=farm.token_file) as client:
             assert [job["state"] for job in client.jobs()["jobs"]] == ["complete"]  # restored
-        assert len(assert_private(farm.state)) == 12
+        assert len(assert_private(farm.state)) == 13
     finally:
         os.umask(old_umask)
 

@@ -53,6 +53,8 @@ def farm_config(args: argparse.Namespace) -> tuple[Any, Any]:
         changes["store"] = args.store
     if getattr(args, "preempt_policy", None):
         changes["preempt_policy"] = args.preempt_policy
+    if getattr(args, "http", None):
+        changes["http"] = None if args.http == "off" else parse_address(args.http)
     if getattr(args, "metrics", None):
         changes["metrics"] = parse_address(args.metrics)
     return (attrs.evolve(config, **changes) if changes else config), workers

@@ -138,9 +138,16 @@ def _add_serve_command(command: _CommandMaker) -> None:
         "kept: sqlite (default, STATE/farmd.db, survives restarts) or memory",
     )
     serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API, the dashboard and /metrics on this address (default "
+        "127.0.0.1:7532; port 0 when --listen's is 0); 'off': none",
+    )
+    serve.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        help="serve Prometheus metrics (GET /metrics) on this address (default: off)",
+        help="also serve the HTTP app (GET /metrics for Prometheus) on this address, as "
+        "before --http (default: off)",
     )
     serve.add_argument(
         "--preempt-policy",
@@ -251,6 +258,11 @@ def _add_up_command(command: _CommandMaker) -> None:
     up.add_argument("--slots", type=_positive_int, default=1, help="slots per worker (default 1)")
     up.add_argument(
         "--listen", metavar="HOST:PORT", help="supervisor address (default 127.0.0.1:7531)"
+    )
+    up.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="the HTTP API and dashboard (default 127.0.0.1:7532); 'off': none",
     )
     up.add_argument("--state", metavar="DIR", help="state directory (default as for serve)")
     up.add_argument("--config", metavar="FILE", help="YAML farm configuration (default: none)")

@@ -17,6 +17,7 @@ One module per concern; this package re-exports what the rest of farmd imports:
 
 from farmd.config.addresses import (
     DEFAULT_HOST,
+    DEFAULT_HTTP,
     DEFAULT_LISTEN,
     DEFAULT_PORT,
     Address,
@@ -40,6 +41,7 @@ from farmd.config.supervisor_settings import (
     PREEMPT_POLICIES,
     STORES,
     SupervisorConfig,
+    http_address,
 )
 from farmd.config.tls_settings import TLS_MODES, TlsSettings
 from farmd.config.workers import (
@@ -56,6 +58,7 @@ from farmd.config.workers import (
 __all__ = [
     "DEFAULT_FRAME_BYTES",
     "DEFAULT_HOST",
+    "DEFAULT_HTTP",
     "DEFAULT_LISTEN",
     "DEFAULT_PORT",
     "ENTRY_KEYS",
@@ -79,6 +82,7 @@ __all__ = [
     "WorkersConfig",
     "default_state_dir",
     "environment_state_dir",
+    "http_address",
     "load_farm_config",
     "load_supervisor_config",
     "parse_address",

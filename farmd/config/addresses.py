@@ -80,6 +80,8 @@ class Address:
 
 
 DEFAULT_LISTEN: Final = Address(DEFAULT_HOST, DEFAULT_PORT)
+# the HTTP API, the dashboard and /metrics (`farmd.web`): beside the farm's own port
+DEFAULT_HTTP: Final = Address(DEFAULT_HOST, DEFAULT_PORT + 1)
 
 
 def address_or_problem(text: str) -> Address | str:

@@ -159,7 +159,7 @@ def _supervisor_section(source: Source, node: yaml.Node, doc: _Document) -> None
             values[name] = [source.scalar(item, key) for item in prefixes]
             continue
         value = source.scalar(value_node, key)
-        if name == "listen" or (name == "metrics" and value is not None):
+        if name == "listen" or (name in ("metrics", "http") and value is not None):
             value = _address_value(source, value_node, key, value)
         elif name == "state_dir":
             value = _path_value(source, value_node, key, value)

@@ -11,7 +11,7 @@ from typing import Any, Final
 import attrs
 
 from farmd.cluster import ROOT, ClusterPath, parse_cluster, quote
-from farmd.config.addresses import DEFAULT_LISTEN, Address
+from farmd.config.addresses import DEFAULT_HTTP, DEFAULT_LISTEN, Address
 from farmd.config.fields import FieldError
 from farmd.config.state_dir import default_state_dir
 from farmd.config.tls_settings import TlsSettings
@@ -31,6 +31,11 @@ def _refuse(attribute: attrs.Attribute[Any], value: object, problem: str) -> Non
 def _check_metrics(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, Address):
         _refuse(attribute, value, "must be an address such as '127.0.0.1:9531', or null (off)")
+
+
+def _check_http(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, Address):
+        _refuse(attribute, value, "must be an address such as '127.0.0.1:7532', or null (off)")
 
 
 def _check_listen(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -243,8 +248,12 @@ class SupervisorConfig:
       its job while the job has frames left.
     - `highest_user_priority`: the most urgent priority a non-admin (the user token in
       STATE/user_token, or a frame's job token) may set; 1, the default, is no limit.
-    - `metrics`: where Prometheus scrapes `GET /metrics` (`127.0.0.1:9531`); null, the
-      default, serves none.
+    - `http`: where the HTTP API (`/api/v1/...`), the dashboard and `/metrics` are
+      served (`farmd.web`); default 127.0.0.1:7532 (see `http_address` for a supervisor
+      on port 0); null: none.
+    - `metrics`: a second address serving the same HTTP app, for configurations from
+      before `http` (Prometheus scrapes `GET /metrics` there, `127.0.0.1:9531`); null,
+      the default, serves none.
     - `resources`: farm-wide counters such as licenses, `{license.nuke: 10}`: a frame
       reserving one holds it while it runs, and no more frames hold one than its total.
     - `outbox_pause_bytes`: a connection's next message is not read while more than
@@ -296,6 +305,7 @@ class SupervisorConfig:
     preempt_policy: str = attrs.field(default="passive", validator=_check_preempt_policy)
     resources: dict[str, float] = attrs.field(factory=dict)
     metrics: Address | None = attrs.field(default=None, validator=_check_metrics)
+    http: Address | None = attrs.field(default=DEFAULT_HTTP, validator=_check_http)
     highest_user_priority: int = attrs.field(default=1, validator=_check_priority)
     outbox_pause_bytes: int = attrs.field(default=2**20, validator=_check_outbox_bytes)
     max_outbox_bytes: int = attrs.field(default=32 * 2**20, validator=_check_outbox_limit)
@@ -315,6 +325,16 @@ class SupervisorConfig:
     notify_allow: tuple[str, ...] = attrs.field(
         default=(), converter=_to_tuple, validator=_check_notify_allow
     )
+
+
+def http_address(config: SupervisorConfig) -> Address | None:
+    """Where `config`'s supervisor serves HTTP: its `http` setting, except that the
+    default address takes port 0 too (the kernel chooses; STATE/http_address says which)
+    when the supervisor's own `listen` port is 0: a throwaway farm, or a test's, must
+    not take the well-known port, and two of them must not fight over it."""
+    if config.http == DEFAULT_HTTP and config.listen.port == 0:
+        return Address(DEFAULT_HTTP.host, 0)
+    return config.http
 
 
 SUPERVISOR_KEYS: Final = tuple(field.name for field in attrs.fields(SupervisorConfig))

@@ -11,20 +11,27 @@ The package has one module per concern:
 - `translate`: requests to core events and queries, frame commands to worker messages,
   and how a large submission is drafted;
 - `committer`: the group committer that makes outcomes durable before their effects;
-- `metrics_http`: `/metrics` over a hand-written HTTP server (design debt, see there).
+- `web_backend`: the supervisor as the HTTP app's backend (`farmd.web`), and the change
+  notices its event streams carry.
 
 This module re-exports the names other code imports, so `from farmd.supervisor import X`
 keeps working wherever X now lives.
 """
 
 from farmd.supervisor.connection import open_listeners
-from farmd.supervisor.daemon import ADDRESS_FILE, Supervisor, serve
-from farmd.supervisor.metrics_http import METRICS_ADDRESS_FILE
+from farmd.supervisor.daemon import (
+    ADDRESS_FILE,
+    HTTP_ADDRESS_FILE,
+    METRICS_ADDRESS_FILE,
+    Supervisor,
+    serve,
+)
 from farmd.supervisor.tokens import TOKEN_FILE, USER_TOKEN_FILE, ensure_token, job_token
 from farmd.supervisor.translate import draft_submission, is_large, submit_event
 
 __all__ = [
     "ADDRESS_FILE",
+    "HTTP_ADDRESS_FILE",
     "METRICS_ADDRESS_FILE",
     "TOKEN_FILE",
     "USER_TOKEN_FILE",

@@ -26,9 +26,11 @@ What it does, and what it leaves to others:
   wake (`Tick`), the orphan grace after a restart (`ReclaimOrphans`), one heartbeat
   sweep for all workers (each interval: a heartbeat to every worker it has not written
   to lately, and a worker silent for `heartbeat_timeout` is aborted, and its session's
-  end reports it lost to the core, which requeues its frames), the group committer, and `/metrics`
-  (`metrics_http`). A timer per worker would cost 10,000 wake-ups an interval on a
-  large farm; one sweep costs one, and a pass over the workers.
+  end reports it lost to the core, which requeues its frames), the group committer, and
+  the HTTP app (`farmd.web`: the JSON API, its change notices and `/metrics`, on the
+  `http` address and the older `metrics` one; `web_backend` is its view of this
+  supervisor). A timer per worker would cost 10,000 wake-ups an interval on a large
+  farm; one sweep costs one, and a pass over the workers.
 - It holds no scheduling rule. What runs where, what a principal may do, when a job is
   stuck are the core's; how a worker's own settings and the `workers:` configuration
   combine is `WorkerSettings.combine`'s. Its own rules are about sessions: the protocol
@@ -60,7 +62,13 @@ import trio
 
 from farmd import __version__
 from farmd.codec import HEARTBEAT_FRAME
-from farmd.config import Address, SupervisorConfig, WorkersConfig, load_farm_config
+from farmd.config import (
+    Address,
+    SupervisorConfig,
+    WorkersConfig,
+    http_address,
+    load_farm_config,
+)
 from farmd.core import (
     MAX_COMMAND_BYTES,
     Action,
@@ -131,7 +139,6 @@ from farmd.supervisor.connection import (
     open_listeners,
     peer_of,
 )
-from farmd.supervisor.metrics_http import serve_metrics
 from farmd.supervisor.notifier import Notifier
 from farmd.supervisor.people import People
 from farmd.supervisor.shelf import ReleaseShelf
@@ -139,6 +146,7 @@ from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     worker_message,
 )
+from farmd.supervisor.web_backend import ChangeNotices, SupervisorBackend
 from farmd.tls import (
     HANDSHAKE_RECORD,
     CertificateFiles,
@@ -148,11 +156,15 @@ from farmd.tls import (
     pin_of_file,
     server_context,
 )
+from farmd.web import Broadcaster, create_app
+from farmd.web.server import HttpBind, https_for, serve_http
 
 log = logging.getLogger("farmd.supervisor")
 
 GOODBYE_TIMEOUT = 1.0  # seconds a closing connection has to take what is queued for it
 ADDRESS_FILE = "address"
+HTTP_ADDRESS_FILE = "http_address"  # where the HTTP API is, as ADDRESS_FILE says the port
+METRICS_ADDRESS_FILE = "metrics_address"
 HEARTBEAT_BATCH = 500  # workers a heartbeat sweep visits between two turns of the loop
 # intervals without a frame sent to a worker before the sweep sends it a heartbeat
 HEARTBEAT_QUIET = 1.5
@@ -203,6 +215,9 @@ class Supervisor(AdminRequests):
         self._drafting = trio.CapacityLimiter(1)  # large submissions, built off the loop
         self.metrics = FarmMetrics(self.core.statistics)
         self.metrics_address: Address | None = None
+        self.http_address: Address | None = None
+        # change notices for the HTTP API's event streams (`web_backend`)
+        self.notices = ChangeNotices(Broadcaster())
         # outcomes waiting for their changes to be durable, with what to do after
         self.people = People(self.core, self._clock, config.highest_user_priority)
         self.shelf = ReleaseShelf(config.state_dir, self.core)
@@ -304,15 +319,8 @@ class Supervisor(AdminRequests):
                 address=str(self.address),
             )
         async with trio.open_nursery() as nursery:
-            if self.config.metrics is not None:
-                self.metrics_address = await nursery.start(
-                    serve_metrics,
-                    self.metrics,
-                    self.config.metrics,
-                    self.config.state_dir,
-                    self.tls,
-                    settings.mode == "auto",
-                )
+            await self._serve_http(nursery)
+            nursery.start_soon(self.notices.run)
             nursery.start_soon(self._committer.run, store)
             await nursery.start(self.notifier.run)
             nursery.start_soon(self._timer)
@@ -323,6 +331,33 @@ class Supervisor(AdminRequests):
                 nursery.start_soon(self._reclaim_after_grace)
             nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
             task_status.started(self.address)
+
+    async def _serve_http(self, nursery: trio.Nursery) -> None:
+        """The HTTP app (`farmd.web`) on the `http` address and, for configurations
+        from before it, the `metrics` one; each address written to its state file."""
+        wanted = [
+            (where, name)
+            for where, name in (
+                (http_address(self.config), HTTP_ADDRESS_FILE),
+                (self.config.metrics, METRICS_ADDRESS_FILE),
+            )
+            if where is not None
+        ]
+        if not wanted:
+            return
+        mode = self.config.tls.mode
+        binds = [
+            HttpBind(where, https_for(where, mode, self.tls_files is not None))
+            for where, _ in wanted
+        ]
+        app = create_app(SupervisorBackend(self, self.notices))
+        bound = await nursery.start(serve_http, app, binds, self.tls_files)
+        for address, (_, name) in zip(bound, wanted, strict=True):
+            write_state_file(self.config.state_dir / name, f"{address}\n")
+            if name == HTTP_ADDRESS_FILE:
+                self.http_address = address
+            else:
+                self.metrics_address = address
 
     async def _timer(self) -> None:
         """Wake the core when it asked to be (retry delays): one timer for all of them."""
@@ -477,6 +512,7 @@ class Supervisor(AdminRequests):
             if self._workers.get(name) is conn:
                 del self._workers[name]
                 self._registrations.pop(name, None)
+                self.notices.workers_changed()
                 self._apply(self.core.handle(WorkerLost(name=name, now=self._clock())))
 
     async def _register_worker(self, conn: Connection) -> str:
@@ -519,6 +555,7 @@ class Supervisor(AdminRequests):
             settings["agent"] = agent
         conn.send(Registered(name=name, settings=settings))
         self._apply(joined)
+        self.notices.workers_changed()
         return name
 
     def _on_worker_message(self, conn: Connection, name: str, message: Message) -> None:
@@ -662,6 +699,8 @@ class Supervisor(AdminRequests):
         effects: list[Callable[[], None]] = [
             functools.partial(self._execute, outcome.commands, trio.current_time())
         ]
+        if self.notices.broadcaster.subscribers:  # the dashboards hear what changed
+            effects.append(functools.partial(self.notices.note, outcome))
         if after is not None:
             effects.append(after)
         self._committer.after_durable(outcome.changes, effects)
