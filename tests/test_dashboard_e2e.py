@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e_support import Farm, gated, wait_for
@@ -279,3 +280,17 @@ def test_a_farm_of_100000_jobs_and_a_job_of_10000_frames(
     assert rows_ms < GENEROUS_S * 1000, figures
     assert grid_ready_ms < GENEROUS_S * 1000, figures
     assert draw_ms < GENEROUS_S * 1000, figures
+
+
+def test_up_prints_the_dashboards_address_and_it_serves_the_page(bare_farm: Farm) -> None:
+    up = bare_farm.up(workers=1)
+    line = wait_for(
+        lambda: next((x for x in up.stdout().splitlines() if "dashboard at" in x), ""),
+        "the 'farmd up' dashboard line",
+    )
+    url = line.rsplit(" ", 1)[1]
+    assert url == http_base(bare_farm) + "/", line
+    page = httpx.get(url, timeout=10)
+    assert page.status_code == 200
+    assert '<script type="module" src="/static/main.js">' in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")

@@ -407,6 +407,7 @@ export class JobView {
       this.logState.textContent = log.running
         ? `following (worker ${found.worker || "-"}, attempt ${found.attempt ?? "-"})`
         : `from worker ${found.worker || "-"}, attempt ${found.attempt ?? "-"}; the frame is not running`;
+      if (!log.running && !this.logText.textContent) this.logState.textContent += " (its log is empty)";
       this.logState.dataset.running = String(log.running);
       if (log.running) log.timer = setTimeout(() => this.fetchLog(), LOG_EVERY);
     } catch (error) {
