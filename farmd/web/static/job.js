@@ -45,6 +45,8 @@ export class JobView {
     this.again = false;
     this.lastRefresh = 0;
     this.log = null; // {frame, size, running, timer, busy}
+    this.loaded = false; // every frame page fetched once
+    this.missed = false; // a notice for this job came before that
     this.build();
   }
 
@@ -118,6 +120,9 @@ export class JobView {
       `fetched in ${Math.round(performance.now() - started)} ms, ` +
       `drawn in ${this.grid.drawMs.toFixed(1)} ms`;
     this.lastRefresh = performance.now();
+    this.loaded = true;
+    if (this.missed) this.refresh(); // a notice came while the pages were being fetched
+    this.missed = false;
     if (["pending", "waiting", "blocked"].includes(job.state)) this.explain();
     if (this.wanted !== null) {
       const frame = this.wanted;
@@ -282,6 +287,10 @@ export class JobView {
 
   onJobs(ids) {
     if (ids !== null && !ids.includes(this.id)) return;
+    if (!this.loaded) {
+      this.missed = true;
+      return;
+    }
     this.refresh();
     if (this.log && this.log.running) this.fetchLog();
   }
