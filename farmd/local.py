@@ -17,8 +17,19 @@ from farmd.agent import Agent, AgentConfig
 from farmd.config import Address, SupervisorConfig
 from farmd.logs import log_event
 from farmd.supervisor import Supervisor
+from farmd.web.server import https_for
 
 log = logging.getLogger("farmd.up")
+
+
+def dashboard_url(supervisor: Supervisor) -> str:
+    """The dashboard's address, as a browser on this host opens it (log in with the
+    token in STATE/token)."""
+    where = supervisor.http_address
+    assert where is not None
+    secure = https_for(where, supervisor.config.tls.mode, supervisor.tls_files is not None)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(where.host, where.host)
+    return f"{'https' if secure else 'http'}://{Address(host, where.port)}/"
 
 
 async def run_local_farm(config: SupervisorConfig, workers: int, slots: int) -> None:
@@ -56,6 +67,8 @@ async def run_local_farm(config: SupervisorConfig, workers: int, slots: int) -> 
                 f"state in {config.state_dir}. Try: farmd submit -- echo hello",
                 flush=True,
             )
+            if supervisor.http_address is not None:
+                print(f"farmd up: dashboard at {dashboard_url(supervisor)}", flush=True)
             async for signum in signals:
                 log_event(log, "info", "shutting down", signal=signal.Signals(signum).name)
                 break

@@ -36,6 +36,9 @@ handshake and keep-alive times, `farmd.web.server`):
 - at most `max_subscribers` (256) event streams open at once: 503 beyond;
 - a filtered job list reads at most `api.MAX_SCANNED` jobs per call.
 
+The dashboard's files (`/` and `/static/NAME`, `farmd.web.page`) are served to anyone:
+they hold nothing of the farm; the page logs in through the API.
+
 `GET /api/v1/events` is a server-sent event stream of change notices
 (`farmd.web.events`): `event: jobs` with `data: {"ids": [...]}` (null: fetch the list
 again), `event: workers`, `event: clusters`, coalesced per reader, with a comment line
@@ -76,6 +79,7 @@ from farmd.web.calls import (
 )
 from farmd.web.events import Subscription
 from farmd.web.openapi import openapi_document
+from farmd.web.page import PageFiles
 
 log = logging.getLogger("farmd.web")
 
@@ -312,6 +316,11 @@ def create_app(backend: FarmBackend, *, heartbeat: float = HEARTBEAT) -> Starlet
         Route(f"{V1}/events", app.events, methods=["GET"]),
         Route(f"{V1}/openapi.json", app.openapi, methods=["GET"]),
         Route("/metrics", app.metrics, methods=["GET"]),
+    ]
+    page = PageFiles.load()  # the dashboard (farmd.web.page): no token needed to load it
+    routes += [
+        Route("/", page.index, methods=["GET"]),
+        Route("/static/{name}", page.static, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
