@@ -232,11 +232,19 @@ def statistics(core: Scheduler) -> FarmStatistics:
                 frames[(job.cluster, state.value)] += count
     workers: Counter[tuple[str, str]] = Counter()
     slots: dict[str, list[float]] = {}
+    loads: dict[str, list[float]] = {}  # cluster -> [reporting, cpu, used, total]
     for worker in core.workers.values():
         workers[(worker.cluster, worker.summary_state)] += 1
         used_total = slots.setdefault(worker.cluster, [0, 0])
         used_total[0] += worker.used.get("slots", 0)
         used_total[1] += worker.slots
+        if worker.load is not None:
+            load = worker.load
+            sums = loads.setdefault(worker.cluster, [0, 0.0, 0, 0])
+            sums[0] += 1
+            sums[1] += load.cpu
+            sums[2] += load.memory_used
+            sums[3] += load.memory_total
     pool = core.dispatch.pool
     rollout = core.rollout.statistics()
     effective = []
@@ -267,6 +275,10 @@ def statistics(core: Scheduler) -> FarmStatistics:
         frames_failed=core.counters["failed"],
         frames_retried=core.counters["retried"],
         frames_preempted=core.dispatch.preempted,
+        host_load=tuple(
+            (c, int(n), cpu, int(used), int(total))
+            for c, (n, cpu, used, total) in sorted(loads.items())
+        ),
     )
 
 
