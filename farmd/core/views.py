@@ -98,6 +98,23 @@ def job_summary(core: Scheduler, job_id: int, now: float | None = None) -> dict[
     return _PendingReasons(core).fill(core.job(job_id).summary(now))
 
 
+def submit_warnings(core: Scheduler, job_ids: Iterable[int]) -> dict[int, list[str]]:
+    """Of the jobs a submit made, those no connected worker could ever run, each with
+    why (`placement.submit_warnings`). A job that runs or has ended needs no warning.
+    The workers' shapes are found once, so a batch costs jobs x shapes, not x workers."""
+    shapes = placement.shapes(core.workers.values())
+    totals = core.dispatch.pool.totals
+    found: dict[int, list[str]] = {}
+    for job_id in job_ids:
+        job = core.jobs.get(job_id)
+        if job is None or job.state is JobState.RUNNING or job.state.ended:
+            continue
+        lines = placement.submit_warnings(job, shapes, totals)
+        if lines:
+            found[job_id] = lines
+    return found
+
+
 def readable(core: Scheduler, by: Principal, job_ids: Iterable[int]) -> None:
     """Refuse (unknown job, or ForbiddenError naming the scope) unless `by` may read
     each job of `job_ids`."""
