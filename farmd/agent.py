@@ -68,6 +68,7 @@ from farmd.errors import (
     ProtocolError,
     UserError,
 )
+from farmd.hostload import LoadSampler
 from farmd.launcher import Child, Launcher
 from farmd.logs import log_event
 from farmd.protocol import (
@@ -89,6 +90,7 @@ from farmd.protocol import (
     SuspendFrame,
     Welcome,
 )
+from farmd.protocol_load import LOAD_EVERY, LOAD_VERSION
 from farmd.protocol_releases import ReleaseData, Releases
 from farmd.tls import TlsError, Trust, handshake_failure
 from farmd.worker_settings import check_env_passthrough, check_run_as, check_user_map
@@ -271,6 +273,19 @@ async def _send_heartbeats(outbox: trio.MemorySendChannel[Message], interval: fl
         outbox.send_nowait(Heartbeat())
 
 
+async def _send_load(
+    outbox: trio.MemorySendChannel[Message], interval: float, sampler: LoadSampler
+) -> None:
+    """The host's load every `LOAD_EVERY` heartbeat intervals (docs/protocol.md 5.7); the
+    first one interval after the agent's first sample, since CPU use takes two. A host
+    without /proc sends none."""
+    while True:
+        load = sampler.sample()
+        if load is not None:
+            outbox.send_nowait(load)
+        await trio.sleep(interval * LOAD_EVERY if load is not None else interval)
+
+
 class Agent:
     """Runs frames for one supervisor; reconnects when the connection is lost."""
 
@@ -300,6 +315,8 @@ class Agent:
             config.release_dir or config.log_dir.parent / f"{config.log_dir.name}.releases"
         )
         self.releases = AgentReleases(release_dir, lambda: self._outbox)
+        # kept across sessions: each report's CPU use covers the time since the last
+        self._load = LoadSampler()
 
     @property
     def running(self) -> list[tuple[int, int, int]]:
@@ -415,6 +432,8 @@ class Agent:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.send_from, inbox)
             nursery.start_soon(_send_heartbeats, outbox, interval)
+            if welcome.version >= LOAD_VERSION:
+                nursery.start_soon(_send_load, outbox, interval, self._load)
             await self._follow_supervisor(link, interval, frames, outbox)
 
     async def _handshake(self, link: _Link) -> tuple[Welcome, Registered]:

@@ -449,6 +449,14 @@ class Client(ReleaseCalls):
         "frames": "1-10", "cluster": "/show1", ...}`. A job may depend on an earlier one
         of the same batch by its id (the first gets the next free id, and so on). `key`
         is the batch's, as `submit_job`'s."""
+        return [int(i) for i in self.submit_batch(jobs, key=key)["ids"]]
+
+    def submit_batch(
+        self, jobs: Iterable[Mapping[str, Any]], *, key: str | None = None
+    ) -> dict[str, Any]:
+        """As `submit_many`, with the supervisor's whole answer: `ids`, and `warnings`,
+        the lines of each job (by id, as a string) that no connected worker could run
+        (docs/protocol.md 6.2); the jobs are accepted all the same."""
         specs = []
         for job in jobs:
             options = dict(job)
@@ -457,7 +465,7 @@ class Client(ReleaseCalls):
                 options["cross_cluster"] = options["cross_cluster"] or ""
             options["depends_on"] = tuple(options.get("depends_on", ()))
             specs.append(Submit(request_id=0, argv=argv, **options))
-        result: list[int] = self._call(SubmitBatch, jobs=tuple(specs), key=key)
+        result: dict[str, Any] = self._call(SubmitBatch, jobs=tuple(specs), key=key)
         return result
 
     def jobs(

@@ -148,7 +148,51 @@ def families(stats: FarmStatistics) -> list[Metric]:
         *_counter_families(stats),
         *_release_families(stats),
         *_share_families(stats),
+        *_load_families(stats),
     ]
+
+
+def _load_families(stats: FarmStatistics) -> list[Metric]:
+    """Host load by worker cluster, never by worker: a series per worker would be
+    10,000 series per figure on a large farm, each changing every report, which costs
+    Prometheus far more than the figure is worth; `farmd workers` and the HTTP API show
+    each host's own. Sums and a count, so a dashboard can average over any set of
+    clusters (sum of CPU / sum of reporting) as well as read each one's mean."""
+    reporting = GaugeMetricFamily(
+        "farmd_host_load_workers",
+        "Connected workers in this cluster that have reported their host's load.",
+        labels=("cluster",),
+    )
+    cpu = GaugeMetricFamily(
+        "farmd_host_cpu_busy",
+        "Mean CPU use of those workers' hosts, as a fraction (0 to 1) of all their cores "
+        "over each agent's last reporting interval.",
+        labels=("cluster",),
+    )
+    cpu_sum = GaugeMetricFamily(
+        "farmd_host_cpu_busy_sum",
+        "Sum over those workers of their hosts' CPU use fraction (divide by "
+        "farmd_host_load_workers to average several clusters).",
+        labels=("cluster",),
+    )
+    used = GaugeMetricFamily(
+        "farmd_host_memory_used_bytes",
+        "Memory in use on those workers' hosts, summed (MemTotal - MemAvailable; agents "
+        "that share a host count it once each).",
+        labels=("cluster",),
+    )
+    total = GaugeMetricFamily(
+        "farmd_host_memory_bytes",
+        "Memory of those workers' hosts, summed.",
+        labels=("cluster",),
+    )
+    for cluster, count, busy, memory_used, memory_total in stats.host_load:
+        reporting.add_metric((cluster,), count)
+        cpu.add_metric((cluster,), busy / count if count else 0.0)
+        cpu_sum.add_metric((cluster,), busy)
+        used.add_metric((cluster,), memory_used)
+        total.add_metric((cluster,), memory_total)
+    return [reporting, cpu, cpu_sum, used, total]
 
 
 def _share_families(stats: FarmStatistics) -> list[Metric]:

@@ -826,5 +826,6 @@ class Refused(Message):
     message: str = _str_field()
 
 
-# the release messages register themselves here; they use the helpers above
+# the release and host-load messages register themselves here; they use the helpers above
+from farmd import protocol_load as _load  # noqa: E402, F401
 from farmd import protocol_releases as _releases  # noqa: E402

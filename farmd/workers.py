@@ -6,18 +6,66 @@ Its `used` counts are the sum of what its `running` processes hold (`hold` and
 settings never change while it is connected (a reload that changes them makes a new
 record, on `farmd.core`'s `WorkerReconfigured`). A plain mutable record owned by
 `farmd.core.Scheduler`; nothing else mutates it. Pure: no I/O, no clock.
+
+`load` is the last `Load` the worker's agent reported (docs/protocol.md 5.7), with the
+time of the event that brought it: data to show, never a reason to dispatch or not.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import math
+from typing import Any, Final
 
 import attrs
 
 from farmd.cluster import ClusterPath, Restrictions
+from farmd.errors import InternalError
 from farmd.ranking import WorkerView
 from farmd.resources import Taken
+
+MAX_LOAD_AVERAGE: Final = 1e9  # the protocol's bound (farmd.protocol_load)
+
+
+def _check_load(load: Load) -> None:
+    """Bounds the wire already checked (`farmd.protocol_load`), kept here too so the
+    core never holds a wild value whatever made the event: one is our bug."""
+    problems = {
+        "cpu": not 0 <= load.cpu <= 1,
+        "memory_used": not 0 <= load.memory_used <= load.memory_total,
+        "load_average": len(load.load_average) != 3
+        or not all(0 <= a <= MAX_LOAD_AVERAGE for a in load.load_average),
+        "at": not math.isfinite(load.at),
+    }
+    bad = [name for name, wrong in problems.items() if wrong]
+    if bad:
+        msg = f"bad host load {load!r}: {', '.join(bad)} out of bounds"
+        raise InternalError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class Load:
+    """How busy a worker's host was when its agent last said: CPU use over the agent's
+    last interval as a fraction of all cores, memory used and in all (bytes), the 1, 5
+    and 15 minute load averages, and `at`, the time of the event that brought it."""
+
+    cpu: float
+    memory_used: int
+    memory_total: int
+    load_average: tuple[float, float, float]
+    at: float
+
+    def __attrs_post_init__(self) -> None:
+        _check_load(self)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "cpu": self.cpu,
+            "memory_used": self.memory_used,
+            "memory_total": self.memory_total,
+            "load_average": list(self.load_average),
+            "at": self.at,
+        }
 
 
 @attrs.define
@@ -42,6 +90,7 @@ class Worker:
     release_ready: dict[str, str] = attrs.field(factory=dict)
     release_failures: dict[str, str] = attrs.field(factory=dict)
     release_types: frozenset[str] = frozenset()
+    load: Load | None = None  # the host's load as its agent last reported it
 
     def runs(self, job_type: str, pinned: bool) -> bool:
         """Whether it runs jobs of `job_type`: a release's (`pinned`) only by a release
@@ -123,4 +172,5 @@ class Worker:
             "resources": {n: [self.used.get(n, 0), t] for n, t in sorted(self.resources.items())},
             "running": sorted({f"{job}:{frame}" for job, frame, _ in self.running}),
             "connected_at": self.connected_at,
+            "load": None if self.load is None else self.load.view(),
         }

@@ -1080,6 +1080,7 @@ def test_workers_view_shows_what_each_worker_runs() -> None:
             "resources": {},
             "running": ["1:4", "1:5"],
             "connected_at": 2.5,
+            "load": None,
         },
         {
             "name": "w2",
@@ -1096,6 +1097,7 @@ def test_workers_view_shows_what_each_worker_runs() -> None:
             "resources": {},
             "running": [],
             "connected_at": 1.5,
+            "load": None,
         },
     ]
 

@@ -355,6 +355,15 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {"ready": st.lists(st.tuples(texts, texts), max_size=4)},
         {"failed": st.lists(st.tuples(texts, texts, texts), max_size=4)},
     ),
+    "host_load": (
+        {
+            "cpu": st.one_of(st.floats(0, 1), st.sampled_from([0, 1])),
+            "memory_used": st.integers(0, 2**40),
+            "memory_total": st.just(2**40),
+            "load_average": st.tuples(*[st.one_of(st.floats(0, 1e9), st.integers(0, 10**9))] * 3),
+        },
+        {},
+    ),
     "submit_batch": (
         {
             "request_id": ints,
@@ -1047,6 +1056,50 @@ BAD_BODIES: list[tuple[str, object, list[str]]] = [
         "register instance not a string",
         {"type": "register", "name": "w", "cluster": "/", "slots": 1, "instance": 7},
         ["instance", "register"],
+    ),
+    (
+        "host load cpu above 1",
+        {
+            "type": "host_load",
+            "cpu": 1.5,
+            "memory_used": 1,
+            "memory_total": 2,
+            "load_average": [0.5, 0.5, 0.5],
+        },
+        ["cpu", "host_load", "1.5"],
+    ),
+    (
+        "host load memory used above the total",
+        {
+            "type": "host_load",
+            "cpu": 0.5,
+            "memory_used": 3,
+            "memory_total": 2,
+            "load_average": [0.5, 0.5, 0.5],
+        },
+        ["memory_used", "host_load", "memory_total"],
+    ),
+    (
+        "host load two load averages",
+        {
+            "type": "host_load",
+            "cpu": 0.5,
+            "memory_used": 1,
+            "memory_total": 2,
+            "load_average": [0.5, 0.5],
+        },
+        ["load_average", "host_load"],
+    ),
+    (
+        "host load negative load average",
+        {
+            "type": "host_load",
+            "cpu": 0.5,
+            "memory_used": 1,
+            "memory_total": 2,
+            "load_average": [0.5, -1, 0.5],
+        },
+        ["load_average", "host_load"],
     ),
     (
         "long value is cut short in the message",

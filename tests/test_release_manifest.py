@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from farmd.core.dispatch import _fill
 from farmd.errors import ParamError, ReleaseError, UserError
+from farmd.placeholders import fill_arg
 from farmd.releases import (
     JobType,
     Param,
@@ -520,13 +520,15 @@ def test_jobs_without_release_are_filled_as_dispatch_fills_them(
 ) -> None:
     end = str(frame + 3)
     assert fill_frame(argv, frame, frame, end, None) == [
-        _fill(arg, str(frame), str(frame), end) for arg in argv
+        fill_arg(arg, str(frame), str(frame), end) for arg in argv
     ]
 
 
-def test_legacy_fill_leaves_escapes_and_release_alone() -> None:
-    argv = ["{frame}", "{{frame}}", "{release}", "{start}-{end}", "{x}"]
-    assert fill_frame(argv, 3, 1, 4, None) == ["3", "{3}", "{release}", "1-4", "{x}"]
+def test_a_job_without_a_release_leaves_release_alone() -> None:
+    argv = ["{frame}", "{{frame}}", "{release}", "{start}-{end}", "{x}", "{frame:03d}", "####"]
+    assert fill_frame(argv, 3, 1, 4, None) == [
+        "3", "{frame}", "{release}", "1-4", "{x}", "003", "####",
+    ]  # fmt: skip
 
 
 @PROPERTY_SETTINGS

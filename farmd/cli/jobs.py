@@ -42,6 +42,10 @@ def submit_command(args: argparse.Namespace) -> int:
     with client_for(args) as farm:
         spec = {f.name: getattr(args, f.name) for f in spec_fields() if doc(f).option}
         job = farm.submit_job(command, key=args.key, **spec)
+    # accepted all the same: a worker that can run it may join later (stderr, so
+    # stdout stays the id, or the JSON, for scripts)
+    for line in job.get("warnings") or ():
+        print(f"farmd: warning: {safe_text(line)}", file=sys.stderr)
     if args.json:
         print_json(job)
     else:

@@ -7,6 +7,7 @@ prints the answer and returns the exit status.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from farmd.cli.connection import client_for
 from farmd.cli.output import print_json, print_table, safe_text
@@ -18,20 +19,36 @@ def workers_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(workers)
         return 0
-    columns = ["name", "cluster", "state", "slots", "types", "running", "restrictions"]
+    columns = ["name", "cluster", "state", "slots", "cpu", "memory", "load", "types"]
+    columns += ["running", "restrictions"]
     failures = []
     for worker in workers:
         worker["slots"] = f"{worker['used']:g}/{worker['slots']}"
+        worker.update(load_cells(worker.get("load")))
         releases = worker.get("releases") or {}
         worker["releases"] = ",".join(f"{n} {v}" for n, v in sorted(releases.items())) or "-"
         for name, why in sorted((worker.get("release_failures") or {}).items()):
             failures.append(f"{worker['name']} could not get release {name} {why}")
     if any(w["releases"] != "-" for w in workers) or failures:
-        columns.insert(5, "releases")
+        columns.insert(columns.index("types") + 1, "releases")
     print_table(workers, columns)
     for line in failures:
         print(safe_text(line))
     return 0
+
+
+def load_cells(load: dict[str, Any] | None) -> dict[str, str]:
+    """The host-load columns: CPU busy (% of all cores), memory used/total (GiB), the
+    1-minute load average; `-` for a worker that reported none (an older agent, a host
+    without /proc, or the first seconds after it joined)."""
+    if not load:
+        return {"cpu": "-", "memory": "-", "load": "-"}
+    gib = 1024**3
+    return {
+        "cpu": f"{load['cpu'] * 100:.0f}%",
+        "memory": f"{load['memory_used'] / gib:.1f}/{load['memory_total'] / gib:.1f}G",
+        "load": f"{load['load_average'][0]:.2f}",
+    }
 
 
 def clusters_command(args: argparse.Namespace) -> int:

@@ -77,6 +77,7 @@ from farmd.core.vocabulary import (
     UnlockWorker,
     WakeAt,
     WorkerJoined,
+    WorkerLoad,
     WorkerLost,
     WorkerReconfigured,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "UnlockWorker",
     "WakeAt",
     "WorkerJoined",
+    "WorkerLoad",
     "WorkerLost",
     "WorkerReconfigured",
     "draft_batch",

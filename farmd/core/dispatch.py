@@ -53,6 +53,7 @@ from sortedcontainers import SortedList
 from farmd.core.vocabulary import Command, KillOnWorker, PreemptPolicy, RunOnWorker
 from farmd.frames import Frame, FrameState
 from farmd.jobs import FrameEvent, Job
+from farmd.placeholders import fill_arg
 from farmd.ranking import Eligible, QueuedJob, RankingIndex, admits, rank_key
 from farmd.resources import ONE_SLOT_TAKEN, Pool, Taken, is_global
 from farmd.workers import Worker
@@ -479,7 +480,7 @@ class Dispatcher:
                 argv=(
                     job.argv
                     if job.pinned is not None
-                    else tuple(_fill(arg, number, number, last) for arg in job.argv)
+                    else tuple(fill_arg(arg, number, number, last) for arg in job.argv)
                 ),
                 env={
                     **job.env,  # the job's own: FARMD_* are refused there
@@ -516,10 +517,3 @@ def _params_env(job: Job) -> dict[str, str]:
     if job.pinned is None:
         return {}
     return {"FARMD_PARAMS": json.dumps(job.params, sort_keys=True)}
-
-
-def _fill(arg: str, frame: str, first: str, last: str) -> str:
-    """An argument with `{frame}`, `{start}` and `{end}` filled in."""
-    if "{" not in arg:
-        return arg
-    return arg.replace("{frame}", frame).replace("{start}", first).replace("{end}", last)

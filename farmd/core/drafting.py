@@ -40,6 +40,7 @@ from farmd.core.vocabulary import SubmitJob, SubmitJobs
 from farmd.errors import JobSpecError, UserError
 from farmd.frames import MAX_FRAMES_PER_JOB, FrameNumbers, frame_numbers, frames_named
 from farmd.jobs import Dependency, parse_dependency
+from farmd.placeholders import problem as placeholder_problem
 from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.requirements import Requirement, parse_requirement
 from farmd.resources import Reservation, check_name, parse_reservation
@@ -100,6 +101,11 @@ def draft_job(event: SubmitJob, max_command_bytes: int = MAX_COMMAND_BYTES) -> D
     if size > max_command_bytes:
         msg = f"bad job: the command is {size} bytes, over the {max_command_bytes} limit"
         raise JobSpecError(msg)
+    for position, arg in enumerate(argv, 1):
+        why = placeholder_problem(arg)
+        if why is not None:
+            msg = f"bad job: argument {position} of the command: {why}"
+            raise JobSpecError(msg)
     if len(event.name) > MAX_NAME_CHARS:
         msg = f"bad job name {event.name[:40]!r}...: longer than {MAX_NAME_CHARS} characters"
         raise JobSpecError(msg)

@@ -20,6 +20,9 @@ the capacity (a frame's reservation against a host's totals and the farm's count
 never against what is free now), then whether every candidate is locked. The first
 check that leaves no candidate is the reason.
 
+A submit uses the same checks, but for locks and the ranking (`never_runs`), to warn
+that no connected worker could ever run the job it accepted (`submit_warnings`).
+
 What is not judged here: a job's requirement expression (it reads each host's facts,
 which make every host different; `farmd explain` judges it) and the ranking (a job
 outranked where it fits is waiting for a slot). Pure: reads the scheduler's records.
@@ -82,6 +85,24 @@ def pending_reason(job: Job, shapes: list[Shape], pool_totals: dict[str, float])
     farm-wide counters' totals."""
     if not job.runnable:
         return "waiting out a retry delay"
+    never = never_runs(job, shapes, pool_totals)
+    if never is not None:
+        return never
+    candidates = _candidates(job, shapes)
+    if all(s.locked for s in candidates):
+        return "every worker that could run it is locked"
+    if job.at_cap:
+        return f"at its instances cap ({job.instances})"
+    if job.requires.source:
+        return "waiting for a free slot where its requirement holds"
+    return "waiting for a free slot"
+
+
+def never_runs(job: Job, shapes: list[Shape], pool_totals: dict[str, float]) -> str | None:
+    """Why no connected worker (of `shapes`) could run `job` however long it waited,
+    locks aside (an admin's unlock is a wait): no worker, none its restrictions or
+    theirs allow, none that runs its type, none with room for a frame's reservation
+    when idle. None if one could. What a submit warns of (`submit_warnings`)."""
     if not shapes:
         return "no worker connected"
     candidates = [s for s in shapes if job.restrictions.accepts(s.cluster)]
@@ -98,16 +119,36 @@ def pending_reason(job: Job, shapes: list[Shape], pool_totals: dict[str, float])
             where = "no worker it may run on" if anywhere else "no worker"
             return f"{where} runs type {job.job_type!r}"
         candidates = typed
-    short = _capacity_short(job, candidates, pool_totals)
-    if short is not None:
-        return short
-    if all(s.locked for s in candidates):
-        return "every worker that could run it is locked"
-    if job.at_cap:
-        return f"at its instances cap ({job.instances})"
-    if job.requires.source:
-        return "waiting for a free slot where its requirement holds"
-    return "waiting for a free slot"
+    return _capacity_short(job, candidates, pool_totals)
+
+
+def _candidates(job: Job, shapes: list[Shape]) -> list[Shape]:
+    """The shapes that pass every check of `never_runs` but capacity's."""
+    pinned = job.pinned is not None
+    return [
+        s
+        for s in shapes
+        if job.restrictions.accepts(s.cluster)
+        and s.restrictions.accepts(job.cluster)
+        and (job.job_type is None or s.runs(job.job_type, pinned))
+    ]
+
+
+# A warning line at most this long: a batch's answer holds many, and a job's
+# restrictions alone may be 4096 characters (docs/protocol.md 6.5).
+MAX_WARNING_CHARS = 300
+
+
+def submit_warnings(job: Job, shapes: list[Shape], pool_totals: dict[str, float]) -> list[str]:
+    """What a submit warns of for `job`, one line each (empty: nothing): it is accepted
+    all the same, since a worker that can run it may join later."""
+    never = never_runs(job, shapes, pool_totals)
+    if never is None:
+        return []
+    line = f"no connected worker could run job {job.id}: {never}"
+    if len(line) > MAX_WARNING_CHARS:
+        line = line[: MAX_WARNING_CHARS - 3] + "..."
+    return [line]
 
 
 def _capacity_short(job: Job, candidates: list[Shape], pool_totals: dict[str, float]) -> str | None:

@@ -65,6 +65,11 @@ class Queries:
         """One job as `jobs_page` lists it (what a submit answers)."""
         return views.job_summary(self._core, job_id)
 
+    def submit_warnings(self, job_ids: Iterable[int]) -> dict[int, list[str]]:
+        """Of `job_ids` (a submit's), those no connected worker could ever run, with
+        why: one line each (see `views.submit_warnings`)."""
+        return views.submit_warnings(self._core, job_ids)
+
     def worker_settings(self, name: str) -> dict[str, Any] | None:
         """The settings connected worker `name` runs with (as a `WorkerReconfigured`
         would set them), or None if it is not connected."""

@@ -119,6 +119,7 @@ from farmd.core.vocabulary import (
     UnlockWorker,
     WakeAt,
     WorkerJoined,
+    WorkerLoad,
     WorkerLost,
     WorkerReconfigured,
     WorkerReleases,
@@ -256,6 +257,9 @@ class Scheduler(Queries):
                 self.rollout.tell(self.workers[event.name], self._out)
             case WorkerLost():
                 result = self.workforce.lost(event)
+            case WorkerLoad():
+                self.workforce.load(event)
+                result = None
             case FrameEnded():
                 self._frame_ended(event)
                 result = None

@@ -98,6 +98,23 @@ def job_summary(core: Scheduler, job_id: int, now: float | None = None) -> dict[
     return _PendingReasons(core).fill(core.job(job_id).summary(now))
 
 
+def submit_warnings(core: Scheduler, job_ids: Iterable[int]) -> dict[int, list[str]]:
+    """Of the jobs a submit made, those no connected worker could ever run, each with
+    why (`placement.submit_warnings`). A job that runs or has ended needs no warning.
+    The workers' shapes are found once, so a batch costs jobs x shapes, not x workers."""
+    shapes = placement.shapes(core.workers.values())
+    totals = core.dispatch.pool.totals
+    found: dict[int, list[str]] = {}
+    for job_id in job_ids:
+        job = core.jobs.get(job_id)
+        if job is None or job.state is JobState.RUNNING or job.state.ended:
+            continue
+        lines = placement.submit_warnings(job, shapes, totals)
+        if lines:
+            found[job_id] = lines
+    return found
+
+
 def readable(core: Scheduler, by: Principal, job_ids: Iterable[int]) -> None:
     """Refuse (unknown job, or ForbiddenError naming the scope) unless `by` may read
     each job of `job_ids`."""
@@ -232,11 +249,19 @@ def statistics(core: Scheduler) -> FarmStatistics:
                 frames[(job.cluster, state.value)] += count
     workers: Counter[tuple[str, str]] = Counter()
     slots: dict[str, list[float]] = {}
+    loads: dict[str, list[float]] = {}  # cluster -> [reporting, cpu, used, total]
     for worker in core.workers.values():
         workers[(worker.cluster, worker.summary_state)] += 1
         used_total = slots.setdefault(worker.cluster, [0, 0])
         used_total[0] += worker.used.get("slots", 0)
         used_total[1] += worker.slots
+        if worker.load is not None:
+            load = worker.load
+            sums = loads.setdefault(worker.cluster, [0, 0.0, 0, 0])
+            sums[0] += 1
+            sums[1] += load.cpu
+            sums[2] += load.memory_used
+            sums[3] += load.memory_total
     pool = core.dispatch.pool
     rollout = core.rollout.statistics()
     effective = []
@@ -267,6 +292,10 @@ def statistics(core: Scheduler) -> FarmStatistics:
         frames_failed=core.counters["failed"],
         frames_retried=core.counters["retried"],
         frames_preempted=core.dispatch.preempted,
+        host_load=tuple(
+            (c, int(n), cpu, int(used), int(total))
+            for c, (n, cpu, used, total) in sorted(loads.items())
+        ),
     )
 
 

@@ -358,6 +358,20 @@ class WorkerReleases:
     by: Principal = ADMIN
 
 
+@attrs.frozen(kw_only=True)
+class WorkerLoad:
+    """A worker's agent says how busy its host is (`host_load`, version 6): kept on
+    its record for the listings and the metrics; it changes no decision."""
+
+    name: str
+    cpu: float  # 0 to 1: the share of all cores busy over the agent's last interval
+    memory_used: int  # bytes
+    memory_total: int  # bytes
+    load_average: tuple[float, float, float]  # 1, 5 and 15 minutes
+    now: float
+    by: Principal = ADMIN
+
+
 Event = (
     SubmitJob
     | SubmitJobs
@@ -388,6 +402,7 @@ Event = (
     | RollbackRelease
     | RemoveRelease
     | WorkerReleases
+    | WorkerLoad
 )
 
 # What each event that an outside party causes asks to do, as the rules name it
@@ -417,6 +432,7 @@ ACTION_OF: dict[type, Action] = {
     UndeployRelease: Action.DEPLOY,
     RollbackRelease: Action.DEPLOY,
     WorkerReleases: Action.WORK,
+    WorkerLoad: Action.WORK,
 }
 
 
@@ -578,6 +594,9 @@ class FarmStatistics:
     release_fetch_failures: int = 0
     # each cluster's share of the farm (`farmd.core.shares`): (cluster, figure, value)
     shares: tuple[tuple[str, str, float], ...] = ()
+    # the host load its workers last reported, by worker cluster: (cluster, workers
+    # that reported one, sum of their CPU fractions, memory used, memory in all)
+    host_load: tuple[tuple[str, int, float, int, int], ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -38,6 +38,7 @@ from farmd.core.vocabulary import (
     LockWorker,
     UnlockWorker,
     WorkerJoined,
+    WorkerLoad,
     WorkerLost,
     WorkerReconfigured,
 )
@@ -46,7 +47,7 @@ from farmd.frames import Frame, FrameState
 from farmd.jobs import FrameEvent, Job
 from farmd.resources import ONE_SLOT_TAKEN
 from farmd.worker_settings import check_worker
-from farmd.workers import Worker
+from farmd.workers import Load, Worker
 
 Attempt = tuple[int, int, int]  # (job, frame, attempt)
 
@@ -166,6 +167,7 @@ class Workforce:
         worker = self._make_worker(event, old.seq)
         worker.connected_at = old.connected_at
         worker.running, worker.used, worker.sticky = old.running, old.used, old.sticky
+        worker.load = old.load
         self.workers[worker.name] = worker
         if worker.cluster != old.cluster:
             self._tree.remove(old.cluster, Member.WORKER)
@@ -180,6 +182,16 @@ class Workforce:
             slots=worker.slots,
         )
         return worker.summary()
+
+    def load(self, event: WorkerLoad) -> None:
+        """Keep what the worker's agent said of its host's load, replacing the last."""
+        self.worker(event.name).load = Load(
+            cpu=event.cpu,
+            memory_used=event.memory_used,
+            memory_total=event.memory_total,
+            load_average=event.load_average,
+            at=event.now,
+        )
 
     def _reconcile(
         self, worker: Worker, job_id: int, number: int, attempt: int, now: float

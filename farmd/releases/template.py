@@ -6,7 +6,8 @@ A job type's `command` is an argv template. In it, `{name}` stands for a declare
 parameter, `{frame}`, `{start}`, `{end}`, `{release}` and `{python}` (`RESERVED`) for what
 the worker knows when it runs a frame (`{python}` is the worker's own interpreter, which
 runs Python tasks: `farmd.releases.params.task_command`), and `{{` / `}}` are literal
-braces. Any other brace is an error at manifest time (`template_problem`).
+braces. The frame placeholders take a padding as in every job (`{frame:04d}`, `{####}`:
+`farmd.placeholders`). Any other brace is an error at manifest time (`template_problem`).
 
 A template is filled in two steps, at two places:
 
@@ -16,18 +17,17 @@ A template is filled in two steps, at two places:
    result is still a template, in the same syntax, holding only reserved placeholders:
    this is the argv a release job stores.
 2. On the worker, `fill_frame(argv, frame, start, end, release_dir, python=...)` reads
-   that argv in one left-to-right pass: `{{` -> `{`, `}}` -> `}`, reserved placeholder ->
-   its value.
-   Because step 1 doubled every brace of a value, a parameter whose value is the text
-   `{frame}` reaches the frame as the text `{frame}`, never as a frame number.
+   that argv in one left-to-right pass (`farmd.placeholders.fill_arg`, the rules every
+   job's command is filled by): `{{` -> `{`, `}}` -> `}`, reserved placeholder -> its
+   value. Because step 1 doubled every brace of a value, a parameter whose value is
+   the text `{frame}` reaches the frame as the text `{frame}`, never as a frame number;
+   and a bare `####` is never a placeholder, so `--param output=/renders/a/####` reaches
+   Blender as written, for Blender to fill.
 
-A job that is not from a release (a raw argv, as every job was before releases) has no
-escapes: `fill_frame(..., release_dir=None)` fills it exactly as the supervisor's
-dispatch has always done (`farmd.core.dispatch._fill`): plain text replacement of
-`{frame}`, `{start}` and `{end}`, nothing else touched (`{{` stays `{{`, `{release}`
-and `{python}` stay as written). So the two forms must never be mixed: a release job's
-argv is filled only by the worker, with its release directory; dispatch must pass it
-through untouched.
+A job that is not from a release (a raw argv) is filled by the same rules without
+`{release}` and `{python}`: `fill_frame(..., release_dir=None)` is exactly what the
+supervisor's dispatch sends (`farmd.core.dispatch`). A release job's argv is filled
+only by the worker, with its release directory; dispatch passes it through untouched.
 
 Everything here is pure, but for `fill_frame` reading `sys.executable` when it is not
 told which interpreter fills `{python}`.
@@ -40,11 +40,12 @@ import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final
 
+from farmd.placeholders import TOKEN, fill_arg, frame_name, problem
+
 RESERVED: Final = ("frame", "start", "end", "release", "python")
 
-# `{{`, `}}`, a placeholder `{...}` (group 1), or a lone brace: every brace of a template
-# is one of these, so a scan by this pattern sees all of them, in order.
-_TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+# `{{`, `}}`, a placeholder `{...}` (group 1), or a lone brace (farmd.placeholders)
+_TOKEN: Final = TOKEN
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -56,6 +57,10 @@ def template_problem(arg: str, known: Collection[str]) -> str | None:
         if token in ("{{", "}}"):
             continue
         at = match.start() + 1
+        if name is not None and frame_name(name) is not None:
+            continue  # `{frame:04d}`, `{####}`
+        if name is not None and (why := problem(token)) is not None:
+            return f"{why}, at character {at}"
         if name is None:
             return f"unmatched {token!r} at character {at}; write {token * 2!r} for a brace"
         if name not in known and name not in RESERVED:
@@ -70,8 +75,11 @@ def template_problem(arg: str, known: Collection[str]) -> str | None:
 
 
 def placeholders(arg: str) -> tuple[str, ...]:
-    """The placeholder names of a valid template argument, in order (repeats kept)."""
-    return tuple(m.group(1) for m in _TOKEN.finditer(arg) if m.group(1) is not None)
+    """The placeholder names of a valid template argument, in order (repeats kept); a
+    padded frame placeholder by its name (`{frame:04d}` and `{####}` are `frame`)."""
+    return tuple(
+        frame_name(m.group(1)) or m.group(1) for m in _TOKEN.finditer(arg) if m.group(1) is not None
+    )
 
 
 def escape(value: str) -> str:
@@ -79,16 +87,16 @@ def escape(value: str) -> str:
     return value.replace("{", "{{").replace("}", "}}")
 
 
-def _substitute(arg: str, value_of: Callable[[str], str | None], unescape: bool) -> str:
-    """One pass over `arg`: a placeholder `value_of` knows becomes its value; `{{`/`}}`
-    become single braces if `unescape`, else stay; everything else stays as written."""
+def _substitute(arg: str, value_of: Callable[[str], str | None]) -> str:
+    """One pass over `arg`: a placeholder `value_of` knows becomes its value; everything
+    else, `{{` and `}}` included, stays as written."""
     if "{" not in arg and "}" not in arg:
         return arg
 
     def replace(match: re.Match[str]) -> str:
         token, name = match.group(), match.group(1)
         if token in ("{{", "}}"):
-            return token[0] if unescape else token
+            return token
         if name is not None:
             value = value_of(name)
             if value is not None:
@@ -108,7 +116,7 @@ def fill_params(template: Sequence[str], values: Mapping[str, str]) -> tuple[str
         text = values.get(name)
         return None if text is None else escape(text)
 
-    return tuple(_substitute(arg, value_of, unescape=False) for arg in template)
+    return tuple(_substitute(arg, value_of) for arg in template)
 
 
 def fill_frame(
@@ -120,28 +128,20 @@ def fill_frame(
     *,
     python: str | None = None,
 ) -> list[str]:
-    """Step 2, on the worker: the argv a frame runs.
+    """Step 2, on the worker: the argv a frame runs, by `farmd.placeholders.fill_arg`.
 
-    `release_dir` None: a job without a release, filled exactly as dispatch has always
-    filled it (plain replacement of `{frame}`, `{start}`, `{end}`; no escapes; `python`
-    is not used). A release directory: a release job's argv (from `fill_params`), read
-    in one pass: `{{`/`}}` are single braces, `{frame}`, `{start}`, `{end}`,
-    `{release}` and `{python}` are filled; `{python}` by `python`, else by the
-    interpreter running this code (`sys.executable`), so a release job never runs with
-    a placeholder left in it. A lone brace (which `fill_params` never leaves) is kept.
+    `release_dir` None: a job without a release, filled exactly as dispatch fills it
+    (`python` is not used; `{release}` and `{python}` stay as written). A release
+    directory: a release job's argv (from `fill_params`), with `{release}` and
+    `{python}` filled too; `{python}` by `python`, else by the interpreter running this
+    code (`sys.executable`), so a release job never runs with a placeholder left in it.
+    A lone brace (which `fill_params` never leaves) is kept.
     """
-    frame_text, start_text, end_text = str(frame), str(start), str(end)
     if release_dir is None:
-        return [_legacy_fill(arg, frame_text, start_text, end_text) for arg in argv]
-    reserved = {"frame": frame_text, "start": start_text, "end": end_text}
-    reserved["release"] = release_dir
+        return [fill_arg(arg, frame, start, end) for arg in argv]
     # sys.executable is "" when Python cannot tell; "python3" is then the best guess.
-    reserved["python"] = python if python is not None else (sys.executable or "python3")
-    return [_substitute(arg, reserved.get, unescape=True) for arg in argv]
-
-
-def _legacy_fill(arg: str, frame: str, first: str, last: str) -> str:
-    """As `farmd.core.dispatch._fill`, which raw-argv jobs have always been filled by."""
-    if "{" not in arg:
-        return arg
-    return arg.replace("{frame}", frame).replace("{start}", first).replace("{end}", last)
+    extra = {
+        "release": release_dir,
+        "python": python if python is not None else (sys.executable or "python3"),
+    }
+    return [fill_arg(arg, frame, start, end, extra) for arg in argv]

@@ -77,6 +77,22 @@ log = logging.getLogger("farmd.supervisor")
 LOG_FETCH_TIMEOUT = 10.0  # seconds a worker has to send a frame's log
 
 
+# jobs of a batch whose warnings its answer lists, at most: with lines of at most 300
+# characters, an answer to 10,000 jobs still fits the smallest frame (64 KiB)
+MAX_BATCH_WARNINGS = 50
+
+
+def batch_answer(ids: list[int], warnings: dict[int, list[str]]) -> dict[str, Any]:
+    """`submit_batch`'s answer (docs/protocol.md 6.2): the ids, and the warnings of the
+    first `MAX_BATCH_WARNINGS` jobs that have any, by id; how many more had some."""
+    listed = dict(list(warnings.items())[:MAX_BATCH_WARNINGS])
+    return {
+        "ids": ids,
+        "warnings": {str(job_id): lines for job_id, lines in listed.items()},
+        "warnings_omitted": len(warnings) - len(listed),
+    }
+
+
 class AdminRequests:
     """The supervisor's admin sessions (see module docs)."""
 
@@ -217,10 +233,11 @@ class AdminRequests:
             draft = functools.partial(draft_submission, event, self.core.max_command_bytes)
             event = await trio.to_thread.run_sync(draft, limiter=self._drafting)
         outcome = self.core.handle(event)
-        result = outcome.result
         if isinstance(request, Submit):
-            result = self.core.job_summary(result)
-        return result, outcome
+            result = self.core.job_summary(outcome.result)
+            result["warnings"] = self.core.submit_warnings([outcome.result]).get(outcome.result, [])
+            return result, outcome
+        return batch_answer(outcome.result, self.core.submit_warnings(outcome.result)), outcome
 
     async def _answer_slow(self, conn: Connection, request: Wait | GetLog) -> None:
         try:

@@ -99,8 +99,8 @@ def _made(request: Request, result: Any) -> list[int]:
     """The jobs a submit made (its answer names them)."""
     if isinstance(request, Submit) and isinstance(result, dict) and "id" in result:
         return [int(result["id"])]
-    if isinstance(request, SubmitBatch) and isinstance(result, list):
-        return [int(i) for i in result if isinstance(i, int)]
+    if isinstance(request, SubmitBatch) and isinstance(result, dict):
+        return [int(i) for i in result.get("ids", ()) if isinstance(i, int)]
     return []
 
 

@@ -91,7 +91,7 @@ from farmd.core import (
     WorkerLost,
     WorkerReconfigured,
 )
-from farmd.core.vocabulary import DropBundle, TellReleases, WorkerReleases
+from farmd.core.vocabulary import DropBundle, TellReleases, WorkerLoad, WorkerReleases
 from farmd.errors import (
     FarmdError,
     ForbiddenError,
@@ -118,6 +118,7 @@ from farmd.protocol import (
     Welcome,
     register_of_version,
 )
+from farmd.protocol_load import LOAD_VERSION, HostLoad
 from farmd.protocol_releases import (
     FetchRelease,
     ReleaseData,
@@ -587,10 +588,21 @@ class Supervisor(AdminRequests):
                     name=name, ready=ready, failed=failed, now=self._clock(), by=conn.who
                 )
                 self._apply(self.core.handle(event))
+            case HostLoad() if conn.version >= LOAD_VERSION:
+                load = WorkerLoad(
+                    name=name,
+                    cpu=message.cpu,
+                    memory_used=message.memory_used,
+                    memory_total=message.memory_total,
+                    load_average=message.load_average,
+                    now=self._clock(),
+                    by=conn.who,
+                )
+                self._apply(self.core.handle(load))
             case Heartbeat():
                 pass
             case _:
-                msg = f"a worker may not send {message.TYPE!r}"
+                msg = f"a worker of version {conn.version} may not send {message.TYPE!r}"
                 raise ProtocolError(msg, code="bad_message")
 
     def _frame_finished(self, conn: Connection, name: str, message: FrameFinished) -> None:
