@@ -51,6 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,7 @@ from farmd.protocol import (  # noqa: E402
 )
 
 START_TIMEOUT = 30.0
+DASHBOARDS = 10  # open dashboards in the run that measures their cost
 CLUSTERS = ["/show1/lighting", "/show1/comp", "/show2/fx", "/show2/lighting", "/"]
 
 
@@ -92,6 +94,7 @@ class SimStats:
         self.first_start: float | None = None
         self.last_finish = 0.0
         self.done = trio.Event()
+        self.notices = 0  # event-stream notices the open dashboards read
 
 
 async def sim_worker(
@@ -214,9 +217,16 @@ async def run_sim_workers(
     slots: int,
     total: int,
     tls: ssl.SSLContext | None = None,
+    dashboards: tuple[str, int] | None = None,
 ) -> SimStats:
+    """`dashboards`: (the supervisor's HTTP base URL, how many) open event streams, as
+    that many dashboards left open would, read while the frames run."""
     stats = SimStats(total)
     async with trio.open_nursery() as nursery:
+        if dashboards is not None:
+            base, count = dashboards
+            for _ in range(count):
+                nursery.start_soon(watch_events, base, token, stats)
         for number in range(workers):
             nursery.start_soon(
                 sim_worker,
@@ -232,6 +242,19 @@ async def run_sim_workers(
             await stats.done.wait()
         nursery.cancel_scope.cancel()
     return stats
+
+
+async def watch_events(base: str, token: str, stats: SimStats) -> None:
+    """One open dashboard's live updates: the supervisor's event stream, read and
+    counted (the notices only: a page would then fetch the jobs they name)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(timeout=None) as client,
+        client.stream("GET", f"{base}/api/v1/events", headers=headers) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                stats.notices += 1
 
 
 # --------------------------------------------------------------------------- baseline
@@ -407,11 +430,12 @@ def simulated_run(
     frames: int,
     latency_frames: int,
     tls: bool = False,
+    dashboards: int = 0,
 ) -> dict[str, Any]:
     """The simulated workers against `farmd serve`; with `tls`, the supervisor has
     `tls.mode: required` and every worker and client speaks TLS, verifying the farm's CA
     (the same run otherwise: same store, same workers, same queue)."""
-    state = workdir / f"sim-{store}{'-tls' if tls else ''}"
+    state = workdir / f"sim-{store}{'-tls' if tls else ''}{f'-{dashboards}' if dashboards else ''}"
     config = None
     if tls:
         state.mkdir(parents=True, exist_ok=True)
@@ -423,8 +447,12 @@ def simulated_run(
     try:
         with Client(address, token=token, ca=ca) as client:
             submit_queue(client, frames, 100)
+        streams = None
+        if dashboards:
+            http = (state / "http_address").read_text().strip()
+            streams = (f"http://{http}", dashboards)
         cpu_before = process_cpu(process.pid)
-        loaded = trio.run(run_sim_workers, address, token, workers, slots, frames, context)
+        loaded = trio.run(run_sim_workers, address, token, workers, slots, frames, context, streams)
         supervisor_cpu = process_cpu(process.pid) - cpu_before
         # One slot alone: every result is answered by the next pick, nothing queues, so
         # this is the pick-to-start latency itself (result in -> pick -> run_frame out).
@@ -440,6 +468,7 @@ def simulated_run(
         # the supervisor's own CPU per frame at saturation: what the scheduler (and TLS)
         # cost, apart from the simulated workers sharing the machine's cores
         "supervisor_cpu_per_frame_us": round(supervisor_cpu / frames * 1e6, 1),
+        "dashboard_notices": loaded.notices,
         "pick_to_start_p50_ms": round(percentile(alone.latencies, 0.5) * 1000, 3),
         "pick_to_start_p99_ms": round(percentile(alone.latencies, 0.99) * 1000, 3),
         "saturated_wait_p50_ms": round(percentile(loaded.latencies, 0.5) * 1000, 3),
@@ -556,6 +585,19 @@ def one_round(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     figures["tls_supervisor_cpu_per_frame_us"] = secure["supervisor_cpu_per_frame_us"]
     figures["tls_cpu_vs_plain"] = round(
         secure["supervisor_cpu_per_frame_us"] / figures["supervisor_cpu_per_frame_us"], 3
+    )
+    # ten dashboards left open on the same run: what their live updates cost
+    watched = simulated_run(workdir, "sqlite", *sim, dashboards=DASHBOARDS)
+    figures["dashboards"] = DASHBOARDS
+    figures["dashboards_frames_per_s"] = watched["sim_frames_per_s"]
+    figures["dashboards_vs_none"] = round(
+        watched["sim_frames_per_s"] / figures["sim_frames_per_s"], 3
+    )
+    figures["dashboards_supervisor_cpu_per_frame_us"] = watched["supervisor_cpu_per_frame_us"]
+    extra = watched["supervisor_cpu_per_frame_us"] - figures["supervisor_cpu_per_frame_us"]
+    figures["cpu_per_frame_per_dashboard_us"] = round(extra / DASHBOARDS, 2)
+    figures["dashboard_notices_per_s"] = round(
+        watched["dashboard_notices"] / DASHBOARDS / (args.frames / watched["sim_frames_per_s"]), 1
     )
     figures["baseline_frames_per_s"] = round(base_rate)
     figures["sim_vs_baseline"] = round(figures["sim_frames_per_s"] / base_rate, 3)

@@ -627,7 +627,12 @@ class Agent:
                 process, error = await self._launcher.start(argv, env, output, user)
             if error:
                 output.write(f"farmd: {error}\n".encode())
-                exit_code = CANNOT_START if process is None else await process.wait()
+                if process is not None:
+                    exit_code = await process.wait()
+                elif error.startswith("lost:"):  # the launcher ended as the frame started
+                    exit_code = -signal.SIGKILL
+                else:
+                    exit_code = CANNOT_START
             else:
                 assert process is not None
                 attempt.process = process

@@ -225,10 +225,15 @@ class Launcher:
             frames=len(current.children),
         )
         for waiter in current.starting.values():
-            waiter.send_nowait((None, f"could not start: {lost}"))
+            # it may have started before its answer was lost with the launcher: if so,
+            # its shepherd killed it, as it killed the frames below (LOST_STARTING)
+            waiter.send_nowait((None, f"{lost}; the frame was starting: {LOST_STARTING}"))
         for pid, child in current.children.items():
             _kill_group(pid)  # its shepherd did; this covers one that could not
             child._end(-signal.SIGKILL, f"{lost}; its shepherd killed the frame's group")
+
+
+LOST_STARTING = "if it had started, its shepherd killed its group"
 
 
 def _kill_group(pid: int) -> None:

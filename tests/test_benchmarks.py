@@ -66,6 +66,8 @@ def test_dispatch_benchmark_quick() -> None:
         "real_frames_per_s",
         "tls_frames_per_s",
         "tls_vs_plain",
+        "dashboards_frames_per_s",
+        "dashboard_notices_per_s",
     ):
         assert result[key] > 0, key
 

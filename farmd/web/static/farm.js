@@ -84,6 +84,7 @@ export class WorkersView {
             column("Cluster"),
             column("State"),
             column("Slots", "num"),
+            column("Host load", "num"),
             column("Running"),
             column("Types"),
             column("Releases"),
@@ -103,7 +104,7 @@ export class WorkersView {
     const slots = workers.reduce((sum, w) => sum + w.slots, 0);
     this.note.textContent = `${workers.length} workers connected; ${num(used)} of ${slots} slots used`;
     const rows = workers.map((w) => this.row(w));
-    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No worker is connected.")));
+    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No worker is connected.")));
     clear(this.body, rows);
   }
 
@@ -145,6 +146,7 @@ export class WorkersView {
       h("td", {}, w.cluster),
       h("td", {}, h("span", { class: `badge w-${w.state}` }, state)),
       h("td", { class: "num" }, meter(w.used, w.slots, `${num(w.used)} of ${w.slots} slots used`), ` ${num(w.used)}/${w.slots}`),
+      h("td", { class: "num" }, hostLoad(w.load)),
       h("td", {}, runningLinks(w.running)),
       h("td", {}, w.types.join(", ") || "-"),
       h("td", {}, releases.join(", ") || "-", failures.length ? h("div", { class: "bad" }, failures.join("; ")) : null),
@@ -222,4 +224,16 @@ export class ClustersView {
   close() {
     this.refresher.closed = true;
   }
+}
+
+// CPU busy (a bar) and memory used of the host, as its agent last reported them
+// (`host_load`, every two heartbeats); "-" before the first report.
+function hostLoad(load) {
+  if (!load) return "-";
+  const gib = (bytes) => (bytes / 2 ** 30).toFixed(1);
+  const cpu = Math.round(load.cpu * 100);
+  return [
+    meter(load.cpu, 1, `CPU ${cpu}% busy`),
+    ` ${cpu}% · ${gib(load.memory_used)}/${gib(load.memory_total)} GiB`,
+  ];
 }
