@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+import urllib.parse
 from typing import Final
+
+from farmd.errors import JobSpecError
 
 # Names (of a job, worker, job type, property, resource) and the short texts that name
 # jobs (a dependency, a control target) are printed in listings and logs, one per line:
@@ -96,3 +99,24 @@ def text_problem(value: object, limit: int, *, empty: bool) -> str | None:
 
 
 MAX_RETRIES = 1000  # a job's retries per frame, at most
+
+
+MAX_URL_CHARS = 2048
+
+
+def check_notify(url: object) -> str:
+    """A job's `notify` URL: "" (none), or an http(s) URL with a host, one line, bounded;
+    refused naming it. Which URLs a farm allows is the supervisor's (`notify_allow`)."""
+    if url == "":
+        return ""
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        msg = f"bad notify URL {reprlib.repr(url)}: at most {MAX_URL_CHARS} characters of text"
+        raise JobSpecError(msg)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        msg = f"bad notify URL {reprlib.repr(url)}: expected http:// or https:// and a host"
+        raise JobSpecError(msg)
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        msg = f"bad notify URL {reprlib.repr(url)}: no spaces or control characters"
+        raise JobSpecError(msg)
+    return url

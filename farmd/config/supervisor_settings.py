@@ -15,9 +15,9 @@ from farmd.config.addresses import DEFAULT_HTTP, DEFAULT_LISTEN, Address
 from farmd.config.fields import FieldError
 from farmd.config.state_dir import default_state_dir
 from farmd.config.tls_settings import TlsSettings
-from farmd.core.drafting import check_notify
 from farmd.errors import ClusterPathError, UserError
 from farmd.ranking import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
+from farmd.values import check_notify
 
 MIN_FRAME_BYTES: Final = 64 * 1024
 MAX_FRAME_BYTES: Final = 256 * 1024 * 1024

@@ -21,7 +21,6 @@ import json
 import math
 import re
 import reprlib
-import urllib.parse
 from collections.abc import Iterable
 
 import attrs
@@ -44,7 +43,7 @@ from farmd.placeholders import problem as placeholder_problem
 from farmd.protocol import MAX_NAME_CHARS, odd_character
 from farmd.requirements import Requirement, parse_requirement
 from farmd.resources import Reservation, check_name, parse_reservation
-from farmd.values import MAX_RETRIES
+from farmd.values import MAX_RETRIES, check_notify
 
 MAX_COMMAND_BYTES = 256 * 1024
 
@@ -241,27 +240,6 @@ def parse_env(entries: object) -> dict[str, str]:
         msg = f"bad env: {size} bytes, over the {MAX_ENV_BYTES} limit"
         raise JobSpecError(msg)
     return env
-
-
-MAX_URL_CHARS = 2048
-
-
-def check_notify(url: object) -> str:
-    """A job's `notify` URL: "" (none), or an http(s) URL with a host, one line, bounded;
-    refused naming it. Which URLs a farm allows is the supervisor's (`notify_allow`)."""
-    if url == "":
-        return ""
-    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
-        msg = f"bad notify URL {reprlib.repr(url)}: at most {MAX_URL_CHARS} characters of text"
-        raise JobSpecError(msg)
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        msg = f"bad notify URL {reprlib.repr(url)}: expected http:// or https:// and a host"
-        raise JobSpecError(msg)
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        msg = f"bad notify URL {reprlib.repr(url)}: no spaces or control characters"
-        raise JobSpecError(msg)
-    return url
 
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

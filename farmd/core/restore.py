@@ -26,7 +26,6 @@ from typing import TypeGuard
 from farmd.cluster import parse_cluster, parse_patterns, parse_restrictions
 from farmd.core.drafting import (
     _check_options,
-    check_notify,
     parse_env,
     release_params,
     release_pin,
@@ -45,6 +44,7 @@ from farmd.jobs import Job, JobState, parse_dependency
 from farmd.requirements import parse_requirement
 from farmd.resources import check_name, parse_reservation, parse_taken, taken_text
 from farmd.rows import FrameRow, JobRow, Snapshot
+from farmd.values import check_notify
 
 
 def missing_job(job_id: int, quarantined: dict[int, str]) -> str:
