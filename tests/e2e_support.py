@@ -607,3 +607,9 @@ def serve_again(farm: Farm, *extra: str) -> Proc:
     farm.supervisor = proc
     farm.api.close()  # the next request connects to the new supervisor
     return proc
+
+
+def without_load(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Workers as listed, without their host load: it changes by itself, at every report,
+    so a comparison of before and after leaves it out."""
+    return [{k: v for k, v in worker.items() if k != "load"} for worker in workers]

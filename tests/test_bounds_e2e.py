@@ -26,7 +26,7 @@ import pytest
 from farmd.codec import NEED_DATA, Codec
 from farmd.protocol import PROTOCOL_VERSION, Error, Hello, Message, Refused, Reply, Welcome
 from farmd.store import DATABASE_FILE
-from tests.e2e_support import CLI_TIMEOUT, Farm, assert_refused, describe
+from tests.e2e_support import CLI_TIMEOUT, Farm, assert_refused, describe, without_load
 
 pytestmark = pytest.mark.e2e
 
@@ -323,7 +323,3 @@ def test_listings_escape_odd_characters_and_show_no_fake_row(bare_farm: Farm) ->
     assert repr(fake) in explained, explained
     assert "\n99" not in explained, explained
     assert "\x1b" not in farm.cli_ok("order", "w")
-
-
-def without_load(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in worker.items() if k != "load"} for worker in workers]

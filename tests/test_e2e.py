@@ -29,6 +29,7 @@ from tests.e2e_support import (
     describe,
     lines,
     wait_for,
+    without_load,
 )
 
 pytestmark = pytest.mark.e2e
@@ -364,7 +365,7 @@ def exchange(address: str, data: bytes) -> tuple[list[Message], bytes]:
 
 def test_garbage_and_wrong_tokens_leave_the_daemon_serving(farm: Farm) -> None:
     farm.worker("w")
-    before = farm.cli_json("workers")
+    before = without_load(farm.cli_json("workers"))
     garbage = b"\xc1" + bytes(range(7, 38))  # 0xc1 is never valid msgpack
     wrong_hello = Codec().send(
         Hello(version=PROTOCOL_VERSION, role="worker", token="not-the-token", name="intruder")
@@ -392,7 +393,7 @@ def test_garbage_and_wrong_tokens_leave_the_daemon_serving(farm: Farm) -> None:
 
     assert farm.supervisor is not None
     assert farm.supervisor.running()
-    assert farm.cli_json("workers") == before  # same worker, same connection
+    assert without_load(farm.cli_json("workers")) == before  # same worker, same connection
     job_id = farm.submit_cli("--", *farm.frame("--print", "still serving"))
     wait = farm.cli("wait", str(job_id), "--timeout", "20")
     assert wait.returncode == 0, describe(wait)
@@ -512,7 +513,7 @@ def test_refusals_are_one_line_and_change_nothing(farm: Farm) -> None:
     # No worker is in /nowhere: this one stays pending.
     parked = farm.submit(["true"], name="parked", restrictions="/nowhere")
     before = job_states(farm)
-    workers_before = farm.cli_json("workers")
+    workers_before = without_load(farm.cli_json("workers"))
 
     cases: list[tuple[list[str], int, str]] = [
         (["submit", "--cluster", "show1", "--", "true"], 1, "bad cluster path 'show1'"),
@@ -539,7 +540,7 @@ def test_refusals_are_one_line_and_change_nothing(farm: Farm) -> None:
         assert text in line, describe(result)
 
     assert job_states(farm) == before
-    assert farm.cli_json("workers") == workers_before
+    assert without_load(farm.cli_json("workers")) == workers_before
     assert farm.cli_json("job", str(parked))["restrictions"] == "/nowhere"
 
     # An unreachable supervisor: a port bound on 127.0.0.1 that nobody listens on.
@@ -578,9 +579,11 @@ def test_listings_have_the_documented_fields(farm: Farm) -> None:
     )
     assert worker["running"] == [f"{running}:1"]
     table = farm.cli_ok("workers").splitlines()
-    header = ["NAME", "CLUSTER", "STATE", "SLOTS", "TYPES", "RUNNING", "RESTRICTIONS"]
-    assert table[0].split() == header
-    assert table[1].split()[:6] == ["light1", "/show/light", "busy", "1/2", "-", f"{running}:1"]
+    header = ["NAME", "CLUSTER", "STATE", "SLOTS", "CPU", "MEMORY", "LOAD", "TYPES", "RUNNING"]
+    assert table[0].split() == [*header, "RESTRICTIONS"]
+    row = table[1].split()
+    assert row[:4] == ["light1", "/show/light", "busy", "1/2"]
+    assert row[-2:] == ["-", f"{running}:1"]  # types, running (no restrictions: blank)
 
     clusters = {c["path"]: c for c in farm.cli_json("clusters")}
     assert set(clusters) == {"/", "/show", "/show/light", "/show/comp"}
