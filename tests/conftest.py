@@ -42,6 +42,13 @@ def farm(bare_farm: Farm) -> Farm:
     return bare_farm
 
 
+@pytest.fixture
+def web_farm(bare_farm: Farm) -> Farm:
+    """A farm whose supervisor also serves its HTTP API and dashboard (on port 0)."""
+    bare_farm.serve(http=True)
+    return bare_farm
+
+
 # Hypothesis profiles: `ci` (the default) keeps every property test bounded and
 # derandomized, so CI replays the same examples; `--hypothesis-profile=long` explores
 # for a local soak. Tests that set max_examples themselves keep their own numbers.

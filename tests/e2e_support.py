@@ -237,6 +237,7 @@ class Farm:
         self.supervisor: Proc | None = None
         self.address = ""
         self.restarts = 0
+        self.http = False  # whether `serve` started its HTTP server
         self._client: Client | None = None
         for directory in (self.logs, self.pids):
             directory.mkdir(parents=True, exist_ok=True)
@@ -260,11 +261,16 @@ class Farm:
         self.processes.append(proc)
         return proc
 
-    def serve(self, *extra: str) -> Proc:
-        """Start `farmd serve` on 127.0.0.1, port 0; return once it wrote its address."""
+    def serve(self, *extra: str, http: bool = False) -> Proc:
+        """Start `farmd serve` on 127.0.0.1, port 0; return once it wrote its address.
+        Its HTTP server (the API, the dashboard) is off unless `http` (on port 0): most
+        tests speak the socket protocol, and the web stack costs every start a quarter
+        of a second (the HTTP tests ask for it)."""
+        self.http = http or "--http" in extra
+        web = [] if "--http" in extra else ["--http", f"{LOCALHOST}:0" if http else "off"]
         proc = self.spawn(
             "supervisor",
-            ["serve", "--listen", f"{LOCALHOST}:0", "--state", str(self.state), *extra],
+            ["serve", "--listen", f"{LOCALHOST}:0", "--state", str(self.state), *web, *extra],
         )
         self._await_address(proc)
         self.supervisor = proc
@@ -285,7 +291,7 @@ class Farm:
                 "--listen",
                 f"{LOCALHOST}:{port}",
                 "--http",  # its own port 0: the fixed one may be another farm's
-                f"{LOCALHOST}:0",
+                f"{LOCALHOST}:0" if self.http else "off",
                 "--state",
                 str(self.state),
                 *extra,
@@ -596,7 +602,7 @@ def serve_again(farm: Farm, *extra: str) -> Proc:
             "--listen",
             f"{LOCALHOST}:{port}",
             "--http",  # its own port 0: the fixed one may be another farm's
-            f"{LOCALHOST}:0",
+            f"{LOCALHOST}:0" if farm.http else "off",
             "--state",
             str(farm.state),
             *extra,

@@ -117,8 +117,9 @@ def farm_token(farm: Farm) -> str:
 
 
 def test_progress_advances_live_and_a_running_frames_log_follows(
-    farm: Farm, browser: Any, dashboards: list[Dashboard]
+    web_farm: Farm, browser: Any, dashboards: list[Dashboard]
 ) -> None:
+    farm = web_farm
     farm.worker("w1", slots=6)
     logged = farm.submit(
         farm.frame(
@@ -186,8 +187,9 @@ def test_progress_advances_live_and_a_running_frames_log_follows(
 
 
 def test_a_kill_from_the_page_and_a_viewer_without_kill(
-    farm: Farm, browser: Any, dashboards: list[Dashboard]
+    web_farm: Farm, browser: Any, dashboards: list[Dashboard]
 ) -> None:
+    farm = web_farm
     farm.worker("w1", slots=1)
     victim = farm.submit(gated(farm, "k", "never"), frames="1-3", name="to_kill")
     other = farm.submit(gated(farm, "o", "never"), name="other")
@@ -235,7 +237,7 @@ def test_a_farm_of_100000_jobs_and_a_job_of_10000_frames(
     bare_farm: Farm, browser: Any, dashboards: list[Dashboard]
 ) -> None:
     farm = bare_farm
-    farm.serve("--store", "memory")
+    farm.serve("--store", "memory", http=True)
     started = time.monotonic()
     batch = [{"argv": ["true"], "name": "shot"} for _ in range(10_000)]
     ids: list[int] = []

@@ -168,7 +168,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
     farm = bare_farm
     old_umask = os.umask(0o022)  # the usual one: files are 0644 unless farmd says otherwise
     try:
-        supervisor = farm.serve("--metrics", f"{LOCALHOST}:0")
+        supervisor = farm.serve("--metrics", f"{LOCALHOST}:0", http=True)
         farm.worker("w")
         run_one_job(farm)
         assert assert_private(farm.state) == [
@@ -195,7 +195,7 @@ def test_every_state_file_and_frame_log_is_private_to_its_owner(bare_farm: Farm)
             if path.is_file():
                 path.chmod(0o644)
         (farm.state / "address").unlink()
-        farm.serve("--metrics", f"{LOCALHOST}:0")
+        farm.serve("--metrics", f"{LOCALHOST}:0", http=True)
         with Client(farm.address, token_file=farm.token_file) as client:
             assert [job["state"] for job in client.jobs()["jobs"]] == ["complete"]  # restored
         assert len(assert_private(farm.state)) == 13

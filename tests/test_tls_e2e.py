@@ -118,7 +118,7 @@ def tls_farm(farm: Farm, mode: str = "required", *extra: str) -> Path:
     """Start `farmd serve` with `tls.mode: MODE`; the farm's CA file."""
     config = farm.root / "farm.yaml"
     config.write_text(f"supervisor:\n  tls:\n    mode: {mode}\n")
-    farm.serve("--config", str(config), *extra)
+    farm.serve("--config", str(config), *extra, http=True)
     return farm.state / "tls" / "ca.pem"
 
 

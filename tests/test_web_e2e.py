@@ -47,7 +47,8 @@ def check_api(farm: Farm, base: str, verify: ssl.SSLContext | bool = True) -> No
         assert anonymous.status_code == 401
 
 
-def test_the_api_and_metrics_over_http_on_the_loopback(farm: Farm) -> None:
+def test_the_api_and_metrics_over_http_on_the_loopback(web_farm: Farm) -> None:
+    farm = web_farm
     address = http_address(farm)
     assert address != farm.address
     check_api(farm, f"http://{address}")
@@ -58,7 +59,7 @@ def test_the_api_over_https_when_tls_is_required(bare_farm: Farm) -> None:
     config = farm.root / "farm.yaml"
     config.write_text("supervisor:\n  tls:\n    mode: required\n")
     farm.env["FARMD_CA"] = str(farm.state / "tls" / "ca.pem")  # the CLI and the worker
-    farm.serve("--config", str(config))
+    farm.serve("--config", str(config), http=True)
     ca: Path = farm.state / "tls" / "ca.pem"
     farm._client = Client(farm.address, token_file=farm.token_file, ca=ca, timeout=20.0)
     address = http_address(farm)

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = 8  # requests per operation: a bounded run that CI affords
 
 
-def test_every_operation_answers_without_a_server_error(farm: Farm) -> None:
+def test_every_operation_answers_without_a_server_error(web_farm: Farm) -> None:
+    farm = web_farm
     # no worker: the jobs the fuzzer submits (random commands) wait, and never run
     farm.submit(farm.frame("--print", "a job to read"))
     base = f"http://{http_address(farm)}"

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import httpx
 import trio
 
 from farmd.cluster import ancestors
 from farmd.logs import log_event
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("farmd.supervisor")
 
@@ -74,6 +76,7 @@ class Notifier:
         self._send, self._receive = trio.open_memory_channel[Message](MAX_QUEUED)
         self.sent = 0
         self.dropped = 0
+        self._http_error: type[Exception] = Exception  # httpx's, once it is loaded
 
     def job_ended(self, summary: Mapping[str, Any], job_url: str) -> None:
         """Queue the message for a job that ended (its summary), if anyone is told."""
@@ -94,6 +97,12 @@ class Notifier:
             log_event(log, "warning", "notification dropped", job=summary.get("id"), url=url)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        # httpx loads with the first message: a farm that notifies no one never pays for it
+        first = await self._receive.receive()
+        import httpx
+
+        self._http_error = httpx.HTTPError
         async with (
             httpx.AsyncClient(
                 timeout=POST_TIMEOUT, follow_redirects=False, transport=self._transport
@@ -102,7 +111,7 @@ class Notifier:
         ):
             for _ in range(MAX_SENDERS):
                 nursery.start_soon(self._sender, client)
-            task_status.started()
+            await self._deliver(client, first)
 
     async def _sender(self, client: httpx.AsyncClient) -> None:
         async for message in self._receive:
@@ -140,12 +149,11 @@ class Notifier:
             await trio.sleep(pause)
             pause = min(pause * 2, RETRY_MAX)
 
-    @staticmethod
-    async def _post(client: httpx.AsyncClient, message: Message) -> str | None:
+    async def _post(self, client: httpx.AsyncClient, message: Message) -> str | None:
         """POST once; None when the receiver took it (2xx), else why not."""
         try:
             response = await client.post(message.url, json=message.body)
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             return f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
         if 200 <= response.status_code < 300:
             return None
