@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import io
 import re
 import shutil
@@ -168,9 +169,12 @@ def test_job_shows_dates_and_durations(
     ]
     started, finished = ["2026-12-03", "14:05:15"], ["2026-12-03", "14:06:27"]
     assert row.split() == ["1", "complete", "w1", "1", *started, *finished, "1m12s", "0"]
-    # --json prints what the protocol gives: times as seconds since the epoch
+    # --json gives the times as ISO 8601 dates in UTC (the protocol keeps numbers)
     assert main(["job", "1", "--json"]) == 0
-    assert f'"submitted_at": {submitted}' in capsys.readouterr().out
+    iso = datetime.datetime.fromtimestamp(submitted, datetime.UTC).isoformat(
+        timespec="microseconds"
+    )
+    assert f'"submitted_at": "{iso}"' in capsys.readouterr().out
 
 
 class Terminal(io.StringIO):

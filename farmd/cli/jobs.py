@@ -17,6 +17,7 @@ from farmd.cli.output import (
     done_of,
     duration,
     frame_counts,
+    iso_times,
     one_line,
     percent,
     print_json,
@@ -132,7 +133,7 @@ def job_command(args: argparse.Namespace) -> int:
     with client_for(args) as farm:
         job = farm.job(args.job_id, frame_limit=args.frame_limit, frame_after=args.frame_after)
     if args.json:
-        print_json(job)
+        print_json(iso_times(job))
         return 0
     print(f"job {job['id']} {job['name']!r}: {job['state']}")
     if job["reason"]:

@@ -10,6 +10,7 @@ terminal and `NO_COLOR` is unset or empty (https://no-color.org): `use_colour`.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -136,3 +137,24 @@ def frame_counts(job: dict[str, Any]) -> str:
 def one_line(text: str) -> str:
     """`text` with each run of whitespace, newlines too, made one space."""
     return " ".join(text.split())
+
+
+def iso_times(value: Any) -> Any:
+    """`value` with every `*_at` time (seconds since the epoch) as ISO 8601 in UTC, to
+    the microsecond, so that `farmd job --json` reads as dates and still sorts as times
+    (the protocol, the client and the API keep numbers)."""
+    if isinstance(value, dict):
+        return {
+            key: _iso(item) if key.endswith("_at") else iso_times(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [iso_times(item) for item in value]
+    return value
+
+
+def _iso(seconds: Any) -> Any:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return seconds  # None (not yet), or anything else as it came
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="microseconds")
