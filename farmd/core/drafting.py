@@ -218,28 +218,51 @@ MAX_ENV_BYTES = 65536
 
 def parse_env(entries: object) -> dict[str, str]:
     """A job's `env` (`NAME=VALUE` strings) as a dict; refused naming the bad entry."""
+    return _name_values(
+        entries, "env", "env entry", _ENV_NAME, "a variable name", MAX_ENV_BYTES, farm_names=True
+    )
+
+
+def _name_values(
+    entries: object,
+    field: str,
+    entry_word: str,
+    names: re.Pattern[str],
+    name_rule: str,
+    limit: int,
+    *,
+    farm_names: bool = False,
+) -> dict[str, str]:
+    """`NAME=VALUE` strings as a dict (a job's `env` and `params`): each name by the
+    rule `names`, values of one line, at most `limit` bytes in all. `farm_names` (env)
+    refuses FARMD_* names and lets a repeated name's last value win, as a shell does;
+    otherwise (params) a name is given once."""
     if not isinstance(entries, tuple | list):
-        msg = f"bad env {reprlib.repr(entries)}: expected NAME=VALUE strings"
+        msg = f"bad {field} {reprlib.repr(entries)}: expected NAME=VALUE strings"
         raise JobSpecError(msg)
-    env: dict[str, str] = {}
+    found: dict[str, str] = {}
     size = 0
     for entry in entries:
         name, mark, value = entry.partition("=") if isinstance(entry, str) else ("", "", "")
-        if not mark or not _ENV_NAME.fullmatch(name):
-            msg = f"bad env entry {reprlib.repr(entry)}: expected NAME=VALUE, NAME a variable name"
+        shown = reprlib.repr(entry)
+        if not mark or not names.fullmatch(name):
+            msg = f"bad {entry_word} {shown}: expected NAME=VALUE, NAME {name_rule}"
             raise JobSpecError(msg)
-        if name.startswith("FARMD_"):
-            msg = f"bad env entry {reprlib.repr(entry)}: FARMD_* variables are the farm's"
+        if farm_names and name.startswith("FARMD_"):
+            msg = f"bad {entry_word} {shown}: FARMD_* variables are the farm's"
+            raise JobSpecError(msg)
+        if not farm_names and name in found:
+            msg = f"bad {entry_word} {shown}: {name} is given twice"
             raise JobSpecError(msg)
         if "\0" in value or "\n" in value:
-            msg = f"bad env entry {reprlib.repr(entry)}: a value is one line of text"
+            msg = f"bad {entry_word} {shown}: a value is one line of text"
             raise JobSpecError(msg)
         size += len(entry.encode())
-        env[name] = value
-    if size > MAX_ENV_BYTES:
-        msg = f"bad env: {size} bytes, over the {MAX_ENV_BYTES} limit"
+        found[name] = value
+    if size > limit:
+        msg = f"bad {field}: {size} bytes, over the {limit} limit"
         raise JobSpecError(msg)
-    return env
+    return found
 
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -249,28 +272,7 @@ MAX_PARAMS_BYTES = 65536
 def parse_params(entries: object) -> dict[str, str]:
     """A job's `params` (`NAME=VALUE` strings) as a dict of text; refused naming the bad
     entry. What each means is its job type's to say (`farmd.releases.params`)."""
-    if not isinstance(entries, tuple | list):
-        msg = f"bad params {reprlib.repr(entries)}: expected NAME=VALUE strings"
-        raise JobSpecError(msg)
-    params: dict[str, str] = {}
-    size = 0
-    for entry in entries:
-        name, mark, value = entry.partition("=") if isinstance(entry, str) else ("", "", "")
-        if not mark or not _PARAM_NAME.fullmatch(name):
-            msg = f"bad param {reprlib.repr(entry)}: expected NAME=VALUE, NAME an identifier"
-            raise JobSpecError(msg)
-        if name in params:
-            msg = f"bad param {reprlib.repr(entry)}: {name} is given twice"
-            raise JobSpecError(msg)
-        if "\0" in value or "\n" in value:
-            msg = f"bad param {reprlib.repr(entry)}: a value is one line of text"
-            raise JobSpecError(msg)
-        size += len(entry.encode())
-        params[name] = value
-    if size > MAX_PARAMS_BYTES:
-        msg = f"bad params: {size} bytes, over the {MAX_PARAMS_BYTES} limit"
-        raise JobSpecError(msg)
-    return params
+    return _name_values(entries, "params", "param", _PARAM_NAME, "an identifier", MAX_PARAMS_BYTES)
 
 
 _PIN_KEYS = frozenset({"name", "version", "digest", "size", "python"})

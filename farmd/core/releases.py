@@ -327,6 +327,10 @@ class Deployments:
                 types[job_type.name] = TypeSource(name, found.version, job_type)
         return types
 
+    def count(self) -> int:
+        """How many (cluster, release) deployments there are."""
+        return sum(len(names) for names in self._deployed.values())
+
     def deployed_at(self, cluster: str) -> dict[str, str]:
         """Release name -> version deployed at exactly `cluster` (not inherited)."""
         return {n: d.version for n, d in self._deployed.get(parse_cluster(cluster), {}).items()}

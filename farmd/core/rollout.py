@@ -309,7 +309,7 @@ class Rollout:
             failures += len(worker.release_failures)
         return {
             "known": len(self.deployments.releases()),
-            "deployments": len(self.deployments.snapshot()["deployments"]),
+            "deployments": self.deployments.count(),
             "workers_ready": ready,
             "fetch_failures": failures,
         }
