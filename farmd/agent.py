@@ -62,7 +62,7 @@ import trio
 from farmd import shepherd
 from farmd.agent_releases import AgentReleases
 from farmd.codec import NEED_DATA, Codec
-from farmd.config import Address
+from farmd.config import Address, SupervisorList
 from farmd.errors import (
     FarmdError,
     ProtocolError,
@@ -87,6 +87,7 @@ from farmd.protocol import (
     ResumeFrame,
     Role,
     RunFrame,
+    Standby,
     SuspendFrame,
     Welcome,
 )
@@ -104,6 +105,8 @@ HANDSHAKE_TIMEOUT = 10.0
 SILENCE_FACTOR = 3  # heartbeat intervals without a word before the supervisor is presumed gone
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
+# between two addresses of the supervisor list (a failover): a breath, not a backoff
+SWITCH_PAUSE = 0.05
 CANNOT_START = 126  # the exit status of a frame whose shepherd could not be started
 FATAL_CODES = frozenset(
     {"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job", "name_in_use"}
@@ -140,6 +143,9 @@ def passed_through(environ: Mapping[str, str], allowed: tuple[str, ...]) -> dict
 @attrs.frozen(kw_only=True)
 class AgentConfig:
     supervisor: Address
+    # the whole supervisor list (`--supervisor a:7531,b:7531`), `supervisor` first: the
+    # agent tries each in turn and follows a standby to the active one; () is `supervisor`
+    supervisors: tuple[Address, ...] = ()
     token: str
     name: str
     cluster: str = "/"
@@ -210,6 +216,14 @@ class _SessionLost(Exception):
     pass
 
 
+class _Redirected(_SessionLost):
+    """A standby answered: `active` is where it says the active supervisor is."""
+
+    def __init__(self, message: str, active: str) -> None:
+        super().__init__(message)
+        self.active = active
+
+
 class _Link:
     """A session's stream to the supervisor, in messages. Whatever breaks it ends the
     session (`_SessionLost`, and the agent connects again), except the supervisor's
@@ -227,6 +241,8 @@ class _Link:
                 raise _SessionLost(f"protocol error from the supervisor: {exc}") from None
             if message is not NEED_DATA:
                 assert isinstance(message, Message)
+                if isinstance(message, Standby):
+                    raise _Redirected(message.message, message.active)
                 if isinstance(message, Error):
                     if message.code in FATAL_CODES:
                         msg = f"the supervisor refused this worker: {message.message}"
@@ -300,6 +316,7 @@ class Agent:
         # how a session's stream is opened: TCP to `config.supervisor`, unless a test
         # hands the agent an in-memory stream to an in-process supervisor
         self._connect = connect if connect is not None else self._open_tcp
+        self.targets = SupervisorList(config.supervisors or (config.supervisor,))
         self.registered = trio.Event()  # set at each successful registration
         self._attempts: dict[tuple[int, int, int], _Attempt] = {}
         self._outbox: trio.MemorySendChannel[Message] | None = None
@@ -350,9 +367,14 @@ class Agent:
                 self._launcher.close()  # it exits; a frame still running dies with it
 
     async def _connect_forever(self, frames: trio.Nursery) -> None:
+        """Connect, serve the session, and again when it ends: the next supervisor of the
+        list after a failure, the active one when a standby names it; once every address
+        has been tried without a session, back off (doubling up to BACKOFF_MAX)."""
         delay = BACKOFF_FIRST
-        address = self.config.supervisor
+        tries = 0  # attempts since the last session or the last backoff
         while True:
+            address = self.targets.current
+            moved = False  # a standby named the active supervisor: go there next
             try:
                 stream = await self._connect()
             except (OSError, TlsError) as exc:
@@ -367,6 +389,17 @@ class Agent:
             else:
                 try:
                     await self._session(stream, frames)
+                except* _Redirected as group:
+                    first = group.exceptions[0]
+                    active = first.active if isinstance(first, _Redirected) else ""
+                    moved = self.targets.follow(active)
+                    log_event(
+                        log,
+                        "info",
+                        "supervisor is a standby",
+                        address=str(address),
+                        active=active or "-",
+                    )
                 except* _SessionLost as group:
                     log_event(
                         log,
@@ -375,17 +408,25 @@ class Agent:
                         address=str(address),
                         reason="; ".join(str(e) for e in group.exceptions) or "closed",
                     )
-                    delay = BACKOFF_FIRST if self.registered.is_set() else delay
+                    if self.registered.is_set():
+                        delay, tries = BACKOFF_FIRST, 0
                 finally:
                     self._outbox = None
                     self.registered = trio.Event()
                     with trio.CancelScope(shield=True):
                         await stream.aclose()
+            if not moved:
+                self.targets.advance()
+            tries += 1
+            if tries <= len(self.targets):  # the rest of the list first, at once
+                await trio.sleep(SWITCH_PAUSE)
+                continue
+            tries = 0
             await trio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _open_tcp(self) -> trio.abc.Stream:
-        address = self.config.supervisor
+        address = self.targets.current
         stream = await trio.open_tcp_stream(address.host, address.port)
         try:
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -510,7 +551,7 @@ class Agent:
             log,
             "info",
             "registered",
-            supervisor=str(config.supervisor),
+            supervisor=str(self.targets.current),
             worker=config.name,
             cluster=settings.get("cluster", config.cluster),
             slots=settings.get("slots", config.slots),
@@ -581,7 +622,7 @@ class Agent:
         path = self._log_path(*key)
         if self._environ is None:
             self._environ = passed_through(os.environ, self.config.env_passthrough)
-        env = {**self._environ, "FARMD_SUPERVISOR": str(self.config.supervisor), **message.env}
+        env = {**self._environ, "FARMD_SUPERVISOR": str(self.targets), **message.env}
         trust = self.config.trust
         if trust is not None:  # a frame's own farmd commands trust the supervisor as this does
             if trust.ca is not None:

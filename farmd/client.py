@@ -40,7 +40,13 @@ from typing import Any
 
 from farmd.client_releases import ReleaseCalls
 from farmd.codec import NEED_DATA, Codec
-from farmd.config import DEFAULT_LISTEN, Address, default_state_dir, parse_address
+from farmd.config import (
+    DEFAULT_LISTEN,
+    Address,
+    SupervisorList,
+    default_state_dir,
+    parse_supervisors,
+)
 from farmd.errors import (
     ConnectionLostError,
     FarmdError,
@@ -83,6 +89,8 @@ from farmd.protocol import (
     RevokeWorkerToken,
     Role,
     SetResource,
+    Standby,
+    Status,
     Submit,
     SubmitBatch,
     Unlock,
@@ -92,11 +100,25 @@ from farmd.protocol import (
 from farmd.tls import Trust, handshake_failure, trust_for
 
 DEFAULT_TIMEOUT = 30.0
-SUBMIT_ATTEMPTS = 4  # a submission is sent at most this many times (same key)
+# a submission is sent at most this many times (same key): about 10 s in all, what a
+# standby supervisor may take to take over (`farmd.supervisor.standby`)
+SUBMIT_ATTEMPTS = 8
+MAX_RETRY_PAUSE = 2.0
 RETRY_PAUSE = 0.25  # seconds before the second attempt; doubled before each next one
 
 # Requests that change nothing: sent again, once, when their connection was found closed.
-_READS = (ListJobs, GetJob, ListWorkers, ListClusters, Order, Explain, ListResources, GetLog, Wait)
+_READS = (
+    Status,
+    ListJobs,
+    GetJob,
+    ListWorkers,
+    ListClusters,
+    Order,
+    Explain,
+    ListResources,
+    GetLog,
+    Wait,
+)
 
 
 def new_request_key() -> str:
@@ -104,18 +126,24 @@ def new_request_key() -> str:
     return f"farmd-{secrets.token_hex(16)}"
 
 
-def resolve_address(supervisor: str | Address | None = None) -> Address:
-    """`supervisor`, else $FARMD_SUPERVISOR, else the address a supervisor using the local
-    default state dir wrote there, else 127.0.0.1:7531."""
+def resolve_supervisors(supervisor: str | Address | None = None) -> tuple[Address, ...]:
+    """`supervisor` (an address or a list, `a:7531,b:7531`), else $FARMD_SUPERVISOR, else
+    the address a supervisor using the local default state dir wrote there, else
+    127.0.0.1:7531: the supervisors to try, in order."""
     if isinstance(supervisor, Address):
-        return supervisor
+        return (supervisor,)
     text = supervisor or os.environ.get("FARMD_SUPERVISOR")
     if not text:
         try:
             text = (default_state_dir() / "address").read_text().strip()
         except OSError:
-            return DEFAULT_LISTEN
-    return parse_address(text)
+            return (DEFAULT_LISTEN,)
+    return parse_supervisors(text)
+
+
+def resolve_address(supervisor: str | Address | None = None) -> Address:
+    """The first of `resolve_supervisors`."""
+    return resolve_supervisors(supervisor)[0]
 
 
 def personal_token_file() -> Path:
@@ -149,6 +177,14 @@ def resolve_token(
     return text
 
 
+class _StandbyAnswer(Exception):
+    """A standby answered the hello; `active` is where it says the active one is."""
+
+    def __init__(self, message: str, active: str) -> None:
+        super().__init__(message)
+        self.active = active
+
+
 class Client(ReleaseCalls):
     """A blocking connection to a supervisor, as an admin (see module docs)."""
 
@@ -162,7 +198,8 @@ class Client(ReleaseCalls):
         ca: str | os.PathLike[str] | None = None,
         pin: str | None = None,
     ) -> None:
-        self.address = resolve_address(supervisor)
+        # the supervisors to try (`a:7531,b:7531`): the active one, wherever it is now
+        self.targets = SupervisorList(resolve_supervisors(supervisor))
         self._token = resolve_token(token, token_file)
         self.timeout = timeout
         self._ca, self._pin = ca, pin  # how to trust the supervisor (`farmd.tls.trust_for`)
@@ -174,9 +211,36 @@ class Client(ReleaseCalls):
 
     # ------------------------------------------------------------------ connection
 
+    @property
+    def address(self) -> Address:
+        """The supervisor this client talks to (or tries next)."""
+        return self.targets.current
+
     def connect(self) -> None:
+        """Open a session with the active supervisor: each address of the list in turn,
+        and straight to the active one when a standby names it; the last failure raised
+        once every address has been tried."""
         if self._socket is not None:
             return
+        for attempt in range(len(self.targets) + 1):
+            try:
+                self._connect_one()
+                return
+            except _StandbyAnswer as standby:
+                moved = self.targets.follow(standby.active)
+                if attempt == len(self.targets) or (not moved and len(self.targets) == 1):
+                    # a takeover under way, or no supervisor active: like one unreachable,
+                    # a submission tries again (same key) and a read reports it
+                    msg = f"no active supervisor at {self.targets}: {standby}"
+                    raise ConnectionLostError(msg) from None
+                if not moved:
+                    self.targets.advance()
+            except ConnectionLostError:
+                if attempt >= len(self.targets) - 1:
+                    raise
+                self.targets.advance()
+
+    def _connect_one(self) -> None:
         trust = trust_for(self.address, ca=self._ca, pin=self._pin)
         try:
             sock = socket.create_connection(
@@ -192,6 +256,10 @@ class Client(ReleaseCalls):
         self._codec = Codec()
         self._send(Hello(version=PROTOCOL_VERSION, role=Role.ADMIN.value, token=self._token))
         welcome = self._receive()
+        if isinstance(welcome, Standby):
+            where = self.address
+            self.close()
+            raise _StandbyAnswer(f"{where} is a standby: {welcome.message}", welcome.active)
         if not isinstance(welcome, Welcome):
             self.close()
             msg = f"the supervisor answered the hello with {welcome.TYPE!r}"
@@ -339,7 +407,7 @@ class Client(ReleaseCalls):
                     msg = f"{exc} (tried {attempt} times with request key {fields['key']})"
                     raise ConnectionLostError(msg) from None
             time.sleep(pause)
-            pause *= 2
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, build: type[Request], wait: float | None, fields: Any) -> Any:
@@ -518,6 +586,11 @@ class Client(ReleaseCalls):
             after = page["frame_next"]
             if after is None:
                 return
+
+    def status(self) -> dict[str, Any]:
+        """Which supervisor is active (`address`, `epoch`, `since`, `host`, `pid`), the
+        standbys, and the store (`sqlite`, `memory` or `postgresql`)."""
+        return dict(self._call(Status))
 
     def workers(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(ListWorkers)

@@ -31,9 +31,10 @@ thread) so `statistics()` reads a scheduler nobody is changing at that moment.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -106,6 +107,41 @@ class FarmMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.started_at = time.time()
+        # active/standby (`farmd.supervisor.election`): which role, at which epoch, since
+        # when, and how long the last takeover took from winning the lock to serving
+        self._role = Gauge(
+            "farmd_supervisor_role",
+            "1 for this supervisor's role: active, or standby (another one is active); a "
+            "supervisor on SQLite or memory is always active",
+            ["role"],
+            registry=self.registry,
+        )
+        self._epoch = Gauge(
+            "farmd_supervisor_epoch",
+            "The farm's epoch this supervisor serves under (0: SQLite/memory, or standby)",
+            registry=self.registry,
+        )
+        self._active_since = Gauge(
+            "farmd_supervisor_active_since_seconds",
+            "When this supervisor became active (Unix time)",
+            registry=self.registry,
+        )
+        self._takeover = Gauge(
+            "farmd_supervisor_takeover_seconds",
+            "From winning the farm's lock to serving as active: loading and restoring the farm",
+            registry=self.registry,
+        )
+        self.observe_election("active", 0, self.started_at, None)
+
+    def observe_election(self, role: str, epoch: int, since: float, takeover: float | None) -> None:
+        """This supervisor's role now (`farmd.supervisor.standby`)."""
+        for each in ("active", "standby"):
+            self._role.labels(each).set(1 if each == role else 0)
+        self._epoch.set(epoch)
+        self._active_since.set(since if role == "active" else 0)
+        if takeover is not None:
+            self._takeover.set(takeover)
 
     def observe_dispatch(self, seconds: float) -> None:
         """Pick-to-start latency. Measure it on a monotonic clock: a negative span (a

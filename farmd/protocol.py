@@ -37,11 +37,13 @@ from farmd.values import is_str as _is_str
 from farmd.values import odd_character as odd_character
 from farmd.values import show, text_problem
 
-PROTOCOL_VERSION: Final = 6
+PROTOCOL_VERSION: Final = 7
 # Versions a worker may speak: what a worker sends did not change from 2 to 5, and 6
 # adds releases, which the supervisor sends only to a worker that speaks 6, so the
-# supervisor can be upgraded before its agents (docs/protocol.md, section 2).
-WORKER_VERSIONS: Final = frozenset({2, 3, 4, 5, 6})
+# supervisor can be upgraded before its agents (docs/protocol.md, section 2). 7 adds
+# `standby`, a standby supervisor's answer to the hello (an older peer gets an `error`).
+WORKER_VERSIONS: Final = frozenset({2, 3, 4, 5, 6, 7})
+STANDBY_VERSION: Final = 7  # the first version whose peers read `standby`
 RELEASE_VERSION: Final = 6  # the first version whose workers fetch releases
 
 
@@ -62,6 +64,7 @@ MAX_BATCH: Final = 10_000
 MAX_TARGET_CHARS: Final = 4096  # `ID:RANGE`: a frame list may be long
 MAX_NAMES: Final = 256  # job types a worker runs
 MAX_INSTANCE_CHARS: Final = 64  # register.instance
+MAX_ADDRESS_CHARS: Final = 300  # `standby.active`: a host name and a port
 # A listing's page (`list_jobs.limit`, `get_job.frame_limit`): entries by default and at
 # most. A page is also cut short to fit one frame (docs/protocol.md, 6.1 "Pages").
 DEFAULT_PAGE: Final = 1000
@@ -261,6 +264,23 @@ class Error(Message):
     """A fatal error: the sender closes the connection after it."""
 
     code: str = _str_field()
+    message: str = _str_field()
+
+
+@_message("standby")
+@attrs.frozen(kw_only=True)
+class Standby(Message):
+    """A standby supervisor's answer to the hello (version 7): it serves nothing and
+    closes; `active` is where the active supervisor said it serves (`HOST:PORT`, or ""
+    when none is active yet), the peer's next address to try."""
+
+    active: str = attrs.field(
+        validator=_check(
+            lambda v: _is_str(v) and len(v) <= MAX_ADDRESS_CHARS,
+            f"must be HOST:PORT of at most {MAX_ADDRESS_CHARS} characters",
+        )
+    )
+    epoch: int = _int_field()
     message: str = _str_field()
 
 
@@ -665,6 +685,14 @@ class SetResource(Request):
 @attrs.frozen(kw_only=True)
 class Reload(Request):
     """Read the configuration file again (as SIGHUP does); a bad file changes nothing."""
+
+    request_id: int = _int_field()
+
+
+@_message("status")
+@attrs.frozen(kw_only=True)
+class Status(Request):
+    """Which supervisor is active, its epoch and since when, and the standbys (7)."""
 
     request_id: int = _int_field()
 

@@ -252,6 +252,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
         {},
     ),
     "error": ({"code": texts, "message": texts}, {}),
+    "standby": ({"active": st.text(max_size=40), "epoch": ints, "message": texts}, {}),
     "heartbeat": ({}, {}),
     "register": (
         {"name": names, "cluster": texts, "slots": st.integers(1, 2**64 - 1)},
@@ -433,6 +434,7 @@ FIELDS: dict[str, tuple[FieldStrategies, FieldStrategies]] = {
     "list_resources": ({"request_id": ints}, {}),
     "set_resource": ({"request_id": ints, "name": name_texts, "total": seconds_or_zero}, {}),
     "reload": ({"request_id": ints}, {}),
+    "status": ({"request_id": ints}, {}),
     "add_user": (
         {"request_id": ints, "name": names, "role": names},
         {"clusters": maybe(texts)},

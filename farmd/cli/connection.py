@@ -32,8 +32,9 @@ def add_trust_options(sub: argparse.ArgumentParser) -> None:
 def add_connection_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--supervisor",
-        metavar="HOST:PORT",
-        help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="supervisor address, or the active one and its standbys, tried in turn "
+        "(default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
     )
     sub.add_argument(
         "--token-file",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from farmd.cli.connection import client_for
-from farmd.cli.output import print_json, safe_text
+from farmd.cli.output import duration, iso_times, print_json, safe_text, when
 from farmd.errors import UserError
 
 
@@ -51,6 +51,8 @@ def farm_config(args: argparse.Namespace) -> tuple[Any, Any]:
         changes["state_dir"] = from_environment  # $FARMD_STATE wins over the file
     if args.store:
         changes["store"] = args.store
+    if getattr(args, "advertise", None):
+        changes["advertise"] = parse_address(args.advertise)
     if getattr(args, "preempt_policy", None):
         changes["preempt_policy"] = args.preempt_policy
     if getattr(args, "http", None):
@@ -84,7 +86,7 @@ def worker_command(args: argparse.Namespace) -> int:
 
     from farmd import logs
     from farmd.agent import DEFAULT_ENV_PASSTHROUGH, AgentConfig, run_agent
-    from farmd.client import resolve_address, resolve_token
+    from farmd.client import resolve_supervisors, resolve_token
     from farmd.config import default_state_dir
     from farmd.resources import parse_resources
     from farmd.tls import trust_for
@@ -113,9 +115,13 @@ def worker_command(args: argparse.Namespace) -> int:
     log_dir = (
         Path(args.log_dir) if args.log_dir else default_state_dir() / "worker-logs" / args.name
     )
-    supervisor = resolve_address(args.supervisor)
+    supervisors = resolve_supervisors(args.supervisor)
+    supervisor = supervisors[0]
+    for other in supervisors[1:]:  # each must be trusted: refused now, not at a failover
+        trust_for(other, ca=args.ca, pin=args.pin)
     config = AgentConfig(
         supervisor=supervisor,
+        supervisors=supervisors,
         token=resolve_token(None, args.token_file),
         name=args.name,
         cluster=args.cluster,
@@ -188,6 +194,38 @@ def reload_command(args: argparse.Namespace) -> int:
     print("reloaded; workers reconfigured: " + (" ".join(map(safe_text, moved)) or "none"))
     if result["restart_needed"]:
         print("changed, applies at the next restart: " + ", ".join(result["restart_needed"]))
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """`farmd status`: the active supervisor, its epoch and since when, the standbys."""
+    with client_for(args) as farm:
+        result = farm.status()
+    if args.json:
+        print_json(iso_times(result))
+        return 0
+    active = result.get("active")
+    now = time.time()
+    if active is None:
+        print("active   none recorded yet")
+    else:
+        epoch = "-" if active.get("epoch") is None else active["epoch"]
+        since = active.get("since")
+        text = when(since) + (f" ({duration(now - since)} ago)" if since else "")
+        print(
+            f"active   {safe_text(str(active.get('address')))}  epoch {epoch}  since {text}"
+            f"  host {safe_text(str(active.get('host')))}  pid {active.get('pid')}"
+        )
+    for standby in result.get("standbys", []):
+        seen = standby.get("seen_at")
+        ago = f"seen {duration(max(0.0, now - seen))} ago" if seen else "not seen"
+        print(
+            f"standby  {safe_text(str(standby.get('address')))}  {ago}"
+            f"  host {safe_text(str(standby.get('host')))}  pid {standby.get('pid')}"
+        )
+    if not result.get("standbys"):
+        print("standby  none" + ("" if result.get("store") == "postgresql" else " (one store)"))
+    print(f"store    {result.get('store')}")
     return 0
 
 

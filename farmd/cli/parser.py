@@ -33,6 +33,7 @@ from farmd.cli.ops import (
     prune_command,
     reload_command,
     serve_command,
+    status_command,
     up_command,
     worker_command,
 )
@@ -133,9 +134,16 @@ def _add_serve_command(command: _CommandMaker) -> None:
     )
     serve.add_argument(
         "--store",
-        choices=["sqlite", "memory"],
-        help="where the queue is "
-        "kept: sqlite (default, STATE/farmd.db, survives restarts) or memory",
+        metavar="STORE",
+        help="where the queue is kept: sqlite (default, STATE/farmd.db, survives restarts), "
+        "memory, or postgresql://HOST/DB: every supervisor given that database is the active "
+        "one or a standby that takes over when it dies",
+    )
+    serve.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="where peers reach this supervisor, as its standbys tell them (default: "
+        "--listen, or this host's name when listening on a wildcard address)",
     )
     serve.add_argument(
         "--http",
@@ -163,8 +171,9 @@ def _add_worker_command(command: _CommandMaker) -> None:
     worker = command("worker", worker_command, "run a worker agent on this host", admin=False)
     worker.add_argument(
         "--supervisor",
-        metavar="HOST:PORT",
-        help="supervisor address (default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="supervisor address, or the active one and its standbys, tried in turn "
+        "(default $FARMD_SUPERVISOR or 127.0.0.1:7531)",
     )
     worker.add_argument(
         "--token-file",
@@ -453,6 +462,16 @@ def _add_reload_command(command: _CommandMaker) -> None:
     reload.add_argument("--json", action="store_true")
 
 
+def _add_status_command(command: _CommandMaker) -> None:
+    """`farmd status`."""
+    status = command(
+        "status",
+        status_command,
+        "which supervisor is active, its epoch and since when, and the standbys",
+    )
+    status.add_argument("--json", action="store_true")
+
+
 def _add_resources_command(command: _CommandMaker) -> None:
     """`farmd resources`: farm-wide counters, and setting their totals."""
     resources = command(
@@ -565,6 +584,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_unlock_command,
     _add_explain_command,
     _add_reload_command,
+    _add_status_command,
     _add_resources_command,
     _add_logs_command,
     _add_order_command,

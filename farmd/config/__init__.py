@@ -3,7 +3,8 @@ settings, the central worker configuration and the strict YAML file they come fr
 
 One module per concern; this package re-exports what the rest of farmd imports:
 
-- `addresses`: `Address`, `parse_address` (`HOST:PORT`, `:PORT`, `[IPV6]:PORT`).
+- `addresses`: `Address`, `parse_address` (`HOST:PORT`, `:PORT`, `[IPV6]:PORT`); a
+  peer's supervisor list (`parse_supervisors`, `SupervisorList`).
 - `state_dir`: `default_state_dir`, `environment_state_dir` (`$FARMD_STATE`, XDG, home).
 - `supervisor_settings`: `SupervisorConfig`, the `supervisor:` section.
 - `workers`: the `workers:` section (Qube's qbwrk.conf): `WorkerEntry`, `HostPattern`,
@@ -21,7 +22,9 @@ from farmd.config.addresses import (
     DEFAULT_LISTEN,
     DEFAULT_PORT,
     Address,
+    SupervisorList,
     parse_address,
+    parse_supervisors,
 )
 from farmd.config.loader import (
     FarmConfig,
@@ -42,6 +45,7 @@ from farmd.config.supervisor_settings import (
     STORES,
     SupervisorConfig,
     http_address,
+    is_postgres_url,
 )
 from farmd.config.tls_settings import TLS_MODES, TlsSettings
 from farmd.config.workers import (
@@ -76,6 +80,7 @@ __all__ = [
     "HostPattern",
     "PatternKind",
     "SupervisorConfig",
+    "SupervisorList",
     "TlsSettings",
     "WorkerEntry",
     "WorkerSettings",
@@ -83,10 +88,12 @@ __all__ = [
     "default_state_dir",
     "environment_state_dir",
     "http_address",
+    "is_postgres_url",
     "load_farm_config",
     "load_supervisor_config",
     "parse_address",
     "parse_farm_config",
     "parse_host_pattern",
     "parse_supervisor_config",
+    "parse_supervisors",
 ]

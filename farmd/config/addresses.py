@@ -124,3 +124,74 @@ def parse_address(text: str) -> Address:
         msg = f"bad address {text!r}: {result}"
         raise ConfigError(msg)
     return result
+
+
+# The most supervisors a peer's list names: an active one and its standbys.
+MAX_SUPERVISORS: Final = 16
+
+
+def parse_supervisors(text: str) -> tuple[Address, ...]:
+    """Read a peer's supervisor list, `HOST:PORT[,HOST:PORT...]` (Qube's `qb_supervisor =
+    sv001,sv002`): the addresses in the order to try them, each once. One `ConfigError`
+    line quoting the bad entry."""
+    entries = [entry.strip() for entry in text.split(",")]
+    if not text.strip() or any(not entry for entry in entries):
+        msg = f"bad supervisor list {text!r}: expected HOST:PORT[,HOST:PORT...]"
+        raise ConfigError(msg)
+    if len(entries) > MAX_SUPERVISORS:
+        msg = f"bad supervisor list {text[:80]!r}...: at most {MAX_SUPERVISORS} addresses"
+        raise ConfigError(msg)
+    addresses: list[Address] = []
+    for entry in entries:
+        address = parse_address(entry)
+        if address not in addresses:
+            addresses.append(address)
+    return tuple(addresses)
+
+
+@attrs.define
+class SupervisorList:
+    """The supervisors a peer may reach and the one it tries now. A peer moves to the
+    next after a failure (`advance`) and straight to the active one a standby names
+    (`follow`), which it keeps trying first from then on: the list is where to look,
+    the active supervisor is where to stay."""
+
+    addresses: tuple[Address, ...]
+    index: int = 0
+
+    @classmethod
+    def of(cls, where: str | Address | tuple[Address, ...]) -> SupervisorList:
+        if isinstance(where, Address):
+            return cls((where,))
+        if isinstance(where, tuple):
+            return cls(where)
+        return cls(parse_supervisors(where))
+
+    @property
+    def current(self) -> Address:
+        return self.addresses[self.index]
+
+    def advance(self) -> Address:
+        """The next address to try after the current one failed."""
+        self.index = (self.index + 1) % len(self.addresses)
+        return self.current
+
+    def follow(self, active: str) -> bool:
+        """Try `active` (`HOST:PORT`, as a standby named it) next: False if it is not
+        an address or is the one that just said it is a standby."""
+        found = address_or_problem(active)
+        if isinstance(found, str) or found == self.current:
+            return False
+        if found not in self.addresses:
+            if len(self.addresses) >= MAX_SUPERVISORS:
+                return False
+            self.addresses = (*self.addresses, found)
+        self.index = self.addresses.index(found)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.addresses)
+
+    def __str__(self) -> str:
+        """The list as `parse_supervisors` reads it (what frames get as FARMD_SUPERVISOR)."""
+        return ",".join(map(str, self.addresses))

@@ -28,7 +28,8 @@ Leaving a section out, or the whole file empty, means its defaults::
       history_days: 30              # days history keeps it; 0: for ever
       audit_days: 90                # days the audit log keeps an entry; 0: for ever
       shared_user_token: true       # the old shared STATE/user_token still works
-      store: sqlite                 # or memory
+      store: sqlite                 # or memory, or postgresql://HOST/DB (active/standby)
+      advertise: farm1.example.com:7531   # where peers reach this one (standbys say so)
       preempt_policy: passive       # or aggressive, disabled
       resources:                    # farm-wide counters; names need a dot
         license.nuke: 10
@@ -159,7 +160,7 @@ def _supervisor_section(source: Source, node: yaml.Node, doc: _Document) -> None
             values[name] = [source.scalar(item, key) for item in prefixes]
             continue
         value = source.scalar(value_node, key)
-        if name == "listen" or (name in ("metrics", "http") and value is not None):
+        if name == "listen" or (name in ("metrics", "http", "advertise") and value is not None):
             value = _address_value(source, value_node, key, value)
         elif name == "state_dir":
             value = _path_value(source, value_node, key, value)

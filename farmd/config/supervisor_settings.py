@@ -174,11 +174,31 @@ def _check_sessions(_: object, attribute: attrs.Attribute[Any], value: object) -
 
 
 STORES: Final = ("sqlite", "memory")
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+MAX_STORE_URL_CHARS: Final = 1024
+
+
+def is_postgres_url(store: str) -> bool:
+    """A `store` setting that names a PostgreSQL database (active/standby supervisors)."""
+    return store.startswith(POSTGRES_SCHEMES)
 
 
 def _check_store(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in STORES:
-        _refuse(attribute, value, f"must be one of {', '.join(STORES)}")
+    if value in STORES:
+        return
+    if not isinstance(value, str) or not is_postgres_url(value):
+        _refuse(attribute, value, f"must be one of {', '.join(STORES)} or a postgresql:// URL")
+    elif len(value) > MAX_STORE_URL_CHARS or any(c.isspace() for c in value):
+        _refuse(
+            attribute, value[:80], f"a URL of at most {MAX_STORE_URL_CHARS} characters, no spaces"
+        )
+
+
+def _check_advertise(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, Address):
+        _refuse(attribute, value, "must be HOST:PORT")
+    elif value is not None and value.port == 0:
+        _refuse(attribute, value, "must name a port, not 0")
 
 
 PREEMPT_POLICIES: Final = ("passive", "aggressive", "disabled")
@@ -240,8 +260,13 @@ class SupervisorConfig:
     - `lost_worker_grace`: seconds after a supervisor restart that the worker of a
       running frame has to come back before the frame is requeued.
     - `max_frame_bytes`: the largest wire frame accepted, 64 KiB..256 MiB.
-    - `store`: `sqlite` (the default: STATE/farmd.db, every acknowledged change durable)
-      or `memory` (nothing survives a restart; for throwaway farms and benchmarks).
+    - `store`: `sqlite` (the default: STATE/farmd.db, every acknowledged change durable),
+      `memory` (nothing survives a restart; for throwaway farms and benchmarks) or a
+      `postgresql://` URL: the state in PostgreSQL, where every supervisor given that
+      URL is the active one or a standby (`farmd.supervisor.election`).
+    - `advertise`: the `HOST:PORT` peers reach this supervisor at, which its standbys
+      send them to when it is active (default: `listen`, or this host's name and
+      `listen`'s port when `listen` is a wildcard address).
     - `preempt_policy`: Qube's supervisor_preempt_policy. `passive` (the default): a
       better job takes a busy slot when its frame ends; `aggressive`: the running frame
       is stopped and requeued (no retry used) at once; `disabled`: a slot stays with
@@ -302,6 +327,7 @@ class SupervisorConfig:
     )
     max_frame_bytes: int = attrs.field(default=DEFAULT_FRAME_BYTES, validator=_check_frame_bytes)
     store: str = attrs.field(default="sqlite", validator=_check_store)
+    advertise: Address | None = attrs.field(default=None, validator=_check_advertise)
     preempt_policy: str = attrs.field(default="passive", validator=_check_preempt_policy)
     resources: dict[str, float] = attrs.field(factory=dict)
     metrics: Address | None = attrs.field(default=None, validator=_check_metrics)

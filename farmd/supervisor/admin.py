@@ -51,6 +51,7 @@ from farmd.protocol import (
     Reply,
     Request,
     RevokeWorkerToken,
+    Status,
     Submit,
     SubmitBatch,
     Wait,
@@ -64,6 +65,7 @@ from farmd.supervisor.connection import (
 )
 from farmd.supervisor.people import PEOPLE_REQUESTS, People, Revoked
 from farmd.supervisor.shelf import RELEASE_REQUESTS, ReleaseShelf
+from farmd.supervisor.standby import farm_status
 from farmd.supervisor.translate import (
     answer,
     draft_submission,
@@ -177,6 +179,9 @@ class AdminRequests:
         if isinstance(request, ListAudit):
             self.core.authorize(who, Action.READ_AUDIT)
             return await self.archive.audit(request), None
+        if isinstance(request, Status):
+            self.core.authorize(who, Action.READ)
+            return await farm_status(self), None  # type: ignore[arg-type]  # a mixin's self
         if isinstance(request, PruneHistory):
             self.core.authorize(who, Action.PRUNE)
             return await self.archive.prune(request.days), None

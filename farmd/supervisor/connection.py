@@ -40,7 +40,7 @@ from farmd.config import Address, SupervisorConfig
 from farmd.core import Principal
 from farmd.errors import InternalError, ProtocolError, UserError
 from farmd.logs import log_event
-from farmd.protocol import PROTOCOL_VERSION, Error, Heartbeat, Message
+from farmd.protocol import PROTOCOL_VERSION, Error, Heartbeat, Message, Standby
 from farmd.tls import TlsClosed, TlsSession, is_loopback
 
 # the supervisor's logger: a connection's lines are the supervisor's, as before the split
@@ -66,7 +66,7 @@ class Goodbye(Exception):
     """The supervisor ends a connection for a reason other than the peer's protocol
     error (an idle session, a full connection cap): its last word, and a log line."""
 
-    def __init__(self, level: str, event: str, error: Error) -> None:
+    def __init__(self, level: str, event: str, error: Error | Standby) -> None:
         super().__init__(error.message)
         self.level = level
         self.event = event
@@ -562,7 +562,7 @@ async def expect(conn: Connection, kind: type[M], when: str) -> M:
     return message
 
 
-def last_word(conn: Connection, error: Error) -> None:
+def last_word(conn: Connection, error: Error | Standby) -> None:
     """Queue a closing connection's `error`, shortened if it would not fit in a frame."""
     try:
         conn.send(error)

@@ -67,6 +67,7 @@ from farmd.config import (
     SupervisorConfig,
     WorkersConfig,
     http_address,
+    is_postgres_url,
     load_farm_config,
 )
 from farmd.core import (
@@ -126,6 +127,7 @@ from farmd.protocol_releases import (
     ReleaseStatus,
     encode_chunk,
 )
+from farmd.rows import Snapshot
 from farmd.store import MemoryStore, SqliteStore, Store, write_state_file
 from farmd.supervisor.admin import AdminRequests
 from farmd.supervisor.archive import Archive
@@ -140,9 +142,11 @@ from farmd.supervisor.connection import (
     open_listeners,
     peer_of,
 )
+from farmd.supervisor.election import Standing
 from farmd.supervisor.notifier import Notifier
 from farmd.supervisor.people import People
 from farmd.supervisor.shelf import ReleaseShelf
+from farmd.supervisor.standby import serve_elected, standby_goodbye
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     worker_message,
@@ -226,6 +230,8 @@ class Supervisor(AdminRequests):
         self._committer = Committer(self.metrics.observe_commit)
         self.tls: ssl.SSLContext | None = None  # the TLS context, once `run` made it
         self.tls_files: CertificateFiles | None = None
+        # while a standby (`standby`): who is active, for the peers that connect here
+        self.standing: Standing | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -237,16 +243,24 @@ class Supervisor(AdminRequests):
         else:
             store = SqliteStore(self.config.state_dir)
         try:
-            restored = self.core.handle(Restore(snapshot=store.load(), now=self._clock()))
-            if restored.commands or restored.changes:
-                msg = f"restoring the farm asked for commands or rows: {restored!r:.200}"
-                raise InternalError(msg)
+            self.restore(store.load())
             self.token = ensure_token(self.config.state_dir)
             if self.config.shared_user_token:  # else it opens nothing (personal tokens)
                 self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
         except BaseException:
             store.close()
             raise
+        self.report_restored()
+        return store
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Take the farm a store holds into the core (a start, or a standby's takeover)."""
+        restored = self.core.handle(Restore(snapshot=snapshot, now=self._clock()))
+        if restored.commands or restored.changes:
+            msg = f"restoring the farm asked for commands or rows: {restored!r:.200}"
+            raise InternalError(msg)
+
+    def report_restored(self) -> None:
         # a job whose rows restore could not use is left out, not fatal: one line each,
         # so an admin finds the job (its rows are kept for a fixed farmd to restore)
         for job_id, why in self.core.quarantine_report().items():
@@ -262,33 +276,31 @@ class Supervisor(AdminRequests):
             orphans=size.orphans,
             quarantined=size.quarantined,
         )
-        return store
 
     async def run(
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        if is_postgres_url(self.config.store):  # active or standby (`standby`)
+            await serve_elected(self, task_status)
+            return
         self.store = store = self._open_store()
-        self.archive = Archive(
-            core=self.core,
-            store=store,
-            committer=self._committer,
-            apply=self._apply,
-            clock=self._clock,
-            history_days=self.config.history_days,
-            history_after=self.config.history_after,
-        )
         try:
-            await self._serve(store, task_status)
+            listeners = await self.listen()
+            async with trio.open_nursery() as nursery:
+                await self.start_services(nursery, store)
+                nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
+                assert self.address is not None
+                task_status.started(self.address)
         finally:
             store.close()
 
-    async def _serve(self, store: Store, task_status: trio.TaskStatus[Address]) -> None:
+    async def listen(self, role: str = "active") -> list[trio.SocketListener]:
+        """The farm's listening sockets (and TLS), their address in STATE/address."""
         listen = self.config.listen
         settings = self.config.tls
-        if settings.mode != "off":
+        if settings.mode != "off" and self.tls is None:
             self.tls_files = certificate_files(settings, self.config.state_dir)
             self.tls = server_context(self.tls_files)
-        self.shelf.start()
         listeners = await open_listeners(listen)
         sockname = listeners[0].socket.getsockname()
         self.address = Address(listen.host, sockname[1])
@@ -302,6 +314,7 @@ class Supervisor(AdminRequests):
             state_dir=str(self.config.state_dir),
             version=__version__,
             tls=settings.mode,
+            role=role,
         )
         if self.tls_files is not None:
             log_event(
@@ -319,19 +332,30 @@ class Supervisor(AdminRequests):
                 "tls off on a network address: tokens and jobs cross the network in clear",
                 address=str(self.address),
             )
-        async with trio.open_nursery() as nursery:
-            await self._serve_http(nursery)
-            nursery.start_soon(self.notices.run)
-            nursery.start_soon(self._committer.run, store)
-            await nursery.start(self.notifier.run)
-            nursery.start_soon(self._timer)
-            nursery.start_soon(self._heartbeats)
-            nursery.start_soon(self.archive.prune_hourly, self.config.audit_days)
-            nursery.start_soon(self._poller.run)
-            if self.core.orphans:
-                nursery.start_soon(self._reclaim_after_grace)
-            nursery.start_soon(trio.serve_listeners, self.serve_stream, listeners)
-            task_status.started(self.address)
+        return listeners
+
+    async def start_services(self, nursery: trio.Nursery, store: Store) -> None:
+        """Everything an active supervisor runs beside its connections, in `nursery`."""
+        self.archive = Archive(
+            core=self.core,
+            store=store,
+            committer=self._committer,
+            apply=self._apply,
+            clock=self._clock,
+            history_days=self.config.history_days,
+            history_after=self.config.history_after,
+        )
+        self.shelf.start()
+        await self._serve_http(nursery)
+        nursery.start_soon(self.notices.run)
+        nursery.start_soon(self._committer.run, store)
+        await nursery.start(self.notifier.run)
+        nursery.start_soon(self._timer)
+        nursery.start_soon(self._heartbeats)
+        nursery.start_soon(self.archive.prune_hourly, self.config.audit_days)
+        nursery.start_soon(self._poller.run)
+        if self.core.orphans:
+            nursery.start_soon(self._reclaim_after_grace)
 
     async def _serve_http(self, nursery: trio.Nursery) -> None:
         """The HTTP app (`farmd.web`) on the `http` address and, for configurations
@@ -451,6 +475,8 @@ class Supervisor(AdminRequests):
                     f"(this is {PROTOCOL_VERSION})"
                 )
                 raise ProtocolError(msg, code="bad_version")
+            if self.standing is not None:  # a standby serves nothing: where to go instead
+                raise standby_goodbye(self.standing, hello.version)
             host = conn.peer.rsplit(":", 1)[0]  # the address, whatever the port
             principal = await self.people.principal(hello.token, host)
             if principal is None:  # not a personal token: the farm's, the shared, a job's

@@ -1,0 +1,193 @@
+"""A supervisor on a PostgreSQL store: a standby until it wins the election, then active.
+
+Theory of operation
+-------------------
+`serve_elected` is `Supervisor.run` for a `postgresql://` store. In order:
+
+1. Open the store (`PostgresStore`): a database it cannot use (unreachable, a newer
+   schema) is refused with one line before anything listens.
+2. Listen on the farm's address, as any supervisor does, and answer every hello with
+   `standby` (where the active one is, from the database; an `error` with code
+   `standby` for a peer older than protocol 7). Peers with a supervisor list go there.
+3. Ask for the farm's lock (`election.Election.try_to_win`) until it is ours. Then:
+   fence the store at the new epoch, start the lease (`LeaseKeeper`), load the farm
+   from the database and restore it exactly as a restarted supervisor does: running
+   frames are orphans until their workers come back and readopt them, results they
+   repeat are taken once (attempt fencing), submissions repeated with their request
+   key are not duplicated. Then serve, as active, on the same sockets: peers that
+   were told "standby" a moment ago are served on their next try.
+4. Stop, with one line, when deposed: the lease is lost (`LeaseKeeper.wait`) or a
+   commit finds another epoch (`Deposed` from the store). Nothing more is written.
+
+The farm token lives in the database (`shared_secret`), so every supervisor of the farm
+accepts the same workers and scripts; each also writes it to its own STATE/token for
+the local CLI.
+
+`farm_status` answers `farmd status` on any store: the active supervisor, its epoch and
+since when, and the standbys the database has seen lately.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from farmd.config import Address, is_postgres_url
+from farmd.logs import log_event
+from farmd.protocol import STANDBY_VERSION, Error, Standby
+from farmd.store import write_state_file
+from farmd.supervisor.connection import Goodbye
+from farmd.supervisor.election import (
+    POLL_SECONDS,
+    Deposed,
+    Election,
+    LeaseKeeper,
+    Standing,
+    status,
+)
+from farmd.supervisor.tokens import TOKEN_FILE, USER_TOKEN_FILE, ensure_token
+
+if TYPE_CHECKING:
+    from farmd.supervisor.daemon import Supervisor
+
+log = logging.getLogger("farmd.supervisor")
+
+STANDING_SECONDS = 1.0  # how often a standby reads who is active, for its answers
+
+
+def standby_goodbye(standing: Standing, version: int) -> Goodbye:
+    """A standby's answer to a hello: `standby` naming the active supervisor, or, to a
+    peer older than protocol 7, an `error` that says the same in words."""
+    where = standing.active or "not known yet (a takeover is under way)"
+    text = f"standby; the active supervisor is {where}"
+    if version >= STANDBY_VERSION:
+        answer: Error | Standby = Standby(
+            active=standing.active, epoch=standing.epoch, message=text
+        )
+    else:
+        answer = Error(code="standby", message=text)
+    return Goodbye("debug", "standby answered", answer)
+
+
+def advertised(listen: Address, port: int, advertise: Address | None) -> Address:
+    """Where peers reach this supervisor: `advertise`, else the listen address, else (a
+    wildcard) this host's name, with the port actually bound."""
+    if advertise is not None:
+        return advertise
+    if listen.host in ("0.0.0.0", "::", ""):
+        return Address(socket.getfqdn(), port)
+    return Address(listen.host, port)
+
+
+async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) -> None:
+    """`Supervisor.run` on a PostgreSQL store (see module docs)."""
+    from farmd.store_postgres import PostgresStore
+
+    config = sup.config
+    url = config.store
+    store = await trio.to_thread.run_sync(PostgresStore, url)
+    try:
+        sup.standing = Standing()
+        listeners = await sup.listen(role="standby")
+        assert sup.address is not None
+        advertise = advertised(config.listen, sup.address.port, config.advertise)
+        election = await trio.to_thread.run_sync(Election, url, advertise)
+        keeper = LeaseKeeper(election)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, sup.serve_stream, listeners)
+                task_status.started(sup.address)
+                await _wait_to_win(sup, election)
+                won_at = time.monotonic()
+                store.fence(election.epoch)
+                keeper.start()
+                nursery.start_soon(_watch_lease, keeper)
+                await _take_over(sup, store, election)
+                await sup.start_services(nursery, store)
+                sup.standing = None  # from here on, hellos are served
+                sup.metrics.observe_election(
+                    "active", election.epoch, election.since, time.monotonic() - won_at
+                )
+                log_event(
+                    log,
+                    "info",
+                    "supervisor active",
+                    address=str(advertise),
+                    epoch=election.epoch,
+                    takeover_seconds=round(time.monotonic() - won_at, 3),
+                )
+        finally:
+            keeper.stop()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(election.close)
+    finally:
+        store.close()
+
+
+async def _wait_to_win(sup: Supervisor, election: Election) -> None:
+    """Ask for the lock until it is ours, keeping the standby's answer current."""
+    log_event(log, "info", "supervisor standby", epoch_seen=0)
+    read_at = 0.0
+    sup.metrics.observe_election("standby", 0, 0.0, None)
+    while not await trio.to_thread.run_sync(election.try_to_win):
+        if time.monotonic() - read_at >= STANDING_SECONDS:
+            sup.standing = await trio.to_thread.run_sync(election.standing)
+            read_at = time.monotonic()
+        await trio.sleep(POLL_SECONDS)
+
+
+async def _watch_lease(keeper: LeaseKeeper) -> None:
+    """Stop the supervisor, with the one line `Deposed` carries, once the lease is lost."""
+    why = await trio.to_thread.run_sync(keeper.wait, abandon_on_cancel=True)
+    raise why
+
+
+async def _take_over(sup: Supervisor, store: Any, election: Election) -> None:
+    """Load the farm the database holds (off the loop) and restore it; the farm token
+    from the database (the first active supervisor's becomes the farm's)."""
+    state_dir = sup.config.state_dir
+    snapshot = await trio.to_thread.run_sync(store.load)
+    sup.restore(snapshot)
+    sup.store = store
+    sup.token = await trio.to_thread.run_sync(
+        store.shared_secret, "token", lambda: ensure_token(state_dir)
+    )
+    write_state_file(state_dir / TOKEN_FILE, sup.token + "\n")
+    if sup.config.shared_user_token:
+        sup.user_token = await trio.to_thread.run_sync(
+            store.shared_secret,
+            "user_token",
+            lambda: ensure_token(state_dir, USER_TOKEN_FILE, 0o640),
+        )
+        write_state_file(state_dir / USER_TOKEN_FILE, sup.user_token + "\n")
+        (state_dir / USER_TOKEN_FILE).chmod(0o640)
+    sup.report_restored()
+
+
+async def farm_status(sup: Supervisor) -> dict[str, Any]:
+    """`farmd status`: which supervisor is active, its epoch and since when, and the
+    standbys (see module docs)."""
+    config = sup.config
+    here = {
+        "address": str(sup.address),
+        "store": "postgresql" if is_postgres_url(config.store) else config.store,
+    }
+    if not is_postgres_url(config.store):
+        active = {
+            "address": here["address"],
+            "epoch": None,
+            "since": sup.metrics.started_at,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        return {"active": active, "standbys": [], "store": here["store"]}
+    found = await trio.to_thread.run_sync(status, config.store)
+    return {**found, "store": here["store"]}
+
+
+__all__ = ["Deposed", "farm_status", "serve_elected", "standby_goodbye"]

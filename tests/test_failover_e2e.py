@@ -1,0 +1,421 @@
+"""End-to-end failover: two real `farmd serve` processes on one PostgreSQL database, real
+`farmd worker` processes and a submitting client on 127.0.0.1, all given the list of both
+supervisors.
+
+What must hold (issue 17):
+
+- `kill -9` of the active supervisor mid-load: the standby takes over; every acknowledged
+  job is there and completes; no frame runs twice and none completes twice; ten cycles,
+  alternating which one dies (the killed one comes back as the standby);
+- a supervisor deposed while suspended (SIGSTOP past the takeover, then SIGCONT) writes
+  no row after it wakes, and stops with one line;
+- peers follow the list: a standby answers "standby; the active supervisor is HOST:PORT",
+  and `farmd status` shows the active one, its epoch and the standby.
+
+Each test has a database of its own (`postgres_url`, created and dropped around it).
+Every wait is bounded (`wait_for`, loops with a count); every process is ended by its pid
+by the farm fixture, also when a test fails. The one `time.sleep` picks the random moment
+of a kill; it waits for no condition.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from farmd.client import Client
+from farmd.errors import ConnectionLostError
+from tests.e2e_support import LOCALHOST, START_TIMEOUT, Farm, Proc, lines, wait_for
+
+pytestmark = pytest.mark.e2e
+
+FAST = "supervisor:\n  heartbeat_interval: 0.2\n  heartbeat_timeout: 1\n  lost_worker_grace: 10\n"
+KILL_CYCLES = 10
+KILL_SEED = 20_261_203
+MAX_SUBMITS = 300  # bounds the submitter
+SUBMIT_PACE = 0.05  # seconds between submits: a stream, not a flood
+TAKEOVER_TIMEOUT = 15.0  # the target is 5 s; this only bounds a failing test
+
+
+class Pair:
+    """Two supervisors, `a` and `b`, each with its own state dir and port, on one
+    database; which of them is active changes as the test kills them."""
+
+    def __init__(self, farm: Farm, url: str) -> None:
+        self.farm = farm
+        self.url = url
+        self.config = farm.root / "farm.yaml"
+        self.config.write_text(FAST)
+        self.ports: dict[str, int] = {}
+        self.procs: dict[str, Proc] = {}
+        self.starts = Counter[str]()
+
+    def state(self, name: str) -> Path:
+        return self.farm.root / f"state-{name}"
+
+    def start(self, name: str) -> Proc:
+        """`farmd serve` as `name` on its port (any, the first time); returns once it
+        listens (as the active supervisor or as a standby)."""
+        state = self.state(name)
+        address_file = state / "address"
+        address_file.unlink(missing_ok=True)
+        self.starts[name] += 1
+        label = f"supervisor-{name}{self.starts[name]}"
+        port = self.ports.get(name, 0)
+        proc = self.farm.spawn(
+            label,
+            [
+                "serve",
+                "--listen",
+                f"{LOCALHOST}:{port}",
+                "--http",
+                "off",
+                "--state",
+                str(state),
+                "--store",
+                self.url,
+                "--config",
+                str(self.config),
+                "--log-json",
+            ],
+        )
+
+        def written() -> str:
+            if not proc.running():
+                msg = f"{label} exited with {proc.popen.returncode}:\n{proc.stderr()}"
+                raise AssertionError(msg)
+            try:
+                text = address_file.read_text()
+            except OSError:
+                return ""
+            return text.strip() if text.endswith("\n") else ""
+
+        address = wait_for(written, f"{label} to listen", timeout=START_TIMEOUT)
+        self.ports[name] = int(address.rpartition(":")[2])
+        self.procs[name] = proc
+        return proc
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(f"{LOCALHOST}:{self.ports[n]}" for n in ("a", "b") if n in self.ports)
+
+    def active(self, name: str) -> bool:
+        return any(e["event"] == "supervisor active" for e in events(self.procs[name]))
+
+    def await_active(self, name: str, timeout: float = TAKEOVER_TIMEOUT) -> None:
+        def serving() -> bool:
+            proc = self.procs[name]
+            if not proc.running():
+                msg = f"{proc.name} exited with {proc.popen.returncode}:\n{proc.stderr()}"
+                raise AssertionError(msg)
+            return self.active(name)
+
+        wait_for(serving, f"supervisor {name} to become active", timeout=timeout)
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.addresses, token_file=self.state("a") / "token", timeout=timeout)
+
+    def worker(self, name: str, slots: int = 2) -> Proc:
+        farm = self.farm
+        return farm.spawn(
+            f"worker-{name}",
+            [
+                "worker",
+                "--supervisor",
+                self.addresses,
+                "--token-file",
+                str(self.state("a") / "token"),
+                "--name",
+                name,
+                "--slots",
+                str(slots),
+                "--log-dir",
+                str(farm.root / "worker-logs" / name),
+            ],
+        )
+
+
+def events(proc: Proc) -> list[dict[str, Any]]:
+    """The log events (`--log-json`) a process has written so far."""
+    out = []
+    for line in proc.stderr().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by SIGKILL
+                continue
+    return out
+
+
+def workers_connected(client: Client, names: set[str]) -> bool:
+    try:
+        return names <= {w["name"] for w in client.workers()}
+    except ConnectionLostError:
+        return False
+
+
+@pytest.fixture
+def pair(bare_farm: Farm, postgres_url: str) -> Pair:
+    return Pair(bare_farm, postgres_url)
+
+
+def test_a_standby_sends_peers_to_the_active_supervisor_and_status_shows_both(
+    pair: Pair,
+) -> None:
+    pair.start("a")
+    pair.await_active("a")
+    pair.start("b")
+    wait_for(
+        lambda: any(e["event"] == "supervisor standby" for e in events(pair.procs["b"])),
+        "b to be a standby",
+    )
+    b_only = f"{LOCALHOST}:{pair.ports['b']}"
+    a_address = f"{LOCALHOST}:{pair.ports['a']}"
+    token = str(pair.state("a") / "token")
+    # the CLI given only the standby is told where the active one is, and goes there
+    result = pair.farm.run("status", "--supervisor", b_only, "--token-file", token)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0].startswith(f"active   {a_address}  epoch 1  since "), out
+    wait_for(
+        lambda: f"standby  {b_only}" in pair.farm.run(
+            "status", "--supervisor", b_only, "--token-file", token
+        ).stdout,
+        "the standby to be listed",
+    )
+    assert out[-1] == "store    postgresql"
+    with pair.client() as farm:
+        status = farm.status()
+    assert status["active"]["address"] == a_address
+    assert status["active"]["epoch"] == 1
+    # a worker given the standby first registers with the active one
+    worker = pair.farm.spawn(
+        "worker-w",
+        [
+            "worker",
+            "--supervisor",
+            f"{b_only},{a_address}",
+            "--token-file",
+            token,
+            "--name",
+            "w",
+            "--log-dir",
+            str(pair.farm.root / "worker-logs" / "w"),
+        ],
+    )
+    with pair.client() as farm:
+        wait_for(lambda: workers_connected(farm, {"w"}), "w to register")
+    assert worker.running()
+
+
+class Submitter(threading.Thread):
+    """Submits jobs with unique names until told to stop, through the supervisor list,
+    and records which submits were acknowledged (an id came back) and which failed."""
+
+    def __init__(self, pair: Pair, argv: list[str]) -> None:
+        super().__init__(name="submitter", daemon=True)
+        self.client = pair.client()
+        self.argv = argv
+        self.stop = threading.Event()
+        self.acked: dict[int, str] = {}
+        self.lost: list[str] = []
+        self.names: list[str] = []
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            for n in range(MAX_SUBMITS):
+                if self.stop.is_set():
+                    break
+                name = f"s{n}"
+                self.names.append(name)
+                try:
+                    job_id = self.client.submit(self.argv, name=name, frames="1-2")
+                except ConnectionLostError:
+                    self.lost.append(name)  # may or may not have been committed
+                    continue
+                assert job_id not in self.acked, f"id {job_id} acknowledged twice"
+                self.acked[job_id] = name
+                self.stop.wait(SUBMIT_PACE)
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            self.client.close()
+
+
+def test_kill_9_of_the_active_supervisor_ten_times_loses_nothing_and_runs_frames_once(
+    pair: Pair,
+) -> None:
+    rng = random.Random(KILL_SEED)
+    runs = pair.farm.root / "runs.txt"
+    argv = [
+        "sh",
+        "-c",
+        # recorded at its start, then runs a moment, so that kills find frames running
+        'echo "$FARMD_JOB_ID:$FARMD_FRAME:$FARMD_ATTEMPT:$FARMD_WORKER" >> "$0"; sleep 0.1',
+        str(runs),
+    ]
+    pair.start("a")
+    pair.await_active("a")
+    pair.start("b")
+    workers = [pair.worker("w1"), pair.worker("w2")]
+    with pair.client() as farm:
+        wait_for(lambda: workers_connected(farm, {"w1", "w2"}), "the workers to register")
+    submitter = Submitter(pair, argv)
+    submitter.start()
+    active, standby = "a", "b"
+    takeovers: list[float] = []
+    try:
+        for _ in range(KILL_CYCLES):
+            wait_for(
+                lambda: pair.active(active) and len(submitter.acked) > 0,
+                f"{active} to serve submits",
+            )
+            time.sleep(rng.uniform(0.2, 0.8))  # the random moment of the kill
+            killed_at = time.monotonic()
+            proc = pair.procs[active]
+            assert proc.stop(signal.SIGKILL) == -signal.SIGKILL, proc.stderr()
+            pair.await_active(standby)
+            takeovers.append(time.monotonic() - killed_at)
+            pair.start(active)  # back, as the standby
+            active, standby = standby, active
+    finally:
+        submitter.stop.set()
+        submitter.join(timeout=60)
+    assert not submitter.is_alive(), "the submitter did not stop"
+    assert submitter.errors == []
+    assert len(submitter.acked) >= KILL_CYCLES, "too few submits to prove anything"
+
+    with pair.client(timeout=30.0) as farm:
+        listed = {job["id"]: job for job in farm.jobs()["jobs"]}
+        ended = farm.wait(sorted(listed), timeout=60)
+        assert not ended["pending"], ended
+        jobs = {job["id"]: job for job in farm.jobs()["jobs"]}
+        details = {job_id: farm.job(job_id) for job_id in jobs}
+
+    # Every acknowledged submit is there under its name; none is there twice.
+    for job_id, name in submitter.acked.items():
+        assert job_id in jobs, f"acknowledged job {job_id} ({name}) was lost"
+        assert jobs[job_id]["name"] == name, f"job id {job_id} was reused"
+    names = Counter(job["name"] for job in jobs.values())
+    assert max(names.values()) == 1, [n for n, count in names.items() if count > 1]
+    assert set(names) >= set(submitter.acked.values())
+
+    # Each frame ran once and completed once, on the worker that ran it.
+    recorded = [tuple(line.split(":")) for line in lines(runs)]
+    runs_of_frame = Counter((int(j), int(f)) for j, f, _, _ in recorded)
+    double = [key for key, count in runs_of_frame.items() if count > 1]
+    assert double == [], f"frames run more than once: {double}"
+    for job_id, job in details.items():
+        assert job["state"] == "complete", job
+        for frame in job["frame_list"]:
+            key = (job_id, frame["frame"])
+            assert frame["state"] == "complete", (key, frame)
+            assert runs_of_frame[key] == 1, f"frame {key} is complete but ran {runs_of_frame[key]}"
+    for proc in workers:
+        assert proc.running(), f"{proc.name} exited:\n{proc.stderr()}"
+    for proc in pair.farm.processes:
+        assert "Traceback" not in proc.stderr(), proc.stderr()
+    takeovers.sort()
+    print(
+        f"{KILL_CYCLES} kills: {len(submitter.acked)} submits acknowledged, 0 lost, "
+        f"{len(submitter.lost)} unanswered (retried with their key), {len(recorded)} runs, "
+        f"0 double; takeover median {takeovers[len(takeovers) // 2]:.2f} s, "
+        f"max {takeovers[-1]:.2f} s"
+    )
+
+
+WRITE_LOG = """
+CREATE TABLE write_log (app TEXT NOT NULL, tbl TEXT NOT NULL,
+                        at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
+CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO write_log (app, tbl) VALUES (current_setting('application_name'), TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+"""
+WATCHED = ("jobs", "frames", "meta", "users", "worker_tokens", "audit", "supervisors")
+
+
+def test_a_supervisor_deposed_while_suspended_writes_nothing_after_it_wakes(
+    pair: Pair,
+) -> None:
+    pair.start("a")
+    pair.await_active("a")
+    deposed = pair.procs["a"]
+    with psycopg.connect(pair.url, autocommit=True) as db:
+        db.execute(WRITE_LOG)
+        for table in WATCHED:  # every write of every session, by the session's name
+            db.execute(
+                f"CREATE TRIGGER log_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION log_write()"
+            )
+    pair.start("b")
+    worker = pair.worker("w1")
+    with pair.client() as farm:
+        wait_for(lambda: workers_connected(farm, {"w1"}), "w1 to register")
+        first = farm.submit(["true"], name="before")
+        assert farm.wait([first], timeout=20)["ended"] == {str(first): "complete"}
+
+    deposed.popen.send_signal(signal.SIGSTOP)
+    try:
+        pair.await_active("b")
+        # a request the suspended supervisor will find when it wakes: it must not act on it
+        a_only = Client(
+            f"{LOCALHOST}:{pair.ports['a']}",
+            token_file=pair.state("a") / "token",
+            timeout=20.0,
+        )
+        answers: list[object] = []
+
+        def submit_to_the_deposed() -> None:
+            try:
+                answers.append(a_only.submit(["true"], name="to-the-deposed"))
+            except ConnectionLostError as exc:
+                answers.append(exc)
+            finally:
+                a_only.close()
+
+        sender = threading.Thread(target=submit_to_the_deposed, daemon=True)
+        sender.start()
+        with psycopg.connect(pair.url, autocommit=True) as db:
+            woke_at = db.execute("SELECT clock_timestamp()").fetchone()
+    finally:
+        deposed.popen.send_signal(signal.SIGCONT)
+    status = deposed.popen.wait(timeout=20)
+    sender.join(timeout=30)
+    assert status != 0
+    errors = [e for e in events(deposed) if e.get("level") in ("error", "critical")]
+    assert "deposed" in deposed.stderr(), deposed.stderr()
+    assert "Traceback" not in deposed.stderr(), deposed.stderr()
+    assert len(answers) == 1 and not isinstance(answers[0], int), answers
+
+    with psycopg.connect(pair.url, autocommit=True) as db:
+        written = db.execute(
+            "SELECT app, tbl, count(*) FROM write_log WHERE at > %s AND app LIKE %s"
+            " GROUP BY 1, 2",
+            (woke_at[0] if woke_at else None, f"% {deposed.pid}"),
+        ).fetchall()
+        before = db.execute(
+            "SELECT count(*) FROM write_log WHERE app LIKE %s", (f"% {deposed.pid}",)
+        ).fetchone()
+    assert written == [], f"the deposed supervisor wrote after it woke: {written}"
+    assert before and before[0] > 0, "the write log saw none of its writes while it was active"
+
+    # the farm carried on: the new active supervisor runs new work on the same worker
+    with pair.client() as farm:
+        second = farm.submit(["true"], name="after")
+        assert farm.wait([second], timeout=20)["ended"] == {str(second): "complete"}
+        names = [job["name"] for job in farm.jobs()["jobs"]]
+    assert "to-the-deposed" not in names
+    assert worker.running()
+    print(errors[-1] if errors else deposed.stderr().splitlines()[-1])
