@@ -1,9 +1,10 @@
-"""Farms to restore, shared by the store tests (`test_store`, `test_store_contract`).
+"""Rows and farms to restore, shared by the store tests.
 
-`job_row` and `frame_row` make plain rows; a `Recorder` is a scheduler whose every
-outcome's changes are kept, as the supervisor's are; `busy_farm` builds a farm in every
-state at once and `RandomFarm` a random one; `seen` is everything a user or a worker
-sees of a scheduler's queue, so a restored farm can be compared with the one it came from.
+`job_row`, `frame_row`, `user` and `token` make plain rows; a `Recorder` is a scheduler
+whose every outcome's changes are kept, as the supervisor's are; `busy_farm` builds a
+farm in every state at once and `RandomFarm` a random one; `seen` is everything a user
+or a worker sees of a scheduler's queue, so a restored farm can be compared with the
+one it came from.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from farmd.core import (
 )
 from farmd.errors import UserError
 from farmd.ranking import WorkerView
-from farmd.rows import Changes, FrameRow, JobRow, Snapshot
+from farmd.rows import Changes, FrameRow, JobRow, Snapshot, UserRow, WorkerTokenRow
 
 
 def job_row(job_id: int, **fields: Any) -> JobRow:
@@ -64,6 +65,32 @@ def frame_row(job_id: int, number: int, position: int, **fields: Any) -> FrameRo
     }
     values.update(fields)
     return FrameRow(**values)
+
+
+def user(name: str, **fields: object) -> UserRow:
+    values: dict[str, object] = {
+        "name": name,
+        "role": "user",
+        "clusters": None,
+        "salt": "00ff",
+        "digest": "ab" * 32,
+        "created_at": 1_700_000_000.5,
+    }
+    values.update(fields)
+    return UserRow(**values)  # type: ignore[arg-type]
+
+
+def token(token_id: int, **fields: object) -> WorkerTokenRow:
+    values: dict[str, object] = {
+        "id": token_id,
+        "hosts": "render[001-120]",
+        "clusters": "/show1",
+        "salt": "11",
+        "digest": "cd" * 32,
+        "created_at": 1_700_000_001.25,
+    }
+    values.update(fields)
+    return WorkerTokenRow(**values)  # type: ignore[arg-type]
 
 
 class Recorder:

@@ -23,7 +23,7 @@ import attrs
 import pytest
 
 from farmd.core import KillJobs, ReclaimOrphans, RemoveJobs, Scheduler, SubmitJob
-from farmd.rows import AuditRow, Changes, Snapshot, UserRow, WorkerTokenRow
+from farmd.rows import AuditRow, Changes, Snapshot
 from farmd.store import SqliteStore, Store, StoreError
 from tests.pg_support import clear_farm
 from tests.restore_support import (
@@ -35,6 +35,8 @@ from tests.restore_support import (
     restored,
     running_frames,
     seen,
+    token,
+    user,
 )
 
 
@@ -104,32 +106,6 @@ def place(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
 @pytest.fixture
 def store(place: Place) -> Store:
     return place.open()
-
-
-def user(name: str, **fields: object) -> UserRow:
-    values: dict[str, object] = {
-        "name": name,
-        "role": "user",
-        "clusters": None,
-        "salt": "00ff",
-        "digest": "ab" * 32,
-        "created_at": 1_700_000_000.5,
-    }
-    values.update(fields)
-    return UserRow(**values)  # type: ignore[arg-type]
-
-
-def token(token_id: int, **fields: object) -> WorkerTokenRow:
-    values: dict[str, object] = {
-        "id": token_id,
-        "hosts": "render[001-120]",
-        "clusters": "/show1",
-        "salt": "11",
-        "digest": "cd" * 32,
-        "created_at": 1_700_000_001.25,
-    }
-    values.update(fields)
-    return WorkerTokenRow(**values)  # type: ignore[arg-type]
 
 
 def entry(at: float, who: str = "admin", name: str = "", job_ids: str = "") -> AuditRow:

@@ -22,8 +22,7 @@ from farmd.store import SqliteStore, StoreError
 from farmd.store_migrate import migrate
 from farmd.store_postgres import PostgresStore
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token
-from tests.restore_support import busy_farm
-from tests.test_store_contract import token, user
+from tests.restore_support import busy_farm, token, user
 
 ROOT = Path(__file__).resolve().parent.parent
 AFTER = 60.0  # seconds after its end that a job moves to history

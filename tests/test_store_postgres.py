@@ -31,8 +31,7 @@ from farmd.store_postgres import (
     describe_url,
 )
 from tests.pg_support import SERVER, fresh_database
-from tests.restore_support import frame_row, job_row
-from tests.test_store_contract import user
+from tests.restore_support import frame_row, job_row, user
 
 WAIT = 10.0  # seconds a bounded wait may take before the test fails
 
