@@ -13,8 +13,9 @@ has seen acknowledged survives a crash, and a restart restores exactly that stat
 A store only needs three operations: `load` everything, `commit` a batch atomically and
 durably, `close`. Batches are idempotent upserts of whole rows, so merging several into
 one commit (group commit) is just "last row wins". That keeps the interface small enough
-for a PostgreSQL store later: same rows, `INSERT ... ON CONFLICT DO UPDATE`, and a
-standby supervisor that loads on takeover.
+for `farmd.store_postgres` to hold the same rows (through the row mapping this module
+shares: `job_values`, `job_from`, `frame_values`, `snapshot_of`, `recalled`, ...) with
+`INSERT ... ON CONFLICT DO UPDATE`, for a standby supervisor that loads on takeover.
 
 `SqliteStore` keeps `STATE/farmd.db` in WAL mode with `synchronous=FULL` (a commit is on
 disk, not only in the OS cache, when it returns). The schema is versioned with
@@ -47,7 +48,15 @@ from typing import IO, Any, Final, Protocol
 import attrs
 
 from farmd.errors import UserError
-from farmd.rows import Changes, FrameRow, JobRow, Snapshot, UserRow, WorkerTokenRow
+from farmd.rows import (
+    AuditRow,
+    Changes,
+    FrameRow,
+    JobRow,
+    Snapshot,
+    UserRow,
+    WorkerTokenRow,
+)
 
 DATABASE_FILE = "farmd.db"
 LOCK_FILE = "supervisor.lock"
@@ -280,16 +289,24 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-_FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
-# the `jobs` columns in `JobRow`'s field order (`_job_values` writes, `_job_from` reads)
-_JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRow))
-_JOB_COLUMNS = tuple(COLUMN_OF.get(name, name) for name in _JOB_FIELDS)
+FRAME_COLUMNS = tuple(field.name for field in attrs.fields(FrameRow))
+# the `jobs` columns in `JobRow`'s field order (`job_values` writes, `job_from` reads)
+JOB_FIELDS = tuple(field.name for field in attrs.fields(JobRow))
+JOB_COLUMNS = tuple(COLUMN_OF.get(name, name) for name in JOB_FIELDS)
 _JSON_AT = tuple(
-    _JOB_FIELDS.index(name) for name in ("argv", "depends_on", "waiting_on", "env")
+    JOB_FIELDS.index(name) for name in ("argv", "depends_on", "waiting_on", "env")
 )  # the columns kept as JSON arrays
-_FLAG_AT = _JOB_FIELDS.index("uninterruptible")
-_JOB_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
-_FRAME_SELECT = f"SELECT {', '.join(_FRAME_COLUMNS)} FROM frames"
+_FLAG_AT = JOB_FIELDS.index("uninterruptible")
+USER_COLUMNS = tuple(field.name for field in attrs.fields(UserRow))
+TOKEN_COLUMNS = tuple(field.name for field in attrs.fields(WorkerTokenRow))
+# `user` is a reserved word in PostgreSQL: quoted, as SQLite also reads it
+AUDIT_COLUMNS = tuple(
+    '"user"' if field.name == "user" else field.name for field in attrs.fields(AuditRow)
+)
+USER_SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+TOKEN_SELECT = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM worker_tokens"
+JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+FRAME_SELECT = f"SELECT {', '.join(FRAME_COLUMNS)} FROM frames"
 # Every job id that has frame rows, one index probe per id (not per row); and the
 # frames of the live jobs plus those of ids without a job row (`load`).
 _FRAME_JOBS = (
@@ -298,7 +315,7 @@ _FRAME_JOBS = (
     " WHERE j IS NOT NULL)"
 )
 _LIVE_FRAMES = (
-    f"WITH RECURSIVE {_FRAME_JOBS} {_FRAME_SELECT} WHERE job_id IN"
+    f"WITH RECURSIVE {_FRAME_JOBS} {FRAME_SELECT} WHERE job_id IN"
     " (SELECT id FROM jobs WHERE retired_at IS NULL UNION"
     " SELECT j FROM frame_jobs WHERE j IS NOT NULL AND j NOT IN (SELECT id FROM jobs))"
     " ORDER BY job_id, position"
@@ -422,54 +439,18 @@ class SqliteStore:
     def load(self) -> Snapshot:
         db = self._db
         jobs = tuple(
-            map(_job_from, db.execute(f"{_JOB_SELECT} WHERE retired_at IS NULL ORDER BY id"))
+            map(job_from, db.execute(f"{JOB_SELECT} WHERE retired_at IS NULL ORDER BY id"))
         )
         # the live jobs' frames, and those of job ids with no job row at all (a hand
         # edit: `Restore` quarantines them), found by skipping from one job id to the next
         # rather than by reading every frame row history keeps
-        frames = tuple(map(_frame_from, db.execute(_LIVE_FRAMES)))
+        frames = tuple(map(frame_from, db.execute(_LIVE_FRAMES)))
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        try:
-            next_job_id = int(meta.get("next_job_id", 1))
-            locks = json.loads(meta.get("locks", "{}"))
-            if not isinstance(locks, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in locks.items()
-            ):
-                raise TypeError(locks)
-        except (TypeError, ValueError, RecursionError):
-            # not one job's: without the next id, ids of removed jobs could be reused
-            shown = str(meta)[:120]
-            msg = f"the farm database {self.path} has an unreadable meta table ({shown}); "
-            msg += "nothing was changed"
-            raise StoreError(msg) from None
-        users = tuple(
-            UserRow(*row)
-            for row in db.execute(
-                "SELECT name, role, clusters, salt, digest, created_at, revoked_at FROM users"
-                " ORDER BY name"
-            )
-        )
+        users = tuple(UserRow(*row) for row in db.execute(f"{USER_SELECT} ORDER BY name"))
         worker_tokens = tuple(
-            WorkerTokenRow(*row)
-            for row in db.execute(
-                "SELECT id, hosts, clusters, salt, digest, created_at, revoked_at"
-                " FROM worker_tokens ORDER BY id"
-            )
+            WorkerTokenRow(*row) for row in db.execute(f"{TOKEN_SELECT} ORDER BY id")
         )
-        try:
-            deployments = json.loads(meta["deployments"]) if "deployments" in meta else None
-        except (TypeError, ValueError, RecursionError):
-            msg = f"the farm database {self.path} has unreadable deployments; nothing was changed"
-            raise StoreError(msg) from None
-        return Snapshot(
-            jobs,
-            frames,
-            next_job_id,
-            locks=locks,
-            users=users,
-            worker_tokens=worker_tokens,
-            deployments=deployments,
-        )
+        return snapshot_of(jobs, frames, meta, users, worker_tokens, str(self.path))
 
     def commit(self, changes: Changes) -> None:
         try:
@@ -504,32 +485,31 @@ class SqliteStore:
         """The statements of one commit, inside its transaction."""
         db = self._db
         db.executemany(
-            f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)})"
-            f" VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
-            [_job_values(j) for j in changes.jobs],
+            f"INSERT OR REPLACE INTO jobs ({', '.join(JOB_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(JOB_COLUMNS))})",
+            [job_values(j) for j in changes.jobs],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO frames (job_id, number, position, state, worker,"
-            " attempts, started_at, finished_at, exit_code, failures, failed_on, retry_at,"
-            " members, stopped, taken) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*attrs.astuple(f)[:-2], int(f.stopped), f.taken) for f in changes.frames],
+            f"INSERT OR REPLACE INTO frames ({', '.join(FRAME_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(FRAME_COLUMNS))})",
+            [frame_values(f) for f in changes.frames],
         )
         for job_id in changes.removed:
             db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         db.executemany(
-            "INSERT OR REPLACE INTO users (name, role, clusters, salt, digest, created_at,"
-            " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO users ({', '.join(USER_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(USER_COLUMNS))})",
             [attrs.astuple(user) for user in changes.users],
         )
         db.executemany(
-            "INSERT INTO audit (at, who, user, peer, request, target, result, job_ids)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})",
             [attrs.astuple(entry) for entry in changes.audit],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO worker_tokens (id, hosts, clusters, salt, digest,"
-            " created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO worker_tokens ({', '.join(TOKEN_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})",
             [attrs.astuple(token) for token in changes.worker_tokens],
         )
         if changes.audit_before is not None:
@@ -561,36 +541,13 @@ class SqliteStore:
             for key in keys:
                 found = db.execute("SELECT id FROM jobs WHERE request_key = ?", (key,))
                 wanted.extend(row[0] for row in found)
-            jobs: dict[int, JobRow] = {}
-            while wanted and len(jobs) < MAX_RECALL:
-                job_id = wanted.pop()
-                if job_id in jobs:
-                    continue
-                found = db.execute(
-                    "WITH RECURSIVE up(id, parent) AS (SELECT id, parent FROM jobs WHERE id = ?"
-                    " UNION SELECT j.id, j.parent FROM jobs j JOIN up ON j.id = up.parent),"
-                    " family(id) AS (SELECT id FROM up WHERE parent IS NULL"
-                    " UNION SELECT j.id FROM jobs j JOIN family ON j.parent = family.id)"
-                    # a live job's rows are the scheduler's: it holds them, newer
-                    f" {_JOB_SELECT} WHERE id IN (SELECT id FROM family)"
-                    " AND retired_at IS NOT NULL",
-                    (job_id,),
-                )
-                for job in map(_job_from, found):
-                    jobs[job.id] = job
-                    for dep in job.depends_on if isinstance(job.depends_on, tuple) else ():
-                        head = str(dep).split(":", 1)[0]
-                        if head.isdigit() and int(head) not in jobs:
-                            wanted.append(int(head))
-            frames = [
-                frame
-                for job_id in sorted(jobs)
-                for frame in map(
-                    _frame_from,
-                    db.execute(f"{_FRAME_SELECT} WHERE job_id = ? ORDER BY position", (job_id,)),
-                )
-            ]
-        return Snapshot(tuple(jobs[i] for i in sorted(jobs)), tuple(frames))
+            return recalled(
+                wanted,
+                lambda job_id: db.execute(family_sql("?"), (job_id,)),
+                lambda job_id: db.execute(
+                    f"{FRAME_SELECT} WHERE job_id = ? ORDER BY position", (job_id,)
+                ),
+            )
 
     def history(self, limit: int, after: int | None) -> list[dict[str, Any]]:
         with self._reading:
@@ -599,7 +556,7 @@ class SqliteStore:
                 " ORDER BY id LIMIT ?",
                 (0 if after is None else after, limit),
             ).fetchall()
-        return [_summary(job_id, text) for job_id, text in found]
+        return [stored_summary(job_id, text) for job_id, text in found]
 
     def history_counts(self) -> list[tuple[str, str, int]]:
         with self._reading:
@@ -647,11 +604,11 @@ class SqliteStore:
         self._lock.release(keep=True)
 
 
-def _job_values(job: JobRow) -> tuple[object, ...]:
-    """A job's row as the `jobs` columns of `_JOB_COLUMNS`, in order (`_job_from` reads
+def job_values(job: JobRow) -> tuple[object, ...]:
+    """A job's row as the `jobs` columns of `JOB_COLUMNS`, in order (`job_from` reads
     them back): arrays as JSON, the flag as an integer. Positions found once: a batch
     of submissions writes hundreds of rows per commit."""
-    values = [getattr(job, name) for name in _JOB_FIELDS]
+    values = [getattr(job, name) for name in JOB_FIELDS]
     for index in _JSON_AT:
         if values[index] is not None:  # waiting_on may be None: recompute
             values[index] = json.dumps(values[index])
@@ -659,9 +616,9 @@ def _job_values(job: JobRow) -> tuple[object, ...]:
     return tuple(values)
 
 
-def _job_from(row: tuple[Any, ...]) -> JobRow:
-    """A `jobs` row read with `_JOB_SELECT` as a `JobRow` (JSON columns as tuples)."""
-    fields = dict(zip(_JOB_FIELDS, row, strict=True))
+def job_from(row: tuple[Any, ...]) -> JobRow:
+    """A `jobs` row read with `JOB_SELECT` as a `JobRow` (JSON columns as tuples)."""
+    fields = dict(zip(JOB_FIELDS, row, strict=True))
     fields["argv"] = _array(fields["argv"])
     fields["depends_on"] = _array(fields["depends_on"], str)
     fields["env"] = _array(fields["env"], str)
@@ -671,7 +628,7 @@ def _job_from(row: tuple[Any, ...]) -> JobRow:
     return JobRow(**fields)
 
 
-def _summary(job_id: int, text: object) -> dict[str, Any]:
+def stored_summary(job_id: int, text: object) -> dict[str, Any]:
     """A history row's stored summary; one that cannot be read (a hand edit) is listed
     as what it is rather than failing the whole page."""
     try:
@@ -683,10 +640,92 @@ def _summary(job_id: int, text: object) -> dict[str, Any]:
     return summary
 
 
-def _frame_from(row: tuple[Any, ...]) -> FrameRow:
-    fields = dict(zip(_FRAME_COLUMNS, row, strict=True))
+def frame_from(row: tuple[Any, ...]) -> FrameRow:
+    fields = dict(zip(FRAME_COLUMNS, row, strict=True))
     fields["stopped"] = bool(fields["stopped"])
     return FrameRow(**fields)
+
+
+def frame_values(frame: FrameRow) -> tuple[object, ...]:
+    """A frame's row as the `frames` columns of `FRAME_COLUMNS`, in order."""
+    return (*attrs.astuple(frame)[:-2], int(frame.stopped), frame.taken)
+
+
+def snapshot_of(
+    jobs: tuple[JobRow, ...],
+    frames: tuple[FrameRow, ...],
+    meta: dict[str, str],
+    users: tuple[UserRow, ...],
+    worker_tokens: tuple[WorkerTokenRow, ...],
+    where: str,
+) -> Snapshot:
+    """What `load` returns, from the rows it read and the `meta` table's rows; meta keys
+    it does not know (a PostgreSQL farm's epoch and shared secrets) are not its own. An
+    unreadable next id or locks refuse the farm, naming the database `where`."""
+    try:
+        next_job_id = int(meta.get("next_job_id", 1))
+        locks = json.loads(meta.get("locks", "{}"))
+        if not isinstance(locks, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in locks.items()
+        ):
+            raise TypeError(locks)
+    except (TypeError, ValueError, RecursionError):
+        # not one job's: without the next id, ids of removed jobs could be reused. Only
+        # these keys are shown: others may be secrets.
+        shown = str({key: meta[key] for key in ("next_job_id", "locks") if key in meta})[:120]
+        msg = f"the farm database {where} has an unreadable meta table ({shown}); "
+        msg += "nothing was changed"
+        raise StoreError(msg) from None
+    try:
+        deployments = json.loads(meta["deployments"]) if "deployments" in meta else None
+    except (TypeError, ValueError, RecursionError):
+        msg = f"the farm database {where} has unreadable deployments; nothing was changed"
+        raise StoreError(msg) from None
+    return Snapshot(
+        jobs,
+        frames,
+        next_job_id,
+        locks=locks,
+        users=users,
+        worker_tokens=worker_tokens,
+        deployments=deployments,
+    )
+
+
+def family_sql(mark: str) -> str:
+    """The rows in history of the family of the job whose id is the one parameter
+    (written `mark`: "?" for SQLite, "%s" for psycopg): up to its top-level job, then
+    down to every descendant. A live job's rows are the scheduler's: it holds them, newer."""
+    return (
+        "WITH RECURSIVE up(id, parent) AS (SELECT id, parent FROM jobs WHERE id = "
+        f"{mark} UNION SELECT j.id, j.parent FROM jobs j JOIN up ON j.id = up.parent),"
+        " family(id) AS (SELECT id FROM up WHERE parent IS NULL"
+        " UNION SELECT j.id FROM jobs j JOIN family ON j.parent = family.id)"
+        f" {JOB_SELECT} WHERE id IN (SELECT id FROM family) AND retired_at IS NOT NULL"
+    )
+
+
+def recalled(
+    wanted: list[int],
+    family: Callable[[int], Iterable[tuple[Any, ...]]],
+    frames_of: Callable[[int], Iterable[tuple[Any, ...]]],
+) -> Snapshot:
+    """`recall`'s answer: the history rows of the jobs `wanted`, their families (the
+    rows `family` reads for an id) and, transitively, the jobs they depend on, up to
+    `MAX_RECALL` jobs; with each one's frame rows (`frames_of`), in range order."""
+    jobs: dict[int, JobRow] = {}
+    while wanted and len(jobs) < MAX_RECALL:
+        job_id = wanted.pop()
+        if job_id in jobs:
+            continue
+        for job in map(job_from, family(job_id)):
+            jobs[job.id] = job
+            for dep in job.depends_on if isinstance(job.depends_on, tuple) else ():
+                head = str(dep).split(":", 1)[0]
+                if head.isdigit() and int(head) not in jobs:
+                    wanted.append(int(head))
+    frames = [frame for job_id in sorted(jobs) for frame in map(frame_from, frames_of(job_id))]
+    return Snapshot(tuple(jobs[i] for i in sorted(jobs)), tuple(frames))
 
 
 def _array(text: object, item: Callable[[Any], Any] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""Shared pytest hooks and the end-to-end farm fixtures.
+"""Shared pytest hooks, the end-to-end farm fixtures and the PostgreSQL ones.
 
 The end-to-end tests start real `farmd` processes; when one fails, the stderr of each of
 those processes is added to its report (see `tests.e2e_support.attach_process_logs`).
@@ -13,6 +13,10 @@ import pytest
 from hypothesis import settings
 
 from tests.e2e_support import Farm, attach_process_logs, forget_farmd_env, open_farm
+
+# PostgreSQL databases for the tests that need one (see tests.pg_support): imported here
+# so that every test module can ask for them by name
+from tests.pg_support import module_postgres_url, postgres_url  # noqa: F401
 
 
 @pytest.hookimpl(wrapper=True)

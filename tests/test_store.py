@@ -1,9 +1,11 @@
-"""The durable store and the core's restore, without a network or a process.
+"""The SQLite store and the core's restore, without a network or a process.
 
-`SqliteStore` is driven directly: rows committed, the directory opened again, rows loaded.
-Refusals (a newer schema, a file that is not a database, corrupt pages, a state dir
-another store holds) are checked for their one-line message and for leaving every file
-of the state dir as it was, byte for byte and mtime for mtime.
+What every store must do (rows round trip, upserts, history, audit, restore of a busy
+farm) is `test_store_contract`'s, run against SQLite and PostgreSQL alike; here is what
+is SQLite's own. `SqliteStore` is driven directly: rows committed, the directory opened
+again, rows loaded. Refusals (a newer schema, a file that is not a database, corrupt
+pages, a state dir another store holds) are checked for their one-line message and for
+leaving every file of the state dir as it was, byte for byte and mtime for mtime.
 
 Restoring (`Restore`) is checked the way the supervisor uses it: every outcome's `changes`
 are committed (one by one, and merged in groups as the committer does), loaded into a
@@ -14,7 +16,6 @@ each worker) must be equal. Frames that were running come back as orphans, which
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
@@ -24,30 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from farmd.core import (
-    Event,
-    FrameEnded,
-    KillJobs,
-    KillOnWorker,
-    ModifyJob,
-    Note,
-    Outcome,
-    ReclaimOrphans,
-    Restore,
-    RunOnWorker,
-    Scheduler,
-    SubmitJob,
-    WorkerJoined,
-    WorkerLost,
-)
-from farmd.errors import UserError
-from farmd.ranking import WorkerView
-from farmd.rows import Changes, FrameRow, JobRow, Snapshot
+from farmd.core import KillOnWorker, ReclaimOrphans, SubmitJob, WorkerJoined
+from farmd.rows import Changes, Snapshot
 from farmd.store import (
     DATABASE_FILE,
     LOCK_FILE,
@@ -56,42 +39,26 @@ from farmd.store import (
     SqliteStore,
     StoreError,
 )
+from tests.restore_support import (
+    Recorder,
+    busy_farm,
+    frame_of,
+    frame_row,
+    job_row,
+    notes,
+    requeued_by_hand,
+    restored,
+    result,
+    row_of,
+    running_frames,
+    seen,
+    starts,
+    stops,
+)
 from tests.state_files import FileState, changed, files
 from tests.strategies import PROPERTY_SETTINGS, cluster_paths, pattern_texts, restriction_texts
 
 # --------------------------------------------------------------------------- helpers
-
-
-def job_row(job_id: int, **fields: Any) -> JobRow:
-    values: dict[str, Any] = {
-        "id": job_id,
-        "name": f"job{job_id}",
-        "cluster": "/show1/comp",
-        "priority": 50,
-        "restrictions": "/show1/+",
-        "cross_cluster": "/show2,/showA+",
-        "argv": ("render", "--frame", "{frame}", "ünïcode ☃"),
-        "depends_on": (),
-        "submitted_at": 1_700_000_000.123456,
-    }
-    values.update(fields)
-    return JobRow(**values)
-
-
-def frame_row(job_id: int, number: int, position: int, **fields: Any) -> FrameRow:
-    values: dict[str, Any] = {
-        "job_id": job_id,
-        "number": number,
-        "position": position,
-        "state": "pending",
-        "worker": None,
-        "attempts": 0,
-        "started_at": None,
-        "finished_at": None,
-        "exit_code": None,
-    }
-    values.update(fields)
-    return FrameRow(**values)
 
 
 @pytest.fixture
@@ -156,79 +123,6 @@ def pragma(path: Path, name: str) -> Any:
 # --------------------------------------------------------------------------- round trip
 
 
-def test_rows_survive_commit_close_and_a_fresh_open(state: Path) -> None:
-    jobs = (
-        job_row(1),
-        job_row(
-            2, name="", cluster="/", priority=1, restrictions="", cross_cluster="", argv=("x",)
-        ),
-        job_row(3, depends_on=("1:complete", "2:frames"), submitted_at=0.1 + 0.2, waiting_on=(1,)),
-        job_row(4, chunk=10, parent=3, uninterruptible=True, waiting_on=()),
-    )
-    frames = (
-        # positions follow the range as written: "5,1,3"
-        frame_row(1, 5, 0, state="complete", worker="w1", attempts=2, started_at=10.5,
-                  finished_at=11.25, exit_code=0),
-        frame_row(1, 1, 1, state="running", worker="w2", attempts=1, started_at=12.0),
-        frame_row(1, 3, 2, state="failed", worker="w1", attempts=1, started_at=1.0,
-                  finished_at=2.0, exit_code=-9),
-        frame_row(2, 1, 0, state="killed", worker="w3", attempts=1, finished_at=3.0),
-        frame_row(3, 1, 0),
-        frame_row(4, 1, 0, members="1-10", state="suspended", worker="w1", attempts=1,
-                  stopped=True),
-        frame_row(4, 11, 1, members="11-13,15"),
-    )  # fmt: skip
-    store = SqliteStore(state)
-    store.commit(Changes(jobs, frames, 4))
-    store.close()
-
-    reopened = SqliteStore(state)
-    try:
-        assert reopened.load() == Snapshot(jobs, frames, 4)
-    finally:
-        reopened.close()
-
-
-def test_a_new_state_dir_loads_empty_with_next_job_id_1(store: SqliteStore) -> None:
-    assert store.load() == Snapshot((), (), 1)
-
-
-def test_frames_load_in_range_order_not_number_order(store: SqliteStore) -> None:
-    rows = tuple(frame_row(1, n, i) for i, n in enumerate((30, 10, 20)))
-    store.commit(Changes((job_row(1),), tuple(reversed(rows)), 2))
-    assert store.load().frames == rows
-
-
-def test_upserts_keep_the_last_row_and_the_last_next_job_id(store: SqliteStore) -> None:
-    store.commit(Changes((job_row(1), job_row(2)), (frame_row(1, 1, 0), frame_row(2, 1, 0)), 3))
-    running = frame_row(1, 1, 0, state="running", worker="w1", attempts=1, started_at=5.0)
-    store.commit(Changes((job_row(1, priority=7),), (running,), 3))
-    done = attrs.evolve(running, state="complete", finished_at=6.0, exit_code=0)
-    store.commit(Changes((), (done,), None))  # no next_job_id: it stays
-    store.commit(Changes((job_row(3),), (frame_row(3, 1, 0),), 4))
-
-    snapshot = store.load()
-    assert snapshot.jobs == (job_row(1, priority=7), job_row(2), job_row(3))
-    assert snapshot.frames == (done, frame_row(2, 1, 0), frame_row(3, 1, 0))
-    assert snapshot.next_job_id == 4
-
-
-def test_an_empty_commit_changes_nothing(store: SqliteStore) -> None:
-    store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
-    store.commit(Changes())
-    assert store.load() == Snapshot((job_row(1),), (frame_row(1, 1, 0),), 2)
-
-
-def test_a_commit_that_fails_leaves_nothing_behind(store: SqliteStore) -> None:
-    store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
-    orphan_frame = frame_row(99, 1, 0)  # no job 99: the foreign key refuses the batch
-    with pytest.raises((StoreError, sqlite3.IntegrityError)):
-        store.commit(Changes((job_row(2),), (frame_row(2, 1, 0), orphan_frame), 3))
-    assert store.load() == Snapshot((job_row(1),), (frame_row(1, 1, 0),), 2)
-    store.commit(Changes((job_row(2),), (frame_row(2, 1, 0),), 3))  # still usable
-    assert store.load().next_job_id == 3
-
-
 def test_the_memory_store_keeps_nothing() -> None:
     store = MemoryStore()
     store.commit(Changes((job_row(1),), (frame_row(1, 1, 0),), 2))
@@ -260,25 +154,6 @@ def test_merge_of_one_batch_is_that_batch_and_of_none_is_empty() -> None:
     assert not Changes()
     assert Changes(next_job_id=1)
     assert Changes(frames=(frame_row(1, 1, 0),))
-
-
-def test_committing_merged_batches_equals_committing_them_in_turn(tmp_path: Path) -> None:
-    batches = [
-        Changes((job_row(1),), (frame_row(1, 1, 0), frame_row(1, 2, 1)), 2),
-        Changes((), (frame_row(1, 1, 0, state="running", worker="w", attempts=1),), 2),
-        Changes((job_row(2, depends_on=(1,)),), (frame_row(2, 1, 0),), 3),
-        Changes((job_row(1, priority=3),), (frame_row(1, 1, 0, state="complete", attempts=1),), 3),
-    ]
-    one_by_one = SqliteStore(tmp_path / "a")
-    merged = SqliteStore(tmp_path / "b")
-    try:
-        for batch in batches:
-            one_by_one.commit(batch)
-        merged.commit(Changes.merge(batches))
-        assert one_by_one.load() == merged.load()
-    finally:
-        one_by_one.close()
-        merged.close()
 
 
 # --------------------------------------------------------------------------- schema
@@ -484,104 +359,6 @@ def test_a_refused_state_dir_does_not_get_a_lock_file(state: Path) -> None:
 # --------------------------------------------------------------------------- restore
 
 
-class Recorder:
-    """A scheduler whose every outcome's changes are kept, as the supervisor's are."""
-
-    def __init__(self) -> None:
-        self.core = Scheduler()
-        self.changes: list[Changes] = []
-        self.clock = 1_700_000_000.0
-
-    def now(self) -> float:
-        self.clock += 0.125
-        return self.clock
-
-    def __call__(self, event: Event) -> Outcome:
-        outcome = self.core.handle(event)
-        self.changes.append(outcome.changes)
-        return outcome
-
-
-def starts(outcome: Outcome) -> list[RunOnWorker]:
-    return [c for c in outcome.commands if isinstance(c, RunOnWorker)]
-
-
-def stops(outcome: Outcome) -> list[KillOnWorker]:
-    return [c for c in outcome.commands if isinstance(c, KillOnWorker)]
-
-
-def notes(outcome: Outcome) -> list[str]:
-    return [c.event for c in outcome.commands if isinstance(c, Note)]
-
-
-def result(start: RunOnWorker, now: float, exit_code: int = 0) -> FrameEnded:
-    return FrameEnded(
-        worker=start.worker,
-        job_id=start.job_id,
-        frame=start.frame,
-        attempt=start.attempt,
-        exit_code=exit_code,
-        now=now,
-    )
-
-
-PROBES = [
-    WorkerView("/"),
-    WorkerView("/show1/comp"),
-    WorkerView("/show1/light"),
-    WorkerView("/show2"),
-    WorkerView("/show2/fx/sim"),
-]
-
-
-def workerless(view: dict[str, Any]) -> dict[str, Any]:
-    """A job's view without what depends on the workers connected, which a restart
-    does not bring back: a pending job's reason (`farmd.core.placement`)."""
-    return {**view, "reason": None} if view["state"] == "pending" else view
-
-
-def seen(core: Scheduler) -> dict[str, Any]:
-    """Everything a user or a worker sees of the queue (but the workers it has)."""
-    return {
-        "jobs": [workerless(job) for job in core.jobs_page()["jobs"]],
-        "details": {
-            job["id"]: workerless(core.job_view(job["id"])) for job in core.jobs_page()["jobs"]
-        },
-        "index": sorted(core.dispatch.index, key=lambda queued: queued.id),
-        "ranking": {str(view): core.dispatch.index.page(view, 1000) for view in PROBES},
-        "job clusters": [
-            (node["path"], node["jobs_here"], node["jobs_total"])
-            for node in core.clusters_view()
-            if node["jobs_total"]
-        ],
-    }
-
-
-def frame_of(core: Scheduler, job_id: int, number: int) -> dict[str, Any]:
-    (view,) = [f for f in core.job_view(job_id)["frame_list"] if f["frame"] == number]
-    return dict(view)
-
-
-def row_of(changes: Changes, job_id: int, number: int) -> FrameRow:
-    (row,) = [f for f in changes.frames if (f.job_id, f.number) == (job_id, number)]
-    return row
-
-
-def running_frames(core: Scheduler) -> set[tuple[int, int, int]]:
-    return {
-        (job.id, frame.number, frame.attempts)
-        for job in core.jobs.values()
-        for frame in job.frames.values()
-        if frame.state.value == "running"
-    }
-
-
-def restored(snapshot: Snapshot) -> Scheduler:
-    core = Scheduler()
-    core.handle(Restore(snapshot=snapshot, now=0.0))
-    return core
-
-
 def through_store(directory: Path, batches: list[Changes], *, group: int = 1) -> Snapshot:
     """Commit `batches` (merged `group` at a time, as the group committer may) to a new
     store in `directory`, close it and load it from a fresh open."""
@@ -596,66 +373,6 @@ def through_store(directory: Path, batches: list[Changes], *, group: int = 1) ->
         return reopened.load()
     finally:
         reopened.close()
-
-
-def busy_farm() -> tuple[Recorder, dict[str, int], list[RunOnWorker]]:
-    """A farm in every state at once: waiting, pending, running, complete, failed and
-    killed frames; dependencies met and unmet; restrictions, patterns, a modified
-    priority, and a frame requeued from a lost worker. Returns the recorder, job ids by
-    name, and the frames still running."""
-    farm = Recorder()
-    ids: dict[str, int] = {}
-
-    def submit(name: str, **fields: Any) -> None:
-        out = farm(SubmitJob(argv=("render", "{frame}"), name=name, now=farm.now(), **fields))
-        ids[name] = out.result
-
-    submit("base", cluster="/show1/comp", priority=20, frames="1-4")
-    submit("light", cluster="/show1/light", frames="5,1,3", depends_on=(ids["base"],))
-    submit("fx", cluster="/show2/fx", priority=5, cross_cluster="/show1+,/show3", frames="1-10x3")
-    submit(
-        "final",
-        cluster="/show2",
-        restrictions="/show2/+ || /show1/*",
-        depends_on=(ids["fx"], ids["base"]),
-    )
-    submit("doomed", cluster="/show1/comp", priority=1, frames="1-2")
-    submit("solo", priority=3, restrictions="/show2/fx/*")
-    submit("later", cluster="/show3", frames="1-3")
-
-    running: dict[tuple[int, int], RunOnWorker] = {}
-
-    def track(out: Outcome) -> None:
-        for start in starts(out):
-            running[(start.job_id, start.frame)] = start
-
-    track(farm(WorkerJoined(name="w1", cluster="/show1/comp", slots=2, now=farm.now())))
-    track(farm(WorkerJoined(name="w2", cluster="/show2/fx/sim", slots=1, now=farm.now())))
-    track(
-        farm(
-            WorkerJoined(
-                name="w3", cluster="/show1/light", slots=1, restrictions="/show1/+", now=farm.now()
-            )
-        )
-    )
-    # doomed (priority 1) went to w1 and w3: kill it with both frames running
-    farm(KillJobs(job_ids=(ids["doomed"],), now=farm.now()))
-    for key in [k for k in running if k[0] == ids["doomed"]]:
-        track(farm(result(running.pop(key), farm.now(), exit_code=-15)))
-    # finish what runs, one failure among them, for a few rounds
-    for round_ in range(4):
-        for key in sorted(running)[:2]:
-            start = running.pop(key)
-            code = 1 if (start.job_id, start.frame) == (ids["fx"], 4) else 0
-            track(farm(result(start, farm.now(), exit_code=code)))
-        if round_ == 1:
-            farm(ModifyJob(job_id=ids["later"], priority=2, now=farm.now()))
-    # w3 is lost: its frame goes back to pending with its attempt counted
-    lost = [k for k, s in running.items() if s.worker == "w3"]
-    farm(WorkerLost(name="w3", now=farm.now()))
-    for key in lost:
-        del running[key]
-    return farm, ids, list(running.values())
 
 
 def test_busy_farm_has_every_kind_of_state() -> None:
@@ -678,18 +395,6 @@ def test_busy_farm_has_every_kind_of_state() -> None:
     assert requeued, "no frame was requeued from a lost worker"
 
 
-@pytest.mark.parametrize("group", [1, 3, 1000], ids=["one-by-one", "groups-of-3", "all-at-once"])
-def test_restore_shows_the_same_farm(tmp_path: Path, group: int) -> None:
-    farm, _, running = busy_farm()
-    core = restored(through_store(tmp_path / "state", farm.changes, group=group))
-
-    assert seen(core) == seen(farm.core)
-    assert core.orphans == len(running) == len(running_frames(farm.core))
-    # the next job gets the same id in both
-    submit = SubmitJob(argv=("x",), now=farm.now())
-    assert core.handle(submit).result == farm.core.handle(submit).result
-
-
 def test_a_worker_joining_a_restored_farm_gets_the_same_frames_and_order(tmp_path: Path) -> None:
     farm, _, _ = busy_farm()
     core = restored(through_store(tmp_path / "state", farm.changes))
@@ -707,15 +412,6 @@ def test_a_worker_joining_a_restored_farm_gets_the_same_frames_and_order(tmp_pat
         offered += len(core.order_view(name, 100))
     assert offered, "the probes saw empty queues: the comparison proved nothing"
     assert seen(core) == seen(farm.core)
-
-
-def requeued_by_hand(snapshot: Snapshot) -> Snapshot:
-    """`snapshot` with every running frame put back to pending, as a reclaim should."""
-    frames = tuple(
-        attrs.evolve(f, state="pending", started_at=None) if f.state == "running" else f
-        for f in snapshot.frames
-    )
-    return attrs.evolve(snapshot, frames=frames)
 
 
 def test_reclaiming_orphans_puts_exactly_the_running_frames_back(tmp_path: Path) -> None:
@@ -870,115 +566,6 @@ def test_a_worker_returning_after_the_grace_period_readopts_a_pending_frame(
 # --------------------------------------------------------------------------- random farms
 
 
-class RandomFarm:
-    """Random events against a recorder, with a model of what each worker host runs."""
-
-    CLUSTERS = ("/", "/a", "/a/b", "/a/c", "/b", "/b/x/y")
-    RESTRICTIONS = ("", "", "", "/a/+", "/b || /a/*", "/+", "/a/b")
-    PATTERNS = ("", "", "", "/a+", "/b,/a/c", "/b/x+")
-    FRAMES = ("", "1", "1-3", "2,9,4", "1-10x4")
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.farm = Recorder()
-        self.hosts: dict[str, set[tuple[int, int, int]]] = {}  # connected worker -> attempts
-
-    def track(self, out: Outcome) -> None:
-        for start in starts(out):
-            self.hosts[start.worker].add((start.job_id, start.frame, start.attempt))
-
-    def step(self) -> None:
-        rng, farm, core = self.rng, self.farm, self.farm.core
-        roll = rng.random()
-        job_ids = list(core.jobs)
-        event: Event
-        if roll < 0.25 or not job_ids:
-            deps = rng.sample(job_ids, k=min(len(job_ids), rng.choice((0, 0, 1, 2))))
-            event = SubmitJob(
-                argv=("cmd", "{frame}"),
-                name=rng.choice(("", "shot", "ä")),
-                cluster=rng.choice(self.CLUSTERS),
-                priority=rng.choice((None, 1, 5, 5, 100)),
-                restrictions=rng.choice(self.RESTRICTIONS),
-                cross_cluster=rng.choice(self.PATTERNS),
-                frames=rng.choice(self.FRAMES),
-                depends_on=tuple(deps),
-                now=farm.now(),
-            )
-        elif roll < 0.35:
-            name = rng.choice(("w1", "w2", "w3", "w4"))
-            held = tuple(sorted(self.hosts.get(name, ()))) if name in self.hosts else ()
-            event = WorkerJoined(
-                name=name,
-                cluster=rng.choice(self.CLUSTERS),
-                slots=rng.choice((1, 2)),
-                restrictions=rng.choice(self.RESTRICTIONS),
-                running=held,
-                now=farm.now(),
-            )
-            self.hosts.setdefault(name, set())
-        elif roll < 0.42 and self.hosts:
-            name = rng.choice(sorted(self.hosts))
-            event = WorkerLost(name=name, now=farm.now())
-            del self.hosts[name]  # the host is gone, and its frames with it
-        elif roll < 0.85 and any(self.hosts.values()):
-            name = rng.choice(sorted(n for n, held in self.hosts.items() if held))
-            job_id, frame, attempt = rng.choice(sorted(self.hosts[name]))
-            self.hosts[name].discard((job_id, frame, attempt))
-            event = FrameEnded(
-                worker=name,
-                job_id=job_id,
-                frame=frame,
-                attempt=attempt,
-                exit_code=rng.choice((0, 0, 0, 0, 1)),
-                now=farm.now(),
-            )
-        elif roll < 0.92:
-            event = ModifyJob(
-                job_id=rng.choice(job_ids),
-                priority=rng.choice((None, 1, 7)),
-                cluster=rng.choice((None, *self.CLUSTERS)),
-                cross_cluster=rng.choice((None, *self.PATTERNS)),
-                now=farm.now(),
-            )
-        else:
-            event = KillJobs(job_ids=(rng.choice(job_ids),), now=farm.now())
-        with contextlib.suppress(UserError):  # a refused event changes nothing
-            self.track(farm(event))
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_random_farms_restore_to_what_they_showed(tmp_path: Path, seed: int) -> None:
-    model = RandomFarm(seed)
-    farm = model.farm
-    store = SqliteStore(tmp_path / "state")
-    committed = 0
-    try:
-        for checkpoint in range(8):
-            for _ in range(40):
-                model.step()
-            store.commit(Changes.merge([c for c in farm.changes[committed:] if c]))
-            committed = len(farm.changes)
-            core = restored(store.load())
-            assert seen(core) == seen(farm.core), f"checkpoint {checkpoint}"
-            assert core.orphans == len(running_frames(farm.core))
-    finally:
-        store.close()
-    snapshot = load_fresh(tmp_path / "state")
-    core = restored(snapshot)
-    assert seen(core) == seen(farm.core)
-    core.handle(ReclaimOrphans(now=farm.now()))
-    assert seen(core) == seen(restored(requeued_by_hand(snapshot)))
-
-
-def load_fresh(directory: Path) -> Snapshot:
-    store = SqliteStore(directory)
-    try:
-        return store.load()
-    finally:
-        store.close()
-
-
 # --------------------------------------------------------------------------- rank fields
 
 
@@ -1041,29 +628,3 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     check = sqlite3.connect(state / "farmd.db")
     assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     check.close()
-
-
-def test_removed_jobs_are_deleted_for_good(tmp_path: Path) -> None:
-    from farmd.core import KillJobs, RemoveJobs, Scheduler, SubmitJob
-
-    core = Scheduler()
-    store = SqliteStore(tmp_path)
-    try:
-        for event in (
-            SubmitJob(argv=("a",), frames="1-3", now=1.0),
-            SubmitJob(argv=("b",), now=1.0),
-            KillJobs(job_ids=(1,), now=2.0),
-            RemoveJobs(job_ids=(1,), now=3.0),
-        ):
-            store.commit(core.handle(event).changes)
-    finally:
-        store.close()
-    reopened = SqliteStore(tmp_path)
-    try:
-        snapshot = reopened.load()
-    finally:
-        reopened.close()
-    assert [job.id for job in snapshot.jobs] == [2]
-    # job 1's killed frames had rows of their own; job 2's untouched frame never had one
-    assert {frame.job_id for frame in snapshot.frames} == set()
-    assert snapshot.next_job_id == 3

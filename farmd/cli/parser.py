@@ -43,6 +43,7 @@ from farmd.cli.releases import (
     release_command,
     types_command,
 )
+from farmd.cli.store import add_store_options
 from farmd.cli.users import (
     add_audit_options,
     add_user_options,
@@ -558,6 +559,12 @@ def _add_config_command(command: _CommandMaker) -> None:
     check.add_argument("--json", action="store_true")
 
 
+def _add_store_command(command: _CommandMaker) -> None:
+    """`farmd store migrate`: a group with its own subcommands, run beside the store."""
+    text = "the farm's store: migrate a farm from SQLite to PostgreSQL"
+    add_store_options(command.subparsers.add_parser("store", help=text, description=text))
+
+
 def _add_completion_command(command: _CommandMaker) -> None:
     """`farmd completion`: a shell completion script made from this parser."""
     text = 'print a completion script for bash, zsh or fish (e.g. eval "$(farmd completion bash)")'
@@ -592,6 +599,7 @@ _COMMANDS: Final[tuple[Callable[[_CommandMaker], None], ...]] = (
     _add_history_command,
     _add_user_commands,
     _add_release_commands,
+    _add_store_command,
     _add_completion_command,
 )
 

@@ -1,0 +1,175 @@
+"""`farmd store migrate`: move a farm from a SQLite state dir into PostgreSQL.
+
+Theory of operation
+-------------------
+Both stores hold the same rows in the same tables and columns, so a migration is a
+copy, row for row, of every table: live jobs and jobs in history, their frames, users,
+worker tokens, the audit log with its ids, and `meta` (the next job id, worker locks,
+releases and deployments). The source is opened as a supervisor would open it
+(`SqliteStore`: a state dir a running supervisor holds is refused, and an older schema
+is brought up to date first), then read in one read transaction; the target is opened
+as `PostgresStore` (which creates its schema) and written in one transaction, with
+PostgreSQL's COPY, which holds the migration lock the schema's own migrations take.
+So the copy is whole or nothing. Only an empty farm database is written to: a copy
+into a farm that already has rows would mix two farms' job ids.
+
+The farm's tokens are files in the state dir (`farmd.supervisor.tokens`); on
+PostgreSQL they are the `meta` rows every supervisor of the farm shares
+(`PostgresStore.shared_secret`), so they are copied there too and the workers, users
+and scripts that hold them keep working. The audit ids' sequence is moved past the
+highest id SQLite ever gave (`sqlite_sequence`), so no id is given twice.
+
+Not copied: the files beside the database (release bundles in STATE/releases, the
+farm's TLS authority in STATE/tls), which are not rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from farmd.store import (
+    AUDIT_COLUMNS,
+    DATABASE_FILE,
+    FRAME_COLUMNS,
+    JOB_COLUMNS,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
+    SqliteStore,
+    StoreError,
+)
+from farmd.store_postgres import MIGRATION_LOCK, PostgresStore, one_line
+
+if TYPE_CHECKING:
+    import psycopg
+
+# the token files of a state dir, and the shared secrets they become
+# (`farmd.supervisor.tokens`: TOKEN_FILE and USER_TOKEN_FILE)
+TOKEN_SECRETS = {"token": "secret:token", "user_token": "secret:user_token"}
+# every table, its columns, in an order the foreign key accepts (a job before its frames)
+COPIED = (
+    ("meta", ("key", "value")),
+    ("jobs", JOB_COLUMNS),
+    ("frames", FRAME_COLUMNS),
+    ("users", USER_COLUMNS),
+    ("worker_tokens", TOKEN_COLUMNS),
+    ("audit", ("id", *AUDIT_COLUMNS)),
+)
+
+
+@attrs.frozen
+class Copied:
+    """How many rows of each kind a migration copied."""
+
+    jobs: int
+    frames: int
+    users: int
+    worker_tokens: int
+    audit: int
+    secrets: int
+
+    def line(self, source: Path, target: str) -> str:
+        return (
+            f"copied the farm in {source} to {target}: {self.jobs} jobs, {self.frames} frames, "
+            f"{self.users} users, {self.worker_tokens} worker tokens, {self.audit} audit "
+            f"entries, {self.secrets} farm tokens"
+        )
+
+
+def parse_source(text: str) -> Path:
+    """The state dir `sqlite:STATE` names."""
+    kind, colon, where = text.partition(":")
+    if not colon or kind != "sqlite" or not where:
+        msg = f"--from must be sqlite:STATE (a supervisor's state dir), not {text!r}"
+        raise StoreError(msg)
+    return Path(where).expanduser().resolve()
+
+
+def migrate(state_dir: Path, url: str) -> Copied:
+    """Copy the farm in `state_dir` (SQLite) into the empty farm database at `url`."""
+    if not (state_dir / DATABASE_FILE).is_file():
+        msg = f"there is no farm database in {state_dir} (no {DATABASE_FILE}); nothing was copied"
+        raise StoreError(msg)
+    source = SqliteStore(state_dir)  # holds the state dir: no supervisor starts on it meanwhile
+    try:
+        rows, sequence = _read_sqlite(state_dir)
+        for name, secret in TOKEN_SECRETS.items():
+            with contextlib.suppress(FileNotFoundError):
+                value = (state_dir / name).read_text().strip()
+                if value:
+                    rows["meta"].append((secret, value))
+        target = PostgresStore(url)
+        target.close()  # its schema is made; the copy is one transaction of its own
+        _write_postgres(url, target.where, rows, sequence)
+    finally:
+        source.close()
+    return Copied(
+        jobs=len(rows["jobs"]),
+        frames=len(rows["frames"]),
+        users=len(rows["users"]),
+        worker_tokens=len(rows["worker_tokens"]),
+        audit=len(rows["audit"]),
+        secrets=sum(1 for key, _ in rows["meta"] if str(key).startswith("secret:")),
+    )
+
+
+def _read_sqlite(state_dir: Path) -> tuple[dict[str, list[tuple[object, ...]]], int]:
+    """Every row of every table, as stored, read in one transaction; and the highest
+    audit id SQLite ever gave."""
+    db = sqlite3.connect(f"file:{state_dir / DATABASE_FILE}?mode=ro", uri=True)
+    try:
+        db.execute("BEGIN")
+        rows = {
+            table: db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            for table, columns in COPIED
+        }
+        found = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+    except sqlite3.Error as exc:
+        msg = f"cannot read the farm database in {state_dir}: {exc}; nothing was copied"
+        raise StoreError(msg) from None
+    finally:
+        db.close()
+    highest = max([int(found[0]) if found else 0, *(int(row[0]) for row in rows["audit"])])
+    return rows, highest
+
+
+def _write_postgres(
+    url: str, where: str, rows: dict[str, list[tuple[object, ...]]], sequence: int
+) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as db, db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            held = _held(db)
+            if held:
+                msg = (
+                    f"the farm database {where} already holds a farm (rows in {', '.join(held)}); "
+                    "farmd store migrate copies into an empty one only; nothing was copied"
+                )
+                raise StoreError(msg)
+            for table, columns in COPIED:
+                with db.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row(row)
+            if sequence:
+                db.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), %s)", (sequence,))
+    except psycopg.Error as exc:
+        msg = f"cannot copy into the farm database {where}: {one_line(exc)}; nothing was copied"
+        raise StoreError(msg) from None
+
+
+def _held(db: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """The tables of the farm database that hold rows (its schema version aside)."""
+    held = []
+    for table, _ in COPIED:
+        rows = f"SELECT 1 FROM {table}"
+        if table == "meta":
+            rows += " WHERE key <> 'schema_version'"
+        if db.execute(f"SELECT EXISTS ({rows})").fetchone() != (False,):
+            held.append(table)
+    return held
