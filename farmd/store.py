@@ -332,7 +332,7 @@ class SqliteStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DATABASE_FILE
-        self._lock = _StateLock(state_dir)
+        self._lock = StateLock(state_dir)
         created = False
         try:
             if self.path.exists():
@@ -741,7 +741,7 @@ def _array(text: object, item: Callable[[Any], Any] | None = None) -> Any:
     return tuple(value) if item is None else tuple(map(item, value))
 
 
-class _StateLock:
+class StateLock:
     """An exclusive lock on STATE/supervisor.lock for the supervisor's lifetime. The pid
     is written only once the state dir is accepted, and a lock file this supervisor
     created for a state dir it then refused is removed: a refusal changes nothing."""

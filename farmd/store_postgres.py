@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import threading
 import urllib.parse
@@ -89,6 +90,9 @@ CONNECT_TIMEOUT: Final = 10
 
 # Each entry migrates from version i to i + 1; the schema version is their number. The
 # first creates SQLite's schema 9 as a whole: the same tables, columns and indexes.
+# a writer session left inside a transaction this long is ended by the server (ms)
+STUCK_TRANSACTION_MS: Final = 5000
+
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -176,6 +180,17 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         digest TEXT NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
         revoked_at DOUBLE PRECISION
+    );
+    -- the supervisors sharing this database, for `farmd status` (farmd.supervisor.election):
+    -- each refreshes its own row; times are the database's clock
+    CREATE TABLE supervisors (
+        address TEXT PRIMARY KEY,     -- HOST:PORT, as it advertises itself
+        role TEXT NOT NULL,           -- active or standby
+        epoch BIGINT,                 -- the active one's; NULL for a standby
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL
     );
     """,
 )
@@ -296,7 +311,8 @@ class PostgresStore:
 
         try:
             given = conninfo_to_dict(self.url)
-            defaults: dict[str, Any] = {"application_name": "farmd"}
+            # named with the pid: `pg_stat_activity` (and a test) tell whose session it is
+            defaults: dict[str, Any] = {"application_name": f"farmd store {os.getpid()}"}
             if "connect_timeout" not in given:
                 defaults["connect_timeout"] = CONNECT_TIMEOUT
             db = psycopg.connect(
@@ -309,6 +325,16 @@ class PostgresStore:
             # one snapshot per read: a recall's family and its frames agree
             db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             db.read_only = True
+        else:
+            try:
+                # a supervisor paused inside a commit (SIGSTOP, a hung host) must not hold
+                # the epoch row against a standby's takeover: the server ends the session
+                db.execute(f"SET idle_in_transaction_session_timeout = {STUCK_TRANSACTION_MS}")
+                db.commit()
+            except psycopg.Error as exc:
+                db.close()
+                msg = f"cannot use the farm database {self.where}: {one_line(exc)}"
+                raise StoreError(msg) from None
         return db
 
     def _migrate(self) -> None:

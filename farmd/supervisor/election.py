@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from farmd.errors import UserError
+from farmd.store_postgres import Deposed, describe_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,15 +63,6 @@ PING_SECONDS: Final = 0.5  # how often the active shows PostgreSQL it is alive
 SEEN_SECONDS: Final = 2.0  # how often a supervisor refreshes its `supervisors` row
 STALE_SECONDS: Final = 10.0  # a standby not seen for this long is not listed
 CONNECT_SECONDS: Final = 5  # to reach the database at all
-# a session of the active caught inside a transaction (paused mid-commit) is ended after
-STUCK_TRANSACTION_SECONDS: Final = 5.0
-
-
-class Deposed(UserError):
-    """This supervisor is no longer the active one: another took the farm over (or the
-    database ended its session). It must stop, writing nothing."""
-
-    code = "deposed"
 
 
 @attrs.frozen
@@ -86,8 +78,6 @@ def connect(url: str, purpose: str) -> psycopg.Connection[Any]:
     """A session on the farm database, named for `pg_stat_activity` (and for a test
     that checks who wrote what); TCP keepalives so a dead server is noticed."""
     import psycopg
-
-    from farmd.store_postgres import describe_url
 
     try:
         return psycopg.connect(

@@ -40,11 +40,11 @@ import trio
 from farmd.config import Address, is_postgres_url
 from farmd.logs import log_event
 from farmd.protocol import STANDBY_VERSION, Error, Standby
-from farmd.store import write_state_file
+from farmd.store import StateLock, write_state_file
+from farmd.store_postgres import Deposed
 from farmd.supervisor.connection import Goodbye
 from farmd.supervisor.election import (
     POLL_SECONDS,
-    Deposed,
     Election,
     LeaseKeeper,
     Standing,
@@ -90,7 +90,15 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
 
     config = sup.config
     url = config.store
-    store = await trio.to_thread.run_sync(PostgresStore, url)
+    # the state dir (its address file, its TLS files, the local copy of the farm token)
+    # is this supervisor's alone, as with SQLite; the farm itself is in the database
+    state_lock = StateLock(config.state_dir)
+    try:
+        store = await trio.to_thread.run_sync(PostgresStore, url)
+    except BaseException:
+        state_lock.release(keep=False)
+        raise
+    state_lock.claim()
     try:
         sup.standing = Standing()
         listeners = await sup.listen(role="standby")
@@ -127,6 +135,7 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
                 await trio.to_thread.run_sync(election.close)
     finally:
         store.close()
+        state_lock.release(keep=True)
 
 
 async def _wait_to_win(sup: Supervisor, election: Election) -> None:
