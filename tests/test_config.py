@@ -33,6 +33,7 @@ ALL_KEYS = (
     "lost_worker_grace",
     "max_frame_bytes",
     "store",
+    "advertise",
     "preempt_policy",
     "resources",
     "metrics",

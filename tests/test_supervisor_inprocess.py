@@ -294,6 +294,6 @@ async def test_a_version_2_worker_joins_and_a_version_2_client_is_refused(
     client = farm.connect()
     await client.send(Hello(version=2, role=Role.ADMIN.value, token=farm.token))
     assert await client.expect(Error) == Error(
-        code="bad_version", message="protocol version 2 is not supported (this is 6)"
+        code="bad_version", message="protocol version 2 is not supported (this is 7)"
     )
     await client.expect_closed()
