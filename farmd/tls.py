@@ -40,9 +40,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import json
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -236,6 +238,33 @@ def farm_certificates(state_dir: Path, names: tuple[str, ...] = ()) -> Certifica
     )
     _write_private(cert_path, cert.public_bytes(pem) + ca_cert.public_bytes(pem))
     return CertificateFiles(cert_path, key_path, ca_path)
+
+
+def shared_farm_ca(state_dir: Path, names: tuple[str, ...], share: Callable[[str], str]) -> None:
+    """Make STATE/tls hold the CA that every supervisor of an active/standby farm shares,
+    so a peer that trusts the farm's CA (`--ca`, FARMD_CA) trusts whichever supervisor
+    is active. `share(proposal)` returns the CA the farm already has (a JSON text of
+    `cert` and `key`, kept in the farm database), or keeps `proposal`, this supervisor's
+    own, as the farm's. When the farm's differs from the one on disk it replaces it,
+    and this supervisor's certificate is issued again by it (its key, so its pin, kept)."""
+    folder = state_dir / TLS_DIR
+    farm_certificates(state_dir, names)
+    own = json.dumps(
+        {"cert": (folder / "ca.pem").read_text(), "key": (folder / "ca.key").read_text()}
+    )
+    farm = share(own)
+    if farm == own:
+        return
+    try:
+        found = json.loads(farm)
+        cert, key = str(found["cert"]), str(found["key"])
+    except (TypeError, ValueError, KeyError):
+        msg = "the farm database holds an unreadable farm CA (secret:tls_ca): remove that row"
+        raise ConfigError(msg) from None
+    _write_private(folder / "ca.key", key.encode())
+    _write_private(folder / "ca.pem", cert.encode())
+    (folder / "cert.pem").unlink(missing_ok=True)  # issued by another CA: issue it again
+    farm_certificates(state_dir, names)
 
 
 def _san_text(name: str) -> str:

@@ -234,12 +234,20 @@ def test_bash_completion_parses_and_completes(tmp_path: Path) -> None:
     probe = (
         f"source {path}; "
         'COMP_WORDS=(farmd jo); COMP_CWORD=1; _farmd; echo "${COMPREPLY[*]}"; '
+        'COMP_WORDS=(farmd serve --log-level ""); COMP_CWORD=3; _farmd; echo "${COMPREPLY[*]}"; '
         'COMP_WORDS=(farmd serve --store ""); COMP_CWORD=3; _farmd; echo "${COMPREPLY[*]}"; '
         'COMP_WORDS=(farmd config ""); COMP_CWORD=2; _farmd; echo "${COMPREPLY[*]}"; '
         'COMP_WORDS=(farmd job 3 --frame-l); COMP_CWORD=3; _farmd; echo "${COMPREPLY[*]}"'
     )
     out = subprocess.run(["bash", "-c", probe], check=True, capture_output=True, text=True)
-    assert out.stdout.splitlines() == ["jobs job", "sqlite memory", "check", "--frame-limit"]
+    # A free value (--store takes a path or a URL) offers no options: the shell lists files.
+    assert out.stdout.splitlines() == [
+        "jobs job",
+        "debug info warning error",
+        "",
+        "check",
+        "--frame-limit",
+    ]
 
 
 @pytest.mark.parametrize(("shell", "check"), [("zsh", ["zsh", "-n"]), ("fish", ["fish", "-n"])])

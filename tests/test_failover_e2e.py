@@ -426,3 +426,34 @@ def test_a_supervisor_deposed_while_suspended_writes_nothing_after_it_wakes(
     assert "to-the-deposed" not in names
     assert worker.running()
     print(errors[-1] if errors else deposed.stderr().splitlines()[-1])
+
+
+def test_supervisors_of_one_farm_share_its_ca_so_tls_peers_follow_a_takeover(
+    pair: Pair,
+) -> None:
+    pair.config.write_text(FAST + "  tls:\n    mode: required\n")
+    pair.start("a")
+    pair.await_active("a")
+    pair.start("b")
+    ca_a = pair.state("a") / "tls" / "ca.pem"
+    ca_b = pair.state("b") / "tls" / "ca.pem"
+    assert ca_a.read_bytes() == ca_b.read_bytes()  # the farm's, not each one's own
+    # each supervisor has its own key and certificate, issued by the farm's CA
+    key_a = (pair.state("a") / "tls" / "key.pem").read_bytes()
+    assert key_a != (pair.state("b") / "tls" / "key.pem").read_bytes()
+    worker = pair.worker("w1", slots=1)
+    worker_args = worker.popen.args
+    assert isinstance(worker_args, list)
+    worker.stop()
+    worker = pair.farm.spawn("worker-w1-tls", [*worker_args[3:], "--ca", str(ca_a)])
+    client = Client(pair.addresses, token_file=pair.state("a") / "token", ca=ca_a, timeout=10.0)
+    with client:
+        wait_for(lambda: workers_connected(client, {"w1"}), "w1 to register over TLS")
+    assert pair.procs["a"].stop(signal.SIGKILL) == -signal.SIGKILL
+    pair.await_active("b")
+    with client:
+        wait_for(lambda: workers_connected(client, {"w1"}), "w1 to follow the takeover")
+        job = client.submit(["true"], name="after")
+        assert client.wait([job], timeout=20)["ended"] == {str(job): "complete"}
+    assert worker.running()
+    assert "tls_required" not in worker.stderr()

@@ -117,7 +117,10 @@ def _bash(found: list[Command], prog: str) -> str:
         flags = " ".join(f for o in c.options for f in o.flags)
         lines.append(f"        {_bash_word(' '.join(c.words))})")
         choices = [o for o in c.options if o.choices]
-        if choices:
+        # An option's free value (a path, a URL, a number) is not another option: leave
+        # COMPREPLY empty so that `complete -o default` offers file names instead.
+        free = [f for o in c.options if o.takes_value and not o.choices for f in o.flags]
+        if choices or free:
             lines.append('            case "$prev" in')
             for o in choices:
                 pattern = "|".join(o.flags)
@@ -126,6 +129,8 @@ def _bash(found: list[Command], prog: str) -> str:
                     f'                {pattern}) COMPREPLY=($(compgen -W "{words}" -- "$cur")); '
                     "return ;;"
                 )
+            if free:
+                lines.append(f"                {'|'.join(free)}) COMPREPLY=(); return ;;")
             lines.append("            esac")
         lines.append(f'            opts="{flags}" ;;')
     lines += [

@@ -51,6 +51,7 @@ from farmd.supervisor.election import (
     status,
 )
 from farmd.supervisor.tokens import TOKEN_FILE, USER_TOKEN_FILE, ensure_token
+from farmd.tls import shared_farm_ca
 
 if TYPE_CHECKING:
     from farmd.supervisor.daemon import Supervisor
@@ -100,6 +101,16 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
         raise
     state_lock.claim()
     try:
+        settings = config.tls
+        if settings.mode != "off" and settings.cert is None:
+            # the farm's own CA, shared through the database: peers given the CA file of
+            # any supervisor of the farm trust whichever one is active
+            await trio.to_thread.run_sync(
+                shared_farm_ca,
+                config.state_dir,
+                settings.names,
+                lambda own: store.shared_secret("tls_ca", lambda: own),
+            )
         sup.standing = Standing()
         listeners = await sup.listen(role="standby")
         assert sup.address is not None
