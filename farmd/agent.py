@@ -107,10 +107,23 @@ BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 # between two addresses of the supervisor list (a failover): a breath, not a backoff
 SWITCH_PAUSE = 0.05
+# A pass over the list that met a standby is a failover in progress (the standby may be
+# taking over right now): its backoff stops growing here, so that the worker is back
+# within about a second of the new active supervisor instead of up to BACKOFF_MAX.
+STANDBY_BACKOFF_MAX = 1.0
 CANNOT_START = 126  # the exit status of a frame whose shepherd could not be started
 FATAL_CODES = frozenset(
     {"bad_token", "bad_version", "bad_cluster", "bad_restrictions", "bad_job", "name_in_use"}
 )
+
+
+def backoff(delay: float, *, met_standby: bool) -> tuple[float, float]:
+    """The pause after a pass over the supervisor list without a session, and the delay
+    for the pass after: doubling up to BACKOFF_MAX, up to STANDBY_BACKOFF_MAX while a
+    standby answers (jitter is the caller's)."""
+    ceiling = STANDBY_BACKOFF_MAX if met_standby else BACKOFF_MAX
+    pause = min(delay, ceiling)
+    return pause, min(pause * 2, ceiling)
 
 
 # What a frame gets of the agent's environment unless told otherwise: where programs
@@ -369,9 +382,11 @@ class Agent:
     async def _connect_forever(self, frames: trio.Nursery) -> None:
         """Connect, serve the session, and again when it ends: the next supervisor of the
         list after a failure, the active one when a standby names it; once every address
-        has been tried without a session, back off (doubling up to BACKOFF_MAX)."""
+        has been tried without a session, back off (doubling up to BACKOFF_MAX, or up to
+        STANDBY_BACKOFF_MAX when a standby answered in that pass)."""
         delay = BACKOFF_FIRST
         tries = 0  # attempts since the last session or the last backoff
+        met_standby = False  # a standby answered since the last backoff
         while True:
             address = self.targets.current
             moved = False  # a standby named the active supervisor: go there next
@@ -393,6 +408,7 @@ class Agent:
                     first = group.exceptions[0]
                     active = first.active if isinstance(first, _Redirected) else ""
                     moved = self.targets.follow(active)
+                    met_standby = True
                     log_event(
                         log,
                         "info",
@@ -422,8 +438,9 @@ class Agent:
                 await trio.sleep(SWITCH_PAUSE)
                 continue
             tries = 0
-            await trio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, BACKOFF_MAX)
+            pause, delay = backoff(delay, met_standby=met_standby)
+            await trio.sleep(pause * random.uniform(0.8, 1.2))
+            met_standby = False
 
     async def _open_tcp(self) -> trio.abc.Stream:
         address = self.targets.current

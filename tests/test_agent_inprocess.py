@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from farmd.agent import BACKOFF_FIRST, BACKOFF_MAX, STANDBY_BACKOFF_MAX, backoff
 from farmd.errors import UserError
 from farmd.protocol import GetJob, GetLog, Kill, ListWorkers, Submit, Wait
 from tests.inprocess import (
@@ -170,3 +171,15 @@ async def test_an_agent_cut_off_without_a_word_comes_back_over_its_ghost_session
     job_id = (await admin.ask(Submit, argv=("true",)))["id"]
     assert await ended(admin, job_id) == {str(job_id): "complete"}
     assert (await frames(admin, job_id))[1]["worker"] == "ghosted"
+
+
+def test_a_failover_in_progress_keeps_the_reconnect_pace_within_a_second() -> None:
+    """After passes where no supervisor answers, the pause doubles to BACKOFF_MAX; once a
+    standby answers (a takeover is under way), it comes down to STANDBY_BACKOFF_MAX and
+    stays there, so the worker is back soon after the new active supervisor starts."""
+    pauses, delay = [], BACKOFF_FIRST
+    for met_standby in [False] * 6 + [True] * 3 + [False] * 2:
+        pause, delay = backoff(delay, met_standby=met_standby)
+        pauses.append(pause)
+    assert pauses == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 1.0, 1.0, 1.0, 1.0, 2.0]
+    assert (STANDBY_BACKOFF_MAX, BACKOFF_MAX) == (1.0, 5.0)
