@@ -1,0 +1,448 @@
+"""Takeover of a standby supervisor on PostgreSQL with many jobs kept, printed as one JSON line.
+
+The farm: a PostgreSQL database of the benchmark's own on 127.0.0.1:5432 (created, and
+dropped at the end), two real `farmd serve --store postgresql://...` processes `a` and
+`b` (each with its own state dir, port and `--advertise`), and `--workers` real `farmd
+worker --supervisor a,b` processes of `--slots` slots. `--jobs` jobs (100,000 by
+default, one frame each, `sleep 0.5`, priority 100) are loaded with `submit_many` (10
+batches of up to 10,000 jobs, each one request and one commit); they are real queued
+jobs the supervisor holds, and the workers keep running them (a busy farm), so a few
+hundred of them end during the run: `jobs_kept` gives the count at each kill.
+
+Then, `--rounds` times: `kill -9` of the active supervisor (SIGKILL: its sockets close,
+PostgreSQL frees its advisory lock at once), and the standby takes over; the killed
+one is started again as the new standby before the next round (they alternate).
+
+The observable is a **probe job**: right after the kill, the benchmark submits one job
+(`true`, one frame, priority 1, the most urgent, so it outranks the queue of
+priority 100) through a `Client` given both supervisors, repeating it under one request key
+until a supervisor acknowledges it. `dispatch_s` is from the kill to the probe frame's
+`started_at` (the time the new active supervisor handed it to a worker, by its clock on
+this machine): the farm is dispatching again. It includes the election, the load and
+restore of the farm, the workers' reconnection (they follow the list, and back off at
+most a second while a standby answers) and the first pick. `serving_s` is from the kill
+to the probe's acknowledgement (the new active supervisor serving requests), and
+`takeover_logged_s` is what the supervisor logs itself (`supervisor active`, from
+winning the lock to serving).
+
+Baseline, in the same run: the same farm (same jobs, workers and probe) on one
+supervisor with the SQLite store: `kill -9` and an immediate restart on the same state
+dir and port (what an admin's process manager would do), timed the same way; its
+restart includes the interpreter's start. `takeover_vs_restart` is the ratio of the
+medians of `dispatch_s`; `takeover_target_s` is issue 17's target (5 s).
+
+Usage: python benchmarks/failover.py [--quick] [--jobs 100000] [--rounds 3]
+       [--workers 1 --slots 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dispatch import stop  # noqa: E402
+from scale import progress  # noqa: E402
+
+from farmd.client import Client  # noqa: E402
+from farmd.errors import FarmdError  # noqa: E402
+
+SERVER = "127.0.0.1:5432"
+ADMIN_URL = f"postgresql://postgres@{SERVER}/postgres"
+TARGET_S = 5.0  # issue 17: kill -9 of the active supervisor to dispatching again
+BATCH = 10_000  # jobs per submit_many (the protocol's MAX_BATCH)
+BULK = ["sleep", "0.5"]
+BULK_PRIORITY = 100  # 1 is the most urgent
+PROBE_PRIORITY = 1
+START_TIMEOUT = 120.0  # a supervisor starting (SQLite: restoring the whole farm first)
+PROBE_TIMEOUT = 120.0  # kill to the probe's frame started
+CONFIG = "supervisor:\n  heartbeat_interval: 1\n"
+
+
+class Supervisor:
+    """One `farmd serve` of the farm: its state dir, port and log; started again on
+    the same port after each kill."""
+
+    def __init__(self, name: str, workdir: Path, store: str) -> None:
+        self.name = name
+        self.state = workdir / f"state-{name}"
+        self.log = workdir / f"serve-{name}.log"
+        self.config = workdir / "farm.yaml"
+        self.store = store
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start it and return once it listens (a standby listens at once; a SQLite
+        supervisor once it has restored the farm)."""
+        address_file = self.state / "address"
+        address_file.unlink(missing_ok=True)
+        listen = f"127.0.0.1:{self.port}"
+        advertise = ["--advertise", listen] if self.port else []
+        with self.log.open("ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "farmd",
+                    "serve",
+                    "--listen",
+                    listen,
+                    *advertise,
+                    "--http",
+                    "off",
+                    "--state",
+                    str(self.state),
+                    "--store",
+                    self.store,
+                    "--config",
+                    str(self.config),
+                    "--log-json",
+                    "--log-level",
+                    "info",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (address_file.exists() and address_file.read_text().endswith("\n")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                stop(self.process)
+                sys.exit(f"supervisor {self.name} did not start; see:\n{self.tail()}")
+            time.sleep(0.02)
+        port = int(address_file.read_text().strip().rpartition(":")[2])
+        if self.port and port != self.port:
+            sys.exit(f"supervisor {self.name} listens on {port}, not {self.port}")
+        self.port = port
+
+    def kill(self) -> float:
+        """SIGKILL; returns when it was sent (time.time, to compare with `started_at`)."""
+        assert self.process is not None
+        killed_at = time.time()
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return killed_at
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by SIGKILL
+                    continue
+        return out
+
+    def actives(self) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == "supervisor active"]
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process, timeout=30)
+
+
+def wait_active(sup: Supervisor, seen: int, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """The `supervisor active` event after the first `seen` ones of `sup`'s log."""
+    deadline = time.monotonic() + timeout
+    while len(found := sup.actives()) <= seen:
+        assert sup.process is not None
+        if sup.process.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"supervisor {sup.name} did not become active; see:\n{sup.tail()}")
+        time.sleep(0.05)
+    return found[seen]
+
+
+def start_workers(
+    workdir: Path, supervisors: str, token_file: Path, count: int, slots: int
+) -> list[subprocess.Popen[bytes]]:
+    agents = []
+    for n in range(count):
+        name = f"w{n}"
+        log = (workdir / f"{name}.log").open("wb")
+        agents.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "farmd",
+                    "worker",
+                    "--supervisor",
+                    supervisors,
+                    "--token-file",
+                    str(token_file),
+                    "--name",
+                    name,
+                    "--slots",
+                    str(slots),
+                    "--log-dir",
+                    str(workdir / f"logs-{name}"),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return agents
+
+
+def load(client: Client, jobs: int) -> float:
+    """`jobs` queued jobs of one frame each, in batches; returns the seconds taken."""
+    started = time.monotonic()
+    for first in range(0, jobs, BATCH):
+        count = min(BATCH, jobs - first)
+        client.submit_many(
+            {"argv": BULK, "name": f"bulk{first + n}", "priority": BULK_PRIORITY}
+            for n in range(count)
+        )
+    return time.monotonic() - started
+
+
+def wait_busy(client: Client, slots: int) -> None:
+    """Until the workers are connected and every slot runs a bulk frame."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while sum(w["used"] for w in client.workers()) < slots:
+        if time.monotonic() > deadline:
+            sys.exit(f"the workers never ran {slots} frames: {client.workers()}")
+        time.sleep(0.1)
+
+
+def probe(supervisors: str, token: str, killed_at: float, number: int) -> dict[str, float]:
+    """Submit the probe right after a kill (see module docs) and time it: `serving_s`
+    to its acknowledgement, `dispatch_s` to its frame's `started_at`."""
+    key = f"probe-{number}-{secrets.token_hex(4)}"
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    client = Client(supervisors, token=token, timeout=10.0)
+    try:
+        job_id = None
+        while job_id is None:
+            try:  # repeated with its key across the failover: one job, whatever happens
+                job_id = client.submit(
+                    ["true"], name=f"probe{number}", priority=PROBE_PRIORITY, key=key
+                )
+            except FarmdError as exc:
+                if time.monotonic() > deadline:
+                    sys.exit(f"the probe was never acknowledged: {exc}")
+                time.sleep(0.05)
+        acked_at = time.time()
+        started_at = None
+        while started_at is None:
+            try:
+                started_at = client.job(job_id)["frame_list"][0]["started_at"]
+            except FarmdError as exc:
+                if time.monotonic() > deadline:
+                    sys.exit(f"the probe's frame never started: {exc}")
+            if started_at is None:
+                if time.monotonic() > deadline:
+                    sys.exit(f"the probe (job {job_id}) never started")
+                time.sleep(0.02)
+    finally:
+        client.close()
+    return {
+        "serving_s": round(acked_at - killed_at, 3),
+        "dispatch_s": round(float(started_at) - killed_at, 3),
+    }
+
+
+def held(client: Client) -> int:
+    """The jobs the supervisor holds (pending, running and ended, not yet history)."""
+    return int(client.jobs(limit=1)["total"])
+
+
+# --------------------------------------------------------------------------- the farms
+
+
+def postgres_database() -> str | None:
+    """A new database's name, or None (and why, on stderr) when PostgreSQL is not
+    reachable."""
+    import psycopg
+
+    name = f"farmd_bench_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(ADMIN_URL, connect_timeout=3, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+    except psycopg.Error as exc:
+        progress(f"PostgreSQL is not reachable at {SERVER}: {' '.join(str(exc).split())}")
+        return None
+    return name
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Two supervisors on one database; `--rounds` kills of the active one."""
+    pair = {n: Supervisor(n, workdir, url) for n in ("a", "b")}
+    pair["a"].config.write_text(CONFIG)
+    agents: list[subprocess.Popen[bytes]] = []
+    try:
+        pair["a"].start()
+        wait_active(pair["a"], 0)
+        pair["b"].start()
+        supervisors = f"{pair['a'].address},{pair['b'].address}"
+        token = (pair["a"].state / "token").read_text().strip()
+        with Client(supervisors, token=token, timeout=120.0) as client:
+            load_s = load(client, args.jobs)
+            progress(f"postgresql: {args.jobs} jobs loaded in {load_s:.1f} s")
+            agents = start_workers(
+                workdir, supervisors, pair["a"].state / "token", args.workers, args.slots
+            )
+            wait_busy(client, args.workers * args.slots)
+        active, standby = pair["a"], pair["b"]
+        rounds = []
+        for number in range(args.rounds):
+            with Client(supervisors, token=token, timeout=60.0) as client:
+                kept = held(client)
+            seen = len(standby.actives())
+            killed_at = active.kill()
+            figures = probe(supervisors, token, killed_at, number)
+            event = wait_active(standby, seen)
+            figures["takeover_logged_s"] = event.get("takeover_seconds")
+            figures["jobs_kept"] = kept
+            rounds.append(figures)
+            progress(f"postgresql: round {number + 1}: {figures}")
+            active.start()  # back, as the standby
+            active, standby = standby, active
+        return {"load_s": round(load_s, 1), "rounds": rounds}
+    except BaseException:
+        for sup in pair.values():
+            progress(f"serve-{sup.name}.log ends:\n{sup.tail()}")
+        raise
+    finally:
+        for agent in agents:
+            stop(agent)
+        for sup in pair.values():
+            sup.stop()
+
+
+def restart_run(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline: one SQLite supervisor, `kill -9` and an immediate restart."""
+    sup = Supervisor("sqlite", workdir, "sqlite")
+    sup.config.write_text(CONFIG)
+    agents: list[subprocess.Popen[bytes]] = []
+    try:
+        sup.start()
+        token = (sup.state / "token").read_text().strip()
+        with Client(sup.address, token=token, timeout=120.0) as client:
+            load_s = load(client, args.jobs)
+            progress(f"sqlite: {args.jobs} jobs loaded in {load_s:.1f} s")
+            agents = start_workers(
+                workdir, sup.address, sup.state / "token", args.workers, args.slots
+            )
+            wait_busy(client, args.workers * args.slots)
+        rounds = []
+        for number in range(args.rounds):
+            with Client(sup.address, token=token, timeout=60.0) as client:
+                kept = held(client)
+            killed_at = sup.kill()
+            started = time.monotonic()
+            sup.start()  # the same state dir and port; returns once it listens again
+            listening_s = time.monotonic() - started
+            figures = probe(sup.address, token, killed_at, number)
+            figures["listening_s"] = round(listening_s, 3)
+            figures["jobs_kept"] = kept
+            rounds.append(figures)
+            progress(f"sqlite: round {number + 1}: {figures}")
+        return {"load_s": round(load_s, 1), "rounds": rounds}
+    except BaseException:
+        progress(f"serve-sqlite.log ends:\n{sup.tail()}")
+        raise
+    finally:
+        for agent in agents:
+            stop(agent)
+        sup.stop()
+
+
+def summary(rounds: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    values = [r[key] for r in rounds if r.get(key) is not None]
+    return round(statistics.median(values), 3), round(max(values), 3)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000, help="queued jobs kept")
+    parser.add_argument("--rounds", type=int, default=3, help="kills of each farm (medians)")
+    parser.add_argument("--workers", type=int, default=1, help="real farmd workers")
+    parser.add_argument("--slots", type=int, default=2, help="slots per worker")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the SQLite restart")
+    parser.add_argument("--quick", action="store_true", help="a small run for smoke tests")
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.rounds = 2_000, 1
+    if args.jobs < 1 or args.rounds < 1:
+        parser.error("--jobs and --rounds: need at least 1")
+    database = postgres_database()
+    if database is None:
+        sys.exit(77)  # the smoke test skips on this status (no PostgreSQL here)
+    wall = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="farmd-failover-"))
+    try:
+        url = f"postgresql://postgres@{SERVER}/{database}"
+        (workdir / "pg").mkdir()
+        failover = failover_run(workdir / "pg", url, args)
+        baseline = None
+        if not args.no_baseline:
+            (workdir / "sqlite").mkdir()
+            baseline = restart_run(workdir / "sqlite", args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        drop_database(database)
+    result: dict[str, Any] = {"benchmark": "failover", "jobs": args.jobs, "rounds": args.rounds}
+    for name, figures in (("takeover", failover), ("restart", baseline)):
+        if figures is None:
+            continue
+        for key in ("dispatch_s", "serving_s"):
+            median, worst = summary(figures["rounds"], key)
+            result[f"{name}_{key}"] = median
+            result[f"{name}_{key.removesuffix('_s')}_max_s"] = worst
+        result[f"{name}_load_s"] = figures["load_s"]
+        result[f"{name}_rounds"] = figures["rounds"]
+    if baseline is not None:
+        result["takeover_vs_restart"] = round(
+            result["takeover_dispatch_s"] / result["restart_dispatch_s"], 2
+        )
+    result.update(
+        {
+            "takeover_target_s": TARGET_S,
+            "observable": "probe frame started_at (priority 1), from the kill",
+            "workers": args.workers,
+            "slots": args.slots,
+            "python": platform.python_version(),
+            "machine": f"{os.cpu_count()} cores",
+            "wall_s": round(time.monotonic() - wall, 1),
+        }
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
