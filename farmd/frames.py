@@ -208,12 +208,13 @@ class FrameNumbers:
 
 
 def frame_numbers(text: str) -> FrameNumbers:
-    """`parse_frame_range(text)` as `FrameNumbers`. A lone `N-M` or `N-MxS` (the usual
-    range) becomes a `range` without building its frames: a million frames cost
+    """`parse_frame_range(text)` as `FrameNumbers`. A lone `N`, `N-M` or `N-MxS` (the
+    usual range) becomes a `range` without building its frames: a million frames cost
     nothing here; anything else, or anything refused, goes through `parse_frame_range`."""
     match = _RANGE_ITEM.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is not None and match.group(2) is not None:
-        first, last = int(match.group(1)), int(match.group(2))
+    if match is not None:
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
         step = int(match.group(3)) if match.group(3) is not None else 1
         fits = first <= last <= MAX_FRAME_NUMBER and step >= 1
         if fits and (last - first) // step < MAX_FRAMES_PER_JOB:

@@ -46,6 +46,7 @@ frame goes back to pending without using a retry.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 
 from sortedcontainers import SortedList
@@ -89,7 +90,10 @@ class Dispatcher:
         self._sync = sync
         self._emit = emit
         self._note = note
-        self._hungry: dict[str, None] = {}  # ordered set: workers to offer work, FIFO
+        # ordered set: workers to offer work, FIFO. An OrderedDict, as `_wanting`: a dict
+        # emptied from its front is quadratic to iterate (each `next(iter(...))` steps
+        # over the slots of the keys deleted before it), an OrderedDict is not
+        self._hungry: OrderedDict[str, None] = OrderedDict()
         # free slots, but nothing they admit is runnable: by name, each with its place
         # in `_starved_order` (join order, then name), where wakes look in turn
         self._starved: dict[str, tuple[int, str]] = {}
@@ -98,7 +102,8 @@ class Dispatcher:
         self._capped: set[int] = set()  # jobs with an instances cap
         # ordered set: jobs that may have work for starved workers (runnable, re-ranked,
         # below their cap again, or a counter they reserve freed), woken for by `run`
-        self._wanting: dict[int, None] = {}
+        # (a restore makes every job wanting at once: 100,000 of them, popped in turn)
+        self._wanting: OrderedDict[int, None] = OrderedDict()
         self._rising: set[int] = set()  # jobs made runnable or re-ranked by this event
         self._stopping: set[tuple[int, int, int]] = set()  # attempts told to stop, not ended
 
@@ -226,8 +231,7 @@ class Dispatcher:
         self._drain(now)
         scanned: dict[int, tuple[int, str]] = {}  # per job: the starved looked at so far
         while self._wanting:
-            job_id = next(iter(self._wanting))
-            del self._wanting[job_id]
+            job_id, _ = self._wanting.popitem(last=False)
             if self._wake_for(job_id, scanned):
                 self._drain(now)
                 self._wanting[job_id] = None  # again once they chose: any frame left?

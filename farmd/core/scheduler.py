@@ -794,8 +794,8 @@ class Scheduler(Queries):
                     self._held[(job_id, frame.number)] = frame.retry_at
                 if frame.holds_process:  # it may still run
                     self.workforce.orphan(job, frame)
-            self.submissions.remember(job)
             self.dispatch.options_changed(job)
+        self.submissions.remember(restored.values())
         # whether a job has ended depends on its frames and sub-jobs only, so the
         # dependencies are linked once those are known
         for row in rows:  # as stored: a dependency met once stays met

@@ -161,11 +161,19 @@ class Submissions:
         self._note("info", "submission repeated", key=key, jobs=list(ids))
         return ids
 
-    def remember(self, job: Job) -> None:
-        """A restored `job` carries its submission's key: the key names it again."""
-        if job.request_key is not None:
-            ids, _ = self._keys.get(job.request_key, ((), ""))
-            self._keys[job.request_key] = ((*ids, job.id), job.request_digest or "")
+    def remember(self, jobs: Iterable[Job]) -> None:
+        """Restored `jobs` carry their submission's key: each key names its jobs again,
+        in order, with the digest of the last. Grouped first: a batch's jobs share one
+        key, and a tuple grown a job at a time would be quadratic in the batch."""
+        found: dict[str, tuple[list[int], list[str]]] = {}
+        for job in jobs:
+            if job.request_key is not None:
+                ids, digest = found.setdefault(job.request_key, ([], [""]))
+                ids.append(job.id)
+                digest[0] = job.request_digest or ""
+        for key, (ids, digest) in found.items():
+            known, _ = self._keys.get(key, ((), ""))
+            self._keys[key] = ((*known, *ids), digest[0])
 
     def forget(self, removed: Iterable[Job]) -> None:
         """Jobs were removed: a key is forgotten with the last of its jobs (their rows

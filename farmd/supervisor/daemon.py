@@ -146,7 +146,7 @@ from farmd.supervisor.election import Standing
 from farmd.supervisor.notifier import Notifier
 from farmd.supervisor.people import People
 from farmd.supervisor.shelf import ReleaseShelf
-from farmd.supervisor.standby import serve_elected, standby_goodbye
+from farmd.supervisor.standby import paused_gc, serve_elected, standby_goodbye
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
 from farmd.supervisor.translate import (
     worker_message,
@@ -243,7 +243,8 @@ class Supervisor(AdminRequests):
         else:
             store = SqliteStore(self.config.state_dir)
         try:
-            self.restore(store.load())
+            with paused_gc():
+                self.restore(store.load())
             self.token = ensure_token(self.config.state_dir)
             if self.config.shared_user_token:  # else it opens nothing (personal tokens)
                 self.user_token = ensure_token(self.config.state_dir, USER_TOKEN_FILE, 0o640)
