@@ -13,7 +13,8 @@ Then, `--rounds` times: `kill -9` of the active supervisor (SIGKILL: its sockets
 PostgreSQL frees its advisory lock at once), and the standby takes over; the killed
 one is started again as the new standby before the next round (they alternate), and
 the next kill waits until it is warm (its "standby warm" line: it holds the farm's
-rows and jobs ready, see farmd/supervisor/standby.py).
+rows and jobs ready, see farmd/supervisor/standby.py). The first kill waits
+`--settle` seconds after the load, for the standby to have read the new rows.
 
 The observable is **the first frame dispatched after the kill**: from the moment of the
 kill, the benchmark asks the farm every 50 ms through a `Client` given both supervisors
@@ -89,6 +90,7 @@ class Supervisor:
         self.store = store
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.warm_before = 0  # "standby warm" lines in its log before this start
 
     @property
     def address(self) -> str:
@@ -99,6 +101,7 @@ class Supervisor:
         supervisor once it has restored the farm)."""
         address_file = self.state / "address"
         address_file.unlink(missing_ok=True)
+        self.warm_before = len(self.named("standby warm")) if self.log.exists() else 0
         listen = f"127.0.0.1:{self.port}"
         advertise = ["--advertise", listen] if self.port else []
         with self.log.open("ab") as log:  # the child keeps its own copy
@@ -155,8 +158,11 @@ class Supervisor:
                     continue
         return out
 
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == event]
+
     def actives(self) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e.get("event") == "supervisor active"]
+        return self.named("supervisor active")
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
@@ -166,13 +172,15 @@ class Supervisor:
             stop(self.process, timeout=30)
 
 
-def wait_active(sup: Supervisor, seen: int, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-    """The `supervisor active` event after the first `seen` ones of `sup`'s log."""
+def wait_event(
+    sup: Supervisor, seen: int, event: str = "supervisor active", timeout: float = START_TIMEOUT
+) -> dict[str, Any]:
+    """The `event` logged after the first `seen` ones of `sup`'s log."""
     deadline = time.monotonic() + timeout
-    while len(found := sup.actives()) <= seen:
+    while len(found := sup.named(event)) <= seen:
         assert sup.process is not None
         if sup.process.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"supervisor {sup.name} did not become active; see:\n{sup.tail()}")
+            sys.exit(f"supervisor {sup.name} never logged {event!r}; see:\n{sup.tail()}")
         time.sleep(0.05)
     return found[seen]
 
@@ -297,7 +305,7 @@ def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str,
     agents: list[subprocess.Popen[bytes]] = []
     try:
         pair["a"].start()
-        wait_active(pair["a"], 0)
+        wait_event(pair["a"], 0)
         pair["b"].start()
         supervisors = f"{pair['a'].address},{pair['b'].address}"
         token = (pair["a"].state / "token").read_text().strip()
@@ -308,16 +316,26 @@ def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str,
                 workdir, supervisors, pair["a"].state / "token", args.workers, args.slots
             )
             wait_busy(client, args.workers * args.slots)
+        # the standby reads the new rows in its next refresh (every 2 s), and builds
+        # their jobs: a steady farm, not one killed while a standby catches up
+        time.sleep(args.settle)
         active, standby = pair["a"], pair["b"]
         rounds = []
         for number in range(args.rounds):
+            # the standby holds the farm's rows and jobs ready (it logs so once)
+            warm = wait_event(standby, standby.warm_before, "standby warm")
             with Client(supervisors, token=token, timeout=60.0) as client:
                 kept = held(client)
             seen = len(standby.actives())
             killed_at = active.kill()
             figures = first_dispatch(supervisors, token, killed_at)
-            event = wait_active(standby, seen)
+            event = wait_event(standby, seen)
             figures["takeover_logged_s"] = event.get("takeover_seconds")
+            restored = standby.named("takeover restored")[-1]
+            figures["load_logged_s"] = restored.get("load_seconds")
+            figures["restore_logged_s"] = restored.get("restore_seconds")
+            figures["rows_fetched"] = restored.get("rows_fetched")
+            figures["standby_warm_s"] = warm.get("seconds")
             figures["jobs_kept"] = kept
             rounds.append(figures)
             progress(f"postgresql: round {number + 1}: {figures}")
@@ -387,11 +405,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="kills of each farm (medians)")
     parser.add_argument("--workers", type=int, default=1, help="real farmd workers")
     parser.add_argument("--slots", type=int, default=2, help="slots per worker")
+    parser.add_argument(
+        "--settle", type=float, default=15.0, help="seconds after the load before the first kill"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the SQLite restart")
     parser.add_argument("--quick", action="store_true", help="a small run for smoke tests")
     args = parser.parse_args()
     if args.quick:
-        args.jobs, args.rounds = 2_000, 1
+        args.jobs, args.rounds, args.settle = 2_000, 1, 3.0
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds: need at least 1")
     database = postgres_database()

@@ -77,6 +77,8 @@ from farmd.store import (
 if TYPE_CHECKING:
     import psycopg
 
+    from farmd.store_warm import WarmRows
+
     _Connection = psycopg.Connection[tuple[Any, ...]]
 
 _T = TypeVar("_T")
@@ -491,6 +493,11 @@ class PostgresStore:
             return snapshot_of(jobs, frames, meta, users, worker_tokens, self.where)
 
         return self._read(read)
+
+    def load_warm(self, warm: WarmRows) -> Snapshot:
+        """`load`, fetching only the rows changed since `warm` last read them (a
+        standby's copy, `farmd.store_warm`)."""
+        return self._read(warm.read)
 
     def meta_value(self, key: str) -> str | None:
         """The `meta` row `key`'s value, as of the last commit; None when there is none."""

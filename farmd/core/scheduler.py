@@ -772,7 +772,7 @@ class Scheduler(Queries):
             )
             raise InternalError(msg)
         snapshot = event.snapshot
-        restored, quarantined = read_snapshot(snapshot)
+        restored, quarantined = read_snapshot(snapshot, event.prebuilt)
         self.quarantined.clear()  # the same dict: its readers hold it
         self.quarantined.update(quarantined)
         self._install(restored, snapshot.jobs)

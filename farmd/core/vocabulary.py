@@ -17,7 +17,7 @@ module pulls it at scrape time (`Scheduler.statistics`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,6 +29,7 @@ from farmd.rows import Changes, Snapshot
 
 if TYPE_CHECKING:
     from farmd.core.drafting import Draft
+    from farmd.core.restore import Built
     from farmd.releases.model import Release
 
 
@@ -212,6 +213,9 @@ class Restore:
 
     snapshot: Snapshot
     now: float
+    # jobs a warm standby built ahead from these rows (`restore.prebuild`), taken as
+    # they are when their rows are the very same objects; the others are built here
+    prebuilt: Mapping[int, Built] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)

@@ -53,7 +53,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ from farmd.core import (
     WorkerLost,
     WorkerReconfigured,
 )
+from farmd.core.restore import Built
 from farmd.core.vocabulary import DropBundle, TellReleases, WorkerLoad, WorkerReleases
 from farmd.errors import (
     FarmdError,
@@ -254,9 +255,11 @@ class Supervisor(AdminRequests):
         self.report_restored()
         return store
 
-    def restore(self, snapshot: Snapshot) -> None:
-        """Take the farm a store holds into the core (a start, or a standby's takeover)."""
-        restored = self.core.handle(Restore(snapshot=snapshot, now=self._clock()))
+    def restore(self, snapshot: Snapshot, prebuilt: Mapping[int, Built] | None = None) -> None:
+        """Take the farm a store holds into the core (a start, or a standby's takeover,
+        with the jobs it built ahead)."""
+        event = Restore(snapshot=snapshot, now=self._clock(), prebuilt=prebuilt or {})
+        restored = self.core.handle(event)
         if restored.commands or restored.changes:
             msg = f"restoring the farm asked for commands or rows: {restored!r:.200}"
             raise InternalError(msg)

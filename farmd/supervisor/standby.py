@@ -41,10 +41,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from farmd.config import Address, is_postgres_url
+from farmd.core.restore import Built, prebuild
 from farmd.logs import log_event
 from farmd.protocol import STANDBY_VERSION, Error, Standby
+from farmd.rows import Snapshot
 from farmd.store import StateLock, write_state_file
-from farmd.store_postgres import Deposed
+from farmd.store_postgres import Deposed, PostgresStore
+from farmd.store_warm import WarmRows
 from farmd.supervisor.connection import Goodbye
 from farmd.supervisor.election import (
     POLL_SECONDS,
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("farmd.supervisor")
 
 STANDING_SECONDS = 1.0  # how often a standby reads who is active, for its answers
+WARM_SECONDS = 2.0  # how often a standby reads the changed rows (`WarmStandby`)
 
 
 @contextlib.contextmanager
@@ -105,8 +109,6 @@ def advertised(listen: Address, port: int, advertise: Address | None) -> Address
 
 async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) -> None:
     """`Supervisor.run` on a PostgreSQL store (see module docs)."""
-    from farmd.store_postgres import PostgresStore
-
     config = sup.config
     url = config.store
     # the state dir (its address file, its TLS files, the local copy of the farm token)
@@ -139,7 +141,11 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, sup.serve_stream, listeners)
                 task_status.started(sup.address)
-                await _wait_to_win(sup, election)
+                warm = WarmStandby(store)
+                async with trio.open_nursery() as warming:
+                    warming.start_soon(warm.keep)
+                    await _wait_to_win(sup, election)
+                    warming.cancel_scope.cancel()  # waits for a read under way to end
                 won_at = time.monotonic()
                 # from now on a hello is told that this one is active (it is served as
                 # soon as the restore is done), not sent back to the dead supervisor
@@ -147,7 +153,7 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
                 store.fence(election.epoch)
                 keeper.start()
                 nursery.start_soon(_watch_lease, keeper)
-                await _take_over(sup, store, election)
+                await _take_over(sup, store, warm)
                 await sup.start_services(nursery, store)
                 sup.standing = None  # from here on, hellos are served
                 sup.metrics.observe_election(
@@ -188,13 +194,68 @@ async def _watch_lease(keeper: LeaseKeeper) -> None:
     raise why
 
 
-async def _take_over(sup: Supervisor, store: Any, election: Election) -> None:
-    """Load the farm the database holds (off the loop) and restore it; the farm token
-    from the database (the first active supervisor's becomes the farm's)."""
+class WarmStandby:
+    """What a standby keeps ready for its takeover: the farm's rows (`WarmRows`, read
+    again every `WARM_SECONDS`, fetching only the changed ones) and the jobs built from
+    them (`restore.prebuild`), both off the event loop. A takeover then reads what
+    changed since the last look and builds only those jobs: the rest of the restore
+    (the scheduler's indexes) is all that is left on the loop."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.rows = WarmRows(store.where)
+        self.built: dict[int, Built] = {}
+
+    def refresh(self) -> Snapshot:
+        """Read the changed rows and build their jobs (blocking: a worker thread)."""
+        with paused_gc():
+            snapshot = self.store.load_warm(self.rows)
+            self.built = prebuild(snapshot, self.built)
+        return snapshot
+
+    async def keep(self) -> None:
+        """Refresh until cancelled (when this standby wins); one line once warm."""
+        started = time.monotonic()
+        snapshot = await trio.to_thread.run_sync(self.refresh)
+        log_event(
+            log,
+            "info",
+            "standby warm",
+            jobs=len(snapshot.jobs),
+            built=len(self.built),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        while True:
+            await trio.sleep(WARM_SECONDS)
+            await trio.to_thread.run_sync(self.refresh)
+
+    async def load(self) -> tuple[Snapshot, dict[int, Built]]:
+        """The farm as the database holds it now, and the jobs built ahead (the rows
+        that changed since the last refresh are built by the restore)."""
+        snapshot = await trio.to_thread.run_sync(self.store.load_warm, self.rows)
+        return snapshot, self.built
+
+
+async def _take_over(sup: Supervisor, store: Any, warm: WarmStandby) -> None:
+    """Load the farm the database holds (off the loop: what changed since the standby's
+    last look) and restore it; the farm token from the database (the first active
+    supervisor's becomes the farm's)."""
     state_dir = sup.config.state_dir
     with paused_gc():
-        snapshot = await trio.to_thread.run_sync(store.load)
-        sup.restore(snapshot)
+        started = time.monotonic()
+        snapshot, built = await warm.load()
+        loaded = time.monotonic()
+        sup.restore(snapshot, built)
+        warm.built = {}  # each built job goes to one restore only
+        log_event(
+            log,
+            "info",
+            "takeover restored",
+            jobs=len(snapshot.jobs),
+            rows_fetched=warm.rows.fetched,
+            load_seconds=round(loaded - started, 3),
+            restore_seconds=round(time.monotonic() - loaded, 3),
+        )
     sup.store = store
     sup.token = await trio.to_thread.run_sync(
         store.shared_secret, "token", lambda: ensure_token(state_dir)
