@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dispatch import stop  # noqa: E402
-from scale import progress  # noqa: E402
+from scale import progress, status_mb  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
 from farmd.errors import FarmdError  # noqa: E402
@@ -327,6 +327,12 @@ def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str,
             with Client(supervisors, token=token, timeout=60.0) as client:
                 kept = held(client)
             seen = len(standby.actives())
+            assert standby.process is not None
+            assert active.process is not None
+            rss = {
+                "active_rss_mb": round(status_mb(active.process.pid, "VmRSS"), 1),
+                "standby_rss_mb": round(status_mb(standby.process.pid, "VmRSS"), 1),
+            }
             killed_at = active.kill()
             figures = first_dispatch(supervisors, token, killed_at)
             event = wait_event(standby, seen)
@@ -336,6 +342,7 @@ def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str,
             figures["restore_logged_s"] = restored.get("restore_seconds")
             figures["rows_fetched"] = restored.get("rows_fetched")
             figures["standby_warm_s"] = warm.get("seconds")
+            figures.update(rss)
             figures["jobs_kept"] = kept
             rounds.append(figures)
             progress(f"postgresql: round {number + 1}: {figures}")

@@ -9,9 +9,17 @@ Theory of operation
 2. Listen on the farm's address, as any supervisor does, and answer every hello with
    `standby` (where the active one is, from the database; an `error` with code
    `standby` for a peer older than protocol 7). Peers with a supervisor list go there.
+   Meanwhile keep warm (`WarmStandby`): every `WARM_SECONDS`, off the event loop, read
+   the rows that changed since the last look (by row version, `farmd.store_warm`) and
+   build their jobs (`restore.prebuild`), so that a takeover of a farm of 100,000 jobs
+   reads a few rows and builds a few jobs, not all of them (issue 17: kill to
+   dispatching again within 5 s). The price: the standby holds the farm's rows and
+   jobs in memory, and lists the live rows' versions every `WARM_SECONDS`.
 3. Ask for the farm's lock (`election.Election.try_to_win`) until it is ours. Then:
-   fence the store at the new epoch, start the lease (`LeaseKeeper`), load the farm
-   from the database and restore it exactly as a restarted supervisor does: running
+   name itself to hellos (they are served once the restore is done, instead of being
+   sent back to the dead supervisor), fence the store at the new epoch, start the
+   lease (`LeaseKeeper`), read what changed since the last look and restore the farm
+   (the jobs built ahead taken as they are) exactly as a restarted supervisor does: running
    frames are orphans until their workers come back and readopt them, results they
    repeat are taken once (attempt fencing), submissions repeated with their request
    key are not duplicated. Then serve, as active, on the same sockets: peers that
@@ -206,6 +214,11 @@ class WarmStandby:
         self.rows = WarmRows(store.where)
         self.built: dict[int, Built] = {}
 
+    def forget(self) -> None:
+        """Drop the copy (after the takeover: the active supervisor needs none)."""
+        self.rows = WarmRows(self.store.where)
+        self.built = {}
+
     def refresh(self) -> Snapshot:
         """Read the changed rows and build their jobs (blocking: a worker thread)."""
         with paused_gc():
@@ -246,7 +259,7 @@ async def _take_over(sup: Supervisor, store: Any, warm: WarmStandby) -> None:
         snapshot, built = await warm.load()
         loaded = time.monotonic()
         sup.restore(snapshot, built)
-        warm.built = {}  # each built job goes to one restore only
+        warm.forget()  # each built job goes to one restore only; the rows are its own now
         log_event(
             log,
             "info",
