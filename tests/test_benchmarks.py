@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.pg_support import need_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,3 +130,29 @@ def test_restart_benchmark_quick() -> None:
         ):
             assert figures[key] > 0, key
         assert figures["rss_empty_mb"] <= figures["peak_rss_mb"]
+
+
+def test_failover_benchmark_quick() -> None:
+    # Two real `farmd serve` on a PostgreSQL database of the script's own (dropped at
+    # the end), a real `farmd worker`, a kill -9 of the active one; then a SQLite
+    # supervisor killed and restarted; every process ended by the script.
+    need_postgres()
+    result = run_quick("failover.py", timeout=300)
+    assert result["benchmark"] == "failover"
+    assert result["jobs"] == 2_000
+    assert result["takeover_target_s"] == 5.0
+    assert len(result["takeover_rounds"]) == len(result["restart_rounds"]) == 1
+    for key in (
+        "takeover_dispatch_s",
+        "takeover_dispatch_max_s",
+        "takeover_serving_s",
+        "restart_dispatch_s",
+        "restart_dispatch_max_s",
+        "restart_serving_s",
+        "takeover_vs_restart",
+    ):
+        assert result[key] > 0, key
+    assert result["takeover_dispatch_s"] <= result["takeover_dispatch_max_s"]
+    (round_,) = result["takeover_rounds"]
+    assert round_["jobs_kept"] >= 1_900  # a few ran during the run
+    assert round_["standby_rss_mb"] > 0
