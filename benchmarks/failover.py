@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dispatch import stop  # noqa: E402
+from dispatch import process_cpu, stop  # noqa: E402
 from scale import progress, status_mb  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
@@ -73,6 +73,7 @@ TARGET_S = 5.0  # issue 17: kill -9 of the active supervisor to dispatching agai
 BATCH = 10_000  # jobs per submit_many (the protocol's MAX_BATCH)
 BULK = ["sleep", "0.5"]
 POLL = 0.05  # seconds between two looks at the farm after a kill
+IDLE_SAMPLE = 4.0  # seconds over which the warm standby's CPU is read before a kill
 START_TIMEOUT = 120.0  # a supervisor starting (SQLite: restoring the whole farm first)
 PROBE_TIMEOUT = 120.0  # kill to a frame started
 CONFIG = "supervisor:\n  heartbeat_interval: 1\n"
@@ -329,7 +330,13 @@ def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str,
             seen = len(standby.actives())
             assert standby.process is not None
             assert active.process is not None
+            # what keeping warm costs the standby: its CPU over two of its refreshes
+            cpu = process_cpu(standby.process.pid)
+            time.sleep(IDLE_SAMPLE)
             rss = {
+                "standby_cpu_pct": round(
+                    (process_cpu(standby.process.pid) - cpu) / IDLE_SAMPLE * 100, 1
+                ),
                 "active_rss_mb": round(status_mb(active.process.pid, "VmRSS"), 1),
                 "standby_rss_mb": round(status_mb(standby.process.pid, "VmRSS"), 1),
             }
