@@ -259,13 +259,14 @@ async def _take_over(sup: Supervisor, store: Any, warm: WarmStandby) -> None:
         snapshot, built = await warm.load()
         loaded = time.monotonic()
         sup.restore(snapshot, built)
+        fetched = warm.rows.fetched
         warm.forget()  # each built job goes to one restore only; the rows are its own now
         log_event(
             log,
             "info",
             "takeover restored",
             jobs=len(snapshot.jobs),
-            rows_fetched=warm.rows.fetched,
+            rows_fetched=fetched,
             load_seconds=round(loaded - started, 3),
             restore_seconds=round(time.monotonic() - loaded, 3),
         )
