@@ -3,18 +3,24 @@ what `load` reads, fetching only the changed rows, and a farm restored with the 
 built ahead shows exactly what the farm showed, and what a cold restore shows.
 
 A random farm is committed to a PostgreSQL database of the test's own in checkpoints;
-after each, the warm copy is refreshed and compared with a fresh `load`. Nothing sleeps.
+after each, the warm copy is refreshed and compared with a fresh `load`. A standby whose
+refresh fails tries again. Nothing sleeps.
 """
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+import trio
 
 from farmd.core import Restore, Scheduler
 from farmd.core.restore import Built, prebuild, read_snapshot
 from farmd.rows import Changes, Snapshot
+from farmd.store import StoreError
 from farmd.store_postgres import PostgresStore
 from farmd.store_warm import WarmRows
+from farmd.supervisor import standby
 from tests.restore_support import RandomFarm, job_row, running_frames, seen
 
 
@@ -89,3 +95,41 @@ def test_a_job_whose_rows_are_refused_is_not_built_ahead_and_still_quarantined()
     assert set(jobs) == {1}
     assert set(quarantined) == {2}
     assert quarantined == read_snapshot(snapshot)[1]
+
+
+class FlakyStore:
+    """A store whose first read fails, as while the database restarts."""
+
+    where = "postgresql://db"
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.third = trio.Event()  # set (from the refresh's thread) at the third read
+
+    def load_warm(self, rows: WarmRows) -> Snapshot:
+        self.reads += 1
+        if self.reads == 3:
+            trio.from_thread.run_sync(self.third.set)
+        if self.reads == 1:
+            msg = "cannot read the farm database postgresql://db: the server restarts"
+            raise StoreError(msg)
+        return Snapshot((job_row(1, frames="1-3"),), (), 2)
+
+
+async def test_a_standby_whose_refresh_fails_tries_again_and_gets_warm(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the real clock (the refresh runs in a worker thread), refreshing every 10 ms
+    monkeypatch.setattr(standby, "WARM_SECONDS", 0.01)
+    caplog.set_level(logging.INFO, logger="farmd.supervisor")
+    store = FlakyStore()
+    warm = standby.WarmStandby(store)  # type: ignore[arg-type]  # a fake of its one read
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(warm.keep)
+            await store.third.wait()
+            nursery.cancel_scope.cancel()
+    assert set(warm.built) == {1}
+    events = [r.getMessage() for r in caplog.records if "standby" in r.getMessage()]
+    assert events.count("standby refresh failed") == 1, events
+    assert events.count("standby warm") == 1, events

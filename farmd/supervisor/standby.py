@@ -53,7 +53,7 @@ from farmd.core.restore import Built, prebuild
 from farmd.logs import log_event
 from farmd.protocol import STANDBY_VERSION, Error, Standby
 from farmd.rows import Snapshot
-from farmd.store import StateLock, write_state_file
+from farmd.store import StateLock, StoreError, write_state_file
 from farmd.store_postgres import Deposed, PostgresStore
 from farmd.store_warm import WarmRows
 from farmd.supervisor.connection import Goodbye
@@ -227,20 +227,28 @@ class WarmStandby:
         return snapshot
 
     async def keep(self) -> None:
-        """Refresh until cancelled (when this standby wins); one line once warm."""
+        """Refresh until cancelled (when this standby wins); one line once warm. A
+        refresh that fails (the database restarting, say) is tried again later: the
+        copy is only a head start, and a takeover reads whatever it lacks."""
         started = time.monotonic()
-        snapshot = await trio.to_thread.run_sync(self.refresh)
-        log_event(
-            log,
-            "info",
-            "standby warm",
-            jobs=len(snapshot.jobs),
-            built=len(self.built),
-            seconds=round(time.monotonic() - started, 3),
-        )
+        warm = False
         while True:
+            try:
+                snapshot = await trio.to_thread.run_sync(self.refresh)
+            except StoreError as exc:
+                log_event(log, "warning", "standby refresh failed", error=str(exc))
+            else:
+                if not warm:
+                    warm = True
+                    log_event(
+                        log,
+                        "info",
+                        "standby warm",
+                        jobs=len(snapshot.jobs),
+                        built=len(self.built),
+                        seconds=round(time.monotonic() - started, 3),
+                    )
             await trio.sleep(WARM_SECONDS)
-            await trio.to_thread.run_sync(self.refresh)
 
     async def load(self) -> tuple[Snapshot, dict[int, Built]]:
         """The farm as the database holds it now, and the jobs built ahead (the rows
