@@ -25,6 +25,8 @@ import random
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,9 +64,10 @@ class Pair:
     def state(self, name: str) -> Path:
         return self.farm.root / f"state-{name}"
 
-    def start(self, name: str) -> Proc:
+    def start(self, name: str, http: bool = False) -> Proc:
         """`farmd serve` as `name` on its port (any, the first time); returns once it
-        listens (as the active supervisor or as a standby)."""
+        listens (as the active supervisor or as a standby); with `http`, its HTTP app on
+        a port of its own (STATE/http_address)."""
         state = self.state(name)
         address_file = state / "address"
         address_file.unlink(missing_ok=True)
@@ -78,7 +81,7 @@ class Pair:
                 "--listen",
                 f"{LOCALHOST}:{port}",
                 "--http",
-                "off",
+                f"{LOCALHOST}:0" if http else "off",
                 "--state",
                 str(state),
                 "--store",
@@ -457,3 +460,71 @@ def test_supervisors_of_one_farm_share_its_ca_so_tls_peers_follow_a_takeover(
         assert client.wait([job], timeout=20)["ended"] == {str(job): "complete"}
     assert worker.running()
     assert "tls_required" not in worker.stderr()
+
+
+def http_get(base: str, path: str, token: str | None = None) -> tuple[int, str]:
+    """GET base+path: the status and the body (an error status is an answer too)."""
+    request = urllib.request.Request(base + path)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def role_metrics(base: str) -> dict[str, float]:
+    """The farmd_supervisor_* samples of base's /metrics."""
+    status, text = http_get(base, "/metrics")
+    assert status == 200, text
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("farmd_supervisor_"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_a_standby_serves_metrics_and_its_api_names_the_active_supervisor(
+    pair: Pair,
+) -> None:
+    """Prometheus scraping both supervisors sees which one is active (a standby is not a
+    dead target); an API request to the standby is refused with 503 naming the active
+    one; after a takeover the same HTTP address serves the farm."""
+    pair.start("a", http=True)
+    pair.await_active("a")
+    pair.start("b", http=True)
+    wait_for(
+        lambda: any(e["event"] == "supervisor standby" for e in events(pair.procs["b"])),
+        "b to be a standby",
+    )
+    a_http = "http://" + (pair.state("a") / "http_address").read_text().strip()
+    b_http = "http://" + (pair.state("b") / "http_address").read_text().strip()
+    token = (pair.state("a") / "token").read_text().strip()
+    assert role_metrics(a_http)['farmd_supervisor_role{role="active"}'] == 1
+    assert role_metrics(a_http)["farmd_supervisor_epoch"] == 1
+    wait_for(
+        lambda: role_metrics(b_http)["farmd_supervisor_epoch"] == 1,
+        "the standby's metrics to show the epoch it has seen",
+    )
+    standby = role_metrics(b_http)
+    assert standby['farmd_supervisor_role{role="standby"}'] == 1
+    assert standby['farmd_supervisor_role{role="active"}'] == 0
+    status, body = http_get(b_http, "/api/v1/jobs", token)
+    assert status == 503, body
+    assert json.loads(body)["error"] == {
+        "code": "unavailable",
+        "message": f"standby; the active supervisor is {LOCALHOST}:{pair.ports['a']}",
+    }
+    with pair.client() as farm:
+        job = farm.submit(["true"], name="before")
+    assert pair.procs["a"].stop(signal.SIGKILL) == -signal.SIGKILL
+    pair.await_active("b")
+    after = role_metrics(b_http)
+    assert after['farmd_supervisor_role{role="active"}'] == 1
+    assert after["farmd_supervisor_epoch"] == 2
+    assert 0 < after["farmd_supervisor_takeover_seconds"] < TAKEOVER_TIMEOUT
+    status, body = http_get(b_http, f"/api/v1/jobs/{job}", token)
+    assert status == 200, body
+    assert json.loads(body)["name"] == "before"

@@ -346,7 +346,8 @@ class Supervisor(AdminRequests):
             history_after=self.config.history_after,
         )
         self.shelf.start()
-        await self._serve_http(nursery)
+        if self.http_address is None and self.metrics_address is None:  # not as a standby
+            await self.serve_http(nursery)
         nursery.start_soon(self.notices.run)
         nursery.start_soon(self._committer.run, store)
         await nursery.start(self.notifier.run)
@@ -357,9 +358,11 @@ class Supervisor(AdminRequests):
         if self.core.orphans:
             nursery.start_soon(self._reclaim_after_grace)
 
-    async def _serve_http(self, nursery: trio.Nursery) -> None:
+    async def serve_http(self, nursery: trio.Nursery) -> None:
         """The HTTP app (`farmd.web`) on the `http` address and, for configurations
-        from before it, the `metrics` one; each address written to its state file."""
+        from before it, the `metrics` one; each address written to its state file. A
+        standby serves it too (`/metrics`, the page; the API says where the active
+        supervisor is) and keeps it, the same sockets, once active."""
         wanted = [
             (where, name)
             for where, name in (

@@ -9,6 +9,8 @@ Theory of operation
 2. Listen on the farm's address, as any supervisor does, and answer every hello with
    `standby` (where the active one is, from the database; an `error` with code
    `standby` for a peer older than protocol 7). Peers with a supervisor list go there.
+   The HTTP app is served too: `/metrics` (role standby, the epoch seen) and the page;
+   every API request is refused with 503 and the same words.
 3. Ask for the farm's lock (`election.Election.try_to_win`) until it is ours. Then:
    fence the store at the new epoch, start the lease (`LeaseKeeper`), load the farm
    from the database and restore it exactly as a restarted supervisor does: running
@@ -61,11 +63,16 @@ log = logging.getLogger("farmd.supervisor")
 STANDING_SECONDS = 1.0  # how often a standby reads who is active, for its answers
 
 
+def standby_text(standing: Standing) -> str:
+    """What a standby says in words, to a hello and to an HTTP request alike."""
+    where = standing.active or "not known yet (a takeover is under way)"
+    return f"standby; the active supervisor is {where}"
+
+
 def standby_goodbye(standing: Standing, version: int) -> Goodbye:
     """A standby's answer to a hello: `standby` naming the active supervisor, or, to a
     peer older than protocol 7, an `error` that says the same in words."""
-    where = standing.active or "not known yet (a takeover is under way)"
-    text = f"standby; the active supervisor is {where}"
+    text = standby_text(standing)
     if version >= STANDBY_VERSION:
         answer: Error | Standby = Standby(
             active=standing.active, epoch=standing.epoch, message=text
@@ -120,6 +127,9 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, sup.serve_stream, listeners)
+                # the HTTP app as a standby: /metrics says so (a scrape of the standby is
+                # not a dead target), the API answers 503 naming the active supervisor
+                await sup.serve_http(nursery)
                 task_status.started(sup.address)
                 await _wait_to_win(sup, election)
                 won_at = time.monotonic()
@@ -157,6 +167,7 @@ async def _wait_to_win(sup: Supervisor, election: Election) -> None:
     while not await trio.to_thread.run_sync(election.try_to_win):
         if time.monotonic() - read_at >= STANDING_SECONDS:
             sup.standing = await trio.to_thread.run_sync(election.standing)
+            sup.metrics.observe_election("standby", sup.standing.epoch, 0.0, None)
             read_at = time.monotonic()
         await trio.sleep(POLL_SECONDS)
 
@@ -210,4 +221,4 @@ async def farm_status(sup: Supervisor) -> dict[str, Any]:
     return {**found, "store": here["store"]}
 
 
-__all__ = ["Deposed", "farm_status", "serve_elected", "standby_goodbye"]
+__all__ = ["Deposed", "farm_status", "serve_elected", "standby_goodbye", "standby_text"]
