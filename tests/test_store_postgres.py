@@ -150,6 +150,8 @@ def test_the_schema_has_sqlites_tables_and_columns_and_no_epoch(
         "started_at",
         "seen_at",
     ]
+    # and the release bundles, which SQLite keeps as files (farmd.supervisor.shelf)
+    assert pg_columns.pop("bundles") == ["digest", "size", "bytes"]
     assert pg_columns == columns
     pg_indexes = {name for (name,) in sql(postgres_url, "SELECT indexname FROM pg_indexes")}
     assert indexes <= pg_indexes
@@ -293,6 +295,36 @@ def test_an_epoch_bump_waits_for_a_commit_in_flight(
     with pytest.raises(Deposed):  # and after the bump, nothing more
         store.commit(Changes((job_row(2),), (), 6))
     assert opened().meta_value("epoch") == "2"
+
+
+def test_bundles_are_kept_read_and_dropped_under_the_epoch(
+    opened: Callable[[], PostgresStore], postgres_url: str
+) -> None:
+    store, other = opened(), opened()
+    digest = "sha256:" + "ab" * 32
+    assert store.read_bundle(digest) is None
+    store.drop_bundle(digest)  # none there: nothing done
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    store.keep_bundle(digest, data)
+    store.keep_bundle(digest, data)  # a digest names its bytes: kept once
+    assert other.read_bundle(digest) == data  # another supervisor's store reads it
+    assert sql(postgres_url, "SELECT digest, size FROM bundles") == [(digest, len(data))]
+    assert store.bundle_digests() == [digest]
+    store.drop_bundle(digest)
+    assert other.read_bundle(digest) is None
+
+    sql(postgres_url, "INSERT INTO meta (key, value) VALUES ('epoch', '1')")
+    store.fence(1)
+    store.keep_bundle(digest, b"one")
+    sql(postgres_url, "UPDATE meta SET value = '2' WHERE key = 'epoch'")  # another took over
+    with pytest.raises(Deposed, match="the farm's epoch is now 2, this supervisor's was 1"):
+        store.keep_bundle("sha256:" + "cd" * 32, b"two")
+    with pytest.raises(Deposed):
+        store.drop_bundle(digest)
+    with pytest.raises(Deposed):  # and its commits too: deposed for good
+        store.commit(Changes(next_job_id=9))
+    assert sql(postgres_url, "SELECT digest, bytes FROM bundles") == [(digest, b"one")]
+    assert store.read_bundle(digest) == b"one"  # reads are not fenced
 
 
 def test_a_shared_secret_is_made_once_for_every_store(
