@@ -32,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
@@ -159,6 +159,11 @@ def events(proc: Proc) -> list[dict[str, Any]]:
             except json.JSONDecodeError:  # a line cut short by SIGKILL
                 continue
     return out
+
+
+def sql_rows(url: str, statement: LiteralString) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as db:
+        return db.execute(statement).fetchall()
 
 
 def workers_connected(client: Client, names: set[str]) -> bool:
@@ -530,9 +535,17 @@ def test_a_release_deployed_before_a_failover_is_served_by_the_new_active_superv
         job = farm.submit([], job_type="stamp-write", params={"out": str(out)}, frames="1-2")
         assert farm.wait([job], timeout=20)["ended"] == {str(job): "complete"}
         assert farm.job(job)["release"] == "stamp 1.0"
+        # b fetched it from the database into its own cache, and served it from there
+        assert (pair.state("b") / "releases" / name).read_bytes() == data
+        # removed, its row goes too (after the commit): the database keeps no orphan
+        farm.undeploy_release("stamp", "/")
+        farm.remove_release("stamp", "1.0")
+    wait_for(
+        lambda: sql_rows(pair.url, "SELECT digest FROM bundles") == [],
+        "the removed release's bundle row to go",
+    )
     assert sorted(lines(out)) == ["stamped 1", "stamped 2"]
-    # b fetched it from the database once, into its own cache, and served it from there
-    assert (pair.state("b") / "releases" / name).read_bytes() == data
+    assert not (pair.state("b") / "releases" / name).exists()  # its cached file too
     assert list((pair.state("b") / "releases" / "uploads").iterdir()) == []
     assert worker.running()
     for proc in pair.farm.processes:

@@ -316,13 +316,18 @@ class ReleaseShelf:
             raise UserError(msg)
         final = self.path(digest)
         part = self.uploads / f"fetch-{digest.removeprefix('sha256:')}.part"
-        with part.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(part, 0o600)
-        os.replace(part, final)
-        _sync_folder(self.folder)
+        try:
+            with part.open("wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(part, 0o600)
+            os.replace(part, final)
+            _sync_folder(self.folder)
+        except OSError as exc:  # a full disk, say: the worker is told, and asks again
+            part.unlink(missing_ok=True)
+            msg = f"cannot cache the bundle {digest} in {self.folder}: {exc.strerror}"
+            raise UserError(msg) from None
 
     def drop(self, digest: str) -> None:
         """A removed release's bundle, once no known version uses it (after the commit):
