@@ -36,7 +36,9 @@ that was deposed while it was paused or cut off never writes another row. Before
 Release bundles. SQLite's supervisor keeps them as files in its state dir; here they
 are rows of their own (`bundles`: digest, size, bytes), written by `keep_bundle` once an
 upload is verified and before the release is known, and deleted by `drop_bundle` once
-a removed release's commit is durable, each in a transaction fenced like a commit. So a
+a removed release's commit is durable, each in a transaction fenced like a commit, on
+a writing connection of its own (a bundle of 64 MiB takes about half a second to write,
+which the group commits do not wait for). So a
 standby that takes over serves every release the farm knows (`read_bundle`, on the
 reading connection), caching each in its own state dir (`farmd.supervisor.shelf`).
 
@@ -314,6 +316,8 @@ class PostgresStore:
         self._epoch: int | None = None  # None: unfenced
         self._deposed = ""  # once deposed, why: no commit is tried again
         self._writing = threading.Lock()
+        self._bundling = threading.Lock()  # the bundles' writes (`_fenced`)
+        self._bundle_db: _Connection | None = None
         self._reading = threading.Lock()
         self._db = self._connect()
         try:
@@ -427,10 +431,11 @@ class PostgresStore:
                 msg = f"cannot write the farm database {self.where}: {one_line(exc)}"
                 raise StoreError(msg) from None
 
-    def _check_epoch(self, mine: int) -> None:
-        """Hold the epoch row (`FOR SHARE`, to this transaction's end) and raise
-        `Deposed`, which rolls the transaction back, unless it is still `mine`."""
-        row = self._db.execute(_EPOCH_FOR_SHARE).fetchone()
+    def _check_epoch(self, mine: int, db: _Connection | None = None) -> None:
+        """Hold the epoch row (`FOR SHARE`, to this transaction's end, on `db`: the
+        writing connection unless named) and raise `Deposed`, which rolls the
+        transaction back, unless it is still `mine`."""
+        row = (db or self._db).execute(_EPOCH_FOR_SHARE).fetchone()
         stored = row[0] if row else None
         if stored != str(mine):
             self._deposed = (
@@ -482,7 +487,10 @@ class PostgresStore:
         """The bytes of the bundle `digest`, as of the last write; None when there is none."""
         found = self._read(
             lambda db: db.execute(
-                "SELECT bytes FROM bundles WHERE digest = %s", (digest,)
+                # in binary: the bytes as they are, not twice as many hex digits
+                "SELECT bytes FROM bundles WHERE digest = %s",
+                (digest,),
+                binary=True,
             ).fetchone()
         )
         return None if found is None else bytes(found[0])
@@ -495,18 +503,23 @@ class PostgresStore:
         return [str(digest) for (digest,) in found]
 
     def _fenced(self, statement: LiteralString, params: tuple[Any, ...]) -> None:
-        """One statement in a transaction of its own on the writing connection, under
-        the epoch check a commit makes: `Deposed` once another supervisor is active."""
+        """One statement in a transaction of its own, under the epoch check a commit
+        makes: `Deposed` once another supervisor is active. On a connection of its own
+        (opened on first use, again once the server dropped it): a 64 MiB bundle takes
+        a good half second to write, which the group commits need not wait for."""
         import psycopg
 
-        with self._writing:
+        with self._bundling:
             if self._deposed:
                 raise Deposed(self._deposed)
-            db = self._db
             try:
+                if self._bundle_db is None or self._bundle_db.broken:
+                    self._bundle_db = None
+                    self._bundle_db = self._connect()
+                db = self._bundle_db
                 try:
                     if self._epoch is not None:
-                        self._check_epoch(self._epoch)
+                        self._check_epoch(self._epoch, db)
                     db.execute(statement, params)
                     db.commit()
                 except BaseException:
@@ -661,7 +674,7 @@ class PostgresStore:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def close(self) -> None:
-        for db in (self._reader, self._db):
+        for db in (self._reader, self._bundle_db, self._db):
             if db is not None:
                 with contextlib.suppress(Exception):
                     db.close()
