@@ -37,10 +37,10 @@ Release bundles. SQLite's supervisor keeps them as files in its state dir; here 
 are rows of their own (`bundles`: digest, size, bytes), written by `keep_bundle` once an
 upload is verified and before the release is known, and deleted by `drop_bundle` once
 a removed release's commit is durable, each in a transaction fenced like a commit, on
-a writing connection of its own (a bundle of 64 MiB takes about half a second to write,
-which the group commits do not wait for). So a
-standby that takes over serves every release the farm knows (`read_bundle`, on the
-reading connection), caching each in its own state dir (`farmd.supervisor.shelf`).
+a writing connection of its own (a bundle of 64 MiB takes about half a second to
+write, which the group commits do not wait for). So a standby that takes over serves
+every release the farm knows (`read_bundle`, on the reading connection), caching each
+in its own state dir (`farmd.supervisor.shelf`).
 
 The farm's shared secrets (the farm and user tokens every supervisor must agree on)
 are `meta` rows `secret:NAME` (`shared_secret`); `load` ignores meta keys it does not
