@@ -44,6 +44,9 @@ class FakeBundles:
     def drop_bundle(self, digest: str) -> None:
         self.rows.pop(digest, None)
 
+    def bundle_digests(self) -> list[str]:
+        return sorted(self.rows)
+
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -131,3 +134,21 @@ async def test_a_dropped_bundle_loses_its_file_and_its_row(tmp_path: Path) -> No
         shelf.drop(digest)
     assert not shelf.path(digest).exists()
     assert bundles.rows == {}
+
+
+async def test_bundles_only_the_disk_has_are_put_in_the_store_once_active(
+    tmp_path: Path,
+) -> None:
+    # uploaded before the store kept bundles: on this supervisor's disk only
+    old, kept, damaged = b"old bundle", b"kept bundle", b"damaged bundle"
+    shelf = shelf_knowing(tmp_path, digest_of(old), digest_of(kept), digest_of(damaged))
+    shelf.folder.mkdir()
+    for data in (old, kept):
+        shelf.path(digest_of(data)).write_bytes(data)
+    shelf.path(digest_of(damaged)).write_bytes(b"not what its name says")
+    bundles = FakeBundles()
+    bundles.rows[digest_of(kept)] = kept
+    shelf.bundles = bundles
+    async with trio.open_nursery() as nursery:
+        shelf.start(nursery)
+    assert bundles.rows == {digest_of(old): old, digest_of(kept): kept}

@@ -23,8 +23,10 @@ bundle is kept there once verified and before `AddRelease` reaches the core, so 
 release the farm knows has its bundle in the database; a digest missing from this
 supervisor's disk (it took over from another) is fetched from there once, checked
 against its digest, written to the cache (atomically, with fsync) and served; `drop`
-deletes the row too, after the commit. On SQLite there is no such store: the files
-are the bundles, as they always were.
+deletes the row too, after the commit. A bundle only the disk has (uploaded before
+the store kept bundles) is put in the store in the background once the supervisor is
+active (`_backfill`). On SQLite there is no such store: the files are the bundles, as
+they always were.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class BundleStore(Protocol):
 
     def drop_bundle(self, digest: str) -> None: ...
 
+    def bundle_digests(self) -> list[str]: ...
+
 
 @attrs.define
 class _Upload:
@@ -134,6 +138,30 @@ class ReleaseShelf:
         os.chmod(self.folder, 0o700)
         for leftover in self.uploads.iterdir():
             leftover.unlink(missing_ok=True)
+        if self.bundles is not None:
+            nursery.start_soon(self._backfill, self.bundles)
+
+    async def _backfill(self, bundles: BundleStore) -> None:
+        """Keep in the store the bundles of known releases that only this supervisor's
+        disk has: those uploaded before the store kept bundles (a farm on PostgreSQL
+        before schema 2). In the background, off the loop, one at a time."""
+        async with self._lock:
+            kept = set(await trio.to_thread.run_sync(bundles.bundle_digests))
+        for digest in [k.digest for k in self.core.rollout.deployments.releases()]:
+            if digest in kept or not self.path(digest).exists():
+                continue
+            kept.add(digest)
+            async with self._lock:  # as an upload's, and never beside a delete of its row
+                if digest in {k.digest for k in self.core.rollout.deployments.releases()}:
+                    await trio.to_thread.run_sync(self._keep_file, bundles, digest)
+
+    def _keep_file(self, bundles: BundleStore, digest: str) -> None:
+        try:
+            data = self.path(digest).read_bytes()
+        except OSError:
+            return  # gone meanwhile: removed, or never there
+        if "sha256:" + hashlib.sha256(data).hexdigest() == digest:  # else: not what it says
+            bundles.keep_bundle(digest, data)
 
     def path(self, digest: str) -> Path:
         return self.folder / f"{digest.removeprefix('sha256:')}.tar.gz"
