@@ -328,6 +328,8 @@ class ReleaseShelf:
         done = self._fetching[digest] = trio.Event()
         try:
             await trio.to_thread.run_sync(self._fetch_into_cache, digest)
+            if digest not in {k.digest for k in self.core.rollout.deployments.releases()}:
+                self.path(digest).unlink(missing_ok=True)  # removed meanwhile (`drop`)
         finally:
             del self._fetching[digest]
             done.set()
