@@ -180,11 +180,13 @@ async def _watch_lease(keeper: LeaseKeeper) -> None:
 
 async def _take_over(sup: Supervisor, store: Any, election: Election) -> None:
     """Load the farm the database holds (off the loop) and restore it; the farm token
-    from the database (the first active supervisor's becomes the farm's)."""
+    from the database (the first active supervisor's becomes the farm's); the release
+    bundles from the database, as workers ask for them (`shelf`)."""
     state_dir = sup.config.state_dir
     snapshot = await trio.to_thread.run_sync(store.load)
     sup.restore(snapshot)
     sup.store = store
+    sup.shelf.bundles = store  # release bundles live in the database too (`shelf`)
     sup.token = await trio.to_thread.run_sync(
         store.shared_secret, "token", lambda: ensure_token(state_dir)
     )
