@@ -79,11 +79,19 @@ class Copied:
     bundles: int = 0
 
     def line(self, source: Path, target: str) -> str:
-        return (
-            f"copied the farm in {source} to {target}: {self.jobs} jobs, {self.frames} frames, "
-            f"{self.users} users, {self.worker_tokens} worker tokens, {self.audit} audit "
-            f"entries, {self.secrets} farm tokens, {self.bundles} release bundles"
+        counts = ", ".join(
+            f"{count} {noun if count == 1 else plural}"
+            for count, noun, plural in (
+                (self.jobs, "job", "jobs"),
+                (self.frames, "frame row", "frame rows"),
+                (self.users, "user", "users"),
+                (self.worker_tokens, "worker token", "worker tokens"),
+                (self.audit, "audit entry", "audit entries"),
+                (self.secrets, "farm token", "farm tokens"),
+                (self.bundles, "release bundle", "release bundles"),
+            )
         )
+        return f"copied the farm in {source} to {target}: {counts}"
 
 
 def parse_source(text: str) -> Path:

@@ -211,8 +211,8 @@ def test_farmd_store_migrate_prints_what_it_copied(tmp_path: Path, postgres_url:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
-        f"copied the farm in {state} to {postgres_url}: 0 jobs, 0 frames, 1 users, "
-        "1 worker tokens, 0 audit entries, 1 farm tokens, 0 release bundles\n"
+        f"copied the farm in {state} to {postgres_url}: 0 jobs, 0 frame rows, 1 user, "
+        "1 worker token, 0 audit entries, 1 farm token, 0 release bundles\n"
     )
     again = subprocess.run(
         [*argv, "--from", f"sqlite:{state}", "--to", postgres_url],
