@@ -19,13 +19,17 @@ PostgreSQL they are the `meta` rows every supervisor of the farm shares
 and scripts that hold them keep working. The audit ids' sequence is moved past the
 highest id SQLite ever gave (`sqlite_sequence`), so no id is given twice.
 
-Not copied: the files beside the database (release bundles in STATE/releases, the
-farm's TLS authority in STATE/tls), which are not rows.
+The release bundles, files in STATE/releases on SQLite, are rows of the `bundles`
+table on PostgreSQL (whichever supervisor is active serves them): each is copied, in the
+same transaction, after its bytes are checked against the digest its name gives (a
+damaged one refuses the migration). Not copied: the farm's TLS authority in STATE/tls,
+which a PostgreSQL farm keeps in the database once its first supervisor starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +47,7 @@ from farmd.store import (
     StoreError,
 )
 from farmd.store_postgres import MIGRATION_LOCK, PostgresStore, one_line
+from farmd.supervisor.shelf import RELEASES_DIR
 
 if TYPE_CHECKING:
     import psycopg
@@ -71,13 +76,22 @@ class Copied:
     worker_tokens: int
     audit: int
     secrets: int
+    bundles: int = 0
 
     def line(self, source: Path, target: str) -> str:
-        return (
-            f"copied the farm in {source} to {target}: {self.jobs} jobs, {self.frames} frames, "
-            f"{self.users} users, {self.worker_tokens} worker tokens, {self.audit} audit "
-            f"entries, {self.secrets} farm tokens"
+        counts = ", ".join(
+            f"{count} {noun if count == 1 else plural}"
+            for count, noun, plural in (
+                (self.jobs, "job", "jobs"),
+                (self.frames, "frame row", "frame rows"),
+                (self.users, "user", "users"),
+                (self.worker_tokens, "worker token", "worker tokens"),
+                (self.audit, "audit entry", "audit entries"),
+                (self.secrets, "farm token", "farm tokens"),
+                (self.bundles, "release bundle", "release bundles"),
+            )
         )
+        return f"copied the farm in {source} to {target}: {counts}"
 
 
 def parse_source(text: str) -> Path:
@@ -102,9 +116,10 @@ def migrate(state_dir: Path, url: str) -> Copied:
                 value = (state_dir / name).read_text().strip()
                 if value:
                     rows["meta"].append((secret, value))
+        bundles = sorted((state_dir / RELEASES_DIR).glob("*.tar.gz"))
         target = PostgresStore(url)
         target.close()  # its schema is made; the copy is one transaction of its own
-        _write_postgres(url, target.where, rows, sequence)
+        _write_postgres(url, target.where, rows, sequence, bundles)
     finally:
         source.close()
     return Copied(
@@ -114,6 +129,7 @@ def migrate(state_dir: Path, url: str) -> Copied:
         worker_tokens=len(rows["worker_tokens"]),
         audit=len(rows["audit"]),
         secrets=sum(1 for key, _ in rows["meta"] if str(key).startswith("secret:")),
+        bundles=len(bundles),
     )
 
 
@@ -138,7 +154,11 @@ def _read_sqlite(state_dir: Path) -> tuple[dict[str, list[tuple[object, ...]]], 
 
 
 def _write_postgres(
-    url: str, where: str, rows: dict[str, list[tuple[object, ...]]], sequence: int
+    url: str,
+    where: str,
+    rows: dict[str, list[tuple[object, ...]]],
+    sequence: int,
+    bundles: list[Path],
 ) -> None:
     import psycopg
 
@@ -158,15 +178,37 @@ def _write_postgres(
                         copy.write_row(row)
             if sequence:
                 db.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), %s)", (sequence,))
+            for path in bundles:  # one at a time: a bundle is up to 64 MiB
+                digest, data = _bundle(path)
+                db.execute(
+                    "INSERT INTO bundles (digest, size, bytes) VALUES (%s, %s, %s)",
+                    (digest, len(data), data),
+                )
     except psycopg.Error as exc:
         msg = f"cannot copy into the farm database {where}: {one_line(exc)}; nothing was copied"
         raise StoreError(msg) from None
 
 
+def _bundle(path: Path) -> tuple[str, bytes]:
+    """A bundle file's digest (from its name, `<hex of its sha256>.tar.gz`) and bytes,
+    checked against each other."""
+    digest = "sha256:" + path.name.removesuffix(".tar.gz")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read the release bundle {path}: {exc.strerror}; nothing was copied"
+        raise StoreError(msg) from None
+    got = "sha256:" + hashlib.sha256(data).hexdigest()
+    if got != digest:
+        msg = f"the release bundle {path} is damaged (its bytes hash to {got}); nothing was copied"
+        raise StoreError(msg)
+    return digest, data
+
+
 def _held(db: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     """The tables of the farm database that hold rows (its schema version aside)."""
     held = []
-    for table, _ in COPIED:
+    for table in (*(name for name, _ in COPIED), "bundles"):
         rows = f"SELECT 1 FROM {table}"
         if table == "meta":
             rows += " WHERE key <> 'schema_version'"

@@ -33,6 +33,15 @@ after the bump sees the new epoch, rolls back and raises `Deposed`. So a supervi
 that was deposed while it was paused or cut off never writes another row. Before
 `fence`, commits are unfenced (`farmd store migrate`, tests).
 
+Release bundles. SQLite's supervisor keeps them as files in its state dir; here they
+are rows of their own (`bundles`: digest, size, bytes), written by `keep_bundle` once an
+upload is verified and before the release is known, and deleted by `drop_bundle` once
+a removed release's commit is durable, each in a transaction fenced like a commit, on
+a writing connection of its own (a bundle of 64 MiB takes about half a second to
+write, which the group commits do not wait for). So a standby that takes over serves
+every release the farm knows (`read_bundle`, on the reading connection), caching each
+in its own state dir (`farmd.supervisor.shelf`).
+
 The farm's shared secrets (the farm and user tokens every supervisor must agree on)
 are `meta` rows `secret:NAME` (`shared_secret`); `load` ignores meta keys it does not
 know, such as these and the epoch.
@@ -48,7 +57,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, LiteralString, TypeVar
 
 import attrs
 
@@ -91,7 +100,8 @@ MIGRATION_LOCK: Final = 0x6661726D6401
 CONNECT_TIMEOUT: Final = 10
 
 # Each entry migrates from version i to i + 1; the schema version is their number. The
-# first creates SQLite's schema 9 as a whole: the same tables, columns and indexes.
+# first creates SQLite's schema 9 as a whole: the same tables, columns and indexes; the
+# second adds the release bundles, which SQLite keeps as files beside its database.
 # a writer session left inside a transaction this long is ended by the server (ms)
 STUCK_TRANSACTION_MS: Final = 5000
 
@@ -194,6 +204,16 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         started_at DOUBLE PRECISION NOT NULL,
         seen_at DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 2: release bundles (the .tar.gz of each release, by its digest), so that whichever
+    # supervisor is active serves them (`keep_bundle`); SQLite keeps them as files
+    """
+    CREATE TABLE bundles (
+        digest TEXT PRIMARY KEY,      -- sha256:HEX of its bytes
+        size BIGINT NOT NULL,
+        bytes BYTEA NOT NULL
+    );
+    ALTER TABLE bundles ALTER COLUMN bytes SET STORAGE EXTERNAL;  -- compressed already
     """,
 )
 POSTGRES_SCHEMA_VERSION = len(POSTGRES_MIGRATIONS)
@@ -298,6 +318,8 @@ class PostgresStore:
         self._epoch: int | None = None  # None: unfenced
         self._deposed = ""  # once deposed, why: no commit is tried again
         self._writing = threading.Lock()
+        self._bundling = threading.Lock()  # the bundles' writes (`_fenced`)
+        self._bundle_db: _Connection | None = None
         self._reading = threading.Lock()
         self._db = self._connect()
         try:
@@ -411,10 +433,11 @@ class PostgresStore:
                 msg = f"cannot write the farm database {self.where}: {one_line(exc)}"
                 raise StoreError(msg) from None
 
-    def _check_epoch(self, mine: int) -> None:
-        """Hold the epoch row (`FOR SHARE`, to this transaction's end) and raise
-        `Deposed`, which rolls the transaction back, unless it is still `mine`."""
-        row = self._db.execute(_EPOCH_FOR_SHARE).fetchone()
+    def _check_epoch(self, mine: int, db: _Connection | None = None) -> None:
+        """Hold the epoch row (`FOR SHARE`, to this transaction's end, on `db`: the
+        writing connection unless named) and raise `Deposed`, which rolls the
+        transaction back, unless it is still `mine`."""
+        row = (db or self._db).execute(_EPOCH_FOR_SHARE).fetchone()
         stored = row[0] if row else None
         if stored != str(mine):
             self._deposed = (
@@ -446,6 +469,68 @@ class PostgresStore:
         if changes.next_job_id is not None:
             meta.append(("next_job_id", str(changes.next_job_id)))
         _META.write(cursor, meta)
+
+    # ------------------------------------------------------------------ bundles
+
+    def keep_bundle(self, digest: str, data: bytes) -> None:
+        """Keep a release bundle's bytes under `digest` (once: a digest names its
+        bytes), fenced like a commit (see module docs)."""
+        self._fenced(
+            "INSERT INTO bundles (digest, size, bytes) VALUES (%s, %s, %s)"
+            " ON CONFLICT (digest) DO NOTHING",
+            (digest, len(data), data),
+        )
+
+    def drop_bundle(self, digest: str) -> None:
+        """Delete the bundle `digest`, fenced like a commit (none there: nothing done)."""
+        self._fenced("DELETE FROM bundles WHERE digest = %s", (digest,))
+
+    def read_bundle(self, digest: str) -> bytes | None:
+        """The bytes of the bundle `digest`, as of the last write; None when there is none."""
+        found = self._read(
+            lambda db: db.execute(
+                # in binary: the bytes as they are, not twice as many hex digits
+                "SELECT bytes FROM bundles WHERE digest = %s",
+                (digest,),
+                binary=True,
+            ).fetchone()
+        )
+        return None if found is None else bytes(found[0])
+
+    def bundle_digests(self) -> list[str]:
+        """The digests of every bundle kept, in order."""
+        found = self._read(
+            lambda db: db.execute("SELECT digest FROM bundles ORDER BY digest").fetchall()
+        )
+        return [str(digest) for (digest,) in found]
+
+    def _fenced(self, statement: LiteralString, params: tuple[Any, ...]) -> None:
+        """One statement in a transaction of its own, under the epoch check a commit
+        makes: `Deposed` once another supervisor is active. On a connection of its own
+        (opened on first use, again once the server dropped it): a 64 MiB bundle takes
+        a good half second to write, which the group commits need not wait for."""
+        import psycopg
+
+        with self._bundling:
+            if self._deposed:
+                raise Deposed(self._deposed)
+            try:
+                if self._bundle_db is None or self._bundle_db.broken:
+                    self._bundle_db = None
+                    self._bundle_db = self._connect()
+                db = self._bundle_db
+                try:
+                    if self._epoch is not None:
+                        self._check_epoch(self._epoch, db)
+                    db.execute(statement, params)
+                    db.commit()
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):
+                        db.rollback()
+                    raise
+            except psycopg.Error as exc:
+                msg = f"cannot write the farm database {self.where}: {one_line(exc)}"
+                raise StoreError(msg) from None
 
     def shared_secret(self, name: str, make: Callable[[], str]) -> str:
         """The farm's secret `name` (the `meta` row `secret:NAME`), which every
@@ -596,7 +681,7 @@ class PostgresStore:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def close(self) -> None:
-        for db in (self._reader, self._db):
+        for db in (self._reader, self._bundle_db, self._db):
             if db is not None:
                 with contextlib.suppress(Exception):
                     db.close()

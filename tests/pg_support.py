@@ -21,7 +21,7 @@ import pytest
 
 SERVER = "127.0.0.1:5432"
 ADMIN_URL = f"postgresql://postgres@{SERVER}/postgres"
-FARM_TABLES = ("frames", "jobs", "users", "worker_tokens", "audit")
+FARM_TABLES = ("frames", "jobs", "users", "worker_tokens", "audit", "bundles")
 
 
 @functools.cache

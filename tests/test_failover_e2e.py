@@ -9,6 +9,9 @@ What must hold (issue 17):
   alternating which one dies (the killed one comes back as the standby);
 - a supervisor deposed while suspended (SIGSTOP past the takeover, then SIGCONT) writes
   no row after it wakes, and stops with one line;
+- a release uploaded and deployed before the active supervisor is killed is served by
+  the new one, from the database (it never had the bundle on its disk), to a worker
+  that never had it either, which runs a job of its type to completion;
 - peers follow the list: a standby answers "standby; the active supervisor is HOST:PORT",
   and `farmd status` shows the active one, its epoch and the standby.
 
@@ -20,14 +23,18 @@ of a kill; it waits for no condition.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
@@ -62,9 +69,10 @@ class Pair:
     def state(self, name: str) -> Path:
         return self.farm.root / f"state-{name}"
 
-    def start(self, name: str) -> Proc:
+    def start(self, name: str, http: bool = False) -> Proc:
         """`farmd serve` as `name` on its port (any, the first time); returns once it
-        listens (as the active supervisor or as a standby)."""
+        listens (as the active supervisor or as a standby); with `http`, its HTTP app on
+        a port of its own (STATE/http_address)."""
         state = self.state(name)
         address_file = state / "address"
         address_file.unlink(missing_ok=True)
@@ -78,7 +86,7 @@ class Pair:
                 "--listen",
                 f"{LOCALHOST}:{port}",
                 "--http",
-                "off",
+                f"{LOCALHOST}:0" if http else "off",
                 "--state",
                 str(state),
                 "--store",
@@ -154,6 +162,11 @@ def events(proc: Proc) -> list[dict[str, Any]]:
             except json.JSONDecodeError:  # a line cut short by SIGKILL
                 continue
     return out
+
+
+def sql_rows(url: str, statement: LiteralString) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as db:
+        return db.execute(statement).fetchall()
 
 
 def workers_connected(client: Client, names: set[str]) -> bool:
@@ -348,7 +361,7 @@ BEGIN
     RETURN NULL;
 END $$;
 """
-WATCHED = ("jobs", "frames", "meta", "users", "worker_tokens", "audit", "supervisors")
+WATCHED = ("jobs", "frames", "meta", "users", "worker_tokens", "audit", "supervisors", "bundles")
 
 
 def test_a_supervisor_deposed_while_suspended_writes_nothing_after_it_wakes(
@@ -456,4 +469,155 @@ def test_supervisors_of_one_farm_share_its_ca_so_tls_peers_follow_a_takeover(
         job = client.submit(["true"], name="after")
         assert client.wait([job], timeout=20)["ended"] == {str(job): "complete"}
     assert worker.running()
+
+
+STAMP_MANIFEST = """\
+name: stamp
+version: "1.0"
+description: a release for the failover test
+job_types:
+  stamp-write:
+    description: Append the release's word and the frame to a file
+    params:
+      out: {type: path, required: true, description: the file to append to}
+    command: [python3, "{release}/write.py", "{out}", "{frame}"]
+"""
+STAMP_SCRIPT = """\
+import pathlib, sys
+word = (pathlib.Path(__file__).parent / "WORD").read_text().strip()
+with open(sys.argv[1], "a", encoding="utf-8") as out:
+    out.write(f"{word} {sys.argv[2]}\\n")
+"""
+STAMP_PADDING = 3 * 1024 * 1024  # random bytes: a bundle of several fetch chunks
+
+
+def test_a_release_deployed_before_a_failover_is_served_by_the_new_active_supervisor(
+    pair: Pair, tmp_path: Path
+) -> None:
+    release = tmp_path / "stamp-1.0"
+    release.mkdir()
+    (release / "farmd-release.yaml").write_text(STAMP_MANIFEST)
+    (release / "write.py").write_text(STAMP_SCRIPT)
+    (release / "WORD").write_text("stamped\n")
+    (release / "padding.bin").write_bytes(os.urandom(STAMP_PADDING))
+    pair.start("a")
+    pair.await_active("a")
+    pair.start("b")
+    wait_for(
+        lambda: any(e["event"] == "supervisor standby" for e in events(pair.procs["b"])),
+        "b to be a standby",
+    )
+    token = str(pair.state("a") / "token")
+    deployed = pair.farm.run(
+        "release", "deploy", str(release), "--cluster", "/",
+        "--supervisor", pair.addresses, "--token-file", token,
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.splitlines()[-1] == "stamp 1.0 deployed at /", deployed.stdout
+    with psycopg.connect(pair.url, autocommit=True) as db:
+        kept = db.execute("SELECT digest, size, bytes FROM bundles").fetchall()
+    ((digest, size, data),) = kept  # in the database before the upload was answered
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert size == len(data) > STAMP_PADDING
+    name = f"{digest.removeprefix('sha256:')}.tar.gz"
+    assert (pair.state("a") / "releases" / name).read_bytes() == data
+    assert not (pair.state("b") / "releases" / name).exists()
+
+    assert pair.procs["a"].stop(signal.SIGKILL) == -signal.SIGKILL
+    pair.await_active("b")
+    worker = pair.worker("fresh")  # no cache of its own: it fetches the bundle from b
+    out = tmp_path / "out.txt"
+    with pair.client(timeout=20.0) as farm:
+
+        def ready() -> bool:
+            found = {w["name"]: w for w in farm.workers()}.get("fresh")
+            return found is not None and found["releases"] == {"stamp": "1.0"}
+
+        wait_for(ready, "the fresh worker to have stamp 1.0", timeout=TAKEOVER_TIMEOUT)
+        job = farm.submit([], job_type="stamp-write", params={"out": str(out)}, frames="1-2")
+        assert farm.wait([job], timeout=20)["ended"] == {str(job): "complete"}
+        assert farm.job(job)["release"] == "stamp 1.0"
+        # b fetched it from the database into its own cache, and served it from there
+        assert (pair.state("b") / "releases" / name).read_bytes() == data
+        # removed, its row goes too (after the commit): the database keeps no orphan
+        farm.undeploy_release("stamp", "/")
+        farm.remove_release("stamp", "1.0")
+    wait_for(
+        lambda: sql_rows(pair.url, "SELECT digest FROM bundles") == [],
+        "the removed release's bundle row to go",
+    )
+    assert sorted(lines(out)) == ["stamped 1", "stamped 2"]
+    assert not (pair.state("b") / "releases" / name).exists()  # its cached file too
+    assert list((pair.state("b") / "releases" / "uploads").iterdir()) == []
+    assert worker.running()
+    for proc in pair.farm.processes:
+        assert "Traceback" not in proc.stderr(), proc.stderr()
     assert "tls_required" not in worker.stderr()
+
+
+def http_get(base: str, path: str, token: str | None = None) -> tuple[int, str]:
+    """GET base+path: the status and the body (an error status is an answer too)."""
+    request = urllib.request.Request(base + path)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def role_metrics(base: str) -> dict[str, float]:
+    """The farmd_supervisor_* samples of base's /metrics."""
+    status, text = http_get(base, "/metrics")
+    assert status == 200, text
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("farmd_supervisor_"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_a_standby_serves_metrics_and_its_api_names_the_active_supervisor(
+    pair: Pair,
+) -> None:
+    """Prometheus scraping both supervisors sees which one is active (a standby is not a
+    dead target); an API request to the standby is refused with 503 naming the active
+    one; after a takeover the same HTTP address serves the farm."""
+    pair.start("a", http=True)
+    pair.await_active("a")
+    pair.start("b", http=True)
+    wait_for(
+        lambda: any(e["event"] == "supervisor standby" for e in events(pair.procs["b"])),
+        "b to be a standby",
+    )
+    a_http = "http://" + (pair.state("a") / "http_address").read_text().strip()
+    b_http = "http://" + (pair.state("b") / "http_address").read_text().strip()
+    token = (pair.state("a") / "token").read_text().strip()
+    assert role_metrics(a_http)['farmd_supervisor_role{role="active"}'] == 1
+    assert role_metrics(a_http)["farmd_supervisor_epoch"] == 1
+    wait_for(
+        lambda: role_metrics(b_http)["farmd_supervisor_epoch"] == 1,
+        "the standby's metrics to show the epoch it has seen",
+    )
+    standby = role_metrics(b_http)
+    assert standby['farmd_supervisor_role{role="standby"}'] == 1
+    assert standby['farmd_supervisor_role{role="active"}'] == 0
+    status, body = http_get(b_http, "/api/v1/jobs", token)
+    assert status == 503, body
+    assert json.loads(body)["error"] == {
+        "code": "unavailable",
+        "message": f"standby; the active supervisor is {LOCALHOST}:{pair.ports['a']}",
+    }
+    with pair.client() as farm:
+        job = farm.submit(["true"], name="before")
+    assert pair.procs["a"].stop(signal.SIGKILL) == -signal.SIGKILL
+    pair.await_active("b")
+    after = role_metrics(b_http)
+    assert after['farmd_supervisor_role{role="active"}'] == 1
+    assert after["farmd_supervisor_epoch"] == 2
+    assert 0 < after["farmd_supervisor_takeover_seconds"] < TAKEOVER_TIMEOUT
+    status, body = http_get(b_http, f"/api/v1/jobs/{job}", token)
+    assert status == 200, body
+    assert json.loads(body)["name"] == "before"

@@ -8,6 +8,7 @@ holds rows, a state dir a supervisor holds) are one line and change nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from farmd.core import KillJobs, Scheduler, SubmitJob, Tick
 from farmd.rows import AuditRow, Changes
 from farmd.store import SqliteStore, StoreError
 from farmd.store_migrate import migrate
-from farmd.store_postgres import PostgresStore
+from farmd.store_postgres import POSTGRES_SCHEMA_VERSION, PostgresStore
+from farmd.supervisor.shelf import RELEASES_DIR
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token
 from tests.restore_support import busy_farm, token, user
 
@@ -110,6 +112,43 @@ def test_a_migrated_farm_reads_the_same_on_postgresql(tmp_path: Path, postgres_u
         pg.close()
 
 
+def test_release_bundles_are_copied_into_the_bundles_table_and_a_damaged_one_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    state = tmp_path / "state"
+    make_farm(state)
+    releases = state / RELEASES_DIR
+    releases.mkdir()
+    kept = {}
+    for text in (b"one bundle", b"another bundle"):
+        digest = "sha256:" + hashlib.sha256(text).hexdigest()
+        (releases / f"{digest.removeprefix('sha256:')}.tar.gz").write_bytes(text)
+        kept[digest] = text
+    (releases / "uploads").mkdir()  # what an upload cut short leaves: not a bundle
+    (releases / "uploads" / "3.part").write_bytes(b"half")
+
+    damaged = releases / f"{'0' * 64}.tar.gz"
+    damaged.write_bytes(b"not what its name says")
+    with pytest.raises(StoreError) as caught:
+        migrate(state, postgres_url)
+    assert f"the release bundle {damaged} is damaged" in str(caught.value)
+    assert "nothing was copied" in str(caught.value)
+    damaged.unlink()
+
+    copied = migrate(state, postgres_url)
+    assert copied.bundles == 2
+    pg = PostgresStore(postgres_url)
+    try:
+        assert pg.bundle_digests() == sorted(kept)
+        for digest, text in kept.items():
+            assert pg.read_bundle(digest) == text
+    finally:
+        pg.close()
+    with psycopg.connect(postgres_url) as db:
+        sizes = db.execute("SELECT digest, size FROM bundles ORDER BY digest").fetchall()
+    assert sizes == sorted((digest, len(text)) for digest, text in kept.items())
+
+
 def test_a_target_that_holds_a_farm_is_refused_and_left_alone(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -130,7 +169,11 @@ def test_a_target_that_holds_a_farm_is_refused_and_left_alone(
     assert "nothing was copied" in message
     with psycopg.connect(postgres_url) as db:
         rows = db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
-    assert rows == [("next_job_id", "7"), ("schema_version", "1"), ("secret:token", "theirs")]
+    assert rows == [
+        ("next_job_id", "7"),
+        ("schema_version", str(POSTGRES_SCHEMA_VERSION)),
+        ("secret:token", "theirs"),
+    ]
 
 
 def test_a_state_dir_a_supervisor_holds_is_refused(tmp_path: Path, postgres_url: str) -> None:
@@ -168,8 +211,8 @@ def test_farmd_store_migrate_prints_what_it_copied(tmp_path: Path, postgres_url:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
-        f"copied the farm in {state} to {postgres_url}: 0 jobs, 0 frames, 1 users, "
-        "1 worker tokens, 0 audit entries, 1 farm tokens\n"
+        f"copied the farm in {state} to {postgres_url}: 0 jobs, 0 frame rows, 1 user, "
+        "1 worker token, 0 audit entries, 1 farm token, 0 release bundles\n"
     )
     again = subprocess.run(
         [*argv, "--from", f"sqlite:{state}", "--to", postgres_url],

@@ -25,6 +25,7 @@ from farmd.rows import Changes, Snapshot
 from farmd.store import DATABASE_FILE, SqliteStore, StoreError
 from farmd.store_postgres import (
     MIGRATION_LOCK,
+    POSTGRES_MIGRATIONS,
     POSTGRES_SCHEMA_VERSION,
     Deposed,
     PostgresStore,
@@ -150,6 +151,8 @@ def test_the_schema_has_sqlites_tables_and_columns_and_no_epoch(
         "started_at",
         "seen_at",
     ]
+    # and the release bundles, which SQLite keeps as files (farmd.supervisor.shelf)
+    assert pg_columns.pop("bundles") == ["digest", "size", "bytes"]
     assert pg_columns == columns
     pg_indexes = {name for (name,) in sql(postgres_url, "SELECT indexname FROM pg_indexes")}
     assert indexes <= pg_indexes
@@ -180,6 +183,26 @@ def test_a_database_from_a_newer_farmd_is_refused_and_left_alone(
     assert f"up to {POSTGRES_SCHEMA_VERSION}" in message
     assert "nothing was changed" in message
     assert contents(postgres_url) == before
+
+
+def test_a_schema_1_database_gains_the_bundles_table_and_keeps_its_rows(
+    postgres_url: str,
+) -> None:
+    # a farm database as a farmd of schema 1 left it: its tables, its rows, no bundles
+    with psycopg.connect(postgres_url, autocommit=True) as db, db.transaction():
+        db.execute(POSTGRES_MIGRATIONS[0])
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('next_job_id', '7')"
+        )
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.load().next_job_id == 7
+        store.keep_bundle("sha256:" + "ab" * 32, b"bundle")
+        assert store.read_bundle("sha256:" + "ab" * 32) == b"bundle"
+    finally:
+        store.close()
+    assert POSTGRES_SCHEMA_VERSION == 2
+    assert sql(postgres_url, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
 
 
 def test_supervisors_opening_a_fresh_database_at_once_migrate_it_once(postgres_url: str) -> None:
@@ -293,6 +316,62 @@ def test_an_epoch_bump_waits_for_a_commit_in_flight(
     with pytest.raises(Deposed):  # and after the bump, nothing more
         store.commit(Changes((job_row(2),), (), 6))
     assert opened().meta_value("epoch") == "2"
+
+
+def test_bundles_are_kept_read_and_dropped_under_the_epoch(
+    opened: Callable[[], PostgresStore], postgres_url: str
+) -> None:
+    store, other = opened(), opened()
+    digest = "sha256:" + "ab" * 32
+    assert store.read_bundle(digest) is None
+    store.drop_bundle(digest)  # none there: nothing done
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    store.keep_bundle(digest, data)
+    store.keep_bundle(digest, data)  # a digest names its bytes: kept once
+    assert other.read_bundle(digest) == data  # another supervisor's store reads it
+    assert sql(postgres_url, "SELECT digest, size FROM bundles") == [(digest, len(data))]
+    assert store.bundle_digests() == [digest]
+    store.drop_bundle(digest)
+    assert other.read_bundle(digest) is None
+
+    sql(postgres_url, "INSERT INTO meta (key, value) VALUES ('epoch', '1')")
+    store.fence(1)
+    store.keep_bundle(digest, b"one")
+    sql(postgres_url, "UPDATE meta SET value = '2' WHERE key = 'epoch'")  # another took over
+    with pytest.raises(Deposed, match="the farm's epoch is now 2, this supervisor's was 1"):
+        store.keep_bundle("sha256:" + "cd" * 32, b"two")
+    with pytest.raises(Deposed):
+        store.drop_bundle(digest)
+    with pytest.raises(Deposed):  # and its commits too: deposed for good
+        store.commit(Changes(next_job_id=9))
+    assert sql(postgres_url, "SELECT digest, bytes FROM bundles") == [(digest, b"one")]
+    assert store.read_bundle(digest) == b"one"  # reads are not fenced
+
+
+def test_a_bundle_is_kept_while_a_commit_waits(
+    opened: Callable[[], PostgresStore], postgres_url: str
+) -> None:
+    store = opened()
+    sql(postgres_url, "INSERT INTO meta (key, value) VALUES ('epoch', '1'), ('next_job_id', '1')")
+    store.fence(1)
+    blocker = psycopg.connect(postgres_url)
+    try:
+        blocker.execute("SELECT value FROM meta WHERE key = 'next_job_id' FOR UPDATE")
+        commit = Worker(lambda: store.commit(Changes((job_row(1),), (), 5)))
+        commit.start()
+        wait_until(lambda: waiting_on_locks(postgres_url) == 1, "the commit to wait")
+        # an upload's bundle (up to 64 MiB) goes on a connection of its own: it neither
+        # waits for the group commit nor makes it wait
+        keep = Worker(lambda: store.keep_bundle("sha256:" + "ab" * 32, b"bundle"))
+        keep.start()
+        keep.outcome()
+        assert commit.is_alive()
+        blocker.rollback()
+        commit.outcome()
+    finally:
+        blocker.close()
+    assert opened().read_bundle("sha256:" + "ab" * 32) == b"bundle"
+    assert opened().load().jobs == (job_row(1),)
 
 
 def test_a_shared_secret_is_made_once_for_every_store(

@@ -93,14 +93,8 @@ from farmd.core import (
     WorkerReconfigured,
 )
 from farmd.core.restore import Built
-from farmd.core.vocabulary import DropBundle, TellReleases, WorkerLoad, WorkerReleases
-from farmd.errors import (
-    FarmdError,
-    ForbiddenError,
-    InternalError,
-    ProtocolError,
-    UserError,
-)
+from farmd.core.vocabulary import DropBundle, TellReleases, WorkerLoad
+from farmd.errors import FarmdError, ForbiddenError, InternalError, ProtocolError, UserError
 from farmd.logs import log_event
 from farmd.metrics import FarmMetrics
 from farmd.protocol import (
@@ -121,13 +115,7 @@ from farmd.protocol import (
     register_of_version,
 )
 from farmd.protocol_load import LOAD_VERSION, HostLoad
-from farmd.protocol_releases import (
-    FetchRelease,
-    ReleaseData,
-    Releases,
-    ReleaseStatus,
-    encode_chunk,
-)
+from farmd.protocol_releases import FetchRelease, Releases, ReleaseStatus
 from farmd.rows import Snapshot
 from farmd.store import MemoryStore, SqliteStore, Store, write_state_file
 from farmd.supervisor.admin import AdminRequests
@@ -146,12 +134,10 @@ from farmd.supervisor.connection import (
 from farmd.supervisor.election import Standing
 from farmd.supervisor.notifier import Notifier
 from farmd.supervisor.people import People
-from farmd.supervisor.shelf import ReleaseShelf
+from farmd.supervisor.shelf import ReleaseShelf, worker_releases
 from farmd.supervisor.standby import paused_gc, serve_elected, standby_goodbye
 from farmd.supervisor.tokens import USER_TOKEN_FILE, ensure_token, principal_for
-from farmd.supervisor.translate import (
-    worker_message,
-)
+from farmd.supervisor.translate import worker_message
 from farmd.supervisor.web_backend import ChangeNotices, SupervisorBackend
 from farmd.tls import (
     HANDSHAKE_RECORD,
@@ -349,8 +335,9 @@ class Supervisor(AdminRequests):
             history_days=self.config.history_days,
             history_after=self.config.history_after,
         )
-        self.shelf.start()
-        await self._serve_http(nursery)
+        self.shelf.start(nursery)
+        if self.http_address is None and self.metrics_address is None:  # not as a standby
+            await self.serve_http(nursery)
         nursery.start_soon(self.notices.run)
         nursery.start_soon(self._committer.run, store)
         await nursery.start(self.notifier.run)
@@ -361,9 +348,11 @@ class Supervisor(AdminRequests):
         if self.core.orphans:
             nursery.start_soon(self._reclaim_after_grace)
 
-    async def _serve_http(self, nursery: trio.Nursery) -> None:
+    async def serve_http(self, nursery: trio.Nursery) -> None:
         """The HTTP app (`farmd.web`) on the `http` address and, for configurations
-        from before it, the `metrics` one; each address written to its state file."""
+        from before it, the `metrics` one; each address written to its state file. A
+        standby serves it too (`/metrics`, the page; the API says where the active
+        supervisor is) and keeps it, the same sockets, once active."""
         wanted = [
             (where, name)
             for where, name in (
@@ -598,26 +587,9 @@ class Supervisor(AdminRequests):
                 if waiter is not None:
                     waiter.send_nowait(message)
             case FetchRelease():
-                try:
-                    if not self.core.rollout.fetchable(name, message.digest):
-                        msg = (
-                            f"release {message.digest} is neither deployed at this worker's "
-                            "cluster nor the release of a frame it runs"
-                        )
-                        raise ForbiddenError(msg)
-                    data, size = self.shelf.read(message.digest, message.offset, message.length)
-                except UserError as exc:
-                    conn.send(ReleaseData(request_id=message.request_id, error=str(exc)))
-                else:
-                    chunk = encode_chunk(data)
-                    conn.send(ReleaseData(request_id=message.request_id, data=chunk, size=size))
+                self.shelf.fetch(conn, name, message)
             case ReleaseStatus():
-                ready = tuple((r[0], r[1]) for r in message.ready)
-                failed = tuple((f[0], f[1], f[2]) for f in message.failed)
-                event = WorkerReleases(
-                    name=name, ready=ready, failed=failed, now=self._clock(), by=conn.who
-                )
-                self._apply(self.core.handle(event))
+                self._apply(self.core.handle(worker_releases(name, message, self._clock(), conn)))
             case HostLoad() if conn.version >= LOAD_VERSION:
                 load = WorkerLoad(
                     name=name,

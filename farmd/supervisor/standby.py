@@ -15,6 +15,8 @@ Theory of operation
    reads a few rows and builds a few jobs, not all of them (issue 17: kill to
    dispatching again within 5 s). The price: the standby holds the farm's rows and
    jobs in memory, and lists the live rows' versions every `WARM_SECONDS`.
+   The HTTP app is served too: `/metrics` (role standby, the epoch seen) and the page;
+   every API request is refused with 503 and the same words.
 3. Ask for the farm's lock (`election.Election.try_to_win`) until it is ours. Then:
    name itself to hellos (they are served once the restore is done, instead of being
    sent back to the dead supervisor), fence the store at the new epoch, start the
@@ -91,11 +93,16 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def standby_text(standing: Standing) -> str:
+    """What a standby says in words, to a hello and to an HTTP request alike."""
+    where = standing.active or "not known yet (a takeover is under way)"
+    return f"standby; the active supervisor is {where}"
+
+
 def standby_goodbye(standing: Standing, version: int) -> Goodbye:
     """A standby's answer to a hello: `standby` naming the active supervisor, or, to a
     peer older than protocol 7, an `error` that says the same in words."""
-    where = standing.active or "not known yet (a takeover is under way)"
-    text = f"standby; the active supervisor is {where}"
+    text = standby_text(standing)
     if version >= STANDBY_VERSION:
         answer: Error | Standby = Standby(
             active=standing.active, epoch=standing.epoch, message=text
@@ -148,6 +155,9 @@ async def serve_elected(sup: Supervisor, task_status: trio.TaskStatus[Address]) 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, sup.serve_stream, listeners)
+                # the HTTP app as a standby: /metrics says so (a scrape of the standby is
+                # not a dead target), the API answers 503 naming the active supervisor
+                await sup.serve_http(nursery)
                 task_status.started(sup.address)
                 warm = WarmStandby(store)
                 async with trio.open_nursery() as warming:
@@ -192,6 +202,7 @@ async def _wait_to_win(sup: Supervisor, election: Election) -> None:
     while not await trio.to_thread.run_sync(election.try_to_win):
         if time.monotonic() - read_at >= STANDING_SECONDS:
             sup.standing = await trio.to_thread.run_sync(election.standing)
+            sup.metrics.observe_election("standby", sup.standing.epoch, 0.0, None)
             read_at = time.monotonic()
         await trio.sleep(POLL_SECONDS)
 
@@ -260,7 +271,8 @@ class WarmStandby:
 async def _take_over(sup: Supervisor, store: Any, warm: WarmStandby) -> None:
     """Load the farm the database holds (off the loop: what changed since the standby's
     last look) and restore it; the farm token from the database (the first active
-    supervisor's becomes the farm's)."""
+    supervisor's becomes the farm's); the release bundles from the database, as workers
+    ask for them (`shelf`)."""
     state_dir = sup.config.state_dir
     with paused_gc():
         started = time.monotonic()
@@ -279,6 +291,7 @@ async def _take_over(sup: Supervisor, store: Any, warm: WarmStandby) -> None:
             restore_seconds=round(time.monotonic() - loaded, 3),
         )
     sup.store = store
+    sup.shelf.bundles = store  # release bundles live in the database too (`shelf`)
     sup.token = await trio.to_thread.run_sync(
         store.shared_secret, "token", lambda: ensure_token(state_dir)
     )
@@ -315,4 +328,4 @@ async def farm_status(sup: Supervisor) -> dict[str, Any]:
     return {**found, "store": here["store"]}
 
 
-__all__ = ["Deposed", "farm_status", "serve_elected", "standby_goodbye"]
+__all__ = ["Deposed", "farm_status", "serve_elected", "standby_goodbye", "standby_text"]

@@ -32,8 +32,9 @@ from farmd.core import (
     Principal,
     RunOnWorker,
 )
-from farmd.errors import ForbiddenError, ProtocolError
+from farmd.errors import ForbiddenError, ProtocolError, UnavailableError
 from farmd.protocol import Request
+from farmd.supervisor.standby import standby_text
 from farmd.supervisor.tokens import principal_for
 from farmd.web.events import Broadcaster, Subscription
 
@@ -111,6 +112,8 @@ class SupervisorBackend:
 
     async def authenticate(self, token: str, host: str) -> Principal:
         supervisor = self._supervisor
+        if supervisor.standing is not None:  # a standby holds no farm: where to go instead
+            raise UnavailableError(standby_text(supervisor.standing))
         principal = await supervisor.people.principal(token, host)
         if principal is None:  # not a personal token: the farm's, the shared, a job's
             principal = principal_for(
