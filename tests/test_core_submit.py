@@ -104,6 +104,29 @@ def test_a_key_is_forgotten_when_its_jobs_are_removed() -> None:
     assert core.handle(submit(key="k", frames="5")).result == 2  # any submission, now
 
 
+@PROPERTY_SETTINGS
+@given(order=st.permutations(range(1, 9)), groups=st.lists(st.integers(1, 3), max_size=8))
+def test_a_batch_key_lives_exactly_as_long_as_any_of_its_jobs(
+    order: list[int], groups: list[int]
+) -> None:
+    """Whatever order a batch's jobs leave in (one at a time or several at once), its key
+    still returns the batch while any of them is left, and is free once none is."""
+    core = Scheduler()
+    batch = SubmitJobs(jobs=tuple(submit() for _ in range(8)), now=1.0, key="b")
+    assert core.handle(batch).result == list(range(1, 9))
+    core.handle(KillJobs(job_ids=tuple(range(1, 9)), now=2.0))
+    left = list(order)
+    for size in [*groups, 8]:  # the last group takes whatever is left
+        leaving, left = left[:size], left[size:]
+        if not leaving:
+            break
+        core.handle(RemoveJobs(job_ids=tuple(leaving), now=3.0))
+        assert core.knows_key("b") == bool(left), (leaving, left)
+        if left:
+            assert core.handle(batch).result == list(range(1, 9))
+    assert not core.knows_key("b")
+
+
 def test_keys_survive_the_store_and_go_with_their_jobs(tmp_path: Path) -> None:
     core = Scheduler()
     store = SqliteStore(tmp_path)

@@ -94,6 +94,10 @@ class Submissions:
         self.resolve: Callable[[ClusterPath, str, dict[str, str]], Resolved] | None = None
         # idempotency keys of submissions: the jobs each made, and a digest of what it was
         self._keys: dict[str, tuple[tuple[int, ...], str]] = {}
+        # per key, how many of its first jobs were found gone at the last `forget`: the
+        # next look starts there (jobs leave mostly in id order, and a batch of 10,000
+        # looked at from its start for each job that leaves would be quadratic)
+        self._gone: dict[str, int] = {}
 
     # ------------------------------------------------------------------ events
 
@@ -174,13 +178,25 @@ class Submissions:
         for key, (ids, digest) in found.items():
             known, _ = self._keys.get(key, ((), ""))
             self._keys[key] = ((*known, *ids), digest[0])
+            self._gone.pop(key, None)
 
     def forget(self, removed: Iterable[Job]) -> None:
         """Jobs were removed: a key is forgotten with the last of its jobs (their rows
         carried it)."""
+        live = self._jobs
         for key in dict.fromkeys(job.request_key for job in removed if job.request_key):
-            if not any(i in self._jobs for i in self._keys[key][0]):
-                del self._keys[key]
+            ids = self._keys[key][0]
+            start = self._gone.get(key, 0)
+            for position in range(start, len(ids)):
+                if ids[position] in live:
+                    self._gone[key] = position
+                    break
+            else:
+                # none live from the mark on; one before it may have come back since (a
+                # job read back from history): the whole key is looked at, once, to end it
+                if not any(i in live for i in ids[:start]):
+                    del self._keys[key]
+                    self._gone.pop(key, None)
 
     # ------------------------------------------------------------------ checks
 
