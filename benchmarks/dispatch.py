@@ -566,9 +566,10 @@ def submit_rates(workdir: Path, single: int, batches: int, batch: int) -> dict[s
 
 
 def start_worker(
-    workdir: Path, address: Address, token_file: Path, name: str, slots: int
+    workdir: Path, address: Address | str, token_file: Path, name: str, slots: int
 ) -> subprocess.Popen[bytes]:
-    """A real `farmd worker` process, its output in WORKDIR/NAME.log."""
+    """A real `farmd worker` process, its output in WORKDIR/NAME.log; `address` may be
+    a supervisor list (`a:7531,b:7531`)."""
     log = (workdir / f"{name}.log").open("wb")
     return subprocess.Popen(
         [

@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dispatch import process_cpu, stop  # noqa: E402
+from dispatch import process_cpu, start_worker, stop  # noqa: E402
 from scale import progress, status_mb  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
@@ -189,35 +189,8 @@ def wait_event(
 def start_workers(
     workdir: Path, supervisors: str, token_file: Path, count: int, slots: int
 ) -> list[subprocess.Popen[bytes]]:
-    agents = []
-    for n in range(count):
-        name = f"w{n}"
-        log = (workdir / f"{name}.log").open("wb")
-        agents.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "farmd",
-                    "worker",
-                    "--supervisor",
-                    supervisors,
-                    "--token-file",
-                    str(token_file),
-                    "--name",
-                    name,
-                    "--slots",
-                    str(slots),
-                    "--log-dir",
-                    str(workdir / f"logs-{name}"),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return agents
+    """`count` real `farmd worker` processes given the supervisor list."""
+    return [start_worker(workdir, supervisors, token_file, f"w{n}", slots) for n in range(count)]
 
 
 def load(client: Client, jobs: int) -> float:
