@@ -294,8 +294,6 @@ class Supervisor(AdminRequests):
         listeners = await open_listeners(listen)
         sockname = listeners[0].socket.getsockname()
         self.address = Address(listen.host, sockname[1])
-        # Local clients and scripts find a supervisor started on port 0 through this file.
-        write_state_file(self.config.state_dir / ADDRESS_FILE, f"{self.address}\n")
         log_event(
             log,
             "info",
@@ -322,6 +320,9 @@ class Supervisor(AdminRequests):
                 "tls off on a network address: tokens and jobs cross the network in clear",
                 address=str(self.address),
             )
+        # Local clients and scripts find a supervisor started on port 0 through this file;
+        # written last, so whoever waits for it also finds the lines above (the key's pin)
+        write_state_file(self.config.state_dir / ADDRESS_FILE, f"{self.address}\n")
         return listeners
 
     async def start_services(self, nursery: trio.Nursery, store: Store) -> None:
