@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
 import statistics
@@ -61,14 +60,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dispatch import process_cpu, start_worker, stop  # noqa: E402
+from dispatch import (  # noqa: E402
+    PostgresUnavailable,
+    postgres_database,
+    process_cpu,
+    start_worker,
+    stop,
+)
 from scale import progress, status_mb  # noqa: E402
 
 from farmd.client import Client  # noqa: E402
 from farmd.errors import FarmdError  # noqa: E402
 
-SERVER = "127.0.0.1:5432"
-ADMIN_URL = f"postgresql://postgres@{SERVER}/postgres"
 TARGET_S = 5.0  # issue 17: kill -9 of the active supervisor to dispatching again
 BATCH = 10_000  # jobs per submit_many (the protocol's MAX_BATCH)
 BULK = ["sleep", "0.5"]
@@ -250,28 +253,6 @@ def held(client: Client) -> int:
 # --------------------------------------------------------------------------- the farms
 
 
-def postgres_database() -> str | None:
-    """A new database's name, or None (and why, on stderr) when PostgreSQL is not
-    reachable."""
-    import psycopg
-
-    name = f"farmd_bench_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(ADMIN_URL, connect_timeout=3, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-    except psycopg.Error as exc:
-        progress(f"PostgreSQL is not reachable at {SERVER}: {' '.join(str(exc).split())}")
-        return None
-    return name
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def failover_run(workdir: Path, url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Two supervisors on one database; `--rounds` kills of the active one."""
     pair = {n: Supervisor(n, workdir, url) for n in ("a", "b")}
@@ -402,22 +383,21 @@ def main() -> None:
         args.jobs, args.rounds, args.settle = 2_000, 1, 3.0
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds: need at least 1")
-    database = postgres_database()
-    if database is None:
-        sys.exit(77)  # the smoke test skips on this status (no PostgreSQL here)
     wall = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="farmd-failover-"))
     try:
-        url = f"postgresql://postgres@{SERVER}/{database}"
-        (workdir / "pg").mkdir()
-        failover = failover_run(workdir / "pg", url, args)
+        with postgres_database() as url:  # a database of its own, dropped after
+            (workdir / "pg").mkdir()
+            failover = failover_run(workdir / "pg", url, args)
         baseline = None
         if not args.no_baseline:
             (workdir / "sqlite").mkdir()
             baseline = restart_run(workdir / "sqlite", args)
+    except PostgresUnavailable as exc:
+        progress(str(exc))
+        sys.exit(77)  # the smoke test skips on this status (no PostgreSQL here)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        drop_database(database)
     result: dict[str, Any] = {"benchmark": "failover", "jobs": args.jobs, "rounds": args.rounds}
     for name, figures in (("takeover", failover), ("restart", baseline)):
         if figures is None:
