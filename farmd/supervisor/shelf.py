@@ -130,6 +130,10 @@ class ReleaseShelf:
         self._fetching: dict[str, trio.Event] = {}  # digests being fetched from `bundles`
         self._nursery: trio.Nursery | None = None  # the supervisor's, for row deletes
 
+    def _known_digests(self) -> set[str]:
+        """The digests of every release version the farm knows (deployed or not)."""
+        return {known.digest for known in self.core.rollout.deployments.releases()}
+
     def start(self, nursery: trio.Nursery) -> None:
         """Create the folders; remove what uploads a crash cut short left. Deletes of
         bundle rows run in `nursery` (the active supervisor's)."""
@@ -147,12 +151,12 @@ class ReleaseShelf:
         before schema 2). In the background, off the loop, one at a time."""
         async with self._lock:
             kept = set(await trio.to_thread.run_sync(bundles.bundle_digests))
-        for digest in [k.digest for k in self.core.rollout.deployments.releases()]:
+        for digest in self._known_digests():
             if digest in kept or not self.path(digest).exists():
                 continue
             kept.add(digest)
             async with self._lock:  # as an upload's, and never beside a delete of its row
-                if digest in {k.digest for k in self.core.rollout.deployments.releases()}:
+                if digest in self._known_digests():
                     await trio.to_thread.run_sync(self._keep_file, bundles, digest)
 
     def _keep_file(self, bundles: BundleStore, digest: str) -> None:
@@ -160,7 +164,7 @@ class ReleaseShelf:
             data = self.path(digest).read_bytes()
         except OSError:
             return  # gone meanwhile: removed, or never there
-        if "sha256:" + hashlib.sha256(data).hexdigest() == digest:  # else: not what it says
+        if bundle.digest(data) == digest:  # else: not what it says
             bundles.keep_bundle(digest, data)
 
     def path(self, digest: str) -> Path:
@@ -309,7 +313,7 @@ class ReleaseShelf:
     async def read(self, digest: str, offset: int, length: int) -> tuple[bytes, int]:
         """Up to `length` bytes of a known bundle from `offset`, and its size; a bundle
         missing from disk is first fetched from the store that keeps bundles."""
-        known = {k.digest for k in self.core.rollout.deployments.releases()}
+        known = self._known_digests()
         if digest not in known:
             msg = f"no release the farm holds has the digest {digest}"
             raise UserError(msg)
@@ -328,7 +332,7 @@ class ReleaseShelf:
         done = self._fetching[digest] = trio.Event()
         try:
             await trio.to_thread.run_sync(self._fetch_into_cache, digest)
-            if digest not in {k.digest for k in self.core.rollout.deployments.releases()}:
+            if digest not in self._known_digests():
                 self.path(digest).unlink(missing_ok=True)  # removed meanwhile (`drop`)
         finally:
             del self._fetching[digest]
@@ -340,7 +344,7 @@ class ReleaseShelf:
         if data is None:
             msg = f"the bundle {digest} is in neither this supervisor's state dir nor the store"
             raise UserError(msg)
-        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        got = bundle.digest(data)
         if got != digest:
             msg = f"the bundle {digest} in the store is damaged: its bytes hash to {got}"
             raise UserError(msg)
@@ -362,7 +366,7 @@ class ReleaseShelf:
     def drop(self, digest: str) -> None:
         """A removed release's bundle, once no known version uses it (after the commit):
         its file now, its row in the store in a task (`_drop_row`)."""
-        if digest not in {k.digest for k in self.core.rollout.deployments.releases()}:
+        if digest not in self._known_digests():
             self.path(digest).unlink(missing_ok=True)
             if self.bundles is not None and self._nursery is not None:
                 self._nursery.start_soon(self._drop_row, self.bundles, digest)
@@ -371,7 +375,7 @@ class ReleaseShelf:
         # under the upload lock, and only if still unknown: an upload of the same bytes
         # keeps its row before its release is known, inside that lock (`_take`)
         async with self._lock:
-            if digest not in {k.digest for k in self.core.rollout.deployments.releases()}:
+            if digest not in self._known_digests():
                 # a StoreError (Deposed included) ends the supervisor, as a commit's does
                 await trio.to_thread.run_sync(bundles.drop_bundle, digest)
 
